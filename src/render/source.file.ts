@@ -1,0 +1,104 @@
+/** Local files, confined to configured roots. */
+import { type FileHandle, open, realpath, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { SourceError } from './errors.ts';
+import type { ReadOptions, Source, SourceRead, SourceStats } from './source.ts';
+
+/**
+ * Resolve `p` and check that it (after following symlinks) stays inside one of `roots`.
+ * Throws SourceError 'forbidden' otherwise, 'not-found' when it does not exist.
+ */
+export async function confinePath(p: string, roots: readonly string[]): Promise<string> {
+  if (roots.length === 0) throw new SourceError('forbidden', `local file ${p} refused: no source roots are configured`);
+  const abs = path.resolve(p);
+  let real: string;
+  try {
+    real = await realpath(abs);
+  } catch (e) {
+    throw new SourceError('not-found', `local file ${p} does not exist`, { cause: e });
+  }
+  for (const root of roots) {
+    let realRoot: string;
+    try {
+      realRoot = await realpath(path.resolve(root));
+    } catch {
+      continue;
+    }
+    const rel = path.relative(realRoot, real);
+    if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel))) return real;
+  }
+  throw new SourceError('forbidden', `local file ${p} is outside the configured source roots (${roots.join(', ')})`);
+}
+
+function fileEtag(size: number, mtimeMs: number): string {
+  return `"${size.toString(16)}-${Math.floor(mtimeMs).toString(16)}"`;
+}
+
+export class SourceFile implements Source {
+  readonly url: string;
+  readonly stats: SourceStats = { requests: 0, bytes: 0 };
+  private readonly filePath: string;
+  private handle: Promise<FileHandle> | undefined;
+
+  /** `filePath` must already be confined (see confinePath). */
+  constructor(filePath: string) {
+    this.filePath = filePath;
+    this.url = `file://${filePath}`;
+  }
+
+  private fh(): Promise<FileHandle> {
+    if (!this.handle) {
+      this.handle = open(this.filePath, 'r').catch((e: NodeJS.ErrnoException) => {
+        this.handle = undefined;
+        throw new SourceError(e.code === 'ENOENT' ? 'not-found' : 'unreachable', `cannot open ${this.filePath}: ${e.message}`, {
+          cause: e,
+        });
+      });
+    }
+    return this.handle;
+  }
+
+  async stat(options?: ReadOptions): Promise<{ size: number; etag: string; lastModified: Date }> {
+    let s: { size: number; mtimeMs: number; mtime: Date };
+    try {
+      s = await stat(this.filePath);
+    } catch (e) {
+      throw new SourceError('not-found', `local file ${this.filePath} is gone`, { cause: e });
+    }
+    const etag = fileEtag(s.size, s.mtimeMs);
+    if (options?.ifMatch && options.ifMatch !== etag) {
+      throw new SourceError('changed', `local file ${this.filePath} changed while it was being read`);
+    }
+    return { size: s.size, etag, lastModified: s.mtime };
+  }
+
+  async read(offset: number, length: number, options?: ReadOptions): Promise<SourceRead> {
+    options?.signal?.throwIfAborted();
+    const fh = await this.fh();
+    const s = await fh.stat();
+    const etag = fileEtag(s.size, s.mtimeMs);
+    if (options?.ifMatch && options.ifMatch !== etag) {
+      // the open handle may point at a replaced file: drop it so a re-open sees the new one
+      this.handle = undefined;
+      await fh.close().catch(() => {});
+      throw new SourceError('changed', `local file ${this.filePath} changed while it was being read`);
+    }
+    const n = Math.max(0, Math.min(length, s.size - offset));
+    const bytes = new Uint8Array(n);
+    let done = 0;
+    while (done < n) {
+      const { bytesRead } = await fh.read(bytes, done, n - done, offset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    this.stats.requests++;
+    this.stats.bytes += done;
+    return { bytes: done === n ? bytes : bytes.subarray(0, done), size: s.size, etag };
+  }
+
+  async close(): Promise<void> {
+    const h = this.handle;
+    this.handle = undefined;
+    if (h) await (await h).close().catch(() => {});
+  }
+}

@@ -1,0 +1,372 @@
+/**
+ * S3 sources (AWS S3 or any S3-compatible store): ranged GetObject, HeadObject, listing a prefix.
+ * The S3 client is built once by the composition root (createS3Client) and shared by every source.
+ */
+import { addAbortSignal, type Readable } from 'node:stream';
+import {
+  GetObjectCommand,
+  type GetObjectCommandOutput,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import { SourceError } from './errors.ts';
+import type { ReadOptions, Source, SourceRead, SourceStats } from './source.ts';
+
+export interface S3Settings {
+  /** custom endpoint of an S3-compatible store, e.g. `http://127.0.0.1:7480`; AWS when absent */
+  readonly endpoint?: string;
+  /** signing region; `us-east-1` when an endpoint is given, else the SDK's region chain (AWS_REGION, profile) */
+  readonly region?: string;
+  /** `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key`; default true when an endpoint is given */
+  readonly forcePathStyle?: boolean;
+  /** static keys; when absent the SDK's standard credential chain applies (env, profile, web identity, IMDS) */
+  readonly accessKeyId?: string;
+  readonly secretAccessKey?: string;
+  /** attempts per request, the first included (SDK standard retry with backoff); default 3 */
+  readonly maxAttempts?: number;
+  /** the longest a connection may stay silent (connecting, waiting for an answer, between body bytes); default 30 s */
+  readonly timeoutMs?: number;
+}
+
+export const S3_DEFAULTS = { region: 'us-east-1', maxAttempts: 3, timeoutMs: 30_000, maxSockets: 64 } as const;
+
+const BODY_RETRY_BASE_MS = 100;
+
+export function createS3Client(settings: S3Settings): S3Client {
+  const timeoutMs = settings.timeoutMs ?? S3_DEFAULTS.timeoutMs;
+  const agent = { keepAlive: true, maxSockets: S3_DEFAULTS.maxSockets };
+  const hasKeys = settings.accessKeyId !== undefined && settings.secretAccessKey !== undefined;
+  return new S3Client({
+    endpoint: settings.endpoint,
+    region: settings.region ?? (settings.endpoint !== undefined ? S3_DEFAULTS.region : undefined),
+    forcePathStyle: settings.forcePathStyle ?? settings.endpoint !== undefined,
+    credentials: hasKeys
+      ? { accessKeyId: settings.accessKeyId as string, secretAccessKey: settings.secretAccessKey as string }
+      : undefined,
+    maxAttempts: settings.maxAttempts ?? S3_DEFAULTS.maxAttempts,
+    // checksums only where the API requires them: S3-compatible stores (radosgw, older MinIO) reject the
+    // trailing checksums the SDK would otherwise add to streamed uploads
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    requestHandler: {
+      connectionTimeout: timeoutMs,
+      socketTimeout: timeoutMs,
+      httpAgent: agent,
+      httpsAgent: agent,
+    },
+  });
+}
+
+/** `s3://bucket/key` -> bucket and key (the key may be empty: a prefix). */
+export function parseS3Url(url: string): { bucket: string; key: string } {
+  const m = /^s3:\/\/([^/]+)(?:\/(.*))?$/s.exec(url);
+  if (!m) throw new SourceError('bad-request', `"${url}" is not an S3 URL: write it as s3://bucket/key`);
+  return { bucket: m[1], key: m[2] ?? '' };
+}
+
+interface S3ErrorShape {
+  name?: string;
+  code?: string;
+  Code?: string;
+  message?: string;
+  $metadata?: { httpStatusCode?: number; attempts?: number };
+}
+
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNABORTED',
+  'ERR_STREAM_PREMATURE_CLOSE',
+]);
+
+/** One mapping from whatever the SDK or the socket threw to a SourceError a person can act on. */
+export function s3SourceError(e: unknown, url: string, action: string): SourceError {
+  if (e instanceof SourceError) return e;
+  const err = (e ?? {}) as S3ErrorShape;
+  const status = err.$metadata?.httpStatusCode;
+  const name = err.Code ?? err.name ?? '';
+  const detail = err.message ? `: ${err.message}` : '';
+  const opts = { cause: e };
+  if (name === 'NoSuchBucket') {
+    return new SourceError(
+      'not-found',
+      `${url}: the bucket does not exist (${action}); check the bucket name and the S3 endpoint/region`,
+      opts,
+    );
+  }
+  if (status === 404 || name === 'NoSuchKey' || name === 'NotFound') {
+    return new SourceError('not-found', `${url} does not exist (${action}); check the bucket and key`, opts);
+  }
+  if (status === 412 || name === 'PreconditionFailed') {
+    return new SourceError(
+      'changed',
+      `${url} changed while it was being read (its ETag is no longer the one first seen)`,
+      opts,
+    );
+  }
+  if (status === 401 || status === 403) {
+    return new SourceError(
+      'forbidden',
+      `${url}: access denied (${action}, S3 ${status} ${name}); check the access key and secret, the region and the bucket policy`,
+      opts,
+    );
+  }
+  if (name === 'CredentialsProviderError') {
+    return new SourceError(
+      'forbidden',
+      `${url}: no S3 credentials found (${action}); configure an access key and secret, or the standard AWS credential chain${detail}`,
+      opts,
+    );
+  }
+  if (err.code !== undefined && NETWORK_CODES.has(err.code)) {
+    return new SourceError(
+      'unreachable',
+      `${url}: S3 connection failed (${action}, ${err.code}); check the endpoint and the network`,
+      opts,
+    );
+  }
+  if (name === 'TimeoutError' || name === 'RequestTimeout' || err.code === 'ETIMEDOUT') {
+    return new SourceError(
+      'timeout',
+      `${url}: S3 did not answer in time (${action}); check the endpoint, or raise the S3 timeout`,
+      opts,
+    );
+  }
+  if (status !== undefined && status >= 500) {
+    return new SourceError(
+      'unreachable',
+      `${url}: S3 is failing (${action}, HTTP ${status} ${name}) after retries; try again later`,
+      opts,
+    );
+  }
+  const what = status !== undefined ? `HTTP ${status} ${name}` : name || 'an error';
+  return new SourceError('unreachable', `${url}: S3 answered ${what} (${action})${detail}`, opts);
+}
+
+function abortReason(signal: AbortSignal | undefined): unknown {
+  return signal?.aborted ? signal.reason : undefined;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** `bytes 0-99/1234` -> 1234 (NaN when the total is unknown or the header is malformed) */
+function totalFromContentRange(contentRange: string | undefined): { start: number; total: number } | undefined {
+  const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(contentRange?.trim() ?? '');
+  if (!m) return undefined;
+  return { start: Number(m[1]), total: m[3] === '*' ? Number.NaN : Number(m[3]) };
+}
+
+/** Collect a response body into one array, sized up front when the length is known. */
+async function readBody(body: Readable, expectedBytes: number | undefined, signal?: AbortSignal): Promise<Uint8Array> {
+  if (signal) addAbortSignal(signal, body);
+  if (expectedBytes !== undefined && Number.isSafeInteger(expectedBytes) && expectedBytes >= 0) {
+    const out = new Uint8Array(expectedBytes);
+    let at = 0;
+    for await (const chunk of body as AsyncIterable<Uint8Array>) {
+      if (at + chunk.byteLength > expectedBytes)
+        throw new Error(`body longer than its Content-Length ${expectedBytes}`);
+      out.set(chunk, at);
+      at += chunk.byteLength;
+    }
+    if (at !== expectedBytes)
+      throw Object.assign(new Error(`body ended after ${at} of ${expectedBytes} bytes`), { code: 'ECONNRESET' });
+    return out;
+  }
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of body as AsyncIterable<Uint8Array>) chunks.push(chunk);
+  return new Uint8Array(Buffer.concat(chunks));
+}
+
+export interface SourceS3Options {
+  /** attempts for a read whose body breaks off after the answer began (the SDK retries only until the answer); default 3 */
+  readonly bodyAttempts?: number;
+}
+
+export class SourceS3 implements Source {
+  readonly url: string;
+  readonly stats: SourceStats = { requests: 0, bytes: 0 };
+  private readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly key: string;
+  private readonly bodyAttempts: number;
+
+  constructor(client: S3Client, url: string, options: SourceS3Options = {}) {
+    const { bucket, key } = parseS3Url(url);
+    if (key === '' || key.endsWith('/')) {
+      throw new SourceError('bad-request', `"${url}" names no object: write it as s3://bucket/path/to/file.tif`);
+    }
+    this.client = client;
+    this.url = url;
+    this.bucket = bucket;
+    this.key = key;
+    this.bodyAttempts = Math.max(1, options.bodyAttempts ?? 3);
+  }
+
+  private countAttempts(meta: { attempts?: number } | undefined): void {
+    this.stats.requests += meta?.attempts ?? 1;
+  }
+
+  async stat(options?: ReadOptions): Promise<{ size: number; etag: string; lastModified?: Date }> {
+    options?.signal?.throwIfAborted();
+    try {
+      const res = await this.client.send(
+        new HeadObjectCommand({ Bucket: this.bucket, Key: this.key, IfMatch: options?.ifMatch }),
+        { abortSignal: options?.signal },
+      );
+      this.countAttempts(res.$metadata);
+      const size = res.ContentLength;
+      if (size === undefined || !Number.isSafeInteger(size)) {
+        throw new SourceError('unreachable', `${this.url}: S3 HeadObject gave no Content-Length`);
+      }
+      return { size, etag: res.ETag ?? `size-${size}`, lastModified: res.LastModified };
+    } catch (e) {
+      throw this.fail(e, 'HeadObject', options?.signal);
+    }
+  }
+
+  async read(offset: number, length: number, options?: ReadOptions): Promise<SourceRead> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length)) {
+      throw new SourceError('bad-request', `${this.url}: bad byte range offset=${offset} length=${length}`);
+    }
+    if (length <= 0) {
+      const s = await this.stat(options);
+      return { bytes: new Uint8Array(0), size: s.size, etag: s.etag };
+    }
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.readOnce(offset, length, options);
+      } catch (e) {
+        const failure = this.fail(e, 'GetObject', options?.signal);
+        const bodyBroke = (e as { bodyBroke?: boolean }).bodyBroke === true;
+        if (!bodyBroke || attempt >= this.bodyAttempts || options?.signal?.aborted) throw failure;
+        await sleep(BODY_RETRY_BASE_MS * 2 ** (attempt - 1) * (0.5 + Math.random()), options?.signal);
+      }
+    }
+  }
+
+  private async readOnce(offset: number, length: number, options?: ReadOptions): Promise<SourceRead> {
+    const signal = options?.signal;
+    signal?.throwIfAborted();
+    let res: GetObjectCommandOutput;
+    try {
+      res = await this.client.send(
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: this.key,
+          Range: `bytes=${offset}-${offset + length - 1}`,
+          IfMatch: options?.ifMatch,
+        }),
+        { abortSignal: signal },
+      );
+    } catch (e) {
+      this.countAttempts((e as S3ErrorShape).$metadata);
+      if ((e as S3ErrorShape).$metadata?.httpStatusCode === 416) {
+        // the range starts at or past the end: nothing to read
+        const s = await this.stat(options);
+        return { bytes: new Uint8Array(0), size: s.size, etag: s.etag };
+      }
+      throw e;
+    }
+    this.countAttempts(res.$metadata);
+    const etag = res.ETag ?? '';
+    let bytes: Uint8Array;
+    try {
+      bytes = await readBody(res.Body as Readable, res.ContentLength, signal);
+    } catch (e) {
+      (res.Body as Readable | undefined)?.destroy();
+      throw Object.assign(e instanceof Error ? e : new Error(String(e)), { bodyBroke: true });
+    }
+    let size: number;
+    const range = totalFromContentRange(res.ContentRange);
+    if (range) {
+      if (range.start !== offset) {
+        throw new SourceError(
+          'unreachable',
+          `${this.url}: S3 answered bytes from ${range.start}, not the ${offset} asked for`,
+        );
+      }
+      size = range.total;
+    } else {
+      // the store ignored the Range header and sent the whole object
+      size = bytes.byteLength;
+      bytes = bytes.subarray(offset, offset + length);
+    }
+    this.stats.bytes += bytes.byteLength;
+    return { bytes, size, etag: etag || `size-${size}` };
+  }
+
+  /** the caller's abort wins over any error it caused; everything else becomes a SourceError */
+  private fail(e: unknown, action: string, signal: AbortSignal | undefined): unknown {
+    const reason = abortReason(signal);
+    if (reason !== undefined) return reason;
+    return s3SourceError(e, this.url, action);
+  }
+}
+
+const TIFF_KEY = /\.tiff?$/i;
+
+/**
+ * Every object under `s3://bucket/prefix/` whose key ends in .tif or .tiff, as sorted `s3://` URLs.
+ * A prefix without a trailing slash is taken as a folder. More than `limit` matches is an error (narrow the prefix).
+ */
+export async function listS3Tiffs(
+  client: S3Client,
+  prefixUrl: string,
+  limit = 100_000,
+  pageSize = 1000,
+): Promise<string[]> {
+  const { bucket, key } = parseS3Url(prefixUrl);
+  const prefix = key === '' || key.endsWith('/') ? key : `${key}/`;
+  const where = `s3://${bucket}/${prefix}`;
+  const urls: string[] = [];
+  let token: string | undefined;
+  do {
+    let page: ListObjectsV2CommandOutput;
+    try {
+      page = await listPage(client, bucket, prefix, token, pageSize);
+    } catch (e) {
+      throw s3SourceError(e, where, 'ListObjectsV2');
+    }
+    for (const object of page.Contents ?? []) {
+      if (object.Key === undefined || !TIFF_KEY.test(object.Key)) continue;
+      if (urls.length >= limit) {
+        throw new SourceError('too-large', `${where} holds more than ${limit} GeoTIFFs; point at a narrower prefix`);
+      }
+      urls.push(`s3://${bucket}/${object.Key}`);
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token !== undefined);
+  return urls.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+function listPage(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+  token: string | undefined,
+  pageSize: number,
+): Promise<ListObjectsV2CommandOutput> {
+  return client.send(
+    new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token, MaxKeys: pageSize }),
+  );
+}

@@ -1,0 +1,7 @@
+import { Hono } from 'hono';
+import type { AppEnv } from './app.ts';
+import type { AppDeps } from './deps.ts';
+
+export function tilesRoutes(_deps: AppDeps): Hono<AppEnv> {
+  return new Hono<AppEnv>();
+}

@@ -1,0 +1,196 @@
+/** Raster reading: request counts, caching, bad input, and a fuzz run over mutated TIFFs. */
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Engine } from '../src/render/engine.ts';
+import { CogmillError, RenderError, SourceError } from '../src/render/errors.ts';
+import { Raster } from '../src/render/raster.ts';
+import { SourceFile } from '../src/render/source.file.ts';
+import { SourceHttp } from '../src/render/source.http.ts';
+import { fixtureDir, PYTHON, sh, tempDir } from './support/gdal.ts';
+import { startStaticServer } from './support/http.server.ts';
+import { SourceMemory, SourceRecording } from './support/memory.source.ts';
+
+function freshCaches() {
+  return new Engine().caches;
+}
+
+/** Find an IFD entry of the first IFD of a classic little-endian TIFF. */
+function findEntry(bytes: Uint8Array, tag: number): number {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const ifd = dv.getUint32(4, true);
+  const n = dv.getUint16(ifd, true);
+  for (let i = 0; i < n; i++) {
+    const e = ifd + 2 + i * 12;
+    if (dv.getUint16(e, true) === tag) return e;
+  }
+  throw new Error(`tag ${tag} not found`);
+}
+
+describe('raster reading', () => {
+  let dir = '';
+  before(async () => {
+    dir = await fixtureDir();
+  });
+
+  test('opening a COG costs at most 2 requests, one tile costs 1, a cached tile 0', async () => {
+    const rec = new SourceRecording(new SourceFile(path.join(dir, 'utm32.tif')));
+    const r = await Raster.open(rec, freshCaches());
+    assert.ok(rec.reads.length <= 2, `open took ${rec.reads.length} requests`);
+    assert.equal(r.info.width, 700);
+    assert.equal(r.info.height, 600);
+    assert.equal(r.info.dtype, 'uint16');
+    assert.equal(r.info.nodata, 0);
+    assert.equal(r.info.crs.epsg, 32632);
+    assert.deepEqual(
+      r.info.levels.map((l) => [l.width, l.height]),
+      [
+        [700, 600],
+        [350, 300],
+        [175, 150],
+      ],
+    );
+    rec.reset();
+    await r.readWindow(0, 300, 300, 10, 10, [0]);
+    assert.equal(rec.reads.length, 1, 'one tile, one request');
+    rec.reset();
+    await r.readWindow(0, 300, 300, 10, 10, [0]);
+    assert.equal(rec.reads.length, 0, 'cached');
+    // a window over 4 tiles of the full level: adjacent tiles merged into few requests
+    rec.reset();
+    await r.readWindow(0, 0, 0, 512, 512, [0]);
+    assert.ok(rec.reads.length <= 2, `4 tiles took ${rec.reads.length} requests`);
+  });
+
+  test('values read by window equal GDAL', async () => {
+    const r = await Raster.open(new SourceFile(path.join(dir, 'rgb.tif')), freshCaches());
+    const win = await r.readWindow(0, 100, 200, 40, 30, [0, 1, 2]);
+    const out = await sh(PYTHON, [
+      '-c',
+      `from osgeo import gdal; ds=gdal.Open('${path.join(dir, 'rgb.tif')}'); import sys; sys.stdout.write(ds.ReadRaster(100,200,40,30).hex())`,
+    ]);
+    const ref = Buffer.from(out, 'hex');
+    for (let b = 0; b < 3; b++) for (let i = 0; i < 1200; i++) assert.equal(win.bands[b][i], ref[b * 1200 + i]);
+  });
+
+  test('a source that changed under us is re-opened, never mixed', async () => {
+    const tmp = await tempDir();
+    const p = path.join(tmp, 'a.tif');
+    await writeFile(p, await readFile(path.join(dir, 'utm32.tif')));
+    const engine = new Engine({ roots: [tmp] });
+    const m = await engine.openMosaic({ id: 'x', sources: [p] });
+    const g = { ...m.grid, width: 64, height: 64 };
+    const before = await engine.render(m, g);
+    const etag0 = m.etag;
+    await new Promise((r) => setTimeout(r, 20));
+    await writeFile(p, await readFile(path.join(dir, 'utm31.tif')));
+    engine.caches.tiles.clear();
+    const afterPx = await engine.render(m, { ...m.grid, width: 64, height: 64 });
+    assert.notEqual(m.etag, etag0, 'mosaic etag changes with its source');
+    assert.notDeepEqual(afterPx.bands[0], before.bands[0]);
+    await engine.close();
+  });
+
+  describe('bad input gives typed errors', () => {
+    test('truncated file', async () => {
+      const all = await readFile(path.join(dir, 'utm32.tif'));
+      const src = new SourceMemory('mem://trunc.tif', new Uint8Array(all.subarray(0, Math.floor(all.byteLength * 0.6))));
+      const r = await Raster.open(src, freshCaches());
+      await assert.rejects(r.readWindow(0, 0, 400, 700, 200, [0]), (e: unknown) => e instanceof RenderError && e.kind === 'corrupt' && /truncated|past the end/.test(e.message));
+    });
+
+    test('an IFD that claims 10^9 x 10^9 pixels', async () => {
+      const bytes = new Uint8Array(await readFile(path.join(dir, 'utm32_striped.tif')));
+      const dv = new DataView(bytes.buffer);
+      for (const tag of [256, 257]) {
+        const e = findEntry(bytes, tag);
+        dv.setUint16(e + 2, 4, true);
+        dv.setUint32(e + 4, 1, true);
+        dv.setUint32(e + 8, 1e9, true);
+      }
+      await assert.rejects(Raster.open(new SourceMemory('mem://huge.tif', bytes), freshCaches()), (e: unknown) => {
+        return e instanceof RenderError && (e.kind === 'too-large' || e.kind === 'corrupt') && /1000000000/.test(e.message);
+      });
+    });
+
+    test('an unsupported compression', async () => {
+      const bytes = new Uint8Array(await readFile(path.join(dir, 'utm32_striped.tif')));
+      const e = findEntry(bytes, 259);
+      new DataView(bytes.buffer).setUint16(e + 8, 34712, true);
+      await assert.rejects(Raster.open(new SourceMemory('mem://j2k.tif', bytes), freshCaches()), (err: unknown) => {
+        return err instanceof RenderError && err.kind === 'unsupported' && /compression/.test(err.message);
+      });
+    });
+
+    test('an unknown (user-defined) CRS', async () => {
+      const tmp = await tempDir();
+      const p = path.join(tmp, 'custom.tif');
+      await sh('gdal_translate', ['-q', '-a_srs', '+proj=tmerc +lat_0=0 +lon_0=7.3 +k=1 +x_0=0 +y_0=0 +ellps=GRS80 +units=m', path.join(dir, 'utm32.tif'), p]);
+      await assert.rejects(Raster.open(new SourceFile(p), freshCaches()), (err: unknown) => {
+        return err instanceof RenderError && err.kind === 'unsupported' && /EPSG/.test(err.message);
+      });
+    });
+
+    test('a source that times out', async () => {
+      const server = await startStaticServer(dir);
+      server.delayMs = 2000;
+      try {
+        const src = new SourceHttp(`${server.url}/utm32.tif`, { timeoutMs: 200, retries: 1, retryBaseMs: 10 });
+        const t0 = Date.now();
+        await assert.rejects(Raster.open(src, freshCaches()), (err: unknown) => err instanceof SourceError && err.kind === 'timeout');
+        assert.ok(Date.now() - t0 < 2000);
+      } finally {
+        await server.stop();
+      }
+    });
+
+    test('paths outside the roots and symlinks out are refused', async () => {
+      const tmp = await tempDir();
+      const engine = new Engine({ roots: [tmp] });
+      await assert.rejects(engine.openRaster(path.join(tmp, '..', path.basename(dir), 'utm32.tif')), (e: unknown) => e instanceof SourceError && e.kind === 'forbidden');
+      await sh('ln', ['-s', path.join(dir, 'utm32.tif'), path.join(tmp, 'link.tif')]);
+      await assert.rejects(engine.openRaster(path.join(tmp, 'link.tif')), (e: unknown) => e instanceof SourceError && e.kind === 'forbidden');
+      await assert.rejects(engine.openRaster('http://169.254.169.254/latest/meta-data'), (e: unknown) => e instanceof SourceError && e.kind === 'forbidden');
+    });
+  });
+
+  test('fuzz: 600 mutated TIFFs each end in success or a typed error, quickly', async () => {
+    const seeds = [await readFile(path.join(dir, 'utm32.tif')), await readFile(path.join(dir, 'planar_mask.tif')), await readFile(path.join(dir, 'utm32_striped.tif'))];
+    let state = 12345;
+    const rand = () => {
+      state = (state * 1103515245 + 12345) & 0x7fffffff;
+      return state / 0x7fffffff;
+    };
+    let ok = 0;
+    let typed = 0;
+    for (let i = 0; i < 600; i++) {
+      const base = seeds[i % seeds.length];
+      const bytes = new Uint8Array(base.subarray(0, Math.min(base.byteLength, 200_000)));
+      const flips = 1 + Math.floor(rand() * 8);
+      for (let k = 0; k < flips; k++) {
+        // mostly in the header and IFDs, sometimes anywhere
+        const at = rand() < 0.8 ? Math.floor(rand() * 2048) : Math.floor(rand() * bytes.byteLength);
+        bytes[at] = rand() < 0.5 ? Math.floor(rand() * 256) : bytes[at] ^ (1 << Math.floor(rand() * 8));
+      }
+      const t0 = Date.now();
+      const work = (async () => {
+        const r = await Raster.open(new SourceMemory(`mem://fuzz${i}.tif`, bytes), freshCaches());
+        const lvl = r.info.levels[0];
+        await r.readWindow(0, 0, 0, Math.min(lvl.width, 300), Math.min(lvl.height, 300), [0]);
+      })();
+      try {
+        await Promise.race([work, new Promise((_, rej) => setTimeout(() => rej(new Error('hang')), 5000))]);
+        ok++;
+      } catch (e) {
+        assert.ok(e instanceof CogmillError, `case ${i}: untyped error ${(e as Error)?.stack ?? e}`);
+        typed++;
+      }
+      assert.ok(Date.now() - t0 < 5000, `case ${i} took too long`);
+    }
+    assert.equal(ok + typed, 600);
+    assert.ok(typed > 50, `only ${typed} mutations were rejected; the fuzzer is not biting`);
+  });
+});
+
+after(() => {});
