@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { assembleCog, type CogLayout, type CogSpec, CogLayoutError, planCog } from '../src/materialize/cog.layout.ts';
+import { assembleCog, type CogLayout, CogLayoutError, type CogSpec, planCog } from '../src/materialize/cog.layout.ts';
 import {
   applyPredictor,
   edgePad,
@@ -259,7 +259,10 @@ function spec(
 const CASES: EncodeCase[] = [
   { name: 'uint8 1 band deflate p2', spec: spec('uint8', 1, 'deflate', 2) },
   { name: 'uint8 3 bands lzw p2 minisblack', spec: spec('uint8', 3, 'lzw', 2, { photometric: 'minisblack' }) },
-  { name: 'uint8 3 bands deflate rgb, no leader/trailer', spec: spec('uint8', 3, 'deflate', 1, { ghost: { leaderTrailer: false } }) },
+  {
+    name: 'uint8 3 bands deflate rgb, no leader/trailer',
+    spec: spec('uint8', 3, 'deflate', 1, { ghost: { leaderTrailer: false } }),
+  },
   { name: 'int8 1 band deflate p2', spec: spec('int8', 1, 'deflate', 2) },
   { name: 'uint16 1 band lzw p2 nodata', spec: spec('uint16', 1, 'lzw', 2, { nodata: 65535 }) },
   { name: 'uint16 1 band none', spec: spec('uint16', 1, 'none', 1) },
@@ -269,12 +272,21 @@ const CASES: EncodeCase[] = [
   },
   { name: 'uint32 1 band deflate p2', spec: spec('uint32', 1, 'deflate', 2) },
   { name: 'int32 1 band lzw p1', spec: spec('int32', 1, 'lzw', 1) },
-  { name: 'float32 1 band deflate p3 nodata geographic', spec: spec('float32', 1, 'deflate', 3, { ...WGS84, nodata: -9999 }) },
+  {
+    name: 'float32 1 band deflate p3 nodata geographic',
+    spec: spec('float32', 1, 'deflate', 3, { ...WGS84, nodata: -9999 }),
+  },
   { name: 'float32 2 bands lzw p3 nodata nan', spec: spec('float32', 2, 'lzw', 3, { nodata: Number.NaN }) },
   { name: 'float64 1 band deflate p3', spec: spec('float64', 1, 'deflate', 3, { nodata: -1e30 }) },
   { name: 'float64 1 band lzw p2', spec: spec('float64', 1, 'lzw', 2) },
   { name: 'uint8 3 bands jpeg', spec: spec('uint8', 3, 'jpeg', 1), maxMeanAbsError: 3, quality: 90, smooth: true },
-  { name: 'uint8 3 bands webp lossy', spec: spec('uint8', 3, 'webp', 1), maxMeanAbsError: 3, quality: 90, smooth: true },
+  {
+    name: 'uint8 3 bands webp lossy',
+    spec: spec('uint8', 3, 'webp', 1),
+    maxMeanAbsError: 3,
+    quality: 90,
+    smooth: true,
+  },
   { name: 'uint8 3 bands webp lossless', spec: spec('uint8', 3, 'webp', 1), lossless: true },
 ];
 if (zstdAvailable()) {
@@ -292,7 +304,8 @@ function sampleValue(c: EncodeCase, level: number, band: number, x: number, y: n
   const k = x * 131 + y * 17 + band * 1000 + level * 5000;
   switch (s.dtype) {
     case 'uint8':
-      if (c.smooth) return Math.round(128 + 90 * Math.sin((x + band * 30) / 41 + level) * Math.cos((y - band * 20) / 33));
+      if (c.smooth)
+        return Math.round(128 + 90 * Math.sin((x + band * 30) / 41 + level) * Math.cos((y - band * 20) / 33));
       return (x * 3 + y * 5 + band * 40 + level * 60) & 255;
     case 'int8':
       return ((x * 3 + y * 5 + band * 40 + level * 60) & 255) - 128;
@@ -434,7 +447,7 @@ describe('COGs written by encodeTile + assembleCog, read back by GDAL', { timeou
           levels.slice(1).map((l) => [l.width, l.height]),
         );
         if (c.spec.nodata === undefined) assert.equal(band.noDataValue, undefined);
-        else if (Number.isNaN(c.spec.nodata)) assert.equal(band.noDataValue, 'nan');
+        else if (Number.isNaN(c.spec.nodata)) assert.equal(band.noDataValue, 'NaN');
         else assert.equal(band.noDataValue, c.spec.nodata);
       }
       if (c.spec.gdalMetadata) assert.equal(info.bands[0].metadata['']?.STATISTICS_MAXIMUM, '32767');
@@ -479,7 +492,13 @@ describe('JPEG tiles', () => {
   it('a 1-band JPEG tile is grayscale or refused with a clear error (never a 3-component tile)', async () => {
     const gray = new Uint8Array(256 * 256).map((_, i) => i & 255);
     try {
-      const jpeg = await encodeTile([gray], { dtype: 'uint8', bands: 1, blockSize: 256, compression: 'jpeg', predictor: 1 });
+      const jpeg = await encodeTile([gray], {
+        dtype: 'uint8',
+        bands: 1,
+        blockSize: 256,
+        compression: 'jpeg',
+        predictor: 1,
+      });
       // SOF0 component count must be 1.
       const sof = jpeg.findIndex((v, i) => v === 0xff && jpeg[i + 1] >= 0xc0 && jpeg[i + 1] <= 0xc2);
       assert.equal(jpeg[sof + 9], 1);
@@ -492,7 +511,13 @@ describe('JPEG tiles', () => {
 
   it('refuses JPEG for non-uint8 data', async () => {
     await assert.rejects(
-      encodeTile([new Uint16Array(256 * 256)], { dtype: 'uint16', bands: 1, blockSize: 256, compression: 'jpeg', predictor: 1 }),
+      encodeTile([new Uint16Array(256 * 256)], {
+        dtype: 'uint16',
+        bands: 1,
+        blockSize: 256,
+        compression: 'jpeg',
+        predictor: 1,
+      }),
       /jpeg needs uint8/,
     );
   });

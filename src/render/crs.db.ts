@@ -44,7 +44,7 @@ function nad27Shift(zone: number): string {
   if (zone <= 9) return '+ellps=clrk66 +towgs84=-5,135,172,0,0,0,0';
   if (zone <= 15) return '+ellps=clrk66 +towgs84=-8,159,175,0,0,0,0';
   if (zone <= 19) return '+ellps=clrk66 +towgs84=-8,160,176,0,0,0,0';
-  return '+ellps=clrk66 +towgs84=-22,160,176,0,0,0,0';
+  return '+ellps=clrk66 +towgs84=-22,160,190,0,0,0,0';
 }
 
 export const CRS_FAMILIES: readonly CrsFamily[] = [

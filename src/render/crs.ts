@@ -26,14 +26,18 @@ function toCrs(epsg: number, record: CrsRecord): Crs {
   });
 }
 
-/** The CRS of an EPSG code, from the offline table. Throws RenderError 'unsupported' for a code the table lacks. */
-export function crsFromEpsg(code: number): Crs {
-  const epsg = Object.hasOwn(CRS_ALIASES, code) ? CRS_ALIASES[code] : code;
-  const record = lookupCrsRecord(epsg);
+function recordOf(code: number): CrsRecord {
+  const record = lookupCrsRecord(code);
   if (!record) {
     throw new RenderError('unsupported', `EPSG:${code} is not a CRS cogmill knows; ${describeSupported()}`);
   }
-  return toCrs(epsg, record);
+  return record;
+}
+
+/** The CRS of an EPSG code, from the offline table. Throws RenderError 'unsupported' for a code the table lacks. */
+export function crsFromEpsg(code: number): Crs {
+  const epsg = Object.hasOwn(CRS_ALIASES, code) ? CRS_ALIASES[code] : code;
+  return toCrs(epsg, recordOf(epsg));
 }
 
 const EPSG_CODE = /^(?:epsg:)?(\d{1,9})$/i;
@@ -237,7 +241,7 @@ const ELLIPSOIDS: Readonly<Record<string, readonly [number, number]>> = {
   GRS80: [6378137, 298.257222101],
   airy: [6377563.396, 299.3249646],
   bessel: [6377397.155, 299.1528128],
-  clrk66: [6378206.4, 294.978698213898],
+  clrk66: [6378206.4, 294.9786982138982],
   intl: [6378388, 297],
 };
 const DATUM_ELLIPSOID: Readonly<Record<string, string>> = { WGS84: 'WGS84', NAD83: 'GRS80', NAD27: 'clrk66' };
@@ -267,9 +271,7 @@ export interface GeoKeysTiff {
  * flattening.
  */
 export function geoKeysForCrs(crs: Crs): GeoKeysTiff {
-  const record = lookupCrsRecord(crs.epsg);
-  if (!record) crsFromEpsg(crs.epsg); // throws the 'unsupported' error with the list of supported codes
-  const geogName = record?.geogName ?? crs.name;
+  const geogName = recordOf(crs.epsg).geogName;
   // [key, tag location (0 = inline value), count, value or offset]
   const keys: [number, number, number, number][] = [];
   const doubles: number[] = [];

@@ -35,6 +35,8 @@ export async function encodeImage(
   options: EncodeOptions = {},
 ): Promise<Uint8Array> {
   let img = sharp(data, { raw: { width, height, channels } });
+  // keep one-channel input one-channel (sharp would otherwise write gray as RGB)
+  if (channels === 1 || channels === 2) img = img.toColourspace('b-w');
   switch (format) {
     case 'png':
       img = img.png({ compressionLevel: 6, adaptiveFiltering: false });

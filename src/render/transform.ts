@@ -3,6 +3,7 @@
  * bounds transformation with densified edges, and the approximate per-row pixel mapper the warper uses.
  */
 import proj4 from 'proj4';
+import { lookupCrsRecord } from './crs.db.ts';
 import { RenderError } from './errors.ts';
 import type { Bounds, Crs, GeoTransform, Grid } from './types.ts';
 
@@ -26,13 +27,16 @@ const DATUM_TOKENS = /\+(?:datum|ellps|a|b|rf|towgs84|nadgrids)=\S+/g;
 const NULL_SHIFT = /\+datum=(?:WGS84|NAD83)\b|\+towgs84=0,0,0(?:,0,0,0,0)?(?:\s|$)|\+nadgrids=@null\b/;
 
 /**
- * Which datum a definition sits on, for deciding whether a shift is needed: 'wgs84' for every datum that coincides
- * with WGS 84 through a null transformation (WGS 84 itself, NAD83, zero towgs84 such as ETRS89 or GDA2020, and Web
- * Mercator's @null grid), as PROJ treats them; otherwise the datum-defining tokens.
+ * Which datum a CRS sits on, for deciding whether a shift is needed: 'wgs84' for every datum that coincides with
+ * WGS 84 through a null transformation (WGS 84 itself, NAD83, zero towgs84 such as ETRS89 or GDA2020, and Web
+ * Mercator's @null grid), as PROJ treats them; otherwise the base geographic CRS of the table (so that all NAD27
+ * zones, whose regional shifts differ, share one datum), or else the datum-defining tokens of the definition.
  */
-function datumClass(def: string): string {
-  if (NULL_SHIFT.test(def)) return 'wgs84';
-  return (def.match(DATUM_TOKENS) ?? []).sort().join(' ');
+function datumClass(crs: Crs): string {
+  if (NULL_SHIFT.test(crs.proj4)) return 'wgs84';
+  const record = lookupCrsRecord(crs.epsg);
+  if (record && record.proj4 === crs.proj4) return `geog:${record.geogName}`;
+  return (crs.proj4.match(DATUM_TOKENS) ?? []).sort().join(' ');
 }
 
 /** A definition with its datum shift removed (ellipsoid kept), so proj4 applies no datum step at all. */
@@ -68,8 +72,8 @@ export function createTransformer(from: Crs, to: Crs): Transformer {
   }
   let steps: Step[];
   try {
-    const fromClass = datumClass(from.proj4);
-    const toClass = datumClass(to.proj4);
+    const fromClass = datumClass(from);
+    const toClass = datumClass(to);
     if (fromClass === toClass) {
       // one datum: carry longitude/latitude over unchanged, as PROJ does for a null transformation
       steps = [[new proj4.Proj(withoutShift(from.proj4)), new proj4.Proj(withoutShift(to.proj4))]];
@@ -150,9 +154,14 @@ export function transformBounds(bounds: Bounds, from: Crs, to: Crs, densify = 21
   }
   if (isIdentity(from, to)) return [x0, y0, x1, y1];
   if (from.geographic) {
-    const maxLat = to.proj4.includes('+proj=merc') ? MERCATOR_MAX_LAT : 90;
-    y0 = Math.min(Math.max(y0, -maxLat), maxLat);
-    y1 = Math.min(Math.max(y1, -maxLat), maxLat);
+    if (y0 > 90 || y1 < -90) {
+      throw new RenderError('unsupported', `bounds [${bounds.join(', ')}] lie beyond the poles`);
+    }
+    // Mercator has no pole: keep to its square world when the bounds reach into it
+    const maxLat =
+      to.proj4.includes('+proj=merc') && y0 < MERCATOR_MAX_LAT && y1 > -MERCATOR_MAX_LAT ? MERCATOR_MAX_LAT : 90;
+    y0 = Math.max(y0, -maxLat);
+    y1 = Math.min(y1, maxLat);
   }
   const segments = Math.max(1, Math.floor(densify) + 1);
   const n = 4 * segments;

@@ -14,6 +14,7 @@ import { opsRoutes } from './routes.ops.ts';
 import { tilesRoutes } from './routes.tiles.ts';
 import { virtualRoutes } from './routes.virtual.ts';
 import { materializeRoutes } from './routes.materialize.ts';
+import { viewerRoutes } from './routes.viewer.ts';
 
 /** Per-request state handlers may add to; it ends up in the request's summary log line. */
 export interface RequestInfo {
@@ -90,6 +91,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/', tilesRoutes(deps));
   app.route('/', virtualRoutes(deps));
   app.route('/', materializeRoutes(deps));
+  app.route('/', viewerRoutes(deps));
   return app;
 }
 

@@ -1,9 +1,24 @@
 /** What the HTTP layer is given by the composition root. No module of the server builds these itself. */
+import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config.ts';
 import type { Catalog } from '../render/catalog.ts';
 import type { Engine } from '../render/engine.ts';
+import type { RenderLimiter } from './limits.ts';
+
+/**
+ * Called once when the process starts draining (SIGTERM), all hooks in parallel, while in-flight requests
+ * finish. `signal` aborts when the grace period (server.shutdownGraceMs) is over: a hook must then stop
+ * quickly (e.g. abort a multipart upload). Hooks are awaited, bounded, before the engine closes.
+ */
+export type ShutdownHook = (signal: AbortSignal) => Promise<void>;
+
+/** Source IO of one request, counted by the engine's sources and written to the request's summary line. */
+export interface RequestIo {
+  sourceRequests: number;
+  sourceBytes: number;
+}
 
 export interface AppDeps {
   readonly config: Config;
@@ -13,4 +28,10 @@ export interface AppDeps {
   readonly metrics: Registry;
   /** set while the process drains on SIGTERM: readiness fails, new materialisations are refused */
   readonly state: { draining: boolean };
+  /** register cleanup for shutdown (running materialisations cancel or finish here) */
+  readonly shutdownHooks: ShutdownHook[];
+  /** bounds the rendering requests served at once (limits.maxConcurrentRenders / maxQueuedRenders) */
+  readonly renderLimiter: RenderLimiter;
+  /** the current request's IO counters (undefined outside a request) */
+  readonly requestIo: AsyncLocalStorage<RequestIo>;
 }

@@ -1,25 +1,66 @@
-/** Prometheus metrics: created once per app on the registry the composition root gives. */
+/**
+ * Prometheus metrics: created once per registry (the composition root makes one per process and puts it in
+ * AppDeps). Every module gets the same objects with `appMetrics(deps.metrics)` and increments what it owns:
+ * the app middleware the HTTP metrics, tile routes the tile cache, renderers the render time, the jobs module
+ * the materialise counters. Engine caches, source IO and the render limiter are read when scraped.
+ */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Engine } from '../render/engine.ts';
+import type { RenderLimiter } from './limits.ts';
 
 export interface AppMetrics {
+  /** requests by route pattern (e.g. `/mosaics/:id/tiles/...`), method and status */
+  readonly httpRequests: Counter<'route' | 'method' | 'status'>;
   readonly httpDuration: Histogram<'route' | 'method' | 'status'>;
+  readonly inflight: Gauge;
+  /** rendered-tile cache lookups: `result` is `hit` or `miss` */
   readonly tileCache: Counter<'result'>;
+  /** bytes answered from the tile cache (`hit`) and freshly rendered (`miss`) */
+  readonly tileBytes: Counter<'result'>;
+  /** seconds spent rendering, by `kind` (tile, preview, crop, statistics, point, virtual-cog, materialize) */
   readonly renderSeconds: Histogram<'kind'>;
+  /** materialisation jobs by final `state` (done, failed, cancelled) */
   readonly jobs: Counter<'state'>;
+  readonly jobsRunning: Gauge;
+  /** parts uploaded / bytes written / retried operations, by `sink` (s3, file, http) */
   readonly parts: Counter<'sink'>;
   readonly bytesWritten: Counter<'sink'>;
   readonly retries: Counter<'sink'>;
-  readonly inflight: Gauge;
+  /** report the size of a cache owned elsewhere (e.g. the tile cache) as cogmill_cache_bytes{cache=name} */
+  registerCacheSize(name: string, bytes: () => number): void;
 }
 
-const cache = new WeakMap<Registry, AppMetrics>();
+const perRegistry = new WeakMap<Registry, AppMetrics>();
 
-export function appMetrics(registry: Registry, engine?: Engine): AppMetrics {
-  const hit = cache.get(registry);
+/**
+ * The metrics of `registry`, created on first use. The first caller (the app, built by the composition root)
+ * passes the engine and the render limiter so their gauges are collected at scrape time.
+ */
+export function appMetrics(registry: Registry, engine?: Engine, limiter?: RenderLimiter): AppMetrics {
+  const hit = perRegistry.get(registry);
   if (hit) return hit;
   const registers = [registry];
+  const cacheSizes = new Map<string, () => number>();
+  if (engine) {
+    cacheSizes.set('header', () => engine.caches.header.calculatedSize);
+    cacheSizes.set('block', () => engine.caches.tiles.calculatedSize);
+  }
+  new Gauge({
+    name: 'cogmill_cache_bytes',
+    help: 'bytes held by each in-memory cache',
+    labelNames: ['cache'],
+    registers,
+    collect() {
+      for (const [name, size] of cacheSizes) this.set({ cache: name }, size());
+    },
+  });
   const m: AppMetrics = {
+    httpRequests: new Counter({
+      name: 'cogmill_http_requests_total',
+      help: 'HTTP requests by route, method and status',
+      labelNames: ['route', 'method', 'status'],
+      registers,
+    }),
     httpDuration: new Histogram({
       name: 'cogmill_http_request_duration_seconds',
       help: 'HTTP request duration by route, method and status',
@@ -27,52 +68,99 @@ export function appMetrics(registry: Registry, engine?: Engine): AppMetrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     }),
-    tileCache: new Counter({ name: 'cogmill_tile_cache_total', help: 'rendered tile cache lookups', labelNames: ['result'], registers }),
-    renderSeconds: new Histogram({
-      name: 'cogmill_render_seconds',
-      help: 'time spent rendering windows',
-      labelNames: ['kind'],
-      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+    inflight: new Gauge({ name: 'cogmill_http_inflight_requests', help: 'requests being served', registers }),
+    tileCache: new Counter({
+      name: 'cogmill_tile_cache_total',
+      help: 'rendered tile cache lookups by result (hit, miss)',
+      labelNames: ['result'],
       registers,
     }),
-    jobs: new Counter({ name: 'cogmill_materialize_jobs_total', help: 'materialisation jobs by final state', labelNames: ['state'], registers }),
+    tileBytes: new Counter({
+      name: 'cogmill_tile_bytes_total',
+      help: 'tile bytes served, from the cache (hit) or freshly rendered (miss)',
+      labelNames: ['result'],
+      registers,
+    }),
+    renderSeconds: new Histogram({
+      name: 'cogmill_render_seconds',
+      help: 'time spent rendering, by kind',
+      labelNames: ['kind'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30],
+      registers,
+    }),
+    jobs: new Counter({
+      name: 'cogmill_materialize_jobs_total',
+      help: 'materialisation jobs by final state',
+      labelNames: ['state'],
+      registers,
+    }),
+    jobsRunning: new Gauge({ name: 'cogmill_materialize_jobs_running', help: 'materialisation jobs running now', registers }),
     parts: new Counter({ name: 'cogmill_materialize_parts_total', help: 'parts uploaded', labelNames: ['sink'], registers }),
-    bytesWritten: new Counter({ name: 'cogmill_materialize_bytes_total', help: 'bytes written by materialisation', labelNames: ['sink'], registers }),
-    retries: new Counter({ name: 'cogmill_materialize_retries_total', help: 'retried sink operations', labelNames: ['sink'], registers }),
-    inflight: new Gauge({ name: 'cogmill_http_inflight_requests', help: 'requests being served', registers }),
+    bytesWritten: new Counter({
+      name: 'cogmill_materialize_bytes_total',
+      help: 'bytes written by materialisation',
+      labelNames: ['sink'],
+      registers,
+    }),
+    retries: new Counter({
+      name: 'cogmill_materialize_retries_total',
+      help: 'retried sink operations',
+      labelNames: ['sink'],
+      registers,
+    }),
+    registerCacheSize(name, bytes) {
+      cacheSizes.set(name, bytes);
+    },
   };
   if (engine) {
-    new Gauge({
-      name: 'cogmill_cache_bytes',
-      help: 'bytes held by the engine caches',
-      labelNames: ['cache'],
-      registers,
-      collect() {
-        this.set({ cache: 'header' }, engine.caches.header.calculatedSize);
-        this.set({ cache: 'block' }, engine.caches.tiles.calculatedSize);
-      },
-    });
-    new Gauge({
-      name: 'cogmill_source_requests',
-      help: 'requests made to sources (cumulative)',
+    new Counter({
+      name: 'cogmill_source_requests_total',
+      help: 'read requests made to sources, by kind (file, http, https, s3)',
       labelNames: ['kind'],
       registers,
       collect() {
-        const s = engine.sourceStats();
-        for (const [k, v] of Object.entries(s)) this.set({ kind: k }, v.requests);
+        this.reset();
+        for (const [kind, s] of Object.entries(engine.sourceStats())) this.inc({ kind }, s.requests);
       },
     });
-    new Gauge({
-      name: 'cogmill_source_bytes',
-      help: 'bytes read from sources (cumulative)',
+    new Counter({
+      name: 'cogmill_source_bytes_total',
+      help: 'bytes read from sources, by kind',
       labelNames: ['kind'],
       registers,
       collect() {
-        const s = engine.sourceStats();
-        for (const [k, v] of Object.entries(s)) this.set({ kind: k }, v.bytes);
+        this.reset();
+        for (const [kind, s] of Object.entries(engine.sourceStats())) this.inc({ kind }, s.bytes);
       },
     });
   }
-  cache.set(registry, m);
+  if (limiter) {
+    new Gauge({
+      name: 'cogmill_render_active',
+      help: 'rendering requests holding a slot (limits.maxConcurrentRenders)',
+      registers,
+      collect() {
+        this.set(limiter.stats.active);
+      },
+    });
+    new Gauge({
+      name: 'cogmill_render_queued',
+      help: 'rendering requests waiting for a slot (limits.maxQueuedRenders)',
+      registers,
+      collect() {
+        this.set(limiter.stats.queued);
+      },
+    });
+    new Counter({
+      name: 'cogmill_render_rejected_total',
+      help: 'rendering requests refused with 503 because the queue was full',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(limiter.stats.rejected);
+      },
+    });
+  }
+  perRegistry.set(registry, m);
   return m;
 }

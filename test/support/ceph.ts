@@ -92,6 +92,8 @@ public addr = 127.0.0.1
 cluster addr = 127.0.0.1
 ms bind ipv4 = true
 ms bind ipv6 = false
+# a port taken by another process fails the boot at once (and it is retried on new ports)
+ms bind retry count = 1
 auth cluster required = none
 auth service required = none
 auth client required = none
@@ -346,7 +348,12 @@ function installExitHook(): void {
 
 async function killAll(daemons: readonly Daemon[]): Promise<void> {
   for (const d of daemons) killGroup(d);
-  await Promise.race([Promise.all(daemons.map((d) => d.exited)), sleep(STOP_TIMEOUT_MS)]);
+  let timer: NodeJS.Timeout | undefined;
+  const giveUp = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, STOP_TIMEOUT_MS);
+  });
+  await Promise.race([Promise.all(daemons.map((d) => d.exited)), giveUp]);
+  clearTimeout(timer);
 }
 
 /**

@@ -1,0 +1,99 @@
+/**
+ * The tiles of a mosaic's COG, shared by the virtual COG and the materialised COG: the same grid per level, the
+ * same render call, the same padding. This is where "the virtual and the materialised COG are bit-identical" holds.
+ */
+import type { Engine } from '../render/engine.ts';
+import type { Mosaic } from '../render/mosaic.ts';
+import { planSource } from '../render/render.ts';
+import { allocTyped, type Grid, type Resampling, type TypedArray } from '../render/types.ts';
+import { type CogLevel, cogLevels } from './cog.layout.ts';
+
+export interface CogTileOptions {
+  readonly blockSize: number;
+  /** resampling of the full-resolution level (default: the mosaic's) */
+  readonly resampling?: Resampling;
+  /** resampling of the overview levels, rendered from the sources at each level's resolution (default average) */
+  readonly overviewResampling?: Resampling;
+}
+
+/**
+ * Default overview resampling: average; mode for a categorical mosaic (one whose own resampling is 'mode':
+ * land cover, classes), so overviews never invent classes.
+ */
+export function defaultOverviewResampling(mosaic: Mosaic): Resampling {
+  return mosaic.resampling === 'mode' ? 'mode' : 'average';
+}
+
+export function mosaicCogLevels(mosaic: Mosaic, blockSize: number): CogLevel[] {
+  return cogLevels(mosaic.grid.width, mosaic.grid.height, blockSize);
+}
+
+/** The grid of a whole level: same extent as level 0, pixel size scaled by the size ratio (GDAL's overview georeferencing). */
+export function levelGrid(mosaic: Mosaic, level: CogLevel): Grid {
+  const g = mosaic.grid;
+  const sx = g.width / level.width;
+  const sy = g.height / level.height;
+  const t = g.transform;
+  return { crs: g.crs, transform: [t[0], t[1] * sx, t[2] * sy, t[3], t[4] * sx, t[5] * sy], width: level.width, height: level.height };
+}
+
+/** The grid of the part of tile (tx, ty) that lies inside its level (edge tiles are smaller). */
+export function tileGrid(mosaic: Mosaic, level: CogLevel, tx: number, ty: number, blockSize: number): Grid {
+  const lg = levelGrid(mosaic, level);
+  const x0 = tx * blockSize;
+  const y0 = ty * blockSize;
+  const w = Math.min(blockSize, level.width - x0);
+  const h = Math.min(blockSize, level.height - y0);
+  const t = lg.transform;
+  return {
+    crs: lg.crs,
+    transform: [t[0] + x0 * t[1] + y0 * t[2], t[1], t[2], t[3] + x0 * t[4] + y0 * t[5], t[4], t[5]],
+    width: w,
+    height: h,
+  };
+}
+
+/** True when some source footprint touches the tile (a tile no source touches can be sparse). Metadata only. */
+export function tileTouchesSources(mosaic: Mosaic, grid: Grid, resampling: Resampling): boolean {
+  return mosaic.sources.some((s) => planSource(grid, s.raster, resampling) !== undefined);
+}
+
+export interface CogTilePixels {
+  /** one array per band, blockSize * blockSize, edge tiles padded with the nodata value (or 0) */
+  readonly bands: TypedArray[];
+  /** blockSize * blockSize, 255 where a pixel holds data (padding is 0) */
+  readonly mask: Uint8Array;
+  /** pixels that hold data */
+  readonly validCount: number;
+}
+
+/** Render tile (tx, ty) of `level` as the COG stores it. */
+export async function renderCogTile(
+  engine: Engine,
+  mosaic: Mosaic,
+  levels: readonly CogLevel[],
+  level: number,
+  tx: number,
+  ty: number,
+  options: CogTileOptions,
+  signal?: AbortSignal,
+): Promise<CogTilePixels> {
+  const bs = options.blockSize;
+  const lvl = levels[level];
+  const grid = tileGrid(mosaic, lvl, tx, ty, bs);
+  const resampling = level === 0 ? (options.resampling ?? mosaic.resampling) : (options.overviewResampling ?? defaultOverviewResampling(mosaic));
+  const px = await engine.render(mosaic, grid, { resampling, signal });
+  const fill = mosaic.nodata ?? 0;
+  let validCount = 0;
+  for (let i = 0; i < px.mask.length; i++) if (px.mask[i]) validCount++;
+  if (grid.width === bs && grid.height === bs) return { bands: px.bands, mask: px.mask, validCount };
+  const mask = new Uint8Array(bs * bs);
+  for (let y = 0; y < grid.height; y++) mask.set(px.mask.subarray(y * grid.width, (y + 1) * grid.width), y * bs);
+  const bands = px.bands.map((src) => {
+    const out = allocTyped(mosaic.dtype, bs * bs);
+    out.fill(fill);
+    for (let y = 0; y < grid.height; y++) out.set(src.subarray(y * grid.width, (y + 1) * grid.width), y * bs);
+    return out;
+  });
+  return { bands, mask, validCount };
+}

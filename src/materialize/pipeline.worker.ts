@@ -1,0 +1,35 @@
+/** Worker thread of the materialisation pipeline: opens the mosaic once, then renders + encodes tiles on request. */
+import { parentPort, workerData } from 'node:worker_threads';
+import { Engine, type EngineSettings } from '../render/engine.ts';
+import { CogmillError } from '../render/errors.ts';
+import type { MosaicSpec } from '../render/mosaic.ts';
+import { cogLevels } from './cog.layout.ts';
+import { runTileJob, type TileJobSettings } from './tile.job.ts';
+
+interface Init {
+  readonly engine: Partial<EngineSettings>;
+  readonly spec: MosaicSpec;
+  readonly settings: TileJobSettings;
+}
+
+const init = workerData as Init;
+const engine = new Engine(init.engine);
+const ready = engine.openMosaic(init.spec).then((mosaic) => ({ mosaic, levels: cogLevels(mosaic.grid.width, mosaic.grid.height, init.settings.blockSize) }));
+ready.catch(() => {});
+
+parentPort!.on('message', async (msg: { id: number; level: number; tx: number; ty: number }) => {
+  try {
+    const { mosaic, levels } = await ready;
+    const r = await runTileJob(engine, mosaic, levels, init.settings, msg.level, msg.tx, msg.ty);
+    // a fresh ArrayBuffer we own (encoder output may live in external or pooled memory that cannot be transferred)
+    const payload = new Uint8Array(r.payload.byteLength);
+    payload.set(r.payload);
+    parentPort!.postMessage({ id: msg.id, payload, stats: r.stats, validCount: r.validCount }, [payload.buffer as ArrayBuffer]);
+  } catch (e) {
+    const err = e as Error;
+    parentPort!.postMessage({
+      id: msg.id,
+      error: { message: err?.message ?? String(e), kind: e instanceof CogmillError ? e.kind : 'internal', name: err?.name },
+    });
+  }
+});

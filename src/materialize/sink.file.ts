@@ -1,0 +1,120 @@
+/**
+ * A local file sink: tiles are written after a reserved header area of a temporary file next to the destination;
+ * the header goes to offset 0 at the end and the file is renamed into place. Nothing appears at the destination
+ * until the COG is complete; on abort the temporary file is removed.
+ */
+import { randomBytes } from 'node:crypto';
+import { type FileHandle, mkdir, open, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { SourceError } from '../render/errors.ts';
+import { MiB } from '../render/types.ts';
+import type { SinkResult, SinkSequential, SinkStats } from './sink.ts';
+
+export class SinkFile implements SinkSequential {
+  readonly mode = 'sequential' as const;
+  readonly kind = 'file';
+  readonly location: string;
+  readonly stats: SinkStats = { parts: 0, bytes: 0, retries: 0 };
+  private readonly tmp: string;
+  private fh: FileHandle | undefined;
+  private reserved = 0;
+  private pos = 0;
+  private readonly keep: boolean;
+
+  /** `keep`: leave the finished file at a temporary path only (downloads stream it, then delete it) */
+  constructor(destination: string, options: { keep?: boolean } = {}) {
+    this.location = path.resolve(destination);
+    this.tmp = path.join(path.dirname(this.location), `.${path.basename(this.location)}.${randomBytes(6).toString('hex')}.partial`);
+    this.keep = options.keep ?? false;
+  }
+
+  /** the temporary file (for sinks that stream it out) */
+  get temporaryPath(): string {
+    return this.tmp;
+  }
+
+  async open(headerBytes: number): Promise<void> {
+    try {
+      await mkdir(path.dirname(this.location), { recursive: true });
+      this.fh = await open(this.tmp, 'wx');
+    } catch (e) {
+      throw new SourceError('unreachable', `cannot write ${this.location}: ${(e as Error).message}`, { cause: e });
+    }
+    this.reserved = headerBytes;
+    this.pos = headerBytes;
+  }
+
+  private async writeAt(fh: FileHandle, bytes: Uint8Array, at: number): Promise<void> {
+    let done = 0;
+    while (done < bytes.byteLength) {
+      const { bytesWritten } = await fh.write(bytes, done, bytes.byteLength - done, at + done);
+      done += bytesWritten;
+    }
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (!this.fh) throw new Error('sink not open');
+    try {
+      await this.writeAt(this.fh, chunk, this.pos);
+    } catch (e) {
+      throw new SourceError('unreachable', `writing ${this.location} failed: ${(e as Error).message}`, { cause: e });
+    }
+    this.pos += chunk.byteLength;
+    this.stats.bytes += chunk.byteLength;
+  }
+
+  async complete(header: Uint8Array): Promise<SinkResult> {
+    const fh = this.fh;
+    if (!fh) throw new Error('sink not open');
+    let size: number;
+    try {
+      if (header.byteLength === this.reserved) {
+        await this.writeAt(fh, header, 0);
+        size = this.pos;
+      } else {
+        // the header grew (BigTIFF after all): rewrite the data after the larger header
+        const shifted = `${this.tmp}.big`;
+        const out = await open(shifted, 'wx');
+        try {
+          await this.writeAt(out, header, 0);
+          const buf = new Uint8Array(8 * MiB);
+          let at = this.reserved;
+          let to = header.byteLength;
+          while (at < this.pos) {
+            const { bytesRead } = await fh.read(buf, 0, Math.min(buf.byteLength, this.pos - at), at);
+            if (bytesRead === 0) break;
+            await this.writeAt(out, buf.subarray(0, bytesRead), to);
+            at += bytesRead;
+            to += bytesRead;
+          }
+          await out.sync();
+        } finally {
+          await out.close();
+        }
+        await fh.close();
+        this.fh = undefined;
+        await rename(shifted, this.tmp);
+        size = this.pos - this.reserved + header.byteLength;
+      }
+      if (this.fh) {
+        await this.fh.sync();
+        await this.fh.close();
+        this.fh = undefined;
+      }
+      if (!this.keep) await rename(this.tmp, this.location);
+    } catch (e) {
+      await this.abort(e);
+      throw new SourceError('unreachable', `finishing ${this.location} failed: ${(e as Error).message}`, { cause: e });
+    }
+    this.stats.bytes += header.byteLength;
+    return { location: this.keep ? this.tmp : this.location, bytes: size };
+  }
+
+  async abort(): Promise<void> {
+    const fh = this.fh;
+    this.fh = undefined;
+    await fh?.close().catch(() => {});
+    await rm(this.tmp, { force: true });
+    await rm(`${this.tmp}.big`, { force: true });
+  }
+}

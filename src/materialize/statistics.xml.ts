@@ -1,0 +1,80 @@
+/**
+ * Band statistics as GDAL keeps them in the GDAL_METADATA tag (STATISTICS_MINIMUM/MAXIMUM/MEAN/STDDEV/
+ * VALID_PERCENT per band), accumulated tile by tile. The XML is padded to a length fixed in advance, because the
+ * COG header's size must be known before the statistics are.
+ */
+
+export interface BandAccumulator {
+  count: number;
+  sum: number;
+  sumSq: number;
+  min: number;
+  max: number;
+}
+
+export function newAccumulators(bands: number): BandAccumulator[] {
+  return Array.from({ length: bands }, () => ({ count: 0, sum: 0, sumSq: 0, min: Number.POSITIVE_INFINITY, max: Number.NEGATIVE_INFINITY }));
+}
+
+/** Add the valid pixels of one tile (mask 255 = valid). */
+export function accumulate(acc: BandAccumulator[], bands: ArrayLike<number>[], mask: Uint8Array): void {
+  for (let b = 0; b < bands.length; b++) {
+    const a = acc[b];
+    const data = bands[b];
+    let { count, sum, sumSq, min, max } = a;
+    for (let i = 0; i < mask.length; i++) {
+      if (!mask[i]) continue;
+      const v = data[i];
+      if (Number.isNaN(v)) continue;
+      count++;
+      sum += v;
+      sumSq += v * v;
+      if (v < min) min = v;
+      if (v > max) max = v;
+    }
+    Object.assign(a, { count, sum, sumSq, min, max });
+  }
+}
+
+export function merge(into: BandAccumulator[], from: readonly BandAccumulator[]): void {
+  for (let b = 0; b < into.length; b++) {
+    const a = into[b];
+    const f = from[b];
+    a.count += f.count;
+    a.sum += f.sum;
+    a.sumSq += f.sumSq;
+    a.min = Math.min(a.min, f.min);
+    a.max = Math.max(a.max, f.max);
+  }
+}
+
+/** Bytes reserved for the GDAL_METADATA document of `bands` bands. */
+export function statisticsXmlBytes(bands: number): number {
+  return 64 + bands * 420;
+}
+
+function num(v: number): string {
+  return Number.isFinite(v) ? String(Number(v.toPrecision(17))) : '0';
+}
+
+/** The GDAL_METADATA document, padded with spaces to exactly statisticsXmlBytes(bands) (ASCII). */
+export function statisticsXml(acc: readonly BandAccumulator[], totalPixels: number): string {
+  const items: string[] = [];
+  acc.forEach((a, b) => {
+    if (a.count === 0) return;
+    const mean = a.sum / a.count;
+    const std = Math.sqrt(Math.max(0, a.sumSq / a.count - mean * mean));
+    const pct = totalPixels > 0 ? (100 * a.count) / totalPixels : 0;
+    items.push(
+      `<Item name="STATISTICS_MAXIMUM" sample="${b}">${num(a.max)}</Item>`,
+      `<Item name="STATISTICS_MEAN" sample="${b}">${num(mean)}</Item>`,
+      `<Item name="STATISTICS_MINIMUM" sample="${b}">${num(a.min)}</Item>`,
+      `<Item name="STATISTICS_STDDEV" sample="${b}">${num(std)}</Item>`,
+      `<Item name="STATISTICS_VALID_PERCENT" sample="${b}">${num(Number(pct.toFixed(4)))}</Item>`,
+    );
+  });
+  const xml = `<GDALMetadata>\n${items.map((i) => `  ${i}\n`).join('')}</GDALMetadata>\n`;
+  const size = statisticsXmlBytes(acc.length);
+  if (xml.length > size) throw new RangeError('statistics document larger than reserved');
+  return xml.padEnd(size, ' ');
+}

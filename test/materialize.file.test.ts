@@ -1,0 +1,171 @@
+/** Materialise to a file: GDAL's validator accepts it, GDAL reads the mosaic's pixels back bit for bit. */
+import assert from 'node:assert/strict';
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Engine } from '../src/render/engine.ts';
+import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
+import { mosaicCogLevels, levelGrid } from '../src/materialize/cog.tiles.ts';
+import { materialize, type MaterializeOptions } from '../src/materialize/pipeline.ts';
+import { SinkFile } from '../src/materialize/sink.file.ts';
+import { bytesPerSample, type Pixels } from '../src/render/types.ts';
+import { fixtureDir, PYTHON, sh, tempDir } from './support/gdal.ts';
+
+export async function validateCog(file: string): Promise<{ errors: string[]; warnings: string[] }> {
+  let out = '';
+  try {
+    out = await sh(PYTHON, ['-m', 'osgeo_utils.samples.validate_cloud_optimized_geotiff', '--full-check=yes', file]);
+  } catch (e) {
+    out = String((e as { stdout?: string }).stdout ?? '') + String((e as { stderr?: string }).stderr ?? '');
+  }
+  const errors = [...out.matchAll(/^ - (.*)$/gm)].map((m) => m[1]);
+  const warnings = /warning/i.test(out) ? [out] : [];
+  if (!/is a valid cloud optimized GeoTIFF/.test(out)) errors.push(out.trim());
+  return { errors, warnings };
+}
+
+/** Every band of an overview level (-1 = full resolution) as GDAL reads it, raw little-endian bytes. */
+export async function gdalReadLevel(file: string, ovr: number): Promise<Buffer> {
+  const code = `
+import sys
+from osgeo import gdal
+ds = gdal.Open(sys.argv[1])
+ovr = int(sys.argv[2])
+out = b''
+for b in range(ds.RasterCount):
+    band = ds.GetRasterBand(b + 1)
+    if ovr >= 0: band = band.GetOverview(ovr)
+    out += band.ReadRaster()
+sys.stdout.buffer.write(out)
+`;
+  const { execFile } = await import('node:child_process');
+  return new Promise((resolve, reject) =>
+    execFile(PYTHON, ['-c', code, file, String(ovr)], { encoding: 'buffer', maxBuffer: 1 << 30 }, (err, stdout) => (err ? reject(err) : resolve(stdout))),
+  );
+}
+
+function pixelsBytes(px: Pixels): Buffer {
+  const parts = px.bands.map((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+  return Buffer.concat(parts);
+}
+
+describe('materialise to a file', () => {
+  let dir = '';
+  let out = '';
+  let engine: Engine;
+  before(async () => {
+    dir = await fixtureDir();
+    out = await tempDir('cogmill-mat-');
+    engine = new Engine({ roots: [dir] });
+  });
+  after(() => engine.close());
+
+  const open = (id: string, names: string[], extra: Partial<MosaicSpec> = {}): Promise<Mosaic> =>
+    engine.openMosaic({ id, sources: names.map((n) => path.join(dir, `${n}.tif`)), blockSize: 256, ...extra });
+
+  async function run(m: Mosaic, name: string, opts: MaterializeOptions) {
+    const file = path.join(out, `${name}.tif`);
+    const res = await materialize(engine, m, new SinkFile(file), opts);
+    assert.equal(res.bytes, (await stat(file)).size);
+    const v = await validateCog(file);
+    assert.deepEqual(v.errors, [], `validator errors for ${name}`);
+    assert.deepEqual(v.warnings, [], `validator warnings for ${name}`);
+    return { file, res };
+  }
+
+  async function assertPixelsEqual(m: Mosaic, file: string, levels: number[]) {
+    const all = mosaicCogLevels(m, 256);
+    for (const l of levels) {
+      const px = await engine.render(m, levelGrid(m, all[l]), { resampling: l === 0 ? m.resampling : 'average' });
+      const gd = await gdalReadLevel(file, l - 1);
+      const ours = pixelsBytes(px);
+      assert.equal(gd.byteLength, ours.byteLength, `level ${l} size`);
+      assert.ok(gd.equals(ours), `level ${l}: GDAL's decoded pixels differ from the engine's`);
+    }
+  }
+
+  for (const compression of ['deflate', 'lzw', 'zstd', 'none'] as const) {
+    test(`two UTM zones, uint16, ${compression}: valid COG, pixels equal at every level`, async () => {
+      const m = await open(`two-${compression}`, ['utm32', 'utm31']);
+      const { file, res } = await run(m, `two-${compression}`, { compression, workers: 2 });
+      assert.ok(res.levels >= 3);
+      await assertPixelsEqual(m, file, [0, 1, 2]);
+      const info = JSON.parse(await sh('gdalinfo', ['-json', '-stats', file]));
+      assert.equal(info.size[0], m.grid.width);
+      assert.deepEqual(info.geoTransform, [...m.grid.transform]);
+      assert.match(info.coordinateSystem.wkt, /UTM zone 32N/);
+      assert.equal(info.bands[0].noDataValue, 0);
+      assert.equal(info.bands[0].overviews.length, res.levels - 1);
+      assert.deepEqual(info.bands[0].block, [256, 256]);
+    });
+  }
+
+  test('statistics in GDAL_METADATA equal what GDAL computes', async () => {
+    const m = await open('stats', ['utm32']);
+    const { file } = await run(m, 'stats', { workers: 0 });
+    const info = JSON.parse(await sh('gdalinfo', ['-json', file]));
+    const md = info.bands[0].metadata[''];
+    const ref = JSON.parse(
+      await sh(PYTHON, ['-c', `import json,sys; from osgeo import gdal; ds=gdal.Open(sys.argv[1]); b=ds.GetRasterBand(1); print(json.dumps(b.ComputeStatistics(False)))`, file]),
+    );
+    assert.equal(Number(md.STATISTICS_MINIMUM), ref[0]);
+    assert.equal(Number(md.STATISTICS_MAXIMUM), ref[1]);
+    assert.ok(Math.abs(Number(md.STATISTICS_MEAN) - ref[2]) < 1e-6 * Math.abs(ref[2]));
+    assert.ok(Math.abs(Number(md.STATISTICS_STDDEV) - ref[3]) < 1e-3 * ref[3]);
+  });
+
+  test('RGB uint8: jpeg and webp are valid COGs; deflate is lossless', async () => {
+    const m = await open('rgb', ['rgb']);
+    for (const compression of ['jpeg', 'webp'] as const) {
+      const { file } = await run(m, `rgb-${compression}`, { compression, workers: 1 });
+      const info = JSON.parse(await sh('gdalinfo', ['-json', file]));
+      assert.equal(info.bands.length, 3);
+    }
+    const { file } = await run(m, 'rgb-deflate', { workers: 2 });
+    await assertPixelsEqual(m, file, [0, 1]);
+  });
+
+  test('float32 with nodata, predictor 3', async () => {
+    const m = await open('f', ['float']);
+    const { file } = await run(m, 'float', { workers: 2 });
+    await assertPixelsEqual(m, file, [0, 1]);
+    const info = JSON.parse(await sh('gdalinfo', ['-json', file]));
+    assert.equal(info.bands[0].noDataValue, -9999);
+    assert.equal(info.bands[0].type, 'Float32');
+  });
+
+  test('four-band int16 (band-interleaved source with mask) and the same file with 0 or 2 workers', async () => {
+    const m = await open('pm', ['planar_mask']);
+    const a = await run(m, 'pm0', { workers: 0 });
+    const b = await run(m, 'pm2', { workers: 2 });
+    assert.ok((await readFile(a.file)).equals(await readFile(b.file)), 'output does not depend on the number of workers');
+    await assertPixelsEqual(m, a.file, [0]);
+    assert.equal(bytesPerSample(m.dtype), 2);
+  });
+
+  test('a failing sink leaves nothing at the destination', async () => {
+    const m = await open('fail', ['utm32']);
+    const file = path.join(out, 'nope', 'fail.tif');
+    const sink = new SinkFile(file);
+    const orig = sink.write.bind(sink);
+    let n = 0;
+    sink.write = async (c: Uint8Array) => {
+      if (++n === 3) throw new Error('disk full');
+      return orig(c);
+    };
+    await assert.rejects(materialize(engine, m, sink, { workers: 1 }), /disk full/);
+    await assert.rejects(stat(file));
+    const left = await sh('ls', ['-a', path.dirname(file)]);
+    assert.doesNotMatch(left, /partial/);
+  });
+
+  test('cancel stops the pipeline and removes the temporary file', async () => {
+    const m = await open('cancel', ['utm32', 'utm31']);
+    const file = path.join(out, 'cancel.tif');
+    const ac = new AbortController();
+    const p = materialize(engine, m, new SinkFile(file), { workers: 1 }, { signal: ac.signal, onProgress: () => ac.abort() });
+    setTimeout(() => ac.abort(), 5);
+    await assert.rejects(p);
+    await assert.rejects(stat(file));
+  });
+});
