@@ -5,7 +5,16 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, type Config } from './config.ts';
+import YAML from 'yaml';
+import {
+  type Config,
+  ConfigError,
+  configReferenceMarkdown,
+  loadConfig,
+  parseConfig,
+  redactConfig,
+  trustedSourcePolicy,
+} from './config.ts';
 import { crsFromEpsg } from './render/crs.ts';
 import { Engine } from './render/engine.ts';
 import { CogmillError } from './render/errors.ts';
@@ -16,48 +25,33 @@ import { buildServices, createLogger, engineSettings, startServer } from './main
 const USAGE = `usage:
   cogmill serve [--config FILE] [--host H] [--port N] [SOURCE...]
       serve the configured mosaics; SOURCE arguments (files, folders, globs, http(s):// URLs, s3://bucket/key,
-      s3://bucket/prefix/) form one more mosaic with id "default"
+      s3://bucket/prefix/) form one more mosaic with id "default". The config file may also be named by
+      COGMILL_CONFIG; with neither a config nor a SOURCE, the GeoTIFFs under the current folder are served.
+      Settings can be overridden by COGMILL_<SECTION>_<KEY> variables (see cogmill config --reference).
   cogmill info SOURCE...
       print what cogmill sees in each source (size, CRS, bands, dtype, nodata, overviews, bounds) as JSON
   cogmill materialize [--config FILE --mosaic ID | SOURCE...] --out s3://bucket/key.tif|FILE [options]
       write the mosaic as a COG (see cogmill materialize --help)
+  cogmill config [--config FILE] [SOURCE...] | --reference
+      print the effective configuration (secrets redacted) as YAML, or the table of every setting
   cogmill demo [--dir DIR] [--port N]
       generate a small demo mosaic in DIR (default ./demo-data) and serve it
 `;
 
-function isUrl(s: string): boolean {
-  return /^(https?|s3):\/\//i.test(s);
-}
-
 /** Command-line sources are trusted: their folders become roots and their URL prefixes become allowed. */
 export function cliSourcePolicy(sources: readonly string[]): { roots: string[]; allowedUrlPrefixes: string[] } {
-  const roots = new Set<string>();
-  const prefixes = new Set<string>();
-  for (const s of sources) {
-    if (isUrl(s)) {
-      prefixes.add(s.endsWith('/') ? s : s.slice(0, s.lastIndexOf('/') + 1));
-    } else {
-      const glob = s.search(/[*?[{]/);
-      const fixed = glob >= 0 ? s.slice(0, glob) : s;
-      const abs = path.resolve(fixed || '.');
-      roots.add(glob >= 0 || /\.(tif|tiff)$/i.test(abs) ? path.dirname(abs) : abs);
-    }
-  }
-  return { roots: [...roots], allowedUrlPrefixes: [...prefixes] };
+  return trustedSourcePolicy(sources);
 }
 
-async function configFor(file: string | undefined, sources: string[], extra: Record<string, unknown> = {}): Promise<Config> {
-  const policy = cliSourcePolicy(sources);
-  const base = await loadConfig({ file, env: process.env });
-  const overrides: Record<string, unknown> = {
-    ...extra,
-    sources: {
-      roots: [...base.sources.roots, ...policy.roots],
-      allowedUrlPrefixes: [...base.sources.allowedUrlPrefixes, ...policy.allowedUrlPrefixes],
-    },
-  };
-  if (sources.length) overrides.mosaics = [...base.mosaics, { id: 'default', title: 'default', sources }];
-  return loadConfig({ file, env: process.env, overrides });
+/**
+ * The configuration of a command: the config file (`--config`, else the COGMILL_CONFIG variable), environment
+ * overrides, then `extra` (command-line options). SOURCE arguments add a mosaic with id "default".
+ */
+export async function configFor(file: string | undefined, sources: readonly string[], extra: Record<string, unknown> = {}): Promise<Config> {
+  const base = await loadConfig({ file: file ?? (process.env.COGMILL_CONFIG || undefined), env: process.env, overrides: extra });
+  if (sources.length === 0) return base;
+  const local = sources.map((s) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s : path.resolve(s)));
+  return parseConfig({ ...base, mosaics: [...base.mosaics, { id: 'default', title: 'default', sources: local }] }, 'command line');
 }
 
 async function cmdServe(argv: string[]): Promise<void> {
@@ -68,28 +62,69 @@ async function cmdServe(argv: string[]): Promise<void> {
   });
   const server: Record<string, unknown> = {};
   if (values.host) server.host = values.host;
-  if (values.port) server.port = Number(values.port);
-  const config = await configFor(values.config, positionals, Object.keys(server).length ? { server } : {});
+  if (values.port !== undefined) {
+    if (!/^\d+$/.test(values.port)) throw new ConfigError(`--port must be a number (got "${values.port}")`);
+    server.port = Number(values.port);
+  }
+  let sources = positionals;
+  if (sources.length === 0 && !values.config && !process.env.COGMILL_CONFIG) {
+    sources = [process.cwd()];
+    process.stderr.write(`cogmill: no --config and no SOURCE given: serving the GeoTIFFs under ${process.cwd()}\n`);
+  }
+  const config = await configFor(values.config, sources, Object.keys(server).length ? { server } : {});
   await serveConfig(config);
 }
 
+/** Serve `config` until SIGTERM or SIGINT, then drain (bounded by server.shutdownGraceMs) and exit 0. */
 export async function serveConfig(config: Config): Promise<void> {
   const log = createLogger(config);
+  let stopSignal: string | undefined;
+  let stop: (signal: string) => void = (signal) => {
+    stopSignal = signal;
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopSignal !== undefined && signal === 'SIGINT') {
+      log.warn({ signal }, 'second interrupt: exiting without draining');
+      process.exit(130);
+    }
+    stop(signal);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  log.info({ config: redactConfig(config) }, 'configuration');
   const deps = await buildServices(config, { log });
   const running = await startServer(deps);
   log.info({ url: running.url, mosaics: deps.catalog.list().map((e) => e.id) }, 'cogmill listening');
-  process.stderr.write(`cogmill listening on ${running.url}  (viewer: ${running.url}/)\n`);
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down');
-    await running.close();
-    log.info('stopped');
-    process.exit(0);
+  process.stderr.write(`cogmill listening on ${running.url}  (viewer: ${running.url}/, API docs: ${running.url}/docs)\n`);
+  stop = (signal: string) => {
+    stopSignal = signal;
+    log.info({ signal, graceMs: config.server.shutdownGraceMs }, 'draining: no new connections, finishing in-flight requests');
+    running.close().then(
+      (inTime) => {
+        log.info({ inTime }, 'stopped');
+        process.exit(0);
+      },
+      (e: unknown) => {
+        log.error({ err: e }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
   };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
+  if (stopSignal !== undefined) stop(stopSignal);
+}
+
+async function cmdConfig(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { config: { type: 'string', short: 'c' }, reference: { type: 'boolean' } },
+  });
+  if (values.reference) {
+    process.stdout.write(`${configReferenceMarkdown()}\n`);
+    return;
+  }
+  const config = await configFor(values.config, positionals);
+  process.stdout.write(YAML.stringify(redactConfig(config)));
 }
 
 async function cmdInfo(argv: string[]): Promise<void> {
@@ -135,6 +170,8 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
       return cmdServe(rest);
     case 'info':
       return cmdInfo(rest);
+    case 'config':
+      return cmdConfig(rest);
     case 'materialize': {
       const { cmdMaterialize } = await import('./cli.materialize.ts');
       return cmdMaterialize(rest);

@@ -561,3 +561,27 @@ export function redactConfig(config: Config): Record<string, unknown> {
     mosaics: config.mosaics.map((m) => ({ ...m, sources: m.sources.map(url) })),
   };
 }
+
+/**
+ * Source patterns that come from configuration or the command line are trusted: their folders become source
+ * roots and their URL prefixes (the URL up to its last `/`, without query) become allowed prefixes.
+ */
+export function trustedSourcePolicy(patterns: readonly string[]): { roots: string[]; allowedUrlPrefixes: string[] } {
+  const roots = new Set<string>();
+  const prefixes = new Set<string>();
+  for (const s of patterns) {
+    if (/^(https?|s3):\/\//i.test(s)) {
+      const bare = s.replace(/[?#].*$/s, '');
+      const schemeEnd = bare.indexOf('://') + 3;
+      const slash = bare.lastIndexOf('/');
+      prefixes.add(slash >= schemeEnd ? bare.slice(0, slash + 1) : `${bare}/`);
+    } else {
+      const local = s.replace(/^file:\/\//i, '');
+      const glob = local.search(/[*?[{]/);
+      const fixed = glob >= 0 ? local.slice(0, glob) : local;
+      const abs = path.resolve(fixed || '.');
+      roots.add(glob >= 0 ? (fixed.endsWith('/') ? abs : path.dirname(abs)) : /\.(tif|tiff|gtiff)$/i.test(abs) ? path.dirname(abs) : abs);
+    }
+  }
+  return { roots: [...roots], allowedUrlPrefixes: [...prefixes] };
+}

@@ -1,30 +1,73 @@
 /**
- * Composition root: reads nothing from the environment itself (the CLI passes it in), builds the engine, the
- * catalog, the logger and the metrics registry once, and wires them into the HTTP app.
+ * Composition root: reads nothing from the environment itself (the CLI passes the config in), builds the
+ * engine, the catalog, the logger, the metrics registry and the limiter once, and wires them into the HTTP app.
  */
-import { serve } from '@hono/node-server';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { pino, type Logger } from 'pino';
-import { Registry, collectDefaultMetrics } from 'prom-client';
-import type { Config } from './config.ts';
+import { serve } from '@hono/node-server';
+import { type Logger, pino } from 'pino';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { type Config, trustedSourcePolicy } from './config.ts';
 import { Catalog } from './render/catalog.ts';
 import { Engine, type EngineSettings } from './render/engine.ts';
+import type { S3Settings } from './render/source.s3.ts';
+import type { ReadOptions, Source, SourceRead } from './render/source.ts';
 import { createApp } from './server/app.ts';
-import type { AppDeps } from './server/deps.ts';
+import type { AppDeps, RequestIo } from './server/deps.ts';
+import { RenderLimiter } from './server/limits.ts';
 
+/** How long shutdown hooks may take after the grace period before the engine is closed anyway. */
+const HOOK_OVERRUN_MS = 5_000;
+
+export function s3Settings(config: Config): S3Settings {
+  const s = config.s3;
+  return {
+    endpoint: s.endpoint,
+    region: s.region,
+    forcePathStyle: s.forcePathStyle,
+    accessKeyId: s.accessKeyId,
+    secretAccessKey: s.secretAccessKey,
+    maxAttempts: s.maxAttempts,
+    timeoutMs: s.timeoutMs,
+  };
+}
+
+/**
+ * The engine's settings. The folders and URL prefixes of the configured mosaics' sources are trusted like
+ * `sources.roots` / `sources.allowedUrlPrefixes` (they come from configuration, not from a request).
+ */
 export function engineSettings(config: Config): Partial<EngineSettings> {
   const s = config.sources;
+  const fromMosaics = trustedSourcePolicy(config.mosaics.flatMap((m) => m.sources));
   return {
-    roots: s.roots,
-    allowedUrlPrefixes: s.allowedUrlPrefixes,
+    roots: [...new Set([...s.roots, ...fromMosaics.roots])],
+    allowedUrlPrefixes: [...new Set([...s.allowedUrlPrefixes, ...fromMosaics.allowedUrlPrefixes])],
     http: { timeoutMs: s.httpTimeoutMs, retries: s.httpRetries, retryBaseMs: 100 },
-    s3: { endpoint: s.s3Endpoint, region: s.s3Region, forcePathStyle: s.s3ForcePathStyle },
+    s3: s3Settings(config),
     headerCacheBytes: config.cache.headerBytes,
     tileCacheBytes: config.cache.blockBytes,
     maxRenderPixels: config.limits.maxRenderPixels,
   };
 }
+
+/** Paths pino blanks in any log line, whatever logs them (belt and braces: secrets are never logged on purpose). */
+const REDACT_PATHS = [
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  '*.headers.authorization',
+  'req.headers.authorization',
+  'token',
+  '*.token',
+  '*.*.token',
+  'secretAccessKey',
+  '*.secretAccessKey',
+  '*.*.secretAccessKey',
+  'accessKeyId',
+  '*.accessKeyId',
+  '*.*.accessKeyId',
+];
 
 export function createLogger(config: Config, destination?: NodeJS.WritableStream): Logger {
   return pino(
@@ -32,60 +75,161 @@ export function createLogger(config: Config, destination?: NodeJS.WritableStream
       level: config.log.level,
       base: { service: 'cogmill' },
       timestamp: pino.stdTimeFunctions.isoTime,
-      redact: { paths: ['*.authorization', '*.headers.authorization', '*.secretAccessKey', '*.token', 'config.auth.token'], censor: '[redacted]' },
+      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       formatters: { level: (label) => ({ level: label }) },
     },
     destination ?? process.stdout,
   );
 }
 
+/** A Source that counts its reads into the current request's IO counters. */
+class SourceCounted implements Source {
+  private readonly inner: Source;
+  private readonly scope: AsyncLocalStorage<RequestIo>;
+
+  constructor(inner: Source, scope: AsyncLocalStorage<RequestIo>) {
+    this.inner = inner;
+    this.scope = scope;
+  }
+
+  get url(): string {
+    return this.inner.url;
+  }
+
+  async read(offset: number, length: number, options?: ReadOptions): Promise<SourceRead> {
+    const io = this.scope.getStore();
+    const r = await this.inner.read(offset, length, options);
+    if (io) {
+      io.sourceRequests++;
+      io.sourceBytes += r.bytes.byteLength;
+    }
+    return r;
+  }
+
+  stat(options?: ReadOptions) {
+    return this.inner.stat(options);
+  }
+
+  close(): Promise<void> {
+    return this.inner.close?.() ?? Promise.resolve();
+  }
+}
+
+/** The engine, with every source it hands out counting its reads per request. */
+class EngineCounted extends Engine {
+  private readonly scope: AsyncLocalStorage<RequestIo>;
+  private readonly counted = new WeakMap<Source, SourceCounted>();
+
+  constructor(settings: Partial<EngineSettings>, scope: AsyncLocalStorage<RequestIo>) {
+    super(settings);
+    this.scope = scope;
+  }
+
+  override async source(location: string): Promise<Source> {
+    const s = await super.source(location);
+    let c = this.counted.get(s);
+    if (!c) {
+      c = new SourceCounted(s, this.scope);
+      this.counted.set(s, c);
+    }
+    return c;
+  }
+}
+
 export async function buildServices(config: Config, opts: { log?: Logger; engine?: Engine } = {}): Promise<AppDeps> {
   const log = opts.log ?? createLogger(config);
-  const engine = opts.engine ?? new Engine(engineSettings(config));
+  const requestIo = new AsyncLocalStorage<RequestIo>();
+  const engine = opts.engine ?? new EngineCounted(engineSettings(config), requestIo);
   const catalog = new Catalog(engine);
   await catalog.load(config.mosaics);
   for (const p of catalog.problems()) log.warn({ mosaic: p.id, error: p.error }, 'mosaic could not be opened');
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics, prefix: 'cogmill_' });
-  return { config, engine, catalog, log, metrics, state: { draining: false } };
+  const renderLimiter = new RenderLimiter({
+    maxConcurrent: config.limits.maxConcurrentRenders,
+    maxQueued: config.limits.maxQueuedRenders,
+  });
+  return { config, engine, catalog, log, metrics, state: { draining: false }, shutdownHooks: [], renderLimiter, requestIo };
 }
 
 export interface RunningServer {
   readonly url: string;
   readonly server: Server;
-  /** stop accepting, let in-flight requests finish (bounded by graceMs), then close */
-  close(graceMs?: number): Promise<void>;
+  /**
+   * Stop accepting connections, run the shutdown hooks, let in-flight requests finish (bounded by graceMs; then
+   * the remaining connections are closed), then close the engine. Idempotent. Resolves true when everything
+   * finished within the grace period.
+   */
+  close(graceMs?: number): Promise<boolean>;
 }
 
-export async function startServer(deps: AppDeps, host = deps.config.server.host, port = deps.config.server.port): Promise<RunningServer> {
+function settleWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), ms);
+    p.then(
+      () => {
+        clearTimeout(t);
+        resolve(true);
+      },
+      () => {
+        clearTimeout(t);
+        resolve(true);
+      },
+    );
+  });
+}
+
+export async function startServer(
+  deps: AppDeps,
+  host = deps.config.server.host,
+  port = deps.config.server.port,
+): Promise<RunningServer> {
   const app = createApp(deps);
   const server = await new Promise<Server>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, hostname: host, port }, () => resolve(s as Server));
-    (s as Server).once('error', reject);
+    const s = serve({ fetch: app.fetch, hostname: host, port }, () => resolve(s as Server)) as Server;
+    s.once('error', reject);
   });
-  server.requestTimeout = deps.config.server.requestTimeoutMs * 4;
+  // a client must send its request (headers and body) in this time; answers may take longer
+  server.requestTimeout = Math.max(60_000, deps.config.server.requestTimeoutMs);
   server.headersTimeout = 30_000;
   server.keepAliveTimeout = 5_000;
   const addr = server.address() as AddressInfo;
-  const shownHost = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address === '0.0.0.0' ? '127.0.0.1' : addr.address;
+  const shownHost =
+    addr.family === 'IPv6'
+      ? addr.address === '::'
+        ? '127.0.0.1'
+        : `[${addr.address}]`
+      : addr.address === '0.0.0.0'
+        ? '127.0.0.1'
+        : addr.address;
   const url = `http://${shownHost}:${addr.port}`;
-  let closing: Promise<void> | undefined;
+  let closing: Promise<boolean> | undefined;
   const close = (graceMs = deps.config.server.shutdownGraceMs) => {
     closing ??= (async () => {
       deps.state.draining = true;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.closeAllConnections();
-          resolve();
-        }, graceMs);
-        timer.unref();
-        server.close(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-        server.closeIdleConnections();
-      });
+      const grace = new AbortController();
+      const graceTimer = setTimeout(() => grace.abort(new Error('shutdown grace period is over')), graceMs);
+      const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const hooks = Promise.allSettled(
+        deps.shutdownHooks.map(async (hook) => {
+          try {
+            await hook(grace.signal);
+          } catch (e) {
+            deps.log.error({ err: e }, 'shutdown hook failed');
+          }
+        }),
+      );
+      const inTime = await settleWithin(Promise.all([drained, hooks]), graceMs);
+      clearTimeout(graceTimer);
+      if (!inTime) {
+        grace.abort(new Error('shutdown grace period is over'));
+        deps.log.warn({ graceMs }, 'grace period over: closing the remaining connections');
+        server.closeAllConnections();
+        if (!(await settleWithin(hooks, HOOK_OVERRUN_MS))) deps.log.error('shutdown hooks did not finish');
+      }
       await deps.engine.close();
+      return inTime;
     })();
     return closing;
   };

@@ -110,7 +110,7 @@ export class SinkFile implements SinkSequential {
     return { location: this.keep ? this.tmp : this.location, bytes: size };
   }
 
-  async abort(): Promise<void> {
+  async abort(_reason?: unknown): Promise<void> {
     const fh = this.fh;
     this.fh = undefined;
     await fh?.close().catch(() => {});

@@ -617,28 +617,33 @@ export function parseNodata(text: string): number {
   return parseNumber(text, 'nodata');
 }
 
+/** `bands=1,2,3` (or repeated `bands=`): 1-based bands of a mosaic with `bandCount` bands; undefined when absent. */
+export function parseBands(texts: readonly string[], bandCount: number): number[] | undefined {
+  const parts = texts.flatMap((s) => s.split(','));
+  if (parts.length === 0) return undefined;
+  return parts.map((s) => {
+    const n = Number(s.trim());
+    if (!Number.isInteger(n) || n < 1 || n > bandCount || s.trim() === '') {
+      throw new RenderError('bad-request', `bands: "${s.slice(0, 20)}" is not a band of this mosaic; use 1..${bandCount}, e.g. bands=1,2,3`);
+    }
+    return n;
+  });
+}
+
 /**
  * Validate the style parameters of a query for a mosaic with `bandCount` bands: `bands=1,2,3` (or repeated),
  * `expression=`, `rescale=min,max` (repeatable, one per output band or one for all), `colormap=`, `nodata=`,
- * `resampling=`. Every problem is a RenderError 'bad-request' that says what to write instead.
+ * `resampling=`. Every problem is a RenderError 'bad-request' that says what to write instead. For images
+ * (`image`, the default) the request must give 1 or 3 output bands; data requests may give any number.
  */
-export function parseStyle(q: StyleQuery, bandCount: number, limits: StyleLimits): Style {
-  let bands: number[] | undefined;
-  const bandTexts = q.getAll('bands').flatMap((s) => s.split(','));
-  if (bandTexts.length > 0) {
-    bands = bandTexts.map((s) => {
-      const n = Number(s.trim());
-      if (!Number.isInteger(n) || n < 1 || n > bandCount || s.trim() === '') {
-        throw new RenderError('bad-request', `bands: "${s.slice(0, 20)}" is not a band of this mosaic; use 1..${bandCount}, e.g. bands=1,2,3`);
-      }
-      return n;
-    });
-  }
+export function parseStyle(q: StyleQuery, bandCount: number, limits: StyleLimits, opts: { image?: boolean } = {}): Style {
+  const image = opts.image ?? true;
+  const bands = parseBands(q.getAll('bands'), bandCount);
   const exprText = q.get('expression');
   const expression = exprText === undefined ? undefined : parseExpression(exprText, bandCount, limits.maxExpressionLength);
   if (expression && bands) throw new RenderError('bad-request', 'give either bands= or expression=, not both');
   const outputs = expression ? expression.outputs.length : bands ? bands.length : defaultBands(bandCount).length;
-  if (outputs !== 1 && outputs !== 3) {
+  if (image && outputs !== 1 && outputs !== 3) {
     throw new RenderError(
       'bad-request',
       `${expression ? 'expression' : 'bands'} gives ${outputs} output bands; an image needs 1 (gray or colormap) or 3 (RGB)`,
@@ -666,7 +671,7 @@ export function parseStyle(q: StyleQuery, bandCount: number, limits: StyleLimits
   }
   const cmText = q.get('colormap');
   const colormap = cmText === undefined || cmText.trim() === '' ? undefined : parseColormap(cmText);
-  if (colormap && outputs !== 1) {
+  if (colormap && image && outputs !== 1) {
     throw new RenderError('bad-request', `a colormap applies to one band, but this request gives ${outputs}; select one band or expression`);
   }
   const ndText = q.get('nodata');
@@ -687,9 +692,14 @@ export function defaultBands(bandCount: number): number[] {
   return bandCount >= 3 ? [1, 2, 3] : [1];
 }
 
-/** The 1-based mosaic bands a style reads (render these, in this order). */
-export function styleInputBands(style: Style, bandCount: number): readonly number[] {
-  return style.expression ? style.expression.bands : (style.bands ?? defaultBands(bandCount));
+/**
+ * The 1-based mosaic bands a style reads (render these, in this order). Images default to `defaultBands`; data
+ * (`image: false`, e.g. a GeoTIFF crop) defaults to every band.
+ */
+export function styleInputBands(style: Style, bandCount: number, opts: { image?: boolean } = {}): readonly number[] {
+  if (style.expression) return style.expression.bands;
+  if (style.bands) return style.bands;
+  return (opts.image ?? true) ? defaultBands(bandCount) : Array.from({ length: bandCount }, (_, i) => i + 1);
 }
 
 /** A canonical text of the style (same for equivalent queries), for ETags and cache keys. */

@@ -1,0 +1,394 @@
+/**
+ * The virtual COG of a mosaic: a Cloud Optimized GeoTIFF whose bytes exist only when asked for.
+ *
+ * Its layout follows from the mosaic's metadata alone: tiles are uncompressed and fixed-size (no leader/trailer),
+ * tiles no source footprint touches are sparse (offset 0, byte count 0, no bytes in the file), so every offset is
+ * known before a pixel is rendered. The file is `header | tile payloads in file order`, with no gaps, and a byte
+ * range maps to the header and the tiles it overlaps. Reading a range renders only those tiles, through the shared
+ * tile renderer (`renderCogTile`, the same one the materialised COG uses, so both decode to the same pixels),
+ * into a bytes-bounded cache; concurrent reads of one tile share one render.
+ */
+import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Engine } from '../render/engine.ts';
+import { RenderError } from '../render/errors.ts';
+import type { Mosaic } from '../render/mosaic.ts';
+import type { Resampling } from '../render/types.ts';
+import {
+  buildHeader,
+  type CogLayout,
+  type CogLevel,
+  type CogSpec,
+  fileSize,
+  needsBigTiff,
+  planCog,
+} from './cog.layout.ts';
+import {
+  type CogTileOptions,
+  defaultOverviewResampling,
+  mosaicCogLevels,
+  renderCogTile,
+  tileGrid,
+  tileTouchesSources,
+} from './cog.tiles.ts';
+import { interleaveTile } from './tile.encode.ts';
+
+/** Bumped when the bytes the same mosaic produces change (so ETags change with it). */
+const VIRTUAL_COG_FORMAT = 1;
+
+export interface VirtualCogOptions {
+  /** tile size in pixels (default: the mosaic's block size) */
+  readonly blockSize?: number;
+  /** resampling of the full-resolution level (default: the mosaic's) */
+  readonly resampling?: Resampling;
+  /** resampling of the overviews (default: average, mode for categorical mosaics) */
+  readonly overviewResampling?: Resampling;
+}
+
+/** Everything about a virtual COG that is known without rendering: pure function of the mosaic's metadata. */
+export interface VirtualCogPlan {
+  readonly mosaicId: string;
+  readonly mosaicEtag: string;
+  readonly layout: CogLayout;
+  readonly levels: readonly CogLevel[];
+  readonly tileOptions: CogTileOptions;
+  /** payload bytes per tile in file order: the raw tile size, or 0 for a sparse tile */
+  readonly byteCounts: Uint32Array;
+  /** file indices of the non-sparse tiles, in file order (the k-th payload in the file is tile present[k]) */
+  readonly present: Int32Array;
+  /** exact size of the file in bytes */
+  readonly size: number;
+  /** strong entity tag: changes with the mosaic (definition or any source) and every layout parameter */
+  readonly etag: string;
+}
+
+/** One piece of a byte range: part of the header, or part of one tile's payload. */
+export type VirtualCogSegment =
+  | { readonly kind: 'header'; readonly from: number; readonly to: number }
+  | {
+      readonly kind: 'tile';
+      readonly fileIndex: number;
+      readonly level: number;
+      readonly tx: number;
+      readonly ty: number;
+      /** byte offsets inside the tile payload, `to` exclusive */
+      readonly from: number;
+      readonly to: number;
+    };
+
+function cogSpecFor(mosaic: Mosaic, blockSize: number, bigTiff?: boolean): CogSpec {
+  const g = mosaic.grid;
+  return {
+    width: g.width,
+    height: g.height,
+    bands: mosaic.bandCount,
+    dtype: mosaic.dtype,
+    blockSize,
+    compression: 'none',
+    predictor: 1,
+    transform: g.transform,
+    epsg: g.crs.epsg,
+    geographic: g.crs.geographic,
+    nodata: mosaic.nodata,
+    ghost: { leaderTrailer: false },
+    bigTiff,
+  };
+}
+
+/**
+ * Plan the virtual COG of a mosaic: the layout, which tiles are sparse (metadata-only footprint test per tile,
+ * with each level's resampling kernel), the file size and the ETag. BigTIFF only when the file passes 4 GiB.
+ */
+export function planVirtualCog(mosaic: Mosaic, options: VirtualCogOptions = {}): VirtualCogPlan {
+  const blockSize = options.blockSize ?? mosaic.blockSize;
+  const tileOptions: CogTileOptions = {
+    blockSize,
+    resampling: options.resampling ?? mosaic.resampling,
+    overviewResampling: options.overviewResampling ?? defaultOverviewResampling(mosaic),
+  };
+  const levels = mosaicCogLevels(mosaic, blockSize);
+  // Tile order and counts do not depend on BigTIFF, so the sparse pattern is computed once on a first plan.
+  const first = planCog(cogSpecFor(mosaic, blockSize));
+  const byteCounts = new Uint32Array(first.tileCount);
+  let presentCount = 0;
+  for (const level of first.levels) {
+    const resampling = level.level === 0 ? tileOptions.resampling! : tileOptions.overviewResampling!;
+    for (let ty = 0; ty < level.tilesY; ty++) {
+      for (let tx = 0; tx < level.tilesX; tx++) {
+        const grid = tileGrid(mosaic, levels[level.level], tx, ty, blockSize);
+        if (!tileTouchesSources(mosaic, grid, resampling)) continue;
+        byteCounts[level.fileIndexStart + ty * level.tilesX + tx] = first.rawTileBytes;
+        presentCount++;
+      }
+    }
+  }
+  const bigTiff = needsBigTiff(first.spec, presentCount * first.rawTileBytes);
+  const layout = bigTiff === first.bigTiff ? first : planCog(cogSpecFor(mosaic, blockSize, bigTiff));
+  const present = new Int32Array(presentCount);
+  for (let i = 0, k = 0; i < byteCounts.length; i++) if (byteCounts[i] > 0) present[k++] = i;
+  const size = fileSize(layout, byteCounts);
+  const h = createHash('sha256');
+  h.update(
+    JSON.stringify([
+      VIRTUAL_COG_FORMAT,
+      mosaic.etag,
+      blockSize,
+      tileOptions.resampling,
+      tileOptions.overviewResampling,
+      layout.bigTiff,
+      size,
+    ]),
+  );
+  return {
+    mosaicId: mosaic.id,
+    mosaicEtag: mosaic.etag,
+    layout,
+    levels,
+    tileOptions,
+    byteCounts,
+    present,
+    size,
+    etag: `"vcog-${h.digest('base64url').slice(0, 27)}"`,
+  };
+}
+
+/** The header and tile pieces covering bytes [offset, offset + length) of a planned virtual COG (pure). */
+export function virtualCogSegments(plan: VirtualCogPlan, offset: number, length: number): VirtualCogSegment[] {
+  const out: VirtualCogSegment[] = [];
+  const end = Math.min(plan.size, offset + length);
+  if (!(offset >= 0) || !(length >= 0) || offset >= end) return out;
+  const headerBytes = plan.layout.headerBytes;
+  const raw = plan.layout.rawTileBytes;
+  let pos = offset;
+  if (pos < headerBytes) {
+    const to = Math.min(end, headerBytes);
+    out.push({ kind: 'header', from: pos, to });
+    pos = to;
+  }
+  while (pos < end) {
+    const k = Math.floor((pos - headerBytes) / raw);
+    const tileStart = headerBytes + k * raw;
+    const to = Math.min(end, tileStart + raw);
+    const fileIndex = plan.present[k];
+    const ref = plan.layout.tileAtFileIndex(fileIndex);
+    out.push({ kind: 'tile', fileIndex, level: ref.level, tx: ref.tx, ty: ref.ty, from: pos - tileStart, to: to - tileStart });
+    pos = to;
+  }
+  return out;
+}
+
+/** Counters a store keeps, for logs, metrics and tests. */
+export interface VirtualCogStats {
+  /** tiles rendered (each render counted once, however many requests waited for it) */
+  tilesRendered: number;
+  /** tile reads served from the cache */
+  cacheHits: number;
+  /** tile reads that joined a render already under way */
+  sharedRenders: number;
+  /** virtual COG plans made (one per mosaic version and options) */
+  plans: number;
+}
+
+export interface VirtualCogStoreSettings {
+  /** bytes of rendered tile payloads kept (lru) */
+  readonly cacheBytes: number;
+  /** tiles one read renders at the same time (default 2) */
+  readonly readConcurrency?: number;
+}
+
+export interface VirtualCogHooks {
+  /** called after each tile render with its duration */
+  onTileRendered?(ms: number): void;
+  /** called on each tile read: from the cache, joined to an in-flight render, or rendered */
+  onTileRead?(result: 'hit' | 'shared' | 'miss'): void;
+}
+
+/**
+ * Virtual COGs of many mosaics with one shared, bytes-bounded cache of rendered tiles. Built once by whoever
+ * serves them (never at import time).
+ */
+export class VirtualCogStore {
+  readonly stats: VirtualCogStats = { tilesRendered: 0, cacheHits: 0, sharedRenders: 0, plans: 0 };
+  private readonly engine: Engine;
+  private readonly settings: VirtualCogStoreSettings;
+  private readonly hooks: VirtualCogHooks;
+  private readonly tiles: LRUCache<string, Uint8Array>;
+  private readonly inflight = new Map<string, Promise<Uint8Array>>();
+  private readonly cogs = new Map<string, VirtualCog>();
+
+  constructor(engine: Engine, settings: VirtualCogStoreSettings, hooks: VirtualCogHooks = {}) {
+    this.engine = engine;
+    this.settings = settings;
+    this.hooks = hooks;
+    this.tiles = new LRUCache<string, Uint8Array>({
+      maxSize: settings.cacheBytes,
+      sizeCalculation: (b) => Math.max(1, b.byteLength),
+    });
+  }
+
+  /** Bytes of rendered tiles held now. */
+  get cachedBytes(): number {
+    return this.tiles.calculatedSize;
+  }
+
+  /** The virtual COG of a mosaic as it is now; re-planned when the mosaic's etag or the options change. */
+  open(mosaic: Mosaic, options: VirtualCogOptions = {}): VirtualCog {
+    const key = `${mosaic.id}|${options.blockSize ?? ''}|${options.resampling ?? ''}|${options.overviewResampling ?? ''}`;
+    const hit = this.cogs.get(key);
+    if (hit && hit.mosaic === mosaic && hit.plan.mosaicEtag === mosaic.etag) return hit;
+    const cog = new VirtualCog(this, mosaic, planVirtualCog(mosaic, options));
+    this.stats.plans++;
+    this.cogs.set(key, cog);
+    return cog;
+  }
+
+  get readConcurrency(): number {
+    return Math.max(1, this.settings.readConcurrency ?? 2);
+  }
+
+  /** The payload of one tile: from the cache, from a render under way, or rendered now. Errors are not cached. */
+  tilePayload(cog: VirtualCog, fileIndex: number): Promise<Uint8Array> {
+    const key = `${cog.plan.etag}|${fileIndex}`;
+    const cached = this.tiles.get(key);
+    if (cached) {
+      this.stats.cacheHits++;
+      this.hooks.onTileRead?.('hit');
+      return Promise.resolve(cached);
+    }
+    const running = this.inflight.get(key);
+    if (running) {
+      this.stats.sharedRenders++;
+      this.hooks.onTileRead?.('shared');
+      return running;
+    }
+    this.hooks.onTileRead?.('miss');
+    const p = this.render(cog, fileIndex).then(
+      (bytes) => {
+        this.tiles.set(key, bytes);
+        this.inflight.delete(key);
+        return bytes;
+      },
+      (e: unknown) => {
+        this.inflight.delete(key);
+        throw e;
+      },
+    );
+    this.inflight.set(key, p);
+    return p;
+  }
+
+  private async render(cog: VirtualCog, fileIndex: number): Promise<Uint8Array> {
+    const { plan, mosaic } = cog;
+    const ref = plan.layout.tileAtFileIndex(fileIndex);
+    const t0 = performance.now();
+    const px = await renderCogTile(this.engine, mosaic, plan.levels, ref.level, ref.tx, ref.ty, plan.tileOptions);
+    const interleaved = interleaveTile(px.bands, mosaic.dtype, mosaic.bandCount, plan.tileOptions.blockSize);
+    const bytes = new Uint8Array(interleaved.buffer, interleaved.byteOffset, interleaved.byteLength);
+    if (bytes.byteLength !== plan.layout.rawTileBytes) {
+      throw new RenderError(
+        'internal',
+        `tile ${fileIndex} of ${mosaic.id}.tif rendered to ${bytes.byteLength} bytes, expected ${plan.layout.rawTileBytes}`,
+      );
+    }
+    this.stats.tilesRendered++;
+    this.hooks.onTileRendered?.(performance.now() - t0);
+    return bytes;
+  }
+}
+
+/** One virtual COG: a planned layout plus the store that renders its tiles. */
+export class VirtualCog {
+  readonly mosaic: Mosaic;
+  readonly plan: VirtualCogPlan;
+  private readonly store: VirtualCogStore;
+  private headerBytes: Uint8Array | undefined;
+
+  constructor(store: VirtualCogStore, mosaic: Mosaic, plan: VirtualCogPlan) {
+    this.store = store;
+    this.mosaic = mosaic;
+    this.plan = plan;
+  }
+
+  get size(): number {
+    return this.plan.size;
+  }
+
+  get etag(): string {
+    return this.plan.etag;
+  }
+
+  /** The header area (TIFF header, ghost area, IFDs, tile offset/byte count arrays), built once. */
+  header(): Uint8Array {
+    this.headerBytes ??= buildHeader(this.plan.layout, this.plan.byteCounts);
+    return this.headerBytes;
+  }
+
+  segments(offset: number, length: number): VirtualCogSegment[] {
+    return virtualCogSegments(this.plan, offset, length);
+  }
+
+  /** The bytes of one segment (a copy-free view where possible). */
+  async segmentBytes(seg: VirtualCogSegment): Promise<Uint8Array> {
+    if (seg.kind === 'header') return this.header().subarray(seg.from, seg.to);
+    const payload = await this.store.tilePayload(this, seg.fileIndex);
+    return payload.subarray(seg.from, seg.to);
+  }
+
+  /** Bytes [offset, offset + length) (clipped to the file), rendering only the tiles they overlap. */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    const segs = this.segments(offset, length);
+    const out = new Uint8Array(segs.reduce((n, s) => n + (s.to - s.from), 0));
+    const starts: number[] = [];
+    let pos = 0;
+    for (const s of segs) {
+      starts.push(pos);
+      pos += s.to - s.from;
+    }
+    let next = 0;
+    const worker = async () => {
+      while (next < segs.length) {
+        const i = next++;
+        out.set(await this.segmentBytes(segs[i]), starts[i]);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.store.readConcurrency, segs.length) }, worker));
+    return out;
+  }
+
+  /**
+   * Bytes [offset, offset + length) as a stream with backpressure: a segment is rendered only when the consumer
+   * pulls, with a read-ahead of `readConcurrency` segments. Memory stays bounded whatever the length.
+   */
+  stream(offset: number, length: number): ReadableStream<Uint8Array> {
+    const segs = this.segments(offset, length);
+    const ahead = this.store.readConcurrency;
+    const pending: Promise<Uint8Array>[] = [];
+    let next = 0;
+    const fill = () => {
+      while (pending.length < ahead && next < segs.length) {
+        const p = this.segmentBytes(segs[next++]);
+        p.catch(() => {}); // observed when pulled; avoid an unhandled rejection in between
+        pending.push(p);
+      }
+    };
+    return new ReadableStream<Uint8Array>(
+      {
+        async pull(controller) {
+          fill();
+          const p = pending.shift();
+          if (!p) {
+            controller.close();
+            return;
+          }
+          controller.enqueue(await p);
+          if (next >= segs.length && pending.length === 0) controller.close();
+        },
+        cancel() {
+          next = segs.length;
+          pending.length = 0;
+        },
+      },
+      { highWaterMark: 0 },
+    );
+  }
+}
