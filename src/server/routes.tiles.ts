@@ -1,7 +1,656 @@
-import { Hono } from 'hono';
-import type { AppEnv } from './app.ts';
+/**
+ * Tiles and data for QGIS, GDAL and web maps: XYZ tiles in WebMercatorQuad, TileJSON 3.0.0, WMTS 1.0.0
+ * capabilities, point values, statistics, a bounded preview and bbox crops (image or GeoTIFF of the values).
+ *
+ * Every image request runs the same steps: validate (400/404 before anything else), compute the ETag from the
+ * mosaic etag and the normalised request (a matching If-None-Match answers 304 with no pixel read), look the
+ * encoded image up in the tile cache (concurrent identical requests render once), else render -> style -> encode.
+ *
+ * Areas outside the mosaic are transparent. A tile that does not touch the mosaic (or has no valid pixel) is a
+ * 200 with a fully transparent image in the requested format (black for JPEG, which has no alpha) and the header
+ * `OATiles-hint: empty`: every client draws it (QGIS, GDAL, OpenLayers, Leaflet, MapLibre), caches it like any
+ * tile, and draws the neighbouring tiles normally; 204 is not handled by MapLibre or ArcGIS Online.
+ */
+import { createHash } from 'node:crypto';
+import { type Context, Hono } from 'hono';
+import { assembleCog, cogLevels, planCog } from '../materialize/cog.layout.ts';
+import { encodeTile } from '../materialize/tile.encode.ts';
+import { crsFromEpsg, parseCrs } from '../render/crs.ts';
+import { encodeImage, IMAGE_MIME, type ImageFormat } from '../render/encode.ts';
+import { RenderError } from '../render/errors.ts';
+import type { Mosaic } from '../render/mosaic.ts';
+import { DEFAULT_HISTOGRAM_BINS, MAX_HISTOGRAM_BINS, StatisticsService } from '../render/statistics.ts';
+import {
+  fixedRanges,
+  parseBands,
+  parseExpression,
+  parseNodata,
+  parseStyle,
+  type Style,
+  type StyleQuery,
+  styleImage,
+  styleInputBands,
+  styleKey,
+  styleQueryString,
+  styleValues,
+  stretchFromPercentiles,
+} from '../render/style.ts';
+import {
+  resolutionAtZoom,
+  TILE_SIZE_DEFAULT,
+  tileBoundsWgs84,
+  tileGrid,
+  tilesForBounds,
+  WEB_MERCATOR_HALF_SIZE_M,
+  zoomForResolution,
+} from '../render/tilematrix.ts';
+import { createTransformer, transformBounds } from '../render/transform.ts';
+import {
+  allocTyped,
+  type Bounds,
+  type Crs,
+  type DType,
+  dtypeRange,
+  type Grid,
+  gridBounds,
+  isFloat,
+  type TypedArray,
+} from '../render/types.ts';
+import { type AppEnv, intParam, timed } from './app.ts';
 import type { AppDeps } from './deps.ts';
+import { RequestError } from './errors.ts';
+import { appMetrics } from './metrics.ts';
+import { type CachedImage, TileCache } from './tile.cache.ts';
+import { baseUrl, MOSAIC_ID } from './urls.ts';
 
-export function tilesRoutes(_deps: AppDeps): Hono<AppEnv> {
-  return new Hono<AppEnv>();
+type Ctx = Context<AppEnv>;
+
+const TILE_SIZES = [256, 512] as const;
+const DEFAULT_PREVIEW_SIZE = 1024;
+/** Largest side of a crop image or GeoTIFF, whatever the pixel budget. */
+const MAX_CROP_SIDE = 16384;
+const CROP_TIFF_BLOCK_SIZE = 512;
+const GEOTIFF_MIME = 'image/tiff; application=geotiff';
+/** OGC scale denominators assume 0.28 mm pixels. */
+const OGC_PIXEL_SIZE_M = 0.00028;
+
+const FORMAT_ALIASES: Readonly<Record<string, ImageFormat>> = { png: 'png', webp: 'webp', jpg: 'jpg', jpeg: 'jpg' };
+
+function imageFormat(ext: string): ImageFormat {
+  const f = FORMAT_ALIASES[ext.toLowerCase()];
+  if (!f) throw new RequestError('bad-request', `format "${ext.slice(0, 10)}" is not served; use .png, .webp or .jpg`);
+  return f;
+}
+
+/** `{y}.{fmt}` or `{y}@2x.{fmt}`. */
+function parseTileFile(file: string): { yText: string; scale: 1 | 2; format: ImageFormat } {
+  const m = /^([^.@]*)(@2x)?\.([A-Za-z]+)$/.exec(file);
+  if (!m) throw new RequestError('bad-request', `tile "${file.slice(0, 40)}" must look like {y}.png, {y}.webp, {y}.jpg or {y}@2x.png`);
+  return { yText: m[1], scale: m[2] ? 2 : 1, format: imageFormat(m[3]) };
+}
+
+function tileSizeParam(text: string | undefined): number {
+  if (text === undefined || text === '') return TILE_SIZE_DEFAULT;
+  const n = Number(text);
+  if (!(TILE_SIZES as readonly number[]).includes(n)) throw new RequestError('bad-request', `tilesize must be 256 or 512 (got "${text.slice(0, 10)}")`);
+  return n;
+}
+
+function numberParam(text: string | undefined, name: string, min: number, max: number): number {
+  const n = text === undefined || text.trim() === '' ? Number.NaN : Number(text);
+  if (!Number.isFinite(n) || n < min || n > max) {
+    throw new RequestError('bad-request', `${name} must be a number between ${min} and ${max} (got "${(text ?? '').slice(0, 30)}")`);
+  }
+  return n;
+}
+
+function parseBbox(text: string, what: string): Bounds {
+  const parts = text.split(',');
+  const nums = parts.map((p) => (p.trim() === '' ? Number.NaN : Number(p)));
+  if (parts.length !== 4 || !nums.every(Number.isFinite)) {
+    throw new RequestError('bad-request', `${what} "${text.slice(0, 80)}" must be four numbers minx,miny,maxx,maxy`);
+  }
+  const [x0, y0, x1, y1] = nums;
+  if (!(x1 > x0 && y1 > y0)) throw new RequestError('bad-request', `${what} ${text.slice(0, 80)}: maxx must exceed minx and maxy exceed miny`);
+  return [x0, y0, x1, y1];
+}
+
+function queryOf(c: Ctx): StyleQuery {
+  return { get: (n) => c.req.query(n), getAll: (n) => c.req.queries(n) ?? [] };
+}
+
+function strongEtag(...parts: string[]): string {
+  return `"${createHash('sha256').update(parts.join('\n')).digest('base64url').slice(0, 27)}"`;
+}
+
+/** RFC 9110 weak comparison of an If-None-Match list against our (strong) ETag. */
+export function etagMatches(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  const bare = etag.replace(/^W\//, '');
+  return header.split(',').some((t) => {
+    const v = t.trim();
+    return v === '*' || v.replace(/^W\//, '') === bare;
+  });
+}
+
+function overlaps(a: Bounds, b: Bounds): boolean {
+  return a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3];
+}
+
+/** The mosaic's WGS 84 bounds grown by 1% (+ a hair): densified bounds may miss a sliver of a curved edge. */
+function paddedWgs84(m: Mosaic): Bounds {
+  const b = m.boundsWgs84;
+  const pad = 0.01 * Math.max(b[2] - b[0], b[3] - b[1]) + 1e-9;
+  return [b[0] - pad, b[1] - pad, b[2] + pad, b[3] + pad];
+}
+
+/** Metres per pixel of the mosaic in EPSG:3857 at its own location (the finer of x and y). */
+function mercatorResolution(m: Mosaic): number {
+  const b = transformBounds(gridBounds(m.grid), m.grid.crs, crsFromEpsg(3857));
+  return Math.min((b[2] - b[0]) / m.grid.width, (b[3] - b[1]) / m.grid.height);
+}
+
+/**
+ * Zooms of a mosaic: maxzoom is the first zoom whose pixels are at least as fine as the mosaic's (every source
+ * pixel visible), minzoom the last zoom at which the whole mosaic still fits in about one tile.
+ */
+export function mosaicZooms(m: Mosaic, tileSize: number, maxZoomLimit: number): { minzoom: number; maxzoom: number } {
+  const res = mercatorResolution(m);
+  const maxzoom = Math.min(maxZoomLimit, zoomForResolution(res, tileSize, 'upper'));
+  const span = res * Math.max(m.grid.width, m.grid.height);
+  const minzoom = Math.min(maxzoom, zoomForResolution(span / tileSize, tileSize, 'lower'));
+  return { minzoom, maxzoom };
+}
+
+/** A grid over the whole mosaic in its native CRS whose longest side is min(maxSize, the mosaic's). */
+export function previewGrid(grid: Grid, maxSize: number): Grid {
+  const scale = Math.max(1, Math.max(grid.width, grid.height) / maxSize);
+  const width = Math.max(1, Math.round(grid.width / scale));
+  const height = Math.max(1, Math.round(grid.height / scale));
+  const [x0, y0, x1, y1] = gridBounds(grid);
+  return { crs: grid.crs, transform: [x0, (x1 - x0) / width, 0, y1, 0, -(y1 - y0) / height], width, height };
+}
+
+/**
+ * The grid of a crop: `bbox` in `crs`, `width` x `height` pixels. A missing size keeps the mosaic's pixel count
+ * along the bbox diagonal (as gdalwarp's default) and the bbox's aspect ratio.
+ */
+export function cropGrid(m: Mosaic, bbox: Bounds, crs: Crs, width?: number, height?: number): Grid {
+  const [x0, y0, x1, y1] = bbox;
+  const w = x1 - x0;
+  const h = y1 - y0;
+  if (width === undefined || height === undefined) {
+    if (width !== undefined) height = Math.max(1, Math.round((width * h) / w));
+    else if (height !== undefined) width = Math.max(1, Math.round((height * w) / h));
+    else {
+      const nb = crs.epsg === m.grid.crs.epsg ? bbox : transformBounds(bbox, crs, m.grid.crs);
+      const nw = (nb[2] - nb[0]) / m.grid.transform[1];
+      const nh = (nb[3] - nb[1]) / -m.grid.transform[5];
+      const res = Math.hypot(w, h) / Math.hypot(nw, nh);
+      width = Math.max(1, Math.round(w / res));
+      height = Math.max(1, Math.round(h / res));
+    }
+  }
+  return { crs, transform: [x0, w / width, 0, y1, 0, -h / height], width, height };
+}
+
+function xmlEscape(s: string): string {
+  return s.replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[ch]!);
+}
+
+export interface WmtsOptions {
+  readonly mosaic: Mosaic;
+  /** `.../mosaics/{id}` */
+  readonly mosaicUrl: string;
+  readonly capabilitiesUrl: string;
+  readonly tileSize: number;
+  readonly formats: readonly ImageFormat[];
+  /** style query string carried into every tile URL (already encoded, no leading `?`) */
+  readonly query: string;
+  readonly maxzoom: number;
+}
+
+/** WMTS 1.0.0 capabilities: one layer, RESTful tile URLs, the WebMercatorQuad matrix set from zoom 0 to maxzoom. */
+export function wmtsCapabilities(o: WmtsOptions): string {
+  const m = o.mosaic;
+  const tms = o.tileSize === 256 ? 'WebMercatorQuad' : `WebMercatorQuad${o.tileSize}`;
+  const [w, s, e, n] = m.boundsWgs84;
+  const merc = transformBounds(m.boundsWgs84, crsFromEpsg(4326), crsFromEpsg(3857));
+  const size = o.tileSize === TILE_SIZE_DEFAULT ? '' : `tilesize=${o.tileSize}`;
+  const q = [o.query, size].filter(Boolean).join('&');
+  const limits: string[] = [];
+  const matrices: string[] = [];
+  const corner = `${-WEB_MERCATOR_HALF_SIZE_M} ${WEB_MERCATOR_HALF_SIZE_M}`;
+  for (let z = 0; z <= o.maxzoom; z++) {
+    const r = tilesForBounds(m.boundsWgs84, z);
+    limits.push(
+      `<TileMatrixLimits><TileMatrix>${z}</TileMatrix><MinTileRow>${r.minY}</MinTileRow><MaxTileRow>${r.maxY}</MaxTileRow>` +
+        `<MinTileCol>${r.minX}</MinTileCol><MaxTileCol>${r.maxX}</MaxTileCol></TileMatrixLimits>`,
+    );
+    const count = 2 ** z;
+    matrices.push(
+      `<TileMatrix><ows:Identifier>${z}</ows:Identifier><ScaleDenominator>${resolutionAtZoom(z, o.tileSize) / OGC_PIXEL_SIZE_M}</ScaleDenominator>` +
+        `<TopLeftCorner>${corner}</TopLeftCorner><TileWidth>${o.tileSize}</TileWidth><TileHeight>${o.tileSize}</TileHeight>` +
+        `<MatrixWidth>${count}</MatrixWidth><MatrixHeight>${count}</MatrixHeight></TileMatrix>`,
+    );
+  }
+  const resources = o.formats.map((f) => {
+    const url = `${o.mosaicUrl}/tiles/{TileMatrix}/{TileCol}/{TileRow}.${f}${q ? `?${q}` : ''}`;
+    return `<ResourceURL format="${IMAGE_MIME[f]}" resourceType="tile" template="${xmlEscape(url)}"/>`;
+  });
+  const restful = '<ows:Constraint name="GetEncoding"><ows:AllowedValues><ows:Value>RESTful</ows:Value></ows:AllowedValues></ows:Constraint>';
+  const caps = xmlEscape(o.capabilitiesUrl);
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<Capabilities xmlns="http://www.opengis.net/wmts/1.0" xmlns:ows="http://www.opengis.net/ows/1.1" xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://www.opengis.net/wmts/1.0 http://schemas.opengis.net/wmts/1.0/wmtsGetCapabilities_response.xsd" version="1.0.0">
+  <ows:ServiceIdentification>
+    <ows:Title>${xmlEscape(m.title)}</ows:Title>
+    <ows:ServiceType>OGC WMTS</ows:ServiceType>
+    <ows:ServiceTypeVersion>1.0.0</ows:ServiceTypeVersion>
+  </ows:ServiceIdentification>
+  <ows:OperationsMetadata>
+    <ows:Operation name="GetCapabilities"><ows:DCP><ows:HTTP><ows:Get xlink:href="${caps}">${restful}</ows:Get></ows:HTTP></ows:DCP></ows:Operation>
+    <ows:Operation name="GetTile"><ows:DCP><ows:HTTP><ows:Get xlink:href="${xmlEscape(`${o.mosaicUrl}/tiles/`)}">${restful}</ows:Get></ows:HTTP></ows:DCP></ows:Operation>
+  </ows:OperationsMetadata>
+  <Contents>
+    <Layer>
+      <ows:Title>${xmlEscape(m.title)}</ows:Title>
+      <ows:Identifier>${xmlEscape(m.id)}</ows:Identifier>
+      <ows:WGS84BoundingBox crs="urn:ogc:def:crs:OGC:2:84"><ows:LowerCorner>${w} ${s}</ows:LowerCorner><ows:UpperCorner>${e} ${n}</ows:UpperCorner></ows:WGS84BoundingBox>
+      <ows:BoundingBox crs="urn:ogc:def:crs:EPSG::3857"><ows:LowerCorner>${merc[0]} ${merc[1]}</ows:LowerCorner><ows:UpperCorner>${merc[2]} ${merc[3]}</ows:UpperCorner></ows:BoundingBox>
+      <Style isDefault="true"><ows:Identifier>default</ows:Identifier></Style>
+${o.formats.map((f) => `      <Format>${IMAGE_MIME[f]}</Format>`).join('\n')}
+      <TileMatrixSetLink><TileMatrixSet>${tms}</TileMatrixSet><TileMatrixSetLimits>
+        ${limits.join('\n        ')}
+      </TileMatrixSetLimits></TileMatrixSetLink>
+      ${resources.join('\n      ')}
+    </Layer>
+    <TileMatrixSet>
+      <ows:Identifier>${tms}</ows:Identifier>
+      <ows:SupportedCRS>urn:ogc:def:crs:EPSG::3857</ows:SupportedCRS>
+${o.tileSize === 256 ? '      <WellKnownScaleSet>urn:ogc:def:wkss:OGC:1.0:GoogleMapsCompatible</WellKnownScaleSet>\n' : ''}      ${matrices.join('\n      ')}
+    </TileMatrixSet>
+  </Contents>
+  <ServiceMetadataURL xlink:href="${caps}"/>
+</Capabilities>
+`;
+}
+
+/** At most `max` renders at once; the rest wait their turn (a slot is handed straight to the next waiter). */
+class RenderLimiter {
+  private readonly max: number;
+  private active = 0;
+  private readonly queue: (() => void)[] = [];
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.active < this.max) this.active++;
+    else await new Promise<void>((resolve) => this.queue.push(resolve));
+    try {
+      return await fn();
+    } finally {
+      const next = this.queue.shift();
+      if (next) next();
+      else this.active--;
+    }
+  }
+}
+
+/** Values of a GeoTIFF crop level: one array per band of the output dtype, invalid pixels set to `fill`. */
+interface DataLevel {
+  readonly bands: TypedArray[];
+  readonly invalid: number;
+}
+
+function representable(dtype: DType, v: number): boolean {
+  if (isFloat(dtype)) return true;
+  const [lo, hi] = dtypeRange(dtype);
+  return Number.isInteger(v) && v >= lo && v <= hi;
+}
+
+export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
+  const { config, catalog, engine } = deps;
+  const limits = config.limits;
+  const metrics = appMetrics(deps.metrics);
+  const cache = new TileCache({ maxBytes: config.cache.tileBytes });
+  const statistics = new StatisticsService(engine, { maxPixels: limits.maxStatisticsPixels });
+  const limiter = new RenderLimiter(limits.maxConcurrentRenders);
+  const emptyImages = new Map<string, Promise<Uint8Array>>();
+  const styleLimits = { maxExpressionLength: limits.maxExpressionLength };
+
+  /** A fully transparent image (black for JPEG), made once per format and size. */
+  function emptyImage(format: ImageFormat, width: number, height: number): Promise<Uint8Array> {
+    const key = `${format}:${width}x${height}`;
+    let p = emptyImages.get(key);
+    if (!p) {
+      p = encodeImage(new Uint8Array(width * height * 2), width, height, 2, format);
+      if (width * height <= 512 * 512) emptyImages.set(key, p);
+    }
+    return p;
+  }
+
+  /** [min, max] per output band: the request's rescale, 0..255 for 8-bit bands, else the 2nd-98th percentile. */
+  async function stretchOf(m: Mosaic, style: Style): Promise<readonly (readonly [number, number])[]> {
+    const fixed = fixedRanges(style, m.dtype);
+    if (fixed) return fixed;
+    // shared by every request of this mosaic: never cancelled by one of them
+    const s = await statistics.get(m, {
+      bands: style.expression ? undefined : styleInputBands(style, m.bandCount),
+      expression: style.expression,
+      nodata: style.nodata,
+    });
+    return s.bands.map((b) => stretchFromPercentiles(b.percentiles.p2 ?? Number.NaN, b.percentiles.p98 ?? Number.NaN));
+  }
+
+  /** Render, style and encode one image of `grid`. */
+  async function renderImage(c: Ctx, m: Mosaic, grid: Grid, format: ImageFormat, style: Style, kind: string, signal: AbortSignal): Promise<CachedImage> {
+    const info = c.get('req');
+    const bands = styleInputBands(style, m.bandCount).map((b) => b - 1);
+    const t0 = performance.now();
+    const pixels = await limiter.run(() => timed(info, 'render', () => engine.render(m, grid, { resampling: style.resampling, bands, signal })));
+    metrics.renderSeconds.observe({ kind }, (performance.now() - t0) / 1000);
+    const values = styleValues(pixels, style);
+    if (!values.mask.some((v) => v !== 0)) {
+      return { body: await emptyImage(format, grid.width, grid.height), contentType: IMAGE_MIME[format], empty: true };
+    }
+    const ranges = await timed(info, 'stretch', () => stretchOf(m, style));
+    const img = styleImage(values, ranges, style.colormap);
+    const body = await timed(info, 'encode', () => encodeImage(img.data, img.width, img.height, img.channels, format));
+    return { body, contentType: IMAGE_MIME[format], empty: false };
+  }
+
+  function cacheHeaders(etag: string): Record<string, string> {
+    return { ETag: etag, 'Cache-Control': config.server.cacheControl };
+  }
+
+  /** 304 when If-None-Match matches; otherwise the cached or freshly produced body. */
+  async function serveCached(c: Ctx, m: Mosaic, key: string, produce: (signal: AbortSignal) => Promise<CachedImage>, extra: Record<string, string> = {}): Promise<Response> {
+    const info = c.get('req');
+    const etag = strongEtag(m.etag, key);
+    const headers = cacheHeaders(etag);
+    if (etagMatches(c.req.header('if-none-match'), etag)) {
+      info.fields.cache = 'not-modified';
+      metrics.tileCache.inc({ result: 'not-modified' });
+      return c.body(null, 304, headers);
+    }
+    const { image, result } = await cache.getOrRender(`${m.id}|${m.etag}|${key}`, produce, { signal: c.req.raw.signal });
+    info.fields.cache = result;
+    metrics.tileCache.inc({ result });
+    const h: Record<string, string> = { ...headers, ...extra, 'Content-Type': image.contentType };
+    if (image.empty) h['OATiles-hint'] = 'empty';
+    return c.body(image.body as Uint8Array<ArrayBuffer>, 200, h);
+  }
+
+  /** ETag + 304 for small documents (JSON, XML) whose content depends on `parts`. */
+  function conditional(c: Ctx, parts: string[]): { etag: string; notModified?: Response } {
+    const etag = strongEtag(...parts);
+    if (etagMatches(c.req.header('if-none-match'), etag)) return { etag, notModified: c.body(null, 304, cacheHeaders(etag)) };
+    return { etag };
+  }
+
+  function tileHandler() {
+    return async (c: Ctx) => {
+      const m = catalog.get(c.req.param('id')!);
+      const z = intParam(c.req.param('z'), 'zoom z', 0, limits.maxZoom);
+      const { yText, scale, format } = parseTileFile(c.req.param('file')!);
+      const last = 2 ** z - 1;
+      const x = intParam(c.req.param('x'), `x at zoom ${z}`, 0, last);
+      const y = intParam(yText, `y at zoom ${z}`, 0, last);
+      const tileSize = scale === 2 ? 512 : tileSizeParam(c.req.query('tilesize'));
+      const style = parseStyle(queryOf(c), m.bandCount, styleLimits);
+      const key = `tile|${z}/${x}/${y}|${tileSize}|${format}|${styleKey(style)}`;
+      const inside = overlaps(tileBoundsWgs84(z, x, y), paddedWgs84(m));
+      return serveCached(c, m, key, async (signal) => {
+        if (!inside) return { body: await emptyImage(format, tileSize, tileSize), contentType: IMAGE_MIME[format], empty: true };
+        return renderImage(c, m, tileGrid(z, x, y, tileSize), format, style, 'tile', signal);
+      });
+    };
+  }
+
+  async function renderDataLevel(m: Mosaic, grid: Grid, style: Style, bands: readonly number[], dtype: DType, fill: number, signal: AbortSignal): Promise<DataLevel> {
+    const pixels = await limiter.run(() => engine.render(m, grid, { resampling: style.resampling, bands: bands.map((b) => b - 1), signal }));
+    const values = styleValues(pixels, style);
+    const n = grid.width * grid.height;
+    let invalid = 0;
+    for (let i = 0; i < n; i++) if (!values.mask[i]) invalid++;
+    const out = values.bands.map((src) => {
+      const a = allocTyped(dtype, n);
+      for (let i = 0; i < n; i++) a[i] = values.mask[i] ? src[i] : fill;
+      return a;
+    });
+    return { bands: out, invalid };
+  }
+
+  /** A GeoTIFF (COG layout, deflate) of the data values of `grid`, with overviews rendered by the engine. */
+  async function renderGeoTiff(c: Ctx, m: Mosaic, grid: Grid, style: Style, signal: AbortSignal): Promise<CachedImage> {
+    const info = c.get('req');
+    const bands = styleInputBands(style, m.bandCount, { image: false });
+    const dtype: DType = style.expression ? 'float32' : m.dtype;
+    let nodata = style.nodata ?? m.nodata;
+    if (nodata !== undefined && !representable(dtype, nodata)) {
+      throw new RequestError('bad-request', `nodata ${nodata} cannot be stored in ${dtype} data; give nodata= a value ${dtype} can hold`);
+    }
+    if (nodata === undefined && isFloat(dtype)) nodata = Number.NaN;
+    const fill = nodata ?? 0;
+    const levels = cogLevels(grid.width, grid.height, CROP_TIFF_BLOCK_SIZE);
+    const [x0, y0, x1, y1] = gridBounds(grid);
+    const data = await timed(info, 'render', () =>
+      Promise.all(
+        levels.map((l) => {
+          const g: Grid =
+            l.level === 0 ? grid : { crs: grid.crs, transform: [x0, (x1 - x0) / l.width, 0, y1, 0, -(y1 - y0) / l.height], width: l.width, height: l.height };
+          return renderDataLevel(m, g, style, bands, dtype, fill, signal);
+        }),
+      ),
+    );
+    if (nodata === undefined && data.some((d) => d.invalid > 0)) nodata = 0;
+    const bandCount = data[0].bands.length;
+    const layout = planCog({
+      width: grid.width,
+      height: grid.height,
+      bands: bandCount,
+      dtype,
+      blockSize: CROP_TIFF_BLOCK_SIZE,
+      compression: 'deflate',
+      predictor: isFloat(dtype) ? 3 : 2,
+      transform: grid.transform,
+      epsg: grid.crs.epsg,
+      geographic: grid.crs.geographic,
+      nodata,
+      photometric: 'minisblack',
+      ghost: { leaderTrailer: true },
+    });
+    const bs = CROP_TIFF_BLOCK_SIZE;
+    const payloads = new Array<Uint8Array | undefined>(layout.tileCount);
+    await timed(info, 'encode', async () => {
+      for (const l of levels) {
+        const lv = data[l.level];
+        for (let ty = 0; ty < l.tilesY; ty++) {
+          for (let tx = 0; tx < l.tilesX; tx++) {
+            const w = Math.min(bs, l.width - tx * bs);
+            const h = Math.min(bs, l.height - ty * bs);
+            const tile = lv.bands.map((src) => {
+              const t = allocTyped(dtype, bs * bs);
+              if (fill !== 0) t.fill(fill);
+              for (let r = 0; r < h; r++) {
+                const from = (ty * bs + r) * l.width + tx * bs;
+                t.set(src.subarray(from, from + w) as never, r * bs);
+              }
+              return t;
+            });
+            payloads[layout.tileIndexInFile(l.level, tx, ty)] = await encodeTile(tile, {
+              dtype,
+              bands: bandCount,
+              blockSize: bs,
+              compression: 'deflate',
+              predictor: isFloat(dtype) ? 3 : 2,
+            });
+          }
+        }
+      }
+    });
+    return { body: assembleCog(layout, payloads), contentType: GEOTIFF_MIME, empty: false };
+  }
+
+  const r = new Hono<AppEnv>();
+  const M = `/mosaics/:id{${MOSAIC_ID}}`;
+
+  r.get(`${M}/tiles/:z/:x/:file`, tileHandler());
+
+  r.get(`${M}/tilejson.json`, (c) => {
+    const m = catalog.get(c.req.param('id'));
+    const tileSize = tileSizeParam(c.req.query('tilesize'));
+    const format = imageFormat(c.req.query('format') ?? 'png');
+    parseStyle(queryOf(c), m.bandCount, styleLimits);
+    const base = baseUrl(c, config);
+    const q = [styleQueryString(queryOf(c)), tileSize === TILE_SIZE_DEFAULT ? '' : `tilesize=${tileSize}`].filter(Boolean).join('&');
+    const cond = conditional(c, [m.etag, 'tilejson', base, q, format]);
+    if (cond.notModified) return cond.notModified;
+    const { minzoom, maxzoom } = mosaicZooms(m, tileSize, limits.maxZoom);
+    const [w, s, e, n] = m.boundsWgs84;
+    const url = `${base}/mosaics/${encodeURIComponent(m.id)}/tiles/{z}/{x}/{y}.${format}${q ? `?${q}` : ''}`;
+    c.header('ETag', cond.etag);
+    c.header('Cache-Control', config.server.cacheControl);
+    return c.json({
+      tilejson: '3.0.0',
+      name: m.title,
+      description: `cogmill mosaic ${m.id}: ${m.sources.length} source(s), ${m.bandCount} band(s) of ${m.dtype}`,
+      version: '1.0.0',
+      scheme: 'xyz',
+      tiles: [url],
+      minzoom,
+      maxzoom,
+      bounds: [w, s, e, n],
+      center: [(w + e) / 2, (s + n) / 2, Math.min(maxzoom, minzoom + 1)],
+    });
+  });
+
+  r.get(`${M}/WMTSCapabilities.xml`, (c) => {
+    const m = catalog.get(c.req.param('id'));
+    const tileSize = tileSizeParam(c.req.query('tilesize'));
+    const fmt = c.req.query('format');
+    const formats: ImageFormat[] = fmt ? [imageFormat(fmt)] : ['png', 'webp', 'jpg'];
+    parseStyle(queryOf(c), m.bandCount, styleLimits);
+    const base = baseUrl(c, config);
+    const query = styleQueryString(queryOf(c));
+    const cond = conditional(c, [m.etag, 'wmts', base, query, String(tileSize), formats.join(',')]);
+    if (cond.notModified) return cond.notModified;
+    const { maxzoom } = mosaicZooms(m, tileSize, limits.maxZoom);
+    const mosaicUrl = `${base}/mosaics/${encodeURIComponent(m.id)}`;
+    const xml = wmtsCapabilities({ mosaic: m, mosaicUrl, capabilitiesUrl: `${mosaicUrl}/WMTSCapabilities.xml`, tileSize, formats, query, maxzoom });
+    return c.body(xml, 200, { 'Content-Type': 'application/xml; charset=utf-8', ...cacheHeaders(cond.etag) });
+  });
+
+  r.get(`${M}/point`, async (c) => {
+    const m = catalog.get(c.req.param('id'));
+    const lon = numberParam(c.req.query('lon'), 'lon', -180, 180);
+    const lat = numberParam(c.req.query('lat'), 'lat', -90, 90);
+    const [x, y] = createTransformer(crsFromEpsg(4326), m.grid.crs).point(lon, lat);
+    const gt = m.grid.transform;
+    const col = Math.floor((x - gt[0]) / gt[1]);
+    const row = Math.floor((y - gt[3]) / gt[5]);
+    if (!Number.isFinite(col) || !Number.isFinite(row) || col < 0 || row < 0 || col >= m.grid.width || row >= m.grid.height) {
+      throw new RequestError(
+        'not-found',
+        `lon ${lon}, lat ${lat} is outside mosaic ${m.id} (WGS 84 bounds ${m.boundsWgs84.map((v) => v.toFixed(6)).join(', ')})`,
+      );
+    }
+    const cond = conditional(c, [m.etag, 'point', String(col), String(row)]);
+    if (cond.notModified) return cond.notModified;
+    const grid: Grid = { crs: m.grid.crs, transform: [gt[0] + col * gt[1], gt[1], 0, gt[3] + row * gt[5], 0, gt[5]], width: 1, height: 1 };
+    const info = c.get('req');
+    const px = await timed(info, 'render', () => engine.render(m, grid, { resampling: 'nearest', signal: c.req.raw.signal }));
+    const valid = px.mask[0] !== 0;
+    c.header('ETag', cond.etag);
+    c.header('Cache-Control', config.server.cacheControl);
+    return c.json({
+      lon,
+      lat,
+      crs: m.grid.crs.epsg,
+      x,
+      y,
+      col,
+      row,
+      valid,
+      values: px.bands.map((b, i) => {
+        const v = b[0];
+        return { band: i + 1, name: m.bandNames[i], value: valid && !Number.isNaN(v) ? v : null, nodata: !valid };
+      }),
+    });
+  });
+
+  r.get(`${M}/statistics`, async (c) => {
+    const m = catalog.get(c.req.param('id'));
+    const bboxText = c.req.query('bbox');
+    const bbox = bboxText === undefined || bboxText === '' ? undefined : parseBbox(bboxText, 'bbox');
+    if (bbox && (bbox[0] < -180 || bbox[2] > 180 || bbox[1] < -90 || bbox[3] > 90)) {
+      throw new RequestError('bad-request', `bbox ${bboxText} must be in WGS 84 degrees (longitude -180..180, latitude -90..90)`);
+    }
+    const binsText = c.req.query('bins');
+    const bins = binsText === undefined || binsText === '' ? DEFAULT_HISTOGRAM_BINS : intParam(binsText, 'bins', 1, MAX_HISTOGRAM_BINS);
+    const exprText = c.req.query('expression');
+    const expression = exprText === undefined ? undefined : parseExpression(exprText, m.bandCount, limits.maxExpressionLength);
+    const bands = parseBands(c.req.queries('bands') ?? [], m.bandCount);
+    if (expression && bands) throw new RequestError('bad-request', 'give either bands= or expression=, not both');
+    const ndText = c.req.query('nodata');
+    const nodata = ndText === undefined || ndText === '' ? undefined : parseNodata(ndText);
+    const cond = conditional(c, [m.etag, 'statistics', bbox?.join(',') ?? '', String(bins), expression?.canonical ?? '', bands?.join(',') ?? '', String(nodata)]);
+    if (cond.notModified) return cond.notModified;
+    const info = c.get('req');
+    const s = await timed(info, 'statistics', () => statistics.get(m, { bboxWgs84: bbox, bins, bands, expression, nodata }));
+    c.header('ETag', cond.etag);
+    c.header('Cache-Control', config.server.cacheControl);
+    return c.json({ mosaic: m.id, ...s });
+  });
+
+  r.get(`${M}/:file{preview\\.[A-Za-z]+}`, (c) => {
+    const m = catalog.get(c.req.param('id'));
+    const format = imageFormat(c.req.param('file').slice('preview.'.length));
+    const sizeText = c.req.query('max_size');
+    const maxSize = sizeText === undefined || sizeText === '' ? Math.min(DEFAULT_PREVIEW_SIZE, limits.maxPreviewSize) : intParam(sizeText, 'max_size', 1, limits.maxPreviewSize);
+    const style = parseStyle(queryOf(c), m.bandCount, styleLimits);
+    const grid = previewGrid(m.grid, maxSize);
+    const key = `preview|${maxSize}|${format}|${styleKey(style)}`;
+    return serveCached(c, m, key, (signal) => renderImage(c, m, grid, format, style, 'preview', signal));
+  });
+
+  r.get(`${M}/bbox/:spec`, (c) => {
+    const m = catalog.get(c.req.param('id'));
+    const spec = c.req.param('spec');
+    const match = /^([^,]+,[^,]+,[^,]+,[^,]+)\.([A-Za-z]+)$/.exec(spec);
+    if (!match) throw new RequestError('bad-request', `crop "${spec.slice(0, 60)}" must look like {minx},{miny},{maxx},{maxy}.png (or .tif, .webp, .jpg)`);
+    const bbox = parseBbox(match[1], 'bbox');
+    const ext = match[2].toLowerCase();
+    const tiff = ext === 'tif' || ext === 'tiff';
+    const format = tiff ? undefined : imageFormat(ext);
+    const crsText = c.req.query('crs');
+    const crs = crsText ? parseCrs(crsText) : crsFromEpsg(4326);
+    const widthText = c.req.query('width');
+    const heightText = c.req.query('height');
+    const width = widthText ? intParam(widthText, 'width', 1, MAX_CROP_SIDE) : undefined;
+    const height = heightText ? intParam(heightText, 'height', 1, MAX_CROP_SIDE) : undefined;
+    const style = parseStyle(queryOf(c), m.bandCount, styleLimits, { image: !tiff });
+    const grid = cropGrid(m, bbox, crs, width, height);
+    if (grid.width > MAX_CROP_SIDE || grid.height > MAX_CROP_SIDE || grid.width * grid.height > limits.maxCropPixels) {
+      throw new RequestError(
+        'bad-request',
+        `the crop would be ${grid.width} x ${grid.height} pixels, over the limit of ${limits.maxCropPixels} pixels (and ${MAX_CROP_SIDE} per side); ` +
+          'pass a smaller width= / height= or a smaller bbox',
+      );
+    }
+    const size = `${grid.width}x${grid.height}`;
+    const key = `bbox|${bbox.join(',')}|${crs.epsg}|${size}|${tiff ? 'tif' : format}|${styleKey(style)}`;
+    const name = `${m.id}_${bbox.map((v) => String(v)).join('_')}.${tiff ? 'tif' : format}`;
+    return serveCached(
+      c,
+      m,
+      key,
+      (signal) => (tiff ? renderGeoTiff(c, m, grid, style, signal) : renderImage(c, m, grid, format!, style, 'crop', signal)),
+      { 'Content-Disposition': `inline; filename="${name.replace(/[^A-Za-z0-9_.,-]/g, '_')}"` },
+    );
+  });
+
+  return r;
 }

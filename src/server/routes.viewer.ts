@@ -14,6 +14,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Hono } from 'hono';
+import { COLORMAP_NAMES } from '../render/style.ts';
 import { RESAMPLINGS } from '../render/types.ts';
 import type { AppEnv } from './app.ts';
 import type { AppDeps } from './deps.ts';
@@ -158,7 +159,7 @@ export function viewerRoutes(deps: AppDeps): Hono<AppEnv> {
       id: m.id,
       title: m.title,
       mosaicUrl: mosaicPath,
-      colormaps: VIEWER_COLORMAPS,
+      colormaps: COLORMAP_NAMES.filter((n) => n !== 'gray'),
       resamplings: RESAMPLINGS,
       defaultResampling: m.resampling,
     };

@@ -27,6 +27,7 @@ const ui = {
   stretchMinMax: $('stretch-minmax'),
   colormapField: $('colormap-field'),
   colormap: $('colormap'),
+  colormapReverse: $('colormap-reverse'),
   resampling: $('resampling'),
   status: $('status'),
   inspector: $('inspector'),
@@ -42,6 +43,7 @@ const style = {
   rows: [],
   expression: '',
   colormap: '',
+  colormapReversed: false,
   resampling: config.defaultResampling,
 };
 
@@ -137,7 +139,9 @@ function styleQuery() {
   ) {
     for (const [lo, hi] of limits) add('rescale', `${lo},${hi}`);
   }
-  if (style.mode !== 'rgb' && style.colormap) add('colormap', style.colormap);
+  if (style.mode !== 'rgb' && (style.colormap || style.colormapReversed)) {
+    add('colormap', `${style.colormap || 'gray'}${style.colormapReversed ? '_r' : ''}`);
+  }
   if (style.resampling && style.resampling !== config.defaultResampling) add('resampling', style.resampling);
   return parts.join('&');
 }
@@ -182,8 +186,12 @@ function readStyleFromLocation() {
     });
     haveLimits = true;
   }
-  const cm = q.get('colormap');
-  if (cm && config.colormaps.includes(cm)) style.colormap = cm;
+  const cm = q.get('colormap') ?? '';
+  const cmName = cm.replace(/_r$/, '');
+  if (config.colormaps.includes(cmName) || cmName === 'gray') {
+    style.colormap = cmName === 'gray' ? '' : cmName;
+    style.colormapReversed = cm.endsWith('_r');
+  }
   const rs = q.get('resampling');
   if (rs && config.resamplings.includes(rs)) style.resampling = rs;
   return haveLimits;
@@ -281,6 +289,7 @@ function syncControls() {
   ui.expression.value = style.expression;
   ui.colormapField.hidden = style.mode === 'rgb';
   ui.colormap.value = style.colormap;
+  ui.colormapReverse.checked = style.colormapReversed;
   ui.resampling.value = style.resampling;
   renderBandRows();
 }
@@ -304,6 +313,10 @@ function buildControls() {
   });
   ui.colormap.addEventListener('change', () => {
     style.colormap = ui.colormap.value;
+    styleChanged();
+  });
+  ui.colormapReverse.addEventListener('change', () => {
+    style.colormapReversed = ui.colormapReverse.checked;
     styleChanged();
   });
   ui.resampling.addEventListener('change', () => {
@@ -459,11 +472,34 @@ function buildMap() {
   });
   const layer = new ol.layer.Tile({ source, extent, preload: 1 });
 
+  // the mosaic's bounding box, so an empty or transparent area still shows where the mosaic is
+  const [x0, y0, x1, y1] = extent;
+  const outline = new ol.layer.Vector({
+    source: new ol.source.Vector({
+      features: [
+        new ol.Feature(
+          new ol.geom.Polygon([
+            [
+              [x0, y0],
+              [x1, y0],
+              [x1, y1],
+              [x0, y1],
+              [x0, y0],
+            ],
+          ]),
+        ),
+      ],
+    }),
+    style: new ol.style.Style({
+      stroke: new ol.style.Stroke({ color: 'rgba(31, 111, 235, 0.6)', width: 1, lineDash: [4, 4] }),
+    }),
+  });
+
   marker = new ol.Overlay({ element: el('div', { class: 'marker' }), positioning: 'center-center', stopEvent: false });
 
   map = new ol.Map({
     target: 'map',
-    layers: [layer],
+    layers: [layer, outline],
     overlays: [marker],
     controls: ol.control.defaults.defaults({ attribution: false, rotate: false }).extend([
       new ol.control.ScaleLine(),
