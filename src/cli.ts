@@ -15,12 +15,12 @@ import {
   redactConfig,
   trustedSourcePolicy,
 } from './config.ts';
+import { buildServices, createLogger, engineSettings, startServer } from './main.ts';
 import { crsFromEpsg } from './render/crs.ts';
 import { Engine } from './render/engine.ts';
 import { CogmillError } from './render/errors.ts';
 import { transformBounds } from './render/transform.ts';
 import { gridBounds } from './render/types.ts';
-import { buildServices, createLogger, engineSettings, startServer } from './main.ts';
 
 const USAGE = `usage:
   cogmill serve [--config FILE] [--host H] [--port N] [SOURCE...]
@@ -47,11 +47,22 @@ export function cliSourcePolicy(sources: readonly string[]): { roots: string[]; 
  * The configuration of a command: the config file (`--config`, else the COGMILL_CONFIG variable), environment
  * overrides, then `extra` (command-line options). SOURCE arguments add a mosaic with id "default".
  */
-export async function configFor(file: string | undefined, sources: readonly string[], extra: Record<string, unknown> = {}): Promise<Config> {
-  const base = await loadConfig({ file: file ?? (process.env.COGMILL_CONFIG || undefined), env: process.env, overrides: extra });
+export async function configFor(
+  file: string | undefined,
+  sources: readonly string[],
+  extra: Record<string, unknown> = {},
+): Promise<Config> {
+  const base = await loadConfig({
+    file: file ?? (process.env.COGMILL_CONFIG || undefined),
+    env: process.env,
+    overrides: extra,
+  });
   if (sources.length === 0) return base;
   const local = sources.map((s) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s : path.resolve(s)));
-  return parseConfig({ ...base, mosaics: [...base.mosaics, { id: 'default', title: 'default', sources: local }] }, 'command line');
+  return parseConfig(
+    { ...base, mosaics: [...base.mosaics, { id: 'default', title: 'default', sources: local }] },
+    'command line',
+  );
 }
 
 async function cmdServe(argv: string[]): Promise<void> {
@@ -95,10 +106,15 @@ export async function serveConfig(config: Config): Promise<void> {
   const deps = await buildServices(config, { log });
   const running = await startServer(deps);
   log.info({ url: running.url, mosaics: deps.catalog.list().map((e) => e.id) }, 'cogmill listening');
-  process.stderr.write(`cogmill listening on ${running.url}  (viewer: ${running.url}/, API docs: ${running.url}/docs)\n`);
+  process.stderr.write(
+    `cogmill listening on ${running.url}  (viewer: ${running.url}/, API docs: ${running.url}/docs)\n`,
+  );
   stop = (signal: string) => {
     stopSignal = signal;
-    log.info({ signal, graceMs: config.server.shutdownGraceMs }, 'draining: no new connections, finishing in-flight requests');
+    log.info(
+      { signal, graceMs: config.server.shutdownGraceMs },
+      'draining: no new connections, finishing in-flight requests',
+    );
     running.close().then(
       (inTime) => {
         log.info({ inTime }, 'stopped');

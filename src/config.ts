@@ -30,13 +30,14 @@ const mosaicSchema = z
   .object({
     id: z
       .string()
-      .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'ids are 1-64 letters, digits, _ and - (starting with a letter or digit)'),
+      .regex(
+        /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/,
+        'ids are 1-64 letters, digits, _ and - (starting with a letter or digit)',
+      ),
     title: z.string().optional(),
     sources: z.array(z.string().min(1)).min(1, 'a mosaic needs at least one source'),
     crs: z.union([z.number().int(), z.string()]).optional(),
-    resolution: z
-      .union([z.number().positive(), z.tuple([z.number().positive(), z.number().positive()])])
-      .optional(),
+    resolution: z.union([z.number().positive(), z.tuple([z.number().positive(), z.number().positive()])]).optional(),
     bounds: z.tuple([z.number(), z.number(), z.number(), z.number()]).optional(),
     bands: z.array(positiveInt).min(1).optional(),
     nodata: z.union([z.number(), z.literal('nan')]).optional(),
@@ -69,11 +70,17 @@ export const configSchema = z
           .describe('Cache-Control header of tiles and other rendered answers'),
         requestTimeoutMs: positiveInt
           .default(30_000)
-          .describe('longest time a rendering request (tiles, previews, crops, statistics, virtual COG) may take: 504 after it'),
+          .describe(
+            'longest time a rendering request (tiles, previews, crops, statistics, virtual COG) may take: 504 after it',
+          ),
         shutdownGraceMs: positiveInt
           .default(10_000)
-          .describe('on SIGTERM, how long in-flight requests and materialisations get to finish before connections are closed'),
-        maxBodyBytes: positiveInt.default(64 * KiB).describe('largest request body accepted (POST /materialize): 413 above it'),
+          .describe(
+            'on SIGTERM, how long in-flight requests and materialisations get to finish before connections are closed',
+          ),
+        maxBodyBytes: positiveInt
+          .default(64 * KiB)
+          .describe('largest request body accepted (POST /materialize): 413 above it'),
       })
       .strict()
       .prefault({}),
@@ -86,9 +93,17 @@ export const configSchema = z
         allowedUrlPrefixes: z
           .array(urlPrefix)
           .default([])
-          .describe('URL prefixes (https://host/path/, s3://bucket/prefix/) sources may be read from; nothing else is fetched'),
+          .describe(
+            'URL prefixes (https://host/path/, s3://bucket/prefix/) sources may be read from; nothing else is fetched',
+          ),
         httpTimeoutMs: positiveInt.default(15_000).describe('timeout of one HTTP(S) source request'),
-        httpRetries: z.number().int().min(0).max(10).default(3).describe('retries of a failed HTTP(S) source request (with backoff)'),
+        httpRetries: z
+          .number()
+          .int()
+          .min(0)
+          .max(10)
+          .default(3)
+          .describe('retries of a failed HTTP(S) source request (with backoff)'),
       })
       .strict()
       .prefault({}),
@@ -98,7 +113,11 @@ export const configSchema = z
           .url({ protocol: /^https?$/, error: 'endpoint must be an http:// or https:// URL' })
           .optional()
           .describe('endpoint of an S3-compatible store (MinIO, Ceph radosgw, ...); default: AWS'),
-        region: z.string().min(1).optional().describe("signing region; default: us-east-1 with an endpoint, else the SDK's region chain"),
+        region: z
+          .string()
+          .min(1)
+          .optional()
+          .describe("signing region; default: us-east-1 with an endpoint, else the SDK's region chain"),
         forcePathStyle: z
           .boolean()
           .optional()
@@ -107,7 +126,9 @@ export const configSchema = z
           .string()
           .min(1)
           .optional()
-          .describe("static access key; default: the SDK's credential chain (AWS_* variables, profile, web identity, instance role)"),
+          .describe(
+            "static access key; default: the SDK's credential chain (AWS_* variables, profile, web identity, instance role)",
+          ),
         secretAccessKey: z.string().min(1).optional().describe('static secret key (never logged)'),
         maxAttempts: z.number().int().min(1).max(20).default(3).describe('attempts per S3 request, the first included'),
         timeoutMs: positiveInt.default(30_000).describe('longest an S3 connection may stay silent'),
@@ -125,14 +146,20 @@ export const configSchema = z
       .prefault({}),
     limits: z
       .object({
-        maxRenderPixels: positiveInt.default(4096 * 4096).describe('largest window (width x height) one render may produce: 413 above it'),
+        maxRenderPixels: positiveInt
+          .default(4096 * 4096)
+          .describe('largest window (width x height) one render may produce: 413 above it'),
         maxPreviewSize: positiveInt.default(2048).describe('largest side of a preview image in pixels: 413 above it'),
         maxCropPixels: positiveInt.default(4096 * 4096).describe('largest bbox crop (width x height): 413 above it'),
         maxStatisticsPixels: positiveInt
           .default(2048 * 2048)
           .describe('pixels read for one statistics request (a coarser overview is used above it)'),
-        maxExpressionLength: positiveInt.default(512).describe('longest band-math expression in characters: 400 above it'),
-        maxConcurrentRenders: positiveInt.default(16).describe('rendering requests served at once; more wait in a queue'),
+        maxExpressionLength: positiveInt
+          .default(512)
+          .describe('longest band-math expression in characters: 400 above it'),
+        maxConcurrentRenders: positiveInt
+          .default(16)
+          .describe('rendering requests served at once; more wait in a queue'),
         maxQueuedRenders: z
           .number()
           .int()
@@ -162,7 +189,9 @@ export const configSchema = z
         allowedDestinations: z
           .array(z.string().min(1))
           .default([])
-          .describe('where exports may be written: s3://bucket/prefix/ or local folders; anything else is refused (403)'),
+          .describe(
+            'where exports may be written: s3://bucket/prefix/ or local folders; anything else is refused (403)',
+          ),
         workers: z
           .number()
           .int()
@@ -205,7 +234,9 @@ export class ConfigError extends Error {
 // schema introspection (environment names, the README reference table)
 
 interface ZodInternals {
-  _zod: { def: { type: string; innerType?: z.ZodType; defaultValue?: unknown; element?: z.ZodType; options?: z.ZodType[] } };
+  _zod: {
+    def: { type: string; innerType?: z.ZodType; defaultValue?: unknown; element?: z.ZodType; options?: z.ZodType[] };
+  };
   description?: string;
 }
 
@@ -218,7 +249,8 @@ function unwrap(t: z.ZodType): z.ZodType {
   let cur = t;
   for (;;) {
     const def = internals(cur)._zod.def;
-    if ((def.type === 'default' || def.type === 'optional' || def.type === 'prefault') && def.innerType) cur = def.innerType;
+    if ((def.type === 'default' || def.type === 'optional' || def.type === 'prefault') && def.innerType)
+      cur = def.innerType;
     else return cur;
   }
 }
@@ -283,13 +315,13 @@ export function configReference(): ConfigKeyReference[] {
 
 /** The reference as a Markdown table (the README's configuration section is generated from it). */
 export function configReferenceMarkdown(): string {
-  const cell = (v: unknown): string => {
+  const cell = (key: string, v: unknown): string => {
     if (v === undefined) return '—';
-    const text = typeof v === 'number' && v >= MiB && v % MiB === 0 ? `${v} (${v / MiB} MiB)` : JSON.stringify(v);
-    return `\`${text}\``;
+    const bytes = key.endsWith('Bytes') && typeof v === 'number' && v >= MiB && v % MiB === 0;
+    return bytes ? `\`${v}\` (${(v as number) / MiB} MiB)` : `\`${JSON.stringify(v)}\``;
   };
   const rows = configReference().map(
-    (r) => `| \`${r.key}\` | \`${r.env}\` | ${r.type} | ${cell(r.default)} | ${r.description.replace(/\|/g, '\\|')} |`,
+    (r) => `| \`${r.key}\` | \`${r.env}\` | ${r.type} | ${cell(r.key, r.default)} | ${r.description.replace(/\|/g, '\\|')} |`,
   );
   return ['| key | environment variable | type | default | meaning |', '|---|---|---|---|---|', ...rows].join('\n');
 }
@@ -398,7 +430,12 @@ export async function envOverrides(env: Readonly<Record<string, string | undefin
 // validation
 
 function issueKey(pathParts: readonly PropertyKey[]): string {
-  return pathParts.length ? pathParts.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[') : '(top level)';
+  return pathParts.length
+    ? pathParts
+        .map((p) => (typeof p === 'number' ? `[${p}]` : String(p)))
+        .join('.')
+        .replace(/\.\[/g, '[')
+    : '(top level)';
 }
 
 function knownKeysAt(pathParts: readonly PropertyKey[]): string[] {
@@ -460,7 +497,8 @@ function checkDestinations(dests: readonly string[]): string[] {
     } else if (!path.isAbsolute(d.replace(/^file:\/\//i, ''))) {
       out.push(`${key}: "${d}" must be an absolute path (relative paths are resolved against the config file)`);
     }
-    if (/(^|\/)\.\.?(\/|$)/.test(d.replace(/^[a-z0-9]+:\/\//i, ''))) out.push(`${key}: "${d}" may not contain "." or ".." segments`);
+    if (/(^|\/)\.\.?(\/|$)/.test(d.replace(/^[a-z0-9]+:\/\//i, '')))
+      out.push(`${key}: "${d}" may not contain "." or ".." segments`);
   });
   return out;
 }
@@ -477,9 +515,12 @@ export function parseConfig(raw: unknown, where = 'config', origins: ReadonlyMap
   });
   problems.push(...checkDestinations(r.data.materialize.allowedDestinations));
   if ((r.data.s3.accessKeyId === undefined) !== (r.data.s3.secretAccessKey === undefined)) {
-    problems.push('s3: accessKeyId and secretAccessKey go together (give both, or neither for the default credential chain)');
+    problems.push(
+      's3: accessKeyId and secretAccessKey go together (give both, or neither for the default credential chain)',
+    );
   }
-  if (problems.length) throw new ConfigError(`invalid configuration:\n${problems.map((p) => `  ${where}: ${p}`).join('\n')}`);
+  if (problems.length)
+    throw new ConfigError(`invalid configuration:\n${problems.map((p) => `  ${where}: ${p}`).join('\n')}`);
   return deepFreeze(r.data);
 }
 
@@ -493,7 +534,9 @@ function resolvePaths(raw: Record<string, unknown>, base: string): void {
     mat.allowedDestinations = mat.allowedDestinations.map((d) => {
       const out = abs(d);
       // keep the trailing "/" of a folder the way it was written
-      return typeof d === 'string' && typeof out === 'string' && d.endsWith('/') && !out.endsWith('/') ? `${out}/` : out;
+      return typeof d === 'string' && typeof out === 'string' && d.endsWith('/') && !out.endsWith('/')
+        ? `${out}/`
+        : out;
     });
   }
   if (mat && typeof mat.spoolDir === 'string') mat.spoolDir = abs(mat.spoolDir);
@@ -531,7 +574,9 @@ export async function loadConfig(opts: {
     }
     parsed ??= {};
     if (typeof parsed !== 'object' || Array.isArray(parsed)) {
-      throw new ConfigError(`config file ${opts.file} must hold an object (sections such as server:, sources:, mosaics:) at the top level`);
+      throw new ConfigError(
+        `config file ${opts.file} must hold an object (sections such as server:, sources:, mosaics:) at the top level`,
+      );
     }
     raw = parsed as Record<string, unknown>;
     resolvePaths(raw, path.dirname(path.resolve(opts.file)));
@@ -549,14 +594,13 @@ export async function loadConfig(opts: {
 /** A copy of the config safe to log or print: secrets replaced, credentials and query strings stripped from URLs. */
 export function redactConfig(config: Config): Record<string, unknown> {
   const url = (s: string) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? redactUrl(s) : s);
+  const hidden = (key: string, v: unknown) => (v === undefined ? {} : { [key]: REDACTED });
+  const { accessKeyId, secretAccessKey, ...s3 } = config.s3;
+  const { token, ...auth } = config.auth;
   return {
     ...config,
-    s3: {
-      ...config.s3,
-      accessKeyId: config.s3.accessKeyId === undefined ? undefined : REDACTED,
-      secretAccessKey: config.s3.secretAccessKey === undefined ? undefined : REDACTED,
-    },
-    auth: { ...config.auth, token: config.auth.token === undefined ? undefined : REDACTED },
+    s3: { ...s3, ...hidden('accessKeyId', accessKeyId), ...hidden('secretAccessKey', secretAccessKey) },
+    auth: { ...auth, ...hidden('token', token) },
     sources: { ...config.sources, allowedUrlPrefixes: config.sources.allowedUrlPrefixes.map(url) },
     mosaics: config.mosaics.map((m) => ({ ...m, sources: m.sources.map(url) })),
   };
@@ -580,7 +624,15 @@ export function trustedSourcePolicy(patterns: readonly string[]): { roots: strin
       const glob = local.search(/[*?[{]/);
       const fixed = glob >= 0 ? local.slice(0, glob) : local;
       const abs = path.resolve(fixed || '.');
-      roots.add(glob >= 0 ? (fixed.endsWith('/') ? abs : path.dirname(abs)) : /\.(tif|tiff|gtiff)$/i.test(abs) ? path.dirname(abs) : abs);
+      roots.add(
+        glob >= 0
+          ? fixed.endsWith('/')
+            ? abs
+            : path.dirname(abs)
+          : /\.(tif|tiff|gtiff)$/i.test(abs)
+            ? path.dirname(abs)
+            : abs,
+      );
     }
   }
   return { roots: [...roots], allowedUrlPrefixes: [...prefixes] };

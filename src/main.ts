@@ -149,7 +149,17 @@ export async function buildServices(config: Config, opts: { log?: Logger; engine
     maxConcurrent: config.limits.maxConcurrentRenders,
     maxQueued: config.limits.maxQueuedRenders,
   });
-  return { config, engine, catalog, log, metrics, state: { draining: false }, shutdownHooks: [], renderLimiter, requestIo };
+  return {
+    config,
+    engine,
+    catalog,
+    log,
+    metrics,
+    state: { draining: false },
+    shutdownHooks: [],
+    renderLimiter,
+    requestIo,
+  };
 }
 
 export interface RunningServer {

@@ -41,6 +41,8 @@ interface TileHit {
   readonly contentType: string;
   readonly bytes: number;
   readonly png: boolean;
+  readonly width: number;
+  readonly height: number;
 }
 
 /** Everything a page does that a test may want to assert about. */
@@ -54,7 +56,20 @@ interface PageWatch {
 
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
-function watch(page: Page): PageWatch {
+const TILE_URL = /\/tiles\/\d+\/\d+\/\d+(@2x)?\.png/;
+
+/** PNG width and height from the IHDR chunk, or undefined if `body` is not a PNG. */
+function pngSize(body: Uint8Array): [number, number] | undefined {
+  if (body.byteLength < 24 || !PNG_SIGNATURE.every((b, i) => body[i] === b)) return undefined;
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  return [view.getUint32(16), view.getUint32(20)];
+}
+
+/**
+ * Record console errors, failed requests and error responses of a page, and pass its tile requests through to the
+ * server while keeping a copy of each answer (Chromium does not keep bodies the page reads with fetch()).
+ */
+async function watch(page: Page): Promise<PageWatch> {
   const w: PageWatch = { consoleErrors: [], failedRequests: [], badResponses: [], tiles: [], pending: [] };
   page.on('console', (m) => {
     if (m.type() === 'error') w.consoleErrors.push(m.text());
@@ -63,19 +78,25 @@ function watch(page: Page): PageWatch {
   page.on('requestfailed', (r) => w.failedRequests.push(`${r.url()}: ${r.failure()?.errorText}`));
   page.on('response', (r) => {
     if (r.status() >= 400) w.badResponses.push(`${r.status()} ${r.url()}`);
-    if (!/\/tiles\/\d+\/\d+\/\d+(@2x)?\.png/.test(r.url())) return;
-    w.pending.push(
-      (async () => {
-        const body = r.status() === 200 ? await r.body().catch(() => Buffer.alloc(0)) : Buffer.alloc(0);
-        w.tiles.push({
-          url: r.url(),
-          status: r.status(),
-          contentType: r.headers()['content-type'] ?? '',
-          bytes: body.byteLength,
-          png: PNG_SIGNATURE.every((b, i) => body[i] === b),
-        });
-      })(),
-    );
+  });
+  await page.route(TILE_URL, async (route) => {
+    const done = (async () => {
+      const res = await route.fetch();
+      const body = await res.body();
+      const size = pngSize(body);
+      w.tiles.push({
+        url: route.request().url(),
+        status: res.status(),
+        contentType: res.headers()['content-type'] ?? '',
+        bytes: body.byteLength,
+        png: size !== undefined,
+        width: size?.[0] ?? 0,
+        height: size?.[1] ?? 0,
+      });
+      await route.fulfill({ response: res, body });
+    })();
+    w.pending.push(done.catch(() => undefined));
+    await done;
   });
   return w;
 }
@@ -191,18 +212,10 @@ async function gdalPixelLonLat(file: string, col: number, row: number): Promise<
   return [lon, lat];
 }
 
-/** What /point answers, reduced to per-band value and nodata flag (the same reading the page does). */
+/** What /point answers, reduced to per-band value and nodata flag. */
 function pointRows(json: Record<string, unknown>): { value: number | null; nodata: boolean }[] {
-  if (Array.isArray(json.bands)) {
-    return (json.bands as Record<string, unknown>[]).map((b) => {
-      const value = (b.value ?? null) as number | null;
-      return { value, nodata: b.nodata === true || b.valid === false || value === null };
-    });
-  }
-  const values = (json.values ?? []) as (number | null)[];
-  const flags = Array.isArray(json.nodata) ? (json.nodata as boolean[]) : null;
-  const valid = Array.isArray(json.valid) ? (json.valid as boolean[]) : null;
-  return values.map((value, i) => ({ value, nodata: value === null || flags?.[i] === true || valid?.[i] === false }));
+  const values = json.values as { band: number; value: number | null; nodata: boolean }[];
+  return values.map((v) => ({ value: v.value, nodata: v.nodata }));
 }
 
 describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
@@ -223,6 +236,7 @@ describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
     });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: WAIT_MS });
     context = await browser.newContext({ viewport: VIEWPORT, deviceScaleFactor: 1 });
+    context.setDefaultTimeout(WAIT_MS);
     await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
   });
 
@@ -259,7 +273,7 @@ describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
 
   it('shows the RGB mosaic with non-empty tiles, inspects pixels and holds the QGIS URLs', async () => {
     const page = await context.newPage();
-    const w = watch(page);
+    const w = await watch(page);
     await page.goto(`${server.url}/mosaics/rgb/viewer`, { timeout: WAIT_MS });
     await waitRendered(page);
     await settled(w);
@@ -270,6 +284,7 @@ describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
     for (const t of ok) {
       assert.equal(t.contentType, 'image/png');
       assert.ok(t.png && t.bytes > 1000, `${t.url}: ${t.bytes} bytes`);
+      assert.deepEqual([t.width, t.height], [256, 256]);
       assert.match(t.url, /bands=1,2,3/);
     }
     // the canvas holds an image: many opaque pixels, many colours
@@ -326,7 +341,7 @@ describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
     const query = new URL(page.url()).search; // the page mirrors its style in its own query string
     assert.equal(links.xyz, `${m}/tiles/{z}/{x}/{y}.png${query}`);
     assert.match(links.xyz, /\?bands=1,2,3&rescale=\d+,\d+&rescale=\d+,\d+&rescale=\d+,\d+$/);
-    assert.equal(links.wmts, `${m}/WMTSCapabilities.xml`);
+    assert.equal(links.wmts, `${m}/WMTSCapabilities.xml?SERVICE=WMTS&REQUEST=GetCapabilities&${query.slice(1)}`);
     assert.equal(links.vrt, `/vsicurl/${m}.vrt`);
     assert.equal(links.cog, `/vsicurl/${m}.tif`);
     // the XYZ template with the current style is a working tile URL
@@ -334,6 +349,14 @@ describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
     const tile = await fetch(tileUrl);
     assert.equal(tile.status, 200);
     assert.equal(tile.headers.get('content-type'), 'image/png');
+    // the WMTS capabilities carry the style into their tile templates
+    const wmts = await fetch(links.wmts);
+    assert.equal(wmts.status, 200);
+    const xml = await wmts.text();
+    const template = /<ResourceURL[^>]*template="([^"]+)"/.exec(xml)?.[1].replaceAll('&amp;', '&');
+    assert.ok(template, 'a ResourceURL template');
+    const rescale = new URL(links.xyz.replace(/[{}]/g, '')).searchParams.getAll('rescale');
+    assert.deepEqual(new URL(template.replace(/[{}]/g, '')).searchParams.getAll('rescale'), rescale);
     await page.click('button[data-link="wmts"]');
     await page.waitForSelector('button[data-link="wmts"].copied', { timeout: WAIT_MS });
     assert.equal(await page.evaluate(() => navigator.clipboard.readText()), links.wmts);
@@ -345,7 +368,7 @@ describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
     // switch to one band with a colormap: the tiles follow, and the map is in colour
     const before = await renderCount(page);
     const seen = w.tiles.length;
-    await page.check('input[name="mode"][value="single"]');
+    await page.getByText('Single band', { exact: true }).click();
     await page.selectOption('#band-rows select', '2');
     await page.selectOption('#colormap', 'viridis');
     await waitRendered(page, before);
@@ -369,7 +392,7 @@ describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
   it('flags nodata in the inspector for a uint16 mosaic', async () => {
     const file = path.join(dir, 'utm32.tif');
     const page = await context.newPage();
-    const w = watch(page);
+    const w = await watch(page);
     await page.goto(`${server.url}/mosaics/utm/viewer`, { timeout: WAIT_MS });
     await waitRendered(page);
     await settled(w);
@@ -419,5 +442,28 @@ describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
     assertClean(w);
     await page.screenshot({ path: path.join(SCREENSHOT_DIR, 'cogmill-viewer-utm.png') });
     await page.close();
+  });
+
+  it('asks for @2x tiles of 512 px on a high-density screen', async () => {
+    const hidpi = await browser.newContext({ viewport: { width: 900, height: 600 }, deviceScaleFactor: 2 });
+    try {
+      const page = await hidpi.newPage();
+      page.setDefaultTimeout(WAIT_MS);
+      const w = await watch(page);
+      await page.goto(`${server.url}/mosaics/utm/viewer`, { timeout: WAIT_MS });
+      await waitRendered(page);
+      await settled(w);
+      const ok = w.tiles.filter((t) => t.status === 200);
+      assert.ok(ok.length >= 1);
+      for (const t of ok) {
+        assert.match(t.url, /\/tiles\/\d+\/\d+\/\d+@2x\.png\?/);
+        assert.deepEqual([t.width, t.height], [512, 512]);
+      }
+      const canvas = await canvasSummary(page);
+      assert.ok(canvas.opaque > 0.1 * canvas.total && canvas.distinct > 50, JSON.stringify(canvas));
+      assertClean(w);
+    } finally {
+      await hidpi.close();
+    }
   });
 });

@@ -13,7 +13,9 @@ import { LRUCache } from 'lru-cache';
 import type { Engine } from '../render/engine.ts';
 import { RenderError } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
-import type { Resampling } from '../render/types.ts';
+import type { RasterInfo } from '../render/raster.ts';
+import { createTransformer, transformBounds } from '../render/transform.ts';
+import { type Bounds, gridBounds, type Resampling } from '../render/types.ts';
 import {
   buildHeader,
   type CogLayout,
@@ -22,10 +24,12 @@ import {
   fileSize,
   needsBigTiff,
   planCog,
+  TIFF_TYPE,
 } from './cog.layout.ts';
 import {
   type CogTileOptions,
   defaultOverviewResampling,
+  levelGrid,
   mosaicCogLevels,
   renderCogTile,
   tileGrid,
@@ -35,6 +39,13 @@ import { interleaveTile } from './tile.encode.ts';
 
 /** Bumped when the bytes the same mosaic produces change (so ETags change with it). */
 const VIRTUAL_COG_FORMAT = 1;
+
+/**
+ * The tile payloads start at a multiple of this: GDAL's /vsicurl/ reads in 16 KiB chunks aligned on 16 KiB, and
+ * every raw tile size (256, 512 or 1024 pixels square) is a multiple of 16 KiB, so a chunk never straddles two
+ * tiles and reading one tile renders exactly one tile.
+ */
+export const TILE_DATA_ALIGNMENT_BYTES = 16 * 1024;
 
 export interface VirtualCogOptions {
   /** tile size in pixels (default: the mosaic's block size) */
@@ -56,6 +67,8 @@ export interface VirtualCogPlan {
   readonly byteCounts: Uint32Array;
   /** file indices of the non-sparse tiles, in file order (the k-th payload in the file is tile present[k]) */
   readonly present: Int32Array;
+  /** where the first tile payload starts: the header, then zeros up to a multiple of TILE_DATA_ALIGNMENT_BYTES */
+  readonly dataStart: number;
   /** exact size of the file in bytes */
   readonly size: number;
   /** strong entity tag: changes with the mosaic (definition or any source) and every layout parameter */
@@ -95,11 +108,134 @@ function cogSpecFor(mosaic: Mosaic, blockSize: number, bigTiff?: boolean): CogSp
   };
 }
 
+/** A source's footprint in the mosaic's CRS: a box that surely contains it, and one it surely covers (if any). */
+interface Footprint {
+  readonly outer: Bounds;
+  readonly inner: Bounds | undefined;
+}
+
+/** Source pixels of margin around a footprint: the widest resampling kernel (cubic, radius 2) plus two. */
+const FOOTPRINT_MARGIN_SOURCE_PX = 4;
+/** Relative margin for what densified edges can miss of a curved footprint. */
+const FOOTPRINT_MARGIN_FRACTION = 0.005;
+const FOOTPRINT_EDGE_POINTS = 64;
+
+function sourceFootprint(mosaic: Mosaic, info: RasterInfo): Footprint | undefined {
+  const crs = mosaic.grid.crs;
+  const srcBounds = gridBounds({ crs: info.crs, transform: info.transform, width: info.width, height: info.height });
+  let outer: Bounds;
+  let inner: Bounds | undefined;
+  try {
+    if (info.crs.epsg === crs.epsg) {
+      outer = srcBounds;
+      const gt = info.transform;
+      inner = gt[2] === 0 && gt[4] === 0 ? srcBounds : undefined;
+    } else {
+      outer = transformBounds(srcBounds, info.crs, crs, FOOTPRINT_EDGE_POINTS);
+      // the box inside the transformed edges: right of the left edge, left of the right edge, and so on
+      const tr = createTransformer(info.crs, crs);
+      const n = FOOTPRINT_EDGE_POINTS + 1;
+      const [x0, y0, x1, y1] = srcBounds;
+      const edge = (fx: (t: number) => number, fy: (t: number) => number) => {
+        const xs = new Float64Array(n);
+        const ys = new Float64Array(n);
+        for (let i = 0; i < n; i++) {
+          xs[i] = fx(i / (n - 1));
+          ys[i] = fy(i / (n - 1));
+        }
+        tr.forward(xs, ys);
+        return { xs: [...xs], ys: [...ys] };
+      };
+      const left = edge(() => x0, (t) => y0 + t * (y1 - y0));
+      const right = edge(() => x1, (t) => y0 + t * (y1 - y0));
+      const bottom = edge((t) => x0 + t * (x1 - x0), () => y0);
+      const top = edge((t) => x0 + t * (x1 - x0), () => y1);
+      const all = [...left.xs, ...right.xs, ...bottom.xs, ...top.xs, ...left.ys, ...right.ys, ...bottom.ys, ...top.ys];
+      const ib: Bounds = [Math.max(...left.xs), Math.max(...bottom.ys), Math.min(...right.xs), Math.min(...top.ys)];
+      inner = all.every(Number.isFinite) && ib[0] < ib[2] && ib[1] < ib[3] ? ib : undefined;
+    }
+  } catch {
+    return undefined; // the source cannot be placed in the mosaic's CRS: it never paints
+  }
+  if (!outer.every(Number.isFinite)) return undefined;
+  const w = outer[2] - outer[0];
+  const h = outer[3] - outer[1];
+  // what densified edges can miss of a curved footprint (none when no reprojection is involved)
+  const curveX = info.crs.epsg === crs.epsg ? 0 : w * FOOTPRINT_MARGIN_FRACTION;
+  const curveY = info.crs.epsg === crs.epsg ? 0 : h * FOOTPRINT_MARGIN_FRACTION;
+  const mx = (w / info.width) * FOOTPRINT_MARGIN_SOURCE_PX + curveX;
+  const my = (h / info.height) * FOOTPRINT_MARGIN_SOURCE_PX + curveY;
+  outer = [outer[0] - mx, outer[1] - my, outer[2] + mx, outer[3] + my];
+  if (inner) {
+    inner = [inner[0] + curveX, inner[1] + curveY, inner[2] - curveX, inner[3] - curveY];
+    if (!(inner[0] < inner[2] && inner[1] < inner[3])) inner = undefined;
+  }
+  return { outer, inner };
+}
+
 /**
- * Plan the virtual COG of a mosaic: the layout, which tiles are sparse (metadata-only footprint test per tile,
- * with each level's resampling kernel), the file size and the ETag. BigTIFF only when the file passes 4 GiB.
+ * Which tiles hold data. A tile inside a source's inner box surely does; one that misses every outer box (grown by
+ * two pixels of its level, the reach of any resampling footprint) surely does not; only the tiles in between (near
+ * a footprint's edge) take the exact per-tile test, `tileTouchesSources`. `exhaustive` tests every tile exactly.
+ * Marking a tile present that renders empty costs file size, never a pixel: the pixels are the same either way.
  */
-export function planVirtualCog(mosaic: Mosaic, options: VirtualCogOptions = {}): VirtualCogPlan {
+function presentTiles(
+  mosaic: Mosaic,
+  layout: CogLayout,
+  levels: readonly CogLevel[],
+  tileOptions: CogTileOptions,
+  exhaustive: boolean,
+): Uint8Array {
+  const present = new Uint8Array(layout.tileCount);
+  const footprints = exhaustive
+    ? []
+    : mosaic.sources.map((s) => sourceFootprint(mosaic, s.raster.info)).filter((f) => f !== undefined);
+  const rotated = mosaic.grid.transform[2] !== 0 || mosaic.grid.transform[4] !== 0;
+  const bs = tileOptions.blockSize;
+  for (const level of layout.levels) {
+    const resampling = level.level === 0 ? tileOptions.resampling! : tileOptions.overviewResampling!;
+    const lt = levelGrid(mosaic, levels[level.level]).transform;
+    const px = Math.abs(lt[1]) * 2;
+    const py = Math.abs(lt[5]) * 2;
+    for (let ty = 0; ty < level.tilesY; ty++) {
+      // tile bounds, grown by two pixels of the level (north-up or south-up grids; rotated ones take the exact test)
+      const ya = lt[3] + ty * bs * lt[5];
+      const yb = lt[3] + Math.min(level.height, (ty + 1) * bs) * lt[5];
+      const by0 = Math.min(ya, yb);
+      const by1 = Math.max(ya, yb);
+      for (let tx = 0; tx < level.tilesX; tx++) {
+        let verdict: boolean | undefined;
+        if (!exhaustive && !rotated) {
+          const xa = lt[0] + tx * bs * lt[1];
+          const xb = lt[0] + Math.min(level.width, (tx + 1) * bs) * lt[1];
+          const bx0 = Math.min(xa, xb);
+          const bx1 = Math.max(xa, xb);
+          let near = false;
+          for (const f of footprints) {
+            const o = f.outer;
+            if (bx0 - px >= o[2] || bx1 + px <= o[0] || by0 - py >= o[3] || by1 + py <= o[1]) continue;
+            near = true;
+            const i = f.inner;
+            if (i && bx0 >= i[0] && bx1 <= i[2] && by0 >= i[1] && by1 <= i[3]) {
+              verdict = true;
+              break;
+            }
+          }
+          if (!near) verdict = false;
+        }
+        verdict ??= tileTouchesSources(mosaic, tileGrid(mosaic, levels[level.level], tx, ty, bs), resampling);
+        if (verdict) present[level.fileIndexStart + ty * level.tilesX + tx] = 1;
+      }
+    }
+  }
+  return present;
+}
+
+/**
+ * Plan the virtual COG of a mosaic: the layout, which tiles are sparse (metadata only), the file size and the ETag.
+ * BigTIFF only when the file passes 4 GiB.
+ */
+export function planVirtualCog(mosaic: Mosaic, options: VirtualCogOptions = {}, plan: { exhaustive?: boolean } = {}): VirtualCogPlan {
   const blockSize = options.blockSize ?? mosaic.blockSize;
   const tileOptions: CogTileOptions = {
     blockSize,
@@ -109,24 +245,22 @@ export function planVirtualCog(mosaic: Mosaic, options: VirtualCogOptions = {}):
   const levels = mosaicCogLevels(mosaic, blockSize);
   // Tile order and counts do not depend on BigTIFF, so the sparse pattern is computed once on a first plan.
   const first = planCog(cogSpecFor(mosaic, blockSize));
+  const isPresent = presentTiles(mosaic, first, levels, tileOptions, plan.exhaustive ?? false);
   const byteCounts = new Uint32Array(first.tileCount);
   let presentCount = 0;
-  for (const level of first.levels) {
-    const resampling = level.level === 0 ? tileOptions.resampling! : tileOptions.overviewResampling!;
-    for (let ty = 0; ty < level.tilesY; ty++) {
-      for (let tx = 0; tx < level.tilesX; tx++) {
-        const grid = tileGrid(mosaic, levels[level.level], tx, ty, blockSize);
-        if (!tileTouchesSources(mosaic, grid, resampling)) continue;
-        byteCounts[level.fileIndexStart + ty * level.tilesX + tx] = first.rawTileBytes;
-        presentCount++;
-      }
-    }
+  for (let i = 0; i < isPresent.length; i++) {
+    if (!isPresent[i]) continue;
+    byteCounts[i] = first.rawTileBytes;
+    presentCount++;
   }
-  const bigTiff = needsBigTiff(first.spec, presentCount * first.rawTileBytes);
+  const padFor = (l: CogLayout) => (TILE_DATA_ALIGNMENT_BYTES - (l.headerBytes % TILE_DATA_ALIGNMENT_BYTES)) % TILE_DATA_ALIGNMENT_BYTES;
+  // the padding is at most 16 KiB: count it as payload so the BigTIFF decision stays safe
+  const bigTiff = needsBigTiff(first.spec, presentCount * first.rawTileBytes + TILE_DATA_ALIGNMENT_BYTES);
   const layout = bigTiff === first.bigTiff ? first : planCog(cogSpecFor(mosaic, blockSize, bigTiff));
   const present = new Int32Array(presentCount);
   for (let i = 0, k = 0; i < byteCounts.length; i++) if (byteCounts[i] > 0) present[k++] = i;
-  const size = fileSize(layout, byteCounts);
+  const pad = padFor(layout);
+  const size = fileSize(layout, byteCounts) + pad;
   const h = createHash('sha256');
   h.update(
     JSON.stringify([
@@ -147,9 +281,46 @@ export function planVirtualCog(mosaic: Mosaic, options: VirtualCogOptions = {}):
     tileOptions,
     byteCounts,
     present,
+    dataStart: layout.headerBytes + pad,
     size,
     etag: `"vcog-${h.digest('base64url').slice(0, 27)}"`,
   };
+}
+
+/**
+ * The bytes before the first tile: `buildHeader`'s header, then zeros up to `dataStart`, with every non-sparse
+ * tile offset moved by that padding (the layout has no alignment option, so the offsets are shifted here).
+ */
+export function virtualCogHeader(plan: VirtualCogPlan): Uint8Array {
+  const { layout } = plan;
+  const pad = plan.dataStart - layout.headerBytes;
+  const out = new Uint8Array(plan.dataStart);
+  out.set(buildHeader(layout, plan.byteCounts));
+  if (pad === 0) return out;
+  const view = new DataView(out.buffer);
+  const big = layout.bigTiff;
+  for (const ifd of layout.ifds) {
+    const index = ifd.fields.findIndex((f) => f.value.kind === 'tileOffsets');
+    const field = ifd.fields[index];
+    const count = layout.levels[ifd.level].tileCount;
+    const entry = ifd.offset + (big ? 8 : 2) + index * (big ? 20 : 12);
+    const at = field.valueOffset >= 0 ? field.valueOffset : entry + (big ? 12 : 8);
+    const wide = field.type === TIFF_TYPE.long8;
+    for (let j = 0; j < count; j++) {
+      if (wide) {
+        const p = at + 8 * j;
+        const v = view.getUint32(p, true) + view.getUint32(p + 4, true) * 2 ** 32;
+        if (v === 0) continue;
+        view.setUint32(p, (v + pad) % 2 ** 32, true);
+        view.setUint32(p + 4, Math.floor((v + pad) / 2 ** 32), true);
+      } else {
+        const p = at + 4 * j;
+        const v = view.getUint32(p, true);
+        if (v !== 0) view.setUint32(p, v + pad, true);
+      }
+    }
+  }
+  return out;
 }
 
 /** The header and tile pieces covering bytes [offset, offset + length) of a planned virtual COG (pure). */
@@ -157,7 +328,7 @@ export function virtualCogSegments(plan: VirtualCogPlan, offset: number, length:
   const out: VirtualCogSegment[] = [];
   const end = Math.min(plan.size, offset + length);
   if (!(offset >= 0) || !(length >= 0) || offset >= end) return out;
-  const headerBytes = plan.layout.headerBytes;
+  const headerBytes = plan.dataStart;
   const raw = plan.layout.rawTileBytes;
   let pos = offset;
   if (pos < headerBytes) {
@@ -317,9 +488,9 @@ export class VirtualCog {
     return this.plan.etag;
   }
 
-  /** The header area (TIFF header, ghost area, IFDs, tile offset/byte count arrays), built once. */
+  /** Bytes before the first tile (TIFF header, ghost area, IFDs, tile arrays, alignment zeros), built once. */
   header(): Uint8Array {
-    this.headerBytes ??= buildHeader(this.plan.layout, this.plan.byteCounts);
+    this.headerBytes ??= virtualCogHeader(this.plan);
     return this.headerBytes;
   }
 

@@ -46,7 +46,12 @@ export interface MosaicStatistics {
   /** the WGS 84 bbox asked for, or null for the whole mosaic */
   readonly bbox: Bounds | null;
   /** the sampling grid: size, pixel size in the native CRS, and the decimation against the mosaic's pixels */
-  readonly sample: { readonly width: number; readonly height: number; readonly resolution: [number, number]; readonly decimation: number };
+  readonly sample: {
+    readonly width: number;
+    readonly height: number;
+    readonly resolution: [number, number];
+    readonly decimation: number;
+  };
   readonly bands: BandStatistics[];
 }
 
@@ -65,7 +70,12 @@ export interface StatisticsRequest {
  * The sampling grid: the mosaic's native grid restricted to `boundsNative` (snapped outwards to its pixels) and
  * decimated so that the longest side is at most `sampleSize` and the area at most `maxPixels`.
  */
-export function statisticsGrid(grid: Grid, boundsNative: Bounds | undefined, sampleSize: number, maxPixels: number): { grid: Grid; decimation: number } {
+export function statisticsGrid(
+  grid: Grid,
+  boundsNative: Bounds | undefined,
+  sampleSize: number,
+  maxPixels: number,
+): { grid: Grid; decimation: number } {
   const gt = grid.transform;
   const resX = gt[1];
   const resY = -gt[5];
@@ -78,7 +88,8 @@ export function statisticsGrid(grid: Grid, boundsNative: Bounds | undefined, sam
     c1 = Math.min(grid.width, Math.ceil((boundsNative[2] - gt[0]) / resX - 1e-9));
     r0 = Math.max(0, Math.floor((gt[3] - boundsNative[3]) / resY + 1e-9));
     r1 = Math.min(grid.height, Math.ceil((gt[3] - boundsNative[1]) / resY - 1e-9));
-    if (c1 <= c0 || r1 <= r0) throw new RenderError('bad-request', 'bbox does not overlap the mosaic; GET /mosaics/{id} gives its boundsWgs84');
+    if (c1 <= c0 || r1 <= r0)
+      throw new RenderError('bad-request', 'bbox does not overlap the mosaic; GET /mosaics/{id} gives its boundsWgs84');
   }
   const w0 = c1 - c0;
   const h0 = r1 - r0;
@@ -101,7 +112,12 @@ function percentile(sorted: Float64Array, p: number): number {
 }
 
 /** Statistics of the valid values of one band. */
-export function bandStatistics(name: string, values: ArrayLike<number>, mask: Uint8Array, bins: number): BandStatistics {
+export function bandStatistics(
+  name: string,
+  values: ArrayLike<number>,
+  mask: Uint8Array,
+  bins: number,
+): BandStatistics {
   const n = mask.length;
   let count = 0;
   for (let i = 0; i < n; i++) if (mask[i]) count++;
@@ -118,7 +134,17 @@ export function bandStatistics(name: string, values: ArrayLike<number>, mask: Ui
   if (count === 0) {
     const none: Record<string, null> = {};
     for (const p of STATISTICS_PERCENTILES) none[`p${p}`] = null;
-    return { band: name, count, validPercent, min: null, max: null, mean: null, std: null, percentiles: none, histogram: { counts: [], edges: [] } };
+    return {
+      band: name,
+      count,
+      validPercent,
+      min: null,
+      max: null,
+      mean: null,
+      std: null,
+      percentiles: none,
+      histogram: { counts: [], edges: [] },
+    };
   }
   sorted.sort();
   const mean = sum / count;
@@ -129,14 +155,26 @@ export function bandStatistics(name: string, values: ArrayLike<number>, mask: Ui
   const percentiles: Record<string, number> = {};
   for (const p of STATISTICS_PERCENTILES) percentiles[`p${p}`] = percentile(sorted, p);
   const counts = new Array<number>(bins).fill(0);
-  const edges = Array.from({ length: bins + 1 }, (_, i) => (max > min ? min + ((max - min) * i) / bins : min + i / bins));
+  const edges = Array.from({ length: bins + 1 }, (_, i) =>
+    max > min ? min + ((max - min) * i) / bins : min + i / bins,
+  );
   const width = max > min ? (max - min) / bins : 1;
   for (let i = 0; i < count; i++) {
     let b = Math.floor((sorted[i] - min) / width);
     if (b >= bins) b = bins - 1;
     counts[b]++;
   }
-  return { band: name, count, validPercent, min, max, mean, std: Math.sqrt(ss / count), percentiles, histogram: { counts, edges } };
+  return {
+    band: name,
+    count,
+    validPercent,
+    min,
+    max,
+    mean,
+    std: Math.sqrt(ss / count),
+    percentiles,
+    histogram: { counts, edges },
+  };
 }
 
 export interface StatisticsSettings {
@@ -156,7 +194,12 @@ export class StatisticsService {
 
   constructor(engine: Pick<Engine, 'render'>, settings: Partial<StatisticsSettings> = {}) {
     this.engine = engine;
-    this.settings = { sampleSize: DEFAULT_STATISTICS_SAMPLE_SIZE, maxPixels: 2048 * 2048, maxEntries: 1000, ...settings };
+    this.settings = {
+      sampleSize: DEFAULT_STATISTICS_SAMPLE_SIZE,
+      maxPixels: 2048 * 2048,
+      maxEntries: 1000,
+      ...settings,
+    };
     this.cache = new LRUCache({ max: this.settings.maxEntries });
   }
 
@@ -185,21 +228,46 @@ export class StatisticsService {
     return p;
   }
 
-  private async compute(mosaic: Mosaic, bands: readonly number[], bins: number, req: StatisticsRequest): Promise<MosaicStatistics> {
+  private async compute(
+    mosaic: Mosaic,
+    bands: readonly number[],
+    bins: number,
+    req: StatisticsRequest,
+  ): Promise<MosaicStatistics> {
     let boundsNative: Bounds | undefined;
     if (req.bboxWgs84) {
       const b = req.bboxWgs84;
       if (!b.every(Number.isFinite) || b[0] >= b[2] || b[1] >= b[3]) {
-        throw new RenderError('bad-request', `bbox ${b.join(',')} must be minx,miny,maxx,maxy in WGS 84 degrees with min < max`);
+        throw new RenderError(
+          'bad-request',
+          `bbox ${b.join(',')} must be minx,miny,maxx,maxy in WGS 84 degrees with min < max`,
+        );
       }
       boundsNative = transformBounds(b, crsFromEpsg(4326), mosaic.grid.crs);
       const mb = gridBounds(mosaic.grid);
-      if (boundsNative[0] >= mb[2] || boundsNative[2] <= mb[0] || boundsNative[1] >= mb[3] || boundsNative[3] <= mb[1]) {
-        throw new RenderError('bad-request', `bbox ${b.join(',')} does not overlap the mosaic (its WGS 84 bounds are ${mosaic.boundsWgs84.map((v) => v.toFixed(6)).join(',')})`);
+      if (
+        boundsNative[0] >= mb[2] ||
+        boundsNative[2] <= mb[0] ||
+        boundsNative[1] >= mb[3] ||
+        boundsNative[3] <= mb[1]
+      ) {
+        throw new RenderError(
+          'bad-request',
+          `bbox ${b.join(',')} does not overlap the mosaic (its WGS 84 bounds are ${mosaic.boundsWgs84.map((v) => v.toFixed(6)).join(',')})`,
+        );
       }
     }
-    const { grid, decimation } = statisticsGrid(mosaic.grid, boundsNative, this.settings.sampleSize, this.settings.maxPixels);
-    const pixels = await this.engine.render(mosaic, grid, { resampling: 'nearest', bands: bands.map((b) => b - 1), signal: req.signal });
+    const { grid, decimation } = statisticsGrid(
+      mosaic.grid,
+      boundsNative,
+      this.settings.sampleSize,
+      this.settings.maxPixels,
+    );
+    const pixels = await this.engine.render(mosaic, grid, {
+      resampling: 'nearest',
+      bands: bands.map((b) => b - 1),
+      signal: req.signal,
+    });
     const values = styleValues(pixels, { expression: req.expression, nodata: req.nodata });
     const names = req.expression
       ? values.bands.map((_, i) => (values.bands.length === 1 ? 'expression' : `expression${i + 1}`))

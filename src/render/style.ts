@@ -38,7 +38,9 @@ export interface Expression {
   readonly evaluators: readonly Evaluator[];
 }
 
-const FUNCTIONS: Readonly<Record<string, { readonly min: number; readonly max: number; readonly fn: (...a: number[]) => number }>> = {
+const FUNCTIONS: Readonly<
+  Record<string, { readonly min: number; readonly max: number; readonly fn: (...a: number[]) => number }>
+> = {
   abs: { min: 1, max: 1, fn: Math.abs },
   sqrt: { min: 1, max: 1, fn: Math.sqrt },
   exp: { min: 1, max: 1, fn: Math.exp },
@@ -77,7 +79,8 @@ function exprError(text: string, pos: number, what: string): RenderError {
   return new RenderError('bad-request', `expression: ${what} at position ${pos + 1} of "${shown}"`);
 }
 
-const OPERATORS = ['**', '<=', '>=', '==', '!=', '&&', '||', '+', '-', '*', '/', '%', '^', '(', ')', ',', ';', '<', '>', '!'];
+/** Longest first, so `<=` is not read as `<` then `=`. */
+const OPERATORS = '** <= >= == != && || + - * / % ^ ( ) , ; < > !'.split(' ');
 
 function tokenize(text: string): Token[] {
   const out: Token[] = [];
@@ -228,7 +231,11 @@ class Parser {
       if (this.isOp('(')) {
         const spec = Object.hasOwn(FUNCTIONS, t.name) ? FUNCTIONS[t.name] : undefined;
         if (!spec) {
-          throw exprError(this.text, t.pos, `unknown function "${t.name}" (known: ${Object.keys(FUNCTIONS).join(', ')})`);
+          throw exprError(
+            this.text,
+            t.pos,
+            `unknown function "${t.name}" (known: ${Object.keys(FUNCTIONS).join(', ')})`,
+          );
         }
         this.i++;
         const args: ExprNode[] = [];
@@ -249,7 +256,11 @@ class Parser {
       if (Object.hasOwn(CONSTANTS, t.name)) return { kind: 'num', value: CONSTANTS[t.name] };
       throw exprError(this.text, t.pos, `unknown name "${t.name}" (bands are b1..b${this.bandCount})`);
     }
-    throw exprError(this.text, t.pos, `expected a number, a band (b1..b${this.bandCount}), a function or "(" but found ${describe(t)}`);
+    throw exprError(
+      this.text,
+      t.pos,
+      `expected a number, a band (b1..b${this.bandCount}), a function or "(" but found ${describe(t)}`,
+    );
   }
 }
 
@@ -385,9 +396,13 @@ function compileNode(n: ExprNode, slot: ReadonlyMap<number, number>): Evaluator 
  */
 export function parseExpression(text: string, bandCount: number, maxLength = 512): Expression {
   if (text.length > maxLength) {
-    throw new RenderError('bad-request', `expression: ${text.length} characters is longer than the limit of ${maxLength}`);
+    throw new RenderError(
+      'bad-request',
+      `expression: ${text.length} characters is longer than the limit of ${maxLength}`,
+    );
   }
-  if (text.trim() === '') throw new RenderError('bad-request', 'expression: empty; write e.g. expression=(b4-b3)/(b4+b3)');
+  if (text.trim() === '')
+    throw new RenderError('bad-request', 'expression: empty; write e.g. expression=(b4-b3)/(b4+b3)');
   const outputs = new Parser(text, bandCount).parseAll();
   const used = new Set<number>();
   for (const o of outputs) collectBands(o, used);
@@ -416,35 +431,31 @@ export interface Colormap {
   readonly lut: Uint8Array;
 }
 
-/** Control points of the named colormaps: evenly spaced colours, or [position 0..1, colour] pairs. */
-const COLORMAP_POINTS: Readonly<Record<string, readonly (string | readonly [number, string])[]>> = {
-  gray: ['#000000', '#ffffff'],
-  viridis: ['#440154', '#472c7a', '#3b518b', '#2c718e', '#21908d', '#27ad81', '#5cc863', '#aadc32', '#fde725'],
-  magma: ['#000004', '#1c1044', '#4f127b', '#812581', '#b5367a', '#e55064', '#fb8761', '#fec287', '#fcfdbf'],
-  inferno: ['#000004', '#1f0c48', '#550f6d', '#88226a', '#ba3655', '#e35933', '#f98e09', '#f8c931', '#fcffa4'],
-  plasma: ['#0d0887', '#4c02a1', '#7e03a8', '#a92395', '#cc4778', '#e56b5d', '#f89441', '#fdc328', '#f0f921'],
-  cividis: ['#00224e', '#123570', '#3b496c', '#575d6d', '#707173', '#8a8678', '#a59c74', '#c3b369', '#e1cc55', '#fee838'],
-  terrain: [
-    [0, '#333399'],
-    [0.15, '#0099ff'],
-    [0.25, '#00cc66'],
-    [0.5, '#ffff99'],
-    [0.75, '#805c54'],
-    [1, '#ffffff'],
-  ],
-  rdylgn: ['#a50026', '#d73027', '#f46d43', '#fdae61', '#fee08b', '#ffffbf', '#d9ef8b', '#a6d96a', '#66bd63', '#1a9850', '#006837'],
-  rdylbu: ['#a50026', '#d73027', '#f46d43', '#fdae61', '#fee090', '#ffffbf', '#e0f3f8', '#abd9e9', '#74add1', '#4575b4', '#313695'],
-  rdbu: ['#67001f', '#b2182b', '#d6604d', '#f4a582', '#fddbc7', '#f7f7f7', '#d1e5f0', '#92c5de', '#4393c3', '#2166ac', '#053061'],
-  brbg: ['#543005', '#8c510a', '#bf812d', '#dfc27d', '#f6e8c3', '#f5f5f5', '#c7eae5', '#80cdc1', '#35978f', '#01665e', '#003c30'],
-  spectral: ['#9e0142', '#d53e4f', '#f46d43', '#fdae61', '#fee08b', '#ffffbf', '#e6f598', '#abdda4', '#66c2a5', '#3288bd', '#5e4fa2'],
-  coolwarm: ['#3b4cc0', '#7b9ff9', '#c0d4f5', '#f2cbb7', '#ee8468', '#b40426'],
-  blues: ['#f7fbff', '#deebf7', '#c6dbef', '#9ecae1', '#6baed6', '#4292c6', '#2171b5', '#08519c', '#08306b'],
-  greens: ['#f7fcf5', '#e5f5e0', '#c7e9c0', '#a1d99b', '#74c476', '#41ab5d', '#238b45', '#006d2c', '#00441b'],
-  reds: ['#fff5f0', '#fee0d2', '#fcbba1', '#fc9272', '#fb6a4a', '#ef3b2c', '#cb181d', '#a50f15', '#67000d'],
-  oranges: ['#fff5eb', '#fee6ce', '#fdd0a2', '#fdae6b', '#fd8d3c', '#f16913', '#d94801', '#a63603', '#7f2704'],
-  purples: ['#fcfbfd', '#efedf5', '#dadaeb', '#bcbddc', '#9e9ac8', '#807dba', '#6a51a3', '#54278f', '#3f007d'],
-  ylgn: ['#ffffe5', '#f7fcb9', '#d9f0a3', '#addd8e', '#78c679', '#41ab5d', '#238443', '#006837', '#004529'],
-  ylorrd: ['#ffffcc', '#ffeda0', '#fed976', '#feb24c', '#fd8d3c', '#fc4e2a', '#e31a1c', '#bd0026', '#800026'],
+/**
+ * Control points of the named colormaps: colours evenly spaced from 0 to 1, or `position:colour` pairs. The
+ * sequential and diverging maps follow matplotlib's and ColorBrewer's published colours.
+ */
+const COLORMAP_POINTS: Readonly<Record<string, string>> = {
+  gray: '#000000 #ffffff',
+  viridis: '#440154 #472c7a #3b518b #2c718e #21908d #27ad81 #5cc863 #aadc32 #fde725',
+  magma: '#000004 #1c1044 #4f127b #812581 #b5367a #e55064 #fb8761 #fec287 #fcfdbf',
+  inferno: '#000004 #1f0c48 #550f6d #88226a #ba3655 #e35933 #f98e09 #f8c931 #fcffa4',
+  plasma: '#0d0887 #4c02a1 #7e03a8 #a92395 #cc4778 #e56b5d #f89441 #fdc328 #f0f921',
+  cividis: '#00224e #123570 #3b496c #575d6d #707173 #8a8678 #a59c74 #c3b369 #e1cc55 #fee838',
+  terrain: '0:#333399 0.15:#0099ff 0.25:#00cc66 0.5:#ffff99 0.75:#805c54 1:#ffffff',
+  rdylgn: '#a50026 #d73027 #f46d43 #fdae61 #fee08b #ffffbf #d9ef8b #a6d96a #66bd63 #1a9850 #006837',
+  rdylbu: '#a50026 #d73027 #f46d43 #fdae61 #fee090 #ffffbf #e0f3f8 #abd9e9 #74add1 #4575b4 #313695',
+  rdbu: '#67001f #b2182b #d6604d #f4a582 #fddbc7 #f7f7f7 #d1e5f0 #92c5de #4393c3 #2166ac #053061',
+  brbg: '#543005 #8c510a #bf812d #dfc27d #f6e8c3 #f5f5f5 #c7eae5 #80cdc1 #35978f #01665e #003c30',
+  spectral: '#9e0142 #d53e4f #f46d43 #fdae61 #fee08b #ffffbf #e6f598 #abdda4 #66c2a5 #3288bd #5e4fa2',
+  coolwarm: '#3b4cc0 #7b9ff9 #c0d4f5 #f2cbb7 #ee8468 #b40426',
+  blues: '#f7fbff #deebf7 #c6dbef #9ecae1 #6baed6 #4292c6 #2171b5 #08519c #08306b',
+  greens: '#f7fcf5 #e5f5e0 #c7e9c0 #a1d99b #74c476 #41ab5d #238b45 #006d2c #00441b',
+  reds: '#fff5f0 #fee0d2 #fcbba1 #fc9272 #fb6a4a #ef3b2c #cb181d #a50f15 #67000d',
+  oranges: '#fff5eb #fee6ce #fdd0a2 #fdae6b #fd8d3c #f16913 #d94801 #a63603 #7f2704',
+  purples: '#fcfbfd #efedf5 #dadaeb #bcbddc #9e9ac8 #807dba #6a51a3 #54278f #3f007d',
+  ylgn: '#ffffe5 #f7fcb9 #d9f0a3 #addd8e #78c679 #41ab5d #238443 #006837 #004529',
+  ylorrd: '#ffffcc #ffeda0 #fed976 #feb24c #fd8d3c #fc4e2a #e31a1c #bd0026 #800026',
 };
 
 const COLORMAP_ALIASES: Readonly<Record<string, string>> = { grey: 'gray', greys: 'gray', grays: 'gray' };
@@ -462,10 +473,17 @@ export function parseColor(c: unknown, where = 'colour'): Rgba {
       const n = (k: number) => Number.parseInt(h.slice(k, k + 2), 16);
       return [n(0), n(2), n(4), h.length === 8 ? n(6) : 255];
     }
-  } else if (Array.isArray(c) && (c.length === 3 || c.length === 4) && c.every((x) => Number.isInteger(x) && x >= 0 && x <= 255)) {
+  } else if (
+    Array.isArray(c) &&
+    (c.length === 3 || c.length === 4) &&
+    c.every((x) => Number.isInteger(x) && x >= 0 && x <= 255)
+  ) {
     return [c[0], c[1], c[2], c.length === 4 ? c[3] : 255];
   }
-  throw new RenderError('bad-request', `colormap: ${where} ${JSON.stringify(c)?.slice(0, 40)} is not "#rrggbb", "#rrggbbaa" or [r, g, b(, a)] with 0..255`);
+  throw new RenderError(
+    'bad-request',
+    `colormap: ${where} ${JSON.stringify(c)?.slice(0, 40)} is not "#rrggbb", "#rrggbbaa" or [r, g, b(, a)] with 0..255`,
+  );
 }
 
 /** A 256-entry table interpolating linearly between stops at positions 0..255 (clamped outside them). */
@@ -506,9 +524,11 @@ export function namedColormap(name: string): Colormap {
   const key = reversed ? `${base}_r` : base;
   let lut = namedLuts.get(key);
   if (!lut) {
-    const stops = points.map((p, i): readonly [number, Rgba] =>
-      typeof p === 'string' ? [(i / (points.length - 1)) * 255, parseColor(p)] : [p[0] * 255, parseColor(p[1])],
-    );
+    const items = points.split(' ');
+    const stops = items.map((p, i): readonly [number, Rgba] => {
+      const [pos, colour] = p.includes(':') ? p.split(':') : [String(i / (items.length - 1)), p];
+      return [Number(pos) * 255, parseColor(colour)];
+    });
     lut = lutFromStops(stops);
     if (reversed) lut = reverseLut(lut);
     namedLuts.set(key, lut);
@@ -525,7 +545,10 @@ const MAX_COLORMAP_JSON_CHARS = 16 * 1024;
  */
 export function customColormap(json: string): Colormap {
   if (json.length > MAX_COLORMAP_JSON_CHARS) {
-    throw new RenderError('bad-request', `colormap: JSON of ${json.length} characters is longer than ${MAX_COLORMAP_JSON_CHARS}`);
+    throw new RenderError(
+      'bad-request',
+      `colormap: JSON of ${json.length} characters is longer than ${MAX_COLORMAP_JSON_CHARS}`,
+    );
   }
   let v: unknown;
   try {
@@ -536,12 +559,16 @@ export function customColormap(json: string): Colormap {
   const position = (p: unknown, where: string): number => {
     const n = typeof p === 'string' && p.trim() !== '' ? Number(p) : p;
     if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 255) {
-      throw new RenderError('bad-request', `colormap: ${where} ${JSON.stringify(p)} must be an integer 0..255 (a stretched value)`);
+      throw new RenderError(
+        'bad-request',
+        `colormap: ${where} ${JSON.stringify(p)} must be an integer 0..255 (a stretched value)`,
+      );
     }
     return n;
   };
   if (Array.isArray(v)) {
-    if (v.length < 2) throw new RenderError('bad-request', 'colormap: a gradient needs at least two [position, colour] stops');
+    if (v.length < 2)
+      throw new RenderError('bad-request', 'colormap: a gradient needs at least two [position, colour] stops');
     const stops = v.map((s, i): readonly [number, Rgba] => {
       if (!Array.isArray(s) || s.length !== 2) {
         throw new RenderError('bad-request', `colormap: stop ${i} must be [position 0..255, colour]`);
@@ -549,7 +576,8 @@ export function customColormap(json: string): Colormap {
       return [position(s[0], `stop ${i} position`), parseColor(s[1], `stop ${i} colour`)];
     });
     for (let i = 1; i < stops.length; i++) {
-      if (stops[i][0] <= stops[i - 1][0]) throw new RenderError('bad-request', 'colormap: gradient stop positions must increase');
+      if (stops[i][0] <= stops[i - 1][0])
+        throw new RenderError('bad-request', 'colormap: gradient stop positions must increase');
     }
     return { key: JSON.stringify(stops), lut: lutFromStops(stops) };
   }
@@ -567,7 +595,10 @@ export function customColormap(json: string): Colormap {
     canon.sort((a, b) => a[0] - b[0]);
     return { key: JSON.stringify({ discrete: canon }), lut };
   }
-  throw new RenderError('bad-request', 'colormap: JSON must be an object {value: colour} or an array of [position, colour]');
+  throw new RenderError(
+    'bad-request',
+    'colormap: JSON must be an object {value: colour} or an array of [position, colour]',
+  );
 }
 
 /** `colormap=` as a name or a JSON colormap. */
@@ -624,7 +655,10 @@ export function parseBands(texts: readonly string[], bandCount: number): number[
   return parts.map((s) => {
     const n = Number(s.trim());
     if (!Number.isInteger(n) || n < 1 || n > bandCount || s.trim() === '') {
-      throw new RenderError('bad-request', `bands: "${s.slice(0, 20)}" is not a band of this mosaic; use 1..${bandCount}, e.g. bands=1,2,3`);
+      throw new RenderError(
+        'bad-request',
+        `bands: "${s.slice(0, 20)}" is not a band of this mosaic; use 1..${bandCount}, e.g. bands=1,2,3`,
+      );
     }
     return n;
   });
@@ -636,11 +670,17 @@ export function parseBands(texts: readonly string[], bandCount: number): number[
  * `resampling=`. Every problem is a RenderError 'bad-request' that says what to write instead. For images
  * (`image`, the default) the request must give 1 or 3 output bands; data requests may give any number.
  */
-export function parseStyle(q: StyleQuery, bandCount: number, limits: StyleLimits, opts: { image?: boolean } = {}): Style {
+export function parseStyle(
+  q: StyleQuery,
+  bandCount: number,
+  limits: StyleLimits,
+  opts: { image?: boolean } = {},
+): Style {
   const image = opts.image ?? true;
   const bands = parseBands(q.getAll('bands'), bandCount);
   const exprText = q.get('expression');
-  const expression = exprText === undefined ? undefined : parseExpression(exprText, bandCount, limits.maxExpressionLength);
+  const expression =
+    exprText === undefined ? undefined : parseExpression(exprText, bandCount, limits.maxExpressionLength);
   if (expression && bands) throw new RenderError('bad-request', 'give either bands= or expression=, not both');
   const outputs = expression ? expression.outputs.length : bands ? bands.length : defaultBands(bandCount).length;
   if (image && outputs !== 1 && outputs !== 3) {
@@ -654,7 +694,8 @@ export function parseStyle(q: StyleQuery, bandCount: number, limits: StyleLimits
   if (rescaleTexts.length > 0) {
     rescale = rescaleTexts.map((s) => {
       const parts = s.split(',');
-      if (parts.length !== 2) throw new RenderError('bad-request', `rescale "${s.slice(0, 40)}" must be min,max (e.g. rescale=0,4000)`);
+      if (parts.length !== 2)
+        throw new RenderError('bad-request', `rescale "${s.slice(0, 40)}" must be min,max (e.g. rescale=0,4000)`);
       const lo = parseNumber(parts[0], 'rescale min');
       const hi = parseNumber(parts[1], 'rescale max');
       if (Number.isNaN(lo) || Number.isNaN(hi) || !(hi > lo)) {
@@ -672,7 +713,10 @@ export function parseStyle(q: StyleQuery, bandCount: number, limits: StyleLimits
   const cmText = q.get('colormap');
   const colormap = cmText === undefined || cmText.trim() === '' ? undefined : parseColormap(cmText);
   if (colormap && image && outputs !== 1) {
-    throw new RenderError('bad-request', `a colormap applies to one band, but this request gives ${outputs}; select one band or expression`);
+    throw new RenderError(
+      'bad-request',
+      `a colormap applies to one band, but this request gives ${outputs}; select one band or expression`,
+    );
   }
   const ndText = q.get('nodata');
   const nodata = ndText === undefined || ndText.trim() === '' ? undefined : parseNodata(ndText);
@@ -680,7 +724,10 @@ export function parseStyle(q: StyleQuery, bandCount: number, limits: StyleLimits
   let resampling: Resampling | undefined;
   if (rsText !== undefined && rsText !== '') {
     if (!(RESAMPLINGS as readonly string[]).includes(rsText)) {
-      throw new RenderError('bad-request', `resampling "${rsText.slice(0, 20)}" is unknown; use one of ${RESAMPLINGS.join(', ')}`);
+      throw new RenderError(
+        'bad-request',
+        `resampling "${rsText.slice(0, 20)}" is unknown; use one of ${RESAMPLINGS.join(', ')}`,
+      );
     }
     resampling = rsText as Resampling;
   }
@@ -785,7 +832,7 @@ export interface StyledImage {
 /** The stretched byte of a value: round((v - min) * 255 / (max - min)), clamped to 0..255 (as styleImage). */
 export function stretchByte(v: number, min: number, max: number): number {
   const t = Math.round((v - min) * (255 / (max - min)));
-  return t < 0 ? 0 : t > 255 ? 255 : t;
+  return t < 0 ? 0 : Math.min(t, 255);
 }
 
 /**
@@ -793,7 +840,11 @@ export function stretchByte(v: number, min: number, max: number): number {
  * One band gives gray + alpha, or RGBA through `colormap` (its alpha times the mask); three bands give RGBA.
  * Invalid pixels are fully transparent with zero colour (black where a format drops alpha).
  */
-export function styleImage(values: StyleValues, ranges: readonly (readonly [number, number])[], colormap?: Colormap): StyledImage {
+export function styleImage(
+  values: StyleValues,
+  ranges: readonly (readonly [number, number])[],
+  colormap?: Colormap,
+): StyledImage {
   const { width, height, mask } = values;
   const n = width * height;
   const nb = values.bands.length;
@@ -809,7 +860,7 @@ export function styleImage(values: StyleValues, ranges: readonly (readonly [numb
       for (let i = 0; i < n; i++) {
         if (!mask[i]) continue;
         let t = Math.round((src[i] - lo) * scale);
-        t = t < 0 ? 0 : t > 255 ? 255 : t;
+        t = t < 0 ? 0 : Math.min(t, 255);
         const o = i * 4;
         const l = t * 4;
         const a = lut[l + 3];
@@ -825,7 +876,7 @@ export function styleImage(values: StyleValues, ranges: readonly (readonly [numb
     for (let i = 0; i < n; i++) {
       if (!mask[i]) continue;
       let t = Math.round((src[i] - lo) * scale);
-      t = t < 0 ? 0 : t > 255 ? 255 : t;
+      t = t < 0 ? 0 : Math.min(t, 255);
       data[i * 2] = t;
       data[i * 2 + 1] = 255;
     }
@@ -839,7 +890,7 @@ export function styleImage(values: StyleValues, ranges: readonly (readonly [numb
     for (let i = 0; i < n; i++) {
       if (!mask[i]) continue;
       let t = Math.round((src[i] - lo) * scale);
-      t = t < 0 ? 0 : t > 255 ? 255 : t;
+      t = t < 0 ? 0 : Math.min(t, 255);
       data[i * 4 + b] = t;
     }
   }

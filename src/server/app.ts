@@ -4,11 +4,11 @@
  * `{ code, message, requestId }`, and the routers of each view.
  */
 import { randomUUID } from 'node:crypto';
+import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
 import { matchedRoutes } from 'hono/route';
-import type { Context } from 'hono';
 import type { Logger } from 'pino';
 import { requireToken } from './auth.ts';
 import type { AppDeps, RequestIo } from './deps.ts';
@@ -148,7 +148,15 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       origin: config.server.corsOrigins.includes('*') ? '*' : [...config.server.corsOrigins],
       allowMethods: ['GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS'],
       allowHeaders: ['Authorization', 'Content-Type', 'Range', 'If-None-Match', 'If-Range', 'X-Request-Id'],
-      exposeHeaders: ['ETag', 'Content-Range', 'Content-Length', 'Accept-Ranges', 'Location', 'X-Request-Id', 'Retry-After'],
+      exposeHeaders: [
+        'ETag',
+        'Content-Range',
+        'Content-Length',
+        'Accept-Ranges',
+        'Location',
+        'X-Request-Id',
+        'Retry-After',
+      ],
       maxAge: 3600,
     }),
   );
@@ -176,7 +184,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     abort: (c, reason) => controllers.get(c.get('req'))?.abort(reason),
   });
   app.use('/mosaics/*', (c, next) => {
-    if ((c.req.method === 'GET' || c.req.method === 'HEAD') && RENDER_PATH.test(c.req.path) && !c.req.path.endsWith('/export.tif')) {
+    if (
+      (c.req.method === 'GET' || c.req.method === 'HEAD') &&
+      RENDER_PATH.test(c.req.path) &&
+      !c.req.path.endsWith('/export.tif')
+    ) {
       if (c.req.method === 'HEAD' && c.req.path.endsWith('.tif')) return next();
       return gate(c, next);
     }
@@ -198,7 +210,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   });
 
   app.notFound((c) => {
-    return c.json({ code: 'not-found', message: `no route for ${c.req.method} ${c.req.path}`, requestId: c.get('req')?.id }, 404);
+    return c.json(
+      { code: 'not-found', message: `no route for ${c.req.method} ${c.req.path}`, requestId: c.get('req')?.id },
+      404,
+    );
   });
 
   app.route('/', opsRoutes(deps));
@@ -214,7 +229,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 export function intParam(value: string | undefined, name: string, min: number, max: number): number {
   const n = Number(value);
   if (value === undefined || value === '' || !Number.isInteger(n) || n < min || n > max) {
-    throw new RequestError('bad-request', `${name} must be an integer between ${min} and ${max} (got "${value ?? ''}")`);
+    throw new RequestError(
+      'bad-request',
+      `${name} must be an integer between ${min} and ${max} (got "${value ?? ''}")`,
+    );
   }
   return n;
 }

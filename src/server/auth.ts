@@ -45,7 +45,9 @@ export function requireToken(deps: { readonly config: Config }): MiddlewareHandl
     if (given === undefined) {
       c.header('WWW-Authenticate', 'Bearer realm="cogmill"');
       throw new UnauthorizedError(
-        header ? 'the Authorization header must be "Bearer <token>"' : 'this route needs an "Authorization: Bearer <token>" header',
+        header
+          ? 'the Authorization header must be "Bearer <token>"'
+          : 'this route needs an "Authorization: Bearer <token>" header',
       );
     }
     if (!tokenMatches(given, token)) {
@@ -71,7 +73,11 @@ function forbidden(dest: string, allowed: readonly string[]): RequestError {
 
 /** Path segments that could change meaning once a URL or path is normalised downstream. */
 function badSegments(p: string): boolean {
-  return p.split('/').some((s) => s === '.' || s === '..') || p.includes('\\') || /[\u0000-\u001f\u007f]/.test(p);
+  return (
+    p.split('/').some((s) => s === '.' || s === '..') ||
+    p.includes('\\') ||
+    [...p].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f)
+  );
 }
 
 /** The real path of `p`, resolving symlinks of the deepest part that exists (the rest is created later). */
@@ -107,7 +113,8 @@ export function checkDestination(dest: string, config: Config): Destination {
   }
   if (/^s3:\/\//i.test(dest)) {
     const m = /^s3:\/\/([^/]+)\/(.+)$/s.exec(dest);
-    if (!m || m[2].endsWith('/')) throw new RequestError('bad-request', `destination ${dest} must be s3://bucket/key (a key, not a prefix)`);
+    if (!m || m[2].endsWith('/'))
+      throw new RequestError('bad-request', `destination ${dest} must be s3://bucket/key (a key, not a prefix)`);
     const [, bucket, key] = m;
     if (badSegments(key) || key.includes('//')) {
       throw new RequestError('bad-request', `destination ${dest} may not contain ".", ".." or empty path segments`);
@@ -117,11 +124,15 @@ export function checkDestination(dest: string, config: Config): Destination {
     return { kind: 's3', url: dest, bucket, key };
   }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(dest) && !/^file:\/\//i.test(dest)) {
-    throw new RequestError('bad-request', `destination ${dest}: only s3://bucket/key and local file paths are supported`);
+    throw new RequestError(
+      'bad-request',
+      `destination ${dest}: only s3://bucket/key and local file paths are supported`,
+    );
   }
   const file = dest.replace(/^file:\/\//i, '');
   if (!path.isAbsolute(file)) throw new RequestError('bad-request', `destination ${dest} must be an absolute path`);
-  if (badSegments(file)) throw new RequestError('bad-request', `destination ${dest} may not contain "." or ".." path segments`);
+  if (badSegments(file))
+    throw new RequestError('bad-request', `destination ${dest} may not contain "." or ".." path segments`);
   if (file.endsWith('/')) throw new RequestError('bad-request', `destination ${dest} names a folder; give a file name`);
   const real = realpathOfFuture(path.resolve(file));
   const ok = allowed.some((a) => {

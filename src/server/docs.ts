@@ -81,7 +81,8 @@ class DocsRenderer {
     const name = this.refName(schema);
     if (name) return `<a href="#schema-${anchor(name)}">${escapeHtml(name)}</a>`;
     if (!isObj(schema)) return 'any';
-    if (Array.isArray(schema.enum)) return schema.enum.map((e) => `<code>${escapeHtml(JSON.stringify(e))}</code>`).join(' | ');
+    if (Array.isArray(schema.enum))
+      return schema.enum.map((e) => `<code>${escapeHtml(JSON.stringify(e))}</code>`).join(' | ');
     if ('const' in schema) return `<code>${escapeHtml(JSON.stringify(schema.const))}</code>`;
     for (const k of ['oneOf', 'anyOf'] as const) {
       if (Array.isArray(schema[k])) return (schema[k] as Json[]).map((s) => this.typeText(s)).join(' | ');
@@ -106,7 +107,9 @@ class DocsRenderer {
     else if (depth === 0 && !isObj(s.properties)) parts.push(`<p>Type: ${this.typeText(s)}</p>`);
     for (const k of ['allOf', 'oneOf', 'anyOf'] as const) {
       if (Array.isArray(s[k])) {
-        parts.push(`<p>${k === 'allOf' ? 'All of' : 'One of'}: ${(s[k] as Json[]).map((x) => this.typeText(x)).join(', ')}</p>`);
+        parts.push(
+          `<p>${k === 'allOf' ? 'All of' : 'One of'}: ${(s[k] as Json[]).map((x) => this.typeText(x)).join(', ')}</p>`,
+        );
       }
     }
     if (isObj(s.properties) && depth < 3 && !this.refName(schema)) {
@@ -117,7 +120,9 @@ class DocsRenderer {
         const nested = isObj(p) && !this.refName(p) && isObj(p.properties) ? this.schemaBlock(p, depth + 1) : '';
         return `<tr><td><code>${escapeHtml(name)}</code>${required.has(name) ? ' <span class="req">required</span>' : ''}</td><td>${this.typeText(p)}</td><td>${desc}${nested}</td></tr>`;
       });
-      parts.push(`<table><thead><tr><th>field</th><th>type</th><th>meaning</th></tr></thead><tbody>${rows.join('')}</tbody></table>`);
+      parts.push(
+        `<table><thead><tr><th>field</th><th>type</th><th>meaning</th></tr></thead><tbody>${rows.join('')}</tbody></table>`,
+      );
     }
     return parts.join('');
   }
@@ -126,7 +131,9 @@ class DocsRenderer {
     const out: string[] = [];
     const show = (title: string, value: Json) => {
       const text = typeof value === 'string' ? value : JSON.stringify(value, null, 2);
-      out.push(`<details><summary>example${title ? `: ${escapeHtml(title)}` : ''}</summary><pre>${escapeHtml(text)}</pre></details>`);
+      out.push(
+        `<details><summary>example${title ? `: ${escapeHtml(title)}` : ''}</summary><pre>${escapeHtml(text)}</pre></details>`,
+      );
     };
     if (media.example !== undefined) show('', media.example);
     if (isObj(media.examples)) {
@@ -165,7 +172,11 @@ class DocsRenderer {
     const params = [...shared, ...(Array.isArray(op.parameters) ? op.parameters : [])];
     const body = this.resolve(op.requestBody);
     const responses = isObj(op.responses) ? op.responses : {};
-    const security = Array.isArray(op.security) ? op.security : Array.isArray(this.spec.security) ? this.spec.security : [];
+    const security = Array.isArray(op.security)
+      ? op.security
+      : Array.isArray(this.spec.security)
+        ? this.spec.security
+        : [];
     const needsAuth = security.some((s) => isObj(s) && Object.keys(s).length > 0);
     return `<section class="op" id="${id}">
 <h3><span class="m m-${method}">${method.toUpperCase()}</span> <code>${escapeHtml(pathName)}</code>${needsAuth ? ' <span class="auth">bearer token</span>' : ''}</h3>
@@ -207,9 +218,17 @@ ${Object.entries(responses)
     if (Array.isArray(this.spec.tags)) {
       for (const t of this.spec.tags) if (isObj(t)) tagDocs.set(str(t.name), str(t.description));
     }
-    const tags = [...new Set([...tagDocs.keys(), ...ops.map((o) => o.tag)])].filter((t) => ops.some((o) => o.tag === t));
+    const tags = [...new Set([...tagDocs.keys(), ...ops.map((o) => o.tag)])].filter((t) =>
+      ops.some((o) => o.tag === t),
+    );
     const nav = tags
-      .map((t) => `<h2><a href="#tag-${anchor(t)}">${escapeHtml(t)}</a></h2><ul>${ops.filter((o) => o.tag === t).map((o) => o.nav).join('')}</ul>`)
+      .map(
+        (t) =>
+          `<h2><a href="#tag-${anchor(t)}">${escapeHtml(t)}</a></h2><ul>${ops
+            .filter((o) => o.tag === t)
+            .map((o) => o.nav)
+            .join('')}</ul>`,
+      )
       .join('');
     const body = tags
       .map(

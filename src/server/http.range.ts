@@ -208,7 +208,8 @@ export interface MultipartLayout {
 }
 
 export type RangedPlan =
-  | { readonly status: 304 | 412 }
+  | { readonly status: 304 }
+  | { readonly status: 412 }
   | { readonly status: 416; readonly reason: string }
   | {
       readonly status: 200 | 206;

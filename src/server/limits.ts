@@ -169,7 +169,8 @@ export function checkPixels(width: number, height: number, maxPixels: number, wh
 
 /** 413 when either side of an image is over `maxSide` pixels. */
 export function checkSide(width: number, height: number, maxSide: number, what: string, setting: string): void {
-  if (!(width > 0 && height > 0)) throw new RequestError('bad-request', `${what} must have a positive size (got ${width} x ${height})`);
+  if (!(width > 0 && height > 0))
+    throw new RequestError('bad-request', `${what} must have a positive size (got ${width} x ${height})`);
   if (width > maxSide || height > maxSide) {
     throw new RequestError(
       'too-large',

@@ -94,8 +94,17 @@ export function appMetrics(registry: Registry, engine?: Engine, limiter?: Render
       labelNames: ['state'],
       registers,
     }),
-    jobsRunning: new Gauge({ name: 'cogmill_materialize_jobs_running', help: 'materialisation jobs running now', registers }),
-    parts: new Counter({ name: 'cogmill_materialize_parts_total', help: 'parts uploaded', labelNames: ['sink'], registers }),
+    jobsRunning: new Gauge({
+      name: 'cogmill_materialize_jobs_running',
+      help: 'materialisation jobs running now',
+      registers,
+    }),
+    parts: new Counter({
+      name: 'cogmill_materialize_parts_total',
+      help: 'parts uploaded',
+      labelNames: ['sink'],
+      registers,
+    }),
     bytesWritten: new Counter({
       name: 'cogmill_materialize_bytes_total',
       help: 'bytes written by materialisation',

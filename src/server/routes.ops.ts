@@ -101,7 +101,8 @@ export function opsRoutes(deps: AppDeps): Hono<AppEnv> {
   r.get('/healthz', (c) => c.json({ status: 'ok' }));
 
   r.get('/readyz', async (c) => {
-    if (deps.state.draining) return c.json({ status: 'draining', checkedAt: new Date().toISOString(), mosaics: [] }, 503);
+    if (deps.state.draining)
+      return c.json({ status: 'draining', checkedAt: new Date().toISOString(), mosaics: [] }, 503);
     const report = await probe.check();
     // a probe that was running when the drain began still answers "draining"
     const status = deps.state.draining ? 'draining' : report.ready ? 'ready' : 'not-ready';

@@ -17,7 +17,6 @@ import { assembleCog, cogLevels, planCog } from '../materialize/cog.layout.ts';
 import { encodeTile } from '../materialize/tile.encode.ts';
 import { crsFromEpsg, parseCrs } from '../render/crs.ts';
 import { encodeImage, IMAGE_MIME, type ImageFormat } from '../render/encode.ts';
-import { RenderError } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { DEFAULT_HISTOGRAM_BINS, MAX_HISTOGRAM_BINS, StatisticsService } from '../render/statistics.ts';
 import {
@@ -28,12 +27,12 @@ import {
   parseStyle,
   type Style,
   type StyleQuery,
+  stretchFromPercentiles,
   styleImage,
   styleInputBands,
   styleKey,
   styleQueryString,
   styleValues,
-  stretchFromPercentiles,
 } from '../render/style.ts';
 import {
   resolutionAtZoom,
@@ -85,21 +84,29 @@ function imageFormat(ext: string): ImageFormat {
 /** `{y}.{fmt}` or `{y}@2x.{fmt}`. */
 function parseTileFile(file: string): { yText: string; scale: 1 | 2; format: ImageFormat } {
   const m = /^([^.@]*)(@2x)?\.([A-Za-z]+)$/.exec(file);
-  if (!m) throw new RequestError('bad-request', `tile "${file.slice(0, 40)}" must look like {y}.png, {y}.webp, {y}.jpg or {y}@2x.png`);
+  if (!m)
+    throw new RequestError(
+      'bad-request',
+      `tile "${file.slice(0, 40)}" must look like {y}.png, {y}.webp, {y}.jpg or {y}@2x.png`,
+    );
   return { yText: m[1], scale: m[2] ? 2 : 1, format: imageFormat(m[3]) };
 }
 
 function tileSizeParam(text: string | undefined): number {
   if (text === undefined || text === '') return TILE_SIZE_DEFAULT;
   const n = Number(text);
-  if (!(TILE_SIZES as readonly number[]).includes(n)) throw new RequestError('bad-request', `tilesize must be 256 or 512 (got "${text.slice(0, 10)}")`);
+  if (!(TILE_SIZES as readonly number[]).includes(n))
+    throw new RequestError('bad-request', `tilesize must be 256 or 512 (got "${text.slice(0, 10)}")`);
   return n;
 }
 
 function numberParam(text: string | undefined, name: string, min: number, max: number): number {
   const n = text === undefined || text.trim() === '' ? Number.NaN : Number(text);
   if (!Number.isFinite(n) || n < min || n > max) {
-    throw new RequestError('bad-request', `${name} must be a number between ${min} and ${max} (got "${(text ?? '').slice(0, 30)}")`);
+    throw new RequestError(
+      'bad-request',
+      `${name} must be a number between ${min} and ${max} (got "${(text ?? '').slice(0, 30)}")`,
+    );
   }
   return n;
 }
@@ -111,8 +118,18 @@ function parseBbox(text: string, what: string): Bounds {
     throw new RequestError('bad-request', `${what} "${text.slice(0, 80)}" must be four numbers minx,miny,maxx,maxy`);
   }
   const [x0, y0, x1, y1] = nums;
-  if (!(x1 > x0 && y1 > y0)) throw new RequestError('bad-request', `${what} ${text.slice(0, 80)}: maxx must exceed minx and maxy exceed miny`);
+  if (!(x1 > x0 && y1 > y0))
+    throw new RequestError('bad-request', `${what} ${text.slice(0, 80)}: maxx must exceed minx and maxy exceed miny`);
   return [x0, y0, x1, y1];
+}
+
+/** `crs=` of a request: an unknown or unreadable CRS is the request's fault (400). */
+function requestCrs(text: string): Crs {
+  try {
+    return parseCrs(text);
+  } catch (e) {
+    throw new RequestError('bad-request', `crs: ${(e as Error).message}`);
+  }
 }
 
 function queryOf(c: Ctx): StyleQuery {
@@ -238,7 +255,8 @@ export function wmtsCapabilities(o: WmtsOptions): string {
     const url = `${o.mosaicUrl}/tiles/{TileMatrix}/{TileCol}/{TileRow}.${f}${q ? `?${q}` : ''}`;
     return `<ResourceURL format="${IMAGE_MIME[f]}" resourceType="tile" template="${xmlEscape(url)}"/>`;
   });
-  const restful = '<ows:Constraint name="GetEncoding"><ows:AllowedValues><ows:Value>RESTful</ows:Value></ows:AllowedValues></ows:Constraint>';
+  const restful =
+    '<ows:Constraint name="GetEncoding"><ows:AllowedValues><ows:Value>RESTful</ows:Value></ows:AllowedValues></ows:Constraint>';
   const caps = xmlEscape(o.capabilitiesUrl);
   return `<?xml version="1.0" encoding="UTF-8"?>
 <Capabilities xmlns="http://www.opengis.net/wmts/1.0" xmlns:ows="http://www.opengis.net/ows/1.1" xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://www.opengis.net/wmts/1.0 http://schemas.opengis.net/wmts/1.0/wmtsGetCapabilities_response.xsd" version="1.0.0">
@@ -345,11 +363,21 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
   }
 
   /** Render, style and encode one image of `grid`. */
-  async function renderImage(c: Ctx, m: Mosaic, grid: Grid, format: ImageFormat, style: Style, kind: string, signal: AbortSignal): Promise<CachedImage> {
+  async function renderImage(
+    c: Ctx,
+    m: Mosaic,
+    grid: Grid,
+    format: ImageFormat,
+    style: Style,
+    kind: string,
+    signal: AbortSignal,
+  ): Promise<CachedImage> {
     const info = c.get('req');
     const bands = styleInputBands(style, m.bandCount).map((b) => b - 1);
     const t0 = performance.now();
-    const pixels = await limiter.run(() => timed(info, 'render', () => engine.render(m, grid, { resampling: style.resampling, bands, signal })));
+    const pixels = await limiter.run(() =>
+      timed(info, 'render', () => engine.render(m, grid, { resampling: style.resampling, bands, signal })),
+    );
     metrics.renderSeconds.observe({ kind }, (performance.now() - t0) / 1000);
     const values = styleValues(pixels, style);
     if (!values.mask.some((v) => v !== 0)) {
@@ -366,7 +394,13 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
   }
 
   /** 304 when If-None-Match matches; otherwise the cached or freshly produced body. */
-  async function serveCached(c: Ctx, m: Mosaic, key: string, produce: (signal: AbortSignal) => Promise<CachedImage>, extra: Record<string, string> = {}): Promise<Response> {
+  async function serveCached(
+    c: Ctx,
+    m: Mosaic,
+    key: string,
+    produce: (signal: AbortSignal) => Promise<CachedImage>,
+    extra: Record<string, string> = {},
+  ): Promise<Response> {
     const info = c.get('req');
     const etag = strongEtag(m.etag, key);
     const headers = cacheHeaders(etag);
@@ -375,7 +409,9 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
       metrics.tileCache.inc({ result: 'not-modified' });
       return c.body(null, 304, headers);
     }
-    const { image, result } = await cache.getOrRender(`${m.id}|${m.etag}|${key}`, produce, { signal: c.req.raw.signal });
+    const { image, result } = await cache.getOrRender(`${m.id}|${m.etag}|${key}`, produce, {
+      signal: c.req.raw.signal,
+    });
     info.fields.cache = result;
     metrics.tileCache.inc({ result });
     const h: Record<string, string> = { ...headers, ...extra, 'Content-Type': image.contentType };
@@ -386,7 +422,8 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
   /** ETag + 304 for small documents (JSON, XML) whose content depends on `parts`. */
   function conditional(c: Ctx, parts: string[]): { etag: string; notModified?: Response } {
     const etag = strongEtag(...parts);
-    if (etagMatches(c.req.header('if-none-match'), etag)) return { etag, notModified: c.body(null, 304, cacheHeaders(etag)) };
+    if (etagMatches(c.req.header('if-none-match'), etag))
+      return { etag, notModified: c.body(null, 304, cacheHeaders(etag)) };
     return { etag };
   }
 
@@ -403,14 +440,25 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
       const key = `tile|${z}/${x}/${y}|${tileSize}|${format}|${styleKey(style)}`;
       const inside = overlaps(tileBoundsWgs84(z, x, y), paddedWgs84(m));
       return serveCached(c, m, key, async (signal) => {
-        if (!inside) return { body: await emptyImage(format, tileSize, tileSize), contentType: IMAGE_MIME[format], empty: true };
+        if (!inside)
+          return { body: await emptyImage(format, tileSize, tileSize), contentType: IMAGE_MIME[format], empty: true };
         return renderImage(c, m, tileGrid(z, x, y, tileSize), format, style, 'tile', signal);
       });
     };
   }
 
-  async function renderDataLevel(m: Mosaic, grid: Grid, style: Style, bands: readonly number[], dtype: DType, fill: number, signal: AbortSignal): Promise<DataLevel> {
-    const pixels = await limiter.run(() => engine.render(m, grid, { resampling: style.resampling, bands: bands.map((b) => b - 1), signal }));
+  async function renderDataLevel(
+    m: Mosaic,
+    grid: Grid,
+    style: Style,
+    bands: readonly number[],
+    dtype: DType,
+    fill: number,
+    signal: AbortSignal,
+  ): Promise<DataLevel> {
+    const pixels = await limiter.run(() =>
+      engine.render(m, grid, { resampling: style.resampling, bands: bands.map((b) => b - 1), signal }),
+    );
     const values = styleValues(pixels, style);
     const n = grid.width * grid.height;
     let invalid = 0;
@@ -430,7 +478,10 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const dtype: DType = style.expression ? 'float32' : m.dtype;
     let nodata = style.nodata ?? m.nodata;
     if (nodata !== undefined && !representable(dtype, nodata)) {
-      throw new RequestError('bad-request', `nodata ${nodata} cannot be stored in ${dtype} data; give nodata= a value ${dtype} can hold`);
+      throw new RequestError(
+        'bad-request',
+        `nodata ${nodata} cannot be stored in ${dtype} data; give nodata= a value ${dtype} can hold`,
+      );
     }
     if (nodata === undefined && isFloat(dtype)) nodata = Number.NaN;
     const fill = nodata ?? 0;
@@ -440,7 +491,14 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
       Promise.all(
         levels.map((l) => {
           const g: Grid =
-            l.level === 0 ? grid : { crs: grid.crs, transform: [x0, (x1 - x0) / l.width, 0, y1, 0, -(y1 - y0) / l.height], width: l.width, height: l.height };
+            l.level === 0
+              ? grid
+              : {
+                  crs: grid.crs,
+                  transform: [x0, (x1 - x0) / l.width, 0, y1, 0, -(y1 - y0) / l.height],
+                  width: l.width,
+                  height: l.height,
+                };
           return renderDataLevel(m, g, style, bands, dtype, fill, signal);
         }),
       ),
@@ -505,7 +563,9 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const format = imageFormat(c.req.query('format') ?? 'png');
     parseStyle(queryOf(c), m.bandCount, styleLimits);
     const base = baseUrl(c, config);
-    const q = [styleQueryString(queryOf(c)), tileSize === TILE_SIZE_DEFAULT ? '' : `tilesize=${tileSize}`].filter(Boolean).join('&');
+    const q = [styleQueryString(queryOf(c)), tileSize === TILE_SIZE_DEFAULT ? '' : `tilesize=${tileSize}`]
+      .filter(Boolean)
+      .join('&');
     const cond = conditional(c, [m.etag, 'tilejson', base, q, format]);
     if (cond.notModified) return cond.notModified;
     const { minzoom, maxzoom } = mosaicZooms(m, tileSize, limits.maxZoom);
@@ -539,7 +599,15 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     if (cond.notModified) return cond.notModified;
     const { maxzoom } = mosaicZooms(m, tileSize, limits.maxZoom);
     const mosaicUrl = `${base}/mosaics/${encodeURIComponent(m.id)}`;
-    const xml = wmtsCapabilities({ mosaic: m, mosaicUrl, capabilitiesUrl: `${mosaicUrl}/WMTSCapabilities.xml`, tileSize, formats, query, maxzoom });
+    const xml = wmtsCapabilities({
+      mosaic: m,
+      mosaicUrl,
+      capabilitiesUrl: `${mosaicUrl}/WMTSCapabilities.xml`,
+      tileSize,
+      formats,
+      query,
+      maxzoom,
+    });
     return c.body(xml, 200, { 'Content-Type': 'application/xml; charset=utf-8', ...cacheHeaders(cond.etag) });
   });
 
@@ -551,7 +619,14 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const gt = m.grid.transform;
     const col = Math.floor((x - gt[0]) / gt[1]);
     const row = Math.floor((y - gt[3]) / gt[5]);
-    if (!Number.isFinite(col) || !Number.isFinite(row) || col < 0 || row < 0 || col >= m.grid.width || row >= m.grid.height) {
+    if (
+      !Number.isFinite(col) ||
+      !Number.isFinite(row) ||
+      col < 0 ||
+      row < 0 ||
+      col >= m.grid.width ||
+      row >= m.grid.height
+    ) {
       throw new RequestError(
         'not-found',
         `lon ${lon}, lat ${lat} is outside mosaic ${m.id} (WGS 84 bounds ${m.boundsWgs84.map((v) => v.toFixed(6)).join(', ')})`,
@@ -559,9 +634,16 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     }
     const cond = conditional(c, [m.etag, 'point', String(col), String(row)]);
     if (cond.notModified) return cond.notModified;
-    const grid: Grid = { crs: m.grid.crs, transform: [gt[0] + col * gt[1], gt[1], 0, gt[3] + row * gt[5], 0, gt[5]], width: 1, height: 1 };
+    const grid: Grid = {
+      crs: m.grid.crs,
+      transform: [gt[0] + col * gt[1], gt[1], 0, gt[3] + row * gt[5], 0, gt[5]],
+      width: 1,
+      height: 1,
+    };
     const info = c.get('req');
-    const px = await timed(info, 'render', () => engine.render(m, grid, { resampling: 'nearest', signal: c.req.raw.signal }));
+    const px = await timed(info, 'render', () =>
+      engine.render(m, grid, { resampling: 'nearest', signal: c.req.raw.signal }),
+    );
     const valid = px.mask[0] !== 0;
     c.header('ETag', cond.etag);
     c.header('Cache-Control', config.server.cacheControl);
@@ -586,20 +668,37 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const bboxText = c.req.query('bbox');
     const bbox = bboxText === undefined || bboxText === '' ? undefined : parseBbox(bboxText, 'bbox');
     if (bbox && (bbox[0] < -180 || bbox[2] > 180 || bbox[1] < -90 || bbox[3] > 90)) {
-      throw new RequestError('bad-request', `bbox ${bboxText} must be in WGS 84 degrees (longitude -180..180, latitude -90..90)`);
+      throw new RequestError(
+        'bad-request',
+        `bbox ${bboxText} must be in WGS 84 degrees (longitude -180..180, latitude -90..90)`,
+      );
     }
     const binsText = c.req.query('bins');
-    const bins = binsText === undefined || binsText === '' ? DEFAULT_HISTOGRAM_BINS : intParam(binsText, 'bins', 1, MAX_HISTOGRAM_BINS);
+    const bins =
+      binsText === undefined || binsText === ''
+        ? DEFAULT_HISTOGRAM_BINS
+        : intParam(binsText, 'bins', 1, MAX_HISTOGRAM_BINS);
     const exprText = c.req.query('expression');
-    const expression = exprText === undefined ? undefined : parseExpression(exprText, m.bandCount, limits.maxExpressionLength);
+    const expression =
+      exprText === undefined ? undefined : parseExpression(exprText, m.bandCount, limits.maxExpressionLength);
     const bands = parseBands(c.req.queries('bands') ?? [], m.bandCount);
     if (expression && bands) throw new RequestError('bad-request', 'give either bands= or expression=, not both');
     const ndText = c.req.query('nodata');
     const nodata = ndText === undefined || ndText === '' ? undefined : parseNodata(ndText);
-    const cond = conditional(c, [m.etag, 'statistics', bbox?.join(',') ?? '', String(bins), expression?.canonical ?? '', bands?.join(',') ?? '', String(nodata)]);
+    const cond = conditional(c, [
+      m.etag,
+      'statistics',
+      bbox?.join(',') ?? '',
+      String(bins),
+      expression?.canonical ?? '',
+      bands?.join(',') ?? '',
+      String(nodata),
+    ]);
     if (cond.notModified) return cond.notModified;
     const info = c.get('req');
-    const s = await timed(info, 'statistics', () => statistics.get(m, { bboxWgs84: bbox, bins, bands, expression, nodata }));
+    const s = await timed(info, 'statistics', () =>
+      statistics.get(m, { bboxWgs84: bbox, bins, bands, expression, nodata }),
+    );
     c.header('ETag', cond.etag);
     c.header('Cache-Control', config.server.cacheControl);
     return c.json({ mosaic: m.id, ...s });
@@ -609,7 +708,10 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const m = catalog.get(c.req.param('id'));
     const format = imageFormat(c.req.param('file').slice('preview.'.length));
     const sizeText = c.req.query('max_size');
-    const maxSize = sizeText === undefined || sizeText === '' ? Math.min(DEFAULT_PREVIEW_SIZE, limits.maxPreviewSize) : intParam(sizeText, 'max_size', 1, limits.maxPreviewSize);
+    const maxSize =
+      sizeText === undefined || sizeText === ''
+        ? Math.min(DEFAULT_PREVIEW_SIZE, limits.maxPreviewSize)
+        : intParam(sizeText, 'max_size', 1, limits.maxPreviewSize);
     const style = parseStyle(queryOf(c), m.bandCount, styleLimits);
     const grid = previewGrid(m.grid, maxSize);
     const key = `preview|${maxSize}|${format}|${styleKey(style)}`;
@@ -620,13 +722,17 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const m = catalog.get(c.req.param('id'));
     const spec = c.req.param('spec');
     const match = /^([^,]+,[^,]+,[^,]+,[^,]+)\.([A-Za-z]+)$/.exec(spec);
-    if (!match) throw new RequestError('bad-request', `crop "${spec.slice(0, 60)}" must look like {minx},{miny},{maxx},{maxy}.png (or .tif, .webp, .jpg)`);
+    if (!match)
+      throw new RequestError(
+        'bad-request',
+        `crop "${spec.slice(0, 60)}" must look like {minx},{miny},{maxx},{maxy}.png (or .tif, .webp, .jpg)`,
+      );
     const bbox = parseBbox(match[1], 'bbox');
     const ext = match[2].toLowerCase();
     const tiff = ext === 'tif' || ext === 'tiff';
     const format = tiff ? undefined : imageFormat(ext);
     const crsText = c.req.query('crs');
-    const crs = crsText ? parseCrs(crsText) : crsFromEpsg(4326);
+    const crs = crsText ? requestCrs(crsText) : crsFromEpsg(4326);
     const widthText = c.req.query('width');
     const heightText = c.req.query('height');
     const width = widthText ? intParam(widthText, 'width', 1, MAX_CROP_SIDE) : undefined;
@@ -647,7 +753,8 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
       c,
       m,
       key,
-      (signal) => (tiff ? renderGeoTiff(c, m, grid, style, signal) : renderImage(c, m, grid, format!, style, 'crop', signal)),
+      (signal) =>
+        tiff ? renderGeoTiff(c, m, grid, style, signal) : renderImage(c, m, grid, format!, style, 'crop', signal),
       { 'Content-Disposition': `inline; filename="${name.replace(/[^A-Za-z0-9_.,-]/g, '_')}"` },
     );
   });

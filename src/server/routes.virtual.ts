@@ -1,7 +1,426 @@
-import { Hono } from 'hono';
-import type { AppEnv } from './app.ts';
+/**
+ * The virtual views QGIS and GDAL open directly with `/vsicurl/`, `GET` and `HEAD` each:
+ *
+ *   /mosaics/{id}.tif              the virtual COG (tiles rendered when a byte range asks for them)
+ *   /mosaics/{id}.vrt              a GDAL VRT of the mosaic (`?sources=direct` for the sources' own URLs)
+ *   /mosaics/{id}/sources/{n}.tif  the bytes of source n (0-based), the range proxy the VRT points at
+ *
+ * HTTP semantics come from `http.range.ts`: exact Content-Length on HEAD, Accept-Ranges, ETag, Last-Modified,
+ * 206 + Content-Range, suffix ranges, multipart/byteranges, 416 with `bytes *\/SIZE`, 304, 412, If-Range.
+ * An invalid Range header is ignored (RFC 9110), so the answer is the one a plain GET gets.
+ *
+ * A plain GET (or an ignored Range) of the virtual COG streams the whole file, rendering tile after tile as the
+ * client reads (backpressure, bounded memory), up to MAX_VIRTUAL_COG_BODY_BYTES in one response; above that the
+ * answer is 413 with a message to use byte ranges. Sidecar probes (`.ovr`, `.aux.xml`, `.msk`, world files) and
+ * directory listings (`/mosaics/`) get a fast 404 without touching a mosaic.
+ */
+import { createHash } from 'node:crypto';
+import { type Context, Hono } from 'hono';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { VirtualCogStore } from '../materialize/virtual.cog.ts';
+import { isCogmillError, SourceError } from '../render/errors.ts';
+import type { Mosaic } from '../render/mosaic.ts';
+import { GiB, MiB } from '../render/types.ts';
+import { directSourcePath, mosaicVrt } from '../render/vrt.ts';
+import { type AppEnv, type RequestInfo, timed } from './app.ts';
 import type { AppDeps } from './deps.ts';
+import { RequestError } from './errors.ts';
+import {
+  planRangedResponse,
+  type RangedPlan,
+  type RangedRepresentation,
+  rangedHeaders,
+} from './http.range.ts';
+import { appMetrics } from './metrics.ts';
+import { baseUrl, MOSAIC_ID } from './urls.ts';
 
-export function virtualRoutes(_deps: AppDeps): Hono<AppEnv> {
-  return new Hono<AppEnv>();
+/** Largest body of one virtual COG response (200 or 206): rendering more in one request is refused with 413. */
+export const MAX_VIRTUAL_COG_BODY_BYTES = 2 * GiB;
+/** Bodies up to this size are assembled before the status is sent (a failure is a clean error status). */
+const BUFFERED_BODY_BYTES = 32 * MiB;
+/** Read size when streaming a source through the range proxy. */
+const SOURCE_STREAM_CHUNK_BYTES = 8 * MiB;
+/** How often opening a view (HEAD, or a read of the first bytes) re-checks the sources for changes. */
+const REVALIDATE_INTERVAL_MS = 30_000;
+
+const TIFF_TYPE = 'image/tiff';
+const VRT_TYPE = 'application/xml; charset=utf-8';
+
+/** A regex source matching `text` in any letter case (Hono route patterns take no flags). */
+function anyCase(text: string): string {
+  return text.replace(/[a-z]/gi, (ch) => `[${ch.toLowerCase()}${ch.toUpperCase()}]`).replace(/\./g, '\\.');
+}
+
+/** Files GDAL looks for next to a dataset: overviews, PAM, masks, world files, RPCs, .prj. */
+const SIDECAR_SUFFIX = `(?:${['.ovr', '.aux.xml', '.msk', '.tfw', '.tifw', '.wld', '.prj', '.imd', '.rpb', '_rpc.txt', '.xml'].map(anyCase).join('|')})`;
+
+/** Where the bytes of a representation come from. */
+interface RangedBody {
+  /** exactly `length` bytes at `offset` */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  /** the same as a stream with backpressure, for large bodies */
+  stream(offset: number, length: number): ReadableStream<Uint8Array>;
+}
+
+interface ServeOptions {
+  readonly cacheControl: string;
+  /** a larger body (after HEAD, which is always answered) is refused with this error */
+  readonly tooLarge?: { readonly maxBytes: number; readonly message: (bytes: number) => string };
+  readonly extraHeaders?: Record<string, string>;
+}
+
+const encoder = new TextEncoder();
+
+function memoryBody(bytes: Uint8Array): RangedBody {
+  return {
+    read: async (offset, length) => bytes.subarray(offset, offset + length),
+    stream: (offset, length) =>
+      new ReadableStream({
+        start(controller) {
+          controller.enqueue(bytes.subarray(offset, offset + length));
+          controller.close();
+        },
+      }),
+  };
+}
+
+/** The whole body of a plan as a stream: parts one after the other, multipart heads between them. */
+function streamPlan(plan: Extract<RangedPlan, { parts: unknown }>, body: RangedBody): ReadableStream<Uint8Array> {
+  let i = 0;
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  let ended = false;
+  const mp = plan.multipart;
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        for (;;) {
+          if (reader) {
+            const { done, value } = await reader.read();
+            if (!done) {
+              controller.enqueue(value);
+              return;
+            }
+            reader = undefined;
+            i++;
+            continue;
+          }
+          if (i >= plan.parts.length) {
+            if (mp && !ended) controller.enqueue(encoder.encode(mp.tail));
+            ended = true;
+            controller.close();
+            return;
+          }
+          const p = plan.parts[i];
+          reader = body.stream(p.start, p.end - p.start + 1).getReader();
+          if (mp) {
+            controller.enqueue(encoder.encode(mp.heads[i]));
+            return;
+          }
+        }
+      },
+      async cancel(reason) {
+        await reader?.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+async function bufferPlan(plan: Extract<RangedPlan, { parts: unknown }>, body: RangedBody): Promise<Uint8Array<ArrayBuffer>> {
+  const pieces = await Promise.all(plan.parts.map((p) => body.read(p.start, p.end - p.start + 1)));
+  const out = new Uint8Array(plan.bodyBytes);
+  let pos = 0;
+  const put = (b: Uint8Array) => {
+    out.set(b, pos);
+    pos += b.byteLength;
+  };
+  pieces.forEach((bytes, i) => {
+    if (bytes.byteLength !== plan.parts[i].end - plan.parts[i].start + 1) {
+      throw new SourceError('changed', 'the bytes changed size while they were being read; retry the request');
+    }
+    if (plan.multipart) put(encoder.encode(plan.multipart.heads[i]));
+    put(bytes);
+  });
+  if (plan.multipart) put(encoder.encode(plan.multipart.tail));
+  return out;
+}
+
+/** Answer a GET/HEAD of a byte-addressable representation with full range and conditional semantics. */
+async function serveRanged(
+  c: Context<AppEnv>,
+  rep: RangedRepresentation,
+  body: RangedBody,
+  options: ServeOptions,
+): Promise<Response> {
+  const info = c.get('req');
+  const method = c.req.method;
+  const range = c.req.header('range');
+  const plan = planRangedResponse(
+    {
+      method,
+      range,
+      ifRange: c.req.header('if-range'),
+      ifNoneMatch: c.req.header('if-none-match'),
+      ifMatch: c.req.header('if-match'),
+      ifModifiedSince: c.req.header('if-modified-since'),
+      ifUnmodifiedSince: c.req.header('if-unmodified-since'),
+    },
+    rep,
+  );
+  if (range !== undefined) info.fields.range = range.slice(0, 200);
+  const headers: Record<string, string> = {
+    ...rangedHeaders(plan, rep),
+    'cache-control': options.cacheControl,
+    ...options.extraHeaders,
+  };
+  if (plan.status === 304 || plan.status === 412) return new Response(null, { status: plan.status, headers });
+  if (plan.status === 416) {
+    info.fields.rangeRefused = plan.reason;
+    if (method === 'HEAD') return new Response(null, { status: 416, headers });
+    const json = encoder.encode(
+      JSON.stringify({ code: 'range-not-satisfiable', message: `${plan.reason}; the size is ${rep.size} bytes`, requestId: info.id }),
+    );
+    return new Response(json, {
+      status: 416,
+      headers: { ...headers, 'content-type': 'application/json', 'content-length': String(json.byteLength) },
+    });
+  }
+  if (plan.rangeIgnored) info.fields.rangeIgnored = plan.rangeIgnored;
+  info.fields.bodyBytes = plan.bodyBytes;
+  if (method === 'HEAD') return new Response(null, { status: plan.status, headers });
+  if (options.tooLarge && plan.bodyBytes > options.tooLarge.maxBytes) {
+    throw new RequestError('too-large', options.tooLarge.message(plan.bodyBytes));
+  }
+  if (plan.bodyBytes <= BUFFERED_BODY_BYTES) {
+    const bytes = await timed(info, 'read', () => bufferPlan(plan, body));
+    return new Response(bytes, { status: plan.status, headers });
+  }
+  return new Response(streamPlan(plan, body), { status: plan.status, headers });
+}
+
+/** A strong entity tag for a source's version tag (kept as is when it already is one). */
+export function sourceEntityTag(etag: string): string {
+  if (/^"[\x21\x23-\x7e]*"$/.test(etag)) return etag;
+  return `"src-${createHash('sha256').update(etag).digest('base64url').slice(0, 27)}"`;
+}
+
+interface VirtualMetrics {
+  readonly tilesRendered: Counter;
+  readonly tileReads: Counter<'result'>;
+}
+
+function virtualMetrics(registry: Registry, store: () => VirtualCogStore | undefined): VirtualMetrics {
+  const existing = registry.getSingleMetric('cogmill_virtual_cog_tiles_rendered_total') as Counter | undefined;
+  if (existing) {
+    return {
+      tilesRendered: existing,
+      tileReads: registry.getSingleMetric('cogmill_virtual_cog_tile_reads_total') as Counter<'result'>,
+    };
+  }
+  const registers = [registry];
+  new Gauge({
+    name: 'cogmill_virtual_cog_cache_bytes',
+    help: 'bytes of rendered virtual COG tiles held in memory',
+    registers,
+    collect() {
+      this.set(store()?.cachedBytes ?? 0);
+    },
+  });
+  return {
+    tilesRendered: new Counter({
+      name: 'cogmill_virtual_cog_tiles_rendered_total',
+      help: 'virtual COG tiles rendered (each render once, however many requests waited for it)',
+      registers,
+    }),
+    tileReads: new Counter({
+      name: 'cogmill_virtual_cog_tile_reads_total',
+      help: 'virtual COG tile reads by result: hit (cache), shared (joined a render under way), miss (rendered)',
+      labelNames: ['result'],
+      registers,
+    }),
+  };
+}
+
+function notFoundBody(c: Context<AppEnv>, message: string): Response {
+  return c.json({ code: 'not-found', message, requestId: c.get('req')?.id }, 404, { 'cache-control': 'public, max-age=300' });
+}
+
+export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
+  const r = new Hono<AppEnv>();
+  const { config, engine, catalog } = deps;
+  const cacheControl = config.server.cacheControl;
+  const holder: { store?: VirtualCogStore } = {};
+  const metrics = virtualMetrics(deps.metrics, () => holder.store);
+  const renderSeconds = appMetrics(deps.metrics, engine).renderSeconds;
+  const cogs = new VirtualCogStore(
+    engine,
+    { cacheBytes: config.cache.virtualCogBytes },
+    {
+      onTileRendered(ms) {
+        metrics.tilesRendered.inc();
+        renderSeconds.observe({ kind: 'virtual-cog' }, ms / 1000);
+      },
+      onTileRead(result) {
+        metrics.tileReads.inc({ result });
+      },
+    },
+  );
+  holder.store = cogs;
+
+  const lastChecked = new Map<string, number>();
+  /** Re-check the sources of a mosaic (at most every REVALIDATE_INTERVAL_MS): a changed source changes the ETag. */
+  async function revalidate(mosaic: Mosaic, info: RequestInfo): Promise<void> {
+    const now = Date.now();
+    if (now - (lastChecked.get(mosaic.id) ?? 0) < REVALIDATE_INTERVAL_MS) return;
+    lastChecked.set(mosaic.id, now);
+    try {
+      if (await timed(info, 'revalidate', () => engine.refresh(mosaic))) info.fields.mosaicChanged = true;
+    } catch (e) {
+      info.log.warn({ mosaic: mosaic.id, err: { message: (e as Error).message } }, 'could not re-check the sources');
+    }
+  }
+
+  /** A request that opens a file: HEAD, a plain GET, or a range starting at byte 0. */
+  function opensFile(c: Context<AppEnv>): boolean {
+    const range = c.req.header('range');
+    return c.req.method === 'HEAD' || range === undefined || /^\s*bytes\s*=\s*0-/i.test(range);
+  }
+
+  // ---- fast 404s for what GDAL probes next to a file, and for directory listings
+  const sidecar = (c: Context<AppEnv>) =>
+    notFoundBody(c, `${c.req.path} does not exist: cogmill serves no sidecar files (overviews and nodata are inside the file)`);
+  const listing = (c: Context<AppEnv>) => notFoundBody(c, `${c.req.path} is not listable; GET /mosaics lists the mosaics`);
+  r.get(`/mosaics/:name{[^/]+${SIDECAR_SUFFIX}}`, sidecar);
+  r.get(`/mosaics/:id{${MOSAIC_ID}}/sources/:name{[^/]+${SIDECAR_SUFFIX}}`, sidecar);
+  r.get('/mosaics/', listing);
+  r.get(`/mosaics/:id{${MOSAIC_ID}}/`, listing);
+  r.get(`/mosaics/:id{${MOSAIC_ID}}/sources/`, listing);
+
+  // ---- the virtual COG
+  r.get(`/mosaics/:file{${MOSAIC_ID}\\.tif}`, async (c) => {
+    const info = c.get('req');
+    const mosaic = catalog.get(c.req.param('file').slice(0, -'.tif'.length));
+    if (opensFile(c)) await revalidate(mosaic, info);
+    const cog = await timed(info, 'plan', async () => cogs.open(mosaic));
+    info.fields.mosaic = mosaic.id;
+    const rep: RangedRepresentation = { size: cog.size, etag: cog.etag, lastModified: mosaic.lastModified, contentType: TIFF_TYPE };
+    const before = cogs.stats.tilesRendered;
+    try {
+      return await serveRanged(
+        c,
+        rep,
+        {
+          read: (offset, length) => cog.read(offset, length),
+          stream: (offset, length) => cog.stream(offset, length),
+        },
+        {
+          cacheControl,
+          tooLarge: {
+            maxBytes: MAX_VIRTUAL_COG_BODY_BYTES,
+            message: (bytes) =>
+              `this answer would render ${bytes} bytes of the virtual COG of mosaic ${mosaic.id} (${cog.size} bytes in all); one response carries at most ${MAX_VIRTUAL_COG_BODY_BYTES} bytes. Ask for byte ranges (GDAL's /vsicurl/ does), or materialise the mosaic as a real COG`,
+          },
+        },
+      );
+    } finally {
+      info.fields.tilesRendered = cogs.stats.tilesRendered - before;
+    }
+  });
+
+  // ---- the VRT
+  r.get(`/mosaics/:file{${MOSAIC_ID}\\.vrt}`, async (c) => {
+    const info = c.get('req');
+    const mosaic = catalog.get(c.req.param('file').slice(0, -'.vrt'.length));
+    const mode = c.req.query('sources') ?? 'proxy';
+    if (mode !== 'proxy' && mode !== 'direct') {
+      throw new RequestError(
+        'bad-request',
+        `sources must be "proxy" (read through this server, the default) or "direct" (the sources' own URLs), got "${mode.slice(0, 40)}"`,
+      );
+    }
+    if (opensFile(c)) await revalidate(mosaic, info);
+    const base = baseUrl(c, config);
+    const mosaicUrl = `${base}/mosaics/${encodeURIComponent(mosaic.id)}`;
+    const xml = mosaicVrt(mosaic, {
+      sourcePath:
+        mode === 'direct' ? (s) => directSourcePath(s.location) : (s) => `/vsicurl/${mosaicUrl}/sources/${s.index}.tif`,
+      note:
+        mode === 'direct'
+          ? 'Sources are read directly (http(s) via /vsicurl/, S3 via /vsis3/ with your own credentials, local paths on this host).'
+          : `Sources are read through cogmill's range proxy (${mosaicUrl}/sources/{n}.tif): no credentials needed.`,
+    });
+    const bytes = encoder.encode(xml);
+    const etag = `"vrt-${createHash('sha256').update(`${mosaic.etag}\n`).update(bytes).digest('base64url').slice(0, 27)}"`;
+    return serveRanged(
+      c,
+      { size: bytes.byteLength, etag, lastModified: mosaic.lastModified, contentType: VRT_TYPE },
+      memoryBody(bytes),
+      { cacheControl, extraHeaders: config.server.publicUrl ? {} : { vary: 'Host, X-Forwarded-Host, X-Forwarded-Proto' } },
+    );
+  });
+
+  // ---- the range proxy of one source
+  r.get(`/mosaics/:id{${MOSAIC_ID}}/sources/:file{(?:0|[1-9][0-9]{0,8})\\.tif}`, async (c) => {
+    const info = c.get('req');
+    const mosaic = catalog.get(c.req.param('id'));
+    const n = Number(c.req.param('file').slice(0, -'.tif'.length));
+    if (n >= mosaic.sources.length) {
+      throw new RequestError(
+        'not-found',
+        `mosaic ${mosaic.id} has ${mosaic.sources.length} source(s), numbered 0 to ${mosaic.sources.length - 1}; there is no source ${n}`,
+      );
+    }
+    info.fields.mosaic = mosaic.id;
+    info.fields.source = n;
+    const signal = c.req.raw.signal;
+    const answer = async () => {
+      const ms = mosaic.sources[n];
+      const rinfo = ms.raster.info;
+      const src = await engine.source(ms.location);
+      const read = async (offset: number, length: number) => {
+        const r = await src.read(offset, length, { ifMatch: rinfo.etag, signal });
+        return r.bytes;
+      };
+      return serveRanged(
+        c,
+        { size: rinfo.size, etag: sourceEntityTag(rinfo.etag), lastModified: mosaic.lastModified, contentType: TIFF_TYPE },
+        {
+          read,
+          stream: (offset, length) => {
+            let pos = offset;
+            const end = offset + length;
+            return new ReadableStream<Uint8Array>(
+              {
+                async pull(controller) {
+                  if (pos >= end) {
+                    controller.close();
+                    return;
+                  }
+                  const bytes = await read(pos, Math.min(SOURCE_STREAM_CHUNK_BYTES, end - pos));
+                  if (bytes.byteLength === 0) {
+                    controller.error(new SourceError('changed', `source ${n} of ${mosaic.id} ended early`));
+                    return;
+                  }
+                  pos += bytes.byteLength;
+                  controller.enqueue(bytes);
+                },
+              },
+              { highWaterMark: 0 },
+            );
+          },
+        },
+        { cacheControl },
+      );
+    };
+    try {
+      return await answer();
+    } catch (e) {
+      if (!(isCogmillError(e) && e.kind === 'changed')) throw e;
+      // the source changed since it was opened: re-open it and answer with the new version (and ETag)
+      await timed(info, 'revalidate', () => engine.refresh(mosaic));
+      return answer();
+    }
+  });
+
+  return r;
 }

@@ -259,7 +259,7 @@ function renderBandRows() {
       el(
         'div',
         { class: 'band-row' },
-        el('span', { class: `chan ${chan}`, text: chan ? chan.toUpperCase() : '·' }),
+        el('span', { class: chan ? `chan ${chan}` : 'chan none', text: chan.toUpperCase() }),
         select,
         limit('min'),
         limit('max'),
@@ -342,7 +342,13 @@ function linkSpecs() {
   const q = styleQuery();
   return [
     { key: 'xyz', label: 'XYZ tiles', hint: 'Layer ▸ Add XYZ layer', url: `${links.tiles}?${q}` },
-    { key: 'wmts', label: 'WMTS', hint: 'WMS/WMTS connection', url: links.wmts },
+    // QGIS appends SERVICE=WMS&... to a capabilities URL unless it names SERVICE=WMTS itself
+    {
+      key: 'wmts',
+      label: 'WMTS',
+      hint: 'WMS/WMTS connection',
+      url: `${links.wmts}?SERVICE=WMTS&REQUEST=GetCapabilities&${q}`,
+    },
     { key: 'vrt', label: 'VRT (data values)', hint: 'Add raster layer', url: `/vsicurl/${links.vrt}` },
     { key: 'cog', label: 'COG (data values)', hint: 'Add raster layer', url: `/vsicurl/${links.cog}` },
   ];
@@ -510,7 +516,13 @@ function buildMap() {
         placeholder: 'lon, lat',
       }),
     ]),
-    view: new ol.View({ projection: 'EPSG:3857', maxZoom: Math.min(maxZoom + 4, 28), minZoom: 0 }),
+    // whole zoom levels: tiles are drawn at 1:1 (or whole multiples past the deepest level), pixels stay crisp
+    view: new ol.View({
+      projection: 'EPSG:3857',
+      maxZoom: Math.min(maxZoom + 4, 28),
+      minZoom: 0,
+      constrainResolution: true,
+    }),
   });
   map.getView().fit(extent, { padding: [24, 24, 24, 24], maxZoom });
   map.on('moveend', updateTileStatus);
@@ -540,25 +552,20 @@ function styleChanged() {
 
 // ---------------------------------------------------------------- pixel inspector
 
-/** Per-band values of a point answer, whatever its exact shape. */
+/** Per-band rows of a point answer: `values: [{ band, name, value, nodata }]` (plain numbers also understood). */
 function pointBands(json) {
-  const names = (i) => bandLabel(i);
-  if (Array.isArray(json.bands)) {
-    return json.bands.map((b, i) => {
-      const index = b.index ?? b.band ?? i + 1;
-      const value = b.value ?? null;
-      return { index, label: names(index), value, nodata: b.nodata === true || b.valid === false || value === null };
-    });
-  }
-  const values = Array.isArray(json.values) ? json.values : [];
-  const flags = Array.isArray(json.nodata) ? json.nodata : null;
-  const valid = Array.isArray(json.valid) ? json.valid : null;
-  return values.map((value, i) => ({
-    index: i + 1,
-    label: names(i + 1),
-    value,
-    nodata: value === null || flags?.[i] === true || valid?.[i] === false || json.valid === false,
-  }));
+  const values = Array.isArray(json.values) ? json.values : Array.isArray(json.bands) ? json.bands : [];
+  return values.map((v, i) => {
+    const entry = v !== null && typeof v === 'object' ? v : { value: v };
+    const index = entry.band ?? entry.index ?? i + 1;
+    const value = entry.value ?? null;
+    return {
+      index,
+      label: bandLabel(index),
+      value,
+      nodata: entry.nodata === true || value === null || json.valid === false,
+    };
+  });
 }
 
 let inspectSeq = 0;
@@ -611,7 +618,7 @@ async function inspect(coordinate) {
     ),
   );
   const extra = [];
-  if (Number.isFinite(json.x) && Number.isFinite(json.y)) extra.push(`pixel ${json.x}, ${json.y}`);
+  if (Number.isInteger(json.col) && Number.isInteger(json.row)) extra.push(`pixel ${json.col}, ${json.row}`);
   if (outside) extra.push('outside the mosaic');
   if (extra.length) where.textContent += ` · ${extra.join(' · ')}`;
   ui.inspector.replaceChildren(where, table);

@@ -1,0 +1,39 @@
+/**
+ * One materialisation in a process of its own, so the benchmark can measure its wall time and peak RSS like a
+ * GDAL command's. The job is one JSON argument; the result is one JSON line on stdout.
+ *
+ *   node bench/materialize.child.ts '{"spec":{"id":"m","sources":[...]},"out":"/tmp/x.tif","roots":["/data"]}'
+ */
+import type { MaterializeOptions } from '../src/materialize/pipeline.ts';
+import { materialize } from '../src/materialize/pipeline.ts';
+import { createSink, parseDestination } from '../src/materialize/destination.ts';
+import { Engine } from '../src/render/engine.ts';
+import type { MosaicSpec } from '../src/render/mosaic.ts';
+import type { S3Settings } from '../src/render/source.s3.ts';
+
+export interface MaterializeJob {
+  readonly spec: MosaicSpec;
+  /** a file path or s3://bucket/key.tif */
+  readonly out: string;
+  /** folders the sources may be read from */
+  readonly roots: readonly string[];
+  readonly s3?: S3Settings;
+  readonly options?: MaterializeOptions;
+}
+
+const job = JSON.parse(process.argv[2] ?? '{}') as MaterializeJob;
+const t0 = performance.now();
+const engine = new Engine({ roots: job.roots, allowedUrlPrefixes: [] });
+const mosaic = await engine.openMosaic(job.spec);
+const sink = createSink(parseDestination(job.out), { s3: job.s3 ?? {} });
+const result = await materialize(engine, mosaic, sink, job.options ?? {});
+await engine.close();
+process.stdout.write(
+  `${JSON.stringify({
+    ...result,
+    width: mosaic.grid.width,
+    height: mosaic.grid.height,
+    epsg: mosaic.grid.crs.epsg,
+    totalMs: Math.round(performance.now() - t0),
+  })}\n`,
+);

@@ -1,0 +1,72 @@
+/**
+ * Where a materialised COG goes, as written by a person: `s3://bucket/key.tif` (a multipart upload), or a local
+ * path / `file://` URL (a temporary file renamed into place). Parsing checks only the form; which destinations a
+ * request may use is the server's policy (materialize.allowedDestinations), not this module's.
+ */
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import { SourceError } from '../render/errors.ts';
+import type { S3Settings } from '../render/source.s3.ts';
+import { SinkFile } from './sink.file.ts';
+import { SinkS3, type SinkS3Options } from './sink.s3.ts';
+
+export type SinkDestination =
+  | { readonly kind: 's3'; readonly url: string; readonly bucket: string; readonly key: string }
+  | { readonly kind: 'file'; readonly path: string };
+
+/** Bucket names S3 and the S3-compatible stores accept (3-63 letters, digits, dots, hyphens, underscores). */
+const BUCKET = /^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$/;
+
+function bad(dest: string, why: string): SourceError {
+  return new SourceError('bad-request', `destination "${dest}": ${why}`);
+}
+
+/**
+ * Parse a destination. A relative path is taken from `cwd` (the command line); the server only passes absolute
+ * ones (checked against its allow-list first).
+ */
+export function parseDestination(dest: string, cwd: string = process.cwd()): SinkDestination {
+  if (typeof dest !== 'string' || dest.trim() === '') throw bad(String(dest ?? ''), 'give s3://bucket/key.tif or a file path');
+  if (/^s3:\/\//i.test(dest)) {
+    const m = /^s3:\/\/([^/]+)\/(.+)$/s.exec(dest);
+    if (!m) throw bad(dest, 'write it as s3://bucket/path/to/file.tif');
+    const [, bucket, key] = m;
+    if (!BUCKET.test(bucket)) throw bad(dest, `"${bucket}" is not a valid bucket name`);
+    if (key.endsWith('/')) throw bad(dest, 'it names a prefix; give the key of the file, e.g. .../mosaic.tif');
+    if (key.split('/').some((s) => s === '' || s === '.' || s === '..')) throw bad(dest, 'the key may not contain empty, "." or ".." segments');
+    if (/[\u0000-\u001f\u007f]/.test(key)) throw bad(dest, 'the key may not contain control characters');
+    if (Buffer.byteLength(key) > 1024) throw bad(dest, 'S3 keys are at most 1024 bytes');
+    return { kind: 's3', url: `s3://${bucket}/${key}`, bucket, key };
+  }
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(dest) && !/^file:\/\//i.test(dest)) {
+    throw bad(dest, 'only s3://bucket/key and local file paths are supported');
+  }
+  const raw = dest.replace(/^file:\/\//i, '');
+  if (raw.endsWith('/') || raw.endsWith(path.sep)) throw bad(dest, 'it names a folder; give a file name');
+  const file = path.resolve(cwd, raw);
+  try {
+    if (statSync(file).isDirectory()) throw bad(dest, 'it is a folder; give a file name');
+  } catch (e) {
+    if (e instanceof SourceError) throw e;
+    // not there yet: fine
+  }
+  return { kind: 'file', path: file };
+}
+
+/** The location a destination is reported as (s3://bucket/key or the absolute path). */
+export function destinationLocation(dest: SinkDestination): string {
+  return dest.kind === 's3' ? dest.url : dest.path;
+}
+
+export interface SinkSettings {
+  /** S3 connection settings (endpoint, region, keys, timeout); the sink builds its own client from them */
+  readonly s3: S3Settings;
+  /** S3 sink tuning (retries, backoff); tests lower these */
+  readonly s3Sink?: Omit<SinkS3Options, 'client' | 'settings'>;
+}
+
+/** The sink writing to `dest`. Nothing is contacted until the pipeline opens it. */
+export function createSink(dest: SinkDestination, settings: SinkSettings): SinkS3 | SinkFile {
+  if (dest.kind === 's3') return new SinkS3(dest.url, { ...settings.s3Sink, settings: settings.s3 });
+  return new SinkFile(dest.path);
+}

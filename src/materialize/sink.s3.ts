@@ -1,0 +1,491 @@
+/**
+ * The S3 sink: one multipart upload per COG. Parts arrive in any order and concurrently (part 1, the header part,
+ * last); each is uploaded with UploadPart and retried with exponential backoff and full jitter on 5xx, throttling,
+ * timeouts and dropped connections (re-uploading a part number overwrites it, so a retry is always safe).
+ *
+ * `complete` sends CompleteMultipartUpload with the parts sorted by number, then reads the object back with
+ * HeadObject: the object must exist, have the size of the parts together and an ETag ending in `-N` with N the
+ * number of parts. That catches a CompleteMultipartUpload answered 200 with an error body (the SDK turns those
+ * into 503s, which are retried) and stores that answer with an empty ETag (radosgw) alike.
+ * `abort` sends AbortMultipartUpload (retried) and checks the upload is gone: nothing appears at the key.
+ *
+ * Every part carries a Content-MD5 header, so the store refuses a part damaged on the way (BadDigest, retried).
+ */
+import { createHash } from 'node:crypto';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  type S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+import { CogmillError, errorMessage, SourceError } from '../render/errors.ts';
+import { createS3Client, parseS3Url, type S3Settings, s3SourceError } from '../render/source.s3.ts';
+import { type Part, S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES } from './part.plan.ts';
+import type { SinkParts, SinkResult, SinkStats } from './sink.ts';
+
+export interface SinkS3Options {
+  /**
+   * A client to share (its own SDK retries then add to the sink's, and are counted too). Without it the sink
+   * builds a private client from `settings` with SDK retries off, and destroys it when done.
+   */
+  readonly client?: S3Client;
+  readonly settings?: S3Settings;
+  /** Content-Type of the object (default image/tiff) */
+  readonly contentType?: string;
+  /** attempts per request, the first included (default 8) */
+  readonly attempts?: number;
+  /** first backoff in milliseconds; doubles per attempt, full jitter (default 200) */
+  readonly retryBaseMs?: number;
+  /** longest backoff in milliseconds (default 10,000) */
+  readonly retryMaxMs?: number;
+  /** every part but the highest-numbered must be at least this big (S3: 5 MiB) */
+  readonly minPartBytes?: number;
+  /** how long abort() may take before it gives up, in milliseconds (default 60,000) */
+  readonly abortTimeoutMs?: number;
+}
+
+export const SINK_S3_DEFAULTS = {
+  contentType: 'image/tiff',
+  attempts: 8,
+  retryBaseMs: 200,
+  retryMaxMs: 10_000,
+  abortTimeoutMs: 60_000,
+} as const;
+
+/** how many retried errors a sink remembers for progress reports */
+const RECENT_ERRORS = 10;
+
+interface S3ErrorShape {
+  name?: string;
+  code?: string;
+  Code?: string;
+  message?: string;
+  $metadata?: { httpStatusCode?: number; attempts?: number };
+}
+
+const RETRYABLE_CODES = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'TooManyRequestsException',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'InternalError',
+  'ServiceUnavailable',
+  'BadDigest',
+  'IncompleteBody',
+  'TimeoutError',
+]);
+
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'UND_ERR_SOCKET',
+]);
+
+const NEVER_RETRY = new Set(['CredentialsProviderError', 'TypeError', 'RangeError', 'SyntaxError', 'ReferenceError']);
+
+function errorName(e: unknown): string {
+  const err = (e ?? {}) as S3ErrorShape;
+  return err.Code ?? err.name ?? '';
+}
+
+/** Whether an S3 request that failed this way may succeed when sent again. */
+export function isRetryableS3Error(e: unknown): boolean {
+  if (e instanceof CogmillError) return false;
+  const err = (e ?? {}) as S3ErrorShape;
+  const status = err.$metadata?.httpStatusCode;
+  const name = errorName(e);
+  if (RETRYABLE_CODES.has(name)) return true;
+  if (err.code !== undefined && NETWORK_CODES.has(err.code)) return true;
+  if (status !== undefined) return status >= 500 || status === 429 || status === 408;
+  // no HTTP answer at all: a socket or parsing failure on the way, unless it is a programming or credentials error
+  return !NEVER_RETRY.has(name) && !(e instanceof TypeError);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function concat(chunks: readonly Uint8Array[], bytes: number): Uint8Array {
+  if (chunks.length === 1 && chunks[0].byteLength === bytes) return chunks[0];
+  const out = new Uint8Array(bytes);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  if (at !== bytes) throw new RangeError(`part chunks hold ${at} bytes, not the ${bytes} announced`);
+  return out;
+}
+
+/** `"0123abcd...-7"` -> 7 (undefined when the ETag is not a multipart ETag) */
+export function multipartEtagParts(etag: string | undefined): number | undefined {
+  const m = /^"?[0-9a-fA-F]+-(\d+)"?$/.exec(etag ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
+interface PartRecord {
+  readonly etag: string;
+  readonly bytes: number;
+  readonly md5: Buffer;
+}
+
+export class SinkS3 implements SinkParts {
+  readonly mode = 'parts' as const;
+  readonly kind = 's3';
+  readonly location: string;
+  readonly stats: SinkStats = { parts: 0, bytes: 0, retries: 0 };
+  /** the last few errors that were retried, oldest first (for progress reports) */
+  readonly recentErrors: string[] = [];
+  readonly bucket: string;
+  readonly key: string;
+  private readonly options: SinkS3Options;
+  private client: S3Client | undefined;
+  private readonly ownsClient: boolean;
+  private readonly attempts: number;
+  private readonly parts = new Map<number, PartRecord>();
+  private readonly inflight = new Set<Promise<unknown>>();
+  private id: string | undefined;
+  private state: 'new' | 'open' | 'completing' | 'completed' | 'aborted' = 'new';
+
+  constructor(url: string, options: SinkS3Options = {}) {
+    const { bucket, key } = parseS3Url(url);
+    if (key === '' || key.endsWith('/')) {
+      throw new SourceError('bad-request', `"${url}" names no object: write the destination as s3://bucket/path/to/file.tif`);
+    }
+    if (!options.client && !options.settings) throw new TypeError('SinkS3 needs a client or S3 settings');
+    this.location = `s3://${bucket}/${key}`;
+    this.bucket = bucket;
+    this.key = key;
+    this.options = options;
+    this.client = options.client;
+    this.ownsClient = options.client === undefined;
+    this.attempts = Math.max(1, options.attempts ?? SINK_S3_DEFAULTS.attempts);
+  }
+
+  /** the multipart upload id (after open) */
+  get uploadId(): string | undefined {
+    return this.id;
+  }
+
+  private s3(): S3Client {
+    this.client ??= createS3Client({ ...this.options.settings, maxAttempts: 1 });
+    return this.client;
+  }
+
+  private release(): void {
+    if (this.ownsClient) {
+      this.client?.destroy();
+      this.client = undefined;
+    }
+  }
+
+  private note(action: string, e: unknown): void {
+    const err = (e ?? {}) as S3ErrorShape;
+    const status = err.$metadata?.httpStatusCode;
+    const what = [status && `HTTP ${status}`, errorName(e) || err.code, err.message].filter(Boolean).join(' ');
+    this.recentErrors.push(`${action}: ${what || errorMessage(e)} (retried)`);
+    if (this.recentErrors.length > RECENT_ERRORS) this.recentErrors.shift();
+  }
+
+  /** SDK-level retries (shared clients) count as retries too */
+  private countSdkRetries(meta: { attempts?: number } | undefined): void {
+    if (meta?.attempts && meta.attempts > 1) this.stats.retries += meta.attempts - 1;
+  }
+
+  private backoffMs(attempt: number): number {
+    const base = this.options.retryBaseMs ?? SINK_S3_DEFAULTS.retryBaseMs;
+    const max = this.options.retryMaxMs ?? SINK_S3_DEFAULTS.retryMaxMs;
+    return Math.random() * Math.min(max, base * 2 ** (attempt - 1));
+  }
+
+  /** Send with retries; `signal` cancels (its reason is thrown as it is). */
+  private async send<T extends { $metadata?: { attempts?: number } }>(
+    action: string,
+    fn: (client: S3Client, signal: AbortSignal | undefined) => Promise<T>,
+    signal: AbortSignal | undefined,
+    onFailedAttempt?: (e: unknown) => void,
+  ): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      signal?.throwIfAborted();
+      try {
+        const out = await fn(this.s3(), signal);
+        this.countSdkRetries(out.$metadata);
+        return out;
+      } catch (e) {
+        if (signal?.aborted) throw signal.reason;
+        this.countSdkRetries((e as S3ErrorShape).$metadata);
+        onFailedAttempt?.(e);
+        if (attempt >= this.attempts || !isRetryableS3Error(e)) throw this.fail(e, action, attempt);
+        this.stats.retries++;
+        this.note(action, e);
+        await sleep(this.backoffMs(attempt), signal);
+      }
+    }
+  }
+
+  private fail(e: unknown, action: string, attempts: number): CogmillError {
+    if (e instanceof CogmillError) return e;
+    const name = errorName(e);
+    const opts = { cause: e };
+    const after = attempts > 1 ? ` after ${attempts} attempts` : '';
+    if (name === 'NoSuchUpload') {
+      return new SourceError(
+        'not-found',
+        `${this.location}: the multipart upload ${this.id ?? ''} no longer exists (${action}); it was aborted, or a lifecycle rule removed it`,
+        opts,
+      );
+    }
+    if (name === 'EntityTooSmall' || name === 'InvalidPart' || name === 'InvalidPartOrder') {
+      return new SourceError('internal', `${this.location}: S3 refused the parts (${action}, ${name}): ${(e as Error).message}`, opts);
+    }
+    const status = (e as S3ErrorShape).$metadata?.httpStatusCode;
+    if (status === 401 || status === 403) {
+      return new SourceError(
+        'forbidden',
+        `${this.location}: access denied (${action}, S3 ${status} ${name}); the credentials need s3:PutObject and s3:AbortMultipartUpload on this bucket and key`,
+        opts,
+      );
+    }
+    const mapped = s3SourceError(e, this.location, action);
+    return after ? new SourceError(mapped.kind, `${mapped.message}${after}`, opts) : mapped;
+  }
+
+  async open(signal?: AbortSignal): Promise<void> {
+    if (this.state !== 'new') throw new Error(`SinkS3.open: the sink is ${this.state}`);
+    const res = await this.send(
+      'CreateMultipartUpload',
+      (c, s) =>
+        c.send(
+          new CreateMultipartUploadCommand({
+            Bucket: this.bucket,
+            Key: this.key,
+            ContentType: this.options.contentType ?? SINK_S3_DEFAULTS.contentType,
+          }),
+          { abortSignal: s },
+        ),
+      signal,
+    );
+    if (!res.UploadId) throw new SourceError('unreachable', `${this.location}: CreateMultipartUpload answered without an UploadId`);
+    this.id = res.UploadId;
+    this.state = 'open';
+  }
+
+  putPart(part: Part, signal?: AbortSignal): Promise<void> {
+    const p = this.upload(part, signal);
+    this.inflight.add(p);
+    const done = () => this.inflight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  private async upload(part: Part, signal?: AbortSignal): Promise<void> {
+    if (this.state !== 'open') {
+      throw new SourceError('internal', `${this.location}: part ${part.partNumber} arrived while the upload is ${this.state}`);
+    }
+    const n = part.partNumber;
+    if (!Number.isInteger(n) || n < 1 || n > S3_MAX_PARTS) throw new RangeError(`part number ${n} is outside 1..${S3_MAX_PARTS}`);
+    if (part.bytes > S3_MAX_PART_BYTES) throw new RangeError(`part ${n} is ${part.bytes} bytes, more than S3's 5 GiB`);
+    const body = concat(part.chunks, part.bytes);
+    const md5 = createHash('md5').update(body).digest();
+    const res = await this.send(
+      `UploadPart ${n}`,
+      (c, s) =>
+        c.send(
+          new UploadPartCommand({
+            Bucket: this.bucket,
+            Key: this.key,
+            UploadId: this.id,
+            PartNumber: n,
+            Body: body,
+            ContentLength: body.byteLength,
+            ContentMD5: md5.toString('base64'),
+          }),
+          { abortSignal: s },
+        ),
+      signal,
+    );
+    const etag = res.ETag ?? '';
+    if (etag === '') throw new SourceError('unreachable', `${this.location}: UploadPart ${n} answered without an ETag`);
+    if (this.state !== 'open') return;
+    const old = this.parts.get(n);
+    if (old) this.stats.bytes -= old.bytes;
+    else this.stats.parts++;
+    this.parts.set(n, { etag, bytes: body.byteLength, md5 });
+    this.stats.bytes += body.byteLength;
+  }
+
+  /** the parts uploaded so far, by number */
+  uploadedParts(): { partNumber: number; bytes: number; etag: string }[] {
+    return [...this.parts.entries()].sort((a, b) => a[0] - b[0]).map(([partNumber, p]) => ({ partNumber, bytes: p.bytes, etag: p.etag }));
+  }
+
+  /** the ETag S3 gives a multipart object made of exactly these parts (MD5 of the parts' MD5s, `-N`) */
+  expectedEtag(): string {
+    const sorted = [...this.parts.entries()].sort((a, b) => a[0] - b[0]);
+    const h = createHash('md5');
+    for (const [, p] of sorted) h.update(p.md5);
+    return `"${h.digest('hex')}-${sorted.length}"`;
+  }
+
+  async complete(signal?: AbortSignal): Promise<SinkResult> {
+    if (this.state !== 'open') throw new SourceError('internal', `${this.location}: complete() while the upload is ${this.state}`);
+    await Promise.allSettled([...this.inflight]);
+    const sorted = this.uploadedParts();
+    if (sorted.length === 0 || sorted[0].partNumber !== 1) {
+      throw new SourceError('internal', `${this.location}: cannot complete the upload without part 1 (the header)`);
+    }
+    const minPartBytes = this.options.minPartBytes ?? S3_MIN_PART_BYTES;
+    for (let i = 0; i < sorted.length - 1; i++) {
+      if (sorted[i].bytes < minPartBytes) {
+        throw new SourceError(
+          'internal',
+          `${this.location}: part ${sorted[i].partNumber} is ${sorted[i].bytes} bytes; every part but the last must be at least ${minPartBytes}`,
+        );
+      }
+    }
+    const totalBytes = sorted.reduce((a, p) => a + p.bytes, 0);
+    this.state = 'completing';
+    // a retry after an answer that got lost may find the upload already completed (NoSuchUpload): then the
+    // object itself tells whether it is ours
+    let ambiguous = false;
+    try {
+      await this.send(
+        'CompleteMultipartUpload',
+        (c, s) =>
+          c.send(
+            new CompleteMultipartUploadCommand({
+              Bucket: this.bucket,
+              Key: this.key,
+              UploadId: this.id,
+              MultipartUpload: { Parts: sorted.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
+            }),
+            { abortSignal: s },
+          ),
+        signal,
+        (e) => {
+          if (isRetryableS3Error(e)) ambiguous = true;
+        },
+      );
+    } catch (e) {
+      const gone = e instanceof SourceError && e.kind === 'not-found' && e.cause !== undefined && errorName(e.cause) === 'NoSuchUpload';
+      if (!(ambiguous && gone)) {
+        this.state = 'open';
+        throw e;
+      }
+    }
+    let head: { ContentLength?: number; ETag?: string };
+    try {
+      head = await this.send(
+        'HeadObject',
+        (c, s) => c.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key }), { abortSignal: s }),
+        signal,
+      );
+    } catch (e) {
+      this.state = 'open';
+      if (e instanceof SourceError && e.kind === 'not-found') {
+        throw new SourceError(
+          'unreachable',
+          `${this.location}: CompleteMultipartUpload seemed to succeed but no object is at the key; the upload was not completed`,
+          { cause: e },
+        );
+      }
+      throw e;
+    }
+    const etag = head.ETag ?? '';
+    const etagParts = multipartEtagParts(etag);
+    const problem =
+      head.ContentLength !== totalBytes
+        ? `its size is ${head.ContentLength} bytes, not the ${totalBytes} uploaded`
+        : etagParts !== sorted.length
+          ? `its ETag ${etag || '(none)'} does not say ${sorted.length} parts`
+          : undefined;
+    if (problem) {
+      // another writer's object, or a completion that did not take our parts: do not report success
+      this.state = 'open';
+      throw new SourceError('changed', `${this.location}: after CompleteMultipartUpload the object is not ours: ${problem}`);
+    }
+    this.state = 'completed';
+    this.release();
+    return { location: this.location, bytes: totalBytes, etag, parts: sorted.length };
+  }
+
+  async abort(_reason?: unknown): Promise<void> {
+    if (this.state === 'completed' || this.state === 'aborted') {
+      this.release();
+      return;
+    }
+    const wasOpen = this.state !== 'new';
+    this.state = 'aborted';
+    // parts still on the wire would re-create storage after the abort: let them finish first
+    await Promise.allSettled([...this.inflight]);
+    if (!wasOpen || this.id === undefined) {
+      this.release();
+      return;
+    }
+    const timeout = AbortSignal.timeout(this.options.abortTimeoutMs ?? SINK_S3_DEFAULTS.abortTimeoutMs);
+    try {
+      // S3 may need more than one abort to free parts that were being uploaded: abort until it is not listed
+      for (let round = 0; round < 3; round++) {
+        try {
+          await this.send(
+            'AbortMultipartUpload',
+            (c, s) => c.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.key, UploadId: this.id }), { abortSignal: s }),
+            timeout,
+          );
+        } catch (e) {
+          if (!(e instanceof SourceError && e.cause !== undefined && errorName(e.cause) === 'NoSuchUpload')) throw e;
+        }
+        if (!(await this.stillListed(timeout))) return;
+      }
+      throw new SourceError('unreachable', `${this.location}: the multipart upload ${this.id} is still listed after three aborts`);
+    } finally {
+      this.release();
+    }
+  }
+
+  /** whether ListMultipartUploads still shows our upload */
+  private async stillListed(signal: AbortSignal): Promise<boolean> {
+    let keyMarker: string | undefined;
+    let idMarker: string | undefined;
+    for (let page = 0; page < 100; page++) {
+      const res = await this.send(
+        'ListMultipartUploads',
+        (c, s) =>
+          c.send(
+            new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.key, KeyMarker: keyMarker, UploadIdMarker: idMarker }),
+            { abortSignal: s },
+          ),
+        signal,
+      );
+      if ((res.Uploads ?? []).some((u) => u.UploadId === this.id)) return true;
+      if (!res.IsTruncated) return false;
+      keyMarker = res.NextKeyMarker;
+      idMarker = res.NextUploadIdMarker;
+    }
+    return false;
+  }
+}
