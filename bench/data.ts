@@ -95,10 +95,25 @@ interface Plan {
 /** Where the scenes lie (pure). */
 export function scenePlans(sizes: Sizes): { west: Plan; east: Plan; zone31: Plan; quarter: Plan } {
   const { s2Size: n, s2Res: r } = sizes;
-  const west: Plan = { name: 's2-32-west', epsg: 32632, transform: [S2_WEST_X, r, 0, S2_TOP_Y, 0, -r], width: n, height: n };
-  const east: Plan = { name: 's2-32-east', epsg: 32632, transform: [S2_WEST_X + MGRS_STEP_M, r, 0, S2_TOP_Y, 0, -r], width: n, height: n };
+  const west: Plan = {
+    name: 's2-32-west',
+    epsg: 32632,
+    transform: [S2_WEST_X, r, 0, S2_TOP_Y, 0, -r],
+    width: n,
+    height: n,
+  };
+  const east: Plan = {
+    name: 's2-32-east',
+    epsg: 32632,
+    transform: [S2_WEST_X + MGRS_STEP_M, r, 0, S2_TOP_Y, 0, -r],
+    width: n,
+    height: n,
+  };
   // the zone-31 scene's east edge lies ZONE_OVERLAP_M east of the west scene's west edge (at mid height)
-  const [ex, ey] = createTransformer(crsFromEpsg(32632), crsFromEpsg(32631)).point(S2_WEST_X, S2_TOP_Y - S2_EXTENT_M / 2);
+  const [ex, ey] = createTransformer(crsFromEpsg(32632), crsFromEpsg(32631)).point(
+    S2_WEST_X,
+    S2_TOP_Y - S2_EXTENT_M / 2,
+  );
   const zone31: Plan = {
     name: 's2-31',
     epsg: 32631,
@@ -107,7 +122,13 @@ export function scenePlans(sizes: Sizes): { west: Plan; east: Plan; zone31: Plan
     height: n,
   };
   const half = Math.floor(n / 2);
-  const quarter: Plan = { name: 's2-32-west-quarter', epsg: 32632, transform: west.transform, width: half, height: half };
+  const quarter: Plan = {
+    name: 's2-32-west-quarter',
+    epsg: 32632,
+    transform: west.transform,
+    width: half,
+    height: half,
+  };
   return { west, east, zone31, quarter };
 }
 
@@ -129,7 +150,13 @@ function landcoverPlans(sizes: Sizes): Plan[] {
   const out: Plan[] = [];
   for (const [i, lon] of [5, 6].entries())
     for (const [j, lat] of [46, 45].entries()) {
-      out.push({ name: `landcover-${i}${j}`, epsg: 4326, transform: [lon, res, 0, lat, 0, -res], width: sizes.lcSize, height: sizes.lcSize });
+      out.push({
+        name: `landcover-${i}${j}`,
+        epsg: 4326,
+        transform: [lon, res, 0, lat, 0, -res],
+        width: sizes.lcSize,
+        height: sizes.lcSize,
+      });
     }
   return out;
 }
@@ -192,7 +219,9 @@ async function writeAtomically(file: string, write: (tmp: string) => Promise<voi
 async function ensureTiled(cog: string, tiled: string): Promise<void> {
   if (existsSync(tiled)) return;
   await writeAtomically(tiled, async (tmp) => {
-    await run('gdal_translate', ['-q', '-of', 'GTiff', '-co', 'TILED=YES', '-co', 'COMPRESS=DEFLATE', cog, tmp], { timeoutMs: 900_000 });
+    await run('gdal_translate', ['-q', '-of', 'GTiff', '-co', 'TILED=YES', '-co', 'COMPRESS=DEFLATE', cog, tmp], {
+      timeoutMs: 900_000,
+    });
   });
 }
 
@@ -218,7 +247,19 @@ async function ensureInput(
       try {
         await run(
           'gdal_translate',
-          ['-q', '-of', 'COG', '-co', 'COMPRESS=DEFLATE', '-co', 'BLOCKSIZE=512', '-co', 'OVERVIEW_RESAMPLING=MODE', full, tmp],
+          [
+            '-q',
+            '-of',
+            'COG',
+            '-co',
+            'COMPRESS=DEFLATE',
+            '-co',
+            'BLOCKSIZE=512',
+            '-co',
+            'OVERVIEW_RESAMPLING=MODE',
+            full,
+            tmp,
+          ],
           { timeoutMs: 900_000 },
         );
       } finally {
@@ -246,7 +287,16 @@ function s2Scene(plan: Plan, wedge: { k: number; mirror: boolean }) {
     // the texture's seed is the zone: scenes of one zone show the same ground where they overlap (up to noise)
     const a = texture(w, h, 'uint16', 200, 6000, plan.epsg, ...textureFrame(t));
     nodataWedge(a, w, h, wedge.k, wedge.mirror, S2_NODATA);
-    return { width: w, height: h, dtype: 'uint16' as const, bands: [a], transform: t, epsg: plan.epsg, geographic: false, nodata: S2_NODATA };
+    return {
+      width: w,
+      height: h,
+      dtype: 'uint16' as const,
+      bands: [a],
+      transform: t,
+      epsg: plan.epsg,
+      geographic: false,
+      nodata: S2_NODATA,
+    };
   };
 }
 
@@ -255,7 +305,9 @@ export async function ensureBenchData(opts: { small: boolean; dir?: string }): P
   const dir = opts.dir ?? path.join(BENCH_DIR, 'data', opts.small ? 'small' : 'full');
   await mkdir(dir, { recursive: true });
   const manifestFile = path.join(dir, 'manifest.json');
-  const manifest = existsSync(manifestFile) ? (JSON.parse(await readFile(manifestFile, 'utf8')) as { version?: number }) : {};
+  const manifest = existsSync(manifestFile)
+    ? (JSON.parse(await readFile(manifestFile, 'utf8')) as { version?: number })
+    : {};
   if (manifest.version !== DATA_VERSION) {
     // another generator version: start again
     for (const f of await readdir(dir)) if (f.endsWith('.tif')) await rm(path.join(dir, f), { force: true });
@@ -271,24 +323,46 @@ export async function ensureBenchData(opts: { small: boolean; dir?: string }): P
   const rgb = await ensureInput(dir, rp, async () => {
     const t = rp.transform;
     const bands = [0, 1, 2].map((b) => texture(rp.width, rp.height, 'uint8', 10, 245, 100 + b, ...textureFrame(t)));
-    return { width: rp.width, height: rp.height, dtype: 'uint8' as const, bands, transform: t, epsg: 3857, geographic: false };
+    return {
+      width: rp.width,
+      height: rp.height,
+      dtype: 'uint8' as const,
+      bands,
+      transform: t,
+      epsg: 3857,
+      geographic: false,
+    };
   });
   const landcoverInputs: BenchInput[] = [];
   for (const p of landcoverPlans(sizes)) {
     landcoverInputs.push(
-      await ensureInput(dir, p, async () => ({
-        width: p.width,
-        height: p.height,
-        dtype: 'uint8' as const,
-        bands: [landcover(p)],
-        transform: p.transform,
-        epsg: 4326,
-        geographic: true,
-        nodata: LC_NODATA,
-      }), true),
+      await ensureInput(
+        dir,
+        p,
+        async () => ({
+          width: p.width,
+          height: p.height,
+          dtype: 'uint8' as const,
+          bands: [landcover(p)],
+          transform: p.transform,
+          epsg: 4326,
+          geographic: true,
+          nodata: LC_NODATA,
+        }),
+        true,
+      ),
     );
   }
-  const data: BenchData = { dir, small: opts.small, s2West, s2East, s2Zone31, s2Quarter, rgb, landcover: landcoverInputs };
+  const data: BenchData = {
+    dir,
+    small: opts.small,
+    s2West,
+    s2East,
+    s2Zone31,
+    s2Quarter,
+    rgb,
+    landcover: landcoverInputs,
+  };
   await writeFile(manifestFile, `${JSON.stringify({ version: DATA_VERSION, sizes, data }, null, 2)}\n`);
   return data;
 }

@@ -89,13 +89,18 @@ export async function runBenches(benches: readonly Bench[], options: HarnessOpti
       const message = (e as Error)?.stack ?? String(e);
       emit(bench.name, { error: message.split('\n')[0] });
       note(`${bench.name} FAILED: ${message}`);
-      if (options.record) await appendResults(bench.title, options.small, [{ title: 'failed', body: `\`\`\`\n${message.slice(0, 4000)}\n\`\`\`` }]);
+      if (options.record)
+        await appendResults(bench.title, options.small, [
+          { title: 'failed', body: `\`\`\`\n${message.slice(0, 4000)}\n\`\`\`` },
+        ]);
     } finally {
       if (!options.keep) await rm(outDir, { recursive: true, force: true });
     }
   }
   if (!options.keep && !options.outDir) await rm(root, { recursive: true, force: true });
-  note(`all done in ${Math.round((performance.now() - t0) / 1000)} s${failed.length ? `; failed: ${failed.join(', ')}` : ''}`);
+  note(
+    `all done in ${Math.round((performance.now() - t0) / 1000)} s${failed.length ? `; failed: ${failed.join(', ')}` : ''}`,
+  );
   return { failed };
 }
 

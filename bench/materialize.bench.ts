@@ -50,9 +50,13 @@ export async function cogmillMaterialize(
   extra: { s3?: S3Settings; nodeArgs?: readonly string[]; timeoutMs?: number } = {},
 ): Promise<CogmillRun> {
   const job: MaterializeJob = { spec, out, roots, options, s3: extra.s3 };
-  const m = await measured(NODE, [...(extra.nodeArgs ?? []), path.join(BENCH_DIR, 'materialize.child.ts'), JSON.stringify(job)], {
-    timeoutMs: extra.timeoutMs ?? 3_600_000,
-  });
+  const m = await measured(
+    NODE,
+    [...(extra.nodeArgs ?? []), path.join(BENCH_DIR, 'materialize.child.ts'), JSON.stringify(job)],
+    {
+      timeoutMs: extra.timeoutMs ?? 3_600_000,
+    },
+  );
   const line = m.stdout.trim().split('\n').pop() ?? '{}';
   return { ...m, result: JSON.parse(line) };
 }
@@ -74,18 +78,29 @@ export interface Validation {
 }
 
 /** GDAL's COG validator, full check. */
-export async function validateCog(file: string): Promise<Validation> {
-  const r = await run(PYTHON, ['-m', 'osgeo_utils.samples.validate_cloud_optimized_geotiff', '--full-check=yes', file], {
-    timeoutMs: 900_000,
-    allowFail: true,
-  });
+export async function validateCog(file: string, env: Record<string, string> = {}): Promise<Validation> {
+  const r = await run(
+    PYTHON,
+    ['-m', 'osgeo_utils.samples.validate_cloud_optimized_geotiff', '--full-check=yes', file],
+    {
+      timeoutMs: 900_000,
+      allowFail: true,
+      env: { ...process.env, ...env },
+    },
+  );
   const text = `${r.stdout}\n${r.stderr}`.trim();
   const warnings = (text.match(/warning/gi) ?? []).length;
-  return { valid: r.code === 0 && /is a valid cloud optimized GeoTIFF/i.test(text), warnings, message: text.split('\n').slice(0, 3).join(' ') };
+  return {
+    valid: r.code === 0 && /is a valid cloud optimized GeoTIFF/i.test(text),
+    warnings,
+    message: text.split('\n').slice(0, 3).join(' '),
+  };
 }
 
 async function rasterSize(file: string): Promise<string> {
-  const info = JSON.parse((await run('gdalinfo', ['-json', file], { timeoutMs: 60_000 })).stdout) as { size: [number, number] };
+  const info = JSON.parse((await run('gdalinfo', ['-json', file], { timeoutMs: 60_000 })).stdout) as {
+    size: [number, number];
+  };
   return `${info.size[0]}x${info.size[1]}`;
 }
 
@@ -101,11 +116,13 @@ interface Case {
 function cases(data: BenchData): Case[] {
   const { s2West, s2East, s2Zone31, rgb, landcover } = data;
   // GDAL paints later sources over earlier ones, cogmill keeps the first valid pixel: same result, reversed lists
-  const viaVrt = (name: string, sources: readonly string[], ovr = 'AVERAGE') => async (out: string, _grid: Grid, dir: string) => {
-    const vrt = path.join(dir, `${name}.vrt`);
-    await run('gdalbuildvrt', ['-q', '-overwrite', vrt, ...[...sources].reverse()], { timeoutMs: 60_000 });
-    return { cmd: 'gdal_translate', args: ['-q', '-of', 'COG', ...gdalCogOptions(ovr), vrt, out] };
-  };
+  const viaVrt =
+    (name: string, sources: readonly string[], ovr = 'AVERAGE') =>
+    async (out: string, _grid: Grid, dir: string) => {
+      const vrt = path.join(dir, `${name}.vrt`);
+      await run('gdalbuildvrt', ['-q', '-overwrite', vrt, ...[...sources].reverse()], { timeoutMs: 60_000 });
+      return { cmd: 'gdal_translate', args: ['-q', '-of', 'COG', ...gdalCogOptions(ovr), vrt, out] };
+    };
   const sameZone = [s2West.cog, s2East.cog];
   const twoZones = [s2West.cog, s2Zone31.cog];
   return [
@@ -221,11 +238,21 @@ export const materializeBench: Bench = {
         }
       }
       const [vOurs, vGdal] = await Promise.all([validateCog(oursOut), validateCog(gdalOut)]);
-      const [sizeOurs, sizeGdal] = await Promise.all([stat(oursOut).then((s) => s.size), stat(gdalOut).then((s) => s.size)]);
+      const [sizeOurs, sizeGdal] = await Promise.all([
+        stat(oursOut).then((s) => s.size),
+        stat(gdalOut).then((s) => s.size),
+      ]);
       const [dimOurs, dimGdal] = await Promise.all([rasterSize(oursOut), rasterSize(gdalOut)]);
       const oursWall = median(ours.map((r) => r.wallMs));
       const gdalWall = median(theirs.map((r) => r.wallMs));
-      const tool = (name: string, runs: Measured[], wall: number, bytes: number, v: { valid: boolean; warnings: number }, dims: string) => ({
+      const tool = (
+        name: string,
+        runs: Measured[],
+        wall: number,
+        bytes: number,
+        v: { valid: boolean; warnings: number },
+        dims: string,
+      ) => ({
         case: c.name,
         tool: name,
         pixels: dims,

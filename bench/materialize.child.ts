@@ -4,9 +4,10 @@
  *
  *   node bench/materialize.child.ts '{"spec":{"id":"m","sources":[...]},"out":"/tmp/x.tif","roots":["/data"]}'
  */
+
+import { createSink, parseDestination } from '../src/materialize/destination.ts';
 import type { MaterializeOptions } from '../src/materialize/pipeline.ts';
 import { materialize } from '../src/materialize/pipeline.ts';
-import { createSink, parseDestination } from '../src/materialize/destination.ts';
 import { Engine } from '../src/render/engine.ts';
 import type { MosaicSpec } from '../src/render/mosaic.ts';
 import type { S3Settings } from '../src/render/source.s3.ts';

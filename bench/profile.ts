@@ -107,10 +107,15 @@ export async function summariseProfiles(inputs: readonly string[], top = 20): Pr
 }
 
 if (import.meta.main) {
-  const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' } } });
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: { top: { type: 'string', default: '25' } },
+  });
   const s = await summariseProfiles(positionals, Number(values.top));
   process.stdout.write(`profiles: ${s.files}, busy ${s.busyMs} ms, idle ${s.idleMs} ms\n\nself time by function:\n`);
-  for (const l of s.top) process.stdout.write(`${String(l.selfMs).padStart(7)} ms ${String(l.selfPct).padStart(5)}%  ${l.fn}  ${l.where}\n`);
+  for (const l of s.top)
+    process.stdout.write(`${String(l.selfMs).padStart(7)} ms ${String(l.selfPct).padStart(5)}%  ${l.fn}  ${l.where}\n`);
   process.stdout.write('\nself time by file:\n');
-  for (const l of s.byFile) process.stdout.write(`${String(l.selfMs).padStart(7)} ms ${String(l.selfPct).padStart(5)}%  ${l.where}\n`);
+  for (const l of s.byFile)
+    process.stdout.write(`${String(l.selfMs).padStart(7)} ms ${String(l.selfPct).padStart(5)}%  ${l.where}\n`);
 }

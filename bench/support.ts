@@ -47,7 +47,9 @@ export function machine(): Promise<Machine> {
     const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
     const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
     const nproc = (await run('nproc', [], { timeoutMs: 5_000 }).catch(() => undefined))?.stdout.trim();
-    const gdal = (await run('gdalinfo', ['--version'], { timeoutMs: 10_000 }).catch(() => undefined))?.stdout.trim() ?? 'not installed';
+    const gdal =
+      (await run('gdalinfo', ['--version'], { timeoutMs: 10_000 }).catch(() => undefined))?.stdout.trim() ??
+      'not installed';
     return {
       cpus: Number(nproc) || os.availableParallelism(),
       cpuModel: model,
@@ -78,15 +80,30 @@ export function run(
     execFile(
       cmd,
       args,
-      { timeout: opts.timeoutMs ?? 600_000, maxBuffer: 256 * MiB, env: opts.env ?? process.env, cwd: opts.cwd ?? REPO_DIR, killSignal: 'SIGKILL' },
+      {
+        timeout: opts.timeoutMs ?? 600_000,
+        maxBuffer: 256 * MiB,
+        env: opts.env ?? process.env,
+        cwd: opts.cwd ?? REPO_DIR,
+        killSignal: 'SIGKILL',
+      },
       (err, stdout, stderr) => {
         const wallMs = performance.now() - t0;
         const code = err ? ((err as { code?: number }).code ?? null) : 0;
         if (err && !opts.allowFail) {
-          reject(new Error(`${cmd} ${args.join(' ')} failed (${err.message.split('\n')[0]}): ${String(stderr).slice(-2000)}`));
+          reject(
+            new Error(
+              `${cmd} ${args.join(' ')} failed (${err.message.split('\n')[0]}): ${String(stderr).slice(-2000)}`,
+            ),
+          );
           return;
         }
-        resolve({ code: typeof code === 'number' ? code : null, stdout: String(stdout), stderr: String(stderr), wallMs });
+        resolve({
+          code: typeof code === 'number' ? code : null,
+          stdout: String(stdout),
+          stderr: String(stderr),
+          wallMs,
+        });
       },
     );
   });
@@ -132,8 +149,16 @@ export interface Child {
   stop(graceMs?: number): Promise<void>;
 }
 
-export function startChild(cmd: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Child {
-  const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd ?? REPO_DIR, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startChild(
+  cmd: string,
+  args: readonly string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Child {
+  const child = spawn(cmd, args, {
+    env: opts.env ?? process.env,
+    cwd: opts.cwd ?? REPO_DIR,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let text = '';
   let exited = false;
   const listeners = new Set<() => void>();
@@ -164,9 +189,13 @@ export function startChild(cmd: string, args: readonly string[], opts: { env?: N
         const check = () => {
           const m = pattern.exec(text);
           if (m) return done(() => resolve(m));
-          if (exited) return done(() => reject(new Error(`child exited before printing ${pattern}: ${text.slice(-2000)}`)));
+          if (exited)
+            return done(() => reject(new Error(`child exited before printing ${pattern}: ${text.slice(-2000)}`)));
         };
-        const timer = setTimeout(() => done(() => reject(new Error(`no ${pattern} within ${timeoutMs} ms: ${text.slice(-2000)}`))), timeoutMs);
+        const timer = setTimeout(
+          () => done(() => reject(new Error(`no ${pattern} within ${timeoutMs} ms: ${text.slice(-2000)}`))),
+          timeoutMs,
+        );
         const done = (f: () => void) => {
           clearTimeout(timer);
           listeners.delete(check);
@@ -227,10 +256,13 @@ function machineLine(m: Machine): string {
 export function table(rows: readonly Record<string, unknown>[]): string {
   if (rows.length === 0) return '(no rows)';
   const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-  const cell = (v: unknown) => (v === undefined || v === null ? '' : typeof v === 'number' ? String(v) : String(v).replace(/\|/g, '\\|'));
-  return [`| ${keys.join(' | ')} |`, `|${keys.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${keys.map((k) => cell(r[k])).join(' | ')} |`)].join(
-    '\n',
-  );
+  const cell = (v: unknown) =>
+    v === undefined || v === null ? '' : typeof v === 'number' ? String(v) : String(v).replace(/\|/g, '\\|');
+  return [
+    `| ${keys.join(' | ')} |`,
+    `|${keys.map(() => '---').join('|')}|`,
+    ...rows.map((r) => `| ${keys.map((k) => cell(r[k])).join(' | ')} |`),
+  ].join('\n');
 }
 
 /**
@@ -240,7 +272,14 @@ export function table(rows: readonly Record<string, unknown>[]): string {
 export async function appendResults(title: string, small: boolean, sections: readonly Section[]): Promise<void> {
   const m = await machine();
   const date = new Date().toISOString().replace('T', ' ').slice(0, 16);
-  const parts = [`\n## ${date} UTC: ${title} (${small ? '--small' : 'full size'})\n`, `Machine: ${machineLine(m)}\n`];
+  const load = os
+    .loadavg()
+    .map((x) => x.toFixed(1))
+    .join(' ');
+  const parts = [
+    `\n## ${date} UTC: ${title} (${small ? '--small' : 'full size'})\n`,
+    `Machine: ${machineLine(m)}; load average at the end ${load} (other work on the machine slows every number)\n`,
+  ];
   for (const s of sections) parts.push(`### ${s.title}\n\n${s.body}\n`);
   await appendFile(RESULTS_FILE, parts.join('\n'));
 }

@@ -1,1 +1,285 @@
-export async function cmdMaterialize(_argv: string[]): Promise<void> { throw new Error('not yet'); }
+/**
+ * `cogmill materialize`: write a mosaic as a COG to S3 (multipart upload, header last) or to a file, with a
+ * progress bar on a terminal (plain periodic lines otherwise) and a JSON summary on stdout. Ctrl-C cancels
+ * cleanly: the multipart upload is aborted (or the temporary file removed), nothing appears at the destination.
+ */
+import { parseArgs } from 'node:util';
+import { configFor } from './cli.ts';
+import { ConfigError } from './config.ts';
+import { engineSettings, s3Settings } from './main.ts';
+import { createSink, parseDestination } from './materialize/destination.ts';
+import { checkJobOptions, parseJobOptions } from './materialize/jobs.ts';
+import { type MaterializeProgress, materialize } from './materialize/pipeline.ts';
+import { Catalog } from './render/catalog.ts';
+import { Engine } from './render/engine.ts';
+import { CogmillError, errorMessage } from './render/errors.ts';
+import { MiB } from './render/types.ts';
+
+export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mosaic ID | SOURCE...] --out s3://bucket/key.tif|FILE [options]
+
+  Render the mosaic and write it as a Cloud Optimized GeoTIFF (GDAL's COG layout): to S3 by a multipart upload
+  whose first part (the header) is sent last, or to a local file (a temporary file renamed into place).
+
+  --config, -c FILE        configuration file (default: the COGMILL_CONFIG variable)
+  --mosaic, -m ID          a mosaic of the configuration (default: the only one, or the SOURCE arguments)
+  --out, -o DEST           s3://bucket/key.tif, or a file path
+  --compress NAME          deflate (default), lzw, zstd, none, jpeg, webp (jpeg/webp: uint8 RGB)
+  --level N                deflate 1-9, zstd 1-22
+  --quality N              jpeg/webp quality 1-100
+  --predictor P            auto (default: 2 for integers, 3 for floats), 1, 2, 3
+  --blocksize N            tile size in pixels (default: the mosaic's, 512)
+  --resampling NAME        full-resolution resampling (default: the mosaic's)
+  --overview-resampling NAME  average (default; mode for categorical mosaics), nearest, mode, bilinear, cubic
+  --no-statistics          leave band statistics out of GDAL_METADATA
+  --workers N              render/compress threads (default: materialize.workers, else one per core)
+  --max-uploads N          parts uploaded at once (default: materialize.maxConcurrentUploads)
+  --s3-endpoint URL        S3-compatible endpoint (MinIO, Ceph radosgw, ...); default: s3.endpoint, else AWS
+  --s3-region NAME         signing region (default: s3.region)
+  --progress MODE          auto (bar on a terminal, lines otherwise), bar, lines, none
+  --quiet, -q              same as --progress none
+
+  S3 credentials: s3.accessKeyId/secretAccessKey (COGMILL_S3_ACCESS_KEY_ID, ...), else the standard AWS chain
+  (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity, instance role).
+  Prints a JSON summary on stdout; exits 1 on failure, 130 when interrupted (Ctrl-C).
+`;
+
+/** how often plain progress lines are written when stderr is not a terminal */
+const LINE_INTERVAL_MS = 5_000;
+/** how often the terminal bar is redrawn at most */
+const BAR_INTERVAL_MS = 200;
+const BAR_WIDTH = 28;
+const EXIT_INTERRUPTED = 130;
+
+function formatBytes(n: number): string {
+  if (n >= 1024 * MiB) return `${(n / (1024 * MiB)).toFixed(2)} GiB`;
+  if (n >= MiB) return `${(n / MiB).toFixed(1)} MiB`;
+  return `${(n / 1024).toFixed(1)} KiB`;
+}
+
+function formatDuration(seconds: number | null): string {
+  if (seconds === null || !Number.isFinite(seconds)) return '?';
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+}
+
+/** One progress line (without the bar). */
+export function progressText(p: MaterializeProgress): string {
+  const pct = p.tilesTotal > 0 ? (100 * p.tilesDone) / p.tilesTotal : 0;
+  const rate = p.bytesWritten / Math.max(p.elapsedMs / 1000, 1e-3);
+  return [
+    `${pct.toFixed(1)}%`,
+    `${p.tilesDone}/${p.tilesTotal} tiles`,
+    `${formatBytes(p.bytesWritten)} written (${formatBytes(rate)}/s)`,
+    p.parts > 0 ? `${p.parts} parts` : '',
+    p.retries > 0 ? `${p.retries} retries` : '',
+    `ETA ${formatDuration(p.etaSeconds)}`,
+  ]
+    .filter(Boolean)
+    .join(', ');
+}
+
+function bar(p: MaterializeProgress): string {
+  const f = p.tilesTotal > 0 ? p.tilesDone / p.tilesTotal : 0;
+  const full = Math.round(f * BAR_WIDTH);
+  return `[${'#'.repeat(full)}${'.'.repeat(BAR_WIDTH - full)}]`;
+}
+
+type ProgressMode = 'bar' | 'lines' | 'none';
+
+function progressReporter(
+  mode: ProgressMode,
+  out: NodeJS.WriteStream,
+): { report(p: MaterializeProgress): void; end(final?: MaterializeProgress): void } {
+  let last = 0;
+  let drawn = false;
+  let shown: MaterializeProgress | undefined;
+  const draw = (p: MaterializeProgress) => {
+    shown = p;
+    if (mode === 'bar') {
+      out.write(`\r\x1b[K${bar(p)} ${progressText(p)}`);
+      drawn = true;
+    } else if (mode === 'lines') {
+      out.write(`cogmill: ${progressText(p)}\n`);
+    }
+  };
+  return {
+    report(p) {
+      if (mode === 'none') return;
+      const now = performance.now();
+      const every = mode === 'bar' ? BAR_INTERVAL_MS : LINE_INTERVAL_MS;
+      if (last !== 0 && now - last < every) return;
+      last = now;
+      draw(p);
+    },
+    /** the last state is always shown (a finished job says 100%) */
+    end(final) {
+      if (mode !== 'none' && final && final !== shown) draw(final);
+      if (drawn) out.write('\n');
+      drawn = false;
+    },
+  };
+}
+
+function intFlag(name: string, v: string | undefined, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < min || n > max)
+    throw new ConfigError(`--${name} must be an integer from ${min} to ${max} (got "${v}")`);
+  return n;
+}
+
+export async function cmdMaterialize(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      mosaic: { type: 'string', short: 'm' },
+      out: { type: 'string', short: 'o' },
+      compress: { type: 'string' },
+      level: { type: 'string' },
+      quality: { type: 'string' },
+      predictor: { type: 'string' },
+      blocksize: { type: 'string' },
+      resampling: { type: 'string' },
+      'overview-resampling': { type: 'string' },
+      'no-statistics': { type: 'boolean' },
+      workers: { type: 'string' },
+      'max-uploads': { type: 'string' },
+      's3-endpoint': { type: 'string' },
+      's3-region': { type: 'string' },
+      progress: { type: 'string' },
+      quiet: { type: 'boolean', short: 'q' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(MATERIALIZE_USAGE);
+    return;
+  }
+  if (!values.out)
+    throw new ConfigError(`--out is required (s3://bucket/key.tif or a file path)\n\n${MATERIALIZE_USAGE}`);
+  if (values.mosaic && positionals.length)
+    throw new ConfigError('give either --mosaic ID or SOURCE arguments, not both');
+  const progressMode = values.quiet ? 'none' : (values.progress ?? 'auto');
+  if (!['auto', 'bar', 'lines', 'none'].includes(progressMode)) {
+    throw new ConfigError(`--progress must be auto, bar, lines or none (got "${progressMode}")`);
+  }
+  const workers = intFlag('workers', values.workers, 0, 256);
+  const maxUploads = intFlag('max-uploads', values['max-uploads'], 1, 64);
+
+  const s3: Record<string, unknown> = {};
+  if (values['s3-endpoint']) s3.endpoint = values['s3-endpoint'];
+  if (values['s3-region']) s3.region = values['s3-region'];
+  const config = await configFor(values.config, positionals, Object.keys(s3).length ? { s3 } : {});
+
+  let mosaicId = values.mosaic ?? (positionals.length ? 'default' : undefined);
+  if (mosaicId === undefined) {
+    if (config.mosaics.length !== 1) {
+      const ids = config.mosaics.map((m) => m.id).join(', ') || 'none';
+      throw new ConfigError(`name the mosaic with --mosaic ID (configured: ${ids}), or give SOURCE arguments`);
+    }
+    mosaicId = config.mosaics[0].id;
+  }
+  const def = config.mosaics.find((m) => m.id === mosaicId);
+  if (!def)
+    throw new ConfigError(
+      `no mosaic "${mosaicId}" in the configuration (configured: ${config.mosaics.map((m) => m.id).join(', ') || 'none'})`,
+    );
+
+  let parsed: ReturnType<typeof parseJobOptions>;
+  try {
+    parsed = parseJobOptions({
+      compress: values.compress,
+      level: values.level,
+      quality: values.quality,
+      predictor: values.predictor,
+      blocksize: values.blocksize,
+      resampling: values.resampling,
+      overview_resampling: values['overview-resampling'],
+      statistics: values['no-statistics'] ? 'false' : undefined,
+    });
+  } catch (e) {
+    // name the flag, not the API parameter
+    throw new ConfigError(`--${errorMessage(e).replace(/^overview_resampling/, 'overview-resampling')}`);
+  }
+  const dest = parseDestination(values.out);
+
+  const engine = new Engine(engineSettings(config));
+  const controller = new AbortController();
+  let interrupted = false;
+  const onSigint = () => {
+    if (interrupted) {
+      process.stderr.write('\ncogmill: second interrupt: exiting now; an S3 multipart upload may be left to abort\n');
+      process.exit(EXIT_INTERRUPTED);
+    }
+    interrupted = true;
+    process.stderr.write('\ncogmill: interrupted: stopping and aborting the upload (Ctrl-C again to quit at once)\n');
+    controller.abort(new CogmillError('bad-request', 'interrupted'));
+  };
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigint);
+  const mode: ProgressMode =
+    progressMode === 'auto' ? (process.stderr.isTTY ? 'bar' : 'lines') : (progressMode as ProgressMode);
+  const progress = progressReporter(mode, process.stderr);
+  try {
+    const mosaic = await new Catalog(engine).open(def, controller.signal);
+    checkJobOptions(mosaic, parsed.options);
+    const sink = createSink(dest, { s3: s3Settings(config) });
+    const t0 = performance.now();
+    let last: MaterializeProgress | undefined;
+    const result = await materialize(
+      engine,
+      mosaic,
+      sink,
+      {
+        ...parsed.options,
+        workers: workers ?? (config.materialize.workers || undefined),
+        maxConcurrentUploads: maxUploads ?? config.materialize.maxConcurrentUploads,
+      },
+      {
+        signal: controller.signal,
+        onProgress: (p) => {
+          last = p;
+          progress.report(p);
+        },
+      },
+    );
+    progress.end(last);
+    const seconds = (performance.now() - t0) / 1000;
+    const summary = {
+      mosaic: mosaic.id,
+      location: result.location,
+      bytes: result.bytes,
+      etag: result.etag ?? null,
+      parts: result.parts ?? null,
+      tiles: result.tiles,
+      levels: result.levels,
+      bigTiff: result.bigTiff,
+      width: mosaic.grid.width,
+      height: mosaic.grid.height,
+      bands: mosaic.bandCount,
+      dtype: mosaic.dtype,
+      options: parsed.asked,
+      retries: last?.retries ?? sink.stats.retries,
+      elapsedMs: result.elapsedMs,
+      bytesPerSecond: Math.round(result.bytes / Math.max(seconds, 1e-3)),
+    };
+    process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+  } catch (e) {
+    progress.end();
+    if (interrupted) {
+      process.stderr.write(`cogmill: cancelled; nothing was written to ${values.out}\n`);
+      process.exitCode = EXIT_INTERRUPTED;
+      return;
+    }
+    throw e;
+  } finally {
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
+    await engine.close();
+  }
+}

@@ -321,7 +321,8 @@ export function configReferenceMarkdown(): string {
     return bytes ? `\`${v}\` (${(v as number) / MiB} MiB)` : `\`${JSON.stringify(v)}\``;
   };
   const rows = configReference().map(
-    (r) => `| \`${r.key}\` | \`${r.env}\` | ${r.type} | ${cell(r.key, r.default)} | ${r.description.replace(/\|/g, '\\|')} |`,
+    (r) =>
+      `| \`${r.key}\` | \`${r.env}\` | ${r.type} | ${cell(r.key, r.default)} | ${r.description.replace(/\|/g, '\\|')} |`,
   );
   return ['| key | environment variable | type | default | meaning |', '|---|---|---|---|---|', ...rows].join('\n');
 }

@@ -63,7 +63,13 @@ describe('defaults', () => {
   test('the reference lists every key of every section with its env variable and default', () => {
     const ref = configReference();
     const keys = ref.map((r) => r.key);
-    for (const k of ['server.port', 'sources.roots', 's3.secretAccessKey', 'cache.tileBytes', 'limits.maxQueuedRenders']) {
+    for (const k of [
+      'server.port',
+      'sources.roots',
+      's3.secretAccessKey',
+      'cache.tileBytes',
+      'limits.maxQueuedRenders',
+    ]) {
       assert.ok(keys.includes(k), k);
     }
     for (const k of ['auth.token', 'materialize.allowedDestinations', 'log.level']) assert.ok(keys.includes(k), k);
@@ -122,7 +128,10 @@ mosaics:
     const yamlMsg = await failure({ file: await file('bad.yaml', 'server:\n  port: [1,\n') });
     assert.match(yamlMsg, /bad\.yaml is not valid YAML/);
     assert.match(yamlMsg, /line \d+/);
-    assert.match(await failure({ file: await file('bad.json', '{"server": {"port": 80,}}') }), /bad\.json is not valid JSON/);
+    assert.match(
+      await failure({ file: await file('bad.json', '{"server": {"port": 80,}}') }),
+      /bad\.json is not valid JSON/,
+    );
     assert.match(await failure({ file: await file('list.yaml', '- a\n- b\n') }), /must hold an object/);
   });
 
@@ -173,11 +182,19 @@ mosaics:
     const s3 = await failure({ file: await file('s3.json', JSON.stringify({ s3: { accessKeyId: 'AKIAEXAMPLE' } })) });
     assert.match(s3, /s3: accessKeyId and secretAccessKey go together/);
     const dest = await failure({
-      file: await file('dest.json', JSON.stringify({ materialize: { allowedDestinations: ['s3://bucket/no-slash', 'https://x/'] } })),
+      file: await file(
+        'dest.json',
+        JSON.stringify({ materialize: { allowedDestinations: ['s3://bucket/no-slash', 'https://x/'] } }),
+      ),
     });
-    assert.match(dest, /allowedDestinations\[0\]: "s3:\/\/bucket\/no-slash" must be s3:\/\/bucket\/ or s3:\/\/bucket\/prefix\//);
+    assert.match(
+      dest,
+      /allowedDestinations\[0\]: "s3:\/\/bucket\/no-slash" must be s3:\/\/bucket\/ or s3:\/\/bucket\/prefix\//,
+    );
     assert.match(dest, /allowedDestinations\[1\]: "https:\/\/x\/" is neither/);
-    const typo = await failure({ file: await file('typo.json', JSON.stringify({ limit: {}, mosaics: [{ id: 'a', source: [] }] })) });
+    const typo = await failure({
+      file: await file('typo.json', JSON.stringify({ limit: {}, mosaics: [{ id: 'a', source: [] }] })),
+    });
     assert.match(typo, /limit: unknown key \(did you mean "limits"\?\)/);
     assert.match(typo, /mosaics\[0\]\.source: unknown key \(did you mean "sources"\?\)/);
     const level = await failure({ file: await file('level.json', JSON.stringify({ log: { level: 'loud' } })) });

@@ -221,8 +221,12 @@ describe('credentials are never logged', () => {
       for (const p of ['/jobs/nope', '/materialize?mosaic=m&dest=s3://b/k.tif', '/mosaics/m', '/metrics']) {
         await (await fetch(`${s.url}${p}`, { headers: auth })).arrayBuffer();
       }
-      await (await fetch(`${s.url}/jobs/x`, { headers: { authorization: 'Bearer WRONG-SECRET-TOKEN-999' } })).arrayBuffer();
-      await (await fetch(`${s.url}/jobs/x`, { headers: { authorization: `Basic ${btoa(`u:${TOKEN}`)}` } })).arrayBuffer();
+      await (
+        await fetch(`${s.url}/jobs/x`, { headers: { authorization: 'Bearer WRONG-SECRET-TOKEN-999' } })
+      ).arrayBuffer();
+      await (
+        await fetch(`${s.url}/jobs/x`, { headers: { authorization: `Basic ${btoa(`u:${TOKEN}`)}` } })
+      ).arrayBuffer();
       // whatever a module logs, the logger blanks secret-named fields
       s.deps.log.info({ config: s.deps.config, headers: { authorization: `Bearer ${TOKEN}` } }, 'careless');
       const text = JSON.stringify(s.logs);
@@ -245,7 +249,11 @@ describe('credentials are never logged', () => {
       },
     });
     const log = createLogger(await loadConfig({}), sink);
-    log.info({ s3: { secretAccessKey: S3_SECRET }, req: { headers: { authorization: 'Bearer x-secret' } }, token: TOKEN });
+    log.info({
+      s3: { secretAccessKey: S3_SECRET },
+      req: { headers: { authorization: 'Bearer x-secret' } },
+      token: TOKEN,
+    });
     const line = chunks.join('');
     assert.ok(!line.includes(S3_SECRET) && !line.includes('x-secret') && !line.includes(TOKEN), line);
   });
@@ -345,7 +353,11 @@ describe('the cogmill process', () => {
       const tile = await centerTile(child.url, 'default', 9);
       web.delayMs = 700;
       const t0 = performance.now();
-      const inflight = fetch(tile).then(async (r) => ({ status: r.status, type: r.headers.get('content-type'), bytes: (await r.arrayBuffer()).byteLength }));
+      const inflight = fetch(tile).then(async (r) => ({
+        status: r.status,
+        type: r.headers.get('content-type'),
+        bytes: (await r.arrayBuffer()).byteLength,
+      }));
       await new Promise((r) => setTimeout(r, 300));
       child.proc.kill('SIGTERM');
       await new Promise((r) => setTimeout(r, 200));
@@ -367,7 +379,10 @@ describe('the cogmill process', () => {
       assert.equal(tileLine?.status, 200);
       assert.ok(msgs.indexOf('stopped') > msgs.indexOf('request'), 'stopped after the in-flight request');
       const all = child.stdout.join('') + child.stderr.join('');
-      assert.ok(!all.includes(TOKEN) && !all.includes(S3_SECRET) && !all.includes('AKIAEXAMPLEKEYID'), 'no secret in the output');
+      assert.ok(
+        !all.includes(TOKEN) && !all.includes(S3_SECRET) && !all.includes('AKIAEXAMPLEKEYID'),
+        'no secret in the output',
+      );
       assert.match(all, /"token":"\[redacted\]"/);
     } finally {
       if (child.proc.exitCode === null) child.proc.kill('SIGKILL');

@@ -39,7 +39,11 @@ after(async () => {
 });
 
 /** Send a raw request path (no client-side normalisation of `..` or `%2F`). */
-function rawGet(base: string, rawPath: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+function rawGet(
+  base: string,
+  rawPath: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string }> {
   const u = new URL(base);
   return new Promise((resolve, reject) => {
     const req = httpRequest({ host: u.hostname, port: u.port, path: rawPath, method: 'GET', headers }, (res) => {
@@ -103,23 +107,21 @@ describe('SSRF: sources come only from configuration', () => {
     }
   });
 
-  test(
-    'a prefix cannot be escaped with ".." or "%2e%2e" segments',
-    { todo: 'Engine.checkUrlAllowed compares raw strings; fetch() then normalises the dot segments (src/render/engine.ts)' },
-    async () => {
-      const engine = new Engine({ allowedUrlPrefixes: [`${web.url}/data/`] });
-      const before = web.requests.length;
-      try {
-        for (const url of [`${web.url}/data/../outside/secret.tif`, `${web.url}/data/%2e%2e/outside/secret.tif`]) {
-          const e = await errorOf(engine.openRaster(url));
-          assert.equal(e.code, 403, url);
-        }
-        assert.equal(web.requests.length, before, 'nothing outside the prefix was fetched');
-      } finally {
-        await engine.close();
+  test('a prefix cannot be escaped with ".." or "%2e%2e" segments', {
+    todo: 'Engine.checkUrlAllowed compares raw strings; fetch() then normalises the dot segments (src/render/engine.ts)',
+  }, async () => {
+    const engine = new Engine({ allowedUrlPrefixes: [`${web.url}/data/`] });
+    const before = web.requests.length;
+    try {
+      for (const url of [`${web.url}/data/../outside/secret.tif`, `${web.url}/data/%2e%2e/outside/secret.tif`]) {
+        const e = await errorOf(engine.openRaster(url));
+        assert.equal(e.code, 403, url);
       }
-    },
-  );
+      assert.equal(web.requests.length, before, 'nothing outside the prefix was fetched');
+    } finally {
+      await engine.close();
+    }
+  });
 
   test('URLs in query strings, paths and headers of requests are never fetched', async () => {
     const target = `${metadata.url}/secret.tif`;
@@ -142,7 +144,10 @@ describe('SSRF: sources come only from configuration', () => {
       assert.ok(r.status < 500, `${p} answered ${r.status}`);
       await r.arrayBuffer();
     }
-    for (const body of [{ mosaic: 'm', dest: target }, { mosaic: 'm', sources: [target], dest: `${dir}/exports/x.tif` }]) {
+    for (const body of [
+      { mosaic: 'm', dest: target },
+      { mosaic: 'm', sources: [target], dest: `${dir}/exports/x.tif` },
+    ]) {
       const r = await fetch(`${s.url}/materialize`, {
         method: 'POST',
         headers: { ...auth, 'content-type': 'application/json' },
@@ -159,7 +164,10 @@ describe('path traversal: local sources stay inside the roots', () => {
   let s: TestServer;
   before(async () => {
     await symlink(path.join(outside, 'secret.tif'), path.join(data, 'link-out.tif'));
-    s = await startTestServer({ sources: { roots: [data] }, mosaics: [{ id: 'm', sources: [path.join(data, 'utm32.tif')] }] });
+    s = await startTestServer({
+      sources: { roots: [data] },
+      mosaics: [{ id: 'm', sources: [path.join(data, 'utm32.tif')] }],
+    });
   });
   after(async () => {
     await rm(path.join(data, 'link-out.tif'), { force: true });
@@ -221,8 +229,8 @@ describe('path traversal: local sources stay inside the roots', () => {
 describe('materialisation needs a token and an allowed destination', () => {
   // local destinations only: a test must not start uploads to a real cloud
   const exportFile = () => path.join(dir, 'exports', 'token-test.tif');
-  const routes: [string, string][] = [
-    ['GET', `/materialize?mosaic=m&dest=${encodeURIComponent(path.join(tmpdir(), 'cogmill-sec-never', 'x.tif'))}`],
+  const routes = (): [string, string][] => [
+    ['GET', `/materialize?mosaic=m&dest=${encodeURIComponent(exportFile())}`],
     ['POST', '/materialize'],
     ['GET', '/jobs/00000000-0000-0000-0000-000000000000'],
     ['GET', '/jobs/00000000-0000-0000-0000-000000000000/events'],
@@ -246,7 +254,7 @@ describe('materialisation needs a token and an allowed destination', () => {
   test('without a configured token the routes are disabled (403)', async () => {
     const s = await startTestServer({ mosaics: [{ id: 'm', sources: [path.join(data, 'utm32.tif')] }] });
     try {
-      for (const [method, p] of routes) {
+      for (const [method, p] of routes()) {
         const r = await call(s, method, p, { authorization: `Bearer ${TOKEN}` });
         assert.equal(r.status, 403, `${method} ${p}`);
         assert.equal(r.body?.code, 'forbidden');
@@ -269,7 +277,7 @@ describe('materialisation needs a token and an allowed destination', () => {
       materialize: { allowedDestinations: [`${dir}/exports/`] },
     });
     try {
-      for (const [method, p] of routes) {
+      for (const [method, p] of routes()) {
         const missing = await call(s, method, p);
         assert.equal(missing.status, 401, `${method} ${p} without a token`);
         assert.equal(missing.body?.code, 'unauthorized');
@@ -282,7 +290,10 @@ describe('materialisation needs a token and an allowed destination', () => {
         const longer = await call(s, method, p, { authorization: `Bearer ${TOKEN}0` });
         assert.equal(longer.status, 403, `${method} ${p} with a longer token`);
         const right = await call(s, method, p, { authorization: `Bearer ${TOKEN}` });
-        assert.ok(right.status !== 401 && right.status !== 403, `${method} ${p} with the token answered ${right.status}`);
+        assert.ok(
+          right.status !== 401 && right.status !== 403,
+          `${method} ${p} with the token answered ${right.status}`,
+        );
       }
     } finally {
       await s.stop();
@@ -331,9 +342,20 @@ describe('materialisation needs a token and an allowed destination', () => {
         return e.code;
       }
     };
-    assert.deepEqual(ok('s3://bucket/out/a/b.tif'), { kind: 's3', url: 's3://bucket/out/a/b.tif', bucket: 'bucket', key: 'out/a/b.tif' });
-    assert.deepEqual(ok(path.join(exports, 'sub', 'x.tif')), { kind: 'file', path: path.join(exports, 'sub', 'x.tif') });
-    assert.deepEqual(ok(`file://${exports}/new/deeper/x.tif`), { kind: 'file', path: path.join(exports, 'new', 'deeper', 'x.tif') });
+    assert.deepEqual(ok('s3://bucket/out/a/b.tif'), {
+      kind: 's3',
+      url: 's3://bucket/out/a/b.tif',
+      bucket: 'bucket',
+      key: 'out/a/b.tif',
+    });
+    assert.deepEqual(ok(path.join(exports, 'sub', 'x.tif')), {
+      kind: 'file',
+      path: path.join(exports, 'sub', 'x.tif'),
+    });
+    assert.deepEqual(ok(`file://${exports}/new/deeper/x.tif`), {
+      kind: 'file',
+      path: path.join(exports, 'new', 'deeper', 'x.tif'),
+    });
     // outside the allow-list: 403
     for (const d of [
       's3://bucket/other/x.tif',
@@ -375,7 +397,10 @@ describe('limits', () => {
       order.push(3);
       return r;
     });
-    await assert.rejects(l.acquire(), (e: unknown) => e instanceof OverloadedError && e.code === 503 && e.retryAfterS === 1);
+    await assert.rejects(
+      l.acquire(),
+      (e: unknown) => e instanceof OverloadedError && e.code === 503 && e.retryAfterS === 1,
+    );
     assert.deepEqual(l.stats, { active: 2, queued: 1, rejected: 1 });
     r1();
     r1();
@@ -398,11 +423,23 @@ describe('limits', () => {
     assert.doesNotThrow(() => checkPixels(100, 100, 10_000, 'a crop', 'limits.maxCropPixels'));
     assert.throws(
       () => checkPixels(101, 100, 10_000, 'a crop', 'limits.maxCropPixels'),
-      (e: unknown) => e instanceof CogmillError && e.code === 413 && /10100 pixels .* 10000 pixels \(limits\.maxCropPixels\)/.test(e.message),
+      (e: unknown) =>
+        e instanceof CogmillError &&
+        e.code === 413 &&
+        /10100 pixels .* 10000 pixels \(limits\.maxCropPixels\)/.test(e.message),
     );
-    assert.throws(() => checkPixels(0, 10, 100, 'a crop', 'x'), (e: unknown) => e instanceof CogmillError && e.code === 400);
-    assert.throws(() => checkSide(4096, 10, 2048, 'a preview', 'limits.maxPreviewSize'), (e: unknown) => e instanceof CogmillError && e.code === 413);
-    assert.throws(() => checkExpressionLength('b1+'.repeat(200), 512), (e: unknown) => e instanceof CogmillError && e.code === 400);
+    assert.throws(
+      () => checkPixels(0, 10, 100, 'a crop', 'x'),
+      (e: unknown) => e instanceof CogmillError && e.code === 400,
+    );
+    assert.throws(
+      () => checkSide(4096, 10, 2048, 'a preview', 'limits.maxPreviewSize'),
+      (e: unknown) => e instanceof CogmillError && e.code === 413,
+    );
+    assert.throws(
+      () => checkExpressionLength('b1+'.repeat(200), 512),
+      (e: unknown) => e instanceof CogmillError && e.code === 400,
+    );
   });
 
   test('oversized requests get 400 or 413 with a JSON error', async () => {
@@ -468,7 +505,9 @@ describe('limits', () => {
       await first.arrayBuffer();
       web.delayMs = 5000;
       const t0 = performance.now();
-      const late = await fetch(`${s.url}/mosaics/w/bbox/${m.boundsWgs84.join(',')}.png?width=64&height=64&rescale=0,3000`);
+      const late = await fetch(
+        `${s.url}/mosaics/w/bbox/${m.boundsWgs84.join(',')}.png?width=64&height=64&rescale=0,3000`,
+      );
       const ms = performance.now() - t0;
       assert.equal(late.status, 504);
       assert.equal(((await late.json()) as { code: string }).code, 'timeout');

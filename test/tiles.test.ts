@@ -30,9 +30,25 @@ interface Decoded {
   readonly channels: number;
 }
 
+/** Decode an image with sharp; gray + alpha images come back as RGBA, so compare through `rgba`. */
 async function decode(bytes: Uint8Array): Promise<Decoded> {
   const { data, info } = await sharp(bytes).raw().toBuffer({ resolveWithObject: true });
   return { data: new Uint8Array(data), width: info.width, height: info.height, channels: info.channels };
+}
+
+/** Samples as RGBA: gray + alpha spread to RGB, RGB given an opaque alpha. */
+function rgba(data: Uint8Array, channels: number): Uint8Array {
+  if (channels === 4) return data;
+  const n = data.length / channels;
+  const out = new Uint8Array(n * 4);
+  for (let i = 0; i < n; i++) {
+    const g = data[i * channels];
+    out[i * 4] = g;
+    out[i * 4 + 1] = channels === 3 ? data[i * 3 + 1] : g;
+    out[i * 4 + 2] = channels === 3 ? data[i * 3 + 2] : g;
+    out[i * 4 + 3] = channels === 2 ? data[i * 2 + 1] : 255;
+  }
+  return out;
 }
 
 function json(r: Reply): Record<string, unknown> {
@@ -85,7 +101,7 @@ describe('tiles and data endpoints over HTTP', () => {
     const px = await server.deps.engine.render(m, grid, { resampling: style.resampling, bands: styleInputBands(style, m.bandCount).map((b) => b - 1) });
     const r = ranges ?? style.rescale ?? [[0, 255]];
     const img = styleImage(styleValues(px, style), r, style.colormap);
-    return { data: img.data, channels: img.channels, pixels: px };
+    return { data: rgba(img.data, img.channels), channels: img.channels, pixels: px };
   }
 
   function requestLines(pathPart: string): Record<string, unknown>[] {
@@ -113,26 +129,31 @@ describe('tiles and data endpoints over HTTP', () => {
   });
 
   test('a tile equals the engine render of the tile grid with the same style (PNG, gray + alpha)', async () => {
-    const [x, y] = lonLatToTile(5.885, 45.0, 13); // on the western edge: valid and outside pixels
     const q = 'rescale=0,4000';
+    // the first tile from the west along 45°N with valid pixels: it holds the mosaic's edge
+    let [x, y] = lonLatToTile(5.85, 45.0, 13);
+    for (; ; x++) {
+      const px = await server.deps.engine.render(mosaic('utm'), tileGrid(13, x, y));
+      if (px.mask.some((v) => v !== 0)) break;
+    }
     const r = await get(`/mosaics/utm/tiles/13/${x}/${y}.png?${q}`);
     assert.equal(r.status, 200);
     assert.equal(r.headers.get('content-type'), 'image/png');
     assert.equal(r.headers.get('cache-control'), 'public, max-age=600');
     assert.match(r.headers.get('etag') ?? '', /^"[A-Za-z0-9_-]{27}"$/);
     const img = await decode(r.body);
-    assert.deepEqual([img.width, img.height, img.channels], [256, 256, 2]);
+    assert.deepEqual([img.width, img.height], [256, 256]);
     const want = await expected('utm', tileGrid(13, x, y), q);
-    assert.equal(want.channels, 2);
+    assert.equal(want.channels, 2, 'one band: a gray + alpha PNG');
     assert.deepEqual(img.data, want.data);
     let transparent = 0;
     let opaque = 0;
-    for (let i = 1; i < img.data.length; i += 2) img.data[i] === 0 ? transparent++ : opaque++;
+    for (let i = 3; i < img.data.length; i += 4) img.data[i] === 0 ? transparent++ : opaque++;
     assert.ok(transparent > 1000 && opaque > 1000, `both outside and valid pixels: ${transparent} / ${opaque}`);
     // the stretch is real: 2000 of 4000 is about mid-gray
     const px = want.pixels;
     const k = px.mask.indexOf(255);
-    assert.equal(img.data[k * 2], Math.min(255, Math.round((px.bands[0][k] * 255) / 4000)));
+    assert.equal(img.data[k * 4], Math.min(255, Math.round((px.bands[0][k] * 255) / 4000)));
   });
 
   test('16-bit data with no parameters: stretched from the 2nd to the 98th percentile of the statistics', async () => {
@@ -160,7 +181,7 @@ describe('tiles and data endpoints over HTTP', () => {
     const my = (Math.log(Math.tan(((90 + 44.9998) * Math.PI) / 360)) * 20037508.342789244) / Math.PI;
     const col = Math.floor((mx - g.transform[0]) / g.transform[1]);
     const row = Math.floor((my - g.transform[3]) / g.transform[5]);
-    assert.equal(img.data[(row * 256 + col) * 2 + 1], 0);
+    assert.equal(img.data[(row * 256 + col) * 4 + 3], 0);
   });
 
   test('RGB uint8 is shown as it is; WebP keeps alpha, JPEG has none and is black outside', async () => {
@@ -219,7 +240,7 @@ describe('tiles and data endpoints over HTTP', () => {
     assert.equal(a.headers.get('etag'), b.headers.get('etag'));
     const big = await decode(a.body);
     assert.deepEqual([big.width, big.height], [512, 512]);
-    const kids: Decoded = { data: new Uint8Array(512 * 512 * 2), width: 512, height: 512, channels: 2 };
+    const kids: Decoded = { data: new Uint8Array(512 * 512 * 4), width: 512, height: 512, channels: 4 };
     for (const [dx, dy] of [[0, 0], [1, 0], [0, 1], [1, 1]]) {
       paste(kids, await decode((await get(`/mosaics/utm/tiles/13/${2 * x + dx}/${2 * y + dy}.png?rescale=0,4000`)).body), dx * 256, dy * 256);
     }
@@ -233,7 +254,7 @@ describe('tiles and data endpoints over HTTP', () => {
       const [x, y] = lonLatToTile(6.0, 45.0, 13); // 6°E, where utm32 and utm31 meet, runs through this tile
       const q = `rescale=0,4000&resampling=${resampling}`;
       const mosaicId = resampling === 'bilinear' ? 'utmb' : 'utm';
-      const tiles: Decoded = { data: new Uint8Array(512 * 512 * 2), width: 512, height: 512, channels: 2 };
+      const tiles: Decoded = { data: new Uint8Array(512 * 512 * 4), width: 512, height: 512, channels: 4 };
       for (const [dx, dy] of [[0, 0], [1, 0], [0, 1], [1, 1]]) {
         const r = await get(`/mosaics/${mosaicId}/tiles/13/${x + dx}/${y + dy}.png?${q}`);
         assert.equal(r.status, 200);
@@ -245,10 +266,10 @@ describe('tiles and data endpoints over HTTP', () => {
       let within1 = 0;
       let valid = 0;
       for (let i = 0; i < 512 * 512; i++) {
-        if (tiles.data[i * 2 + 1] !== want.data[i * 2 + 1]) alphaDiff++;
-        if (!want.data[i * 2 + 1]) continue;
+        if (tiles.data[i * 4 + 3] !== want.data[i * 4 + 3]) alphaDiff++;
+        if (!want.data[i * 4 + 3]) continue;
         valid++;
-        const d = Math.abs(tiles.data[i * 2] - want.data[i * 2]);
+        const d = Math.abs(tiles.data[i * 4] - want.data[i * 4]);
         maxDiff = Math.max(maxDiff, d);
         if (d <= 1) within1++;
       }
@@ -259,8 +280,8 @@ describe('tiles and data endpoints over HTTP', () => {
       // along the inner tile edges, the pixels on both sides agree as well as anywhere else
       for (const edge of [255, 256]) {
         const row = cut(tiles, 0, edge, 512, 1);
-        const ref = cut({ data: want.data, width: 512, height: 512, channels: 2 }, 0, edge, 512, 1);
-        for (let i = 0; i < 512; i++) assert.ok(Math.abs(row.data[i * 2] - ref.data[i * 2]) <= 3);
+        const ref = cut({ data: want.data, width: 512, height: 512, channels: 4 }, 0, edge, 512, 1);
+        for (let i = 0; i < 512; i++) assert.ok(Math.abs(row.data[i * 4] - ref.data[i * 4]) <= 3);
       }
     });
   }
@@ -485,8 +506,9 @@ describe('tiles and data endpoints over HTTP', () => {
     const f = json(await get('/mosaics/flt/point?lon=6.0002&lat=44.9998'));
     assert.equal(f.valid, false);
     assert.deepEqual(f.values, [{ band: 1, name: 'b1', value: null, nodata: true }]);
-    const ok = json(await get('/mosaics/flt/point?lon=5.95&lat=45.05'));
-    const fg = Number((await sh('gdallocationinfo', ['-valonly', '-wgs84', file('float'), '5.95', '45.05'])).trim());
+    // (not on a pixel edge: 0.0004° pixels from 5.9°E)
+    const ok = json(await get('/mosaics/flt/point?lon=5.95013&lat=45.05013'));
+    const fg = Number((await sh('gdallocationinfo', ['-valonly', '-wgs84', file('float'), '5.95013', '45.05013'])).trim());
     assert.ok(Math.abs((ok.values as { value: number }[])[0].value - fg) < 1e-5);
     const rgb = json(await get('/mosaics/rgb/point?lon=6.0&lat=45.0'));
     assert.equal((rgb.values as unknown[]).length, 3);

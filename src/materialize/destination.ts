@@ -26,15 +26,18 @@ function bad(dest: string, why: string): SourceError {
  * ones (checked against its allow-list first).
  */
 export function parseDestination(dest: string, cwd: string = process.cwd()): SinkDestination {
-  if (typeof dest !== 'string' || dest.trim() === '') throw bad(String(dest ?? ''), 'give s3://bucket/key.tif or a file path');
+  if (typeof dest !== 'string' || dest.trim() === '')
+    throw bad(String(dest ?? ''), 'give s3://bucket/key.tif or a file path');
   if (/^s3:\/\//i.test(dest)) {
     const m = /^s3:\/\/([^/]+)\/(.+)$/s.exec(dest);
     if (!m) throw bad(dest, 'write it as s3://bucket/path/to/file.tif');
     const [, bucket, key] = m;
     if (!BUCKET.test(bucket)) throw bad(dest, `"${bucket}" is not a valid bucket name`);
     if (key.endsWith('/')) throw bad(dest, 'it names a prefix; give the key of the file, e.g. .../mosaic.tif');
-    if (key.split('/').some((s) => s === '' || s === '.' || s === '..')) throw bad(dest, 'the key may not contain empty, "." or ".." segments');
-    if (/[\u0000-\u001f\u007f]/.test(key)) throw bad(dest, 'the key may not contain control characters');
+    if (key.split('/').some((s) => s === '' || s === '.' || s === '..'))
+      throw bad(dest, 'the key may not contain empty, "." or ".." segments');
+    if ([...key].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f))
+      throw bad(dest, 'the key may not contain control characters');
     if (Buffer.byteLength(key) > 1024) throw bad(dest, 'S3 keys are at most 1024 bytes');
     return { kind: 's3', url: `s3://${bucket}/${key}`, bucket, key };
   }

@@ -11,7 +11,13 @@ import { CogmillError, errorMessage, RenderError } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { RESAMPLINGS, type Resampling } from '../render/types.ts';
 import { COG_COMPRESSIONS, type CogCompression, planCog } from './cog.layout.ts';
-import { cogSpecFor, type MaterializeHooks, type MaterializeOptions, type MaterializeProgress, type MaterializeResult } from './pipeline.ts';
+import {
+  cogSpecFor,
+  type MaterializeHooks,
+  type MaterializeOptions,
+  type MaterializeProgress,
+  type MaterializeResult,
+} from './pipeline.ts';
 
 export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -88,7 +94,12 @@ export interface JobRegistryOptions {
   readonly onStart?: (job: JobView) => void;
 }
 
-export const JOB_DEFAULTS = { maxConcurrentJobs: 2, maxQueuedJobs: 100, retainMs: 3_600_000, maxRetained: 200 } as const;
+export const JOB_DEFAULTS = {
+  maxConcurrentJobs: 2,
+  maxQueuedJobs: 100,
+  retainMs: 3_600_000,
+  maxRetained: 200,
+} as const;
 
 /** The queue is full: the caller should try again later. */
 export class JobQueueFullError extends CogmillError {
@@ -157,7 +168,8 @@ export class JobRegistry {
 
   /** Queue a job; it starts as soon as a slot is free. */
   create(request: JobRequest): JobView {
-    if (this.closed) throw new JobQueueFullError('the server is shutting down and takes no new jobs; try again on another instance');
+    if (this.closed)
+      throw new JobQueueFullError('the server is shutting down and takes no new jobs; try again on another instance');
     this.prune();
     if (this.queue.length >= this.opts.maxQueuedJobs) {
       throw new JobQueueFullError(
@@ -198,7 +210,8 @@ export class JobRegistry {
 
   /** The job (queued or running) writing to `destination`, if any. */
   activeFor(destination: string): JobView | undefined {
-    for (const e of this.jobs.values()) if (!isFinalState(e.state) && e.request.destination === destination) return this.view(e);
+    for (const e of this.jobs.values())
+      if (!isFinalState(e.state) && e.request.destination === destination) return this.view(e);
     return undefined;
   }
 
@@ -290,7 +303,11 @@ export class JobRegistry {
       },
       (err: unknown) => {
         if (e.controller.signal.aborted) {
-          this.finish(e, 'cancelled', undefined, { kind: 'cancelled', status: 499, message: errorMessage(e.controller.signal.reason) });
+          this.finish(e, 'cancelled', undefined, {
+            kind: 'cancelled',
+            status: 499,
+            message: errorMessage(e.controller.signal.reason),
+          });
         } else {
           this.finish(e, 'failed', undefined, jobError(err));
         }
@@ -330,7 +347,9 @@ export class JobRegistry {
   /** Forget finished jobs that are too old, and the oldest beyond maxRetained. */
   private prune(): void {
     const now = Date.now();
-    const finished = [...this.jobs.values()].filter((e) => isFinalState(e.state)).sort((a, b) => a.finishedAt! - b.finishedAt!);
+    const finished = [...this.jobs.values()]
+      .filter((e) => isFinalState(e.state))
+      .sort((a, b) => a.finishedAt! - b.finishedAt!);
     let excess = finished.length - this.opts.maxRetained;
     for (const e of finished) {
       if (excess > 0 || now - e.finishedAt! > this.opts.retainMs) {
@@ -411,13 +430,15 @@ function text(name: string, v: unknown): string {
 function integer(name: string, v: unknown, min: number, max: number): number {
   const s = text(name, v);
   const n = Number(s);
-  if (s === '' || !Number.isInteger(n) || n < min || n > max) throw badOption(name, `must be an integer from ${min} to ${max} (got "${s}")`);
+  if (s === '' || !Number.isInteger(n) || n < min || n > max)
+    throw badOption(name, `must be an integer from ${min} to ${max} (got "${s}")`);
   return n;
 }
 
 function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]): T {
   const s = text(name, v).toLowerCase();
-  if (!(allowed as readonly string[]).includes(s)) throw badOption(name, `must be one of ${allowed.join(', ')} (got "${s}")`);
+  if (!(allowed as readonly string[]).includes(s))
+    throw badOption(name, `must be one of ${allowed.join(', ')} (got "${s}")`);
   return s as T;
 }
 
@@ -425,7 +446,10 @@ function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]
  * Parse job options (strings or JSON values, keyed by JOB_OPTION_NAMES; undefined entries are skipped). Returns the
  * pipeline options and the options as understood, for display. Errors name the option.
  */
-export function parseJobOptions(input: Readonly<Record<string, unknown>>): { options: MaterializeOptions; asked: Record<string, unknown> } {
+export function parseJobOptions(input: Readonly<Record<string, unknown>>): {
+  options: MaterializeOptions;
+  asked: Record<string, unknown>;
+} {
   const asked: Record<string, unknown> = {};
   const has = (k: JobOptionName) => input[k] !== undefined && input[k] !== '';
   const compression: CogCompression = has('compress') ? oneOf('compress', input.compress, COG_COMPRESSIONS) : 'deflate';
@@ -439,7 +463,8 @@ export function parseJobOptions(input: Readonly<Record<string, unknown>>): { opt
   }
   let quality: number | undefined;
   if (has('quality')) {
-    if (compression !== 'jpeg' && compression !== 'webp') throw badOption('quality', `applies to compress=jpeg and webp, not ${compression}`);
+    if (compression !== 'jpeg' && compression !== 'webp')
+      throw badOption('quality', `applies to compress=jpeg and webp, not ${compression}`);
     quality = integer('quality', input.quality, 1, 100);
     asked.quality = quality;
   }
@@ -447,7 +472,13 @@ export function parseJobOptions(input: Readonly<Record<string, unknown>>): { opt
   if (has('predictor')) {
     const p = oneOf('predictor', input.predictor, ['auto', '1', '2', '3'] as const);
     predictor = p === 'auto' ? 'auto' : (Number(p) as 1 | 2 | 3);
-    if (predictor !== 'auto' && predictor !== 1 && compression !== 'deflate' && compression !== 'lzw' && compression !== 'zstd') {
+    if (
+      predictor !== 'auto' &&
+      predictor !== 1 &&
+      compression !== 'deflate' &&
+      compression !== 'lzw' &&
+      compression !== 'zstd'
+    ) {
       throw badOption('predictor', `applies to compress=deflate, lzw and zstd, not ${compression}`);
     }
     asked.predictor = p;
@@ -471,11 +502,21 @@ export function parseJobOptions(input: Readonly<Record<string, unknown>>): { opt
   let statistics: boolean | undefined;
   if (has('statistics')) {
     const v = text('statistics', input.statistics).toLowerCase();
-    if (!['true', 'false', '1', '0', 'yes', 'no'].includes(v)) throw badOption('statistics', `must be true or false (got "${v}")`);
+    if (!['true', 'false', '1', '0', 'yes', 'no'].includes(v))
+      throw badOption('statistics', `must be true or false (got "${v}")`);
     statistics = v === 'true' || v === '1' || v === 'yes';
     asked.statistics = statistics;
   }
-  const options: MaterializeOptions = { compression, level, quality, predictor, blockSize, resampling, overviewResampling, statistics };
+  const options: MaterializeOptions = {
+    compression,
+    level,
+    quality,
+    predictor,
+    blockSize,
+    resampling,
+    overviewResampling,
+    statistics,
+  };
   return { options, asked };
 }
 
@@ -484,7 +525,8 @@ export function checkJobOptions(mosaic: Mosaic, options: MaterializeOptions): vo
   try {
     planCog(cogSpecFor(mosaic, options));
   } catch (e) {
-    if (e instanceof CogmillError) throw new RenderError('bad-request', `mosaic ${mosaic.id}: ${e.message}`, { cause: e });
+    if (e instanceof CogmillError)
+      throw new RenderError('bad-request', `mosaic ${mosaic.id}: ${e.message}`, { cause: e });
     throw e;
   }
 }

@@ -174,7 +174,10 @@ export class SinkS3 implements SinkParts {
   constructor(url: string, options: SinkS3Options = {}) {
     const { bucket, key } = parseS3Url(url);
     if (key === '' || key.endsWith('/')) {
-      throw new SourceError('bad-request', `"${url}" names no object: write the destination as s3://bucket/path/to/file.tif`);
+      throw new SourceError(
+        'bad-request',
+        `"${url}" names no object: write the destination as s3://bucket/path/to/file.tif`,
+      );
     }
     if (!options.client && !options.settings) throw new TypeError('SinkS3 needs a client or S3 settings');
     this.location = `s3://${bucket}/${key}`;
@@ -260,7 +263,11 @@ export class SinkS3 implements SinkParts {
       );
     }
     if (name === 'EntityTooSmall' || name === 'InvalidPart' || name === 'InvalidPartOrder') {
-      return new SourceError('internal', `${this.location}: S3 refused the parts (${action}, ${name}): ${(e as Error).message}`, opts);
+      return new SourceError(
+        'internal',
+        `${this.location}: S3 refused the parts (${action}, ${name}): ${(e as Error).message}`,
+        opts,
+      );
     }
     const status = (e as S3ErrorShape).$metadata?.httpStatusCode;
     if (status === 401 || status === 403) {
@@ -289,7 +296,8 @@ export class SinkS3 implements SinkParts {
         ),
       signal,
     );
-    if (!res.UploadId) throw new SourceError('unreachable', `${this.location}: CreateMultipartUpload answered without an UploadId`);
+    if (!res.UploadId)
+      throw new SourceError('unreachable', `${this.location}: CreateMultipartUpload answered without an UploadId`);
     this.id = res.UploadId;
     this.state = 'open';
   }
@@ -304,10 +312,14 @@ export class SinkS3 implements SinkParts {
 
   private async upload(part: Part, signal?: AbortSignal): Promise<void> {
     if (this.state !== 'open') {
-      throw new SourceError('internal', `${this.location}: part ${part.partNumber} arrived while the upload is ${this.state}`);
+      throw new SourceError(
+        'internal',
+        `${this.location}: part ${part.partNumber} arrived while the upload is ${this.state}`,
+      );
     }
     const n = part.partNumber;
-    if (!Number.isInteger(n) || n < 1 || n > S3_MAX_PARTS) throw new RangeError(`part number ${n} is outside 1..${S3_MAX_PARTS}`);
+    if (!Number.isInteger(n) || n < 1 || n > S3_MAX_PARTS)
+      throw new RangeError(`part number ${n} is outside 1..${S3_MAX_PARTS}`);
     if (part.bytes > S3_MAX_PART_BYTES) throw new RangeError(`part ${n} is ${part.bytes} bytes, more than S3's 5 GiB`);
     const body = concat(part.chunks, part.bytes);
     const md5 = createHash('md5').update(body).digest();
@@ -340,7 +352,9 @@ export class SinkS3 implements SinkParts {
 
   /** the parts uploaded so far, by number */
   uploadedParts(): { partNumber: number; bytes: number; etag: string }[] {
-    return [...this.parts.entries()].sort((a, b) => a[0] - b[0]).map(([partNumber, p]) => ({ partNumber, bytes: p.bytes, etag: p.etag }));
+    return [...this.parts.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([partNumber, p]) => ({ partNumber, bytes: p.bytes, etag: p.etag }));
   }
 
   /** the ETag S3 gives a multipart object made of exactly these parts (MD5 of the parts' MD5s, `-N`) */
@@ -352,7 +366,8 @@ export class SinkS3 implements SinkParts {
   }
 
   async complete(signal?: AbortSignal): Promise<SinkResult> {
-    if (this.state !== 'open') throw new SourceError('internal', `${this.location}: complete() while the upload is ${this.state}`);
+    if (this.state !== 'open')
+      throw new SourceError('internal', `${this.location}: complete() while the upload is ${this.state}`);
     await Promise.allSettled([...this.inflight]);
     const sorted = this.uploadedParts();
     if (sorted.length === 0 || sorted[0].partNumber !== 1) {
@@ -391,7 +406,11 @@ export class SinkS3 implements SinkParts {
         },
       );
     } catch (e) {
-      const gone = e instanceof SourceError && e.kind === 'not-found' && e.cause !== undefined && errorName(e.cause) === 'NoSuchUpload';
+      const gone =
+        e instanceof SourceError &&
+        e.kind === 'not-found' &&
+        e.cause !== undefined &&
+        errorName(e.cause) === 'NoSuchUpload';
       if (!(ambiguous && gone)) {
         this.state = 'open';
         throw e;
@@ -426,7 +445,10 @@ export class SinkS3 implements SinkParts {
     if (problem) {
       // another writer's object, or a completion that did not take our parts: do not report success
       this.state = 'open';
-      throw new SourceError('changed', `${this.location}: after CompleteMultipartUpload the object is not ours: ${problem}`);
+      throw new SourceError(
+        'changed',
+        `${this.location}: after CompleteMultipartUpload the object is not ours: ${problem}`,
+      );
     }
     this.state = 'completed';
     this.release();
@@ -453,7 +475,10 @@ export class SinkS3 implements SinkParts {
         try {
           await this.send(
             'AbortMultipartUpload',
-            (c, s) => c.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.key, UploadId: this.id }), { abortSignal: s }),
+            (c, s) =>
+              c.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.key, UploadId: this.id }), {
+                abortSignal: s,
+              }),
             timeout,
           );
         } catch (e) {
@@ -461,7 +486,10 @@ export class SinkS3 implements SinkParts {
         }
         if (!(await this.stillListed(timeout))) return;
       }
-      throw new SourceError('unreachable', `${this.location}: the multipart upload ${this.id} is still listed after three aborts`);
+      throw new SourceError(
+        'unreachable',
+        `${this.location}: the multipart upload ${this.id} is still listed after three aborts`,
+      );
     } finally {
       this.release();
     }
@@ -476,7 +504,12 @@ export class SinkS3 implements SinkParts {
         'ListMultipartUploads',
         (c, s) =>
           c.send(
-            new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.key, KeyMarker: keyMarker, UploadIdMarker: idMarker }),
+            new ListMultipartUploadsCommand({
+              Bucket: this.bucket,
+              Prefix: this.key,
+              KeyMarker: keyMarker,
+              UploadIdMarker: idMarker,
+            }),
             { abortSignal: s },
           ),
         signal,

@@ -513,23 +513,21 @@ export async function renderMosaic(mosaic: Mosaic, grid: Grid, options: RenderOp
   const float = isFloat(dtype);
   const bands = acc.map((a) => {
     const out = allocTyped(dtype, n);
+    if (fill !== 0) out.fill(fill);
     for (let i = 0; i < n; i++) {
-      if (!valid[i]) {
-        out[i] = fill;
-        continue;
-      }
-      let x = composite === 'mean' ? a[i] / counts![i] : a[i];
+      if (valid[i] === 0) continue;
+      let x = counts && composite === 'mean' ? a[i] / counts[i] : a[i];
       if (!float) {
-        x = Math.round(x);
-        if (x < lo) x = lo;
-        else if (x > hi) x = hi;
+        // round half up, as GDAL does, then clamp to the type
+        x = Math.floor(x + 0.5);
+        x = x < lo ? lo : x > hi ? hi : x;
       }
       out[i] = x;
     }
     return out;
   });
   const mask = new Uint8Array(n);
-  for (let i = 0; i < n; i++) mask[i] = valid[i] ? 255 : 0;
+  for (let i = 0; i < n; i++) if (valid[i] !== 0) mask[i] = 255;
   return { width, height, dtype, bands, mask };
 }
 
@@ -538,26 +536,25 @@ function sourceWindow(bands: SourceWindow['bands'], mask: Uint8Array | undefined
   const n = w * h;
   const valid = new Uint8Array(n);
   if (mask) {
-    for (let i = 0; i < n; i++) valid[i] = mask[i] ? 1 : 0;
+    for (let i = 0; i < n; i++) valid[i] = mask[i] === 0 ? 0 : 1;
   } else {
     valid.fill(1);
   }
-  if (nodata !== undefined) {
-    const nan = Number.isNaN(nodata);
-    for (let i = 0; i < n; i++) {
-      if (!valid[i]) continue;
-      let all = true;
-      for (let b = 0; b < bands.length && all; b++) {
-        const x = bands[b][i];
-        all = nan ? Number.isNaN(x) : x === nodata;
+  const floats = bands.filter((b) => b instanceof Float32Array || b instanceof Float64Array);
+  if (nodata !== undefined && !Number.isNaN(nodata)) {
+    if (bands.length === 1) {
+      const a = bands[0];
+      for (let i = 0; i < n; i++) if (a[i] === nodata) valid[i] = 0;
+    } else {
+      for (let i = 0; i < n; i++) {
+        if (valid[i] === 0) continue;
+        let b = 0;
+        while (b < bands.length && bands[b][i] === nodata) b++;
+        if (b === bands.length) valid[i] = 0;
       }
-      if (all) valid[i] = 0;
     }
   }
-  for (const band of bands) {
-    if (band instanceof Float32Array || band instanceof Float64Array) {
-      for (let i = 0; i < n; i++) if (Number.isNaN(band[i])) valid[i] = 0;
-    }
-  }
+  // NaN is never a value: a NaN in any band invalidates the pixel (which also covers a NaN nodata)
+  for (const a of floats) for (let i = 0; i < n; i++) if (a[i] !== a[i]) valid[i] = 0;
   return { width: w, height: h, bands, valid };
 }

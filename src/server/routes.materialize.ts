@@ -84,7 +84,10 @@ function requiredString(input: Record<string, unknown>, name: string, hint: stri
 }
 
 /** Options of a request; option errors (thrown by the parser as 400s naming the option) pass through. */
-function jobOptions(input: Record<string, unknown>, mosaic: Mosaic): { options: MaterializeOptions; asked: Record<string, unknown> } {
+function jobOptions(
+  input: Record<string, unknown>,
+  mosaic: Mosaic,
+): { options: MaterializeOptions; asked: Record<string, unknown> } {
   const parsed = parseJobOptions(input);
   checkJobOptions(mosaic, parsed.options);
   return parsed;
@@ -144,7 +147,10 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
 
   const refuseWhileDraining = () => {
     if (deps.state.draining) {
-      throw new OverloadedError('the server is shutting down and starts no new materialisations; try another instance', RETRY_AFTER_S);
+      throw new OverloadedError(
+        'the server is shutting down and starts no new materialisations; try another instance',
+        RETRY_AFTER_S,
+      );
     }
   };
 
@@ -159,7 +165,10 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
     const location = destinationLocation(dest);
     const busy = jobs.activeFor(location);
     if (busy) {
-      throw new RequestError('changed', `job ${busy.id} is already writing ${location}; wait for it or cancel it (DELETE /jobs/${busy.id})`);
+      throw new RequestError(
+        'changed',
+        `job ${busy.id} is already writing ${location}; wait for it or cancel it (DELETE /jobs/${busy.id})`,
+      );
     }
     const sink = createSink(dest, { s3: config.s3 });
     const pipelineOptions: MaterializeOptions = {
@@ -185,7 +194,10 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
     info.log.info({ job: view.id, mosaic: mosaic.id, destination: location, options: asked }, 'materialisation queued');
     c.header('Location', `/jobs/${view.id}`);
     const body = jobBody(view, baseUrl(c, config));
-    return c.json({ id: view.id, state: view.state, mosaic: view.mosaic, destination: view.destination, links: body.links }, 202);
+    return c.json(
+      { id: view.id, state: view.state, mosaic: view.mosaic, destination: view.destination, links: body.links },
+      202,
+    );
   };
 
   r.get('/materialize', (c) => startJob(c, c.req.query()));
@@ -203,14 +215,21 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
       throw new RequestError('bad-request', `the request body is not valid JSON: ${(e as Error).message}`);
     }
     if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-      throw new RequestError('bad-request', 'the request body must be a JSON object like {"mosaic": "...", "dest": "s3://bucket/key.tif"}');
+      throw new RequestError(
+        'bad-request',
+        'the request body must be a JSON object like {"mosaic": "...", "dest": "s3://bucket/key.tif"}',
+      );
     }
     return startJob(c, body as Record<string, unknown>);
   });
 
   const findJob = (id: string): JobView => {
     const view = jobs.get(id);
-    if (!view) throw new RequestError('not-found', `no job with id "${id}"; finished jobs are forgotten after a while (GET /jobs lists them)`);
+    if (!view)
+      throw new RequestError(
+        'not-found',
+        `no job with id "${id}"; finished jobs are forgotten after a while (GET /jobs lists them)`,
+      );
     return view;
   };
 
@@ -245,7 +264,8 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
       signal.addEventListener('abort', onAbort, { once: true });
       stream.onAbort(onAbort);
       let seq = 0;
-      const send = (type: JobEvent['type'], job: JobView) => stream.writeSSE({ event: type, id: String(seq++), data: JSON.stringify(job) });
+      const send = (type: JobEvent['type'], job: JobView) =>
+        stream.writeSSE({ event: type, id: String(seq++), data: JSON.stringify(job) });
       try {
         const first = jobs.get(id);
         if (!first) return;
@@ -334,11 +354,17 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
     if (done.state !== 'succeeded' || !done.result) throw jobFailure(done);
     const file = done.result.location;
     const remove = () => {
-      rm(file, { force: true }).catch((e: unknown) => log.warn({ err: e, file }, 'could not remove an export spool file'));
+      rm(file, { force: true }).catch((e: unknown) =>
+        log.warn({ err: e, file }, 'could not remove an export spool file'),
+      );
     };
     if (signal.aborted) {
       remove();
-      throw jobFailure({ ...done, state: 'cancelled', error: { kind: 'bad-request', status: 400, message: 'the client went away' } });
+      throw jobFailure({
+        ...done,
+        state: 'cancelled',
+        error: { kind: 'bad-request', status: 400, message: 'the client went away' },
+      });
     }
     let size: number;
     try {

@@ -15,6 +15,7 @@
  * directory listings (`/mosaics/`) get a fast 404 without touching a mosaic.
  */
 import { createHash } from 'node:crypto';
+import { ServerResponse } from 'node:http';
 import { type Context, Hono } from 'hono';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { VirtualCogStore } from '../materialize/virtual.cog.ts';
@@ -145,6 +146,29 @@ async function bufferPlan(plan: Extract<RangedPlan, { parts: unknown }>, body: R
   return out;
 }
 
+/**
+ * GDAL (3.6 and later) finds the boundary of a multipart/byteranges answer by a case-sensitive search for
+ * `Content-Type: multipart/byteranges; boundary=` in the raw response head, while the server layer writes header
+ * names in lower case. Header names are case-insensitive, so writing this one capitalised is harmless: on Node's
+ * HTTP server the field is renamed as the head of this one response is written.
+ */
+function capitaliseContentTypeOnWrite(c: Context<AppEnv>): void {
+  const out = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+  if (!(out instanceof ServerResponse)) return;
+  const writeHead = out.writeHead;
+  const patched = function (this: ServerResponse, ...args: unknown[]) {
+    out.writeHead = writeHead;
+    const i = args.findIndex((a, k) => k > 0 && a !== null && typeof a === 'object' && !Array.isArray(a));
+    if (i > 0) {
+      const renamed: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(args[i] as Record<string, unknown>)) renamed[k === 'content-type' ? 'Content-Type' : k] = v;
+      args[i] = renamed;
+    }
+    return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
+  };
+  out.writeHead = patched as typeof out.writeHead;
+}
+
 /** Answer a GET/HEAD of a byte-addressable representation with full range and conditional semantics. */
 async function serveRanged(
   c: Context<AppEnv>,
@@ -187,6 +211,7 @@ async function serveRanged(
   }
   if (plan.rangeIgnored) info.fields.rangeIgnored = plan.rangeIgnored;
   info.fields.bodyBytes = plan.bodyBytes;
+  if (plan.multipart) capitaliseContentTypeOnWrite(c);
   if (method === 'HEAD') return new Response(null, { status: plan.status, headers });
   if (options.tooLarge && plan.bodyBytes > options.tooLarge.maxBytes) {
     throw new RequestError('too-large', options.tooLarge.message(plan.bodyBytes));

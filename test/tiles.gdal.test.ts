@@ -1,0 +1,157 @@
+/**
+ * Real clients read the tiles over HTTP: GDAL's WMS driver (a TMS description of the XYZ URL, the way QGIS's XYZ
+ * layer reads it) and GDAL's WMTS driver (the capabilities document, as QGIS's WMTS connection does). What they
+ * read must match gdalwarp of the sources to the same grid with the same style.
+ */
+import assert from 'node:assert/strict';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { crsFromEpsg } from '../src/render/crs.ts';
+import { lonLatToTile, tileBoundsMercator, WEB_MERCATOR_HALF_SIZE_M } from '../src/render/tilematrix.ts';
+import type { Grid } from '../src/render/types.ts';
+import { startTestServer, type TestServer } from './support/app.ts';
+import { fixtureDir, gdalwarp, sh, tempDir } from './support/gdal.ts';
+
+/** The 3857 grid of `cols` x `rows` 256 px tiles at zoom z from tile (x, y). */
+function tilesGrid(z: number, x: number, y: number, cols: number, rows: number): Grid {
+  const [minx, , , maxy] = tileBoundsMercator(z, x, y);
+  const res = (2 * WEB_MERCATOR_HALF_SIZE_M) / (256 * 2 ** z);
+  return { crs: crsFromEpsg(3857), transform: [minx, res, 0, maxy, 0, -res], width: 256 * cols, height: 256 * rows };
+}
+
+/** Read every band of a raster GDAL can open as 8-bit arrays (through an ENVI copy). */
+async function readBytes(src: string, work: string, extra: string[] = []): Promise<{ width: number; height: number; bands: Uint8Array[] }> {
+  const out = path.join(work, `read-${Math.random().toString(36).slice(2)}.img`);
+  await sh('gdal_translate', ['-q', '-of', 'ENVI', '-co', 'INTERLEAVE=BSQ', '-ot', 'Byte', '--config', 'GDAL_HTTP_TIMEOUT', '30', ...extra, src, out], 120_000);
+  const info = JSON.parse(await sh('gdalinfo', ['-json', out]));
+  const [width, height] = info.size as [number, number];
+  const raw = new Uint8Array(await readFile(out));
+  const n = width * height;
+  const bands = (info.bands as unknown[]).map((_, b) => raw.slice(b * n, (b + 1) * n));
+  await rm(out, { force: true });
+  return { width, height, bands };
+}
+
+interface Compare {
+  compared: number;
+  within: number;
+  alphaMismatch: number;
+}
+
+/** Compare gray/RGB + alpha bytes with reference values through `stretch` (values -> byte). */
+function compare(got: Uint8Array[], gotAlpha: Uint8Array, ref: { bands: ArrayLike<number>[]; valid: Uint8Array }, stretch: (v: number) => number, tol: number): Compare {
+  let compared = 0;
+  let within = 0;
+  let alphaMismatch = 0;
+  for (let i = 0; i < gotAlpha.length; i++) {
+    const a = gotAlpha[i] !== 0;
+    const b = ref.valid[i] !== 0;
+    if (a !== b) alphaMismatch++;
+    if (!(a && b)) continue;
+    compared++;
+    let ok = true;
+    for (let k = 0; k < got.length; k++) if (Math.abs(got[k][i] - stretch(ref.bands[k][i])) > tol) ok = false;
+    if (ok) within++;
+  }
+  return { compared, within, alphaMismatch };
+}
+
+describe('GDAL reads the tiles over HTTP', () => {
+  let server: TestServer;
+  let dir = '';
+  let work = '';
+  const file = (n: string) => path.join(dir, `${n}.tif`);
+
+  before(async () => {
+    dir = await fixtureDir();
+    work = await tempDir('cogmill-tiles-gdal-');
+    server = await startTestServer({
+      sources: { roots: [dir] },
+      mosaics: [
+        { id: 'utm', sources: [file('utm32'), file('utm31')] },
+        { id: 'rgb', sources: [file('rgb')] },
+      ],
+    });
+  });
+
+  after(async () => {
+    await server?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  test('WMS driver, TMS service on the XYZ URL: two UTM zones, rescale=0,4000, matches gdalwarp + the same stretch', async () => {
+    const z = 13;
+    const [cx, cy] = lonLatToTile(5.885, 45.0, z);
+    // 5 x 4 tiles from the western edge of the mosaic over the zone boundary: outside, edge, overlap
+    const x0 = cx;
+    const y0 = cy - 2;
+    const grid = tilesGrid(z, x0, y0, 5, 4);
+    const H = WEB_MERCATOR_HALF_SIZE_M;
+    const xml = `<GDAL_WMS>
+  <Service name="TMS"><ServerUrl>${server.url}/mosaics/utm/tiles/\${z}/\${x}/\${y}.png?rescale=0,4000&amp;resampling=nearest</ServerUrl></Service>
+  <DataWindow><UpperLeftX>${-H}</UpperLeftX><UpperLeftY>${H}</UpperLeftY><LowerRightX>${H}</LowerRightX><LowerRightY>${-H}</LowerRightY>
+    <TileLevel>${z}</TileLevel><TileCountX>1</TileCountX><TileCountY>1</TileCountY><YOrigin>top</YOrigin></DataWindow>
+  <Projection>EPSG:3857</Projection><BlockSizeX>256</BlockSizeX><BlockSizeY>256</BlockSizeY><BandsCount>2</BandsCount>
+</GDAL_WMS>`;
+    const desc = path.join(work, 'xyz.xml');
+    await writeFile(desc, xml);
+    const before = server.logs.length;
+    const got = await readBytes(desc, work, ['-srcwin', String(x0 * 256), String(y0 * 256), String(grid.width), String(grid.height)]);
+    assert.deepEqual([got.width, got.height, got.bands.length], [1280, 1024, 2]);
+    const tileLines = server.logs.slice(before).filter((l) => l.msg === 'request' && String(l.path).includes('/tiles/13/'));
+    assert.equal(tileLines.length, 20, 'GDAL fetched the 20 tiles');
+    assert.ok(tileLines.every((l) => l.status === 200));
+    // gdalwarp: later sources win, so reverse the mosaic order (first valid wins)
+    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, { resampling: 'near', dtype: 'uint16', bands: 1, dstNodata: 0, extra: ['-et', '0'] });
+    const stretch = (v: number) => Math.min(255, Math.max(0, Math.round((v * 255) / 4000)));
+    const c = compare([got.bands[0]], got.bands[1], ref, stretch, 2);
+    const n = grid.width * grid.height;
+    assert.ok(c.compared > n * 0.3, `valid pixels compared: ${c.compared}`);
+    assert.ok(n - c.compared > n * 0.05, 'the window also holds transparent area outside the mosaic');
+    assert.ok(c.within / c.compared >= 0.99, `within 2 levels: ${((100 * c.within) / c.compared).toFixed(2)}%`);
+    assert.ok(c.alphaMismatch / n < 0.005, `transparency mismatches: ${c.alphaMismatch}`);
+  });
+
+  test('WMTS driver on WMTSCapabilities.xml: RGB uint8 without stretch matches gdalwarp', async () => {
+    const caps = `WMTS:${server.url}/mosaics/rgb/WMTSCapabilities.xml`;
+    const info = JSON.parse(await sh('gdalinfo', ['-json', caps]));
+    assert.equal(info.bands.length, 4, 'RGBA');
+    const res = (info.geoTransform as number[])[1];
+    assert.ok(Math.abs(res - (2 * WEB_MERCATOR_HALF_SIZE_M) / (256 * 2 ** 13)) < 1e-6, 'full resolution is maxzoom 13');
+    const z = 13;
+    const [cx, cy] = lonLatToTile(6.0, 45.0, z);
+    const grid = tilesGrid(z, cx - 1, cy - 1, 3, 2);
+    const [ulx, uly] = [grid.transform[0], grid.transform[3]];
+    const [lrx, lry] = [ulx + grid.width * grid.transform[1], uly + grid.height * grid.transform[5]];
+    const got = await readBytes(caps, work, ['-projwin', String(ulx), String(uly), String(lrx), String(lry)]);
+    assert.deepEqual([got.width, got.height, got.bands.length], [768, 512, 4]);
+    const ref = await gdalwarp([file('rgb')], grid, { resampling: 'near', dtype: 'uint8', bands: 3, dstNodata: 0, extra: ['-et', '0'] });
+    // rgb.tif holds values 1..255, so gdalwarp's 0 marks exactly the area outside it
+    const c = compare(got.bands.slice(0, 3), got.bands[3], ref, (v) => v, 2);
+    const n = grid.width * grid.height;
+    assert.ok(c.compared > n * 0.5, `compared ${c.compared}`);
+    assert.ok(c.alphaMismatch / n < 0.005, `transparency mismatches: ${c.alphaMismatch}`);
+    assert.ok(c.within / c.compared >= 0.99, `within 2 levels: ${((100 * c.within) / c.compared).toFixed(2)}%`);
+  });
+
+  test('WMTS driver with a styled capabilities URL (SERVICE=WMTS, rescale): the template carries the style', async () => {
+    // GDAL splits a WMTS: connection string at commas, so the rescale comma is percent-encoded
+    const caps = `WMTS:${server.url}/mosaics/utm/WMTSCapabilities.xml?SERVICE=WMTS&REQUEST=GetCapabilities&rescale=0%2C4000&format=png`;
+    const z = 13;
+    const [cx, cy] = lonLatToTile(6.02, 45.0, z);
+    const grid = tilesGrid(z, cx - 1, cy - 1, 2, 2);
+    const [ulx, uly] = [grid.transform[0], grid.transform[3]];
+    const [lrx, lry] = [ulx + grid.width * grid.transform[1], uly + grid.height * grid.transform[5]];
+    const before = server.logs.length;
+    const got = await readBytes(caps, work, ['-projwin', String(ulx), String(uly), String(lrx), String(lry)]);
+    const paths = server.logs.slice(before).filter((l) => l.msg === 'request' && String(l.path).includes('/tiles/'));
+    assert.ok(paths.length >= 4);
+    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, { resampling: 'near', dtype: 'uint16', bands: 1, dstNodata: 0, extra: ['-et', '0'] });
+    const stretch = (v: number) => Math.min(255, Math.max(0, Math.round((v * 255) / 4000)));
+    // GDAL's WMTS dataset is RGBA: gray comes back in R, G and B
+    const c = compare([got.bands[0], got.bands[1], got.bands[2]], got.bands[3], { bands: [ref.bands[0], ref.bands[0], ref.bands[0]], valid: ref.valid }, stretch, 2);
+    assert.ok(c.compared > grid.width * grid.height * 0.8);
+    assert.ok(c.within / c.compared >= 0.99, `within 2 levels: ${((100 * c.within) / c.compared).toFixed(2)}%`);
+  });
+});

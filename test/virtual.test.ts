@@ -1,0 +1,476 @@
+/**
+ * The virtual views over HTTP with a plain client (fetch): range and conditional semantics, sidecar 404s, bad
+ * input, the source proxy, the VRT text, and the virtual COG's layout, rendering and cache.
+ */
+import assert from 'node:assert/strict';
+import { copyFile, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { cogLevels } from '../src/materialize/cog.layout.ts';
+import { renderCogTile } from '../src/materialize/cog.tiles.ts';
+import { TILE_DATA_ALIGNMENT_BYTES, VirtualCogStore, planVirtualCog, virtualCogSegments } from '../src/materialize/virtual.cog.ts';
+import { interleaveTile } from '../src/materialize/tile.encode.ts';
+import { Engine } from '../src/render/engine.ts';
+import type { Mosaic } from '../src/render/mosaic.ts';
+import { MiB } from '../src/render/types.ts';
+import { type TestServer, startTestServer } from './support/app.ts';
+import { fixtureDir, PYTHON, sh, tempDir } from './support/gdal.ts';
+
+/** A small TIFF/BigTIFF reader: per IFD the tile offsets, byte counts, size and whether it is an overview. */
+function readTiff(bytes: Uint8Array) {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const big = v.getUint16(2, true) === 43;
+  const u64 = (p: number) => v.getUint32(p, true) + v.getUint32(p + 4, true) * 2 ** 32;
+  const typeBytes: Record<number, number> = { 1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 12: 8, 16: 8 };
+  const ifds: { width: number; height: number; offsets: number[]; counts: number[]; subfile: number; nodata?: string }[] = [];
+  let offset = big ? u64(8) : v.getUint32(4, true);
+  while (offset) {
+    const n = big ? u64(offset) : v.getUint16(offset, true);
+    const tags = new Map<number, number[] | string>();
+    for (let i = 0; i < n; i++) {
+      const p = offset + (big ? 8 + 20 * i : 2 + 12 * i);
+      const tag = v.getUint16(p, true);
+      const type = v.getUint16(p + 2, true);
+      const count = big ? u64(p + 4) : v.getUint32(p + 4, true);
+      const vp = p + (big ? 12 : 8);
+      const at = count * typeBytes[type] <= (big ? 8 : 4) ? vp : big ? u64(vp) : v.getUint32(vp, true);
+      if (type === 2) {
+        tags.set(tag, Buffer.from(bytes.subarray(at, at + count - 1)).toString('latin1'));
+        continue;
+      }
+      const values: number[] = [];
+      for (let k = 0; k < count; k++) {
+        if (type === 3) values.push(v.getUint16(at + 2 * k, true));
+        else if (type === 4) values.push(v.getUint32(at + 4 * k, true));
+        else if (type === 16) values.push(u64(at + 8 * k));
+        else if (type === 12) values.push(v.getFloat64(at + 8 * k, true));
+        else values.push(v.getUint8(at + k));
+      }
+      tags.set(tag, values);
+    }
+    const num = (t: number) => tags.get(t) as number[];
+    ifds.push({
+      width: num(256)[0],
+      height: num(257)[0],
+      offsets: num(324),
+      counts: num(325),
+      subfile: (num(254) ?? [0])[0],
+      nodata: tags.get(42113) as string | undefined,
+    });
+    const next = offset + (big ? 8 + 20 * n : 2 + 12 * n);
+    offset = big ? u64(next) : v.getUint32(next, true);
+  }
+  return { big, ifds };
+}
+
+/** Split a multipart/byteranges body into its parts. */
+function parseMultipart(body: Uint8Array, contentType: string) {
+  const boundary = /boundary=([^;]+)/.exec(contentType)?.[1];
+  assert.ok(boundary, contentType);
+  const text = Buffer.from(body).toString('latin1');
+  const parts: { range: string; type: string; bytes: Uint8Array }[] = [];
+  let pos = 0;
+  for (;;) {
+    const start = text.indexOf(`--${boundary}`, pos);
+    assert.ok(start >= 0, 'boundary line');
+    const after = start + boundary.length + 2;
+    if (text.startsWith('--', after)) break;
+    const headEnd = text.indexOf('\r\n\r\n', after);
+    const head = text.slice(after + 2, headEnd);
+    const range = /Content-Range: bytes (\d+)-(\d+)\/(\d+)/i.exec(head)!;
+    const len = Number(range[2]) - Number(range[1]) + 1;
+    parts.push({ range: range[0].slice('Content-Range: '.length), type: /Content-Type: (.*)/i.exec(head)![1], bytes: body.subarray(headEnd + 4, headEnd + 4 + len) });
+    pos = headEnd + 4 + len;
+    assert.equal(text.slice(pos, pos + 2), '\r\n');
+  }
+  return parts;
+}
+
+/** A 10-band uint16 source of 200 x 200 pixels of 5 km: a mosaic at 10 m over it is 100,000 pixels square. */
+async function writeTenBandSource(file: string): Promise<void> {
+  await sh(PYTHON, [
+    '-c',
+    `
+import sys, numpy as np
+from osgeo import gdal, osr
+gdal.UseExceptions()
+w = h = 200
+ds = gdal.GetDriverByName('MEM').Create('', w, h, 10, gdal.GDT_UInt16)
+ds.SetGeoTransform((500000, 5000, 0, 5000000, 0, -5000))
+s = osr.SpatialReference(); s.ImportFromEPSG(32632); ds.SetProjection(s.ExportToWkt())
+yy, xx = np.mgrid[0:h, 0:w]
+for b in range(10):
+    ds.GetRasterBand(b + 1).SetNoDataValue(0)
+    ds.GetRasterBand(b + 1).WriteArray(((xx * 7 + yy * 13 + b * 1000) % 9000 + 1).astype(np.uint16))
+gdal.Translate(sys.argv[1], ds, format='COG', creationOptions=['COMPRESS=DEFLATE', 'BLOCKSIZE=256'])
+`,
+    file,
+  ]);
+}
+
+const BIG_BOUNDS = [500000, 4000000, 1500000, 5000000] as const;
+
+describe('virtual views over HTTP', () => {
+  let server: TestServer;
+  let dir = '';
+  let tmp = '';
+  let url = '';
+  const mosaic = (id: string): Mosaic => server.deps.catalog.get(id);
+  const get = (p: string, headers: Record<string, string> = {}, method = 'GET') => fetch(`${url}${p}`, { method, headers });
+  const bytesOf = async (r: Response) => new Uint8Array(await r.arrayBuffer());
+
+  before(async () => {
+    dir = await fixtureDir();
+    tmp = await tempDir('cogmill-virtual-');
+    await copyFile(path.join(dir, 'utm32.tif'), path.join(tmp, 'changing.tif'));
+    await writeTenBandSource(path.join(tmp, 'ten.tif'));
+    // utm32's grid, grown by 1100 pixels east and south: tiles there touch no source and are sparse
+    const probe = new Engine({ roots: [dir] });
+    const g = (await probe.openMosaic({ id: 'p', sources: [path.join(dir, 'utm32.tif')] })).grid;
+    await probe.close();
+    const t = g.transform;
+    const sparseBounds = [t[0], t[3] + (g.height + 1100) * t[5], t[0] + (g.width + 1100) * t[1], t[3]];
+    const f = (n: string) => path.join(dir, n);
+    server = await startTestServer({
+      sources: { roots: [dir, tmp] },
+      mosaics: [
+        { id: 'utm', sources: [f('utm32.tif'), f('utm31.tif')], blockSize: 256 },
+        { id: 'utm-mean', sources: [f('utm32.tif'), f('utm31.tif')], composite: 'mean' },
+        { id: 'sparse', sources: [f('utm32.tif')], bounds: sparseBounds, blockSize: 256 },
+        { id: 'changing', sources: [path.join(tmp, 'changing.tif')] },
+        { id: 'big', sources: [path.join(tmp, 'ten.tif')], bounds: [...BIG_BOUNDS], resolution: 10 },
+      ],
+    });
+    for (const p of server.deps.catalog.problems()) assert.fail(`mosaic ${p.id}: ${p.error?.message}`);
+    url = server.url;
+  });
+  after(async () => {
+    await server?.stop();
+    await server?.deps.engine.close();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  test('HEAD gives the exact size, Accept-Ranges, a strong ETag and Last-Modified, and renders nothing', async () => {
+    const plan = planVirtualCog(mosaic('utm'));
+    const r = await get('/mosaics/utm.tif', {}, 'HEAD');
+    assert.equal(r.status, 200);
+    assert.equal(Number(r.headers.get('content-length')), plan.size);
+    assert.equal(r.headers.get('accept-ranges'), 'bytes');
+    assert.equal(r.headers.get('etag'), plan.etag);
+    assert.match(r.headers.get('etag')!, /^"[^"]+"$/);
+    assert.equal(r.headers.get('last-modified'), mosaic('utm').lastModified.toUTCString());
+    assert.equal(r.headers.get('content-type'), 'image/tiff');
+    const big = await get('/mosaics/big.tif', {}, 'HEAD');
+    assert.equal(big.status, 200);
+    const bigSize = Number(big.headers.get('content-length'));
+    assert.ok(bigSize > 4 * 2 ** 30, `the 100,000 x 100,000 x 10 uint16 virtual COG is ${bigSize} bytes`);
+    assert.equal(bigSize, planVirtualCog(mosaic('big')).size);
+  });
+
+  test('the virtual COG layout: BigTIFF only past 4 GiB, aligned tiles, sparse tiles outside every source', async () => {
+    const small = planVirtualCog(mosaic('sparse'));
+    assert.equal(small.layout.bigTiff, false);
+    const header = await bytesOf(await get('/mosaics/sparse.tif', { range: `bytes=0-${small.dataStart - 1}` }));
+    assert.equal(header.length, small.dataStart);
+    assert.deepEqual([...header.subarray(0, 4)], [0x49, 0x49, 42, 0]);
+    assert.match(Buffer.from(header.subarray(8, 8 + 43 + 77)).toString('latin1'), /^GDAL_STRUCTURAL_METADATA_SIZE=\d{6} bytes\nLAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nKNOWN_INCOMPATIBLE_EDITION=NO\n /);
+    const tiff = readTiff(header);
+    const m = mosaic('sparse');
+    const levels = cogLevels(m.grid.width, m.grid.height, 256);
+    assert.equal(tiff.ifds.length, levels.length);
+    assert.equal(tiff.ifds[0].nodata, '0');
+    let sparse = 0;
+    let present = 0;
+    for (const [i, ifd] of tiff.ifds.entries()) {
+      assert.equal(ifd.width, levels[i].width);
+      assert.equal(ifd.subfile, i === 0 ? 0 : 1);
+      for (let k = 0; k < ifd.offsets.length; k++) {
+        if (ifd.counts[k] === 0) {
+          assert.equal(ifd.offsets[k], 0);
+          sparse++;
+        } else {
+          assert.equal(ifd.counts[k], 256 * 256 * 2);
+          assert.equal(ifd.offsets[k] % TILE_DATA_ALIGNMENT_BYTES, 0, 'tile data aligned on 16 KiB');
+          present++;
+        }
+      }
+    }
+    // level 0: the source covers tiles 0..3 (x) and 0..2 (y) of 8 x 7; the rest is sparse
+    assert.deepEqual(
+      tiff.ifds[0].counts.map((c) => (c ? 1 : 0)),
+      Array.from({ length: levels[0].tileCount }, (_, k) => (k % levels[0].tilesX < 4 && Math.floor(k / levels[0].tilesX) < 3 ? 1 : 0)),
+    );
+    assert.ok(sparse > 30, `sparse tiles: ${sparse}`);
+    assert.equal(small.size, small.dataStart + present * 256 * 256 * 2);
+    // the smallest overview comes first in the file, full resolution last
+    const first = (i: number) => Math.min(...tiff.ifds[i].offsets.filter((o) => o > 0));
+    assert.ok(first(levels.length - 1) < first(1) && first(1) < first(0));
+    assert.equal(first(levels.length - 1), small.dataStart);
+
+    const big = planVirtualCog(mosaic('big'));
+    assert.equal(big.layout.bigTiff, true);
+    assert.equal(mosaic('big').grid.width, 100_000);
+    assert.equal(big.present.length, big.layout.tileCount, 'the source covers the whole grid: no sparse tile');
+  });
+
+  test('Range: single, suffix, open-ended and multi-range answers agree with the full body', async () => {
+    const plan = planVirtualCog(mosaic('utm'));
+    const full = await get('/mosaics/utm.tif');
+    assert.equal(full.status, 200);
+    const all = await bytesOf(full);
+    assert.equal(all.length, plan.size);
+
+    const r1 = await get('/mosaics/utm.tif', { range: 'bytes=100-299' });
+    assert.equal(r1.status, 206);
+    assert.equal(r1.headers.get('content-range'), `bytes 100-299/${plan.size}`);
+    assert.equal(r1.headers.get('content-length'), '200');
+    assert.deepEqual(await bytesOf(r1), all.subarray(100, 300));
+
+    const r2 = await get('/mosaics/utm.tif', { range: 'bytes=-1000' });
+    assert.equal(r2.headers.get('content-range'), `bytes ${plan.size - 1000}-${plan.size - 1}/${plan.size}`);
+    assert.deepEqual(await bytesOf(r2), all.subarray(plan.size - 1000));
+
+    const r3 = await get('/mosaics/utm.tif', { range: `bytes=${plan.size - 10}-` });
+    assert.deepEqual(await bytesOf(r3), all.subarray(plan.size - 10));
+
+    const a = plan.dataStart + 5;
+    const r4 = await get('/mosaics/utm.tif', { range: `bytes=0-15, ${a}-${a + 99}` });
+    assert.equal(r4.status, 206);
+    const ct = r4.headers.get('content-type')!;
+    assert.match(ct, /^multipart\/byteranges; boundary=/);
+    const body = await bytesOf(r4);
+    assert.equal(Number(r4.headers.get('content-length')), body.length);
+    const parts = parseMultipart(body, ct);
+    assert.deepEqual(
+      parts.map((p) => [p.range, p.type]),
+      [
+        [`bytes 0-15/${plan.size}`, 'image/tiff'],
+        [`bytes ${a}-${a + 99}/${plan.size}`, 'image/tiff'],
+      ],
+    );
+    assert.deepEqual(parts[0].bytes, all.subarray(0, 16));
+    assert.deepEqual(parts[1].bytes, all.subarray(a, a + 100));
+
+    const r5 = await get('/mosaics/utm.tif', { range: 'bytes=0-99,50-149' });
+    assert.equal(r5.status, 206, 'overlapping ranges are coalesced into one part');
+    assert.equal(r5.headers.get('content-range'), `bytes 0-149/${plan.size}`);
+    assert.deepEqual(await bytesOf(r5), all.subarray(0, 150));
+  });
+
+  test('a range renders only the tiles it touches; concurrent reads of a tile render it once', async () => {
+    const engine = new Engine({ roots: [dir] });
+    try {
+      const m = await engine.openMosaic({ id: 'u', sources: [path.join(dir, 'utm32.tif')], blockSize: 256 });
+      const store = new VirtualCogStore(engine, { cacheBytes: 300 * 1024 });
+      const cog = store.open(m);
+      assert.equal(store.open(m), cog, 'one plan per mosaic version');
+      const raw = cog.plan.layout.rawTileBytes;
+      assert.equal(raw, 128 * 1024);
+      await cog.read(0, cog.plan.dataStart);
+      assert.equal(store.stats.tilesRendered, 0, 'the header renders nothing');
+      const start = cog.plan.dataStart + 3 * raw + 10;
+      const [x, y] = await Promise.all([cog.read(start, 100), cog.read(start, 100)]);
+      assert.deepEqual(x, y);
+      assert.equal(store.stats.tilesRendered, 1);
+      assert.equal(store.stats.sharedRenders, 1);
+      // the bytes are the shared tile renderer's pixels, interleaved
+      const seg = virtualCogSegments(cog.plan, start, 100);
+      assert.equal(seg.length, 1);
+      const s0 = seg[0];
+      assert.ok(s0.kind === 'tile');
+      const px = await renderCogTile(engine, m, cog.plan.levels, s0.level, s0.tx, s0.ty, cog.plan.tileOptions);
+      const expected = interleaveTile(px.bands, m.dtype, m.bandCount, 256);
+      assert.deepEqual(x, new Uint8Array(expected.buffer, expected.byteOffset, expected.byteLength).subarray(10, 110));
+      await cog.read(start, 100);
+      assert.equal(store.stats.cacheHits, 1);
+      // a range over the end of one tile and the start of the next renders both, and nothing else
+      await cog.read(cog.plan.dataStart + 5 * raw - 8, 16);
+      assert.equal(store.stats.tilesRendered, 3);
+      await cog.read(cog.plan.dataStart + 7 * raw, raw);
+      assert.equal(store.stats.tilesRendered, 4);
+      assert.ok(store.cachedBytes <= 300 * 1024, `cache holds ${store.cachedBytes} bytes`);
+      // a stream of the whole file equals the reads
+      const chunks: Uint8Array[] = [];
+      for await (const c of cog.stream(0, cog.size)) chunks.push(c);
+      const streamed = Buffer.concat(chunks);
+      assert.equal(streamed.length, cog.size);
+      assert.deepEqual(new Uint8Array(streamed.subarray(start, start + 100)), x);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  test('large bodies stream with the same bytes; a full GET of a huge virtual COG is refused with 413', async () => {
+    const plan = planVirtualCog(mosaic('big'));
+    const start = plan.dataStart + 20 * plan.layout.rawTileBytes + 123;
+    const len = 40 * MiB;
+    const r = await get('/mosaics/big.tif', { range: `bytes=${start}-${start + len - 1}` });
+    assert.equal(r.status, 206);
+    const body = await bytesOf(r);
+    assert.equal(body.length, len);
+    const again = await bytesOf(await get('/mosaics/big.tif', { range: `bytes=${start + len - 1000}-${start + len - 1}` }));
+    assert.deepEqual(again, body.subarray(len - 1000));
+
+    for (const headers of [{}, { range: 'bytes=nonsense' }, { range: 'bytes=0-' }]) {
+      const refused = await get('/mosaics/big.tif', headers);
+      assert.equal(refused.status, 413, JSON.stringify(headers));
+      const json = (await refused.json()) as { code: string; message: string };
+      assert.equal(json.code, 'too-large');
+      assert.match(json.message, /byte ranges/);
+    }
+  });
+
+  test('conditional requests: If-None-Match, If-Range, If-Match', async () => {
+    const etag = (await get('/mosaics/utm.tif', {}, 'HEAD')).headers.get('etag')!;
+    const size = planVirtualCog(mosaic('utm')).size;
+    const nm = await get('/mosaics/utm.tif', { 'if-none-match': etag, range: 'bytes=0-9' });
+    assert.equal(nm.status, 304);
+    assert.equal((await nm.arrayBuffer()).byteLength, 0);
+    assert.equal(nm.headers.get('etag'), etag);
+    assert.equal((await get('/mosaics/utm.tif', { 'if-none-match': '"other"', range: 'bytes=0-9' })).status, 206);
+    const ir = await get('/mosaics/utm.tif', { 'if-range': etag, range: 'bytes=0-9' });
+    assert.equal(ir.status, 206);
+    const stale = await get('/mosaics/utm.tif', { 'if-range': '"stale"', range: 'bytes=0-9' });
+    assert.equal(stale.status, 200, 'a failed If-Range means the full representation');
+    assert.equal((await stale.arrayBuffer()).byteLength, size);
+    assert.equal((await get('/mosaics/utm.tif', { 'if-match': '"stale"', range: 'bytes=0-9' })).status, 412);
+    const vrtTag = (await get('/mosaics/utm.vrt', {}, 'HEAD')).headers.get('etag')!;
+    assert.equal((await get('/mosaics/utm.vrt', { 'if-none-match': vrtTag })).status, 304);
+  });
+
+  test('bad input gets the right 4xx, never a 500', async () => {
+    const size = planVirtualCog(mosaic('utm')).size;
+    for (const range of [`bytes=${size}-`, `bytes=${size + 10}-${size + 20}`, 'bytes=-0', `bytes=${Array.from({ length: 300 }, (_, i) => `${i * 2}-${i * 2}`).join(',')}`]) {
+      const r = await get('/mosaics/utm.tif', { range });
+      assert.equal(r.status, 416, range.slice(0, 30));
+      assert.equal(r.headers.get('content-range'), `bytes */${size}`);
+      assert.equal(((await r.json()) as { code: string }).code, 'range-not-satisfiable');
+    }
+    for (const range of ['bytes=abc', 'bytes=9-1', 'pages=1-2', 'bytes 0-1']) {
+      const r = await get('/mosaics/utm.tif', { range });
+      assert.equal(r.status, 200, `malformed Range "${range}" is ignored`);
+      assert.equal((await r.arrayBuffer()).byteLength, size);
+    }
+    const cases: [string, number][] = [
+      ['/mosaics/nope.tif', 404],
+      ['/mosaics/nope.vrt', 404],
+      ['/mosaics/nope/sources/0.tif', 404],
+      ['/mosaics/utm/sources/2.tif', 404],
+      ['/mosaics/utm/sources/999999999.tif', 404],
+      ['/mosaics/utm/sources/01.tif', 404],
+      ['/mosaics/utm/sources/-1.tif', 404],
+      ['/mosaics/utm/sources/x.tif', 404],
+      ['/mosaics/utm.vrt?sources=elsewhere', 400],
+      ['/mosaics/a.b.tif', 404],
+    ];
+    for (const [p, status] of cases) {
+      for (const method of ['GET', 'HEAD']) {
+        const r = await get(p, { range: 'bytes=0-10' }, method);
+        assert.equal(r.status, status, `${method} ${p}`);
+        if (method === 'GET') assert.match(await r.text(), /"code"/);
+      }
+    }
+    const idx = (await (await get('/mosaics/utm/sources/2.tif')).json()) as { message: string };
+    assert.match(idx.message, /2 source\(s\), numbered 0 to 1/);
+  });
+
+  test('GDAL sidecar probes and directory listings get a fast 404 without touching a mosaic', async () => {
+    const probes = [
+      '/mosaics/utm.tif.ovr',
+      '/mosaics/utm.tif.aux.xml',
+      '/mosaics/utm.aux.xml',
+      '/mosaics/utm.tif.msk',
+      '/mosaics/utm.TIF.OVR',
+      '/mosaics/utm.vrt.aux.xml',
+      '/mosaics/utm.vrt.ovr',
+      '/mosaics/utm.tfw',
+      '/mosaics/unknown.tif.aux.xml',
+      '/mosaics/utm/sources/0.tif.aux.xml',
+      '/mosaics/utm/sources/0.tif.ovr',
+      '/mosaics/',
+      '/mosaics/utm/',
+      '/mosaics/utm/sources/',
+    ];
+    for (const p of probes) {
+      for (const method of ['HEAD', 'GET']) {
+        const t0 = performance.now();
+        const r = await get(p, {}, method);
+        const ms = performance.now() - t0;
+        assert.equal(r.status, 404, `${method} ${p}`);
+        assert.ok(ms < 100, `${method} ${p} took ${ms.toFixed(1)} ms`);
+        if (method === 'GET') assert.match(await r.text(), /sidecar|not listable/);
+      }
+    }
+  });
+
+  test('the source proxy serves each source byte for byte, with its own ETag', async () => {
+    const file = new Uint8Array(await readFile(path.join(dir, 'utm31.tif')));
+    const head = await get('/mosaics/utm/sources/1.tif', {}, 'HEAD');
+    assert.equal(head.status, 200);
+    assert.equal(Number(head.headers.get('content-length')), file.length);
+    assert.equal(head.headers.get('etag'), mosaic('utm').sources[1].raster.info.etag);
+    assert.equal(head.headers.get('accept-ranges'), 'bytes');
+    const r = await get('/mosaics/utm/sources/1.tif', { range: 'bytes=1000-1999' });
+    assert.equal(r.status, 206);
+    assert.equal(r.headers.get('content-range'), `bytes 1000-1999/${file.length}`);
+    assert.deepEqual(await bytesOf(r), file.subarray(1000, 2000));
+    const m = await get('/mosaics/utm/sources/1.tif', { range: 'bytes=0-3,-4' });
+    const parts = parseMultipart(await bytesOf(m), m.headers.get('content-type')!);
+    assert.deepEqual(parts[0].bytes, file.subarray(0, 4));
+    assert.deepEqual(parts[1].bytes, file.subarray(file.length - 4));
+    assert.deepEqual(await bytesOf(await get('/mosaics/utm/sources/1.tif')), file);
+    assert.equal((await get('/mosaics/utm/sources/1.tif', { range: `bytes=${file.length}-` })).status, 416);
+  });
+
+  test('the ETag changes when a source changes or the definition differs', async () => {
+    // the mosaic was opened at start-up; change its file before its first request (which re-checks the sources)
+    const before = planVirtualCog(mosaic('changing')).etag;
+    const beforeSource = mosaic('changing').sources[0].raster.info.etag;
+    const file = path.join(tmp, 'changing.tif');
+    const bytes = await readFile(file);
+    await new Promise((r) => setTimeout(r, 20));
+    await writeFile(file, bytes);
+    const head = await get('/mosaics/changing.tif', {}, 'HEAD');
+    assert.notEqual(head.headers.get('etag'), before);
+    assert.equal(head.headers.get('etag'), planVirtualCog(mosaic('changing')).etag);
+    const src = await get('/mosaics/changing/sources/0.tif', { range: 'bytes=0-3' });
+    assert.equal(src.status, 206);
+    assert.notEqual(src.headers.get('etag'), beforeSource);
+    // a different definition over the same sources: another ETag
+    assert.notEqual(planVirtualCog(mosaic('utm')).etag, planVirtualCog(mosaic('utm-mean')).etag);
+    assert.notEqual(planVirtualCog(mosaic('utm')).etag, planVirtualCog(mosaic('utm'), { overviewResampling: 'nearest' }).etag);
+  });
+
+  test('the VRT: native grid, proxy or direct sources, compositing order and its documented limits', async () => {
+    const m = mosaic('utm');
+    const r = await get('/mosaics/utm.vrt');
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type')!, /xml/);
+    const xml = await r.text();
+    assert.equal(Number(r.headers.get('content-length')), Buffer.byteLength(xml));
+    assert.match(xml, new RegExp(`^<VRTDataset rasterXSize="${m.grid.width}" rasterYSize="${m.grid.height}">`));
+    assert.match(xml, /<SRS>EPSG:32632<\/SRS>/);
+    assert.ok(xml.includes(`<GeoTransform>${m.grid.transform.join(',')}</GeoTransform>`));
+    // first valid wins: source 1 (utm31, warped) is listed before source 0 so source 0 is painted last
+    const i0 = xml.indexOf(`/vsicurl/${url}/mosaics/utm/sources/0.tif`);
+    const i1 = xml.indexOf(`/vsicurl/${url}/mosaics/utm/sources/1.tif`);
+    assert.ok(i0 > 0 && i1 > 0 && i1 < i0, 'first valid wins: source 0 painted last');
+    assert.match(xml, /VRTWarpedDataset/);
+    assert.match(xml, /<NODATA>0<\/NODATA>/);
+    assert.match(xml, /<UseMaskBand>true<\/UseMaskBand>/);
+    assert.match(xml, /later sources on top/);
+
+    const direct = await (await get('/mosaics/utm.vrt?sources=direct')).text();
+    assert.ok(direct.includes(`<SourceFilename relativeToVRT="0">${path.join(dir, 'utm32.tif')}</SourceFilename>`));
+    assert.ok(!direct.includes('/sources/0.tif'));
+    const dtag = (await get('/mosaics/utm.vrt?sources=direct', {}, 'HEAD')).headers.get('etag');
+    assert.notEqual(dtag, r.headers.get('etag'));
+
+    const mean = await (await get('/mosaics/utm-mean.vrt')).text();
+    assert.match(mean, /Compositing "mean" cannot be expressed in a VRT; this VRT shows the first valid pixel/);
+
+    const part = await get('/mosaics/utm.vrt', { range: 'bytes=0-10' });
+    assert.equal(part.status, 206);
+    assert.equal(await part.text(), xml.slice(0, 11));
+  });
+});
