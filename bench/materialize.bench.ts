@@ -209,7 +209,8 @@ export const materializeBench: Bench = {
   async run(ctx: BenchContext) {
     const { data, outDir } = ctx;
     const roots = [data.dir];
-    const repeats = ctx.small ? 3 : 1;
+    // one run each: the full-size runs are long, and --small must stay under a minute
+    const repeats = 1;
     const rows: Record<string, unknown>[] = [];
     const summary: Record<string, unknown>[] = [];
     const list = cases(data);

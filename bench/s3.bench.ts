@@ -36,7 +36,7 @@ export const s3Bench: Bench = {
       };
       const client = createS3Client(s3);
       await client.send(new CreateBucketCommand({ Bucket: BUCKET }));
-      const repeats = ctx.small ? 3 : 2;
+      const repeats = ctx.small ? 1 : 2;
       const file: CogmillRun[] = [];
       const remote: CogmillRun[] = [];
       for (let i = 0; i < repeats; i++) {

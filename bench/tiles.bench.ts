@@ -16,6 +16,9 @@ import { benchZooms, nativeZoom, type Tile, tileList } from './tile.list.ts';
 
 export const CLIENTS = 8;
 const FORMATS = ['png', 'webp'] as const;
+/** the warm pass repeats the tile list up to this many requests (--small: fewer) */
+const WARM_REQUESTS = 10_000;
+const WARM_REQUESTS_SMALL = 2_000;
 
 /** The S2 mosaic of the tile benchmarks and its tile list. */
 export async function tileSetup(ctx: BenchContext) {
@@ -94,12 +97,16 @@ export const tilesBench: Bench = {
     const { spec, tiles, zooms } = await tileSetup(ctx);
     note(`  ${tiles.length} tiles at zooms ${zooms.join(', ')}`);
     const rows: Record<string, unknown>[] = [];
+    const warmRequests = ctx.small ? WARM_REQUESTS_SMALL : WARM_REQUESTS;
     for (const format of FORMATS) {
       const server = await startCogmillServer(ctx.outDir, [spec], { roots: [ctx.data.dir] });
       try {
         const urls = tiles.map((t) => `${server.url}/mosaics/${spec.id}/tiles/${t.z}/${t.x}/${t.y}.${format}`);
         for (const pass of ['cold', 'warm'] as const) {
-          const r = await load(urls, CLIENTS);
+          // warm: the same list again, repeated to at least WARM_REQUESTS requests so the rate is measurable
+          const list =
+            pass === 'cold' ? urls : Array.from({ length: Math.ceil(warmRequests / urls.length) }, () => urls).flat();
+          const r = await load(list, CLIENTS);
           const row = {
             tool: 'cogmill',
             format,
@@ -121,6 +128,25 @@ export const tilesBench: Bench = {
             `  cogmill ${format} ${pass}: ${row.tilesPerSecond} tiles/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms (${row.status})`,
           );
           if (r.failures.length) note(`  failures: ${r.failures.join(' | ')}`);
+        }
+        if (format === 'png') {
+          // the ceiling of this set-up: a route that does nothing, same client, same concurrency
+          const r = await load(
+            Array.from({ length: warmRequests }, () => `${server.url}/healthz`),
+            CLIENTS,
+          );
+          const row = {
+            tool: 'cogmill /healthz (ceiling)',
+            format: 'json',
+            pass: '-',
+            tiles: r.requests,
+            tilesPerSecond: round(r.requests / (r.wallMs / 1000), 1),
+            p50Ms: round(percentile(r.latenciesMs, 50)),
+            p99Ms: round(percentile(r.latenciesMs, 99)),
+          };
+          rows.push(row);
+          ctx.emit(row);
+          note(`  /healthz ceiling: ${row.tilesPerSecond} requests/s`);
         }
       } finally {
         await server.stop();

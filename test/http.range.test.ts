@@ -49,10 +49,16 @@ describe('parseRange', () => {
         { start: 30, end: 39 },
       ],
     });
-    assert.deepEqual(coalesceRanges([{ start: 5, end: 9 }, { start: 0, end: 3 }]), [
-      { start: 5, end: 9 },
-      { start: 0, end: 3 },
-    ]);
+    assert.deepEqual(
+      coalesceRanges([
+        { start: 5, end: 9 },
+        { start: 0, end: 3 },
+      ]),
+      [
+        { start: 5, end: 9 },
+        { start: 0, end: 3 },
+      ],
+    );
   });
 
   it('drops unsatisfiable members and answers unsatisfiable when none is left', () => {
@@ -64,7 +70,17 @@ describe('parseRange', () => {
   });
 
   it('ignores malformed headers and other units (RFC 9110: a server ignores an invalid Range)', () => {
-    for (const h of ['bytes=abc', 'bytes=5-2', 'bytes=', 'bytes=1-2-3', 'bytes 0-5', 'items=0-5', 'bytes=0x10-20', '', 'bytes=--5']) {
+    for (const h of [
+      'bytes=abc',
+      'bytes=5-2',
+      'bytes=',
+      'bytes=1-2-3',
+      'bytes 0-5',
+      'items=0-5',
+      'bytes=0x10-20',
+      '',
+      'bytes=--5',
+    ]) {
       assert.equal(parseRange(h, SIZE).kind, 'ignored', h);
     }
     assert.deepEqual(parseRange(undefined, SIZE), { kind: 'none' });
@@ -106,7 +122,8 @@ describe('entity tags and dates', () => {
 });
 
 describe('planRangedResponse', () => {
-  const plan = (h: Partial<Parameters<typeof planRangedResponse>[0]>) => planRangedResponse({ method: 'GET', ...h }, REP);
+  const plan = (h: Partial<Parameters<typeof planRangedResponse>[0]>) =>
+    planRangedResponse({ method: 'GET', ...h }, REP);
 
   it('answers 200 with the whole representation without a Range', () => {
     const p = plan({});
@@ -140,12 +157,18 @@ describe('planRangedResponse', () => {
     const body = `${p.multipart.heads[0]}${'x'.repeat(10)}${p.multipart.heads[1]}${'y'.repeat(20)}${p.multipart.tail}`;
     assert.equal(Buffer.byteLength(body), p.bodyBytes);
     assert.equal(String(p.bodyBytes), h['content-length']);
-    assert.match(p.multipart.heads[1], /^\r\n--cogmill-byteranges-[0-9a-f]{8}\r\nContent-Type: image\/tiff\r\nContent-Range: bytes 500-519\/1000\r\n\r\n$/);
+    assert.match(
+      p.multipart.heads[1],
+      /^\r\n--cogmill-byteranges-[0-9a-f]{8}\r\nContent-Type: image\/tiff\r\nContent-Range: bytes 500-519\/1000\r\n\r\n$/,
+    );
     assert.equal(p.multipart.tail, `\r\n--${p.multipart.boundary}--\r\n`);
     assert.equal(makeBoundary('a'), makeBoundary('a'));
     assert.notEqual(makeBoundary('a'), makeBoundary('b'));
     const lone = multipartLayout([{ start: 0, end: 0 }], 1, 'a/b', 'B');
-    assert.equal(lone.bodyBytes, '--B\r\nContent-Type: a/b\r\nContent-Range: bytes 0-0/1\r\n\r\n'.length + 1 + '\r\n--B--\r\n'.length);
+    assert.equal(
+      lone.bodyBytes,
+      '--B\r\nContent-Type: a/b\r\nContent-Range: bytes 0-0/1\r\n\r\n'.length + 1 + '\r\n--B--\r\n'.length,
+    );
   });
 
   it('answers 416 with bytes */SIZE for unsatisfiable or rejected ranges', () => {

@@ -285,9 +285,9 @@ describe('materialise to S3 (radosgw)', () => {
       assert.equal(sink.stats.retries, injected, 'every injected fault was retried once');
       assert.ok(sink.recentErrors.some((e) => /503|SlowDown/.test(e)));
       assert.equal(multipartEtagParts(res.etag), res.parts);
+      // equal to the file sink's output, which GDAL validates in the test above
       const got = await download(key);
       assert.ok(got.equals(ref.bytes), 'the S3 object differs from the file sink output');
-      await assertValid(got, 'faults');
       assert.equal(await uploadsAt(key), 0);
       t.diagnostic(JSON.stringify({ faults: proxy.stats.faults, retries: sink.stats.retries, parts: res.parts }));
     } finally {

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -202,6 +202,46 @@ describe('readiness', () => {
       assert.equal(report.mosaics[0].status, 'error');
       assert.match(report.mosaics[0].message ?? '', /unreachable|no answer/);
     } finally {
+      await s.stop();
+      await web.stop();
+    }
+  });
+});
+
+describe('shutdown with a running materialisation', () => {
+  test('close() runs the shutdown hooks: the job is cancelled and leaves nothing at the destination', async () => {
+    const web = await startStaticServer(data);
+    const exports = path.join(dir, 'exports');
+    await mkdir(exports, { recursive: true });
+    const s = await startTestServer({
+      mosaics: [{ id: 'slow', sources: [`${web.url}/utm32.tif`, `${web.url}/utm31.tif`] }],
+      auth: { allowUnauthenticated: true },
+      materialize: { allowedDestinations: [`${exports}/`] },
+    });
+    try {
+      web.delayMs = 400;
+      const res = await fetch(`${s.url}/materialize`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ mosaic: 'slow', dest: path.join(exports, 'slow.tif'), compress: 'deflate' }),
+      });
+      assert.equal(res.status, 202);
+      const { id } = (await res.json()) as { id: string };
+      for (let i = 0; i < 50; i++) {
+        const j = (await (await fetch(`${s.url}/jobs/${id}`)).json()) as { state: string };
+        if (j.state === 'running') break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.ok(s.deps.shutdownHooks.length >= 1, 'the jobs module registered a shutdown hook');
+      const t0 = performance.now();
+      const inTime = await s.running.close(10_000);
+      assert.equal(inTime, true, 'hooks and requests finished within the grace period');
+      assert.ok(performance.now() - t0 < 10_000);
+      const line = s.logs.find((l) => l.job === id && typeof l.state === 'string' && l.msg !== 'request');
+      assert.equal(line?.state, 'cancelled', JSON.stringify(line));
+      assert.deepEqual(await readdir(exports), [], 'no file and no partial file at the destination');
+    } finally {
+      web.delayMs = 0;
       await s.stop();
       await web.stop();
     }

@@ -3,13 +3,17 @@
  * Runs with the sources read from disk and over HTTP (range requests); the S3 variant lives in render.s3.test.ts.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import { Engine } from '../src/render/engine.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
+import { planSource } from '../src/render/render.ts';
 import type { Composite, DType, Grid, Resampling } from '../src/render/types.ts';
-import { agreement, fixtureDir, gdalwarp } from './support/gdal.ts';
+import { agreement, fixtureDir, gdalwarp, tempDir } from './support/gdal.ts';
 import { type StaticServer, startStaticServer } from './support/http.server.ts';
 
 const WEB_MERCATOR_HALF = 20037508.342789244;
@@ -132,11 +136,27 @@ for (const kind of ['file', 'http'] as const) {
     });
 
     for (const r of ['bilinear', 'cubic', 'average'] as const) {
-      test(`${r}: >= 99% within 1 unit (3857 zoom 13 and 12, native grid)`, async () => {
-        await check(ctx, ['utm32', 'utm31'], mercatorWindow(13, 6.0, 45.0), { resampling: r, dtype: 'uint16', bands: 1, nodata: 0, min: 0.99, tol: 1 });
-        await check(ctx, ['utm32', 'utm31'], mercatorWindow(12, 6.0, 45.0), { resampling: r, dtype: 'uint16', bands: 1, nodata: 0, min: 0.99, tol: 1 });
+      // zoom 13 upsamples, 12 downsamples full resolution (1.35 source pixels per target pixel), 11 and 10 read
+      // overviews, and at 10 the window is split into chunks because each source covers only part of it
+      test(`${r}: >= 99% within 1 unit (3857 zooms 13 to 10, EPSG:4326)`, async () => {
+        const opts = { resampling: r, dtype: 'uint16', bands: 1, nodata: 0, min: 0.99, tol: 1 } as const;
+        for (const z of [13, 12, 11, 10]) await check(ctx, ['utm32', 'utm31'], mercatorWindow(z, 6.0, 45.0), opts);
+        await check(ctx, ['utm32', 'utm31'], geographicWindow(5.93, 45.06, 0.0002, 400, 300), opts);
       });
     }
+
+    test('mode across CRSs picks the same source values: >= 99.5% identical', async () => {
+      const opts = { resampling: 'mode', dtype: 'uint16', bands: 1, nodata: 0, min: 0.995 } as const;
+      for (const z of [12, 11]) await check(ctx, ['utm32', 'utm31'], mercatorWindow(z, 6.0, 45.0), opts);
+    });
+
+    test('an exact transform (maxErrorPx 0) matches gdalwarp -et 0 nearest on >= 99.99%', async () => {
+      const m = await ctx.mosaic('exact', ['utm32', 'utm31'], { resampling: 'nearest' });
+      const g = mercatorWindow(12, 6.0, 45.0);
+      const ours = await ctx.engine.render(m, g, { maxErrorPx: 0 });
+      const ref = await gdalwarp(['utm31', 'utm32'].map(ctx.file), g, { resampling: 'near', dtype: 'uint16', bands: 1, dstNodata: 0, extra: ['-et', '0'] });
+      assert.ok(agreement(ours, ref).fraction >= 0.9999);
+    });
 
     test('RGB uint8 in EPSG:3857, same CRS: nearest >= 99.9%, bilinear >= 99% within 1', async () => {
       const m = await ctx.mosaic('rgb', ['rgb']);
@@ -151,8 +171,13 @@ for (const kind of ['file', 'http'] as const) {
       assert.equal(m.dtype, 'float32');
       const g = subGrid(m.grid, 10, 10, 300, 300);
       await check(ctx, ['float'], g, { resampling: 'nearest', dtype: 'float32', bands: 1, nodata: -9999, min: 0.999 });
-      const utm: Grid = { crs: crsFromEpsg(32632), transform: [242000, 40, 0, 4993000, 0, -40], width: 250, height: 200 };
-      await check(ctx, ['float'], utm, { resampling: 'bilinear', dtype: 'float32', bands: 1, nodata: -9999, min: 0.99, rel: 1e-3, tol: 1e-3 });
+      // the fixture spans 255332..271754 E, 4978155..4996513 N in UTM 32 (gdaltransform of its corners): a 10 x 8 km
+      // window around its centre (263554, 4987330), with the nodata disc inside; 40 m is coarser than the fixture
+      // along x (31.5 m) and finer along y (44.4 m)
+      const utm: Grid = { crs: crsFromEpsg(32632), transform: [258560, 40, 0, 4991320, 0, -40], width: 250, height: 200 };
+      for (const r of ['bilinear', 'cubic', 'average'] as const) {
+        await check(ctx, ['float'], utm, { resampling: r, dtype: 'float32', bands: 1, nodata: -9999, min: 0.99, rel: 1e-3, tol: 1e-3 });
+      }
     });
 
     test('band-interleaved int16 with an internal mask and overviews', async () => {
@@ -205,3 +230,85 @@ for (const kind of ['file', 'http'] as const) {
     });
   });
 }
+
+const execFileP = promisify(execFile);
+
+interface GdalPlan {
+  /** 0 = full resolution, k = overview k - 1 (as in RasterInfo.levels) */
+  readonly level: number;
+  /** "Src=x,y,wxh Dst=x,y,wxh" per warp chunk, in warp order */
+  readonly chunks: readonly string[];
+}
+
+/** What gdalwarp reports (--debug on) about one source warped onto `grid`: overview level and chunks. */
+async function gdalwarpPlan(source: string, grid: Grid, resampling: string): Promise<GdalPlan> {
+  const dir = await tempDir('cogmill-plan-');
+  try {
+    const gt = grid.transform;
+    const te = [gt[0], gt[3] + grid.height * gt[5], gt[0] + grid.width * gt[1], gt[3]].map(String);
+    const args = ['--debug', 'on', '-q', '-of', 'ENVI', '-t_srs', `EPSG:${grid.crs.epsg}`, '-te', ...te];
+    args.push('-ts', String(grid.width), String(grid.height), '-r', resampling, '-et', '0', source, path.join(dir, 'out.img'));
+    const { stderr } = await execFileP('gdalwarp', args, { timeout: 60_000, maxBuffer: 64 * 1024 * 1024 });
+    const ovr = /Selecting overview level (\d+)/.exec(stderr);
+    const chunks = [...stderr.matchAll(/GWK\w*\(\) (Src=\d+,\d+,\d+x\d+ Dst=\d+,\d+,\d+x\d+)/g)].map((m) => m[1]);
+    return { level: ovr ? Number(ovr[1]) + 1 : 0, chunks };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+describe('warp plan matches gdalwarp (overview level, chunks, source windows)', () => {
+  let engine: Engine;
+  let dir = '';
+  before(async () => {
+    dir = await fixtureDir();
+    engine = new Engine({ roots: [dir] });
+  });
+  after(async () => {
+    await engine?.close();
+  });
+
+  const ourPlan = async (name: string, grid: Grid, resampling: Resampling): Promise<GdalPlan> => {
+    const p = planSource(grid, await engine.openRaster(path.join(dir, `${name}.tif`)), resampling);
+    const chunks = (p?.chunks ?? []).map((c) => `Src=${c.sx},${c.sy},${c.sw}x${c.sh} Dst=${c.dx},${c.dy},${c.dw}x${c.dh}`);
+    return { level: p?.level ?? 0, chunks };
+  };
+
+  for (const z of [10, 11, 12, 13]) {
+    test(`EPSG:3857 zoom ${z}: the same level and the same chunks for both sources and kernels`, async () => {
+      const g = mercatorWindow(z, 6.0, 45.0);
+      for (const name of ['utm32', 'utm31']) {
+        for (const r of ['bilinear', 'cubic', 'average'] as const) {
+          const gdal = await gdalwarpPlan(path.join(dir, `${name}.tif`), g, r);
+          assert.ok(gdal.chunks.length > 0);
+          assert.deepEqual(await ourPlan(name, g, r), gdal, `${name} ${r}`);
+        }
+      }
+      if (z === 10) assert.equal((await ourPlan('utm32', g, 'bilinear')).chunks.length, 4, 'zoom 10 splits into chunks');
+    });
+  }
+
+  test('the overview threshold: x extent of the window in source pixels over its width, as gdalwarp', async () => {
+    const raster = await engine.openRaster(path.join(dir, 'utm32.tif'));
+    // a tall window: along y it spans fewer source pixels per target pixel than along x, so a rule using both
+    // axes (or the source's diagonal) would switch overviews at another resolution
+    const grid = (res: number): Grid => ({
+      crs: crsFromEpsg(3857),
+      transform: [661000, res, 0, 5628000, 0, -res],
+      width: 60,
+      height: 320,
+    });
+    let lo = 30;
+    let hi = 80;
+    assert.equal(planSource(grid(lo), raster, 'nearest')?.level, 0);
+    assert.equal(planSource(grid(hi), raster, 'nearest')?.level, 1);
+    for (let i = 0; i < 40; i++) {
+      const mid = (lo + hi) / 2;
+      if (planSource(grid(mid), raster, 'nearest')?.level === 0) lo = mid;
+      else hi = mid;
+    }
+    const file = path.join(dir, 'utm32.tif');
+    assert.equal((await gdalwarpPlan(file, grid(lo * (1 - 1e-5)), 'near')).level, 0);
+    assert.equal((await gdalwarpPlan(file, grid(hi * (1 + 1e-5)), 'near')).level, 1);
+  });
+});

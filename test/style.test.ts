@@ -70,7 +70,10 @@ describe('band math', () => {
   });
 
   test('equivalent spellings share one canonical form', () => {
-    assert.equal(parseExpression('(b4-b3)/(b4+b3)', 4).canonical, parseExpression(' ( b4 - b3 ) / ( B4 + b3 ) ', 4).canonical);
+    assert.equal(
+      parseExpression('(b4-b3)/(b4+b3)', 4).canonical,
+      parseExpression(' ( b4 - b3 ) / ( B4 + b3 ) ', 4).canonical,
+    );
     assert.notEqual(parseExpression('b1-b2-b3', 4).canonical, parseExpression('b1-(b2-b3)', 4).canonical);
   });
 
@@ -111,7 +114,8 @@ describe('colormaps', () => {
     assert.deepEqual([...terrain.subarray(0, 4)], [0x33, 0x33, 0x99, 255]);
     // the 0.5 stop (#ffff99) sits between entries 127 and 128
     const mid = [...terrain.subarray(128 * 4, 128 * 4 + 3)];
-    [255, 255, 153].forEach((want, ch) => assert.ok(Math.abs(mid[ch] - want) <= 1, `terrain[128] = ${mid}`));
+    for (const [ch, want] of [255, 255, 153].entries())
+      assert.ok(Math.abs(mid[ch] - want) <= 1, `terrain[128] = ${mid}`);
     for (const name of COLORMAP_NAMES) assert.equal(namedColormap(name).lut.length, 1024, name);
     assert.ok(COLORMAP_NAMES.length >= 12);
     badRequest(() => namedColormap('jet'), /colormap "jet" is unknown; use one of gray, viridis/);
@@ -140,20 +144,43 @@ describe('colormaps', () => {
 
 describe('style parameters', () => {
   test('valid queries parse; equivalent queries have one key', () => {
-    const s = parseStyle(query('bands=3,2&bands=1&rescale=0,100&rescale=0,200&rescale=1,2&resampling=bilinear&nodata=nan'), 4, { maxExpressionLength: 512 });
+    const s = parseStyle(
+      query('bands=3,2&bands=1&rescale=0,100&rescale=0,200&rescale=1,2&resampling=bilinear&nodata=nan'),
+      4,
+      { maxExpressionLength: 512 },
+    );
     assert.deepEqual(s.bands, [3, 2, 1]);
-    assert.deepEqual(s.rescale, [[0, 100], [0, 200], [1, 2]]);
+    assert.deepEqual(s.rescale, [
+      [0, 100],
+      [0, 200],
+      [1, 2],
+    ]);
     assert.equal(s.resampling, 'bilinear');
     assert.ok(Number.isNaN(s.nodata));
-    const a = parseStyle(query('expression=(b4-b3)/(b4%2Bb3)&colormap=viridis&rescale=-1,1'), 4, { maxExpressionLength: 512 });
-    const b = parseStyle(query('rescale=-1,1&colormap=viridis&expression=( b4 - b3 ) / ( b4 %2B b3 )&unknown=1'), 4, { maxExpressionLength: 512 });
+    const a = parseStyle(query('expression=(b4-b3)/(b4%2Bb3)&colormap=viridis&rescale=-1,1'), 4, {
+      maxExpressionLength: 512,
+    });
+    const b = parseStyle(query('rescale=-1,1&colormap=viridis&expression=( b4 - b3 ) / ( b4 %2B b3 )&unknown=1'), 4, {
+      maxExpressionLength: 512,
+    });
     assert.equal(styleKey(a), styleKey(b));
-    assert.notEqual(styleKey(a), styleKey(parseStyle(query('expression=(b4-b3)/(b4%2Bb3)&colormap=magma&rescale=-1,1'), 4, { maxExpressionLength: 512 })));
+    assert.notEqual(
+      styleKey(a),
+      styleKey(
+        parseStyle(query('expression=(b4-b3)/(b4%2Bb3)&colormap=magma&rescale=-1,1'), 4, { maxExpressionLength: 512 }),
+      ),
+    );
     assert.deepEqual(styleInputBands(a, 4), [3, 4]);
     assert.deepEqual(styleInputBands(parseStyle(query(''), 4, { maxExpressionLength: 512 }), 4), [1, 2, 3]);
     assert.deepEqual(styleInputBands(parseStyle(query(''), 2, { maxExpressionLength: 512 }), 2), [1]);
-    assert.deepEqual(styleInputBands(parseStyle(query(''), 4, { maxExpressionLength: 512 }, { image: false }), 4, { image: false }), [1, 2, 3, 4]);
-    assert.equal(styleQueryString(query('zoom=3&rescale=0,1&colormap=viridis&SERVICE=WMTS')), 'rescale=0%2C1&colormap=viridis');
+    assert.deepEqual(
+      styleInputBands(parseStyle(query(''), 4, { maxExpressionLength: 512 }, { image: false }), 4, { image: false }),
+      [1, 2, 3, 4],
+    );
+    assert.equal(
+      styleQueryString(query('zoom=3&rescale=0,1&colormap=viridis&SERVICE=WMTS')),
+      'rescale=0%2C1&colormap=viridis',
+    );
   });
 
   test('bad values are 400s that say what to write', () => {
@@ -189,13 +216,29 @@ describe('values and images', () => {
   });
 
   test('nodata override masks pixels where every band equals it', () => {
-    const px = pixels(3, 1, [[7, 7, 3], [7, 1, 7]], [255, 255, 255]);
+    const px = pixels(
+      3,
+      1,
+      [
+        [7, 7, 3],
+        [7, 1, 7],
+      ],
+      [255, 255, 255],
+    );
     const v = styleValues(px, { nodata: 7 });
     assert.deepEqual([...v.mask], [0, 255, 255]);
   });
 
   test('expressions: values per pixel; a non-finite result masks the pixel', () => {
-    const px = pixels(3, 1, [[100, 0, 50], [300, 0, 50]], [255, 255, 255]);
+    const px = pixels(
+      3,
+      1,
+      [
+        [100, 0, 50],
+        [300, 0, 50],
+      ],
+      [255, 255, 255],
+    );
     const e = parseExpression('(b2 - b1) / (b2 + b1)', 2);
     const v = styleValues(px, { expression: e });
     assert.equal(v.dtype, 'float64');
@@ -208,8 +251,21 @@ describe('values and images', () => {
   });
 
   test('three bands with one range each; a colormap with transparent entries', () => {
-    const px = pixels(2, 1, [[0, 10], [10, 20], [20, 30]], [255, 255]);
-    const img = styleImage(styleValues(px, {}), [[0, 10], [10, 20], [20, 30]]);
+    const px = pixels(
+      2,
+      1,
+      [
+        [0, 10],
+        [10, 20],
+        [20, 30],
+      ],
+      [255, 255],
+    );
+    const img = styleImage(styleValues(px, {}), [
+      [0, 10],
+      [10, 20],
+      [20, 30],
+    ]);
     assert.deepEqual([...img.data], [0, 0, 0, 255, 255, 255, 255, 255]);
     const cm = customColormap('{"0": "#ff0000"}');
     const one = styleImage(styleValues(pixels(2, 1, [[0, 255]], [255, 255]), {}), [[0, 255]], cm);
@@ -241,7 +297,12 @@ describe('statistics', () => {
   });
 
   test('the sampling grid covers the bbox on the native lattice and decimates to the sample size', () => {
-    const grid = { crs: crsFromEpsg(32632), transform: [1000, 10, 0, 9000, 0, -10] as const, width: 4000, height: 2000 };
+    const grid = {
+      crs: crsFromEpsg(32632),
+      transform: [1000, 10, 0, 9000, 0, -10] as const,
+      width: 4000,
+      height: 2000,
+    };
     const whole = statisticsGrid(grid, undefined, 1000, 4e6);
     assert.equal(whole.grid.width, 1000);
     assert.equal(whole.grid.height, 500);

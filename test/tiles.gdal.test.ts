@@ -21,9 +21,35 @@ function tilesGrid(z: number, x: number, y: number, cols: number, rows: number):
 }
 
 /** Read every band of a raster GDAL can open as 8-bit arrays (through an ENVI copy). */
-async function readBytes(src: string, work: string, extra: string[] = []): Promise<{ width: number; height: number; bands: Uint8Array[] }> {
+async function readBytes(
+  src: string,
+  work: string,
+  extra: string[] = [],
+): Promise<{ width: number; height: number; bands: Uint8Array[] }> {
   const out = path.join(work, `read-${Math.random().toString(36).slice(2)}.img`);
-  await sh('gdal_translate', ['-q', '-of', 'ENVI', '-co', 'INTERLEAVE=BSQ', '-ot', 'Byte', '--config', 'GDAL_HTTP_TIMEOUT', '30', ...extra, src, out], 120_000);
+  await sh(
+    'gdal_translate',
+    [
+      '-q',
+      '-of',
+      'ENVI',
+      '-co',
+      'INTERLEAVE=BSQ',
+      '-ot',
+      'Byte',
+      '--config',
+      'GDAL_HTTP_TIMEOUT',
+      '30',
+      // keep GDAL's WMS tile cache out of the working tree
+      '--config',
+      'GDAL_DEFAULT_WMS_CACHE_PATH',
+      path.join(work, 'wms-cache'),
+      ...extra,
+      src,
+      out,
+    ],
+    120_000,
+  );
   const info = JSON.parse(await sh('gdalinfo', ['-json', out]));
   const [width, height] = info.size as [number, number];
   const raw = new Uint8Array(await readFile(out));
@@ -40,7 +66,13 @@ interface Compare {
 }
 
 /** Compare gray/RGB + alpha bytes with reference values through `stretch` (values -> byte). */
-function compare(got: Uint8Array[], gotAlpha: Uint8Array, ref: { bands: ArrayLike<number>[]; valid: Uint8Array }, stretch: (v: number) => number, tol: number): Compare {
+function compare(
+  got: Uint8Array[],
+  gotAlpha: Uint8Array,
+  ref: { bands: ArrayLike<number>[]; valid: Uint8Array },
+  stretch: (v: number) => number,
+  tol: number,
+): Compare {
   let compared = 0;
   let within = 0;
   let alphaMismatch = 0;
@@ -80,7 +112,7 @@ describe('GDAL reads the tiles over HTTP', () => {
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  test('WMS driver, TMS service on the XYZ URL: two UTM zones, rescale=0,4000, matches gdalwarp + the same stretch', async () => {
+  test('WMS driver, TMS service on the XYZ URL: two UTM zones, rescale=0,4000, matches gdalwarp + the same stretch', async (t) => {
     const z = 13;
     const [cx, cy] = lonLatToTile(5.885, 45.0, z);
     // 5 x 4 tiles from the western edge of the mosaic over the zone boundary: outside, edge, overlap
@@ -97,15 +129,32 @@ describe('GDAL reads the tiles over HTTP', () => {
     const desc = path.join(work, 'xyz.xml');
     await writeFile(desc, xml);
     const before = server.logs.length;
-    const got = await readBytes(desc, work, ['-srcwin', String(x0 * 256), String(y0 * 256), String(grid.width), String(grid.height)]);
+    const got = await readBytes(desc, work, [
+      '-srcwin',
+      String(x0 * 256),
+      String(y0 * 256),
+      String(grid.width),
+      String(grid.height),
+    ]);
     assert.deepEqual([got.width, got.height, got.bands.length], [1280, 1024, 2]);
-    const tileLines = server.logs.slice(before).filter((l) => l.msg === 'request' && String(l.path).includes('/tiles/13/'));
+    const tileLines = server.logs
+      .slice(before)
+      .filter((l) => l.msg === 'request' && String(l.path).includes('/tiles/13/'));
     assert.equal(tileLines.length, 20, 'GDAL fetched the 20 tiles');
     assert.ok(tileLines.every((l) => l.status === 200));
     // gdalwarp: later sources win, so reverse the mosaic order (first valid wins)
-    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, { resampling: 'near', dtype: 'uint16', bands: 1, dstNodata: 0, extra: ['-et', '0'] });
+    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, {
+      resampling: 'near',
+      dtype: 'uint16',
+      bands: 1,
+      dstNodata: 0,
+      extra: ['-et', '0'],
+    });
     const stretch = (v: number) => Math.min(255, Math.max(0, Math.round((v * 255) / 4000)));
     const c = compare([got.bands[0]], got.bands[1], ref, stretch, 2);
+    t.diagnostic(
+      `within 2 levels: ${c.within} of ${c.compared} (${((100 * c.within) / c.compared).toFixed(3)}%), transparency mismatches ${c.alphaMismatch}`,
+    );
     const n = grid.width * grid.height;
     assert.ok(c.compared > n * 0.3, `valid pixels compared: ${c.compared}`);
     assert.ok(n - c.compared > n * 0.05, 'the window also holds transparent area outside the mosaic');
@@ -113,7 +162,7 @@ describe('GDAL reads the tiles over HTTP', () => {
     assert.ok(c.alphaMismatch / n < 0.005, `transparency mismatches: ${c.alphaMismatch}`);
   });
 
-  test('WMTS driver on WMTSCapabilities.xml: RGB uint8 without stretch matches gdalwarp', async () => {
+  test('WMTS driver on WMTSCapabilities.xml: RGB uint8 without stretch matches gdalwarp', async (t) => {
     const caps = `WMTS:${server.url}/mosaics/rgb/WMTSCapabilities.xml`;
     const info = JSON.parse(await sh('gdalinfo', ['-json', caps]));
     assert.equal(info.bands.length, 4, 'RGBA');
@@ -126,16 +175,25 @@ describe('GDAL reads the tiles over HTTP', () => {
     const [lrx, lry] = [ulx + grid.width * grid.transform[1], uly + grid.height * grid.transform[5]];
     const got = await readBytes(caps, work, ['-projwin', String(ulx), String(uly), String(lrx), String(lry)]);
     assert.deepEqual([got.width, got.height, got.bands.length], [768, 512, 4]);
-    const ref = await gdalwarp([file('rgb')], grid, { resampling: 'near', dtype: 'uint8', bands: 3, dstNodata: 0, extra: ['-et', '0'] });
+    const ref = await gdalwarp([file('rgb')], grid, {
+      resampling: 'near',
+      dtype: 'uint8',
+      bands: 3,
+      dstNodata: 0,
+      extra: ['-et', '0'],
+    });
     // rgb.tif holds values 1..255, so gdalwarp's 0 marks exactly the area outside it
     const c = compare(got.bands.slice(0, 3), got.bands[3], ref, (v) => v, 2);
+    t.diagnostic(
+      `within 2 levels: ${c.within} of ${c.compared} (${((100 * c.within) / c.compared).toFixed(3)}%), transparency mismatches ${c.alphaMismatch}`,
+    );
     const n = grid.width * grid.height;
     assert.ok(c.compared > n * 0.5, `compared ${c.compared}`);
     assert.ok(c.alphaMismatch / n < 0.005, `transparency mismatches: ${c.alphaMismatch}`);
     assert.ok(c.within / c.compared >= 0.99, `within 2 levels: ${((100 * c.within) / c.compared).toFixed(2)}%`);
   });
 
-  test('WMTS driver with a styled capabilities URL (SERVICE=WMTS, rescale): the template carries the style', async () => {
+  test('WMTS driver with a styled capabilities URL (SERVICE=WMTS, rescale): the template carries the style', async (t) => {
     // GDAL splits a WMTS: connection string at commas, so the rescale comma is percent-encoded
     const caps = `WMTS:${server.url}/mosaics/utm/WMTSCapabilities.xml?SERVICE=WMTS&REQUEST=GetCapabilities&rescale=0%2C4000&format=png`;
     const z = 13;
@@ -147,10 +205,25 @@ describe('GDAL reads the tiles over HTTP', () => {
     const got = await readBytes(caps, work, ['-projwin', String(ulx), String(uly), String(lrx), String(lry)]);
     const paths = server.logs.slice(before).filter((l) => l.msg === 'request' && String(l.path).includes('/tiles/'));
     assert.ok(paths.length >= 4);
-    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, { resampling: 'near', dtype: 'uint16', bands: 1, dstNodata: 0, extra: ['-et', '0'] });
+    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, {
+      resampling: 'near',
+      dtype: 'uint16',
+      bands: 1,
+      dstNodata: 0,
+      extra: ['-et', '0'],
+    });
     const stretch = (v: number) => Math.min(255, Math.max(0, Math.round((v * 255) / 4000)));
     // GDAL's WMTS dataset is RGBA: gray comes back in R, G and B
-    const c = compare([got.bands[0], got.bands[1], got.bands[2]], got.bands[3], { bands: [ref.bands[0], ref.bands[0], ref.bands[0]], valid: ref.valid }, stretch, 2);
+    const c = compare(
+      [got.bands[0], got.bands[1], got.bands[2]],
+      got.bands[3],
+      { bands: [ref.bands[0], ref.bands[0], ref.bands[0]], valid: ref.valid },
+      stretch,
+      2,
+    );
+    t.diagnostic(
+      `within 2 levels: ${c.within} of ${c.compared} (${((100 * c.within) / c.compared).toFixed(3)}%), transparency mismatches ${c.alphaMismatch}`,
+    );
     assert.ok(c.compared > grid.width * grid.height * 0.8);
     assert.ok(c.within / c.compared >= 0.99, `within 2 levels: ${((100 * c.within) / c.compared).toFixed(2)}%`);
   });

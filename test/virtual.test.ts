@@ -8,12 +8,17 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { cogLevels } from '../src/materialize/cog.layout.ts';
 import { renderCogTile } from '../src/materialize/cog.tiles.ts';
-import { TILE_DATA_ALIGNMENT_BYTES, VirtualCogStore, planVirtualCog, virtualCogSegments } from '../src/materialize/virtual.cog.ts';
 import { interleaveTile } from '../src/materialize/tile.encode.ts';
+import {
+  planVirtualCog,
+  TILE_DATA_ALIGNMENT_BYTES,
+  VirtualCogStore,
+  virtualCogSegments,
+} from '../src/materialize/virtual.cog.ts';
 import { Engine } from '../src/render/engine.ts';
 import type { Mosaic } from '../src/render/mosaic.ts';
 import { MiB } from '../src/render/types.ts';
-import { type TestServer, startTestServer } from './support/app.ts';
+import { startTestServer, type TestServer } from './support/app.ts';
 import { fixtureDir, PYTHON, sh, tempDir } from './support/gdal.ts';
 
 /** A small TIFF/BigTIFF reader: per IFD the tile offsets, byte counts, size and whether it is an overview. */
@@ -22,7 +27,14 @@ function readTiff(bytes: Uint8Array) {
   const big = v.getUint16(2, true) === 43;
   const u64 = (p: number) => v.getUint32(p, true) + v.getUint32(p + 4, true) * 2 ** 32;
   const typeBytes: Record<number, number> = { 1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 12: 8, 16: 8 };
-  const ifds: { width: number; height: number; offsets: number[]; counts: number[]; subfile: number; nodata?: string }[] = [];
+  const ifds: {
+    width: number;
+    height: number;
+    offsets: number[];
+    counts: number[];
+    subfile: number;
+    nodata?: string;
+  }[] = [];
   let offset = big ? u64(8) : v.getUint32(4, true);
   while (offset) {
     const n = big ? u64(offset) : v.getUint16(offset, true);
@@ -79,7 +91,11 @@ function parseMultipart(body: Uint8Array, contentType: string) {
     const head = text.slice(after + 2, headEnd);
     const range = /Content-Range: bytes (\d+)-(\d+)\/(\d+)/i.exec(head)!;
     const len = Number(range[2]) - Number(range[1]) + 1;
-    parts.push({ range: range[0].slice('Content-Range: '.length), type: /Content-Type: (.*)/i.exec(head)![1], bytes: body.subarray(headEnd + 4, headEnd + 4 + len) });
+    parts.push({
+      range: range[0].slice('Content-Range: '.length),
+      type: /Content-Type: (.*)/i.exec(head)![1],
+      bytes: body.subarray(headEnd + 4, headEnd + 4 + len),
+    });
     pos = headEnd + 4 + len;
     assert.equal(text.slice(pos, pos + 2), '\r\n');
   }
@@ -116,7 +132,8 @@ describe('virtual views over HTTP', () => {
   let tmp = '';
   let url = '';
   const mosaic = (id: string): Mosaic => server.deps.catalog.get(id);
-  const get = (p: string, headers: Record<string, string> = {}, method = 'GET') => fetch(`${url}${p}`, { method, headers });
+  const get = (p: string, headers: Record<string, string> = {}, method = 'GET') =>
+    fetch(`${url}${p}`, { method, headers });
   const bytesOf = async (r: Response) => new Uint8Array(await r.arrayBuffer());
 
   before(async () => {
@@ -173,7 +190,10 @@ describe('virtual views over HTTP', () => {
     const header = await bytesOf(await get('/mosaics/sparse.tif', { range: `bytes=0-${small.dataStart - 1}` }));
     assert.equal(header.length, small.dataStart);
     assert.deepEqual([...header.subarray(0, 4)], [0x49, 0x49, 42, 0]);
-    assert.match(Buffer.from(header.subarray(8, 8 + 43 + 77)).toString('latin1'), /^GDAL_STRUCTURAL_METADATA_SIZE=\d{6} bytes\nLAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nKNOWN_INCOMPATIBLE_EDITION=NO\n /);
+    assert.match(
+      Buffer.from(header.subarray(8, 8 + 43 + 77)).toString('latin1'),
+      /^GDAL_STRUCTURAL_METADATA_SIZE=\d{6} bytes\nLAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nKNOWN_INCOMPATIBLE_EDITION=NO\n /,
+    );
     const tiff = readTiff(header);
     const m = mosaic('sparse');
     const levels = cogLevels(m.grid.width, m.grid.height, 256);
@@ -195,10 +215,12 @@ describe('virtual views over HTTP', () => {
         }
       }
     }
-    // level 0: the source covers tiles 0..3 (x) and 0..2 (y) of 8 x 7; the rest is sparse
+    // level 0: the 700 x 600 source covers tiles 0..2 (x) and 0..2 (y) of 8 x 7; the rest is sparse
     assert.deepEqual(
       tiff.ifds[0].counts.map((c) => (c ? 1 : 0)),
-      Array.from({ length: levels[0].tileCount }, (_, k) => (k % levels[0].tilesX < 4 && Math.floor(k / levels[0].tilesX) < 3 ? 1 : 0)),
+      Array.from({ length: levels[0].tileCount }, (_, k) =>
+        k % levels[0].tilesX < 3 && Math.floor(k / levels[0].tilesX) < 3 ? 1 : 0,
+      ),
     );
     assert.ok(sparse > 30, `sparse tiles: ${sparse}`);
     assert.equal(small.size, small.dataStart + present * 256 * 256 * 2);
@@ -308,10 +330,12 @@ describe('virtual views over HTTP', () => {
     assert.equal(r.status, 206);
     const body = await bytesOf(r);
     assert.equal(body.length, len);
-    const again = await bytesOf(await get('/mosaics/big.tif', { range: `bytes=${start + len - 1000}-${start + len - 1}` }));
+    const again = await bytesOf(
+      await get('/mosaics/big.tif', { range: `bytes=${start + len - 1000}-${start + len - 1}` }),
+    );
     assert.deepEqual(again, body.subarray(len - 1000));
 
-    for (const headers of [{}, { range: 'bytes=nonsense' }, { range: 'bytes=0-' }]) {
+    for (const headers of [{}, { range: 'bytes=nonsense' }, { range: 'bytes=0-' }] as Record<string, string>[]) {
       const refused = await get('/mosaics/big.tif', headers);
       assert.equal(refused.status, 413, JSON.stringify(headers));
       const json = (await refused.json()) as { code: string; message: string };
@@ -340,7 +364,12 @@ describe('virtual views over HTTP', () => {
 
   test('bad input gets the right 4xx, never a 500', async () => {
     const size = planVirtualCog(mosaic('utm')).size;
-    for (const range of [`bytes=${size}-`, `bytes=${size + 10}-${size + 20}`, 'bytes=-0', `bytes=${Array.from({ length: 300 }, (_, i) => `${i * 2}-${i * 2}`).join(',')}`]) {
+    for (const range of [
+      `bytes=${size}-`,
+      `bytes=${size + 10}-${size + 20}`,
+      'bytes=-0',
+      `bytes=${Array.from({ length: 300 }, (_, i) => `${i * 2}-${i * 2}`).join(',')}`,
+    ]) {
       const r = await get('/mosaics/utm.tif', { range });
       assert.equal(r.status, 416, range.slice(0, 30));
       assert.equal(r.headers.get('content-range'), `bytes */${size}`);
@@ -438,7 +467,10 @@ describe('virtual views over HTTP', () => {
     assert.notEqual(src.headers.get('etag'), beforeSource);
     // a different definition over the same sources: another ETag
     assert.notEqual(planVirtualCog(mosaic('utm')).etag, planVirtualCog(mosaic('utm-mean')).etag);
-    assert.notEqual(planVirtualCog(mosaic('utm')).etag, planVirtualCog(mosaic('utm'), { overviewResampling: 'nearest' }).etag);
+    assert.notEqual(
+      planVirtualCog(mosaic('utm')).etag,
+      planVirtualCog(mosaic('utm'), { overviewResampling: 'nearest' }).etag,
+    );
   });
 
   test('the VRT: native grid, proxy or direct sources, compositing order and its documented limits', async () => {

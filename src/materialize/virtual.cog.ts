@@ -146,10 +146,22 @@ function sourceFootprint(mosaic: Mosaic, info: RasterInfo): Footprint | undefine
         tr.forward(xs, ys);
         return { xs: [...xs], ys: [...ys] };
       };
-      const left = edge(() => x0, (t) => y0 + t * (y1 - y0));
-      const right = edge(() => x1, (t) => y0 + t * (y1 - y0));
-      const bottom = edge((t) => x0 + t * (x1 - x0), () => y0);
-      const top = edge((t) => x0 + t * (x1 - x0), () => y1);
+      const left = edge(
+        () => x0,
+        (t) => y0 + t * (y1 - y0),
+      );
+      const right = edge(
+        () => x1,
+        (t) => y0 + t * (y1 - y0),
+      );
+      const bottom = edge(
+        (t) => x0 + t * (x1 - x0),
+        () => y0,
+      );
+      const top = edge(
+        (t) => x0 + t * (x1 - x0),
+        () => y1,
+      );
       const all = [...left.xs, ...right.xs, ...bottom.xs, ...top.xs, ...left.ys, ...right.ys, ...bottom.ys, ...top.ys];
       const ib: Bounds = [Math.max(...left.xs), Math.max(...bottom.ys), Math.min(...right.xs), Math.min(...top.ys)];
       inner = all.every(Number.isFinite) && ib[0] < ib[2] && ib[1] < ib[3] ? ib : undefined;
@@ -235,7 +247,11 @@ function presentTiles(
  * Plan the virtual COG of a mosaic: the layout, which tiles are sparse (metadata only), the file size and the ETag.
  * BigTIFF only when the file passes 4 GiB.
  */
-export function planVirtualCog(mosaic: Mosaic, options: VirtualCogOptions = {}, plan: { exhaustive?: boolean } = {}): VirtualCogPlan {
+export function planVirtualCog(
+  mosaic: Mosaic,
+  options: VirtualCogOptions = {},
+  plan: { exhaustive?: boolean } = {},
+): VirtualCogPlan {
   const blockSize = options.blockSize ?? mosaic.blockSize;
   const tileOptions: CogTileOptions = {
     blockSize,
@@ -253,7 +269,8 @@ export function planVirtualCog(mosaic: Mosaic, options: VirtualCogOptions = {}, 
     byteCounts[i] = first.rawTileBytes;
     presentCount++;
   }
-  const padFor = (l: CogLayout) => (TILE_DATA_ALIGNMENT_BYTES - (l.headerBytes % TILE_DATA_ALIGNMENT_BYTES)) % TILE_DATA_ALIGNMENT_BYTES;
+  const padFor = (l: CogLayout) =>
+    (TILE_DATA_ALIGNMENT_BYTES - (l.headerBytes % TILE_DATA_ALIGNMENT_BYTES)) % TILE_DATA_ALIGNMENT_BYTES;
   // the padding is at most 16 KiB: count it as payload so the BigTIFF decision stays safe
   const bigTiff = needsBigTiff(first.spec, presentCount * first.rawTileBytes + TILE_DATA_ALIGNMENT_BYTES);
   const layout = bigTiff === first.bigTiff ? first : planCog(cogSpecFor(mosaic, blockSize, bigTiff));
@@ -342,7 +359,15 @@ export function virtualCogSegments(plan: VirtualCogPlan, offset: number, length:
     const to = Math.min(end, tileStart + raw);
     const fileIndex = plan.present[k];
     const ref = plan.layout.tileAtFileIndex(fileIndex);
-    out.push({ kind: 'tile', fileIndex, level: ref.level, tx: ref.tx, ty: ref.ty, from: pos - tileStart, to: to - tileStart });
+    out.push({
+      kind: 'tile',
+      fileIndex,
+      level: ref.level,
+      tx: ref.tx,
+      ty: ref.ty,
+      from: pos - tileStart,
+      to: to - tileStart,
+    });
     pos = to;
   }
   return out;

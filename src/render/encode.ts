@@ -39,7 +39,7 @@ export async function encodeImage(
   if (channels === 1 || channels === 2) img = img.toColourspace('b-w');
   switch (format) {
     case 'png':
-      img = img.png({ compressionLevel: 6, adaptiveFiltering: false });
+      img = img.png({ compressionLevel: 3, adaptiveFiltering: false });
       break;
     case 'webp':
       img = img.webp({ quality: options.quality ?? 85, lossless: options.lossless ?? false, effort: 2 });

@@ -65,7 +65,10 @@ export interface VrtOptions {
 }
 
 export function escapeXml(text: string): string {
-  return text.replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[ch]!);
+  return text.replace(
+    /[&<>"']/g,
+    (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[ch]!,
+  );
 }
 
 /** Text that is safe inside an XML comment (no `--`). */
@@ -150,7 +153,12 @@ interface PlacedSource {
   readonly warped: boolean;
 }
 
-function warpedVrt(mosaic: Mosaic, source: MosaicSource, path: string, win: { x0: number; y0: number; width: number; height: number }): string {
+function warpedVrt(
+  mosaic: Mosaic,
+  source: MosaicSource,
+  path: string,
+  win: { x0: number; y0: number; width: number; height: number },
+): string {
   const info = source.raster.info;
   const g = mosaic.grid.transform;
   const dstGt: GeoTransform = [g[0] + win.x0 * g[1], g[1], 0, g[3] + win.y0 * g[5], 0, g[5]];
@@ -165,11 +173,21 @@ function warpedVrt(mosaic: Mosaic, source: MosaicSource, path: string, win: { x0
   const alpha = `<VRTRasterBand dataType="${dtype}" band="${nb + 1}" subClass="VRTWarpedRasterBand"><ColorInterp>Alpha</ColorInterp></VRTRasterBand>`;
   const mappings = mosaic.bandIndices
     .map((b, k) => {
-      const nd = info.nodata === undefined ? '' : `<SrcNoDataReal>${vrtNumber(info.nodata)}</SrcNoDataReal><SrcNoDataImag>0</SrcNoDataImag>`;
+      const nd =
+        info.nodata === undefined
+          ? ''
+          : `<SrcNoDataReal>${vrtNumber(info.nodata)}</SrcNoDataReal><SrcNoDataImag>0</SrcNoDataImag>`;
       return `<BandMapping src="${b + 1}" dst="${k + 1}">${nd}</BandMapping>`;
     })
     .join('');
-  const alphaMax = info.dtype === 'uint8' || info.dtype === 'int8' ? 255 : info.dtype.startsWith('float') ? 1 : info.dtype.endsWith('16') ? 65535 : 255;
+  const alphaMax =
+    info.dtype === 'uint8' || info.dtype === 'int8'
+      ? 255
+      : info.dtype.startsWith('float')
+        ? 1
+        : info.dtype.endsWith('16')
+          ? 65535
+          : 255;
   const resampling = WARP_RESAMPLING[mosaic.resampling];
   return (
     `<VRTDataset rasterXSize="${win.width}" rasterYSize="${win.height}" subClass="VRTWarpedDataset">` +
@@ -219,7 +237,13 @@ function placeSource(mosaic: Mosaic, source: MosaicSource, path: string): Placed
     return {
       source,
       filename: path,
-      properties: { width: info.width, height: info.height, dtype: info.dtype, blockX: info.blockWidth, blockY: info.blockHeight },
+      properties: {
+        width: info.width,
+        height: info.height,
+        dtype: info.dtype,
+        blockX: info.blockWidth,
+        blockY: info.blockHeight,
+      },
       srcRect: [0, 0, info.width, info.height],
       dstRect: [xOff, yOff, xSize, ySize],
       band: (k) => mosaic.bandIndices[k] + 1,
@@ -248,7 +272,8 @@ function rect(tag: string, r: readonly [number, number, number, number]): string
 }
 
 function colorInterp(mosaic: Mosaic, k: number): string {
-  if (mosaic.dtype === 'uint8' && (mosaic.bandCount === 3 || mosaic.bandCount === 4)) return ['Red', 'Green', 'Blue', 'Alpha'][k];
+  if (mosaic.dtype === 'uint8' && (mosaic.bandCount === 3 || mosaic.bandCount === 4))
+    return ['Red', 'Green', 'Blue', 'Alpha'][k];
   return 'Gray';
 }
 
@@ -276,7 +301,9 @@ export function mosaicVrt(mosaic: Mosaic, options: VrtOptions): string {
     );
   }
   if (placed.some((p) => p.warped)) {
-    notes.push(`Sources in another CRS are reprojected by GDAL's warper (inline VRTWarpedDataset, ${mosaic.resampling}, max error ${WARP_MAX_ERROR_PX} px).`);
+    notes.push(
+      `Sources in another CRS are reprojected by GDAL's warper (inline VRTWarpedDataset, ${mosaic.resampling}, max error ${WARP_MAX_ERROR_PX} px).`,
+    );
   }
   if (skipped.length) notes.push(`Sources ${skipped.join(', ')} lie outside the mosaic's extent and are left out.`);
   if (options.note) notes.push(options.note);

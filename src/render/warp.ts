@@ -289,17 +289,45 @@ export class Sampler {
     if (ix + iMax >= f.width) iMax = f.width - ix - 1;
     const wx = this.wx;
     for (let i = iMin; i <= iMax; i++) wx[i - iMin] = weight((i - dx) * sx);
-    for (let b = 0; b < nb; b++) out[b] = 0;
+    // taps and rows of zero weight add nothing (the sums are bit for bit those of the full loops)
+    const wOff = iMin;
+    while (iMin <= iMax && wx[iMin - wOff] === 0) iMin++;
+    while (iMax >= iMin && wx[iMax - wOff] === 0) iMax--;
     let wsum = 0;
+    if (nb === 1) {
+      const a = bands[0];
+      let acc = 0;
+      for (; j <= jMax; j++) {
+        const wy = weight((j - dy) * sy);
+        if (wy === 0) continue;
+        const row = (f.y0 + iy + j) * stride + f.x0 + ix;
+        let wRow = 0;
+        let sum = 0;
+        for (let i = iMin; i <= iMax; i++) {
+          const k = row + i;
+          if (valid[k] === 0) continue;
+          const w = wx[i - wOff];
+          wRow += w;
+          sum += a[k] * w;
+        }
+        acc += sum * wy;
+        wsum += wRow * wy;
+      }
+      if (wsum < 0.000001) return false;
+      out[0] = wsum < 0.99999 || wsum > 1.00001 ? acc / wsum : acc;
+      return true;
+    }
+    for (let b = 0; b < nb; b++) out[b] = 0;
     for (; j <= jMax; j++) {
-      const row = (f.y0 + iy + j) * stride + f.x0 + ix;
       const wy = weight((j - dy) * sy);
+      if (wy === 0) continue;
+      const row = (f.y0 + iy + j) * stride + f.x0 + ix;
       let wRow = 0;
       for (let b = 0; b < nb; b++) local[b] = 0;
       for (let i = iMin; i <= iMax; i++) {
         const k = row + i;
-        if (!valid[k]) continue;
-        const w = wx[i - iMin];
+        if (valid[k] === 0) continue;
+        const w = wx[i - wOff];
         wRow += w;
         for (let b = 0; b < nb; b++) local[b] += bands[b][k] * w;
       }

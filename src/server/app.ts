@@ -90,7 +90,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 const PROBE_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
 
 /** Paths whose handlers render pixels: they take a render slot and have a deadline. */
-const RENDER_PATH = /^\/mosaics\/[^/]+(\/(tiles|wmts|preview|bbox|crop|statistics|point)\b|\.tif$)/;
+const RENDER_PATH = /^\/mosaics\/[^/]+(\/(tiles|preview|bbox|statistics|point)\b|\.tif$)/;
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();

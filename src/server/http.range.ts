@@ -55,7 +55,11 @@ export function coalesceRanges(ranges: readonly ByteRange[]): ByteRange[] {
 }
 
 /** Parse a `Range` header against a representation of `size` bytes. */
-export function parseRange(header: string | undefined | null, size: number, maxRanges = DEFAULT_MAX_RANGES): RangeRequest {
+export function parseRange(
+  header: string | undefined | null,
+  size: number,
+  maxRanges = DEFAULT_MAX_RANGES,
+): RangeRequest {
   if (header === undefined || header === null) return { kind: 'none' };
   const m = /^\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*=\s*(.*)$/s.exec(header);
   if (!m) return { kind: 'ignored', reason: 'not of the form bytes=<ranges>' };

@@ -138,7 +138,15 @@ export function renderGate(opts: {
     });
     expired.catch(() => {});
     try {
-      const release = await Promise.race([opts.limiter.acquire(signal), expired]);
+      const acquiring = opts.limiter.acquire(signal);
+      // a slot granted after the deadline is handed straight back
+      acquiring.then(
+        (release) => {
+          if (signal.aborted) release();
+        },
+        () => {},
+      );
+      const release = await Promise.race([acquiring, expired]);
       const work = (async () => {
         try {
           await next();

@@ -327,14 +327,11 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
         mosaic: mosaic.id,
         destination: 'download',
         options: asked,
-        run: (hooks) =>
-          materialize(
-            deps.engine,
-            mosaic,
-            sink,
-            { ...options, workers: config.materialize.workers || undefined },
-            hooks,
-          ),
+        // the spool path stays on the server: clients see "download"
+        run: async (hooks) => ({
+          ...(await materialize(deps.engine, mosaic, sink, { ...options, workers: config.materialize.workers || undefined }, hooks)),
+          location: 'download',
+        }),
       });
     } catch (e) {
       if (e instanceof JobQueueFullError) throw new OverloadedError(e.message, RETRY_AFTER_S);
@@ -352,7 +349,7 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
       signal.removeEventListener('abort', onGone);
     }
     if (done.state !== 'succeeded' || !done.result) throw jobFailure(done);
-    const file = done.result.location;
+    const file = sink.temporaryPath;
     const remove = () => {
       rm(file, { force: true }).catch((e: unknown) =>
         log.warn({ err: e, file }, 'could not remove an export spool file'),

@@ -343,8 +343,12 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const key = `${format}:${width}x${height}`;
     let p = emptyImages.get(key);
     if (!p) {
-      p = encodeImage(new Uint8Array(width * height * 2), width, height, 2, format);
-      if (width * height <= 512 * 512) emptyImages.set(key, p);
+      const made = encodeImage(new Uint8Array(width * height * 2), width, height, 2, format);
+      if (width * height <= 512 * 512) {
+        emptyImages.set(key, made);
+        made.catch(() => emptyImages.delete(key));
+      }
+      p = made;
     }
     return p;
   }

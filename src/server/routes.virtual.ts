@@ -26,12 +26,7 @@ import { directSourcePath, mosaicVrt } from '../render/vrt.ts';
 import { type AppEnv, type RequestInfo, timed } from './app.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
-import {
-  planRangedResponse,
-  type RangedPlan,
-  type RangedRepresentation,
-  rangedHeaders,
-} from './http.range.ts';
+import { planRangedResponse, type RangedPlan, type RangedRepresentation, rangedHeaders } from './http.range.ts';
 import { appMetrics } from './metrics.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
 
@@ -127,7 +122,10 @@ function streamPlan(plan: Extract<RangedPlan, { parts: unknown }>, body: RangedB
   );
 }
 
-async function bufferPlan(plan: Extract<RangedPlan, { parts: unknown }>, body: RangedBody): Promise<Uint8Array<ArrayBuffer>> {
+async function bufferPlan(
+  plan: Extract<RangedPlan, { parts: unknown }>,
+  body: RangedBody,
+): Promise<Uint8Array<ArrayBuffer>> {
   const pieces = await Promise.all(plan.parts.map((p) => body.read(p.start, p.end - p.start + 1)));
   const out = new Uint8Array(plan.bodyBytes);
   let pos = 0;
@@ -161,7 +159,8 @@ function capitaliseContentTypeOnWrite(c: Context<AppEnv>): void {
     const i = args.findIndex((a, k) => k > 0 && a !== null && typeof a === 'object' && !Array.isArray(a));
     if (i > 0) {
       const renamed: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(args[i] as Record<string, unknown>)) renamed[k === 'content-type' ? 'Content-Type' : k] = v;
+      for (const [k, v] of Object.entries(args[i] as Record<string, unknown>))
+        renamed[k === 'content-type' ? 'Content-Type' : k] = v;
       args[i] = renamed;
     }
     return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
@@ -202,7 +201,11 @@ async function serveRanged(
     info.fields.rangeRefused = plan.reason;
     if (method === 'HEAD') return new Response(null, { status: 416, headers });
     const json = encoder.encode(
-      JSON.stringify({ code: 'range-not-satisfiable', message: `${plan.reason}; the size is ${rep.size} bytes`, requestId: info.id }),
+      JSON.stringify({
+        code: 'range-not-satisfiable',
+        message: `${plan.reason}; the size is ${rep.size} bytes`,
+        requestId: info.id,
+      }),
     );
     return new Response(json, {
       status: 416,
@@ -267,7 +270,9 @@ function virtualMetrics(registry: Registry, store: () => VirtualCogStore | undef
 }
 
 function notFoundBody(c: Context<AppEnv>, message: string): Response {
-  return c.json({ code: 'not-found', message, requestId: c.get('req')?.id }, 404, { 'cache-control': 'public, max-age=300' });
+  return c.json({ code: 'not-found', message, requestId: c.get('req')?.id }, 404, {
+    'cache-control': 'public, max-age=300',
+  });
 }
 
 export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
@@ -313,8 +318,12 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
 
   // ---- fast 404s for what GDAL probes next to a file, and for directory listings
   const sidecar = (c: Context<AppEnv>) =>
-    notFoundBody(c, `${c.req.path} does not exist: cogmill serves no sidecar files (overviews and nodata are inside the file)`);
-  const listing = (c: Context<AppEnv>) => notFoundBody(c, `${c.req.path} is not listable; GET /mosaics lists the mosaics`);
+    notFoundBody(
+      c,
+      `${c.req.path} does not exist: cogmill serves no sidecar files (overviews and nodata are inside the file)`,
+    );
+  const listing = (c: Context<AppEnv>) =>
+    notFoundBody(c, `${c.req.path} is not listable; GET /mosaics lists the mosaics`);
   r.get(`/mosaics/:name{[^/]+${SIDECAR_SUFFIX}}`, sidecar);
   r.get(`/mosaics/:id{${MOSAIC_ID}}/sources/:name{[^/]+${SIDECAR_SUFFIX}}`, sidecar);
   r.get('/mosaics/', listing);
@@ -328,7 +337,12 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
     if (opensFile(c)) await revalidate(mosaic, info);
     const cog = await timed(info, 'plan', async () => cogs.open(mosaic));
     info.fields.mosaic = mosaic.id;
-    const rep: RangedRepresentation = { size: cog.size, etag: cog.etag, lastModified: mosaic.lastModified, contentType: TIFF_TYPE };
+    const rep: RangedRepresentation = {
+      size: cog.size,
+      etag: cog.etag,
+      lastModified: mosaic.lastModified,
+      contentType: TIFF_TYPE,
+    };
     const before = cogs.stats.tilesRendered;
     try {
       return await serveRanged(
@@ -380,7 +394,10 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
       c,
       { size: bytes.byteLength, etag, lastModified: mosaic.lastModified, contentType: VRT_TYPE },
       memoryBody(bytes),
-      { cacheControl, extraHeaders: config.server.publicUrl ? {} : { vary: 'Host, X-Forwarded-Host, X-Forwarded-Proto' } },
+      {
+        cacheControl,
+        extraHeaders: config.server.publicUrl ? {} : { vary: 'Host, X-Forwarded-Host, X-Forwarded-Proto' },
+      },
     );
   });
 
@@ -408,7 +425,12 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
       };
       return serveRanged(
         c,
-        { size: rinfo.size, etag: sourceEntityTag(rinfo.etag), lastModified: mosaic.lastModified, contentType: TIFF_TYPE },
+        {
+          size: rinfo.size,
+          etag: sourceEntityTag(rinfo.etag),
+          lastModified: mosaic.lastModified,
+          contentType: TIFF_TYPE,
+        },
         {
           read,
           stream: (offset, length) => {

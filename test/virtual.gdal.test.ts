@@ -1,0 +1,415 @@
+/**
+ * The virtual COG and the VRT as GDAL sees them through /vsicurl/: gdalinfo, the COG validator, window reads at
+ * every level bit-identical to the shared tile renderer, the VRT against gdalwarp, multi-range reads, request counts,
+ * and a 100,000 x 100,000 x 10-band mosaic that opens without rendering a pixel.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { type CogLevel, cogLevels } from '../src/materialize/cog.layout.ts';
+import { renderCogTile } from '../src/materialize/cog.tiles.ts';
+import { planVirtualCog } from '../src/materialize/virtual.cog.ts';
+import type { Mosaic } from '../src/render/mosaic.ts';
+import { allocTyped, bytesPerSample, type Pixels, type TypedArray, typedFromBytes } from '../src/render/types.ts';
+import { startTestServer, type TestServer } from './support/app.ts';
+import { agreement, fixtureDir, gdalwarp, PYTHON, tempDir } from './support/gdal.ts';
+
+const exec = promisify(execFile);
+const TIMEOUT_MS = 60_000;
+/** What a QGIS user sets for /vsicurl/ */
+const QGIS_ENV = { GDAL_DISABLE_READDIR_ON_OPEN: 'EMPTY_DIR', CPL_VSIL_CURL_ALLOWED_EXTENSIONS: '.tif,.vrt' };
+
+async function run(cmd: string, args: string[], env: Record<string, string> = {}) {
+  const { stdout, stderr } = await exec(cmd, args, {
+    timeout: TIMEOUT_MS,
+    maxBuffer: 64 * 1024 * 1024,
+    env: { ...process.env, ...env },
+  });
+  return { stdout, stderr };
+}
+
+async function writeTenBandSource(file: string): Promise<void> {
+  await run(PYTHON, [
+    '-c',
+    `
+import sys, numpy as np
+from osgeo import gdal, osr
+gdal.UseExceptions()
+w = h = 200
+ds = gdal.GetDriverByName('MEM').Create('', w, h, 10, gdal.GDT_UInt16)
+ds.SetGeoTransform((500000, 5000, 0, 5000000, 0, -5000))
+s = osr.SpatialReference(); s.ImportFromEPSG(32632); ds.SetProjection(s.ExportToWkt())
+yy, xx = np.mgrid[0:h, 0:w]
+for b in range(10):
+    ds.GetRasterBand(b + 1).SetNoDataValue(0)
+    ds.GetRasterBand(b + 1).WriteArray(((xx * 7 + yy * 13 + b * 1000) % 9000 + 1).astype(np.uint16))
+gdal.Translate(sys.argv[1], ds, format='COG', creationOptions=['COMPRESS=DEFLATE', 'BLOCKSIZE=256'])
+`,
+    file,
+  ]);
+}
+
+describe('virtual COG and VRT through GDAL /vsicurl/', () => {
+  let server: TestServer;
+  let dir = '';
+  let tmp = '';
+  let url = '';
+  let n = 0;
+  const mosaic = (id: string): Mosaic => server.deps.catalog.get(id);
+  const vsi = (p: string) => `/vsicurl/${url}${p}`;
+  const rendered = () =>
+    (
+      server.deps.metrics.getSingleMetric('cogmill_virtual_cog_tiles_rendered_total') as unknown as {
+        hashMap: Record<string, { value: number }>;
+      }
+    ).hashMap[''].value;
+  const requestLines = () =>
+    server.logs.filter((l) => l.msg === 'request') as {
+      method: string;
+      path: string;
+      status: number;
+      range?: string;
+    }[];
+
+  /** gdal_translate `args` of `src` to a local GTiff, then its pixels band after band (raw, native order). */
+  async function gdalRead(src: string, args: string[], env: Record<string, string> = QGIS_ENV) {
+    const out = path.join(tmp, `read${n++}.tif`);
+    const res = await run('gdal_translate', ['-q', ...args, src, out], env);
+    const raw = `${out}.raw`;
+    await run(PYTHON, [
+      '-c',
+      'import sys\nfrom osgeo import gdal\nds = gdal.Open(sys.argv[1])\nopen(sys.argv[2], "wb").write(ds.ReadRaster())',
+      out,
+      raw,
+    ]);
+    return { bytes: new Uint8Array(await readFile(raw)), stderr: res.stderr };
+  }
+
+  /** The window (x0, y0, w, h) of `level`, band after band, from the shared tile renderer. */
+  async function expectedWindow(
+    m: Mosaic,
+    level: number,
+    x0: number,
+    y0: number,
+    w: number,
+    h: number,
+  ): Promise<Uint8Array> {
+    const plan = planVirtualCog(m);
+    const bs = plan.tileOptions.blockSize;
+    const bands: TypedArray[] = Array.from({ length: m.bandCount }, () => allocTyped(m.dtype, w * h));
+    for (let ty = Math.floor(y0 / bs); ty <= Math.floor((y0 + h - 1) / bs); ty++) {
+      for (let tx = Math.floor(x0 / bs); tx <= Math.floor((x0 + w - 1) / bs); tx++) {
+        const tile = await renderCogTile(server.deps.engine, m, plan.levels, level, tx, ty, plan.tileOptions);
+        for (let y = Math.max(y0, ty * bs); y < Math.min(y0 + h, (ty + 1) * bs); y++) {
+          const c0 = Math.max(x0, tx * bs);
+          const c1 = Math.min(x0 + w, (tx + 1) * bs);
+          for (let b = 0; b < m.bandCount; b++) {
+            const row = (y - ty * bs) * bs;
+            bands[b].set(
+              tile.bands[b].subarray(row + c0 - tx * bs, row + c1 - tx * bs) as never,
+              (y - y0) * w + (c0 - x0),
+            );
+          }
+        }
+      }
+    }
+    const out = new Uint8Array(w * h * m.bandCount * bytesPerSample(m.dtype));
+    let pos = 0;
+    for (const b of bands) {
+      out.set(new Uint8Array(b.buffer, b.byteOffset, b.byteLength), pos);
+      pos += b.byteLength;
+    }
+    return out;
+  }
+
+  function firstDifference(a: Uint8Array, b: Uint8Array): number {
+    if (a.length !== b.length) return -2;
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
+    return -1;
+  }
+
+  before(async () => {
+    dir = await fixtureDir();
+    tmp = await tempDir('cogmill-virtual-gdal-');
+    await writeTenBandSource(path.join(tmp, 'ten.tif'));
+    const f = (name: string) => path.join(dir, name);
+    // utm32's native grid, grown east and south so some tiles touch no source (sparse)
+    const { stdout } = await run('gdalinfo', ['-json', f('utm32.tif')]);
+    const info = JSON.parse(stdout) as { geoTransform: number[]; size: number[] };
+    const gt = info.geoTransform;
+    const sparseBounds = [gt[0], gt[3] + (info.size[1] + 700) * gt[5], gt[0] + (info.size[0] + 700) * gt[1], gt[3]];
+    server = await startTestServer({
+      sources: { roots: [dir, tmp] },
+      mosaics: [
+        { id: 'utm', sources: [f('utm32.tif'), f('utm31.tif')], blockSize: 256 },
+        { id: 'rgb', sources: [f('rgb.tif')] },
+        { id: 'float', sources: [f('float.tif')], blockSize: 256 },
+        { id: 'sparse', sources: [f('utm32.tif')], bounds: sparseBounds, blockSize: 256 },
+        {
+          id: 'big',
+          sources: [path.join(tmp, 'ten.tif')],
+          bounds: [500000, 4000000, 1500000, 5000000],
+          resolution: 10,
+        },
+      ],
+    });
+    for (const p of server.deps.catalog.problems()) assert.fail(`mosaic ${p.id}: ${p.error?.message}`);
+    url = server.url;
+  });
+  after(async () => {
+    await server?.stop();
+    await server?.deps.engine.close();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  test('gdalinfo on the 100,000 x 100,000 x 10-band BigTIFF virtual COG: under a second, no pixel rendered', async (t) => {
+    const before = rendered();
+    const t0 = performance.now();
+    const { stdout } = await run('gdalinfo', ['-json', vsi('/mosaics/big.tif')], QGIS_ENV);
+    const ms = performance.now() - t0;
+    t.diagnostic(
+      `gdalinfo of the 100k x 100k x 10 virtual COG (first open, layout planned on this request): ${ms.toFixed(0)} ms`,
+    );
+    assert.ok(ms < 1000, `gdalinfo took ${ms.toFixed(0)} ms`);
+    const info = JSON.parse(stdout);
+    assert.deepEqual(info.size, [100_000, 100_000]);
+    assert.equal(info.bands.length, 10);
+    assert.equal(info.bands[9].type, 'UInt16');
+    assert.equal(info.bands[0].noDataValue, 0);
+    assert.deepEqual(info.bands[0].block, [512, 512]);
+    assert.deepEqual(
+      info.bands[0].overviews.map((o: { size: number[] }) => o.size),
+      cogLevels(100_000, 100_000, 512)
+        .slice(1)
+        .map((l) => [l.width, l.height]),
+    );
+    assert.deepEqual(info.geoTransform, [500000, 10, 0, 5000000, 0, -10]);
+    assert.equal(rendered(), before, 'opening renders nothing');
+    const head = new Uint8Array(
+      await (await fetch(`${url}/mosaics/big.tif`, { headers: { range: 'bytes=0-3' } })).arrayBuffer(),
+    );
+    assert.deepEqual([...head], [0x49, 0x49, 43, 0], 'BigTIFF');
+
+    // the COG validator walks every IFD and tile array, and still renders nothing
+    const v = await run(
+      PYTHON,
+      ['-m', 'osgeo_utils.samples.validate_cloud_optimized_geotiff', '--full-check=yes', vsi('/mosaics/big.tif')],
+      QGIS_ENV,
+    );
+    assert.match(v.stdout, /is a valid cloud optimized GeoTIFF/);
+    assert.equal(rendered(), before);
+
+    // a window read renders exactly the tiles under it: columns and rows 1..3 of 512-pixel tiles
+    const m = mosaic('big');
+    const got = await gdalRead(vsi('/mosaics/big.tif'), ['-srcwin', '1000', '1000', '600', '600']);
+    assert.equal(rendered() - before, 9);
+    assert.equal(firstDifference(got.bytes, await expectedWindow(m, 0, 1000, 1000, 600, 600)), -1);
+  });
+
+  test('gdalinfo and the COG validator agree with the mosaic: size, CRS, geotransform, bands, overviews, blocks', async () => {
+    const cases = [
+      { id: 'utm', epsg: 32632, type: 'UInt16', nodata: 0, block: 256, bands: 1 },
+      { id: 'rgb', epsg: 3857, type: 'Byte', nodata: undefined, block: 512, bands: 3 },
+      { id: 'float', epsg: 4326, type: 'Float32', nodata: -9999, block: 256, bands: 1 },
+      { id: 'sparse', epsg: 32632, type: 'UInt16', nodata: 0, block: 256, bands: 1 },
+    ];
+    for (const c of cases) {
+      const m = mosaic(c.id);
+      const { stdout } = await run('gdalinfo', ['-json', vsi(`/mosaics/${c.id}.tif`)], QGIS_ENV);
+      const info = JSON.parse(stdout);
+      assert.deepEqual(info.size, [m.grid.width, m.grid.height], c.id);
+      assert.equal(info.stac['proj:epsg'], c.epsg, c.id);
+      assert.deepEqual(info.geoTransform, [...m.grid.transform], c.id);
+      assert.equal(info.bands.length, c.bands, c.id);
+      for (const b of info.bands) {
+        assert.equal(b.type, c.type, c.id);
+        assert.equal(b.noDataValue, c.nodata, c.id);
+        assert.deepEqual(b.block, [c.block, c.block], c.id);
+        assert.deepEqual(
+          b.overviews.map((o: { size: number[] }) => o.size),
+          cogLevels(m.grid.width, m.grid.height, c.block)
+            .slice(1)
+            .map((l) => [l.width, l.height]),
+          c.id,
+        );
+      }
+      const v = await run(
+        PYTHON,
+        ['-m', 'osgeo_utils.samples.validate_cloud_optimized_geotiff', '--full-check=yes', vsi(`/mosaics/${c.id}.tif`)],
+        QGIS_ENV,
+      );
+      assert.match(v.stdout, /is a valid cloud optimized GeoTIFF/, c.id);
+      assert.doesNotMatch(v.stdout + v.stderr, /error|warning/i, c.id);
+    }
+  });
+
+  test('gdalinfo on the VRT: the native grid, CRS, bands and nodata', async () => {
+    for (const [id, epsg, bands, type] of [
+      ['utm', 32632, 1, 'UInt16'],
+      ['rgb', 3857, 3, 'Byte'],
+      ['float', 4326, 1, 'Float32'],
+    ] as const) {
+      const m = mosaic(id);
+      const { stdout } = await run('gdalinfo', ['-json', vsi(`/mosaics/${id}.vrt`)], QGIS_ENV);
+      const info = JSON.parse(stdout);
+      assert.equal(info.driverShortName, 'VRT');
+      assert.deepEqual(info.size, [m.grid.width, m.grid.height]);
+      assert.deepEqual(info.geoTransform, [...m.grid.transform]);
+      assert.equal(info.stac['proj:epsg'], epsg);
+      assert.equal(info.bands.length, bands);
+      assert.equal(info.bands[0].type, type);
+      assert.equal(info.bands[0].noDataValue, m.nodata);
+    }
+  });
+
+  test('windows at full resolution and at every overview are bit-identical to the shared tile renderer', async () => {
+    let checked = 0;
+    for (const id of ['utm', 'rgb', 'float', 'sparse']) {
+      const m = mosaic(id);
+      const levels: CogLevel[] = cogLevels(m.grid.width, m.grid.height, planVirtualCog(m).tileOptions.blockSize);
+      for (const l of levels) {
+        // full resolution: a window crossing tile edges; overviews: the whole level (with -ovr, GDAL reads -srcwin
+        // in full-resolution pixels, so a window would not map exactly onto overview pixels)
+        const x0 = l.level === 0 ? 37 : 0;
+        const y0 = l.level === 0 ? 29 : 0;
+        const w = l.level === 0 ? Math.min(l.width - x0, 333) : l.width;
+        const h = l.level === 0 ? Math.min(l.height - y0, 301) : l.height;
+        const args =
+          l.level === 0 ? ['-srcwin', String(x0), String(y0), String(w), String(h)] : ['-ovr', String(l.level - 1)];
+        const got = await gdalRead(vsi(`/mosaics/${id}.tif`), args);
+        const want = await expectedWindow(m, l.level, x0, y0, w, h);
+        assert.equal(firstDifference(got.bytes, want), -1, `${id} level ${l.level} window ${args.join(' ')}`);
+        checked++;
+      }
+    }
+    assert.equal(checked, 11, 'levels checked: utm 3, rgb 2, float 2, sparse 4');
+    // the sparse corner reads as nodata
+    const m = mosaic('sparse');
+    const got = await gdalRead(vsi('/mosaics/sparse.tif'), [
+      '-srcwin',
+      String(m.grid.width - 300),
+      String(m.grid.height - 300),
+      '300',
+      '300',
+    ]);
+    assert.ok(got.bytes.every((b) => b === 0));
+  });
+
+  test('multi-range reads (GDAL_HTTP_MULTIRANGE=SINGLE_GET) get multipart/byteranges GDAL parses', async () => {
+    const mark = requestLines().length;
+    // tile column 0 of rows 0 and 1: two ranges that are not adjacent in the file
+    const multi = await gdalRead(vsi('/mosaics/utm.tif'), ['-srcwin', '0', '0', '200', '500'], {
+      ...QGIS_ENV,
+      GDAL_HTTP_MULTIRANGE: 'SINGLE_GET',
+    });
+    assert.doesNotMatch(multi.stderr, /ERROR/);
+    const lines = requestLines().slice(mark);
+    assert.ok(
+      lines.some((l) => l.path === '/mosaics/utm.tif' && l.status === 206 && (l.range ?? '').includes(',')),
+      `a multi-range request was made: ${JSON.stringify(lines.map((l) => l.range))}`,
+    );
+    assert.ok(!lines.some((l) => l.status >= 400));
+    const single = await gdalRead(vsi('/mosaics/utm.tif'), ['-srcwin', '0', '0', '200', '500']);
+    assert.equal(firstDifference(multi.bytes, single.bytes), -1);
+    assert.equal(firstDifference(multi.bytes, await expectedWindow(mosaic('utm'), 0, 0, 0, 200, 500)), -1);
+  });
+
+  test('gdalinfo needs at most 3 requests to the virtual COG', async (t) => {
+    const count = async (env: Record<string, string>) => {
+      const mark = requestLines().length;
+      await run('gdalinfo', [vsi('/mosaics/float.tif')], env);
+      const lines = requestLines().slice(mark);
+      return {
+        cog: lines.filter((l) => l.path === '/mosaics/float.tif').length,
+        all: lines.length,
+        paths: lines.map((l) => `${l.method} ${l.path} ${l.status}`),
+      };
+    };
+    const qgis = await count(QGIS_ENV);
+    assert.ok(qgis.cog <= 3, JSON.stringify(qgis.paths));
+    assert.equal(qgis.all, qgis.cog);
+    const bare = await count({});
+    assert.ok(bare.cog <= 3, JSON.stringify(bare.paths));
+    assert.ok(
+      bare.paths.every(
+        (p) => p.endsWith(' 404') || p.startsWith('HEAD /mosaics/float.tif') || p.startsWith('GET /mosaics/float.tif'),
+      ),
+    );
+    t.diagnostic(`gdalinfo requests with EMPTY_DIR + allowed extensions: ${qgis.cog} to the COG, ${qgis.all} in all`);
+    t.diagnostic(
+      `gdalinfo requests without them: ${bare.cog} to the COG, ${bare.all} in all: ${bare.paths.join(', ')}`,
+    );
+  });
+
+  test('the VRT read through GDAL matches gdalwarp of the sources (nearest, >= 99.5%)', async () => {
+    for (const [id, names, nodata] of [
+      ['utm', ['utm32.tif', 'utm31.tif'], 0],
+      ['float', ['float.tif'], -9999],
+    ] as const) {
+      const m = mosaic(id);
+      const got = await gdalRead(vsi(`/mosaics/${id}.vrt`), []);
+      const n = m.grid.width * m.grid.height;
+      const values = typedFromBytes(m.dtype, got.bytes);
+      assert.equal(values.length, n);
+      const mask = new Uint8Array(n);
+      for (let i = 0; i < n; i++) mask[i] = values[i] !== nodata ? 255 : 0;
+      const ours: Pixels = { width: m.grid.width, height: m.grid.height, dtype: m.dtype, bands: [values], mask };
+      // gdalwarp: later inputs win, so the reverse order gives "first valid wins"
+      const ref = await gdalwarp(names.map((x) => path.join(dir, x)).reverse(), m.grid, {
+        resampling: 'near',
+        dtype: m.dtype,
+        bands: 1,
+        dstNodata: nodata,
+      });
+      const a = agreement(ours, ref);
+      assert.ok(a.compared > n * 0.5, `${id}: compared ${a.compared}`);
+      assert.ok(
+        a.fraction >= 0.995,
+        `${id}: ${(a.fraction * 100).toFixed(3)}% agree (validity mismatches ${a.validityMismatch})`,
+      );
+    }
+  });
+
+  test('a plain GET streams the whole small virtual COG; gdal_translate throughput', async (t) => {
+    const m = mosaic('utm');
+    const size = planVirtualCog(m).size;
+    const t0 = performance.now();
+    const all = new Uint8Array(await (await fetch(`${url}/mosaics/utm.tif`)).arrayBuffer());
+    const getMs = performance.now() - t0;
+    assert.equal(all.length, size);
+    const file = path.join(tmp, 'downloaded.tif');
+    await writeFile(file, all);
+    const v = await run(PYTHON, [
+      '-m',
+      'osgeo_utils.samples.validate_cloud_optimized_geotiff',
+      '--full-check=yes',
+      file,
+    ]);
+    assert.match(v.stdout, /is a valid cloud optimized GeoTIFF/);
+    const local = await gdalRead(file, []);
+    // whole-file read through /vsicurl/ on a fresh mosaic state: rendered tiles come from the cache now, so time a
+    // cold read of another mosaic too
+    const t1 = performance.now();
+    const remote = await gdalRead(vsi('/mosaics/utm.tif'), []);
+    const warmMs = performance.now() - t1;
+    assert.equal(firstDifference(remote.bytes, local.bytes), -1);
+    const cold = mosaic('rgb');
+    const coldSize = planVirtualCog(cold).size;
+    const t2 = performance.now();
+    await gdalRead(vsi('/mosaics/rgb.tif'), ['-ovr', 'NONE']);
+    const coldMs = performance.now() - t2;
+    const mbps = (bytes: number, ms: number) => (bytes / 2 ** 20 / (ms / 1000)).toFixed(1);
+    t.diagnostic(
+      `GET of the whole utm virtual COG: ${size} bytes in ${getMs.toFixed(0)} ms (${mbps(size, getMs)} MiB/s, rendering included)`,
+    );
+    t.diagnostic(
+      `gdal_translate of the whole utm virtual COG (tiles cached): ${warmMs.toFixed(0)} ms, ${mbps(size, warmMs)} MiB/s`,
+    );
+    t.diagnostic(
+      `gdal_translate of the whole rgb virtual COG (cold, rendering): ${coldMs.toFixed(0)} ms, ${mbps(coldSize, coldMs)} MiB/s`,
+    );
+  });
+});
