@@ -289,6 +289,17 @@ async function main(): Promise<void> {
     const stopMs = performance.now() - tStop;
     const logLines = (await readFile(logFile, 'utf8')).split('\n').filter((l) => l.includes('"msg":"request"'));
     const rejected = Number(/^cogmill_render_rejected_total (\d+)/m.exec(metricsText)?.[1] ?? 'NaN');
+    const metricMiB = (name: string) => {
+      const line = metricsText.split('\n').find((l) => l.startsWith(`${name} `));
+      return line ? round(Number(line.slice(name.length + 1)) / MiB, 1) : null;
+    };
+    const memory = {
+      heapUsed: metricMiB('cogmill_nodejs_heap_size_used_bytes'),
+      external: metricMiB('cogmill_nodejs_external_memory_bytes'),
+      headerCache: metricMiB('cogmill_cache_bytes{cache="header"}'),
+      blockCache: metricMiB('cogmill_cache_bytes{cache="block"}'),
+      tileCache: metricMiB('cogmill_cache_bytes{cache="tile"}'),
+    };
 
     // ---- report
     const warmIndex = Math.floor(samples.length / 4);
@@ -324,6 +335,9 @@ async function main(): Promise<void> {
         afterIdle: round(after.rss / MiB, 1),
       },
       rssGrowthAfterWarmupPercent: round(((last.rss - warm.rss) / warm.rss) * 100, 1),
+      memoryAtEndMiB: memory,
+      rssTraceMiB: samples.map((x) => round(x.rss / MiB, 0)),
+      fdTrace: samples.map((x) => x.fds),
       summaryLogLines: logLines.length,
       sigtermExit: code,
       sigtermMs: round(stopMs, 0),
@@ -358,6 +372,7 @@ async function main(): Promise<void> {
               `Open file descriptors: ${before.fds} before, at most ${maxFds} during (the ${CONNECTIONS} client sockets included), ${after.fds} after the clients closed.`,
               `RSS: ${summary.rssMiB.before} MiB before, ${summary.rssMiB.afterWarmup} MiB after the first quarter, ` +
                 `${summary.rssMiB.end} MiB at the end (${summary.rssGrowthAfterWarmupPercent}% after warm-up), at most ${summary.rssMiB.max} MiB.`,
+              `At the end (from /metrics, MiB): ${JSON.stringify(memory)}.`,
               `Summary log lines: ${logLines.length} for ${done} requests (+ the setup requests). SIGTERM: exit ${code} after ${summary.sigtermMs} ms.`,
               '',
               table(trace),

@@ -13,7 +13,13 @@ import {
   ListMultipartUploadsCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { isFinalState, JobQueueFullError, JobRegistry, type JobView, parseJobOptions } from '../src/materialize/jobs.ts';
+import {
+  isFinalState,
+  JobQueueFullError,
+  JobRegistry,
+  type JobView,
+  parseJobOptions,
+} from '../src/materialize/jobs.ts';
 import { materialize } from '../src/materialize/pipeline.ts';
 import { SinkFile } from '../src/materialize/sink.file.ts';
 import { Engine } from '../src/render/engine.ts';
@@ -34,7 +40,11 @@ function sleep(ms: number): Promise<void> {
 }
 
 /** Poll `fn` until it returns a value (not undefined), at most `timeoutMs`. */
-async function until<T>(fn: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = WAIT_MS): Promise<T> {
+async function until<T>(
+  fn: () => Promise<T | undefined> | T | undefined,
+  what: string,
+  timeoutMs = WAIT_MS,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -61,7 +71,13 @@ before(async () => {
 
 describe('job options', () => {
   test('parsed from strings or JSON values, errors name the option', () => {
-    const { options, asked } = parseJobOptions({ compress: 'ZSTD', level: '9', blocksize: 256, predictor: '2', statistics: 'false' });
+    const { options, asked } = parseJobOptions({
+      compress: 'ZSTD',
+      level: '9',
+      blocksize: 256,
+      predictor: '2',
+      statistics: 'false',
+    });
     assert.equal(options.compression, 'zstd');
     assert.equal(options.level, 9);
     assert.equal(options.blockSize, 256);
@@ -95,7 +111,11 @@ describe('job registry', () => {
   let mosaic: Mosaic;
   before(async () => {
     engine = new Engine({ roots: [dir] });
-    mosaic = await engine.openMosaic({ id: 'two', sources: ['utm32', 'utm31'].map((n) => path.join(dir, `${n}.tif`)), blockSize: 256 });
+    mosaic = await engine.openMosaic({
+      id: 'two',
+      sources: ['utm32', 'utm31'].map((n) => path.join(dir, `${n}.tif`)),
+      blockSize: 256,
+    });
   });
   after(() => engine.close());
 
@@ -106,7 +126,8 @@ describe('job registry', () => {
       request: {
         mosaic: 'two',
         destination: file,
-        run: (hooks: Parameters<typeof materialize>[4]) => materialize(engine, mosaic, new SinkFile(file), { workers: 1 }, hooks),
+        run: (hooks: Parameters<typeof materialize>[4]) =>
+          materialize(engine, mosaic, new SinkFile(file), { workers: 1 }, hooks),
       },
     };
   };
@@ -114,7 +135,11 @@ describe('job registry', () => {
   test('bounded concurrency: with one slot the second job waits, then both succeed with full progress', async () => {
     const started: string[] = [];
     const finished: string[] = [];
-    const jobs = new JobRegistry({ maxConcurrentJobs: 1, onStart: (j) => started.push(j.id), onFinish: (j) => finished.push(j.id) });
+    const jobs = new JobRegistry({
+      maxConcurrentJobs: 1,
+      onStart: (j) => started.push(j.id),
+      onFinish: (j) => finished.push(j.id),
+    });
     const a = fileJob('reg-a');
     const b = fileJob('reg-b');
     const ja = jobs.create(a.request);
@@ -171,7 +196,8 @@ describe('job registry', () => {
     const failing = jobs.create({
       mosaic: 'two',
       destination: '/nowhere',
-      run: (hooks) => materialize(engine, mosaic, new SinkFile('/proc/cogmill-cannot-write/x.tif'), { workers: 0 }, hooks),
+      run: (hooks) =>
+        materialize(engine, mosaic, new SinkFile('/proc/cogmill-cannot-write/x.tif'), { workers: 0 }, hooks),
     });
     const queued = jobs.create(fileJob('bounded').request);
     assert.equal(queued.state, 'queued');
@@ -210,18 +236,38 @@ describe('job API (HTTP, radosgw)', () => {
   before(async () => {
     ceph = await startCeph();
     proxy = await startFaultProxy(ceph.endpoint, []);
-    client = createS3Client({ endpoint: ceph.endpoint, region: ceph.region, accessKeyId: ceph.accessKeyId, secretAccessKey: ceph.secretAccessKey });
+    client = createS3Client({
+      endpoint: ceph.endpoint,
+      region: ceph.region,
+      accessKeyId: ceph.accessKeyId,
+      secretAccessKey: ceph.secretAccessKey,
+    });
     await client.send(new CreateBucketCommand({ Bucket: BUCKET }));
     spool = await tempDir('cogmill-spool-');
     local = await tempDir('cogmill-local-');
     // a larger mosaic for jobs that must still be running when the test acts: the two zones at 5 m
     server = await startTestServer({
-      s3: { endpoint: proxy.url, region: ceph.region, accessKeyId: ceph.accessKeyId, secretAccessKey: ceph.secretAccessKey },
+      s3: {
+        endpoint: proxy.url,
+        region: ceph.region,
+        accessKeyId: ceph.accessKeyId,
+        secretAccessKey: ceph.secretAccessKey,
+      },
       auth: { token: TOKEN },
-      materialize: { allowedDestinations: [`s3://${BUCKET}/exports/`, `${local}/`], workers: 2, maxConcurrentJobs: 1, spoolDir: spool },
+      materialize: {
+        allowedDestinations: [`s3://${BUCKET}/exports/`, `${local}/`],
+        workers: 2,
+        maxConcurrentJobs: 1,
+        spoolDir: spool,
+      },
       mosaics: [
         { id: 'two', sources: ['utm32', 'utm31'].map((n) => path.join(dir, `${n}.tif`)), blockSize: 256 },
-        { id: 'fine', sources: ['utm32', 'utm31'].map((n) => path.join(dir, `${n}.tif`)), blockSize: 256, resolution: 5 },
+        {
+          id: 'fine',
+          sources: ['utm32', 'utm31'].map((n) => path.join(dir, `${n}.tif`)),
+          blockSize: 256,
+          resolution: 5,
+        },
       ],
     });
   });
@@ -236,7 +282,12 @@ describe('job API (HTTP, radosgw)', () => {
   const api = (p: string, init: RequestInit = {}) =>
     fetch(`${server.url}${p}`, { ...init, headers: { ...auth, ...(init.headers as Record<string, string>) } });
 
-  const post = (body: unknown) => api('/materialize', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const post = (body: unknown) =>
+    api('/materialize', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
 
   async function finished(id: string): Promise<JobView> {
     return until(async () => {
@@ -282,7 +333,9 @@ describe('job API (HTTP, radosgw)', () => {
 
   test('GET /materialize: 202 + Location; the job succeeds with full progress; the object is a valid COG', async () => {
     const key = 'exports/two.tif';
-    const res = await api(`/materialize?mosaic=two&dest=${encodeURIComponent(`s3://${BUCKET}/${key}`)}&compress=deflate&blocksize=256`);
+    const res = await api(
+      `/materialize?mosaic=two&dest=${encodeURIComponent(`s3://${BUCKET}/${key}`)}&compress=deflate&blocksize=256`,
+    );
     assert.equal(res.status, 202);
     const body = await res.json();
     assert.match(body.id, /^[0-9a-f-]{36}$/);
@@ -312,8 +365,14 @@ describe('job API (HTTP, radosgw)', () => {
     assert.equal(exp.status, 200);
     assert.equal(Number(exp.headers.get('content-length')), job.result?.bytes);
     assert.equal(exp.headers.get('content-disposition'), 'attachment; filename="two.tif"');
-    assert.ok(Buffer.from(await exp.arrayBuffer()).equals(await readFile(file)), 'export.tif differs from the S3 object');
-    assert.deepEqual(await until(async () => ((await readdir(spool)).length === 0 ? true : undefined), 'the spool to empty', 5000), true);
+    assert.ok(
+      Buffer.from(await exp.arrayBuffer()).equals(await readFile(file)),
+      'export.tif differs from the S3 object',
+    );
+    assert.deepEqual(
+      await until(async () => ((await readdir(spool)).length === 0 ? true : undefined), 'the spool to empty', 5000),
+      true,
+    );
     const list = await (await api('/jobs')).json();
     assert.ok(list.jobs.some((j: JobView) => j.id === body.id));
     const exportJob = list.jobs.find((j: JobView) => j.destination === 'download');
@@ -348,7 +407,9 @@ describe('job API (HTTP, radosgw)', () => {
 
   test('DELETE /jobs/{id} mid-upload: cancelled, no upload listed, no object; queued jobs wait for the slot', async () => {
     // hold every part 2 s so the job is mid-upload when it is cancelled
-    proxy.setRules([{ name: 'slow', method: 'PUT', match: S3_REQUEST.uploadPart, action: { kind: 'delay', ms: 2000 } }]);
+    proxy.setRules([
+      { name: 'slow', method: 'PUT', match: S3_REQUEST.uploadPart, action: { kind: 'delay', ms: 2000 } },
+    ]);
     try {
       const key = 'exports/cancelled.tif';
       const a = await (await post({ mosaic: 'fine', dest: `s3://${BUCKET}/${key}`, compress: 'none' })).json();
@@ -379,7 +440,11 @@ describe('job API (HTTP, radosgw)', () => {
   test('bad requests: 400 naming the parameter, 404 unknown mosaic or job, 403 destination, 401/403 token', async () => {
     const cases: [string, number, RegExp][] = [
       [`/materialize?mosaic=two&dest=s3://${BUCKET}/exports/x.tif&compress=gzip`, 400, /compress: must be one of/],
-      [`/materialize?mosaic=two&dest=s3://${BUCKET}/exports/x.tif&level=99`, 400, /level: must be an integer from 1 to 9/],
+      [
+        `/materialize?mosaic=two&dest=s3://${BUCKET}/exports/x.tif&level=99`,
+        400,
+        /level: must be an integer from 1 to 9/,
+      ],
       [`/materialize?mosaic=two&dest=s3://${BUCKET}/exports/x.tif&colour=red`, 400, /unknown parameter "colour"/],
       [`/materialize?mosaic=two&dest=s3://${BUCKET}/exports/x.tif&compress=jpeg`, 400, /jpeg compression needs uint8/],
       ['/materialize?mosaic=two', 400, /dest is required/],
@@ -398,7 +463,11 @@ describe('job API (HTTP, radosgw)', () => {
       assert.equal(res.status, status, `${p}: ${JSON.stringify(body)}`);
       assert.match(body.message, message, p);
     }
-    const notJson = await api('/materialize', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"mosaic":' });
+    const notJson = await api('/materialize', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"mosaic":',
+    });
     assert.equal(notJson.status, 400);
     assert.match((await notJson.json()).message, /not valid JSON/);
     const head = await api('/mosaics/two/export.tif', { method: 'HEAD' });
@@ -416,13 +485,22 @@ describe('job API (HTTP, radosgw)', () => {
     const mosaics = [{ id: 'two', sources: [path.join(dir, 'utm32.tif')], blockSize: 256 }];
     const closed = await startTestServer({ materialize: { allowedDestinations: [`${local}/`] }, mosaics });
     try {
-      const res = await fetch(`${closed.url}/materialize?mosaic=two&dest=${encodeURIComponent(path.join(local, 'closed.tif'))}`);
+      const res = await fetch(
+        `${closed.url}/materialize?mosaic=two&dest=${encodeURIComponent(path.join(local, 'closed.tif'))}`,
+      );
       assert.equal(res.status, 403);
-      assert.match((await res.json()).message, /materialisation is disabled: configure auth\.token.*allowUnauthenticated/);
+      assert.match(
+        (await res.json()).message,
+        /materialisation is disabled: configure auth\.token.*allowUnauthenticated/,
+      );
     } finally {
       await closed.stop();
     }
-    const open = await startTestServer({ auth: { allowUnauthenticated: true }, materialize: { allowedDestinations: [`${local}/`] }, mosaics });
+    const open = await startTestServer({
+      auth: { allowUnauthenticated: true },
+      materialize: { allowedDestinations: [`${local}/`] },
+      mosaics,
+    });
     try {
       const file = path.join(local, 'open.tif');
       const res = await fetch(`${open.url}/materialize?mosaic=two&dest=${encodeURIComponent(file)}`);
@@ -448,11 +526,16 @@ describe('job API (HTTP, radosgw)', () => {
     const first = await reader.read();
     assert.ok(first.value && first.value.byteLength > 0);
     await reader.cancel();
-    assert.deepEqual(await until(async () => ((await readdir(spool)).length === 0 ? true : undefined), 'the spool to empty', 5000), true);
+    assert.deepEqual(
+      await until(async () => ((await readdir(spool)).length === 0 ? true : undefined), 'the spool to empty', 5000),
+      true,
+    );
   });
 
   test('shutdown (SIGTERM drain) cancels running jobs and aborts their uploads', async () => {
-    proxy.setRules([{ name: 'slow-stop', method: 'PUT', match: S3_REQUEST.uploadPart, action: { kind: 'delay', ms: 2000 } }]);
+    proxy.setRules([
+      { name: 'slow-stop', method: 'PUT', match: S3_REQUEST.uploadPart, action: { kind: 'delay', ms: 2000 } },
+    ]);
     const key = 'exports/shutdown.tif';
     const res = await post({ mosaic: 'fine', dest: `s3://${BUCKET}/${key}`, compress: 'none' });
     assert.equal(res.status, 202);

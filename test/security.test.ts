@@ -295,6 +295,21 @@ describe('materialisation needs a token and an allowed destination', () => {
           `${method} ${p} with the token answered ${right.status}`,
         );
       }
+      // the right token, a destination outside the allow-list: 403, and no job
+      for (const dest of ['s3://bucket/out/x.tif', path.join(outside, 'x.tif'), `${dir}/exports-evil/x.tif`]) {
+        const r = await fetch(`${s.url}/materialize`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ mosaic: 'm', dest }),
+        });
+        assert.equal(r.status, 403, dest);
+        assert.match(((await r.json()) as { message: string }).message, /not under an allowed destination/);
+        const q = await fetch(`${s.url}/materialize?mosaic=m&dest=${encodeURIComponent(dest)}`, {
+          headers: { authorization: `Bearer ${TOKEN}` },
+        });
+        assert.equal(q.status, 403, dest);
+        await q.arrayBuffer();
+      }
     } finally {
       await s.stop();
     }

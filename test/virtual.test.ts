@@ -169,6 +169,9 @@ describe('virtual views over HTTP', () => {
 
   test('HEAD gives the exact size, Accept-Ranges, a strong ETag and Last-Modified, and renders nothing', async () => {
     const plan = planVirtualCog(mosaic('utm'));
+    const counter = server.deps.metrics.getSingleMetric('cogmill_virtual_cog_tiles_rendered_total');
+    const renderedNow = async () => (await counter!.get()).values[0]?.value ?? 0;
+    const before = await renderedNow();
     const r = await get('/mosaics/utm.tif', {}, 'HEAD');
     assert.equal(r.status, 200);
     assert.equal(Number(r.headers.get('content-length')), plan.size);
@@ -182,6 +185,7 @@ describe('virtual views over HTTP', () => {
     const bigSize = Number(big.headers.get('content-length'));
     assert.ok(bigSize > 4 * 2 ** 30, `the 100,000 x 100,000 x 10 uint16 virtual COG is ${bigSize} bytes`);
     assert.equal(bigSize, planVirtualCog(mosaic('big')).size);
+    assert.equal(await renderedNow(), before);
   });
 
   test('the virtual COG layout: BigTIFF only past 4 GiB, aligned tiles, sparse tiles outside every source', async () => {
@@ -233,6 +237,40 @@ describe('virtual views over HTTP', () => {
     assert.equal(big.layout.bigTiff, true);
     assert.equal(mosaic('big').grid.width, 100_000);
     assert.equal(big.present.length, big.layout.tileCount, 'the source covers the whole grid: no sparse tile');
+  });
+
+  test('the quick footprint classification marks exactly the tiles the exact per-tile test does', async () => {
+    const engine = new Engine({ roots: [dir] });
+    try {
+      const f = (n: string) => path.join(dir, n);
+      const mosaics = [
+        mosaic('utm'),
+        mosaic('sparse'),
+        await engine.openMosaic({
+          id: 'merc',
+          sources: [f('utm32.tif'), f('float.tif'), f('rgb.tif')],
+          bands: [1],
+          dtype: 'float32',
+          crs: 3857,
+          blockSize: 256,
+        }),
+        await engine.openMosaic({
+          id: 'geo',
+          sources: [f('utm31.tif'), f('utm32.tif')],
+          crs: 4326,
+          blockSize: 256,
+          resampling: 'cubic',
+        }),
+      ];
+      for (const m of mosaics) {
+        const quick = planVirtualCog(m);
+        const exact = planVirtualCog(m, {}, { exhaustive: true });
+        assert.deepEqual(quick.byteCounts, exact.byteCounts, m.id);
+        assert.equal(quick.etag, exact.etag);
+      }
+    } finally {
+      await engine.close();
+    }
   });
 
   test('Range: single, suffix, open-ended and multi-range answers agree with the full body', async () => {

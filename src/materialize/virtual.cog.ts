@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Engine } from '../render/engine.ts';
 import { RenderError } from '../render/errors.ts';
-import type { Mosaic } from '../render/mosaic.ts';
+import type { Mosaic, MosaicSource } from '../render/mosaic.ts';
 import type { RasterInfo } from '../render/raster.ts';
 import { createTransformer, transformBounds } from '../render/transform.ts';
 import { type Bounds, gridBounds, type Resampling } from '../render/types.ts';
@@ -186,9 +186,10 @@ function sourceFootprint(mosaic: Mosaic, info: RasterInfo): Footprint | undefine
 }
 
 /**
- * Which tiles hold data. A tile inside a source's inner box surely does; one that misses every outer box (grown by
- * two pixels of its level, the reach of any resampling footprint) surely does not; only the tiles in between (near
- * a footprint's edge) take the exact per-tile test, `tileTouchesSources`. `exhaustive` tests every tile exactly.
+ * Which tiles hold data. A tile overlapping a source's inner box by more than a pixel surely does; one that misses
+ * every outer box (grown by two pixels of its level, the reach of any resampling footprint) surely does not; only
+ * the tiles in between (at the outer edge of the footprints) take the exact per-tile test, `tileTouchesSources`,
+ * with the sources whose box reaches them. `exhaustive` tests every tile exactly, with every source.
  * Marking a tile present that renders empty costs file size, never a pixel: the pixels are the same either way.
  */
 function presentTiles(
@@ -199,10 +200,15 @@ function presentTiles(
   exhaustive: boolean,
 ): Uint8Array {
   const present = new Uint8Array(layout.tileCount);
-  const footprints = exhaustive
-    ? []
-    : mosaic.sources.map((s) => sourceFootprint(mosaic, s.raster.info)).filter((f) => f !== undefined);
   const rotated = mosaic.grid.transform[2] !== 0 || mosaic.grid.transform[4] !== 0;
+  const quick = !exhaustive && !rotated;
+  const footprints: (Footprint & { readonly source: MosaicSource })[] = [];
+  if (quick) {
+    for (const source of mosaic.sources) {
+      const f = sourceFootprint(mosaic, source.raster.info);
+      if (f) footprints.push({ ...f, source });
+    }
+  }
   const bs = tileOptions.blockSize;
   for (const level of layout.levels) {
     const resampling = level.level === 0 ? tileOptions.resampling! : tileOptions.overviewResampling!;
@@ -210,32 +216,38 @@ function presentTiles(
     const px = Math.abs(lt[1]) * 2;
     const py = Math.abs(lt[5]) * 2;
     for (let ty = 0; ty < level.tilesY; ty++) {
-      // tile bounds, grown by two pixels of the level (north-up or south-up grids; rotated ones take the exact test)
+      // tile bounds grown by two pixels of the level (north-up or south-up grids; rotated ones take the exact test)
       const ya = lt[3] + ty * bs * lt[5];
       const yb = lt[3] + Math.min(level.height, (ty + 1) * bs) * lt[5];
       const by0 = Math.min(ya, yb);
       const by1 = Math.max(ya, yb);
+      const row = quick ? footprints.filter((f) => by0 - py < f.outer[3] && by1 + py > f.outer[1]) : [];
       for (let tx = 0; tx < level.tilesX; tx++) {
-        let verdict: boolean | undefined;
-        if (!exhaustive && !rotated) {
-          const xa = lt[0] + tx * bs * lt[1];
-          const xb = lt[0] + Math.min(level.width, (tx + 1) * bs) * lt[1];
-          const bx0 = Math.min(xa, xb);
-          const bx1 = Math.max(xa, xb);
-          let near = false;
-          for (const f of footprints) {
-            const o = f.outer;
-            if (bx0 - px >= o[2] || bx1 + px <= o[0] || by0 - py >= o[3] || by1 + py <= o[1]) continue;
-            near = true;
-            const i = f.inner;
-            if (i && bx0 >= i[0] && bx1 <= i[2] && by0 >= i[1] && by1 <= i[3]) {
-              verdict = true;
-              break;
-            }
-          }
-          if (!near) verdict = false;
+        const grid = () => tileGrid(mosaic, levels[level.level], tx, ty, bs);
+        if (!quick) {
+          if (tileTouchesSources(mosaic, grid(), resampling))
+            present[level.fileIndexStart + ty * level.tilesX + tx] = 1;
+          continue;
         }
-        verdict ??= tileTouchesSources(mosaic, tileGrid(mosaic, levels[level.level], tx, ty, bs), resampling);
+        const xa = lt[0] + tx * bs * lt[1];
+        const xb = lt[0] + Math.min(level.width, (tx + 1) * bs) * lt[1];
+        const bx0 = Math.min(xa, xb);
+        const bx1 = Math.max(xa, xb);
+        const near: MosaicSource[] = [];
+        let inside = false;
+        for (const f of row) {
+          if (bx0 - px >= f.outer[2] || bx1 + px <= f.outer[0]) continue;
+          near.push(f.source);
+          const i = f.inner;
+          // overlapping the inner box by more than a pixel: some pixel of the tile lies inside the source
+          if (i && bx0 + px / 2 < i[2] && bx1 - px / 2 > i[0] && by0 + py / 2 < i[3] && by1 - py / 2 > i[1]) {
+            inside = true;
+            break;
+          }
+        }
+        // the exact test needs only the sources whose footprint box reaches the tile
+        const verdict =
+          inside || (near.length > 0 && tileTouchesSources({ ...mosaic, sources: near }, grid(), resampling));
         if (verdict) present[level.fileIndexStart + ty * level.tilesX + tx] = 1;
       }
     }
@@ -373,6 +385,16 @@ export function virtualCogSegments(plan: VirtualCogPlan, offset: number, length:
   return out;
 }
 
+/** What one read did, for the request's log line. */
+export interface VirtualCogReadCounter {
+  /** tiles this read rendered */
+  rendered: number;
+  /** tiles it found in the cache */
+  cached: number;
+  /** tiles it took from a render another read had started */
+  shared: number;
+}
+
 /** Counters a store keeps, for logs, metrics and tests. */
 export interface VirtualCogStats {
   /** tiles rendered (each render counted once, however many requests waited for it) */
@@ -443,20 +465,23 @@ export class VirtualCogStore {
   }
 
   /** The payload of one tile: from the cache, from a render under way, or rendered now. Errors are not cached. */
-  tilePayload(cog: VirtualCog, fileIndex: number): Promise<Uint8Array> {
+  tilePayload(cog: VirtualCog, fileIndex: number, counter?: VirtualCogReadCounter): Promise<Uint8Array> {
     const key = `${cog.plan.etag}|${fileIndex}`;
     const cached = this.tiles.get(key);
     if (cached) {
       this.stats.cacheHits++;
+      if (counter) counter.cached++;
       this.hooks.onTileRead?.('hit');
       return Promise.resolve(cached);
     }
     const running = this.inflight.get(key);
     if (running) {
       this.stats.sharedRenders++;
+      if (counter) counter.shared++;
       this.hooks.onTileRead?.('shared');
       return running;
     }
+    if (counter) counter.rendered++;
     this.hooks.onTileRead?.('miss');
     const p = this.render(cog, fileIndex).then(
       (bytes) => {
@@ -524,14 +549,14 @@ export class VirtualCog {
   }
 
   /** The bytes of one segment (a copy-free view where possible). */
-  async segmentBytes(seg: VirtualCogSegment): Promise<Uint8Array> {
+  async segmentBytes(seg: VirtualCogSegment, counter?: VirtualCogReadCounter): Promise<Uint8Array> {
     if (seg.kind === 'header') return this.header().subarray(seg.from, seg.to);
-    const payload = await this.store.tilePayload(this, seg.fileIndex);
+    const payload = await this.store.tilePayload(this, seg.fileIndex, counter);
     return payload.subarray(seg.from, seg.to);
   }
 
   /** Bytes [offset, offset + length) (clipped to the file), rendering only the tiles they overlap. */
-  async read(offset: number, length: number): Promise<Uint8Array> {
+  async read(offset: number, length: number, counter?: VirtualCogReadCounter): Promise<Uint8Array> {
     const segs = this.segments(offset, length);
     const out = new Uint8Array(segs.reduce((n, s) => n + (s.to - s.from), 0));
     const starts: number[] = [];
@@ -544,7 +569,7 @@ export class VirtualCog {
     const worker = async () => {
       while (next < segs.length) {
         const i = next++;
-        out.set(await this.segmentBytes(segs[i]), starts[i]);
+        out.set(await this.segmentBytes(segs[i], counter), starts[i]);
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.store.readConcurrency, segs.length) }, worker));
@@ -555,14 +580,14 @@ export class VirtualCog {
    * Bytes [offset, offset + length) as a stream with backpressure: a segment is rendered only when the consumer
    * pulls, with a read-ahead of `readConcurrency` segments. Memory stays bounded whatever the length.
    */
-  stream(offset: number, length: number): ReadableStream<Uint8Array> {
+  stream(offset: number, length: number, counter?: VirtualCogReadCounter): ReadableStream<Uint8Array> {
     const segs = this.segments(offset, length);
     const ahead = this.store.readConcurrency;
     const pending: Promise<Uint8Array>[] = [];
     let next = 0;
     const fill = () => {
       while (pending.length < ahead && next < segs.length) {
-        const p = this.segmentBytes(segs[next++]);
+        const p = this.segmentBytes(segs[next++], counter);
         p.catch(() => {}); // observed when pulled; avoid an unhandled rejection in between
         pending.push(p);
       }

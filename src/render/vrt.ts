@@ -4,9 +4,10 @@
  * - A source in the mosaic's CRS with a north-up transform is a `ComplexSource` placed by SrcRect/DstRect
  *   (GDAL resamples with the mosaic's resampling when the resolutions differ).
  * - A source in another CRS (or with a rotated transform) is an inline `VRTWarpedDataset` (GDAL's own warper,
- *   approximate transformer with a 0.125 px error like the engine) covering the source's footprint on the mosaic's
- *   pixel lattice, nested as the filename of a `ComplexSource`. It has an alpha band, and the outer source uses
- *   the mask band, so pixels outside the source or at its nodata never paint over other sources.
+ *   every pixel transformed exactly, as the engine's render does) covering the source's footprint on the mosaic's
+ *   pixel lattice, nested as the filename of a `ComplexSource`. It has a Byte alpha band, and the outer source
+ *   uses the mask band, so pixels outside the source or at its nodata never paint over other sources. With nearest
+ *   neighbour, the VRT, the virtual COG and `gdalwarp -et 0` give the same pixels.
  * - Validity: a source with a nodata value uses `<NODATA>`, one with an internal mask `<UseMaskBand>` (the warper
  *   uses a source's mask band by itself). With several bands, `<NODATA>` is per band while the engine calls a
  *   pixel nodata only when every band is; the warped sources use UNIFIED_SRC_NODATA=YES, the engine's rule.
@@ -51,8 +52,12 @@ const WARP_RESAMPLING: Record<Resampling, string> = {
   mode: 'Mode',
 };
 
-/** The warper's approximation error in pixels: GDAL's default, and the engine's. */
-const WARP_MAX_ERROR_PX = 0.125;
+/**
+ * The warper's approximation error in pixels. 0 means every pixel is transformed exactly, which is what the engine's
+ * render agrees with (bit for bit with `gdalwarp -et 0`); GDAL's default of 0.125 moves 1-2% of nearest-neighbour
+ * picks, so the VRT and the virtual COG would show different pixels in QGIS.
+ */
+export const WARP_MAX_ERROR_PX = 0;
 const WARP_MEMORY_LIMIT_BYTES = 64 * 1024 * 1024;
 const WARP_BLOCK_X = 512;
 const WARP_BLOCK_Y = 128;
@@ -170,7 +175,8 @@ function warpedVrt(
         `<VRTRasterBand dataType="${dtype}" band="${k + 1}" subClass="VRTWarpedRasterBand"><ColorInterp>Gray</ColorInterp></VRTRasterBand>`,
     )
     .join('');
-  const alpha = `<VRTRasterBand dataType="${dtype}" band="${nb + 1}" subClass="VRTWarpedRasterBand"><ColorInterp>Alpha</ColorInterp></VRTRasterBand>`;
+  // GDAL makes a mask of an alpha band only when it is Byte or UInt16: a Byte alpha band works for every data type
+  const alpha = `<VRTRasterBand dataType="Byte" band="${nb + 1}" subClass="VRTWarpedRasterBand"><ColorInterp>Alpha</ColorInterp></VRTRasterBand>`;
   const mappings = mosaic.bandIndices
     .map((b, k) => {
       const nd =
@@ -180,14 +186,6 @@ function warpedVrt(
       return `<BandMapping src="${b + 1}" dst="${k + 1}">${nd}</BandMapping>`;
     })
     .join('');
-  const alphaMax =
-    info.dtype === 'uint8' || info.dtype === 'int8'
-      ? 255
-      : info.dtype.startsWith('float')
-        ? 1
-        : info.dtype.endsWith('16')
-          ? 65535
-          : 255;
   const resampling = WARP_RESAMPLING[mosaic.resampling];
   return (
     `<VRTDataset rasterXSize="${win.width}" rasterYSize="${win.height}" subClass="VRTWarpedDataset">` +
@@ -204,19 +202,20 @@ function warpedVrt(
     '<Option name="INIT_DEST">0</Option>' +
     // a source pixel is nodata only when every band is (the engine's rule)
     '<Option name="UNIFIED_SRC_NODATA">YES</Option>' +
-    `<Option name="DST_ALPHA_MAX">${alphaMax}</Option>` +
+    '<Option name="DST_ALPHA_MAX">255</Option>' +
     `<SourceDataset relativeToVRT="0">${escapeXml(path)}</SourceDataset>` +
-    '<Transformer><ApproxTransformer>' +
-    `<MaxError>${WARP_MAX_ERROR_PX}</MaxError>` +
-    '<BaseTransformer><GenImgProjTransformer>' +
+    '<Transformer>' +
+    (WARP_MAX_ERROR_PX > 0 ? `<ApproxTransformer><MaxError>${WARP_MAX_ERROR_PX}</MaxError><BaseTransformer>` : '') +
+    '<GenImgProjTransformer>' +
     `<SrcGeoTransform>${geoTransformText(info.transform)}</SrcGeoTransform>` +
     `<DstGeoTransform>${geoTransformText(dstGt)}</DstGeoTransform>` +
     '<ReprojectTransformer><ReprojectionTransformer>' +
     `<SourceSRS>${crsAuthority(info.crs)}</SourceSRS>` +
     `<TargetSRS>${crsAuthority(mosaic.grid.crs)}</TargetSRS>` +
     '</ReprojectionTransformer></ReprojectTransformer>' +
-    '</GenImgProjTransformer></BaseTransformer>' +
-    '</ApproxTransformer></Transformer>' +
+    '</GenImgProjTransformer>' +
+    (WARP_MAX_ERROR_PX > 0 ? '</BaseTransformer></ApproxTransformer>' : '') +
+    '</Transformer>' +
     `<BandList>${mappings}</BandList>` +
     `<DstAlphaBand>${nb + 1}</DstAlphaBand>` +
     '</GDALWarpOptions></VRTDataset>'
@@ -302,7 +301,7 @@ export function mosaicVrt(mosaic: Mosaic, options: VrtOptions): string {
   }
   if (placed.some((p) => p.warped)) {
     notes.push(
-      `Sources in another CRS are reprojected by GDAL's warper (inline VRTWarpedDataset, ${mosaic.resampling}, max error ${WARP_MAX_ERROR_PX} px).`,
+      `Sources in another CRS are reprojected by GDAL's warper (inline VRTWarpedDataset, ${mosaic.resampling}, ${WARP_MAX_ERROR_PX > 0 ? `max error ${WARP_MAX_ERROR_PX} px` : 'exact transformation of every pixel'}).`,
     );
   }
   if (skipped.length) notes.push(`Sources ${skipped.join(', ')} lie outside the mosaic's extent and are left out.`);

@@ -277,8 +277,8 @@ export class Sampler {
     const iy = Math.floor(v - 0.5);
     const dx = u - 0.5 - ix;
     const dy = v - 0.5 - iy;
-    const sx = f.scaleX < 1 ? f.scaleX : 1;
-    const sy = f.scaleY < 1 ? f.scaleY : 1;
+    const sx = Math.min(f.scaleX, 1);
+    const sy = Math.min(f.scaleY, 1);
     let j = f.initY;
     let jMax = f.radiusY;
     if (iy + j < 0) j = -iy;
@@ -362,7 +362,16 @@ export class Sampler {
     return method === 'average' ? this.average(i0, i1, j0, j1, xMin, xMax, yMin, yMax) : this.mode(i0, i1, j0, j1);
   }
 
-  private average(i0: number, i1: number, j0: number, j1: number, xMin: number, xMax: number, yMin: number, yMax: number) {
+  private average(
+    i0: number,
+    i1: number,
+    j0: number,
+    j1: number,
+    xMin: number,
+    xMax: number,
+    yMin: number,
+    yMax: number,
+  ) {
     const f = this.frame;
     const { width: stride, bands, valid } = this.win;
     const out = this.out;
@@ -434,32 +443,52 @@ export class Sampler {
  */
 export type MapExact = (xs: Float64Array, ys: Float64Array, n: number) => void;
 
+/** A lattice cell [a, b] x [c, d] and the exact transforms at its 3 x 3 nodes. */
 interface Cell {
   readonly a: number;
   readonly b: number;
   readonly c: number;
   readonly d: number;
-  /** corners: top-left, top-right, bottom-left, bottom-right */
-  readonly u: readonly [number, number, number, number];
-  readonly v: readonly [number, number, number, number];
+  /** mid column and row: (a + b) >> 1 and (c + d) >> 1, or a / c for cells too thin to have one */
+  readonly m: number;
+  readonly n: number;
+  /** source coordinates at the nodes, row-major: (a|m|b, c), (a|m|b, n), (a|m|b, d) */
+  readonly u: Float64Array;
+  readonly v: Float64Array;
   kids?: Cell[];
-  /** split point used by the kids */
-  splitX?: number;
-  splitY?: number;
   /** nothing inside transforms */
   empty?: boolean;
+  /** too irregular to interpolate: every position is transformed exactly */
+  exact?: boolean;
 }
 
 const TOP_CELL_PX = 64;
+/** Cells this small that still fail are transformed exactly, a row segment at a time. */
+const EXACT_CELL_PX = 8;
+/** Refinement that needs more exact transforms than this share of the positions gives up: every row is exact. */
+const REFINE_BUDGET = 1 / 8;
+/** Thrown inside refinement when the budget is spent. */
+const OVER_BUDGET = Symbol('over budget');
+
+/** Quadratic through (x0, f0), (x1, f1), (x2, f2) at x, in Newton form; linear or constant for thin cells. */
+function quad(x: number, x0: number, x1: number, x2: number, f0: number, f1: number, f2: number): number {
+  if (x2 === x0) return f0;
+  if (x1 === x0) return f0 + ((f2 - f0) * (x - x0)) / (x2 - x0);
+  const d1 = (f1 - f0) / (x1 - x0);
+  const d2 = ((f2 - f1) / (x2 - x1) - d1) / (x2 - x0);
+  return f0 + (x - x0) * (d1 + (x - x1) * d2);
+}
 
 /**
  * An approximate transform over a lattice of target positions (ox + i, oy + j), 0 <= i < nx, 0 <= j < ny, with a
- * bounded error. Exact transforms are computed at the corners of 64-pixel cells; a cell is filled by bilinear
- * interpolation of its corners when the interpolation misses the exact transform at the cell's centre and edge
- * midpoints by at most `maxErrorPx` source pixels (|du| + |dv|), otherwise it is split in four at those points and
- * refined, down to single pixels. Affine
- * mappings (same CRS) are computed in closed form; `maxErrorPx <= 0` transforms every position exactly.
- * Interpolation in two dimensions keeps the error small for far fewer exact transforms than interpolating rows.
+ * bounded error. Exact transforms are computed at the corners, edge midpoints and centre of 64-pixel cells; a cell
+ * is filled by biquadratic interpolation of those 9 nodes when that misses the exact transform at its four quarter
+ * points (the centres of its would-be children) by at most `maxErrorPx` source pixels (|du| + |dv|); otherwise it
+ * is split in four and refined; cells of 8 pixels that still fail are transformed exactly, and so is everything
+ * when refining would cost more than an eighth of the exact transforms. A quadratic interpolant follows the curvature of map
+ * projections (conformal ones bend one way along x and the other along y), so few exact transforms give errors
+ * far below a pixel. Affine mappings (same CRS) are computed in closed form; `maxErrorPx <= 0` transforms every
+ * position exactly.
  */
 export class MapperLattice {
   private readonly exact: MapExact;
@@ -471,11 +500,15 @@ export class MapperLattice {
   private readonly xsRow: Float64Array;
   private readonly ysRow: Float64Array;
   private readonly pt = [new Float64Array(1), new Float64Array(1)] as const;
-  private cache = new Map<number, [number, number]>();
+  private readonly cache = new Map<number, [number, number]>();
+  private readonly guess = new Float64Array(2);
   private affine?: Float64Array;
-  private cellsX: number[] = [];
   private cellsY: number[] = [];
+  private cellsAcross = 0;
   private cells: Cell[] = [];
+  /** every row transformed exactly (maxErrorPx <= 0, or a mapping too irregular to interpolate) */
+  private allExact = false;
+  private readonly budget: number;
   /** exact transforms computed (a measure of the mapping's cost) */
   exactCount = 0;
 
@@ -488,12 +521,22 @@ export class MapperLattice {
     this.maxErrorPx = maxErrorPx;
     this.xsRow = new Float64Array(nx);
     this.ysRow = new Float64Array(nx);
-    if (maxErrorPx <= 0) return;
+    this.budget = Math.max(256, nx * ny * REFINE_BUDGET);
+    if (maxErrorPx <= 0) {
+      this.allExact = true;
+      return;
+    }
     if (affine && this.setAffine()) return;
-    this.build();
+    try {
+      this.build();
+    } catch (e) {
+      if (e !== OVER_BUDGET) throw e;
+      this.cells = [];
+      this.allExact = true;
+    }
   }
 
-  /** Exact transform of one lattice position (cached: neighbouring cells share edge points). */
+  /** Exact transform of one lattice position (cached: neighbouring cells share nodes). */
   private point(i: number, j: number): [number, number] {
     const key = j * (this.nx + 1) + i;
     const hit = this.cache.get(key);
@@ -503,7 +546,7 @@ export class MapperLattice {
     xs[0] = this.ox + i;
     ys[0] = this.oy + j;
     this.exact(xs, ys, 1);
-    this.exactCount++;
+    if (++this.exactCount > this.budget) throw OVER_BUDGET;
     const p: [number, number] = [xs[0], ys[0]];
     this.cache.set(key, p);
     return p;
@@ -528,101 +571,106 @@ export class MapperLattice {
       if (out.length === 1) out.push(out[0]);
       return out;
     };
-    this.cellsX = breaks(this.nx);
-    this.cellsY = breaks(this.ny);
-    const bx = this.cellsX.length;
-    const by = this.cellsY.length;
-    // lattice corners in one batch
-    const xs = new Float64Array(bx * by);
-    const ys = new Float64Array(bx * by);
-    for (let q = 0; q < by; q++) {
-      for (let p = 0; p < bx; p++) {
-        xs[q * bx + p] = this.ox + this.cellsX[p];
-        ys[q * bx + p] = this.oy + this.cellsY[q];
+    const bx = breaks(this.nx);
+    const by = breaks(this.ny);
+    // the cells' corners in one batch
+    const xs = new Float64Array(bx.length * by.length);
+    const ys = new Float64Array(bx.length * by.length);
+    for (let q = 0; q < by.length; q++) {
+      for (let p = 0; p < bx.length; p++) {
+        xs[q * bx.length + p] = this.ox + bx[p];
+        ys[q * bx.length + p] = this.oy + by[q];
       }
     }
     this.exact(xs, ys, xs.length);
     this.exactCount += xs.length;
-    for (let q = 0; q + 1 < by; q++) {
-      for (let p = 0; p + 1 < bx; p++) {
-        const k00 = q * bx + p;
-        const k10 = k00 + 1;
-        const k01 = k00 + bx;
-        const k11 = k01 + 1;
-        const cell: Cell = {
-          a: this.cellsX[p],
-          b: this.cellsX[p + 1],
-          c: this.cellsY[q],
-          d: this.cellsY[q + 1],
-          u: [xs[k00], xs[k10], xs[k01], xs[k11]],
-          v: [ys[k00], ys[k10], ys[k01], ys[k11]],
-        };
+    for (let k = 0; k < xs.length; k++)
+      this.cache.set(by[Math.floor(k / bx.length)] * (this.nx + 1) + bx[k % bx.length], [xs[k], ys[k]]);
+    this.cellsY = by;
+    this.cellsAcross = bx.length - 1;
+    for (let q = 0; q + 1 < by.length; q++) {
+      for (let p = 0; p + 1 < bx.length; p++) {
+        const cell = this.cell(bx[p], bx[p + 1], by[q], by[q + 1]);
         this.refine(cell);
         this.cells.push(cell);
       }
     }
   }
 
-  /**
-   * Accept the cell when interpolation meets the exact transform at its centre and at its edge midpoints (testing
-   * the centre alone is blind to conformal projections, whose curvatures along x and y cancel there), else split.
-   */
-  private refine(cell: Cell): void {
-    const { a, b, c, d, u, v } = cell;
-    if (b - a < 2 && d - c < 2) return; // every position is a corner
+  /** A cell with the exact transforms of its 3 x 3 nodes. */
+  private cell(a: number, b: number, c: number, d: number): Cell {
     const m = b - a >= 2 ? (a + b) >> 1 : a;
     const n = d - c >= 2 ? (c + d) >> 1 : c;
-    const tx = b > a ? (m - a) / (b - a) : 0;
-    const ty = d > c ? (n - c) / (d - c) : 0;
-    const [uT, vT] = this.point(m, c);
-    const [uB, vB] = this.point(m, d);
-    const [uL, vL] = this.point(a, n);
-    const [uR, vR] = this.point(b, n);
-    const [um, vm] = this.point(m, n);
-    const uTi = u[0] + (u[1] - u[0]) * tx;
-    const vTi = v[0] + (v[1] - v[0]) * tx;
-    const uBi = u[2] + (u[3] - u[2]) * tx;
-    const vBi = v[2] + (v[3] - v[2]) * tx;
-    const err = Math.max(
-      Math.abs(uTi - uT) + Math.abs(vTi - vT),
-      Math.abs(uBi - uB) + Math.abs(vBi - vB),
-      Math.abs(u[0] + (u[2] - u[0]) * ty - uL) + Math.abs(v[0] + (v[2] - v[0]) * ty - vL),
-      Math.abs(u[1] + (u[3] - u[1]) * ty - uR) + Math.abs(v[1] + (v[3] - v[1]) * ty - vR),
-      Math.abs(uTi + (uBi - uTi) * ty - um) + Math.abs(vTi + (vBi - vTi) * ty - vm),
-    );
-    // NaN anywhere fails the test: the cell is split until its positions are all exact corners
+    const u = new Float64Array(9);
+    const v = new Float64Array(9);
+    const xsNodes = [a, m, b];
+    const ysNodes = [c, n, d];
+    for (let r = 0; r < 3; r++) {
+      for (let k = 0; k < 3; k++) {
+        const [pu, pv] = this.point(xsNodes[k], ysNodes[r]);
+        u[r * 3 + k] = pu;
+        v[r * 3 + k] = pv;
+      }
+    }
+    return { a, b, c, d, m, n, u, v };
+  }
+
+  /** Biquadratic interpolation of the cell's nodes at (i, j), into out[0], out[1]. */
+  private interpolate(cell: Cell, i: number, j: number, out: Float64Array): void {
+    const { a, b, c, d, m, n, u, v } = cell;
+    const u0 = quad(j, c, n, d, u[0], u[3], u[6]);
+    const u1 = quad(j, c, n, d, u[1], u[4], u[7]);
+    const u2 = quad(j, c, n, d, u[2], u[5], u[8]);
+    const v0 = quad(j, c, n, d, v[0], v[3], v[6]);
+    const v1 = quad(j, c, n, d, v[1], v[4], v[7]);
+    const v2 = quad(j, c, n, d, v[2], v[5], v[8]);
+    out[0] = quad(i, a, m, b, u0, u1, u2);
+    out[1] = quad(i, a, m, b, v0, v1, v2);
+  }
+
+  /** Accept the cell when interpolation meets the exact transform at its quarter points, else split it in four. */
+  private refine(cell: Cell): void {
+    const { a, b, c, d, m, n, u } = cell;
+    if (b - a < 2 && d - c < 2) return; // every position is a node
+    const qx = [(a + m) >> 1, (m + b) >> 1];
+    const qy = [(c + n) >> 1, (n + d) >> 1];
+    const p = this.guess;
+    let err = 0;
+    let allNaN = u.every(Number.isNaN);
+    for (const j of qy) {
+      for (const i of qx) {
+        const [eu, ev] = this.point(i, j);
+        allNaN &&= Number.isNaN(eu);
+        this.interpolate(cell, i, j, p);
+        const e = Math.abs(p[0] - eu) + Math.abs(p[1] - ev);
+        // NaN anywhere fails the test: the cell is split until its positions are all nodes
+        err = e > err || Number.isNaN(e) ? e : err;
+      }
+    }
     if (err <= this.maxErrorPx) return;
-    if (Number.isNaN(um) && Number.isNaN(uT) && Number.isNaN(uB) && Number.isNaN(uL) && Number.isNaN(uR) && u.every(Number.isNaN)) {
+    if (allNaN) {
       cell.empty = true;
       return;
     }
-    const splitX = m > a;
-    const splitY = n > c;
+    if (b - a <= EXACT_CELL_PX && d - c <= EXACT_CELL_PX) {
+      cell.exact = true;
+      return;
+    }
+    const xsplit = m > a ? [a, m, b] : [a, b];
+    const ysplit = n > c ? [c, n, d] : [c, d];
     const kids: Cell[] = [];
-    if (splitX && splitY) {
-      kids.push(
-        { a, b: m, c, d: n, u: [u[0], uT, uL, um], v: [v[0], vT, vL, vm] },
-        { a: m, b, c, d: n, u: [uT, u[1], um, uR], v: [vT, v[1], vm, vR] },
-        { a, b: m, c: n, d, u: [uL, um, u[2], uB], v: [vL, vm, v[2], vB] },
-        { a: m, b, c: n, d, u: [um, uR, uB, u[3]], v: [vm, vR, vB, v[3]] },
-      );
-    } else if (splitX) {
-      kids.push({ a, b: m, c, d, u: [u[0], uT, u[2], uB], v: [v[0], vT, v[2], vB] });
-      kids.push({ a: m, b, c, d, u: [uT, u[1], uB, u[3]], v: [vT, v[1], vB, v[3]] });
-    } else {
-      kids.push({ a, b, c, d: n, u: [u[0], u[1], uL, uR], v: [v[0], v[1], vL, vR] });
-      kids.push({ a, b, c: n, d, u: [uL, uR, u[2], u[3]], v: [vL, vR, v[2], v[3]] });
+    for (let r = 0; r + 1 < ysplit.length; r++) {
+      for (let k = 0; k + 1 < xsplit.length; k++)
+        kids.push(this.cell(xsplit[k], xsplit[k + 1], ysplit[r], ysplit[r + 1]));
     }
     cell.kids = kids;
-    cell.splitX = splitX ? m : undefined;
-    cell.splitY = splitY ? n : undefined;
-    for (const k of kids) this.refine(k);
+    for (const kid of kids) this.refine(kid);
   }
 
   /** Source coordinates of lattice row `j` (0 <= j < ny) into outU[0..nx), outV[0..nx). */
   row(j: number, outU: Float64Array, outV: Float64Array): void {
     const nx = this.nx;
-    if (this.maxErrorPx <= 0) {
+    if (this.allExact) {
       const xs = this.xsRow;
       const ys = this.ysRow;
       for (let i = 0; i < nx; i++) {
@@ -648,26 +696,20 @@ export class MapperLattice {
     const cy = this.cellsY;
     let q = 0;
     while (q + 2 < cy.length && j > cy[q + 1]) q++;
-    const bx = this.cellsX.length - 1;
-    for (let p = 0; p < bx; p++) this.fill(this.cells[q * bx + p], j, outU, outV);
+    const across = this.cellsAcross;
+    for (let p = 0; p < across; p++) this.fill(this.cells[q * across + p], j, outU, outV);
   }
 
   private fill(cell: Cell, j: number, outU: Float64Array, outV: Float64Array): void {
     const kids = cell.kids;
     if (kids) {
-      if (kids.length === 4) {
-        const top = j <= cell.splitY!;
-        this.fill(kids[top ? 0 : 2], j, outU, outV);
-        this.fill(kids[top ? 1 : 3], j, outU, outV);
-      } else if (cell.splitX !== undefined) {
-        this.fill(kids[0], j, outU, outV);
-        this.fill(kids[1], j, outU, outV);
-      } else {
-        this.fill(kids[j <= cell.splitY! ? 0 : 1], j, outU, outV);
-      }
+      // kids are row-major, one or two rows of one or two cells
+      const across = cell.m > cell.a ? 2 : 1;
+      const first = kids.length > across && j > kids[0].d ? across : 0;
+      for (let k = first; k < first + across; k++) this.fill(kids[k], j, outU, outV);
       return;
     }
-    const { a, b, c, d, u, v } = cell;
+    const { a, b, c, d, m, n, u, v } = cell;
     if (cell.empty) {
       for (let i = a; i <= b; i++) {
         outU[i] = Number.NaN;
@@ -675,38 +717,70 @@ export class MapperLattice {
       }
       return;
     }
-    let uL: number;
-    let uR: number;
-    let vL: number;
-    let vR: number;
-    if (j === c) {
-      uL = u[0];
-      uR = u[1];
-      vL = v[0];
-      vR = v[1];
-    } else if (j === d) {
-      uL = u[2];
-      uR = u[3];
-      vL = v[2];
-      vR = v[3];
+    if (cell.exact) {
+      const xs = this.xsRow;
+      const ys = this.ysRow;
+      const len = b - a + 1;
+      for (let k = 0; k < len; k++) {
+        xs[k] = this.ox + a + k;
+        ys[k] = this.oy + j;
+      }
+      this.exact(xs, ys, len);
+      this.exactCount += len;
+      for (let k = 0; k < len; k++) {
+        outU[a + k] = xs[k];
+        outV[a + k] = ys[k];
+      }
+      return;
+    }
+    // the three column values at row j (exact on the node rows), then a quadratic along the row
+    let ua: number;
+    let um: number;
+    let ub: number;
+    let va: number;
+    let vm: number;
+    let vb: number;
+    const r = j === c ? 0 : j === d ? 6 : j === n ? 3 : -1;
+    if (r >= 0) {
+      ua = u[r];
+      um = u[r + 1];
+      ub = u[r + 2];
+      va = v[r];
+      vm = v[r + 1];
+      vb = v[r + 2];
     } else {
-      const ty = (j - c) / (d - c);
-      uL = u[0] + (u[2] - u[0]) * ty;
-      uR = u[1] + (u[3] - u[1]) * ty;
-      vL = v[0] + (v[2] - v[0]) * ty;
-      vR = v[1] + (v[3] - v[1]) * ty;
+      ua = quad(j, c, n, d, u[0], u[3], u[6]);
+      um = quad(j, c, n, d, u[1], u[4], u[7]);
+      ub = quad(j, c, n, d, u[2], u[5], u[8]);
+      va = quad(j, c, n, d, v[0], v[3], v[6]);
+      vm = quad(j, c, n, d, v[1], v[4], v[7]);
+      vb = quad(j, c, n, d, v[2], v[5], v[8]);
     }
-    outU[a] = uL;
-    outV[a] = vL;
+    outU[a] = ua;
+    outV[a] = va;
     if (b === a) return;
-    const inv = 1 / (b - a);
-    const du = (uR - uL) * inv;
-    const dv = (vR - vL) * inv;
-    for (let i = a + 1; i < b; i++) {
-      outU[i] = uL + du * (i - a);
-      outV[i] = vL + dv * (i - a);
+    if (m === a) {
+      // too thin for a mid column: every position is a node column
+      outU[b] = ub;
+      outV[b] = vb;
+      return;
     }
-    outU[b] = uR;
-    outV[b] = vR;
+    // Newton form: f(i) = fa + t * (d1 + (t - (m - a)) * d2), t = i - a
+    const h1 = m - a;
+    const h2 = b - m;
+    const du1 = (um - ua) / h1;
+    const dv1 = (vm - va) / h1;
+    const du2 = ((ub - um) / h2 - du1) / (b - a);
+    const dv2 = ((vb - vm) / h2 - dv1) / (b - a);
+    for (let i = a + 1; i < b; i++) {
+      const t = i - a;
+      const s = t - h1;
+      outU[i] = ua + t * (du1 + s * du2);
+      outV[i] = va + t * (dv1 + s * dv2);
+    }
+    outU[m] = um;
+    outV[m] = vm;
+    outU[b] = ub;
+    outV[b] = vb;
   }
 }

@@ -329,7 +329,13 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
         options: asked,
         // the spool path stays on the server: clients see "download"
         run: async (hooks) => ({
-          ...(await materialize(deps.engine, mosaic, sink, { ...options, workers: config.materialize.workers || undefined }, hooks)),
+          ...(await materialize(
+            deps.engine,
+            mosaic,
+            sink,
+            { ...options, workers: config.materialize.workers || undefined },
+            hooks,
+          )),
           location: 'download',
         }),
       });

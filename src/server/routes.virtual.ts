@@ -9,19 +9,22 @@
  * 206 + Content-Range, suffix ranges, multipart/byteranges, 416 with `bytes *\/SIZE`, 304, 412, If-Range.
  * An invalid Range header is ignored (RFC 9110), so the answer is the one a plain GET gets.
  *
- * A plain GET (or an ignored Range) of the virtual COG streams the whole file, rendering tile after tile as the
- * client reads (backpressure, bounded memory), up to MAX_VIRTUAL_COG_BODY_BYTES in one response; above that the
- * answer is 413 with a message to use byte ranges. Sidecar probes (`.ovr`, `.aux.xml`, `.msk`, world files) and
- * directory listings (`/mosaics/`) get a fast 404 without touching a mosaic.
+ * A plain GET (or an ignored Range, or a failed If-Range) of the virtual COG streams the whole file, rendering tile
+ * after tile as the client reads (backpressure, bounded memory), up to MAX_VIRTUAL_COG_BODY_BYTES (512 MiB) in one
+ * response, 200 or 206; above that the answer is 413 with a message to use byte ranges. HEAD is always answered.
+ * Bodies up to 32 MiB are assembled before the status is sent, so a failing render is a clean error status.
+ * Sidecar probes (`.ovr`, `.aux.xml`, `.msk`, world files, RPCs) and directory listings (`/mosaics/`, ...) get a
+ * fast 404 without touching a mosaic. Opening a view (HEAD, or a read from byte 0) re-checks the mosaic's sources
+ * at most every 30 s, so the ETag follows a changed source.
  */
 import { createHash } from 'node:crypto';
 import { ServerResponse } from 'node:http';
 import { type Context, Hono } from 'hono';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { VirtualCogStore } from '../materialize/virtual.cog.ts';
+import { type VirtualCogReadCounter, VirtualCogStore } from '../materialize/virtual.cog.ts';
 import { isCogmillError, SourceError } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
-import { GiB, MiB } from '../render/types.ts';
+import { MiB } from '../render/types.ts';
 import { directSourcePath, mosaicVrt } from '../render/vrt.ts';
 import { type AppEnv, type RequestInfo, timed } from './app.ts';
 import type { AppDeps } from './deps.ts';
@@ -30,8 +33,11 @@ import { planRangedResponse, type RangedPlan, type RangedRepresentation, rangedH
 import { appMetrics } from './metrics.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
 
-/** Largest body of one virtual COG response (200 or 206): rendering more in one request is refused with 413. */
-export const MAX_VIRTUAL_COG_BODY_BYTES = 2 * GiB;
+/**
+ * Largest body of one virtual COG response (200 or 206): rendering more in one request (about a minute of one
+ * core) is refused with 413. GDAL reads a tile or a few per request, far below this.
+ */
+export const MAX_VIRTUAL_COG_BODY_BYTES = 512 * MiB;
 /** Bodies up to this size are assembled before the status is sent (a failure is a clean error status). */
 const BUFFERED_BODY_BYTES = 32 * MiB;
 /** Read size when streaming a source through the range proxy. */
@@ -324,16 +330,17 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
     );
   const listing = (c: Context<AppEnv>) =>
     notFoundBody(c, `${c.req.path} is not listable; GET /mosaics lists the mosaics`);
-  r.get(`/mosaics/:name{[^/]+${SIDECAR_SUFFIX}}`, sidecar);
-  r.get(`/mosaics/:id{${MOSAIC_ID}}/sources/:name{[^/]+${SIDECAR_SUFFIX}}`, sidecar);
+  r.get(`/mosaics/:sidecar{[^/]+${SIDECAR_SUFFIX}}`, sidecar);
+  r.get(`/mosaics/:id{${MOSAIC_ID}}/sources/:sidecar{[^/]+${SIDECAR_SUFFIX}}`, sidecar);
   r.get('/mosaics/', listing);
   r.get(`/mosaics/:id{${MOSAIC_ID}}/`, listing);
   r.get(`/mosaics/:id{${MOSAIC_ID}}/sources/`, listing);
 
   // ---- the virtual COG
-  r.get(`/mosaics/:file{${MOSAIC_ID}\\.tif}`, async (c) => {
+  // (Hono takes no literal text after a parameter, so the suffix is part of it: `cog` is `{id}.tif`)
+  r.get(`/mosaics/:cog{${MOSAIC_ID}\\.tif}`, async (c) => {
     const info = c.get('req');
-    const mosaic = catalog.get(c.req.param('file').slice(0, -'.tif'.length));
+    const mosaic = catalog.get(c.req.param('cog').slice(0, -'.tif'.length));
     if (opensFile(c)) await revalidate(mosaic, info);
     const cog = await timed(info, 'plan', async () => cogs.open(mosaic));
     info.fields.mosaic = mosaic.id;
@@ -343,14 +350,14 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
       lastModified: mosaic.lastModified,
       contentType: TIFF_TYPE,
     };
-    const before = cogs.stats.tilesRendered;
+    const counter: VirtualCogReadCounter = { rendered: 0, cached: 0, shared: 0 };
     try {
       return await serveRanged(
         c,
         rep,
         {
-          read: (offset, length) => cog.read(offset, length),
-          stream: (offset, length) => cog.stream(offset, length),
+          read: (offset, length) => cog.read(offset, length, counter),
+          stream: (offset, length) => cog.stream(offset, length, counter),
         },
         {
           cacheControl,
@@ -362,14 +369,15 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
         },
       );
     } finally {
-      info.fields.tilesRendered = cogs.stats.tilesRendered - before;
+      // tiles behind the bytes read before the answer started (a streamed body renders more as it goes)
+      info.fields.tiles = { ...counter };
     }
   });
 
   // ---- the VRT
-  r.get(`/mosaics/:file{${MOSAIC_ID}\\.vrt}`, async (c) => {
+  r.get(`/mosaics/:vrt{${MOSAIC_ID}\\.vrt}`, async (c) => {
     const info = c.get('req');
-    const mosaic = catalog.get(c.req.param('file').slice(0, -'.vrt'.length));
+    const mosaic = catalog.get(c.req.param('vrt').slice(0, -'.vrt'.length));
     const mode = c.req.query('sources') ?? 'proxy';
     if (mode !== 'proxy' && mode !== 'direct') {
       throw new RequestError(
@@ -402,10 +410,10 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
   });
 
   // ---- the range proxy of one source
-  r.get(`/mosaics/:id{${MOSAIC_ID}}/sources/:file{(?:0|[1-9][0-9]{0,8})\\.tif}`, async (c) => {
+  r.get(`/mosaics/:id{${MOSAIC_ID}}/sources/:source{(?:0|[1-9][0-9]{0,8})\\.tif}`, async (c) => {
     const info = c.get('req');
     const mosaic = catalog.get(c.req.param('id'));
-    const n = Number(c.req.param('file').slice(0, -'.tif'.length));
+    const n = Number(c.req.param('source').slice(0, -'.tif'.length));
     if (n >= mosaic.sources.length) {
       throw new RequestError(
         'not-found',
@@ -414,7 +422,7 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
     }
     info.fields.mosaic = mosaic.id;
     info.fields.source = n;
-    const signal = c.req.raw.signal;
+    const signal = info.signal;
     const answer = async () => {
       const ms = mosaic.sources[n];
       const rinfo = ms.raster.info;
