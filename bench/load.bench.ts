@@ -373,7 +373,7 @@ async function main(): Promise<void> {
               `RSS: ${summary.rssMiB.before} MiB before, ${summary.rssMiB.afterWarmup} MiB after the first quarter, ` +
                 `${summary.rssMiB.end} MiB at the end (${summary.rssGrowthAfterWarmupPercent}% after warm-up), at most ${summary.rssMiB.max} MiB.`,
               `At the end (from /metrics, MiB): ${JSON.stringify(memory)}.`,
-              `Summary log lines: ${logLines.length} for ${done} requests (+ the setup requests). SIGTERM: exit ${code} after ${summary.sigtermMs} ms.`,
+              `Summary log lines: ${logLines.length} for ${done} requests (+ the setup requests; successful /healthz probes are logged at debug, so not counted). SIGTERM: exit ${code} after ${summary.sigtermMs} ms.`,
               '',
               table(trace),
             ].join('\n'),

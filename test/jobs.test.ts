@@ -192,12 +192,14 @@ describe('job registry', () => {
   });
 
   test('a failing job reports its error; the queue is bounded; finished jobs are forgotten', async () => {
-    const jobs = new JobRegistry({ maxConcurrentJobs: 1, maxQueuedJobs: 1, retainMs: 50 });
+    const jobs = new JobRegistry({ maxConcurrentJobs: 1, maxQueuedJobs: 1, retainMs: 300 });
+    // a destination whose folder is a file: the sink cannot be opened
+    const blocked = path.join(out, 'blocker', 'x.tif');
+    await writeFile(path.dirname(blocked), 'not a folder');
     const failing = jobs.create({
       mosaic: 'two',
-      destination: '/nowhere',
-      run: (hooks) =>
-        materialize(engine, mosaic, new SinkFile('/proc/cogmill-cannot-write/x.tif'), { workers: 0 }, hooks),
+      destination: blocked,
+      run: (hooks) => materialize(engine, mosaic, new SinkFile(blocked), { workers: 0 }, hooks),
     });
     const queued = jobs.create(fileJob('bounded').request);
     assert.equal(queued.state, 'queued');
@@ -205,10 +207,11 @@ describe('job registry', () => {
     const f = await jobs.wait(failing.id);
     assert.equal(f?.state, 'failed');
     assert.equal(f?.error?.status, 502);
-    assert.match(f!.error!.message, /cannot write \/proc\/cogmill-cannot-write\/x\.tif/);
-    await jobs.wait(queued.id);
+    assert.match(f!.error!.message, /cannot write .*blocker\/x\.tif: (EEXIST|ENOTDIR)/);
     assert.equal(jobs.list().length, 2);
-    await sleep(80);
+    await jobs.wait(queued.id);
+    assert.equal(jobs.get(queued.id)?.state, 'succeeded');
+    await sleep(350);
     assert.equal(jobs.list().length, 0, 'finished jobs are forgotten after retainMs');
     assert.equal(jobs.get(failing.id), undefined);
   });
