@@ -45,6 +45,21 @@ export type SourceFactory = (location: string) => Promise<Source>;
 
 const TIFF_EXT = /\.(tif|tiff|gtiff)$/i;
 
+/** The form of a source URL that is compared with the allowed prefixes (and that fetch would request). */
+export function normalizeSourceUrl(url: string): string {
+  if (url.startsWith('s3://')) {
+    if (/(^|\/)(\.|%2e){1,2}(\/|$)/i.test(url.slice(5))) {
+      throw new SourceError('forbidden', `source ${url} has "." or ".." segments in its key`);
+    }
+    return url;
+  }
+  try {
+    return new URL(url).href;
+  } catch {
+    throw new SourceError('forbidden', `source ${url} is not a valid URL`);
+  }
+}
+
 export class Engine {
   readonly settings: EngineSettings;
   readonly caches: RasterCaches;
@@ -68,8 +83,14 @@ export class Engine {
     return this.s3Client;
   }
 
+  /**
+   * Refuse a URL outside the allowed prefixes. The URL is compared in its normalised form (dot segments and
+   * percent-encoded dots resolved, as fetch will resolve them), so `https://host/allowed/../x.tif` cannot escape
+   * its prefix; S3 keys with dot segments are refused outright.
+   */
   private checkUrlAllowed(url: string): void {
-    if (!this.settings.allowedUrlPrefixes.some((p) => url.startsWith(p))) {
+    const normal = normalizeSourceUrl(url);
+    if (!this.settings.allowedUrlPrefixes.some((p) => normal.startsWith(normalizeSourceUrl(p)))) {
       throw new SourceError('forbidden', `source ${url} is not under an allowed URL prefix; add its prefix to sources.allowedUrlPrefixes`);
     }
   }
