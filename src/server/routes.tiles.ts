@@ -413,8 +413,9 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
       metrics.tileCache.inc({ result: 'not-modified' });
       return c.body(null, 304, headers);
     }
+    // the request's signal aborts on client disconnect and on the request deadline
     const { image, result } = await cache.getOrRender(`${m.id}|${m.etag}|${key}`, produce, {
-      signal: c.req.raw.signal,
+      signal: info.signal,
     });
     info.fields.cache = result;
     metrics.tileCache.inc({ result });
@@ -646,7 +647,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     };
     const info = c.get('req');
     const px = await timed(info, 'render', () =>
-      engine.render(m, grid, { resampling: 'nearest', signal: c.req.raw.signal }),
+      engine.render(m, grid, { resampling: 'nearest', signal: info.signal }),
     );
     const valid = px.mask[0] !== 0;
     c.header('ETag', cond.etag);
