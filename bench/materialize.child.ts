@@ -8,7 +8,7 @@
 import { createSink, parseDestination } from '../src/materialize/destination.ts';
 import type { MaterializeOptions } from '../src/materialize/pipeline.ts';
 import { materialize } from '../src/materialize/pipeline.ts';
-import { Engine } from '../src/render/engine.ts';
+import { Engine, type EngineSettings } from '../src/render/engine.ts';
 import type { MosaicSpec } from '../src/render/mosaic.ts';
 import type { S3Settings } from '../src/render/source.s3.ts';
 
@@ -20,11 +20,13 @@ export interface MaterializeJob {
   readonly roots: readonly string[];
   readonly s3?: S3Settings;
   readonly options?: MaterializeOptions;
+  /** engine settings (cache sizes) for this process and its workers */
+  readonly engine?: Partial<EngineSettings>;
 }
 
 const job = JSON.parse(process.argv[2] ?? '{}') as MaterializeJob;
 const t0 = performance.now();
-const engine = new Engine({ roots: job.roots, allowedUrlPrefixes: [] });
+const engine = new Engine({ ...job.engine, roots: job.roots, allowedUrlPrefixes: [] });
 const mosaic = await engine.openMosaic(job.spec);
 const sink = createSink(parseDestination(job.out), { s3: job.s3 ?? {} });
 const result = await materialize(engine, mosaic, sink, job.options ?? {});

@@ -10,6 +10,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
+  CompleteMultipartUploadCommand,
   CreateBucketCommand,
   GetObjectCommand,
   HeadObjectCommand,
@@ -344,6 +345,48 @@ describe('materialise to S3 (radosgw)', () => {
       assert.equal(proxy.stats.faults.complete, 3);
       assert.equal(await uploadsAt(key), 0);
       assert.equal(await objectExists(key), false);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  test('a completion the sink could not confirm is undone by abort: no upload, no object', async () => {
+    // the store completes the upload (here: out of band) while every answer the sink gets is a 500
+    const proxy = await startFaultProxy(ceph.endpoint, [
+      {
+        name: 'complete',
+        method: 'POST',
+        match: S3_REQUEST.multipartUpload,
+        action: { kind: 'error', status: 500, code: 'InternalError' },
+      },
+    ]);
+    try {
+      const key = 'raced/object.bin';
+      const sink = new SinkS3(`s3://${BUCKET}/${key}`, {
+        settings: { ...settings, endpoint: proxy.url },
+        ...FAST,
+        attempts: 2,
+      });
+      await sink.open();
+      const bytes = new Uint8Array(256 * 1024).map((_, i) => (i * 7) & 0xff);
+      await sink.putPart({
+        partNumber: 1,
+        chunks: [bytes.subarray(0, 1000), bytes.subarray(1000)],
+        bytes: bytes.byteLength,
+      });
+      await client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: BUCKET,
+          Key: key,
+          UploadId: sink.uploadId,
+          MultipartUpload: { Parts: sink.uploadedParts().map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
+        }),
+      );
+      assert.equal(await objectExists(key), true);
+      await assert.rejects(sink.complete(), /CompleteMultipartUpload/);
+      await sink.abort(new Error('cancelled'));
+      assert.equal(await uploadsAt(key), 0);
+      assert.equal(await objectExists(key), false, 'the object made of exactly our parts was removed');
     } finally {
       await proxy.stop();
     }

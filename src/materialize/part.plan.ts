@@ -194,77 +194,87 @@ export class RunWriter {
 }
 
 /**
- * Glues runs in file order as they finish. Part 1 (header + run 0's head, plus whatever small runs follow)
- * is held to the end; every other glue part goes out as soon as the runs around it allow.
+ * Glues runs in file order as they finish. Part 1 takes the header and the first >= minPartBytes of data and is
+ * held to the end; every other held piece goes out as soon as at least minPartBytes are pending, so memory held
+ * here stays below one part plus one run's head and tail. Numbering: the pending data of run k goes out as part
+ * `partBase_k` (never used by the run's middle parts, which start at partBase_k + 1); the very last part takes the
+ * last number of the last run's range. Numbers therefore increase in file order.
  */
 export class Gluer {
   private readonly plan: PartPlan;
   private readonly emit: (part: Part) => void;
   private pending: Uint8Array[] = [];
-  private pendingNumber = 1;
+  private pendingBytes = 0;
   private nextRun = 0;
   private readonly results = new Map<number, RunResult>();
-  private headerSlot = true;
-  private finalPart: Part | undefined;
+  /** data of part 1 (after the header), once it holds at least minPartBytes */
+  private headerData: Uint8Array[] | undefined;
 
   constructor(plan: PartPlan, emit: (part: Part) => void) {
     this.plan = plan;
     this.emit = emit;
   }
 
-  /** Register a finished run; emits every glue part that became possible. */
+  private add(chunks: readonly Uint8Array[]): void {
+    for (const c of chunks) {
+      this.pending.push(c);
+      this.pendingBytes += c.byteLength;
+    }
+  }
+
+  /** Send what is pending as part `partNumber` (or keep it as part 1's data while part 1 is not full). */
+  private flush(partNumber: number): void {
+    if (this.pendingBytes === 0) return;
+    if (!this.headerData) {
+      this.headerData = this.pending;
+    } else {
+      if (this.pendingBytes < this.plan.minPartBytes) throw new RangeError(`part ${partNumber} would be only ${this.pendingBytes} bytes`);
+      this.emit({ partNumber, chunks: this.pending, bytes: this.pendingBytes });
+    }
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+
+  /** Register a finished run; emits every part that became possible. */
   runFinished(result: RunResult): void {
     this.results.set(result.index, result);
     while (this.results.has(this.nextRun)) {
       const r = this.results.get(this.nextRun)!;
       this.results.delete(this.nextRun);
-      this.pending.push(...r.head);
+      const base = this.plan.runs[r.index].partBase;
+      this.add(r.head);
       if (r.middleParts > 0) {
-        // the run's middle parts follow: what is pending must go out now, under the number reserved before them
-        this.flush();
-        this.pendingNumber = this.plan.runs[r.index].partBase + r.middleParts + 1;
+        // the run's middle parts follow its head: what is pending (head included, >= minPartBytes) goes first
+        this.flush(base);
+        this.add(r.tail);
+      } else {
+        this.add(r.tail);
+        if (this.pendingBytes >= this.plan.minPartBytes) this.flush(base);
       }
-      this.pending.push(...r.tail);
       this.nextRun++;
     }
   }
 
-  private flush(): void {
-    const bytes = total(this.pending);
-    if (this.headerSlot) {
-      // part 1 waits for the header: keep its data; the header is prepended in finish()
-      this.finalPart = { partNumber: 1, chunks: this.pending, bytes };
-      this.headerSlot = false;
+  /**
+   * All runs finished: emits the last part, if any, and returns part 1 (`header` followed by its data), which the
+   * caller uploads last.
+   */
+  finish(header: Uint8Array): { headerPart: Part } {
+    if (this.nextRun !== this.plan.runs.length) throw new Error(`runs ${this.nextRun}..${this.plan.runs.length - 1} not finished`);
+    let data: Uint8Array[];
+    if (!this.headerData) {
+      // everything is smaller than one part: a single part holds the header and all data
+      data = this.pending;
     } else {
-      if (bytes < this.plan.minPartBytes) throw new RangeError(`glue part ${this.pendingNumber} would be ${bytes} bytes`);
-      this.emit({ partNumber: this.pendingNumber, chunks: this.pending, bytes });
+      data = this.headerData;
+      if (this.pendingBytes > 0) {
+        const last = this.plan.runs[this.plan.runs.length - 1];
+        this.emit({ partNumber: last.partBase + last.partSlots - 1, chunks: this.pending, bytes: this.pendingBytes });
+      }
     }
     this.pending = [];
-  }
-
-  /**
-   * All runs finished: returns the header part (part 1) and emits the last glue part, if any.
-   * `header` is the COG header, prepended to part 1.
-   */
-  finish(header: Uint8Array): { headerPart: Part; partNumbers: number[] } {
-    if (this.nextRun !== this.plan.runs.length) throw new Error(`runs ${this.nextRun}..${this.plan.runs.length - 1} not finished`);
-    let headerPart: Part;
-    if (this.headerSlot) {
-      // everything fitted before any run had middle parts: one part holds the header and all data
-      const chunks = [header, ...this.pending];
-      headerPart = { partNumber: 1, chunks, bytes: total(chunks) };
-      this.pending = [];
-      this.headerSlot = false;
-    } else {
-      const held = this.finalPart!;
-      const chunks = [header, ...held.chunks];
-      headerPart = { partNumber: 1, chunks, bytes: total(chunks) };
-      if (this.pending.length && total(this.pending) > 0) {
-        // the last part may be small
-        this.emit({ partNumber: this.pendingNumber, chunks: this.pending, bytes: total(this.pending) });
-      }
-      this.pending = [];
-    }
-    return { headerPart, partNumbers: [] };
+    this.pendingBytes = 0;
+    const chunks = [header, ...data];
+    return { headerPart: { partNumber: 1, chunks, bytes: total(chunks) } };
   }
 }

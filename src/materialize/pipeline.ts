@@ -233,6 +233,7 @@ export async function materialize(engine: Engine, mosaic: Mosaic, sink: Sink, op
   const signal = hooks.signal ? AbortSignal.any([hooks.signal, controller.signal]) : controller.signal;
   const counts = new Float64Array(tileCount);
   const stats = newAccumulators(mosaic.bandCount);
+  const tileStats = new Map<number, BandAccumulator[]>();
   let tilesDone = 0;
   const uploads = new UploadQueue(options.maxConcurrentUploads ?? 4);
 
@@ -338,7 +339,8 @@ export async function materialize(engine: Engine, mosaic: Mosaic, sink: Sink, op
         const { level, tx, ty } = layout.tileAtFileIndex(index);
         const task = renderTile(level, tx, ty).then(
           (res) => {
-            if (res.stats) merge(stats, res.stats);
+            // kept per tile and merged in file order at the end, so float statistics do not depend on timing
+            if (res.stats) tileStats.set(index, res.stats);
             deliver(r, index, res.payload);
             tilesDone++;
             report();
@@ -362,6 +364,7 @@ export async function materialize(engine: Engine, mosaic: Mosaic, sink: Sink, op
 
     // the header, now that every tile size is known
     const payloadTotal = counts.reduce((a, b) => a + b, 0);
+    for (const i of [...tileStats.keys()].sort((a, b) => a - b)) merge(stats, tileStats.get(i)!);
     const gdalMetadata = statsWanted ? statisticsXml(stats, mosaic.grid.width * mosaic.grid.height) : undefined;
     const finalSpec: CogSpec = { ...spec, gdalMetadata, bigTiff: needsBigTiff(spec, payloadTotal) };
     layout = planCog(finalSpec);

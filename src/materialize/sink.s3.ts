@@ -16,6 +16,7 @@ import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  DeleteObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   type S3Client,
@@ -170,6 +171,8 @@ export class SinkS3 implements SinkParts {
   private readonly inflight = new Set<Promise<unknown>>();
   private id: string | undefined;
   private state: 'new' | 'open' | 'completing' | 'completed' | 'aborted' = 'new';
+  /** CompleteMultipartUpload was sent at least once (the store may have completed the object) */
+  private completeSent = false;
 
   constructor(url: string, options: SinkS3Options = {}) {
     const { bucket, key } = parseS3Url(url);
@@ -390,8 +393,9 @@ export class SinkS3 implements SinkParts {
     try {
       await this.send(
         'CompleteMultipartUpload',
-        (c, s) =>
-          c.send(
+        (c, s) => {
+          this.completeSent = true;
+          return c.send(
             new CompleteMultipartUploadCommand({
               Bucket: this.bucket,
               Key: this.key,
@@ -399,7 +403,8 @@ export class SinkS3 implements SinkParts {
               MultipartUpload: { Parts: sorted.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
             }),
             { abortSignal: s },
-          ),
+          );
+        },
         signal,
         (e) => {
           if (isRetryableS3Error(e)) ambiguous = true;
@@ -471,6 +476,7 @@ export class SinkS3 implements SinkParts {
     const timeout = AbortSignal.timeout(this.options.abortTimeoutMs ?? SINK_S3_DEFAULTS.abortTimeoutMs);
     try {
       // S3 may need more than one abort to free parts that were being uploaded: abort until it is not listed
+      let gone = false;
       for (let round = 0; round < 3; round++) {
         try {
           await this.send(
@@ -483,8 +489,13 @@ export class SinkS3 implements SinkParts {
           );
         } catch (e) {
           if (!(e instanceof SourceError && e.cause !== undefined && errorName(e.cause) === 'NoSuchUpload')) throw e;
+          gone = true;
         }
-        if (!(await this.stillListed(timeout))) return;
+        if (!(await this.stillListed(timeout))) {
+          // a cancel that raced CompleteMultipartUpload: the object may exist; remove it only if it is exactly ours
+          if (gone && this.completeSent) await this.removeIfOurs(timeout);
+          return;
+        }
       }
       throw new SourceError(
         'unreachable',
@@ -493,6 +504,28 @@ export class SinkS3 implements SinkParts {
     } finally {
       this.release();
     }
+  }
+
+  /** Delete the object at the key when its ETag says it is made of exactly our parts. */
+  private async removeIfOurs(signal: AbortSignal): Promise<void> {
+    let etag: string | undefined;
+    try {
+      const head = await this.send(
+        'HeadObject',
+        (c, s) => c.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key }), { abortSignal: s }),
+        signal,
+      );
+      etag = head.ETag;
+    } catch (e) {
+      if (e instanceof SourceError && e.kind === 'not-found') return;
+      throw e;
+    }
+    if (etag !== this.expectedEtag()) return;
+    await this.send(
+      'DeleteObject',
+      (c, s) => c.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.key }), { abortSignal: s }),
+      signal,
+    );
   }
 
   /** whether ListMultipartUploads still shows our upload */

@@ -19,7 +19,7 @@ export interface AppMetrics {
   readonly tileBytes: Counter<'result'>;
   /** seconds spent rendering, by `kind` (tile, preview, crop, statistics, point, virtual-cog, materialize) */
   readonly renderSeconds: Histogram<'kind'>;
-  /** materialisation jobs by final `state` (done, failed, cancelled) */
+  /** materialisation jobs by final `state` (succeeded, failed, cancelled) */
   readonly jobs: Counter<'state'>;
   readonly jobsRunning: Gauge;
   /** parts uploaded / bytes written / retried operations, by `sink` (s3, file, http) */

@@ -101,6 +101,8 @@ function jobBody(view: JobView, base: string) {
 
 /** A finished job's error, thrown again for a request waiting on it. */
 function jobFailure(view: JobView): CogmillError {
+  if (view.state === 'cancelled')
+    return new OverloadedError(view.error?.message ?? 'the export was cancelled', RETRY_AFTER_S);
   const kind = (ERROR_KINDS.has(view.error?.kind ?? '') ? view.error!.kind : 'internal') as ErrorKind;
   return new CogmillError(kind, view.error?.message ?? `the export ended as ${view.state}`);
 }
