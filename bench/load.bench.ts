@@ -15,6 +15,7 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { prng } from '../src/demo.data.ts';
 import { ensureBenchData } from './data.ts';
 import { appendResults, MiB, NODE, note, percentile, REPO_DIR, round, sleep, table } from './support.ts';
 
@@ -44,18 +45,6 @@ interface Planned {
   readonly headers?: Record<string, string>;
   /** statuses that count as success */
   readonly ok: readonly number[];
-}
-
-/** A small deterministic PRNG (mulberry32): the same request list on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function tileRange(b: readonly number[], z: number): { x0: number; x1: number; y0: number; y1: number } {

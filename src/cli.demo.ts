@@ -9,7 +9,12 @@ import { writeDemoMosaic } from './demo.data.ts';
 export async function cmdDemo(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
-    options: { dir: { type: 'string' }, port: { type: 'string', short: 'p' }, host: { type: 'string' }, size: { type: 'string' } },
+    options: {
+      dir: { type: 'string' },
+      port: { type: 'string', short: 'p' },
+      host: { type: 'string' },
+      size: { type: 'string' },
+    },
   });
   const dir = path.resolve(values.dir ?? 'demo-data');
   const marker = path.join(dir, 'scene-32N.tif');

@@ -5,8 +5,8 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { writeCog } from './materialize/cog.write.ts';
-import { createTransformer } from './render/transform.ts';
 import { crsFromEpsg } from './render/crs.ts';
+import { createTransformer } from './render/transform.ts';
 import type { DType, GeoTransform, TypedArray } from './render/types.ts';
 import { allocTyped } from './render/types.ts';
 
@@ -27,7 +27,17 @@ export function prng(seed: number): () => number {
  * where they overlap (like two acquisitions of the same ground). `x0, y0` is the world position of pixel (0, 0)
  * and `step` the world size of a pixel.
  */
-export function texture(width: number, height: number, dtype: DType, lo: number, hi: number, seed: number, x0 = 0, y0 = 0, step = 1): TypedArray {
+export function texture(
+  width: number,
+  height: number,
+  dtype: DType,
+  lo: number,
+  hi: number,
+  seed: number,
+  x0 = 0,
+  y0 = 0,
+  step = 1,
+): TypedArray {
   const rnd = prng(seed);
   const waves = Array.from({ length: 6 }, (_, k) => ({
     fx: (rnd() - 0.5) * 0.02 * 2 ** (k / 1.5),
@@ -56,7 +66,14 @@ export function texture(width: number, height: number, dtype: DType, lo: number,
 }
 
 /** Set pixels of a wedge (below the line x + y < k, or its mirror) to nodata. */
-export function nodataWedge(a: TypedArray, width: number, height: number, k: number, mirror: boolean, nodata: number): void {
+export function nodataWedge(
+  a: TypedArray,
+  width: number,
+  height: number,
+  k: number,
+  mirror: boolean,
+  nodata: number,
+): void {
   for (let y = 0; y < height; y++)
     for (let x = 0; x < width; x++) {
       const s = mirror ? width - x + (height - y) : x + y;
@@ -87,7 +104,16 @@ export async function writeDemoMosaic(dir: string, size = 2048): Promise<{ scene
     const a = texture(size, size, 'uint16', 200, 6000, epsg, gt[0], gt[3], res);
     nodataWedge(a, size, size, size * 0.4, mirror, 0);
     const file = path.join(dir, name);
-    await writeCog(file, { width: size, height: size, dtype: 'uint16', bands: [a], transform: gt, epsg, geographic: false, nodata: 0 });
+    await writeCog(file, {
+      width: size,
+      height: size,
+      dtype: 'uint16',
+      bands: [a],
+      transform: gt,
+      epsg,
+      geographic: false,
+      nodata: 0,
+    });
     scenes.push(file);
   }
   const rgbSize = size;
@@ -95,6 +121,14 @@ export async function writeDemoMosaic(dir: string, size = 2048): Promise<{ scene
   const bands = [0, 1, 2].map((b) => texture(rgbSize, rgbSize, 'uint8', 10, 245, 100 + b, gt[0], gt[3], 20));
   const rgb = path.join(dir, 'rgb', 'rgb-3857.tif');
   await mkdir(path.dirname(rgb), { recursive: true });
-  await writeCog(rgb, { width: rgbSize, height: rgbSize, dtype: 'uint8', bands, transform: gt, epsg: 3857, geographic: false });
+  await writeCog(rgb, {
+    width: rgbSize,
+    height: rgbSize,
+    dtype: 'uint8',
+    bands,
+    transform: gt,
+    epsg: 3857,
+    geographic: false,
+  });
   return { scenes, rgb };
 }

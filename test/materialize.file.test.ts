@@ -3,46 +3,13 @@ import assert from 'node:assert/strict';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { levelGrid, mosaicCogLevels } from '../src/materialize/cog.tiles.ts';
+import { type MaterializeOptions, materialize } from '../src/materialize/pipeline.ts';
+import { SinkFile } from '../src/materialize/sink.file.ts';
 import { Engine } from '../src/render/engine.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
-import { mosaicCogLevels, levelGrid } from '../src/materialize/cog.tiles.ts';
-import { materialize, type MaterializeOptions } from '../src/materialize/pipeline.ts';
-import { SinkFile } from '../src/materialize/sink.file.ts';
 import { bytesPerSample, type Pixels } from '../src/render/types.ts';
-import { fixtureDir, PYTHON, sh, tempDir } from './support/gdal.ts';
-
-export async function validateCog(file: string): Promise<{ errors: string[]; warnings: string[] }> {
-  let out = '';
-  try {
-    out = await sh(PYTHON, ['-m', 'osgeo_utils.samples.validate_cloud_optimized_geotiff', '--full-check=yes', file]);
-  } catch (e) {
-    out = String((e as { stdout?: string }).stdout ?? '') + String((e as { stderr?: string }).stderr ?? '');
-  }
-  const errors = [...out.matchAll(/^ - (.*)$/gm)].map((m) => m[1]);
-  const warnings = /warning/i.test(out) ? [out] : [];
-  if (!/is a valid cloud optimized GeoTIFF/.test(out)) errors.push(out.trim());
-  return { errors, warnings };
-}
-
-/** Every band of an overview level (-1 = full resolution) as GDAL reads it, raw little-endian bytes. */
-export async function gdalReadLevel(file: string, ovr: number): Promise<Buffer> {
-  const code = `
-import sys
-from osgeo import gdal
-ds = gdal.Open(sys.argv[1])
-ovr = int(sys.argv[2])
-out = b''
-for b in range(ds.RasterCount):
-    band = ds.GetRasterBand(b + 1)
-    if ovr >= 0: band = band.GetOverview(ovr)
-    out += band.ReadRaster()
-sys.stdout.buffer.write(out)
-`;
-  const { execFile } = await import('node:child_process');
-  return new Promise((resolve, reject) =>
-    execFile(PYTHON, ['-c', code, file, String(ovr)], { encoding: 'buffer', maxBuffer: 1 << 30 }, (err, stdout) => (err ? reject(err) : resolve(stdout))),
-  );
-}
+import { fixtureDir, gdalReadLevel, PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
 
 function pixelsBytes(px: Pixels): Buffer {
   const parts = px.bands.map((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength));
@@ -106,7 +73,11 @@ describe('materialise to a file', () => {
     const info = JSON.parse(await sh('gdalinfo', ['-json', file]));
     const md = info.bands[0].metadata[''];
     const ref = JSON.parse(
-      await sh(PYTHON, ['-c', `import json,sys; from osgeo import gdal; ds=gdal.Open(sys.argv[1]); b=ds.GetRasterBand(1); print(json.dumps(b.ComputeStatistics(False)))`, file]),
+      await sh(PYTHON, [
+        '-c',
+        `import json,sys; from osgeo import gdal; ds=gdal.Open(sys.argv[1]); b=ds.GetRasterBand(1); print(json.dumps(b.ComputeStatistics(False)))`,
+        file,
+      ]),
     );
     assert.equal(Number(md.STATISTICS_MINIMUM), ref[0]);
     assert.equal(Number(md.STATISTICS_MAXIMUM), ref[1]);
@@ -138,7 +109,10 @@ describe('materialise to a file', () => {
     const m = await open('pm', ['planar_mask']);
     const a = await run(m, 'pm0', { workers: 0 });
     const b = await run(m, 'pm2', { workers: 2 });
-    assert.ok((await readFile(a.file)).equals(await readFile(b.file)), 'output does not depend on the number of workers');
+    assert.ok(
+      (await readFile(a.file)).equals(await readFile(b.file)),
+      'output does not depend on the number of workers',
+    );
     await assertPixelsEqual(m, a.file, [0]);
     assert.equal(bytesPerSample(m.dtype), 2);
   });
@@ -163,7 +137,13 @@ describe('materialise to a file', () => {
     const m = await open('cancel', ['utm32', 'utm31']);
     const file = path.join(out, 'cancel.tif');
     const ac = new AbortController();
-    const p = materialize(engine, m, new SinkFile(file), { workers: 1 }, { signal: ac.signal, onProgress: () => ac.abort() });
+    const p = materialize(
+      engine,
+      m,
+      new SinkFile(file),
+      { workers: 1 },
+      { signal: ac.signal, onProgress: () => ac.abort() },
+    );
     setTimeout(() => ac.abort(), 5);
     await assert.rejects(p);
     await assert.rejects(stat(file));

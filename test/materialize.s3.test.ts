@@ -27,24 +27,11 @@ import { createS3Client, type S3Settings } from '../src/render/source.s3.ts';
 import { MiB } from '../src/render/types.ts';
 import { type CephS3, startCeph } from './support/ceph.ts';
 import { S3_REQUEST, startFaultProxy } from './support/fault.proxy.ts';
-import { fixtureDir, PYTHON, sh, tempDir } from './support/gdal.ts';
+import { fixtureDir, PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
 
 const BUCKET = 'cogmill-out';
 const NODE = process.execPath;
 const CLI = path.join(import.meta.dirname, '..', 'src', 'cli.ts');
-
-/** GDAL's COG validator: errors and warnings (none for a good COG). */
-async function validateCog(file: string): Promise<{ errors: string[]; warnings: string[] }> {
-  let out = '';
-  try {
-    out = await sh(PYTHON, ['-m', 'osgeo_utils.samples.validate_cloud_optimized_geotiff', '--full-check=yes', file]);
-  } catch (e) {
-    out = String((e as { stdout?: string }).stdout ?? '') + String((e as { stderr?: string }).stderr ?? '');
-  }
-  const errors = [...out.matchAll(/^ - (.*)$/gm)].map((m) => m[1]);
-  if (!/is a valid cloud optimized GeoTIFF/.test(out)) errors.push(out.trim());
-  return { errors, warnings: /warning/i.test(out) ? [out] : [] };
-}
 
 /** A float32 noise raster (incompressible) with nodata -9999, written by GDAL, with overviews. */
 async function writeNoise(file: string, size: number): Promise<void> {

@@ -95,9 +95,15 @@ describe('raster reading', () => {
   describe('bad input gives typed errors', () => {
     test('truncated file', async () => {
       const all = await readFile(path.join(dir, 'utm32.tif'));
-      const src = new SourceMemory('mem://trunc.tif', new Uint8Array(all.subarray(0, Math.floor(all.byteLength * 0.6))));
+      const src = new SourceMemory(
+        'mem://trunc.tif',
+        new Uint8Array(all.subarray(0, Math.floor(all.byteLength * 0.6))),
+      );
       const r = await Raster.open(src, freshCaches());
-      await assert.rejects(r.readWindow(0, 0, 400, 700, 200, [0]), (e: unknown) => e instanceof RenderError && e.kind === 'corrupt' && /truncated|past the end/.test(e.message));
+      await assert.rejects(
+        r.readWindow(0, 0, 400, 700, 200, [0]),
+        (e: unknown) => e instanceof RenderError && e.kind === 'corrupt' && /truncated|past the end/.test(e.message),
+      );
     });
 
     test('an IFD that claims 10^9 x 10^9 pixels', async () => {
@@ -110,7 +116,9 @@ describe('raster reading', () => {
         dv.setUint32(e + 8, 1e9, true);
       }
       await assert.rejects(Raster.open(new SourceMemory('mem://huge.tif', bytes), freshCaches()), (e: unknown) => {
-        return e instanceof RenderError && (e.kind === 'too-large' || e.kind === 'corrupt') && /1000000000/.test(e.message);
+        return (
+          e instanceof RenderError && (e.kind === 'too-large' || e.kind === 'corrupt') && /1000000000/.test(e.message)
+        );
       });
     });
 
@@ -126,7 +134,13 @@ describe('raster reading', () => {
     test('an unknown (user-defined) CRS', async () => {
       const tmp = await tempDir();
       const p = path.join(tmp, 'custom.tif');
-      await sh('gdal_translate', ['-q', '-a_srs', '+proj=tmerc +lat_0=0 +lon_0=7.3 +k=1 +x_0=0 +y_0=0 +ellps=GRS80 +units=m', path.join(dir, 'utm32.tif'), p]);
+      await sh('gdal_translate', [
+        '-q',
+        '-a_srs',
+        '+proj=tmerc +lat_0=0 +lon_0=7.3 +k=1 +x_0=0 +y_0=0 +ellps=GRS80 +units=m',
+        path.join(dir, 'utm32.tif'),
+        p,
+      ]);
       await assert.rejects(Raster.open(new SourceFile(p), freshCaches()), (err: unknown) => {
         return err instanceof RenderError && err.kind === 'unsupported' && /EPSG/.test(err.message);
       });
@@ -138,7 +152,10 @@ describe('raster reading', () => {
       try {
         const src = new SourceHttp(`${server.url}/utm32.tif`, { timeoutMs: 200, retries: 1, retryBaseMs: 10 });
         const t0 = Date.now();
-        await assert.rejects(Raster.open(src, freshCaches()), (err: unknown) => err instanceof SourceError && err.kind === 'timeout');
+        await assert.rejects(
+          Raster.open(src, freshCaches()),
+          (err: unknown) => err instanceof SourceError && err.kind === 'timeout',
+        );
         assert.ok(Date.now() - t0 < 2000);
       } finally {
         await server.stop();
@@ -148,15 +165,28 @@ describe('raster reading', () => {
     test('paths outside the roots and symlinks out are refused', async () => {
       const tmp = await tempDir();
       const engine = new Engine({ roots: [tmp] });
-      await assert.rejects(engine.openRaster(path.join(tmp, '..', path.basename(dir), 'utm32.tif')), (e: unknown) => e instanceof SourceError && e.kind === 'forbidden');
+      await assert.rejects(
+        engine.openRaster(path.join(tmp, '..', path.basename(dir), 'utm32.tif')),
+        (e: unknown) => e instanceof SourceError && e.kind === 'forbidden',
+      );
       await sh('ln', ['-s', path.join(dir, 'utm32.tif'), path.join(tmp, 'link.tif')]);
-      await assert.rejects(engine.openRaster(path.join(tmp, 'link.tif')), (e: unknown) => e instanceof SourceError && e.kind === 'forbidden');
-      await assert.rejects(engine.openRaster('http://169.254.169.254/latest/meta-data'), (e: unknown) => e instanceof SourceError && e.kind === 'forbidden');
+      await assert.rejects(
+        engine.openRaster(path.join(tmp, 'link.tif')),
+        (e: unknown) => e instanceof SourceError && e.kind === 'forbidden',
+      );
+      await assert.rejects(
+        engine.openRaster('http://169.254.169.254/latest/meta-data'),
+        (e: unknown) => e instanceof SourceError && e.kind === 'forbidden',
+      );
     });
   });
 
   test('fuzz: 600 mutated TIFFs each end in success or a typed error, quickly', async () => {
-    const seeds = [await readFile(path.join(dir, 'utm32.tif')), await readFile(path.join(dir, 'planar_mask.tif')), await readFile(path.join(dir, 'utm32_striped.tif'))];
+    const seeds = [
+      await readFile(path.join(dir, 'utm32.tif')),
+      await readFile(path.join(dir, 'planar_mask.tif')),
+      await readFile(path.join(dir, 'utm32_striped.tif')),
+    ];
     let state = 12345;
     const rand = () => {
       state = (state * 1103515245 + 12345) & 0x7fffffff;

@@ -34,7 +34,12 @@ export function levelGrid(mosaic: Mosaic, level: CogLevel): Grid {
   const sx = g.width / level.width;
   const sy = g.height / level.height;
   const t = g.transform;
-  return { crs: g.crs, transform: [t[0], t[1] * sx, t[2] * sy, t[3], t[4] * sx, t[5] * sy], width: level.width, height: level.height };
+  return {
+    crs: g.crs,
+    transform: [t[0], t[1] * sx, t[2] * sy, t[3], t[4] * sx, t[5] * sy],
+    width: level.width,
+    height: level.height,
+  };
 }
 
 /** The grid of the part of tile (tx, ty) that lies inside its level (edge tiles are smaller). */
@@ -81,7 +86,10 @@ export async function renderCogTile(
   const bs = options.blockSize;
   const lvl = levels[level];
   const grid = tileGrid(mosaic, lvl, tx, ty, bs);
-  const resampling = level === 0 ? (options.resampling ?? mosaic.resampling) : (options.overviewResampling ?? defaultOverviewResampling(mosaic));
+  const resampling =
+    level === 0
+      ? (options.resampling ?? mosaic.resampling)
+      : (options.overviewResampling ?? defaultOverviewResampling(mosaic));
   const px = await engine.render(mosaic, grid, { resampling, signal });
   const fill = mosaic.nodata ?? 0;
   let validCount = 0;

@@ -4,7 +4,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { allocTyped, type DType, type GeoTransform, isFloat, type TypedArray } from '../render/types.ts';
-import { type CogCompression, type CogPredictor, planCog, assembleCog, cogLevels } from './cog.layout.ts';
+import { assembleCog, type CogCompression, type CogPredictor, cogLevels, planCog } from './cog.layout.ts';
 import { edgePad, encodeTile } from './tile.encode.ts';
 
 export interface InMemoryRaster {
@@ -26,7 +26,13 @@ export interface CogWriteOptions {
 }
 
 /** Halve a band with a nodata-aware 2x2 average (floor sizes, like GDAL's overview sizes). */
-export function halve(src: TypedArray, w: number, h: number, dtype: DType, nodata?: number): { data: TypedArray; width: number; height: number } {
+export function halve(
+  src: TypedArray,
+  w: number,
+  h: number,
+  dtype: DType,
+  nodata?: number,
+): { data: TypedArray; width: number; height: number } {
   const w2 = Math.max(1, Math.floor(w / 2));
   const h2 = Math.max(1, Math.floor(h / 2));
   const out = allocTyped(dtype, w2 * h2);
@@ -52,11 +58,15 @@ export function halve(src: TypedArray, w: number, h: number, dtype: DType, nodat
 
 export async function cogBytes(r: InMemoryRaster, options: CogWriteOptions = {}): Promise<Uint8Array> {
   const compression = options.compression ?? 'deflate';
-  const predictor = options.predictor ?? (compression === 'deflate' || compression === 'lzw' || compression === 'zstd' ? (isFloat(r.dtype) ? 3 : 2) : 1);
+  const predictor =
+    options.predictor ??
+    (compression === 'deflate' || compression === 'lzw' || compression === 'zstd' ? (isFloat(r.dtype) ? 3 : 2) : 1);
   const blockSize = options.blockSize ?? 512;
   const all = cogLevels(r.width, r.height, blockSize);
   const levelCount = all.length;
-  const levels: { width: number; height: number; bands: TypedArray[] }[] = [{ width: r.width, height: r.height, bands: [...r.bands] }];
+  const levels: { width: number; height: number; bands: TypedArray[] }[] = [
+    { width: r.width, height: r.height, bands: [...r.bands] },
+  ];
   for (let l = 1; l < levelCount; l++) {
     const prev = levels[l - 1];
     const next = prev.bands.map((b) => halve(b, prev.width, prev.height, r.dtype, r.nodata));
@@ -95,7 +105,14 @@ export async function cogBytes(r: InMemoryRaster, options: CogWriteOptions = {})
         });
         const index = layout.tileIndexInFile(lvl.level, tx, ty);
         jobs.push(
-          encodeTile(tiles, { dtype: r.dtype, bands: r.bands.length, blockSize, compression, predictor, level: options.level }).then((p) => {
+          encodeTile(tiles, {
+            dtype: r.dtype,
+            bands: r.bands.length,
+            blockSize,
+            compression,
+            predictor,
+            level: options.level,
+          }).then((p) => {
             payloads[index] = p;
           }),
         );

@@ -172,7 +172,8 @@ export class RunWriter {
     this.bufBytes += c.byteLength;
     // keep at least one byte back so the tail is never empty while more may come: emit while a full part plus more is held
     while (this.bufBytes > this.plan.partSizeBytes) {
-      if (this.middle + 2 >= this.run.partSlots) throw new RangeError(`run ${this.run.index} produced more than its planned parts`);
+      if (this.middle + 2 >= this.run.partSlots)
+        throw new RangeError(`run ${this.run.index} produced more than its planned parts`);
       const chunks = take(this.buf, this.plan.partSizeBytes);
       this.bufBytes -= this.plan.partSizeBytes;
       this.middle++;
@@ -228,7 +229,8 @@ export class Gluer {
     if (!this.headerData) {
       this.headerData = this.pending;
     } else {
-      if (this.pendingBytes < this.plan.minPartBytes) throw new RangeError(`part ${partNumber} would be only ${this.pendingBytes} bytes`);
+      if (this.pendingBytes < this.plan.minPartBytes)
+        throw new RangeError(`part ${partNumber} would be only ${this.pendingBytes} bytes`);
       this.emit({ partNumber, chunks: this.pending, bytes: this.pendingBytes });
     }
     this.pending = [];
@@ -260,7 +262,8 @@ export class Gluer {
    * caller uploads last.
    */
   finish(header: Uint8Array): { headerPart: Part } {
-    if (this.nextRun !== this.plan.runs.length) throw new Error(`runs ${this.nextRun}..${this.plan.runs.length - 1} not finished`);
+    if (this.nextRun !== this.plan.runs.length)
+      throw new Error(`runs ${this.nextRun}..${this.plan.runs.length - 1} not finished`);
     let data: Uint8Array[];
     if (!this.headerData) {
       // everything is smaller than one part: a single part holds the header and all data

@@ -75,7 +75,11 @@ export interface MaterializeHooks {
   readonly onProgress?: (p: MaterializeProgress) => void;
 }
 
-export function resolvePredictor(compression: CogCompression, predictor: CogPredictor | 'auto' | undefined, dtype: Mosaic['dtype']): CogPredictor {
+export function resolvePredictor(
+  compression: CogCompression,
+  predictor: CogPredictor | 'auto' | undefined,
+  dtype: Mosaic['dtype'],
+): CogPredictor {
   if (predictor !== undefined && predictor !== 'auto') return predictor;
   if (compression !== 'deflate' && compression !== 'lzw' && compression !== 'zstd') return 1;
   return isFloat(dtype) ? 3 : 2;
@@ -106,22 +110,38 @@ export function cogSpecFor(mosaic: Mosaic, options: MaterializeOptions, gdalMeta
 class TilePool {
   private readonly workers: Worker[] = [];
   private readonly idle: Worker[] = [];
-  private readonly waiting: { job: { level: number; tx: number; ty: number }; resolve: (r: TileJobResult) => void; reject: (e: unknown) => void }[] = [];
-  private readonly pending = new Map<number, { resolve: (r: TileJobResult) => void; reject: (e: unknown) => void; worker: Worker }>();
+  private readonly waiting: {
+    job: { level: number; tx: number; ty: number };
+    resolve: (r: TileJobResult) => void;
+    reject: (e: unknown) => void;
+  }[] = [];
+  private readonly pending = new Map<
+    number,
+    { resolve: (r: TileJobResult) => void; reject: (e: unknown) => void; worker: Worker }
+  >();
   private nextId = 1;
   private failed: unknown;
 
   constructor(count: number, init: unknown) {
     for (let i = 0; i < count; i++) {
       const w = new Worker(new URL('./pipeline.worker.ts', import.meta.url), { workerData: init });
-      w.on('message', (m: { id: number; payload?: Uint8Array; stats?: BandAccumulator[]; validCount?: number; error?: { message: string; kind: string } }) => {
-        const p = this.pending.get(m.id);
-        if (!p) return;
-        this.pending.delete(m.id);
-        if (m.error) p.reject(new RenderError(m.error.kind as never, m.error.message));
-        else p.resolve({ payload: m.payload!, stats: m.stats, validCount: m.validCount ?? 0 });
-        this.release(w);
-      });
+      w.on(
+        'message',
+        (m: {
+          id: number;
+          payload?: Uint8Array;
+          stats?: BandAccumulator[];
+          validCount?: number;
+          error?: { message: string; kind: string };
+        }) => {
+          const p = this.pending.get(m.id);
+          if (!p) return;
+          this.pending.delete(m.id);
+          if (m.error) p.reject(new RenderError(m.error.kind as never, m.error.message));
+          else p.resolve({ payload: m.payload!, stats: m.stats, validCount: m.validCount ?? 0 });
+          this.release(w);
+        },
+      );
       w.on('error', (e) => this.fail(e));
       w.on('exit', (code) => {
         if (code !== 0) this.fail(new RenderError('internal', `a render worker exited with code ${code}`));
@@ -146,7 +166,12 @@ class TilePool {
     else this.idle.push(w);
   }
 
-  private dispatch(w: Worker, job: { level: number; tx: number; ty: number }, resolve: (r: TileJobResult) => void, reject: (e: unknown) => void): void {
+  private dispatch(
+    w: Worker,
+    job: { level: number; tx: number; ty: number },
+    resolve: (r: TileJobResult) => void,
+    reject: (e: unknown) => void,
+  ): void {
     const id = this.nextId++;
     this.pending.set(id, { resolve, reject, worker: w });
     w.postMessage({ id, ...job });
@@ -211,7 +236,13 @@ class UploadQueue {
  * Materialise `mosaic` into `sink`. On failure or cancel the sink is aborted (nothing at the destination) and
  * the error is rethrown.
  */
-export async function materialize(engine: Engine, mosaic: Mosaic, sink: Sink, options: MaterializeOptions = {}, hooks: MaterializeHooks = {}): Promise<MaterializeResult> {
+export async function materialize(
+  engine: Engine,
+  mosaic: Mosaic,
+  sink: Sink,
+  options: MaterializeOptions = {},
+  hooks: MaterializeHooks = {},
+): Promise<MaterializeResult> {
   const t0 = performance.now();
   const statsWanted = options.statistics !== false;
   const metadataPlaceholder = statsWanted ? ' '.repeat(statisticsXmlBytes(mosaic.bandCount)) : undefined;
@@ -260,11 +291,11 @@ export async function materialize(engine: Engine, mosaic: Mosaic, sink: Sink, op
   };
 
   const pool =
-    workers > 0
-      ? new TilePool(workers, { engine: engine.settings, spec: mosaic.spec, settings })
-      : undefined;
+    workers > 0 ? new TilePool(workers, { engine: engine.settings, spec: mosaic.spec, settings }) : undefined;
   const renderTile = (level: number, tx: number, ty: number): Promise<TileJobResult> =>
-    pool ? pool.run({ level, tx, ty }) : runTileJob(engine, mosaic, layoutLevels(layout), settings, level, tx, ty, signal);
+    pool
+      ? pool.run({ level, tx, ty })
+      : runTileJob(engine, mosaic, layoutLevels(layout), settings, level, tx, ty, signal);
 
   // run layout: parts sinks get several runs (each its own part-number range); sequential sinks one run
   let plan: PartPlan | undefined;
@@ -277,7 +308,10 @@ export async function materialize(engine: Engine, mosaic: Mosaic, sink: Sink, op
   };
   if (sink.mode === 'parts') {
     const upper = new Float64Array(tileCount).fill(maxTilePayloadBytes(spec) + layout.tileFrameBytes);
-    plan = planParts(upper, options.runs ?? Math.max(1, workers), { minPartSizeBytes: options.minPartSizeBytes, minPartBytes: options.minPartBytes });
+    plan = planParts(upper, options.runs ?? Math.max(1, workers), {
+      minPartSizeBytes: options.minPartSizeBytes,
+      minPartBytes: options.minPartBytes,
+    });
     gluer = new Gluer(plan, uploadPart);
     writers = plan.runs.map((r) => new RunWriter(plan!, r, uploadPart));
     for (const r of plan.runs) runBounds.push({ first: r.firstTile, end: r.endTile });
@@ -320,7 +354,11 @@ export async function materialize(engine: Engine, mosaic: Mosaic, sink: Sink, op
       }
     };
     // empty runs finish at once
-    if (sink.mode === 'parts') runBounds.forEach((b, r) => b.first === b.end && gluer!.runFinished(writers[r].finish()));
+    if (sink.mode === 'parts') {
+      runBounds.forEach((b, r) => {
+        if (b.first === b.end) gluer!.runFinished(writers[r].finish());
+      });
+    }
 
     // schedule: round-robin across runs in file order, bounded in flight, paced by the upload queue
     const maxInflight = Math.max(2, (workers || 1) * 3);
@@ -381,7 +419,13 @@ export async function materialize(engine: Engine, mosaic: Mosaic, sink: Sink, op
       result = await sink.complete(header, signal);
     }
     report(true);
-    return { ...result, tiles: tileCount, levels: layout.levels.length, bigTiff: layout.bigTiff, elapsedMs: Math.round(performance.now() - t0) };
+    return {
+      ...result,
+      tiles: tileCount,
+      levels: layout.levels.length,
+      bigTiff: layout.bigTiff,
+      elapsedMs: Math.round(performance.now() - t0),
+    };
   } catch (e) {
     controller.abort(e);
     await uploads.drain().catch(() => {});

@@ -14,7 +14,9 @@ interface Init {
 
 const init = workerData as Init;
 const engine = new Engine(init.engine);
-const ready = engine.openMosaic(init.spec).then((mosaic) => ({ mosaic, levels: cogLevels(mosaic.grid.width, mosaic.grid.height, init.settings.blockSize) }));
+const ready = engine
+  .openMosaic(init.spec)
+  .then((mosaic) => ({ mosaic, levels: cogLevels(mosaic.grid.width, mosaic.grid.height, init.settings.blockSize) }));
 ready.catch(() => {});
 
 parentPort!.on('message', async (msg: { id: number; level: number; tx: number; ty: number }) => {
@@ -24,12 +26,18 @@ parentPort!.on('message', async (msg: { id: number; level: number; tx: number; t
     // a fresh ArrayBuffer we own (encoder output may live in external or pooled memory that cannot be transferred)
     const payload = new Uint8Array(r.payload.byteLength);
     payload.set(r.payload);
-    parentPort!.postMessage({ id: msg.id, payload, stats: r.stats, validCount: r.validCount }, [payload.buffer as ArrayBuffer]);
+    parentPort!.postMessage({ id: msg.id, payload, stats: r.stats, validCount: r.validCount }, [
+      payload.buffer as ArrayBuffer,
+    ]);
   } catch (e) {
     const err = e as Error;
     parentPort!.postMessage({
       id: msg.id,
-      error: { message: err?.message ?? String(e), kind: e instanceof CogmillError ? e.kind : 'internal', name: err?.name },
+      error: {
+        message: err?.message ?? String(e),
+        kind: e instanceof CogmillError ? e.kind : 'internal',
+        name: err?.name,
+      },
     });
   }
 });

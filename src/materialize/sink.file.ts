@@ -24,7 +24,10 @@ export class SinkFile implements SinkSequential {
   /** `keep`: leave the finished file at a temporary path only (downloads stream it, then delete it) */
   constructor(destination: string, options: { keep?: boolean } = {}) {
     this.location = path.resolve(destination);
-    this.tmp = path.join(path.dirname(this.location), `.${path.basename(this.location)}.${randomBytes(6).toString('hex')}.partial`);
+    this.tmp = path.join(
+      path.dirname(this.location),
+      `.${path.basename(this.location)}.${randomBytes(6).toString('hex')}.partial`,
+    );
     this.keep = options.keep ?? false;
   }
 

@@ -13,7 +13,13 @@ export interface BandAccumulator {
 }
 
 export function newAccumulators(bands: number): BandAccumulator[] {
-  return Array.from({ length: bands }, () => ({ count: 0, sum: 0, sumSq: 0, min: Number.POSITIVE_INFINITY, max: Number.NEGATIVE_INFINITY }));
+  return Array.from({ length: bands }, () => ({
+    count: 0,
+    sum: 0,
+    sumSq: 0,
+    min: Number.POSITIVE_INFINITY,
+    max: Number.NEGATIVE_INFINITY,
+  }));
 }
 
 /** Add the valid pixels of one tile (mask 255 = valid). */

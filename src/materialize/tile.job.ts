@@ -5,7 +5,7 @@
 import type { Engine } from '../render/engine.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import type { Resampling } from '../render/types.ts';
-import type { CogLevel, CogCompression, CogPredictor } from './cog.layout.ts';
+import type { CogCompression, CogLevel, CogPredictor } from './cog.layout.ts';
 import { renderCogTile } from './cog.tiles.ts';
 import { accumulate, type BandAccumulator, newAccumulators } from './statistics.xml.ts';
 import { encodeTile } from './tile.encode.ts';

@@ -2,10 +2,11 @@
  * The catalog of mosaics a process serves: built from configuration (or command-line sources) once at start-up.
  * Opening a mosaic reads every source header; a mosaic that fails to open is reported, not fatal to the others.
  */
+
+import { parseCrs } from './crs.ts';
 import type { Engine } from './engine.ts';
 import { CogmillError, errorMessage, RenderError } from './errors.ts';
 import type { Mosaic, MosaicSpec } from './mosaic.ts';
-import { parseCrs } from './crs.ts';
 import type { Bounds, Composite, DType, Resampling } from './types.ts';
 
 /** A mosaic as written in configuration: source patterns not yet expanded, CRS as text or code. */
@@ -42,7 +43,8 @@ export class Catalog {
   /** Expand a definition's sources and open the mosaic. */
   async open(def: MosaicDefinition, signal?: AbortSignal): Promise<Mosaic> {
     const sources = await this.engine.expand(def.sources);
-    if (sources.length === 0) throw new RenderError('bad-request', `mosaic ${def.id}: no GeoTIFF matches ${def.sources.join(', ')}`);
+    if (sources.length === 0)
+      throw new RenderError('bad-request', `mosaic ${def.id}: no GeoTIFF matches ${def.sources.join(', ')}`);
     const res = def.resolution;
     const spec: MosaicSpec = {
       id: def.id,
@@ -71,7 +73,9 @@ export class Catalog {
           entry.mosaic = await this.open(def);
         } catch (e) {
           entry.error =
-            e instanceof CogmillError ? { code: e.code, kind: e.kind, message: e.message } : { code: 500, kind: 'internal', message: errorMessage(e) };
+            e instanceof CogmillError
+              ? { code: e.code, kind: e.kind, message: e.message }
+              : { code: 500, kind: 'internal', message: errorMessage(e) };
         }
       }),
     );

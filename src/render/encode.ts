@@ -54,7 +54,14 @@ export async function encodeImage(
 }
 
 /** Decode a JPEG or WebP image (a TIFF tile payload) to interleaved 8-bit samples. */
-export async function decodeImage(bytes: Uint8Array): Promise<{ data: Uint8Array; width: number; height: number; channels: number }> {
+export async function decodeImage(
+  bytes: Uint8Array,
+): Promise<{ data: Uint8Array; width: number; height: number; channels: number }> {
   const { data, info } = await sharp(bytes).raw().toBuffer({ resolveWithObject: true });
-  return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height, channels: info.channels };
+  return {
+    data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    width: info.width,
+    height: info.height,
+    channels: info.channels,
+  };
 }

@@ -9,10 +9,10 @@ import { CogmillError, SourceError } from './errors.ts';
 import { buildMosaic, type Mosaic, type MosaicSpec } from './mosaic.ts';
 import { Raster, type RasterCaches } from './raster.ts';
 import { type RenderOptions, type RenderStats, renderMosaic } from './render.ts';
-import type { Source, SourceStats } from './source.ts';
 import { confinePath, SourceFile } from './source.file.ts';
 import { HTTP_DEFAULTS, type HttpSettings, SourceHttp } from './source.http.ts';
 import { createS3Client, listS3Tiffs, type S3Settings, SourceS3 } from './source.s3.ts';
+import type { Source, SourceStats } from './source.ts';
 import { type Grid, MiB, type Pixels } from './types.ts';
 
 export interface EngineSettings {
@@ -71,8 +71,14 @@ export class Engine {
   constructor(settings: Partial<EngineSettings> = {}, deps: { sourceFactory?: SourceFactory } = {}) {
     this.settings = { ...ENGINE_DEFAULTS, ...settings };
     this.caches = {
-      header: new LRUCache<string, Uint8Array>({ maxSize: this.settings.headerCacheBytes, sizeCalculation: (b) => Math.max(1, b.byteLength) }),
-      tiles: new LRUCache<string, Uint8Array>({ maxSize: this.settings.tileCacheBytes, sizeCalculation: (b) => Math.max(64, b.byteLength) }),
+      header: new LRUCache<string, Uint8Array>({
+        maxSize: this.settings.headerCacheBytes,
+        sizeCalculation: (b) => Math.max(1, b.byteLength),
+      }),
+      tiles: new LRUCache<string, Uint8Array>({
+        maxSize: this.settings.tileCacheBytes,
+        sizeCalculation: (b) => Math.max(64, b.byteLength),
+      }),
     };
     this.rasters = new LRUCache<string, Promise<Raster>>({ max: 100_000 });
     this.sourceFactory = deps.sourceFactory ?? ((loc) => this.defaultSource(loc));
@@ -91,7 +97,10 @@ export class Engine {
   private checkUrlAllowed(url: string): void {
     const normal = normalizeSourceUrl(url);
     if (!this.settings.allowedUrlPrefixes.some((p) => normal.startsWith(normalizeSourceUrl(p)))) {
-      throw new SourceError('forbidden', `source ${url} is not under an allowed URL prefix; add its prefix to sources.allowedUrlPrefixes`);
+      throw new SourceError(
+        'forbidden',
+        `source ${url} is not under an allowed URL prefix; add its prefix to sources.allowedUrlPrefixes`,
+      );
     }
   }
 
@@ -197,7 +206,10 @@ export class Engine {
       }),
     );
     if (changed) {
-      const rebuilt = buildMosaic(mosaic.spec, mosaic.sources.map((s) => s.raster));
+      const rebuilt = buildMosaic(
+        mosaic.spec,
+        mosaic.sources.map((s) => s.raster),
+      );
       mosaic.etag = rebuilt.etag;
       mosaic.lastModified = new Date();
     }

@@ -108,7 +108,8 @@ export function nativeGrid(spec: MosaicSpec, infos: readonly RasterInfo[]): Grid
       maxx = Math.max(maxx, b[2]);
       maxy = Math.max(maxy, b[3]);
     }
-    if (!Number.isFinite(minx)) throw new RenderError('bad-request', `mosaic ${spec.id}: no source can be placed in EPSG:${crs.epsg}`);
+    if (!Number.isFinite(minx))
+      throw new RenderError('bad-request', `mosaic ${spec.id}: no source can be placed in EPSG:${crs.epsg}`);
     // snap outward to the reference source's pixel lattice when it is in the same CRS (keeps nearest exact)
     const ox = ref.crs.epsg === crs.epsg && !spec.resolution ? ref.transform[0] : 0;
     const oy = ref.crs.epsg === crs.epsg && !spec.resolution ? ref.transform[3] : 0;
@@ -118,13 +119,22 @@ export function nativeGrid(spec: MosaicSpec, infos: readonly RasterInfo[]): Grid
       const kk = Math.abs(k - rk) < 1e-6 ? rk : up ? Math.ceil(k) : Math.floor(k);
       return o + kk * r;
     };
-    bounds = [snap(minx, ox, resX, false), snap(miny, oy, resY, false), snap(maxx, ox, resX, true), snap(maxy, oy, resY, true)];
+    bounds = [
+      snap(minx, ox, resX, false),
+      snap(miny, oy, resY, false),
+      snap(maxx, ox, resX, true),
+      snap(maxy, oy, resY, true),
+    ];
   }
   const width = Math.round((bounds[2] - bounds[0]) / resX);
   const height = Math.round((bounds[3] - bounds[1]) / resY);
-  if (!(width >= 1 && height >= 1)) throw new RenderError('bad-request', `mosaic ${spec.id}: bounds give an empty grid`);
+  if (!(width >= 1 && height >= 1))
+    throw new RenderError('bad-request', `mosaic ${spec.id}: bounds give an empty grid`);
   if (width > MAX_GRID_DIMENSION || height > MAX_GRID_DIMENSION) {
-    throw new RenderError('too-large', `mosaic ${spec.id}: grid of ${width} x ${height} pixels exceeds ${MAX_GRID_DIMENSION} per side`);
+    throw new RenderError(
+      'too-large',
+      `mosaic ${spec.id}: grid of ${width} x ${height} pixels exceeds ${MAX_GRID_DIMENSION} per side`,
+    );
   }
   const transform: GeoTransform = [bounds[0], resX, 0, bounds[3], 0, -resY];
   return { crs, transform, width, height };
@@ -146,7 +156,10 @@ export function buildMosaic(spec: MosaicSpec, rasters: readonly Raster[]): Mosai
   for (const info of infos) {
     const bad = bandIndices.find((b) => b < 0 || b >= info.bandCount);
     if (bad !== undefined) {
-      throw new RenderError('bad-request', `mosaic ${spec.id}: band ${bad + 1} does not exist in ${info.url} (it has ${info.bandCount})`);
+      throw new RenderError(
+        'bad-request',
+        `mosaic ${spec.id}: band ${bad + 1} does not exist in ${info.url} (it has ${info.bandCount})`,
+      );
     }
   }
   const wgs = transformBounds(gridBounds(grid), grid.crs, crsFromEpsg(4326));

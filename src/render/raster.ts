@@ -5,15 +5,25 @@
  * tile bytes are fetched by us (adjacent tiles merged into one range request, decoded tiles kept in a bytes-bounded
  * cache) and decoded by geotiff.js decoders, with deflate / zstd / webp backed by native code.
  */
-import { constants as zc, inflateSync } from 'node:zlib';
+
 import * as zlib from 'node:zlib';
+import { inflateSync, constants as zc } from 'node:zlib';
 import { addDecoder, BaseDecoder, GeoTIFF, getDecoder, type ImageFileDirectory } from 'geotiff';
 import type { LRUCache } from 'lru-cache';
 import { crsFromGeoKeys } from './crs.ts';
 import { decodeImage } from './encode.ts';
 import { CogmillError, RenderError, SourceError } from './errors.ts';
 import type { Source } from './source.ts';
-import { allocTyped, type Crs, type DType, type GeoTransform, KiB, MiB, type TypedArray, typedFromBytes } from './types.ts';
+import {
+  allocTyped,
+  type Crs,
+  type DType,
+  type GeoTransform,
+  KiB,
+  MiB,
+  type TypedArray,
+  typedFromBytes,
+} from './types.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // decoders
@@ -121,7 +131,10 @@ class HeaderReader {
         throw new RenderError('corrupt', `${this.source.url}: TIFF structure points at an impossible byte range`);
       }
       if (Number.isFinite(this.size) && offset >= this.size) {
-        throw new RenderError('corrupt', `${this.source.url}: TIFF structure points past the end of the file (truncated?)`);
+        throw new RenderError(
+          'corrupt',
+          `${this.source.url}: TIFF structure points past the end of the file (truncated?)`,
+        );
       }
       const end = Number.isFinite(this.size) ? Math.min(offset + length, this.size) : offset + length;
       const buf = new Uint8Array(Math.max(0, end - offset));
@@ -129,7 +142,10 @@ class HeaderReader {
       const last = Math.floor((Math.max(end, offset + 1) - 1) / HEADER_BLOCK_BYTES);
       if (last - first > 64) {
         // a big array (tile offsets of a huge image): one direct read
-        const r = await this.source.read(offset, end - offset, { signal: this.signal, ifMatch: this.etag || undefined });
+        const r = await this.source.read(offset, end - offset, {
+          signal: this.signal,
+          ifMatch: this.etag || undefined,
+        });
         buf.set(r.bytes.subarray(0, buf.length));
       } else {
         for (let b = first; b <= last; b++) {
@@ -156,7 +172,24 @@ class HeaderReader {
 }
 
 /** Byte size of each TIFF field type. */
-const FIELD_SIZE: Record<number, number> = { 1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8 };
+const FIELD_SIZE: Record<number, number> = {
+  1: 1,
+  2: 1,
+  3: 2,
+  4: 4,
+  5: 8,
+  6: 1,
+  7: 1,
+  8: 2,
+  9: 4,
+  10: 8,
+  11: 4,
+  12: 8,
+  13: 4,
+  16: 8,
+  17: 8,
+  18: 8,
+};
 
 /**
  * Walk the IFD chain before geotiff.js does, and refuse what would make a parser allocate or loop without bound:
@@ -170,10 +203,12 @@ async function preflight(reader: HeaderReader, url: string): Promise<void> {
   if (bo !== 0x4949 && bo !== 0x4d4d) throw new RenderError('corrupt', `${url} is not a TIFF (bad byte-order mark)`);
   const le = bo === 0x4949;
   const magic = dv.getUint16(2, le);
-  if (magic !== 42 && magic !== 43) throw new RenderError('corrupt', `${url} is not a TIFF (bad magic number ${magic})`);
+  if (magic !== 42 && magic !== 43)
+    throw new RenderError('corrupt', `${url} is not a TIFF (bad magic number ${magic})`);
   const big = magic === 43;
   const size = reader.size;
-  const u64 = (d: DataView, o: number) => d.getUint32(o + (le ? 4 : 0), le) * 2 ** 32 + d.getUint32(o + (le ? 0 : 4), le);
+  const u64 = (d: DataView, o: number) =>
+    d.getUint32(o + (le ? 4 : 0), le) * 2 ** 32 + d.getUint32(o + (le ? 0 : 4), le);
   let next = big ? u64(dv, 8) : dv.getUint32(4, le);
   const seen = new Set<number>();
   let count = 0;
@@ -181,7 +216,8 @@ async function preflight(reader: HeaderReader, url: string): Promise<void> {
     if (seen.has(next)) throw new RenderError('corrupt', `${url}: the IFD chain loops back on itself`);
     seen.add(next);
     if (++count > MAX_IFDS) throw new RenderError('corrupt', `${url}: more than ${MAX_IFDS} IFDs`);
-    if (next >= size) throw new RenderError('corrupt', `${url}: an IFD offset points past the end of the file (truncated?)`);
+    if (next >= size)
+      throw new RenderError('corrupt', `${url}: an IFD offset points past the end of the file (truncated?)`);
     const cntBytes = new Uint8Array((await reader.fetch([{ offset: next, length: big ? 8 : 2 }]))[0]);
     if (cntBytes.byteLength < (big ? 8 : 2)) throw new RenderError('corrupt', `${url}: truncated IFD`);
     const cdv = new DataView(cntBytes.buffer, cntBytes.byteOffset, cntBytes.byteLength);
@@ -202,7 +238,10 @@ async function preflight(reader: HeaderReader, url: string): Promise<void> {
       if (bytes > (big ? 8 : 4)) {
         const off = big ? u64(idv, e + 12) : idv.getUint32(e + 8, le);
         if (off + bytes > size) {
-          throw new RenderError('corrupt', `${url}: tag ${idv.getUint16(e, le)} claims ${cnt} values past the end of the file`);
+          throw new RenderError(
+            'corrupt',
+            `${url}: tag ${idv.getUint16(e, le)} claims ${cnt} values past the end of the file`,
+          );
         }
       }
     }
@@ -308,7 +347,10 @@ function parseNodata(v: unknown): number | undefined {
 }
 
 function tagLength(ifd: ImageFileDirectory, tag: number): number {
-  const internal = ifd as unknown as { deferredArrays: Map<number, { length: number }>; actualizedFields: Map<number, unknown> };
+  const internal = ifd as unknown as {
+    deferredArrays: Map<number, { length: number }>;
+    actualizedFields: Map<number, unknown>;
+  };
   const d = internal.deferredArrays.get(tag);
   if (d) return d.length;
   const v = internal.actualizedFields.get(tag);
@@ -326,7 +368,10 @@ function geotransformOf(ifd: ImageFileDirectory, geoKeys: Record<string, unknown
   } else if (scale && tie && scale.length >= 2 && tie.length >= 6) {
     gt = [tie[3] - tie[0] * scale[0], scale[0], 0, tie[4] + tie[1] * scale[1], 0, -scale[1]];
   } else {
-    throw new RenderError('unsupported', `${url} has no georeferencing (no ModelPixelScale/ModelTiepoint or ModelTransformation)`);
+    throw new RenderError(
+      'unsupported',
+      `${url} has no georeferencing (no ModelPixelScale/ModelTiepoint or ModelTransformation)`,
+    );
   }
   if (geoKeys.GTRasterTypeGeoKey === 2) {
     // PixelIsPoint: the tie point is a pixel centre; GDAL shifts by half a pixel
@@ -390,7 +435,8 @@ export class Raster {
 
     const mainIfd = ifds[0];
     const subfile = (ifd: ImageFileDirectory) => first(ifd.getValue('NewSubfileType') ?? 0) || 0;
-    const isMask = (ifd: ImageFileDirectory) => (subfile(ifd) & 4) !== 0 && first(ifd.getValue('PhotometricInterpretation')) === 4;
+    const isMask = (ifd: ImageFileDirectory) =>
+      (subfile(ifd) & 4) !== 0 && first(ifd.getValue('PhotometricInterpretation')) === 4;
 
     const samples = first(mainIfd.getValue('SamplesPerPixel') ?? 1) || 1;
     const bits = first(mainIfd.getValue('BitsPerSample'));
@@ -417,7 +463,11 @@ export class Raster {
       const tiled = ifd.hasTag('TileWidth');
       const blockWidth = tiled ? first(ifd.getValue('TileWidth')) : width;
       const rps = first(ifd.getValue('RowsPerStrip'));
-      const blockHeight = tiled ? first(ifd.getValue('TileLength')) : Number.isFinite(rps) && rps > 0 ? Math.min(rps, height) : height;
+      const blockHeight = tiled
+        ? first(ifd.getValue('TileLength'))
+        : Number.isFinite(rps) && rps > 0
+          ? Math.min(rps, height)
+          : height;
       if (!(blockWidth >= 1 && blockHeight >= 1 && blockWidth <= 65536 && blockHeight <= MAX_DIMENSION)) {
         throw new RenderError('corrupt', `${url}: block size ${blockWidth} x ${blockHeight} is impossible`);
       }
@@ -427,17 +477,26 @@ export class Raster {
       const planar = first(ifd.getValue('PlanarConfiguration') ?? 1) === 2 ? 2 : 1;
       const expected = blocksAcross * blocksDown * (planar === 2 ? lvlSamples : 1);
       if (expected > MAX_BLOCKS) {
-        throw new RenderError('too-large', `${url}: ${width} x ${height} pixels in ${expected} blocks is more than cogmill reads`);
+        throw new RenderError(
+          'too-large',
+          `${url}: ${width} x ${height} pixels in ${expected} blocks is more than cogmill reads`,
+        );
       }
       if (blockWidth * blockHeight * lvlSamples * 8 > 1024 * MiB) {
-        throw new RenderError('too-large', `${url}: blocks of ${blockWidth} x ${blockHeight} pixels are too large to decode`);
+        throw new RenderError(
+          'too-large',
+          `${url}: blocks of ${blockWidth} x ${blockHeight} pixels are too large to decode`,
+        );
       }
       const offsetsTag = tiled ? 324 : 273;
       const countsTag = tiled ? 325 : 279;
       const nOffsets = tagLength(ifd, offsetsTag);
       const nCounts = tagLength(ifd, countsTag);
       if (nOffsets < expected || nCounts < expected) {
-        throw new RenderError('corrupt', `${url}: ${expected} blocks expected but the file lists ${Math.min(nOffsets, nCounts)}`);
+        throw new RenderError(
+          'corrupt',
+          `${url}: ${expected} blocks expected but the file lists ${Math.min(nOffsets, nCounts)}`,
+        );
       }
       const compression = first(ifd.getValue('Compression') ?? 1) || 1;
       if (!SUPPORTED_COMPRESSIONS.has(compression)) {
@@ -490,14 +549,24 @@ export class Raster {
         if (first(ifd.getValue('SamplesPerPixel') ?? 1) !== samples) continue;
       }
       const lvl = makeLevel(ifd, false);
-      const maskIfd = masks.find((m) => first(m.getValue('ImageWidth')) === lvl.width && first(m.getValue('ImageLength')) === lvl.height);
+      const maskIfd = masks.find(
+        (m) => first(m.getValue('ImageWidth')) === lvl.width && first(m.getValue('ImageLength')) === lvl.height,
+      );
       levels.push(maskIfd ? { ...lvl, maskIfd: makeLevel(maskIfd, true) } : lvl);
     }
     levels.sort((a, b) => b.width - a.width);
 
     const planar = first(mainIfd.getValue('PlanarConfiguration') ?? 1) === 2 ? 'band' : 'pixel';
     const photometric =
-      photometricCode === 2 ? 'rgb' : photometricCode === 1 || photometricCode === 0 ? 'minisblack' : photometricCode === 3 ? 'palette' : photometricCode === 6 ? 'ycbcr' : 'other';
+      photometricCode === 2
+        ? 'rgb'
+        : photometricCode === 1 || photometricCode === 0
+          ? 'minisblack'
+          : photometricCode === 3
+            ? 'palette'
+            : photometricCode === 6
+              ? 'ycbcr'
+              : 'other';
     if (photometric === 'palette') {
       // palette images are read as their index values, like gdal with -expand not given
     }
@@ -518,17 +587,19 @@ export class Raster {
       interleave: planar,
       photometric,
       hasMask: levels[0].maskIfd !== undefined,
-      levels: levels.map(({ width, height, blockWidth, blockHeight, blocksAcross, blocksDown, tiled, factorX, factorY }) => ({
-        width,
-        height,
-        blockWidth,
-        blockHeight,
-        blocksAcross,
-        blocksDown,
-        tiled,
-        factorX,
-        factorY,
-      })),
+      levels: levels.map(
+        ({ width, height, blockWidth, blockHeight, blocksAcross, blocksDown, tiled, factorX, factorY }) => ({
+          width,
+          height,
+          blockWidth,
+          blockHeight,
+          blocksAcross,
+          blocksDown,
+          tiled,
+          factorX,
+          factorY,
+        }),
+      ),
       bandDescriptions: [],
     };
     return new Raster(info, source, caches, levels);
@@ -542,7 +613,12 @@ export class Raster {
    * Decoded blocks (bytes as stored, predictor undone) for the given block indices of a level.
    * Cached; misses that sit next to each other in the file are fetched with one range request.
    */
-  private async blocks(level: LevelInternal, levelKey: string, indices: number[], signal?: AbortSignal): Promise<Map<number, Uint8Array>> {
+  private async blocks(
+    level: LevelInternal,
+    levelKey: string,
+    indices: number[],
+    signal?: AbortSignal,
+  ): Promise<Map<number, Uint8Array>> {
     const out = new Map<number, Uint8Array>();
     const prefix = `${this.info.url}|${this.info.etag}|${levelKey}|`;
     const missing: { index: number; offset: number; count: number }[] = [];
@@ -572,7 +648,11 @@ export class Raster {
           ab = await decoder.decode(toArrayBuffer(bytes));
         } catch (e) {
           if (e instanceof CogmillError) throw e;
-          throw new RenderError('corrupt', `${this.info.url}: block ${index} cannot be decoded: ${(e as Error).message}`, { cause: e });
+          throw new RenderError(
+            'corrupt',
+            `${this.info.url}: block ${index} cannot be decoded: ${(e as Error).message}`,
+            { cause: e },
+          );
         }
         decoded = new Uint8Array(ab);
       }
@@ -687,7 +767,15 @@ export class Raster {
     return { bands: out, mask };
   }
 
-  private async readMask(level: LevelInternal, levelIndex: number, x0: number, y0: number, w: number, h: number, signal?: AbortSignal): Promise<Uint8Array> {
+  private async readMask(
+    level: LevelInternal,
+    levelIndex: number,
+    x0: number,
+    y0: number,
+    w: number,
+    h: number,
+    signal?: AbortSignal,
+  ): Promise<Uint8Array> {
     const mask = new Uint8Array(w * h);
     const bx0 = Math.floor(x0 / level.blockWidth);
     const bx1 = Math.floor((x0 + w - 1) / level.blockWidth);
@@ -708,7 +796,10 @@ export class Raster {
             if (bytes && bytes.byteLength > 0) {
               const c = x - tx0;
               const r = y - ty0;
-              v = level.bitsPerSample === 1 ? (bytes[r * rowBytes + (c >> 3)] >> (7 - (c & 7))) & 1 : bytes[r * rowBytes + c];
+              v =
+                level.bitsPerSample === 1
+                  ? (bytes[r * rowBytes + (c >> 3)] >> (7 - (c & 7))) & 1
+                  : bytes[r * rowBytes + c];
             }
             mask[(y - y0) * w + (x - x0)] = v ? 255 : 0;
           }

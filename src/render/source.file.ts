@@ -50,9 +50,13 @@ export class SourceFile implements Source {
     if (!this.handle) {
       this.handle = open(this.filePath, 'r').catch((e: NodeJS.ErrnoException) => {
         this.handle = undefined;
-        throw new SourceError(e.code === 'ENOENT' ? 'not-found' : 'unreachable', `cannot open ${this.filePath}: ${e.message}`, {
-          cause: e,
-        });
+        throw new SourceError(
+          e.code === 'ENOENT' ? 'not-found' : 'unreachable',
+          `cannot open ${this.filePath}: ${e.message}`,
+          {
+            cause: e,
+          },
+        );
       });
     }
     return this.handle;

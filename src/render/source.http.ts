@@ -51,7 +51,11 @@ export class SourceHttp implements Source {
     this.fetchFn = fetchFn;
   }
 
-  private async request(method: 'GET' | 'HEAD', headers: Record<string, string>, options?: ReadOptions): Promise<Response> {
+  private async request(
+    method: 'GET' | 'HEAD',
+    headers: Record<string, string>,
+    options?: ReadOptions,
+  ): Promise<Response> {
     const { timeoutMs, retries, retryBaseMs } = this.settings;
     let lastError: unknown;
     for (let attempt = 0; attempt <= retries; attempt++) {
@@ -72,7 +76,9 @@ export class SourceHttp implements Source {
         if (options?.signal?.aborted) throw e;
         lastError = timeout.aborted
           ? new SourceError('timeout', `${redactUrl(this.url)} did not answer within ${timeoutMs} ms`, { cause: e })
-          : new SourceError('unreachable', `${redactUrl(this.url)} is unreachable: ${(e as Error).message}`, { cause: e });
+          : new SourceError('unreachable', `${redactUrl(this.url)} is unreachable: ${(e as Error).message}`, {
+              cause: e,
+            });
         if (attempt < retries) await sleep(retryBaseMs * 2 ** attempt * (0.5 + Math.random()), options?.signal);
       }
     }
@@ -81,9 +87,13 @@ export class SourceHttp implements Source {
 
   private fail(res: Response): never {
     const where = redactUrl(this.url);
-    if (res.status === 404 || res.status === 410) throw new SourceError('not-found', `${where} was not found (HTTP ${res.status})`);
+    if (res.status === 404 || res.status === 410)
+      throw new SourceError('not-found', `${where} was not found (HTTP ${res.status})`);
     if (res.status === 401 || res.status === 403)
-      throw new SourceError('forbidden', `${where} refused access (HTTP ${res.status}); check the credentials or URL signature`);
+      throw new SourceError(
+        'forbidden',
+        `${where} refused access (HTTP ${res.status}); check the credentials or URL signature`,
+      );
     if (res.status === 412) throw new SourceError('changed', `${where} changed while it was being read`);
     if (res.status === 416) throw new SourceError('bad-request', `${where} rejected the byte range (HTTP 416)`);
     throw new SourceError('unreachable', `${where} answered HTTP ${res.status}`);
@@ -131,13 +141,18 @@ export class SourceHttp implements Source {
     try {
       bytes = new Uint8Array(await res.arrayBuffer());
     } catch (e) {
-      throw new SourceError('unreachable', `${redactUrl(this.url)}: connection dropped while reading: ${(e as Error).message}`, {
-        cause: e,
-      });
+      throw new SourceError(
+        'unreachable',
+        `${redactUrl(this.url)}: connection dropped while reading: ${(e as Error).message}`,
+        {
+          cause: e,
+        },
+      );
     }
     if (res.status === 206) {
       const m = /bytes (\d+)-(\d+)\/(\d+|\*)/.exec(res.headers.get('content-range') ?? '');
-      if (!m || Number(m[1]) !== offset) throw new SourceError('unreachable', `${redactUrl(this.url)} sent a bad Content-Range`);
+      if (!m || Number(m[1]) !== offset)
+        throw new SourceError('unreachable', `${redactUrl(this.url)} sent a bad Content-Range`);
       size = m[3] === '*' ? Number.NaN : Number(m[3]);
     } else {
       // the server ignored the Range header and sent everything

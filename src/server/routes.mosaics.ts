@@ -1,8 +1,8 @@
 /** The catalog: list of mosaics, one mosaic's description, and the index page. */
 import { Hono } from 'hono';
+import type { Mosaic } from '../render/mosaic.ts';
 import { redactUrl } from '../render/source.http.ts';
 import { gridBounds } from '../render/types.ts';
-import type { Mosaic } from '../render/mosaic.ts';
 import type { AppEnv } from './app.ts';
 import type { AppDeps } from './deps.ts';
 import { baseUrl, MOSAIC_ID, mosaicLinks } from './urls.ts';
@@ -64,11 +64,13 @@ export function mosaicRoutes(deps: AppDeps): Hono<AppEnv> {
   r.get('/mosaics', (c) => {
     const base = baseUrl(c, deps.config);
     return c.json({
-      mosaics: deps.catalog.list().map((e) =>
-        e.mosaic
-          ? { id: e.id, title: e.mosaic.title, status: 'ok', links: mosaicLinks(base, e.id) }
-          : { id: e.id, status: 'error', error: e.error },
-      ),
+      mosaics: deps.catalog
+        .list()
+        .map((e) =>
+          e.mosaic
+            ? { id: e.id, title: e.mosaic.title, status: 'ok', links: mosaicLinks(base, e.id) }
+            : { id: e.id, status: 'error', error: e.error },
+        ),
     });
   });
   r.get(`/mosaics/:id{${MOSAIC_ID}}`, (c) => {

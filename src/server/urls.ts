@@ -8,8 +8,10 @@ export const MOSAIC_ID = '[A-Za-z0-9][A-Za-z0-9_-]{0,63}';
 /** The base URL clients reach us at: configured publicUrl, else X-Forwarded-* headers, else the Host header. */
 export function baseUrl(c: Context, config: Config): string {
   if (config.server.publicUrl) return config.server.publicUrl.replace(/\/+$/, '');
-  const proto = c.req.header('x-forwarded-proto')?.split(',')[0]?.trim() || new URL(c.req.url).protocol.replace(':', '');
-  const host = c.req.header('x-forwarded-host')?.split(',')[0]?.trim() || c.req.header('host') || new URL(c.req.url).host;
+  const proto =
+    c.req.header('x-forwarded-proto')?.split(',')[0]?.trim() || new URL(c.req.url).protocol.replace(':', '');
+  const host =
+    c.req.header('x-forwarded-host')?.split(',')[0]?.trim() || c.req.header('host') || new URL(c.req.url).host;
   return `${proto}://${host}`;
 }
 

@@ -25,7 +25,12 @@ export async function startTestServer(overrides: Record<string, unknown>): Promi
   const log = createLogger(config, sink);
   const deps = await buildServices(config, { log });
   const running = await startServer(deps, '127.0.0.1', 0);
-  return { url: running.url, deps, running, logs, stop: async () => {
+  return {
+    url: running.url,
+    deps,
+    running,
+    logs,
+    stop: async () => {
       await running.close(500);
     },
   };

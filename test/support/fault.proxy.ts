@@ -17,6 +17,7 @@ import {
 } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
+import { prng as seededRandom } from '../../src/demo.data.ts';
 
 export type FaultAction =
   /** answer at once with an S3 error (default 503 SlowDown) without forwarding */
@@ -77,18 +78,6 @@ export const S3_REQUEST = {
     /^\/[^/]+\/.+/.test(u.pathname) &&
     [...u.searchParams.keys()].every((k) => k === 'x-id' || k === 'versionId' || k.startsWith('response-')),
 } as const;
-
-/** mulberry32: a small, fast, seedable PRNG; good enough to pick which requests fail */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function xmlEscape(s: string): string {
   return s.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);

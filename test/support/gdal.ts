@@ -140,3 +140,38 @@ export function agreement(ours: Pixels, ref: Reference, tol = 0, rel = 0): Agree
   }
   return { compared, fraction: compared ? good / compared : 1, validityMismatch };
 }
+
+/** GDAL's COG validator with --full-check=yes: its errors and warnings (none for a good COG). */
+export async function validateCog(file: string): Promise<{ errors: string[]; warnings: string[] }> {
+  let out = '';
+  try {
+    out = await sh(PYTHON, ['-m', 'osgeo_utils.samples.validate_cloud_optimized_geotiff', '--full-check=yes', file]);
+  } catch (e) {
+    out = String((e as { stdout?: string }).stdout ?? '') + String((e as { stderr?: string }).stderr ?? '');
+  }
+  const errors = [...out.matchAll(/^ - (.*)$/gm)].map((m) => m[1]);
+  const warnings = /warning/i.test(out) ? [out] : [];
+  if (!/is a valid cloud optimized GeoTIFF/.test(out)) errors.push(out.trim());
+  return { errors, warnings };
+}
+
+/** Every band of an overview level (-1 = full resolution) as GDAL reads it, raw little-endian bytes. */
+export async function gdalReadLevel(file: string, ovr: number): Promise<Buffer> {
+  const code = `
+import sys
+from osgeo import gdal
+ds = gdal.Open(sys.argv[1])
+ovr = int(sys.argv[2])
+out = b''
+for b in range(ds.RasterCount):
+    band = ds.GetRasterBand(b + 1)
+    if ovr >= 0: band = band.GetOverview(ovr)
+    out += band.ReadRaster()
+sys.stdout.buffer.write(out)
+`;
+  return new Promise((resolve, reject) =>
+    execFile(PYTHON, ['-c', code, file, String(ovr)], { encoding: 'buffer', maxBuffer: 1 << 30 }, (err, stdout) =>
+      err ? reject(err) : resolve(stdout),
+    ),
+  );
+}

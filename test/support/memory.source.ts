@@ -11,7 +11,11 @@ export class SourceMemory implements Source {
     this.etag = etag;
   }
   async read(offset: number, length: number): Promise<SourceRead> {
-    return { bytes: this.bytes.slice(offset, Math.min(this.bytes.byteLength, offset + length)), size: this.bytes.byteLength, etag: this.etag };
+    return {
+      bytes: this.bytes.slice(offset, Math.min(this.bytes.byteLength, offset + length)),
+      size: this.bytes.byteLength,
+      etag: this.etag,
+    };
   }
   async stat() {
     return { size: this.bytes.byteLength, etag: this.etag };
