@@ -30,6 +30,11 @@ export interface TileEncodeOptions {
   readonly quality?: number;
   /** lossless webp */
   readonly lossless?: boolean;
+  /**
+   * deflate strategy: 'rle' (zlib Z_RLE) is about 3x faster than the default and as small on predictor-filtered
+   * continuous data (16-bit and float imagery); on categorical or 8-bit data the default strategy is smaller.
+   */
+  readonly deflateStrategy?: 'default' | 'rle';
 }
 
 export const DEFAULT_DEFLATE_LEVEL = 6;
@@ -381,7 +386,8 @@ export async function encodeTile(pixels: readonly TypedArray[], options: TileEnc
       return bytes;
     case 'deflate': {
       const level = options.level ?? DEFAULT_DEFLATE_LEVEL;
-      const out = await deflateAsync(bytes, { level, chunkSize: Math.max(64 * 1024, bytes.length + 1024) });
+      const strategy = options.deflateStrategy === 'rle' ? zlib.constants.Z_RLE : zlib.constants.Z_DEFAULT_STRATEGY;
+      const out = await deflateAsync(bytes, { level, strategy, chunkSize: Math.max(64 * 1024, bytes.length + 1024) });
       return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
     }
     case 'zstd': {

@@ -18,6 +18,7 @@ export interface TileJobSettings {
   readonly quality?: number;
   readonly resampling?: Resampling;
   readonly overviewResampling?: Resampling;
+  readonly deflateStrategy?: 'default' | 'rle';
 }
 
 export interface TileJobResult {
@@ -45,6 +46,7 @@ export async function runTileJob(
     predictor: settings.predictor,
     level: settings.level,
     quality: settings.quality,
+    deflateStrategy: settings.deflateStrategy,
   });
   let stats: BandAccumulator[] | undefined;
   if (level === 0) {
