@@ -19,7 +19,7 @@ import { type Grid, gridBounds } from '../src/render/types.ts';
 import type { BenchData } from './data.ts';
 import { type Bench, type BenchContext, runStandalone } from './harness.ts';
 import type { MaterializeJob } from './materialize.child.ts';
-import { BENCH_DIR, type Measured, measured, mib, NODE, note, PYTHON, round, run, table } from './support.ts';
+import { BENCH_DIR, type Measured, measured, median, mib, NODE, note, PYTHON, round, run, table } from './support.ts';
 
 /** The creation options of the issue, for every GDAL run. */
 export function gdalCogOptions(overviewResampling = 'AVERAGE'): string[] {
@@ -193,11 +193,6 @@ function cases(data: BenchData): Case[] {
   ];
 }
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
 /** Read every input once so that neither tool pays for the first disk read. */
 export async function warmInputs(files: readonly string[]): Promise<void> {
   await run('cat', [...files], { timeoutMs: 600_000 }).catch(() => undefined);
@@ -209,8 +204,9 @@ export const materializeBench: Bench = {
   async run(ctx: BenchContext) {
     const { data, outDir } = ctx;
     const roots = [data.dir];
-    // one run each: the full-size runs are long, and --small must stay under a minute
-    const repeats = 1;
+    // two runs each at full size, in alternating order (one run can be off by 2x when the machine is shared);
+    // one with --small, which must stay under a minute
+    const repeats = ctx.small ? 1 : 2;
     const rows: Record<string, unknown>[] = [];
     const summary: Record<string, unknown>[] = [];
     const list = cases(data);
@@ -258,6 +254,7 @@ export const materializeBench: Bench = {
         tool: name,
         pixels: dims,
         wallS: round(wall / 1000),
+        runsS: runs.map((r) => round(r.wallMs / 1000, 1)).join(' / '),
         cpuS: round(median(runs.map((r) => r.cpuSeconds))),
         peakRssMiB: mib(Math.max(...runs.map((r) => r.peakRssBytes))),
         outputMiB: mib(bytes),

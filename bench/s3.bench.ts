@@ -11,7 +11,7 @@ import { createS3Client, type S3Settings } from '../src/render/source.s3.ts';
 import { startCeph } from '../test/support/ceph.ts';
 import { type Bench, runStandalone } from './harness.ts';
 import { type CogmillRun, cogmillMaterialize, validateCog, warmInputs } from './materialize.bench.ts';
-import { mib, note, percentile, round, table } from './support.ts';
+import { median, mib, note, round, table } from './support.ts';
 
 const BUCKET = 'bench';
 
@@ -65,21 +65,12 @@ export const s3Bench: Bench = {
       };
       const v = await validateCog(`/vsis3/${BUCKET}/bench/run-0.tif`, env);
       client.destroy();
-      const med = (rs: CogmillRun[]) =>
-        percentile(
-          rs.map((r) => r.wallMs),
-          50,
-        );
+      const med = (rs: CogmillRun[]) => median(rs.map((r) => r.wallMs));
       const rows = [
         {
           sink: 'file',
           wallS: round(med(file) / 1000),
-          cpuS: round(
-            percentile(
-              file.map((r) => r.cpuSeconds),
-              50,
-            ),
-          ),
+          cpuS: round(median(file.map((r) => r.cpuSeconds))),
           peakRssMiB: mib(Math.max(...file.map((r) => r.peakRssBytes))),
           bytes: fileBytes,
           valid: 'yes (materialize bench)',
@@ -87,12 +78,7 @@ export const s3Bench: Bench = {
         {
           sink: 's3 (radosgw)',
           wallS: round(med(remote) / 1000),
-          cpuS: round(
-            percentile(
-              remote.map((r) => r.cpuSeconds),
-              50,
-            ),
-          ),
+          cpuS: round(median(remote.map((r) => r.cpuSeconds))),
           peakRssMiB: mib(Math.max(...remote.map((r) => r.peakRssBytes))),
           bytes: Number(head.ContentLength),
           parts: head.ETag?.replace(/"/g, '').split('-')[1] ?? '',

@@ -72,6 +72,8 @@ async function countingProxy(
   };
 }
 
+/** request lines of each step shown in RESULTS.md */
+const LOGGED_REQUESTS = 12;
 const EMPTY_DIR = { GDAL_DISABLE_READDIR_ON_OPEN: 'EMPTY_DIR' };
 
 export const vcogBench: Bench = {
@@ -114,7 +116,7 @@ export const vcogBench: Bench = {
         ctx.emit(row);
         note(`  ${label}: ${row.requests} requests, ${row.wallS} s${'MBps' in row ? `, ${row.MBps} MB/s` : ''}`);
         logs.push(
-          `${label} (${row.env}):\n${c.log.slice(0, 40).join('\n')}${c.log.length > 40 ? `\n... ${c.log.length - 40} more` : ''}`,
+          `${label} (${row.env}):\n${c.log.slice(0, LOGGED_REQUESTS).join('\n')}${c.log.length > LOGGED_REQUESTS ? `\n... ${c.log.length - LOGGED_REQUESTS} more` : ''}`,
         );
         return r;
       };
@@ -168,7 +170,7 @@ export const vcogBench: Bench = {
             title: `Virtual COG of the S2 mosaic (3 scenes, 2 zones), GDAL through a counting proxy (server peak RSS ${mib(peak)} MiB)`,
             body: `${table(rows)}\n\nMB/s counts the uncompressed pixels GDAL wrote (width x height x 2 bytes) over the command's wall time.`,
           },
-          { title: 'Requests (first 40 of each step)', body: `\`\`\`\n${logs.join('\n\n')}\n\`\`\`` },
+          { title: `Requests (first ${LOGGED_REQUESTS} of each step)`, body: `\`\`\`\n${logs.join('\n\n')}\n\`\`\`` },
         ],
       };
     } finally {

@@ -58,7 +58,11 @@ export interface MaterializeOptions {
  * zlib's run-length strategy is ~3x faster than the default and as small on predictor-filtered 16-bit / float
  * imagery; 8-bit and categorical data (mode overviews) compress better with the default strategy.
  */
-export function defaultDeflateStrategy(mosaic: Mosaic, predictor: CogPredictor, overviewResampling: Resampling): 'default' | 'rle' {
+export function defaultDeflateStrategy(
+  mosaic: Mosaic,
+  predictor: CogPredictor,
+  overviewResampling: Resampling,
+): 'default' | 'rle' {
   return predictor !== 1 && bytesPerSample(mosaic.dtype) > 1 && overviewResampling !== 'mode' ? 'rle' : 'default';
 }
 
@@ -304,7 +308,19 @@ export async function materialize(
   };
 
   const pool =
-    workers > 0 ? new TilePool(workers, { engine: engine.settings, spec: mosaic.spec, settings }) : undefined;
+    workers > 0
+      ? new TilePool(workers, {
+          // tiles are rendered in file order, so each source block is wanted for a short while only: a small
+          // block cache per worker keeps peak memory flat as the mosaic grows (256 MiB each measured +50% RSS for
+          // 4x the pixels; 32 MiB: +2%, at the same speed)
+          engine: {
+            ...engine.settings,
+            tileCacheBytes: Math.min(engine.settings.tileCacheBytes, WORKER_BLOCK_CACHE_BYTES),
+          },
+          spec: mosaic.spec,
+          settings,
+        })
+      : undefined;
   const renderTile = (level: number, tx: number, ty: number): Promise<TileJobResult> =>
     pool
       ? pool.run({ level, tx, ty })
@@ -456,3 +472,4 @@ function layoutLevels(layout: CogLayout) {
 }
 
 export const DEFAULT_PART_SIZE = 8 * MiB;
+const WORKER_BLOCK_CACHE_BYTES = 32 * MiB;
