@@ -200,7 +200,15 @@ class TilePool {
     });
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stop the workers. Jobs still running (after a failure or a cancel) are let finish first, bounded: terminating
+   * a worker in the middle of native work (zlib, sharp) can abort the whole process in Node's teardown.
+   */
+  async close(graceMs = 10_000): Promise<void> {
+    this.failed ??= new RenderError('internal', 'the tile pool is closed');
+    for (const w of this.waiting.splice(0)) w.reject(this.failed);
+    const deadline = Date.now() + graceMs;
+    while (this.pending.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }

@@ -771,7 +771,10 @@ export function styleQueryString(q: StyleQuery): string {
 // ---------------------------------------------------------------------------------------------------------------
 // values -> image
 
-/** Output values of a style: one array per output band, and a validity mask (255 valid, 0 not). */
+/**
+ * Output values of a style: one array per output band, and a validity mask (255 valid, 0 not). They may share
+ * arrays with the pixels they come from: read them, do not change them.
+ */
 export interface StyleValues {
   readonly width: number;
   readonly height: number;
@@ -789,8 +792,11 @@ export interface StyleValues {
 export function styleValues(pixels: Pixels, style: Pick<Style, 'expression' | 'nodata'>): StyleValues {
   const { width, height } = pixels;
   const n = width * height;
-  const mask = new Uint8Array(pixels.mask);
   const inputs = pixels.bands;
+  // the values share the pixels' arrays unless something masks more
+  if (style.nodata === undefined && !style.expression)
+    return { width, height, bands: inputs, mask: pixels.mask, dtype: pixels.dtype };
+  const mask = new Uint8Array(pixels.mask);
   if (style.nodata !== undefined) {
     const nd = style.nodata;
     const nan = Number.isNaN(nd);
@@ -835,6 +841,85 @@ export function stretchByte(v: number, min: number, max: number): number {
   return t < 0 ? 0 : Math.min(t, 255);
 }
 
+/** Typed arrays whose values are integers: their stretch can go through a table. */
+function isIntegerArray(a: ArrayLike<number>): boolean {
+  return (
+    a instanceof Uint8Array ||
+    a instanceof Uint16Array ||
+    a instanceof Int16Array ||
+    a instanceof Int8Array ||
+    a instanceof Uint32Array ||
+    a instanceof Int32Array
+  );
+}
+
+const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
+/** The stretched bytes of the integers in [lo, hi]: `table[k]` is the byte of `base + k`. */
+interface StretchTable {
+  readonly base: number;
+  readonly table: Uint8Array;
+}
+
+/**
+ * A table for stretching `src` when its values are integers and [lo, hi] holds at most `n` of them (building it
+ * costs less than the image); integers below lo stretch to 0, above hi to 255. Undefined otherwise.
+ */
+function stretchTable(src: ArrayLike<number>, n: number, lo: number, hi: number): StretchTable | undefined {
+  if (!(hi > lo && Number.isFinite(lo) && Number.isFinite(hi)) || !isIntegerArray(src)) return undefined;
+  const base = Math.ceil(lo);
+  const size = Math.floor(hi) - base + 1;
+  if (size > n) return undefined;
+  const table = new Uint8Array(size);
+  for (let k = 0; k < size; k++) table[k] = stretchByte(base + k, lo, hi);
+  return { base, table };
+}
+
+/** The stretched byte of every valid pixel of `src` (see stretchByte); invalid pixels are left at 0. */
+function stretchBytes(src: ArrayLike<number>, mask: Uint8Array, n: number, lo: number, hi: number): Uint8Array {
+  const out = new Uint8Array(n);
+  const st = stretchTable(src, n, lo, hi);
+  if (st) {
+    const { base, table } = st;
+    const size = table.length;
+    for (let i = 0; i < n; i++) {
+      if (mask[i] === 0) continue;
+      const k = src[i] - base;
+      out[i] = k < 0 ? 0 : k >= size ? 255 : table[k];
+    }
+    return out;
+  }
+  const scale = 255 / (hi - lo);
+  for (let i = 0; i < n; i++) {
+    if (mask[i] === 0) continue;
+    const t = Math.round((src[i] - lo) * scale);
+    out[i] = t < 0 ? 0 : Math.min(t, 255);
+  }
+  return out;
+}
+
+/** Gray + alpha of one band, one 16-bit word per pixel (little-endian: gray, then alpha 255). */
+function grayWords(src: ArrayLike<number>, mask: Uint8Array, n: number, lo: number, hi: number, out: Uint16Array) {
+  const st = stretchTable(src, n, lo, hi);
+  if (st) {
+    const { base, table } = st;
+    const size = table.length;
+    for (let i = 0; i < n; i++) {
+      if (mask[i] === 0) continue;
+      const k = src[i] - base;
+      out[i] = (k < 0 ? 0 : k >= size ? 255 : table[k]) | 0xff00;
+    }
+    return;
+  }
+  const scale = 255 / (hi - lo);
+  for (let i = 0; i < n; i++) {
+    if (mask[i] === 0) continue;
+    const t = Math.round((src[i] - lo) * scale);
+    // NaN stays NaN and ORs to gray 0, as a NaN stored in a byte is 0
+    out[i] = (t < 0 ? 0 : Math.min(t, 255)) | 0xff00;
+  }
+}
+
 /**
  * Stretch and colour values: `ranges` holds [min, max] per output band (one range is used for every band).
  * One band gives gray + alpha, or RGBA through `colormap` (its alpha times the mask); three bands give RGBA.
@@ -851,20 +936,33 @@ export function styleImage(
   if (nb !== 1 && nb !== 3) throw new RenderError('bad-request', `an image needs 1 or 3 bands, got ${nb}`);
   const range = (b: number) => ranges[Math.min(b, ranges.length - 1)];
   if (nb === 1) {
-    const src = values.bands[0];
     const [lo, hi] = range(0);
-    const scale = 255 / (hi - lo);
+    if (!colormap && LITTLE_ENDIAN) {
+      const data = new Uint8Array(n * 2);
+      grayWords(values.bands[0], mask, n, lo, hi, new Uint16Array(data.buffer));
+      return { width, height, channels: 2, data };
+    }
+    const t = stretchBytes(values.bands[0], mask, n, lo, hi);
     if (colormap) {
       const lut = colormap.lut;
       const data = new Uint8Array(n * 4);
+      if (LITTLE_ENDIAN) {
+        // one 32-bit word per pixel: the colormap entry, or 0 where its alpha is 0
+        const words = new Uint32Array(256);
+        for (let k = 0; k < 256; k++) {
+          const l = k * 4;
+          if (lut[l + 3] !== 0) words[k] = lut[l] | (lut[l + 1] << 8) | (lut[l + 2] << 16) | (lut[l + 3] << 24);
+        }
+        const out = new Uint32Array(data.buffer);
+        for (let i = 0; i < n; i++) if (mask[i] !== 0) out[i] = words[t[i]];
+        return { width, height, channels: 4, data };
+      }
       for (let i = 0; i < n; i++) {
-        if (!mask[i]) continue;
-        let t = Math.round((src[i] - lo) * scale);
-        t = t < 0 ? 0 : Math.min(t, 255);
-        const o = i * 4;
-        const l = t * 4;
+        if (mask[i] === 0) continue;
+        const l = t[i] * 4;
         const a = lut[l + 3];
         if (a === 0) continue;
+        const o = i * 4;
         data[o] = lut[l];
         data[o + 1] = lut[l + 1];
         data[o + 2] = lut[l + 2];
@@ -874,27 +972,30 @@ export function styleImage(
     }
     const data = new Uint8Array(n * 2);
     for (let i = 0; i < n; i++) {
-      if (!mask[i]) continue;
-      let t = Math.round((src[i] - lo) * scale);
-      t = t < 0 ? 0 : Math.min(t, 255);
-      data[i * 2] = t;
+      if (mask[i] === 0) continue;
+      data[i * 2] = t[i];
       data[i * 2 + 1] = 255;
     }
     return { width, height, channels: 2, data };
   }
+  const [r, g, b] = [0, 1, 2].map((k) => {
+    const [lo, hi] = range(k);
+    return stretchBytes(values.bands[k], mask, n, lo, hi);
+  });
   const data = new Uint8Array(n * 4);
-  for (let b = 0; b < 3; b++) {
-    const src = values.bands[b];
-    const [lo, hi] = range(b);
-    const scale = 255 / (hi - lo);
-    for (let i = 0; i < n; i++) {
-      if (!mask[i]) continue;
-      let t = Math.round((src[i] - lo) * scale);
-      t = t < 0 ? 0 : Math.min(t, 255);
-      data[i * 4 + b] = t;
-    }
+  if (LITTLE_ENDIAN) {
+    const out = new Uint32Array(data.buffer);
+    for (let i = 0; i < n; i++) if (mask[i] !== 0) out[i] = r[i] | (g[i] << 8) | (b[i] << 16) | 0xff000000;
+    return { width, height, channels: 4, data };
   }
-  for (let i = 0; i < n; i++) if (mask[i]) data[i * 4 + 3] = 255;
+  for (let i = 0; i < n; i++) {
+    if (mask[i] === 0) continue;
+    const o = i * 4;
+    data[o] = r[i];
+    data[o + 1] = g[i];
+    data[o + 2] = b[i];
+    data[o + 3] = 255;
+  }
   return { width, height, channels: 4, data };
 }
 

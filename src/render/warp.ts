@@ -15,6 +15,10 @@
  * - average weighs each source pixel by the part of it inside the box spanned by the transformed top-left and
  *   bottom-right corners of the target pixel (clamped to the window; a box less than a pixel off the window's left
  *   or top edge still takes that edge's pixels); mode counts every source pixel that box touches, per band.
+ *
+ * Shortcuts that return exactly what the kernels would (render.ts copies the source pixel instead of sampling):
+ * `index` is the pixel nearest takes; `areaOrIndex` names the one pixel an area box covers (mode returns its value,
+ * average 0 + its value).
  */
 import type { Resampling, TypedArray } from './types.ts';
 
@@ -121,6 +125,9 @@ function weightCubic(t: number): number {
   return 0;
 }
 
+/** `Sampler.areaOrIndex`: the box covered several pixels and `out` holds the value. */
+export const AREA_SAMPLED = -2;
+
 /**
  * Samples one source window for target pixels. Holds its scratch buffers so the per-pixel calls allocate nothing.
  * Positions are continuous pixel coordinates relative to the current frame's window (pixel k covers [k, k + 1)).
@@ -135,6 +142,15 @@ export class Sampler {
   private readonly local: Float64Array;
   private modeValues = new Float64Array(64);
   private modeCounts = new Int32Array(64);
+  /** The area box of the last `box` call: source columns [boxI0, boxI1) and rows [boxJ0, boxJ1) of the window. */
+  private boxI0 = 0;
+  private boxI1 = 0;
+  private boxJ0 = 0;
+  private boxJ1 = 0;
+  private boxXMin = 0;
+  private boxXMax = 0;
+  private boxYMin = 0;
+  private boxYMax = 0;
 
   constructor(win: SourceWindow, frame: KernelFrame) {
     this.win = win;
@@ -163,6 +179,11 @@ export class Sampler {
     if (iy === f.height) iy--;
     const k = (f.y0 + iy) * this.win.width + f.x0 + ix;
     return this.win.valid[k] ? k : -1;
+  }
+
+  /** Array index of the pixel `nearest` takes at (u, v), or -1 when it gives nothing (off the window or invalid). */
+  index(u: number, v: number): number {
+    return this.centre(u, v);
   }
 
   nearest(u: number, v: number): boolean {
@@ -340,15 +361,14 @@ export class Sampler {
   }
 
   /**
-   * Area methods over the box spanned by the target pixel's transformed top-left (xa, ya) and bottom-right
-   * (xb, yb) corners (GWKAverageOrMode).
+   * The pixels an area box takes (GWKAverageOrMode): false when a corner is NaN. A box up to one pixel left of or
+   * above the window still takes its first column / row (GDAL 3.6).
    */
-  area(method: 'average' | 'mode', xa: number, ya: number, xb: number, yb: number): boolean {
+  private box(xa: number, ya: number, xb: number, yb: number): boolean {
+    if (Number.isNaN(xa) || Number.isNaN(xb) || Number.isNaN(ya) || Number.isNaN(yb)) return false;
     const f = this.frame;
     const w = f.width;
     const h = f.height;
-    if (Number.isNaN(xa) || Number.isNaN(xb) || Number.isNaN(ya) || Number.isNaN(yb)) return false;
-    // a box up to one pixel left of or above the window still takes its first column / row (GDAL 3.6)
     const xMin = Math.min(xa, xb);
     const xMax = Math.max(xa, xb);
     const yMin = Math.min(ya, yb);
@@ -359,7 +379,55 @@ export class Sampler {
     let j1 = Math.min(Math.ceil(yMax - 1e-10), h);
     if (i0 === i1 && i1 < w) i1++;
     if (j0 === j1 && j1 < h) j1++;
-    return method === 'average' ? this.average(i0, i1, j0, j1, xMin, xMax, yMin, yMax) : this.mode(i0, i1, j0, j1);
+    this.boxI0 = i0;
+    this.boxI1 = i1;
+    this.boxJ0 = j0;
+    this.boxJ1 = j1;
+    this.boxXMin = xMin;
+    this.boxXMax = xMax;
+    this.boxYMin = yMin;
+    this.boxYMax = yMax;
+    return true;
+  }
+
+  /**
+   * Area methods over the box spanned by the target pixel's transformed top-left (xa, ya) and bottom-right
+   * (xb, yb) corners (GWKAverageOrMode).
+   */
+  area(method: 'average' | 'mode', xa: number, ya: number, xb: number, yb: number): boolean {
+    if (!this.box(xa, ya, xb, yb)) return false;
+    return this.areaOfBox(method);
+  }
+
+  /**
+   * `area` without sampling when the box covers one source pixel: returns that pixel's array index (mode would
+   * return its value, average 0 + its value: weight 1), -1 when the pixel gets nothing (the one pixel is invalid,
+   * the box is empty or a corner is NaN), AREA_SAMPLED when the box covers several pixels and `out` holds what
+   * `area` returns.
+   */
+  areaOrIndex(method: 'average' | 'mode', xa: number, ya: number, xb: number, yb: number): number {
+    if (!this.box(xa, ya, xb, yb)) return -1;
+    const i0 = this.boxI0;
+    const j0 = this.boxJ0;
+    const di = this.boxI1 - i0;
+    const dj = this.boxJ1 - j0;
+    if (di <= 0 || dj <= 0) return -1;
+    if (di === 1 && dj === 1) {
+      const f = this.frame;
+      const k = (f.y0 + j0) * this.win.width + f.x0 + i0;
+      return this.win.valid[k] ? k : -1;
+    }
+    return this.areaOfBox(method) ? AREA_SAMPLED : -1;
+  }
+
+  private areaOfBox(method: 'average' | 'mode'): boolean {
+    const i0 = this.boxI0;
+    const i1 = this.boxI1;
+    const j0 = this.boxJ0;
+    const j1 = this.boxJ1;
+    return method === 'average'
+      ? this.average(i0, i1, j0, j1, this.boxXMin, this.boxXMax, this.boxYMin, this.boxYMax)
+      : this.mode(i0, i1, j0, j1);
   }
 
   private average(
@@ -376,10 +444,30 @@ export class Sampler {
     const { width: stride, bands, valid } = this.win;
     const out = this.out;
     const nb = this.nb;
-    for (let b = 0; b < nb; b++) out[b] = 0;
-    let wsum = 0;
     const wxFirst = i0 + 1 === i1 ? 1 : 1 - (xMin - i0);
     const wxLast = 1 - (i1 - xMax);
+    if (nb === 1) {
+      // the same sums in the same order, in locals
+      const a = bands[0];
+      let sum = 0;
+      let wsum = 0;
+      for (let j = j0; j < j1; j++) {
+        const wy = j === j0 ? (j0 + 1 === j1 ? 1 : 1 - (yMin - j0)) : j + 1 === j1 ? 1 - (j1 - yMax) : 1;
+        const row = (f.y0 + j) * stride + f.x0;
+        for (let i = i0; i < i1; i++) {
+          const k = row + i;
+          if (!valid[k]) continue;
+          const w = (i === i0 ? wxFirst : i + 1 === i1 ? wxLast : 1) * wy;
+          wsum += w;
+          sum += a[k] * w;
+        }
+      }
+      if (!(wsum > 0)) return false;
+      out[0] = sum / wsum;
+      return true;
+    }
+    for (let b = 0; b < nb; b++) out[b] = 0;
+    let wsum = 0;
     for (let j = j0; j < j1; j++) {
       const wy = j === j0 ? (j0 + 1 === j1 ? 1 : 1 - (yMin - j0)) : j + 1 === j1 ? 1 - (j1 - yMax) : 1;
       const row = (f.y0 + j) * stride + f.x0;
@@ -665,6 +753,20 @@ export class MapperLattice {
     }
     cell.kids = kids;
     for (const kid of kids) this.refine(kid);
+  }
+
+  /**
+   * Row `j` when the mapping is affine: out = [u0, du, v0, dv], and `row` gives u0 + du * i and v0 + dv * i (those
+   * very expressions) at position i. False when rows are computed another way.
+   */
+  linearRow(j: number, out: Float64Array): boolean {
+    const af = this.affine;
+    if (!af || this.allExact) return false;
+    out[0] = af[0] + af[2] * j;
+    out[1] = af[1];
+    out[2] = af[3] + af[5] * j;
+    out[3] = af[4];
+    return true;
   }
 
   /** Source coordinates of lattice row `j` (0 <= j < ny) into outU[0..nx), outV[0..nx). */

@@ -69,6 +69,13 @@ export class RenderLimiter {
     };
   }
 
+  /** A slot now, if one is free (nobody can be waiting then): its release function; otherwise undefined. */
+  tryAcquire(): (() => void) | undefined {
+    if (this.active >= this.maxConcurrent) return undefined;
+    this.active++;
+    return this.releaser();
+  }
+
   acquire(signal?: AbortSignal): Promise<() => void> {
     signal?.throwIfAborted();
     if (this.active < this.maxConcurrent) {
@@ -127,39 +134,52 @@ export function renderGate(opts: {
   abort: (c: Parameters<MiddlewareHandler<AppEnv>>[0], reason: unknown) => void;
 }): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const signal = c.get('req').signal;
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const e = deadlineError(opts.timeoutMs);
-        opts.abort(c, e);
-        reject(e);
-      }, opts.timeoutMs);
-    });
-    expired.catch(() => {});
+    // a client already gone is not served (the request's own signal is made only when it is needed)
+    c.req.raw.signal.throwIfAborted();
+    let expired: CogmillError | undefined;
+    let failWaiting: ((e: unknown) => void) | undefined;
+    const timer = setTimeout(() => {
+      expired = deadlineError(opts.timeoutMs);
+      opts.abort(c, expired);
+      failWaiting?.(expired);
+    }, opts.timeoutMs);
+    /** `p`, or the deadline error as soon as the deadline passes. */
+    const beforeDeadline = <T>(p: Promise<T>): Promise<T> =>
+      new Promise<T>((resolve, reject) => {
+        if (expired) reject(expired);
+        failWaiting = reject;
+        p.then(resolve, reject);
+      });
     try {
-      const acquiring = opts.limiter.acquire(signal);
-      // a slot granted after the deadline is handed straight back
-      acquiring.then(
-        (release) => {
-          if (signal.aborted) release();
-        },
-        () => {},
-      );
-      const release = await Promise.race([acquiring, expired]);
-      const work = (async () => {
-        try {
-          await next();
-        } finally {
-          release();
-        }
-      })();
+      let release = opts.limiter.tryAcquire();
+      if (!release) {
+        const signal = c.get('req').signal;
+        const acquiring = opts.limiter.acquire(signal);
+        // a slot granted after the deadline is handed straight back
+        acquiring.then(
+          (r) => {
+            if (signal.aborted) r();
+          },
+          () => {},
+        );
+        release = await beforeDeadline(acquiring);
+      }
+      const work = holding(next, release);
       work.catch(() => {});
-      await Promise.race([work, expired]);
+      await beforeDeadline(work);
     } finally {
       clearTimeout(timer);
     }
   };
+}
+
+/** Run `next`, then give the slot back (also when it fails). */
+async function holding(next: () => Promise<void>, release: () => void): Promise<void> {
+  try {
+    await next();
+  } finally {
+    release();
+  }
 }
 
 /** 413 when a `width` x `height` window is over `maxPixels`; `what` names the thing, `setting` the key to change. */

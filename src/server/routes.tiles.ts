@@ -59,7 +59,7 @@ import { type AppEnv, intParam, timed } from './app.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
 import { appMetrics } from './metrics.ts';
-import { type CachedImage, TileCache } from './tile.cache.ts';
+import { type CachedImage, TileCache, type TileCacheResult } from './tile.cache.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
 
 type Ctx = Context<AppEnv>;
@@ -72,6 +72,32 @@ const CROP_TIFF_BLOCK_SIZE = 512;
 const GEOTIFF_MIME = 'image/tiff; application=geotiff';
 /** OGC scale denominators assume 0.28 mm pixels. */
 const OGC_PIXEL_SIZE_M = 0.00028;
+
+/** Parsed tile URLs remembered (about half a KiB each), and the longest URL remembered. */
+const MAX_TILE_PLANS = 4096;
+const MAX_TILE_PLAN_URL_LENGTH = 1024;
+
+/** What an image answer is cached and validated by. */
+interface CacheEntry {
+  readonly etag: string;
+  /** tile cache key: mosaic id + etag + normalised request */
+  readonly cacheKey: string;
+}
+
+/** A validated tile request: everything the handler needs, derived from the URL and the mosaic alone. */
+interface TilePlan extends CacheEntry {
+  /** the mosaic (and its etag at the time) the plan was made for */
+  readonly mosaic: Mosaic;
+  readonly mosaicEtag: string;
+  readonly z: number;
+  readonly x: number;
+  readonly y: number;
+  readonly tileSize: number;
+  readonly format: ImageFormat;
+  readonly style: Style;
+  /** the tile touches the mosaic's (padded) bounds; otherwise it is empty without rendering */
+  readonly inside: boolean;
+}
 
 const FORMAT_ALIASES: Readonly<Record<string, ImageFormat>> = { png: 'png', webp: 'webp', jpg: 'jpg', jpeg: 'jpg' };
 
@@ -148,6 +174,12 @@ export function etagMatches(header: string | undefined, etag: string): boolean {
     const v = t.trim();
     return v === '*' || v.replace(/^W\//, '') === bare;
   });
+}
+
+/** True when some pixel of a validity mask is set. */
+function anyValid(mask: Uint8Array): boolean {
+  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) return true;
+  return false;
 }
 
 function overlaps(a: Bounds, b: Bounds): boolean {
@@ -384,7 +416,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     );
     metrics.renderSeconds.observe({ kind }, (performance.now() - t0) / 1000);
     const values = styleValues(pixels, style);
-    if (!values.mask.some((v) => v !== 0)) {
+    if (!anyValid(values.mask)) {
       return { body: await emptyImage(format, grid.width, grid.height), contentType: IMAGE_MIME[format], empty: true };
     }
     const ranges = await timed(info, 'stretch', () => stretchOf(m, style));
@@ -397,29 +429,34 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     return { ETag: etag, 'Cache-Control': config.server.cacheControl };
   }
 
+  /** The ETag and tile cache key of an image request: `key` is the normalised request. */
+  function cacheEntry(m: Mosaic, key: string): CacheEntry {
+    return { etag: strongEtag(m.etag, key), cacheKey: `${m.id}|${m.etag}|${key}` };
+  }
+
   /** 304 when If-None-Match matches; otherwise the cached or freshly produced body. */
   async function serveCached(
     c: Ctx,
-    m: Mosaic,
-    key: string,
+    entry: CacheEntry,
     produce: (signal: AbortSignal) => Promise<CachedImage>,
-    extra: Record<string, string> = {},
+    extra?: Record<string, string>,
   ): Promise<Response> {
     const info = c.get('req');
-    const etag = strongEtag(m.etag, key);
-    const headers = cacheHeaders(etag);
+    const { etag } = entry;
     if (etagMatches(c.req.header('if-none-match'), etag)) {
       info.fields.cache = 'not-modified';
       metrics.tileCache.inc({ result: 'not-modified' });
-      return c.body(null, 304, headers);
+      return c.body(null, 304, cacheHeaders(etag));
     }
-    // the request's signal aborts on client disconnect and on the request deadline
-    const { image, result } = await cache.getOrRender(`${m.id}|${m.etag}|${key}`, produce, {
-      signal: info.signal,
-    });
+    // a hit is answered at once; a render gets the request's signal (aborted on client disconnect and deadline)
+    let image = cache.peek(entry.cacheKey);
+    let result: TileCacheResult = 'hit';
+    if (!image) ({ image, result } = await cache.getOrRender(entry.cacheKey, produce, { signal: info.signal }));
     info.fields.cache = result;
     metrics.tileCache.inc({ result });
-    const h: Record<string, string> = { ...headers, ...extra, 'Content-Type': image.contentType };
+    const h: Record<string, string> = { ETag: etag, 'Cache-Control': config.server.cacheControl };
+    if (extra) Object.assign(h, extra);
+    h['Content-Type'] = image.contentType;
     if (image.empty) h['OATiles-hint'] = 'empty';
     return c.body(image.body as Uint8Array<ArrayBuffer>, 200, h);
   }
@@ -432,22 +469,56 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     return { etag };
   }
 
+  /**
+   * The validated, normalised form of recent tile URLs: a repeated request skips parsing and hashing. A plan is
+   * used only for the mosaic object and etag it was made for; only successful parses are kept; oldest go first.
+   */
+  const tilePlans = new Map<string, TilePlan>();
+
+  function tilePlan(c: Ctx, m: Mosaic): TilePlan {
+    const url = c.req.url;
+    const known = tilePlans.get(url);
+    if (known && known.mosaic === m && known.mosaicEtag === m.etag) return known;
+    const z = intParam(c.req.param('z'), 'zoom z', 0, limits.maxZoom);
+    const { yText, scale, format } = parseTileFile(c.req.param('file')!);
+    const last = 2 ** z - 1;
+    const x = intParam(c.req.param('x'), `x at zoom ${z}`, 0, last);
+    const y = intParam(yText, `y at zoom ${z}`, 0, last);
+    const tileSize = scale === 2 ? 512 : tileSizeParam(c.req.query('tilesize'));
+    const style = parseStyle(queryOf(c), m.bandCount, styleLimits);
+    const key = `tile|${z}/${x}/${y}|${tileSize}|${format}|${styleKey(style)}`;
+    const plan: TilePlan = {
+      ...cacheEntry(m, key),
+      mosaic: m,
+      mosaicEtag: m.etag,
+      z,
+      x,
+      y,
+      tileSize,
+      format,
+      style,
+      inside: overlaps(tileBoundsWgs84(z, x, y), paddedWgs84(m)),
+    };
+    if (url.length <= MAX_TILE_PLAN_URL_LENGTH) {
+      if (known) tilePlans.delete(url);
+      else if (tilePlans.size >= MAX_TILE_PLANS) tilePlans.delete(tilePlans.keys().next().value!);
+      tilePlans.set(url, plan);
+    }
+    return plan;
+  }
+
   function tileHandler() {
     return async (c: Ctx) => {
       const m = catalog.get(c.req.param('id')!);
-      const z = intParam(c.req.param('z'), 'zoom z', 0, limits.maxZoom);
-      const { yText, scale, format } = parseTileFile(c.req.param('file')!);
-      const last = 2 ** z - 1;
-      const x = intParam(c.req.param('x'), `x at zoom ${z}`, 0, last);
-      const y = intParam(yText, `y at zoom ${z}`, 0, last);
-      const tileSize = scale === 2 ? 512 : tileSizeParam(c.req.query('tilesize'));
-      const style = parseStyle(queryOf(c), m.bandCount, styleLimits);
-      const key = `tile|${z}/${x}/${y}|${tileSize}|${format}|${styleKey(style)}`;
-      const inside = overlaps(tileBoundsWgs84(z, x, y), paddedWgs84(m));
-      return serveCached(c, m, key, async (signal) => {
-        if (!inside)
-          return { body: await emptyImage(format, tileSize, tileSize), contentType: IMAGE_MIME[format], empty: true };
-        return renderImage(c, m, tileGrid(z, x, y, tileSize), format, style, 'tile', signal);
+      const p = tilePlan(c, m);
+      return serveCached(c, p, async (signal) => {
+        if (!p.inside)
+          return {
+            body: await emptyImage(p.format, p.tileSize, p.tileSize),
+            contentType: IMAGE_MIME[p.format],
+            empty: true,
+          };
+        return renderImage(c, m, tileGrid(p.z, p.x, p.y, p.tileSize), p.format, p.style, 'tile', signal);
       });
     };
   }
@@ -720,7 +791,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const style = parseStyle(queryOf(c), m.bandCount, styleLimits);
     const grid = previewGrid(m.grid, maxSize);
     const key = `preview|${maxSize}|${format}|${styleKey(style)}`;
-    return serveCached(c, m, key, (signal) => renderImage(c, m, grid, format, style, 'preview', signal));
+    return serveCached(c, cacheEntry(m, key), (signal) => renderImage(c, m, grid, format, style, 'preview', signal));
   });
 
   r.get(`${M}/bbox/:spec`, (c) => {
@@ -756,8 +827,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const name = `${m.id}_${bbox.map((v) => String(v)).join('_')}.${tiff ? 'tif' : format}`;
     return serveCached(
       c,
-      m,
-      key,
+      cacheEntry(m, key),
       (signal) =>
         tiff ? renderGeoTiff(c, m, grid, style, signal) : renderImage(c, m, grid, format!, style, 'crop', signal),
       { 'Content-Disposition': `inline; filename="${name.replace(/[^A-Za-z0-9_.,-]/g, '_')}"` },
