@@ -23,7 +23,7 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { CogmillError, errorMessage, SourceError } from '../render/errors.ts';
-import { createS3Client, parseS3Url, type S3Settings, s3SourceError } from '../render/source.s3.ts';
+import { createS3Client, parseS3Url, type S3ErrorShape, type S3Settings, s3SourceError } from '../render/source.s3.ts';
 import { type Part, S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES } from './part.plan.ts';
 import type { SinkParts, SinkResult, SinkStats } from './sink.ts';
 
@@ -58,14 +58,6 @@ export const SINK_S3_DEFAULTS = {
 
 /** how many retried errors a sink remembers for progress reports */
 const RECENT_ERRORS = 10;
-
-interface S3ErrorShape {
-  name?: string;
-  code?: string;
-  Code?: string;
-  message?: string;
-  $metadata?: { httpStatusCode?: number; attempts?: number };
-}
 
 const RETRYABLE_CODES = new Set([
   'SlowDown',

@@ -66,7 +66,8 @@ export function parseS3Url(url: string): { bucket: string; key: string } {
   return { bucket: m[1], key: m[2] ?? '' };
 }
 
-interface S3ErrorShape {
+/** What the SDK's and the socket's errors look like, as far as the error mappings read them. */
+export interface S3ErrorShape {
   name?: string;
   code?: string;
   Code?: string;
