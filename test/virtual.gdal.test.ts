@@ -15,7 +15,7 @@ import { planVirtualCog } from '../src/materialize/virtual.cog.ts';
 import type { Mosaic } from '../src/render/mosaic.ts';
 import { allocTyped, bytesPerSample, type Pixels, type TypedArray, typedFromBytes } from '../src/render/types.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
-import { agreement, fixtureDir, gdalwarp, PYTHON, tempDir } from './support/gdal.ts';
+import { agreement, fixtureDir, gdalwarp, PYTHON, tempDir, writeTenBandSource } from './support/gdal.ts';
 
 const exec = promisify(execFile);
 const TIMEOUT_MS = 60_000;
@@ -29,27 +29,6 @@ async function run(cmd: string, args: string[], env: Record<string, string> = {}
     env: { ...process.env, ...env },
   });
   return { stdout, stderr };
-}
-
-async function writeTenBandSource(file: string): Promise<void> {
-  await run(PYTHON, [
-    '-c',
-    `
-import sys, numpy as np
-from osgeo import gdal, osr
-gdal.UseExceptions()
-w = h = 200
-ds = gdal.GetDriverByName('MEM').Create('', w, h, 10, gdal.GDT_UInt16)
-ds.SetGeoTransform((500000, 5000, 0, 5000000, 0, -5000))
-s = osr.SpatialReference(); s.ImportFromEPSG(32632); ds.SetProjection(s.ExportToWkt())
-yy, xx = np.mgrid[0:h, 0:w]
-for b in range(10):
-    ds.GetRasterBand(b + 1).SetNoDataValue(0)
-    ds.GetRasterBand(b + 1).WriteArray(((xx * 7 + yy * 13 + b * 1000) % 9000 + 1).astype(np.uint16))
-gdal.Translate(sys.argv[1], ds, format='COG', creationOptions=['COMPRESS=DEFLATE', 'BLOCKSIZE=256'])
-`,
-    file,
-  ]);
 }
 
 describe('virtual COG and VRT through GDAL /vsicurl/', () => {

@@ -19,7 +19,7 @@ import { Engine } from '../src/render/engine.ts';
 import type { Mosaic } from '../src/render/mosaic.ts';
 import { MiB } from '../src/render/types.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
-import { fixtureDir, PYTHON, sh, tempDir } from './support/gdal.ts';
+import { fixtureDir, tempDir, writeTenBandSource } from './support/gdal.ts';
 
 /** A small TIFF/BigTIFF reader: per IFD the tile offsets, byte counts, size and whether it is an overview. */
 function readTiff(bytes: Uint8Array) {
@@ -100,28 +100,6 @@ function parseMultipart(body: Uint8Array, contentType: string) {
     assert.equal(text.slice(pos, pos + 2), '\r\n');
   }
   return parts;
-}
-
-/** A 10-band uint16 source of 200 x 200 pixels of 5 km: a mosaic at 10 m over it is 100,000 pixels square. */
-async function writeTenBandSource(file: string): Promise<void> {
-  await sh(PYTHON, [
-    '-c',
-    `
-import sys, numpy as np
-from osgeo import gdal, osr
-gdal.UseExceptions()
-w = h = 200
-ds = gdal.GetDriverByName('MEM').Create('', w, h, 10, gdal.GDT_UInt16)
-ds.SetGeoTransform((500000, 5000, 0, 5000000, 0, -5000))
-s = osr.SpatialReference(); s.ImportFromEPSG(32632); ds.SetProjection(s.ExportToWkt())
-yy, xx = np.mgrid[0:h, 0:w]
-for b in range(10):
-    ds.GetRasterBand(b + 1).SetNoDataValue(0)
-    ds.GetRasterBand(b + 1).WriteArray(((xx * 7 + yy * 13 + b * 1000) % 9000 + 1).astype(np.uint16))
-gdal.Translate(sys.argv[1], ds, format='COG', creationOptions=['COMPRESS=DEFLATE', 'BLOCKSIZE=256'])
-`,
-    file,
-  ]);
 }
 
 const BIG_BOUNDS = [500000, 4000000, 1500000, 5000000] as const;

@@ -175,3 +175,25 @@ sys.stdout.buffer.write(out)
     ),
   );
 }
+
+/** A 10-band uint16 source of 200 x 200 pixels of 5 km: a mosaic at 10 m over it is 100,000 pixels square. */
+export async function writeTenBandSource(file: string): Promise<void> {
+  await sh(PYTHON, [
+    '-c',
+    `
+import sys, numpy as np
+from osgeo import gdal, osr
+gdal.UseExceptions()
+w = h = 200
+ds = gdal.GetDriverByName('MEM').Create('', w, h, 10, gdal.GDT_UInt16)
+ds.SetGeoTransform((500000, 5000, 0, 5000000, 0, -5000))
+s = osr.SpatialReference(); s.ImportFromEPSG(32632); ds.SetProjection(s.ExportToWkt())
+yy, xx = np.mgrid[0:h, 0:w]
+for b in range(10):
+    ds.GetRasterBand(b + 1).SetNoDataValue(0)
+    ds.GetRasterBand(b + 1).WriteArray(((xx * 7 + yy * 13 + b * 1000) % 9000 + 1).astype(np.uint16))
+gdal.Translate(sys.argv[1], ds, format='COG', creationOptions=['COMPRESS=DEFLATE', 'BLOCKSIZE=256'])
+`,
+    file,
+  ]);
+}
