@@ -17,6 +17,7 @@ import { appMetrics } from './metrics.ts';
 import { materializeRoutes } from './routes.materialize.ts';
 import { mosaicRoutes } from './routes.mosaics.ts';
 import { opsRoutes } from './routes.ops.ts';
+import { tileMatrixSetRoutes } from './routes.tilematrixsets.ts';
 import { tilesRoutes } from './routes.tiles.ts';
 import { viewerRoutes } from './routes.viewer.ts';
 import { virtualRoutes } from './routes.virtual.ts';
@@ -348,6 +349,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/', opsRoutes(deps));
   app.route('/', mosaicRoutes(deps));
   app.route('/', tilesRoutes(deps));
+  app.route('/', tileMatrixSetRoutes(deps));
   app.route('/', virtualRoutes(deps));
   app.route('/', materializeRoutes(deps));
   app.route('/', viewerRoutes(deps));

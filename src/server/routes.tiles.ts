@@ -35,14 +35,14 @@ import {
   styleValues,
 } from '../render/style.ts';
 import {
-  resolutionAtZoom,
-  TILE_SIZE_DEFAULT,
-  tileBoundsWgs84,
-  tileGrid,
-  tilesForBounds,
-  WEB_MERCATOR_HALF_SIZE_M,
-  zoomForResolution,
-} from '../render/tilematrix.ts';
+  boundsInSet,
+  finestUsefulLevel,
+  nativeTileMatrixSet,
+  tileMatrixSetFor,
+  tmsTileGrid,
+  worldTileMatrixSet,
+} from '../render/tilematrix.sets.ts';
+import { TILE_SIZE_DEFAULT, tileBoundsWgs84, zoomForResolution } from '../render/tilematrix.ts';
 import { createTransformer, transformBounds } from '../render/transform.ts';
 import {
   allocTyped,
@@ -61,6 +61,7 @@ import { RequestError } from './errors.ts';
 import { appMetrics } from './metrics.ts';
 import { type CachedImage, TileCache, type TileCacheResult } from './tile.cache.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
+import { type WmtsSetOffer, wmtsCapabilities } from './wmts.capabilities.ts';
 
 type Ctx = Context<AppEnv>;
 
@@ -70,8 +71,6 @@ const DEFAULT_PREVIEW_SIZE = 1024;
 const MAX_CROP_SIDE = 16384;
 const CROP_TIFF_BLOCK_SIZE = 512;
 const GEOTIFF_MIME = 'image/tiff; application=geotiff';
-/** OGC scale denominators assume 0.28 mm pixels. */
-const OGC_PIXEL_SIZE_M = 0.00028;
 
 /** Parsed tile URLs remembered (about half a KiB each), and the longest URL remembered. */
 const MAX_TILE_PLANS = 4096;
@@ -89,10 +88,8 @@ interface TilePlan extends CacheEntry {
   /** the mosaic (and its etag at the time) the plan was made for */
   readonly mosaic: Mosaic;
   readonly mosaicEtag: string;
-  readonly z: number;
-  readonly x: number;
-  readonly y: number;
-  readonly tileSize: number;
+  /** the tile's grid in its tile matrix set's CRS */
+  readonly grid: Grid;
   readonly format: ImageFormat;
   readonly style: Style;
   /** the tile touches the mosaic's (padded) bounds; otherwise it is empty without rendering */
@@ -186,11 +183,15 @@ function overlaps(a: Bounds, b: Bounds): boolean {
   return a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3];
 }
 
-/** The mosaic's WGS 84 bounds grown by 1% (+ a hair): densified bounds may miss a sliver of a curved edge. */
-function paddedWgs84(m: Mosaic): Bounds {
-  const b = m.boundsWgs84;
+/** Bounds grown by 1% (+ a hair): densified bounds may miss a sliver of a curved edge. */
+function padded(b: Bounds): Bounds {
   const pad = 0.01 * Math.max(b[2] - b[0], b[3] - b[1]) + 1e-9;
   return [b[0] - pad, b[1] - pad, b[2] + pad, b[3] + pad];
+}
+
+/** The mosaic's WGS 84 bounds, padded. */
+function paddedWgs84(m: Mosaic): Bounds {
+  return padded(m.boundsWgs84);
 }
 
 /** Metres per pixel of the mosaic in EPSG:3857 at its own location (the finer of x and y). */
@@ -243,88 +244,6 @@ export function cropGrid(m: Mosaic, bbox: Bounds, crs: Crs, width?: number, heig
   return { crs, transform: [x0, w / width, 0, y1, 0, -h / height], width, height };
 }
 
-function xmlEscape(s: string): string {
-  return s.replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[ch]!);
-}
-
-export interface WmtsOptions {
-  readonly mosaic: Mosaic;
-  /** `.../mosaics/{id}` */
-  readonly mosaicUrl: string;
-  readonly capabilitiesUrl: string;
-  readonly tileSize: number;
-  readonly formats: readonly ImageFormat[];
-  /** style query string carried into every tile URL (already encoded, no leading `?`) */
-  readonly query: string;
-  readonly maxzoom: number;
-}
-
-/** WMTS 1.0.0 capabilities: one layer, RESTful tile URLs, the WebMercatorQuad matrix set from zoom 0 to maxzoom. */
-export function wmtsCapabilities(o: WmtsOptions): string {
-  const m = o.mosaic;
-  const tms = o.tileSize === 256 ? 'WebMercatorQuad' : `WebMercatorQuad${o.tileSize}`;
-  const [w, s, e, n] = m.boundsWgs84;
-  const merc = transformBounds(m.boundsWgs84, crsFromEpsg(4326), crsFromEpsg(3857));
-  const size = o.tileSize === TILE_SIZE_DEFAULT ? '' : `tilesize=${o.tileSize}`;
-  const q = [o.query, size].filter(Boolean).join('&');
-  const limits: string[] = [];
-  const matrices: string[] = [];
-  const corner = `${-WEB_MERCATOR_HALF_SIZE_M} ${WEB_MERCATOR_HALF_SIZE_M}`;
-  for (let z = 0; z <= o.maxzoom; z++) {
-    const r = tilesForBounds(m.boundsWgs84, z);
-    limits.push(
-      `<TileMatrixLimits><TileMatrix>${z}</TileMatrix><MinTileRow>${r.minY}</MinTileRow><MaxTileRow>${r.maxY}</MaxTileRow>` +
-        `<MinTileCol>${r.minX}</MinTileCol><MaxTileCol>${r.maxX}</MaxTileCol></TileMatrixLimits>`,
-    );
-    const count = 2 ** z;
-    matrices.push(
-      `<TileMatrix><ows:Identifier>${z}</ows:Identifier><ScaleDenominator>${resolutionAtZoom(z, o.tileSize) / OGC_PIXEL_SIZE_M}</ScaleDenominator>` +
-        `<TopLeftCorner>${corner}</TopLeftCorner><TileWidth>${o.tileSize}</TileWidth><TileHeight>${o.tileSize}</TileHeight>` +
-        `<MatrixWidth>${count}</MatrixWidth><MatrixHeight>${count}</MatrixHeight></TileMatrix>`,
-    );
-  }
-  const resources = o.formats.map((f) => {
-    const url = `${o.mosaicUrl}/tiles/{TileMatrix}/{TileCol}/{TileRow}.${f}${q ? `?${q}` : ''}`;
-    return `<ResourceURL format="${IMAGE_MIME[f]}" resourceType="tile" template="${xmlEscape(url)}"/>`;
-  });
-  const restful =
-    '<ows:Constraint name="GetEncoding"><ows:AllowedValues><ows:Value>RESTful</ows:Value></ows:AllowedValues></ows:Constraint>';
-  const caps = xmlEscape(o.capabilitiesUrl);
-  return `<?xml version="1.0" encoding="UTF-8"?>
-<Capabilities xmlns="http://www.opengis.net/wmts/1.0" xmlns:ows="http://www.opengis.net/ows/1.1" xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://www.opengis.net/wmts/1.0 http://schemas.opengis.net/wmts/1.0/wmtsGetCapabilities_response.xsd" version="1.0.0">
-  <ows:ServiceIdentification>
-    <ows:Title>${xmlEscape(m.title)}</ows:Title>
-    <ows:ServiceType>OGC WMTS</ows:ServiceType>
-    <ows:ServiceTypeVersion>1.0.0</ows:ServiceTypeVersion>
-  </ows:ServiceIdentification>
-  <ows:OperationsMetadata>
-    <ows:Operation name="GetCapabilities"><ows:DCP><ows:HTTP><ows:Get xlink:href="${caps}">${restful}</ows:Get></ows:HTTP></ows:DCP></ows:Operation>
-    <ows:Operation name="GetTile"><ows:DCP><ows:HTTP><ows:Get xlink:href="${xmlEscape(`${o.mosaicUrl}/tiles/`)}">${restful}</ows:Get></ows:HTTP></ows:DCP></ows:Operation>
-  </ows:OperationsMetadata>
-  <Contents>
-    <Layer>
-      <ows:Title>${xmlEscape(m.title)}</ows:Title>
-      <ows:Identifier>${xmlEscape(m.id)}</ows:Identifier>
-      <ows:WGS84BoundingBox crs="urn:ogc:def:crs:OGC:2:84"><ows:LowerCorner>${w} ${s}</ows:LowerCorner><ows:UpperCorner>${e} ${n}</ows:UpperCorner></ows:WGS84BoundingBox>
-      <ows:BoundingBox crs="urn:ogc:def:crs:EPSG::3857"><ows:LowerCorner>${merc[0]} ${merc[1]}</ows:LowerCorner><ows:UpperCorner>${merc[2]} ${merc[3]}</ows:UpperCorner></ows:BoundingBox>
-      <Style isDefault="true"><ows:Identifier>default</ows:Identifier></Style>
-${o.formats.map((f) => `      <Format>${IMAGE_MIME[f]}</Format>`).join('\n')}
-      <TileMatrixSetLink><TileMatrixSet>${tms}</TileMatrixSet><TileMatrixSetLimits>
-        ${limits.join('\n        ')}
-      </TileMatrixSetLimits></TileMatrixSetLink>
-      ${resources.join('\n      ')}
-    </Layer>
-    <TileMatrixSet>
-      <ows:Identifier>${tms}</ows:Identifier>
-      <ows:SupportedCRS>urn:ogc:def:crs:EPSG::3857</ows:SupportedCRS>
-${o.tileSize === 256 ? '      <WellKnownScaleSet>urn:ogc:def:wkss:OGC:1.0:GoogleMapsCompatible</WellKnownScaleSet>\n' : ''}      ${matrices.join('\n      ')}
-    </TileMatrixSet>
-  </Contents>
-  <ServiceMetadataURL xlink:href="${caps}"/>
-</Capabilities>
-`;
-}
-
 /** At most `max` renders at once; the rest wait their turn (a slot is handed straight to the next waiter). */
 class RenderLimiter {
   private readonly max: number;
@@ -358,6 +277,22 @@ function representable(dtype: DType, v: number): boolean {
   if (isFloat(dtype)) return true;
   const [lo, hi] = dtypeRange(dtype);
   return Number.isInteger(v) && v >= lo && v <= hi;
+}
+
+/**
+ * The sets a mosaic's WMTS offers: WebMercatorQuad to its maxzoom, WorldCRS84Quad to the first level as fine as
+ * the mosaic, and the native grid (when the mosaic has one) at every level.
+ */
+export function wmtsOffers(m: Mosaic, tileSize: number, maxZoomLimit: number): WmtsSetOffer[] {
+  const merc = worldTileMatrixSet('WebMercatorQuad', { tileSize });
+  const crs84 = worldTileMatrixSet('WorldCRS84Quad', { tileSize });
+  const offers: WmtsSetOffer[] = [
+    { set: merc, maxLevel: mosaicZooms(m, tileSize, maxZoomLimit).maxzoom },
+    { set: crs84, maxLevel: Math.min(maxZoomLimit, finestUsefulLevel(crs84, m.grid)) },
+  ];
+  const native = nativeTileMatrixSet(m.grid, m.title || m.id, tileSize);
+  if (native) offers.push({ set: native, maxLevel: native.maxLevel });
+  return offers;
 }
 
 export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
@@ -479,26 +414,24 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const url = c.req.url;
     const known = tilePlans.get(url);
     if (known && known.mosaic === m && known.mosaicEtag === m.etag) return known;
-    const z = intParam(c.req.param('z'), 'zoom z', 0, limits.maxZoom);
+    const tmsText = c.req.param('tms');
     const { yText, scale, format } = parseTileFile(c.req.param('file')!);
-    const last = 2 ** z - 1;
-    const x = intParam(c.req.param('x'), `x at zoom ${z}`, 0, last);
-    const y = intParam(yText, `y at zoom ${z}`, 0, last);
     const tileSize = scale === 2 ? 512 : tileSizeParam(c.req.query('tilesize'));
+    // the XYZ route is WebMercatorQuad; /tiles/{tms}/... names the set
+    const set = tileMatrixSetFor(tmsText ?? 'WebMercatorQuad', m, tileSize);
+    const maxLevel = set.id === 'native' ? set.maxLevel : Math.min(set.maxLevel, limits.maxZoom);
+    const z = intParam(c.req.param('z'), 'zoom z', 0, maxLevel);
+    const matrix = set.matrix(z);
+    const x = intParam(c.req.param('x'), `x at zoom ${z}`, 0, matrix.matrixWidth - 1);
+    const y = intParam(yText, `y at zoom ${z}`, 0, matrix.matrixHeight - 1);
     const style = parseStyle(queryOf(c), m.bandCount, styleLimits);
-    const key = `tile|${z}/${x}/${y}|${tileSize}|${format}|${styleKey(style)}`;
-    const plan: TilePlan = {
-      ...cacheEntry(m, key),
-      mosaic: m,
-      mosaicEtag: m.etag,
-      z,
-      x,
-      y,
-      tileSize,
-      format,
-      style,
-      inside: overlaps(tileBoundsWgs84(z, x, y), paddedWgs84(m)),
-    };
+    const key = `tile|${set.id}|${z}/${x}/${y}|${tileSize}|${format}|${styleKey(style)}`;
+    const grid = tmsTileGrid(set, z, x, y);
+    const inside =
+      set.id === 'WebMercatorQuad'
+        ? overlaps(tileBoundsWgs84(z, x, y), paddedWgs84(m))
+        : overlaps(gridBounds(grid), padded(boundsInSet(set, m.grid)));
+    const plan: TilePlan = { ...cacheEntry(m, key), mosaic: m, mosaicEtag: m.etag, grid, format, style, inside };
     if (url.length <= MAX_TILE_PLAN_URL_LENGTH) {
       if (known) tilePlans.delete(url);
       else if (tilePlans.size >= MAX_TILE_PLANS) tilePlans.delete(tilePlans.keys().next().value!);
@@ -514,11 +447,11 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
       return serveCached(c, p, async (signal) => {
         if (!p.inside)
           return {
-            body: await emptyImage(p.format, p.tileSize, p.tileSize),
+            body: await emptyImage(p.format, p.grid.width, p.grid.height),
             contentType: IMAGE_MIME[p.format],
             empty: true,
           };
-        return renderImage(c, m, tileGrid(p.z, p.x, p.y, p.tileSize), p.format, p.style, 'tile', signal);
+        return renderImage(c, m, p.grid, p.format, p.style, 'tile', signal);
       });
     };
   }
@@ -632,6 +565,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
   const M = `/mosaics/:id{${MOSAIC_ID}}`;
 
   r.get(`${M}/tiles/:z/:x/:file`, tileHandler());
+  r.get(`${M}/tiles/:tms/:z/:x/:file`, tileHandler());
 
   r.get(`${M}/tilejson.json`, (c) => {
     const m = catalog.get(c.req.param('id'));
@@ -673,16 +607,14 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const query = styleQueryString(queryOf(c));
     const cond = conditional(c, [m.etag, 'wmts', base, query, String(tileSize), formats.join(',')]);
     if (cond.notModified) return cond.notModified;
-    const { maxzoom } = mosaicZooms(m, tileSize, limits.maxZoom);
     const mosaicUrl = `${base}/mosaics/${encodeURIComponent(m.id)}`;
     const xml = wmtsCapabilities({
       mosaic: m,
       mosaicUrl,
       capabilitiesUrl: `${mosaicUrl}/WMTSCapabilities.xml`,
-      tileSize,
       formats,
-      query,
-      maxzoom,
+      query: [query, tileSize === TILE_SIZE_DEFAULT ? '' : `tilesize=${tileSize}`].filter(Boolean).join('&'),
+      sets: wmtsOffers(m, tileSize, limits.maxZoom),
     });
     return c.body(xml, 200, { 'Content-Type': 'application/xml; charset=utf-8', ...cacheHeaders(cond.etag) });
   });

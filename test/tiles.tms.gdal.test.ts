@@ -1,0 +1,198 @@
+/**
+ * Tile matrix sets read by GDAL's WMTS driver: the native set's finest level is the mosaic's own pixel grid, so its
+ * pixels equal the virtual COG's (nearest) and `gdalwarp -et 0` of the sources, with no resampling in between;
+ * WorldCRS84Quad tiles match gdalwarp to the same longitude/latitude grid. The OGC TMS JSON documents are checked
+ * against the capabilities GDAL read.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { crsFromEpsg } from '../src/render/crs.ts';
+import { stretchByte } from '../src/render/style.ts';
+import type { Grid } from '../src/render/types.ts';
+import { startTestServer, type TestServer } from './support/app.ts';
+import { fixtureDir, gdalwarp, PYTHON, sh, tempDir } from './support/gdal.ts';
+
+/** Every band of a GDAL dataset at full resolution, with its size and geotransform (python-gdal, raw bytes). */
+function gdalRead(
+  name: string,
+  type: 'Byte' | 'UInt16',
+): Promise<{ width: number; height: number; gt: number[]; bands: (Uint8Array | Uint16Array)[] }> {
+  const code = `
+import sys, json
+from osgeo import gdal
+gdal.UseExceptions()
+ds = gdal.Open(sys.argv[1])
+t = gdal.GetDataTypeByName(sys.argv[2])
+head = json.dumps([ds.RasterXSize, ds.RasterYSize, ds.RasterCount, list(ds.GetGeoTransform())]).encode()
+sys.stdout.buffer.write(head + b'\\n')
+for b in range(ds.RasterCount):
+    sys.stdout.buffer.write(ds.GetRasterBand(b + 1).ReadRaster(buf_type=t))
+`;
+  const env = { ...process.env, GDAL_DISABLE_READDIR_ON_OPEN: 'EMPTY_DIR', GDAL_HTTP_TIMEOUT: '60' };
+  return new Promise((resolve, reject) =>
+    execFile(
+      PYTHON,
+      ['-c', code, name, type],
+      { encoding: 'buffer', maxBuffer: 1 << 30, env, timeout: 120_000 },
+      (err, stdout) => {
+        if (err) return reject(err);
+        const nl = stdout.indexOf(10);
+        const [width, height, count, gt] = JSON.parse(stdout.subarray(0, nl).toString());
+        const body = stdout.subarray(nl + 1);
+        const n = width * height;
+        const size = type === 'Byte' ? 1 : 2;
+        const bands = Array.from({ length: count }, (_, b) => {
+          const bytes = new Uint8Array(body.subarray(b * n * size, (b + 1) * n * size));
+          return type === 'Byte' ? bytes : new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+        });
+        resolve({ width, height, gt, bands });
+      },
+    ),
+  );
+}
+
+describe('GDAL reads the tile matrix sets over WMTS', () => {
+  let server: TestServer;
+  let dir = '';
+  let work = '';
+  const file = (n: string) => path.join(dir, `${n}.tif`);
+
+  before(async () => {
+    dir = await fixtureDir();
+    work = await tempDir('cogmill-tms-gdal-');
+    server = await startTestServer({
+      sources: { roots: [dir] },
+      mosaics: [{ id: 'utm', sources: [file('utm32'), file('utm31')], resampling: 'nearest' }],
+    });
+  });
+
+  after(async () => {
+    await server?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  test('native set: the finest level is the mosaic grid, its pixels = virtual COG (nearest) = gdalwarp -et 0', async (t) => {
+    const m = server.deps.catalog.get('utm');
+    const grid = m.grid;
+    // GDAL splits a WMTS: connection string at commas, so the rescale comma is percent-encoded
+    const caps = `WMTS:${server.url}/mosaics/utm/WMTSCapabilities.xml?SERVICE=WMTS&rescale=0%2C4000&format=png,tilematrixset=native`;
+    const before = server.logs.length;
+    const wmts = await gdalRead(caps, 'Byte');
+    assert.deepEqual([wmts.width, wmts.height, wmts.bands.length], [grid.width, grid.height, 4]);
+    assert.deepEqual(wmts.gt, [...grid.transform], 'the finest native level has the mosaic geotransform');
+    const tiles = server.logs
+      .slice(before)
+      .filter((l) => l.msg === 'request' && String(l.path).startsWith('/mosaics/utm/tiles/native/2/'));
+    assert.equal(tiles.length, 4 * 3, 'GDAL read the 4 x 3 tiles of the finest native level');
+
+    const cog = await gdalRead(`/vsicurl/${server.url}/mosaics/utm.tif`, 'UInt16');
+    assert.deepEqual(cog.gt, [...grid.transform]);
+    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, {
+      resampling: 'near',
+      dtype: 'uint16',
+      bands: 1,
+      dstNodata: 0,
+      extra: ['-et', '0'],
+    });
+    const n = grid.width * grid.height;
+    let valid = 0;
+    let cogVsWarp = 0;
+    let wmtsVsCog = 0;
+    let alpha = 0;
+    const [r, g, b, a] = wmts.bands;
+    const v = cog.bands[0];
+    for (let i = 0; i < n; i++) {
+      if (v[i] !== ref.bands[0][i]) cogVsWarp++;
+      const isValid = v[i] !== 0;
+      if ((a[i] !== 0) !== isValid) alpha++;
+      if (!isValid) continue;
+      valid++;
+      const want = stretchByte(v[i], 0, 4000);
+      if (r[i] !== want || g[i] !== want || b[i] !== want) wmtsVsCog++;
+    }
+    t.diagnostic(`${valid} valid of ${n}; cog != gdalwarp: ${cogVsWarp}; wmts != cog: ${wmtsVsCog}; alpha: ${alpha}`);
+    assert.ok(valid > n * 0.5 && valid < n, 'the mosaic has valid pixels and nodata');
+    assert.equal(cogVsWarp, 0, 'virtual COG = gdalwarp -et 0, pixel for pixel');
+    assert.equal(alpha, 0, 'WMTS transparency = COG nodata');
+    assert.equal(wmtsVsCog, 0, 'WMTS native pixels = stretched virtual COG pixels, no resampling');
+  });
+
+  test('WorldCRS84Quad: GDAL reads the longitude/latitude set, matching gdalwarp to EPSG:4326', async (t) => {
+    const json = (await (await fetch(`${server.url}/mosaics/utm/tileMatrixSets/WorldCRS84Quad`)).json()) as {
+      tileMatrices: { id: string; cellSize: number }[];
+    };
+    const caps = `WMTS:${server.url}/mosaics/utm/WMTSCapabilities.xml?SERVICE=WMTS&rescale=0%2C4000&format=png,tilematrixset=WorldCRS84Quad`;
+    const info = JSON.parse(await sh('gdalinfo', ['-json', caps]));
+    const gt = info.geoTransform as number[];
+    const level = json.tileMatrices.find((m) => Math.abs(m.cellSize - gt[1]) < 1e-12);
+    assert.ok(level, `GDAL's full resolution ${gt[1]} is a level of the JSON document`);
+    // a window of 512 x 384 pixels in the middle of the mosaic at the finest level
+    const [w0, h0] = info.size as [number, number];
+    const x0 = Math.floor(w0 / 2) - 256;
+    const y0 = Math.floor(h0 / 2) - 192;
+    const out = path.join(work, 'crs84.tif');
+    await sh('gdal_translate', ['-q', '-srcwin', String(x0), String(y0), '512', '384', caps, out]);
+    const got = await gdalRead(out, 'Byte');
+    const grid: Grid = {
+      crs: crsFromEpsg(4326),
+      transform: [gt[0] + x0 * level.cellSize, level.cellSize, 0, gt[3] - y0 * level.cellSize, 0, -level.cellSize],
+      width: 512,
+      height: 384,
+    };
+    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, {
+      resampling: 'near',
+      dtype: 'uint16',
+      bands: 1,
+      dstNodata: 0,
+      extra: ['-et', '0'],
+    });
+    let compared = 0;
+    let within = 0;
+    for (let i = 0; i < 512 * 384; i++) {
+      if (!ref.valid[i] || !got.bands[3][i]) continue;
+      compared++;
+      if (Math.abs(got.bands[0][i] - stretchByte(ref.bands[0][i], 0, 4000)) <= 2) within++;
+    }
+    t.diagnostic(`within 2 levels: ${within} of ${compared}`);
+    assert.ok(compared > 512 * 384 * 0.5);
+    assert.ok(within / compared >= 0.99, `${((100 * within) / compared).toFixed(2)}%`);
+  });
+
+  test('tile matrix set documents: lists, one set, the native one per mosaic, 404s', async () => {
+    const list = (await (await fetch(`${server.url}/tileMatrixSets`)).json()) as { tileMatrixSets: { id: string }[] };
+    assert.deepEqual(
+      list.tileMatrixSets.map((s) => s.id),
+      ['WebMercatorQuad', 'WorldCRS84Quad'],
+    );
+    const merc = (await (await fetch(`${server.url}/tileMatrixSets/WebMercatorQuad`)).json()) as Record<
+      string,
+      unknown
+    >;
+    assert.equal(merc.crs, 'http://www.opengis.net/def/crs/EPSG/0/3857');
+    assert.equal((merc.tileMatrices as unknown[]).length, 25);
+    const mine = (await (await fetch(`${server.url}/mosaics/utm/tileMatrixSets`)).json()) as {
+      tileMatrixSets: { id: string; tiles: string }[];
+    };
+    assert.deepEqual(
+      mine.tileMatrixSets.map((s) => s.id),
+      ['WebMercatorQuad', 'WorldCRS84Quad', 'native'],
+    );
+    assert.equal(mine.tileMatrixSets[2].tiles, `${server.url}/mosaics/utm/tiles/native/{z}/{x}/{y}.png`);
+    const native = (await (await fetch(`${server.url}/mosaics/utm/tileMatrixSets/native`)).json()) as {
+      crs: string;
+      tileMatrices: { cellSize: number; pointOfOrigin: number[] }[];
+    };
+    assert.equal(native.crs, 'http://www.opengis.net/def/crs/EPSG/0/32632');
+    const grid = server.deps.catalog.get('utm').grid;
+    assert.equal(native.tileMatrices.at(-1)!.cellSize, grid.transform[1]);
+    assert.deepEqual(native.tileMatrices.at(-1)!.pointOfOrigin, [grid.transform[0], grid.transform[3]]);
+    assert.equal((await fetch(`${server.url}/tileMatrixSets/native`)).status, 404);
+    assert.equal((await fetch(`${server.url}/tileMatrixSets/LINZAntarticaMapTilegrid`)).status, 404);
+    assert.equal((await fetch(`${server.url}/mosaics/utm/tiles/native/3/0/0.png`)).status, 400, 'beyond the finest');
+    assert.equal((await fetch(`${server.url}/mosaics/utm/tiles/native/2/4/0.png`)).status, 400, 'outside the matrix');
+    assert.equal((await fetch(`${server.url}/mosaics/utm/tiles/Nope/2/0/0.png`)).status, 404);
+  });
+});
