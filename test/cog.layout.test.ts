@@ -196,7 +196,7 @@ describe('planCog / buildHeader', () => {
     assert.equal(big.ifds[0].offset, 200);
   });
 
-  it('builds the 100,000 x 100,000 x 10 band uint16 header (BigTIFF, 51,285 tiles) in well under a second', () => {
+  it('builds the 100,000 x 100,000 x 10 band uint16 header (BigTIFF, 51,285 tiles) from the sizes alone', () => {
     const spec: CogSpec = {
       ...BASE,
       width: 100_000,
@@ -205,11 +205,8 @@ describe('planCog / buildHeader', () => {
       blockSize: 512,
       gdalMetadata: '<GDALMetadata>\n  <Item name="STATISTICS_MEAN" sample="0">1</Item>\n</GDALMetadata>\n',
     };
-    const t0 = performance.now();
     const layout = planCog(spec);
     const header = buildHeader(layout, new Uint32Array(layout.tileCount));
-    const elapsedMs = performance.now() - t0;
-    assert.ok(elapsedMs < 500, `took ${elapsedMs.toFixed(1)} ms`);
     assert.equal(layout.bigTiff, true, '200 GB of raw tiles needs BigTIFF');
     assert.equal(layout.tileCount, 51_285);
     assert.equal(header.length, layout.headerBytes);

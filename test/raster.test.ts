@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { Engine } from '../src/render/engine.ts';
 import { CogmillError, RenderError, SourceError } from '../src/render/errors.ts';
 import { Raster } from '../src/render/raster.ts';
@@ -148,15 +148,17 @@ describe('raster reading', () => {
 
     test('a source that times out', async () => {
       const server = await startStaticServer(dir);
-      server.delayMs = 2000;
+      // the server never answers: only the source's own timeout can end the reads
+      server.hold();
       try {
         const src = new SourceHttp(`${server.url}/utm32.tif`, { timeoutMs: 200, retries: 1, retryBaseMs: 10 });
-        const t0 = Date.now();
         await assert.rejects(
           Raster.open(src, freshCaches()),
           (err: unknown) => err instanceof SourceError && err.kind === 'timeout',
         );
-        assert.ok(Date.now() - t0 < 2000);
+        assert.equal(server.requests.length, 2, 'the first attempt and one retry');
+        await server.waitForAborts(2);
+        assert.equal(server.requests.filter((r) => r.answered).length, 0);
       } finally {
         await server.stop();
       }
@@ -192,7 +194,6 @@ describe('raster reading', () => {
       state = (state * 1103515245 + 12345) & 0x7fffffff;
       return state / 0x7fffffff;
     };
-    let ok = 0;
     let typed = 0;
     for (let i = 0; i < 600; i++) {
       const base = seeds[i % seeds.length];
@@ -203,24 +204,16 @@ describe('raster reading', () => {
         const at = rand() < 0.8 ? Math.floor(rand() * 2048) : Math.floor(rand() * bytes.byteLength);
         bytes[at] = rand() < 0.5 ? Math.floor(rand() * 256) : bytes[at] ^ (1 << Math.floor(rand() * 8));
       }
-      const t0 = Date.now();
-      const work = (async () => {
+      // a hang would hold this test until the runner's timeout fails it
+      try {
         const r = await Raster.open(new SourceMemory(`mem://fuzz${i}.tif`, bytes), freshCaches());
         const lvl = r.info.levels[0];
         await r.readWindow(0, 0, 0, Math.min(lvl.width, 300), Math.min(lvl.height, 300), [0]);
-      })();
-      try {
-        await Promise.race([work, new Promise((_, rej) => setTimeout(() => rej(new Error('hang')), 5000))]);
-        ok++;
       } catch (e) {
         assert.ok(e instanceof CogmillError, `case ${i}: untyped error ${(e as Error)?.stack ?? e}`);
         typed++;
       }
-      assert.ok(Date.now() - t0 < 5000, `case ${i} took too long`);
     }
-    assert.equal(ok + typed, 600);
     assert.ok(typed > 50, `only ${typed} mutations were rejected; the fuzzer is not biting`);
   });
 });
-
-after(() => {});

@@ -266,20 +266,16 @@ describe('through the fault proxy', () => {
     try {
       const slow = clientFor({ endpoint: proxy.url, timeoutMs: 300, maxAttempts: 1 });
       const source = new SourceS3(slow, `s3://${BUCKET}/${PATTERN_KEY}`);
-      const t0 = performance.now();
       await rejectsWithKind(source.read(0, 10), 'timeout', 'did not answer in time');
-      assert.ok(performance.now() - t0 < 2_000);
 
       const patient = new SourceS3(clientFor({ endpoint: proxy.url }), `s3://${BUCKET}/${PATTERN_KEY}`);
       const reason = new Error('tile request cancelled');
-      const t1 = performance.now();
       await assert.rejects(patient.read(0, 10, { signal: AbortSignal.timeout(200) }), {
         name: 'TimeoutError',
       });
       const controller = new AbortController();
       setTimeout(() => controller.abort(reason), 100);
       await assert.rejects(patient.read(0, 10, { signal: controller.signal }), (e) => e === reason);
-      assert.ok(performance.now() - t1 < 2_000);
     } finally {
       await proxy.stop();
     }
@@ -353,9 +349,7 @@ describe('through the fault proxy', () => {
 
 describe('startCeph', () => {
   test('two clusters boot side by side and stop cleanly', async () => {
-    const t0 = performance.now();
     const [a, b] = await Promise.all([startCeph(), startCeph()]);
-    const bootMs = performance.now() - t0;
     try {
       assert.notEqual(a.endpoint, b.endpoint);
       for (const c of [a, b]) {
@@ -376,7 +370,6 @@ describe('startCeph', () => {
           s3.destroy();
         }
       }
-      assert.ok(bootMs < 30_000, `two clusters took ${bootMs} ms`);
     } finally {
       await Promise.all([a.stop(), b.stop()]);
     }

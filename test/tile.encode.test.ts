@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import sharp from 'sharp';
 import { assembleCog, type CogLayout, CogLayoutError, type CogSpec, planCog } from '../src/materialize/cog.layout.ts';
 import {
   applyPredictor,
@@ -489,24 +490,26 @@ describe('COGs written by encodeTile + assembleCog, read back by GDAL', { timeou
 });
 
 describe('JPEG tiles', () => {
-  it('a 1-band JPEG tile is grayscale or refused with a clear error (never a 3-component tile)', async () => {
-    const gray = new Uint8Array(256 * 256).map((_, i) => i & 255);
-    try {
-      const jpeg = await encodeTile([gray], {
-        dtype: 'uint8',
-        bands: 1,
-        blockSize: 256,
-        compression: 'jpeg',
-        predictor: 1,
-      });
-      // SOF0 component count must be 1.
-      const sof = jpeg.findIndex((v, i) => v === 0xff && jpeg[i + 1] >= 0xc0 && jpeg[i + 1] <= 0xc2);
-      assert.equal(jpeg[sof + 9], 1);
-    } catch (e) {
-      assert.ok(e instanceof CogLayoutError, String(e));
-      assert.equal(e.kind, 'unsupported');
-      assert.match(e.message, /1-band grayscale/);
-    }
+  it('a 1-band JPEG tile is a 1-component (grayscale) JPEG of the tile size that decodes to the samples', async () => {
+    const gray = new Uint8Array(256 * 256).map((_, i) => (i >> 8) ^ (i & 255));
+    const jpeg = await encodeTile([gray], {
+      dtype: 'uint8',
+      bands: 1,
+      blockSize: 256,
+      compression: 'jpeg',
+      predictor: 1,
+    });
+    // the frame header (SOF0..SOF2): height, width, component count
+    const sof = jpeg.findIndex((v, i) => v === 0xff && jpeg[i + 1] >= 0xc0 && jpeg[i + 1] <= 0xc2);
+    assert.ok(sof > 0, 'a frame header');
+    assert.equal((jpeg[sof + 5] << 8) | jpeg[sof + 6], 256, 'height');
+    assert.equal((jpeg[sof + 7] << 8) | jpeg[sof + 8], 256, 'width');
+    assert.equal(jpeg[sof + 9], 1, 'one component');
+    const { data, info } = await sharp(jpeg).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+    assert.deepEqual([info.width, info.height, info.channels], [256, 256, 1]);
+    let sum = 0;
+    for (let i = 0; i < gray.length; i++) sum += Math.abs(data[i] - gray[i]);
+    assert.ok(sum / gray.length < 4, `mean abs error ${(sum / gray.length).toFixed(2)}`);
   });
 
   it('refuses JPEG for non-uint8 data', async () => {

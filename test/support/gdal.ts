@@ -1,5 +1,6 @@
 /** Thin helpers around the GDAL command-line tools, the reference reader/writer of the tests. */
 import { execFile } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -17,13 +18,43 @@ const run = promisify(execFile);
 
 export const PYTHON = '/usr/bin/python3';
 
-export async function sh(cmd: string, args: readonly string[], timeoutMs = 120_000): Promise<string> {
-  const { stdout } = await run(cmd, args as string[], { timeout: timeoutMs, maxBuffer: 256 * 1024 * 1024 });
+export async function sh(
+  cmd: string,
+  args: readonly string[],
+  timeoutMs = 120_000,
+  env: Record<string, string> = {},
+): Promise<string> {
+  const { stdout } = await run(cmd, args as string[], {
+    timeout: timeoutMs,
+    maxBuffer: 256 * 1024 * 1024,
+    env: { ...process.env, ...env },
+  });
   return stdout;
 }
 
+const madeDirs = new Set<string>();
+let cleanupInstalled = false;
+
+/**
+ * A fresh folder of its own (mkdtemp) under the OS temp folder, removed when the test process exits (each test file
+ * runs in its own process), so no run sees another run's files and nothing is left behind.
+ */
 export async function tempDir(prefix = 'cogmill-test-'): Promise<string> {
-  return mkdtemp(path.join(tmpdir(), prefix));
+  const dir = await mkdtemp(path.join(tmpdir(), prefix));
+  madeDirs.add(dir);
+  if (!cleanupInstalled) {
+    cleanupInstalled = true;
+    process.once('exit', () => {
+      for (const d of madeDirs) rmSync(d, { recursive: true, force: true });
+    });
+  }
+  return dir;
+}
+
+/** Remove a folder made by `tempDir` now (it is otherwise removed at exit). */
+export async function removeTempDir(dir: string): Promise<void> {
+  madeDirs.delete(dir);
+  await rm(dir, { recursive: true, force: true });
 }
 
 let fixtures: Promise<string> | undefined;
@@ -102,14 +133,14 @@ export async function gdalwarp(
     }
     return { bands, valid };
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await removeTempDir(dir);
   }
 }
 
 export interface Agreement {
   /** pixels valid in either */
   readonly compared: number;
-  /** fraction of compared pixels with the same validity and values within tolerance */
+  /** fraction of compared pixels with the same validity and values within tolerance; 0 when none was compared */
   readonly fraction: number;
   readonly validityMismatch: number;
 }
@@ -138,42 +169,121 @@ export function agreement(ours: Pixels, ref: Reference, tol = 0, rel = 0): Agree
     }
     if (ok) good++;
   }
-  return { compared, fraction: compared ? good / compared : 1, validityMismatch };
+  return { compared, fraction: compared ? good / compared : 0, validityMismatch };
 }
 
-/** GDAL's COG validator with --full-check=yes: its errors and warnings (none for a good COG). */
-export async function validateCog(file: string): Promise<{ errors: string[]; warnings: string[] }> {
+/**
+ * GDAL's COG validator with --full-check=yes on a file or a /vsicurl/ URL (`env`: GDAL configuration such as
+ * GDAL_DISABLE_READDIR_ON_OPEN). Its errors and its warnings, each a list of the lines it printed under them; a run
+ * that does not end in "is a valid cloud optimized GeoTIFF" is an error even when it printed no list.
+ */
+export async function validateCog(
+  file: string,
+  env: Record<string, string> = {},
+): Promise<{ errors: string[]; warnings: string[]; output: string }> {
   let out = '';
   try {
-    out = await sh(PYTHON, ['-m', 'osgeo_utils.samples.validate_cloud_optimized_geotiff', '--full-check=yes', file]);
+    out = await sh(
+      PYTHON,
+      ['-m', 'osgeo_utils.samples.validate_cloud_optimized_geotiff', '--full-check=yes', file],
+      120_000,
+      env,
+    );
   } catch (e) {
     out = String((e as { stdout?: string }).stdout ?? '') + String((e as { stderr?: string }).stderr ?? '');
   }
-  const errors = [...out.matchAll(/^ - (.*)$/gm)].map((m) => m[1]);
-  const warnings = /warning/i.test(out) ? [out] : [];
-  if (!/is a valid cloud optimized GeoTIFF/.test(out)) errors.push(out.trim());
-  return { errors, warnings };
+  const section = (title: string): string[] => {
+    const at = out.indexOf(title);
+    if (at < 0) return [];
+    const lines: string[] = [];
+    for (const line of out
+      .slice(at + title.length)
+      .split('\n')
+      .slice(1)) {
+      const m = /^ - (.*)$/.exec(line);
+      if (!m) break;
+      lines.push(m[1]);
+    }
+    return lines;
+  };
+  const errors = section('The following errors were found:');
+  const warnings = section('The following warnings were found:');
+  if (!/ is a valid cloud optimized GeoTIFF/.test(out) && errors.length === 0) errors.push(out.trim() || 'no output');
+  return { errors, warnings, output: out };
 }
+
+export interface GdalRaster {
+  readonly width: number;
+  readonly height: number;
+  /** GDAL's name of the data type: Byte, UInt16, Int16, Float32, ... */
+  readonly type: string;
+  /** every band's samples as GDAL decodes them, band after band, little-endian */
+  readonly bands: Buffer[];
+  /** all bands in one buffer (the bands above are views of it) */
+  readonly bytes: Buffer;
+  /** what GDAL printed on stderr (warnings, errors it recovered from) */
+  readonly stderr: string;
+}
+
+const READ_PY = `
+import sys, json
+from osgeo import gdal
+gdal.UseExceptions()
+src, ovr, args = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+ds = gdal.Open(src)
+if args:
+    ds = gdal.Translate('', ds, options=gdal.TranslateOptions(options=['-of', 'MEM'] + args))
+bands = [ds.GetRasterBand(b + 1) for b in range(ds.RasterCount)]
+if ovr >= 0:
+    bands = [b.GetOverview(ovr) for b in bands]
+head = dict(width=bands[0].XSize, height=bands[0].YSize, type=gdal.GetDataTypeName(bands[0].DataType))
+sys.stdout.buffer.write((json.dumps(head) + '\\n').encode())
+for b in bands:
+    sys.stdout.buffer.write(b.ReadRaster())
+`;
+
+/**
+ * What GDAL reads from `src` (a file, a /vsicurl/ URL, a WMS/WMTS description): every band as GDAL decodes it.
+ * `args`: gdal_translate options applied first (-srcwin, -projwin, -ot, -outsize, ...); `overview`: read that
+ * overview (0 = the first) instead of full resolution; `env`: GDAL configuration options.
+ */
+export async function gdalRead(
+  src: string,
+  opts: { args?: readonly string[]; overview?: number; env?: Record<string, string> } = {},
+): Promise<GdalRaster> {
+  const [stdout, stderr] = await new Promise<[Buffer, string]>((resolve, reject) =>
+    execFile(
+      PYTHON,
+      ['-c', READ_PY, src, String(opts.overview ?? -1), JSON.stringify(opts.args ?? [])],
+      { encoding: 'buffer', maxBuffer: 1 << 30, env: { ...process.env, ...opts.env } },
+      (err, out, errOut) => (err ? reject(new Error(`${err.message}\n${errOut}`)) : resolve([out, String(errOut)])),
+    ),
+  );
+  const nl = stdout.indexOf(10);
+  const head = JSON.parse(stdout.subarray(0, nl).toString()) as { width: number; height: number; type: string };
+  // a buffer of its own (offset 0), so typed arrays can view it whatever the sample size
+  const bytes = Buffer.alloc(stdout.length - nl - 1);
+  stdout.copy(bytes, 0, nl + 1);
+  const bandBytes = head.width * head.height * GDAL_TYPE_BYTES[head.type];
+  const bands: Buffer[] = [];
+  for (let at = 0; at < bytes.length; at += bandBytes) bands.push(bytes.subarray(at, at + bandBytes));
+  return { ...head, bands, bytes, stderr };
+}
+
+const GDAL_TYPE_BYTES: Record<string, number> = {
+  Byte: 1,
+  Int8: 1,
+  UInt16: 2,
+  Int16: 2,
+  UInt32: 4,
+  Int32: 4,
+  Float32: 4,
+  Float64: 8,
+};
 
 /** Every band of an overview level (-1 = full resolution) as GDAL reads it, raw little-endian bytes. */
 export async function gdalReadLevel(file: string, ovr: number): Promise<Buffer> {
-  const code = `
-import sys
-from osgeo import gdal
-ds = gdal.Open(sys.argv[1])
-ovr = int(sys.argv[2])
-out = b''
-for b in range(ds.RasterCount):
-    band = ds.GetRasterBand(b + 1)
-    if ovr >= 0: band = band.GetOverview(ovr)
-    out += band.ReadRaster()
-sys.stdout.buffer.write(out)
-`;
-  return new Promise((resolve, reject) =>
-    execFile(PYTHON, ['-c', code, file, String(ovr)], { encoding: 'buffer', maxBuffer: 1 << 30 }, (err, stdout) =>
-      err ? reject(err) : resolve(stdout),
-    ),
-  );
+  return (await gdalRead(file, { overview: ovr })).bytes;
 }
 
 /** A 10-band uint16 source of 200 x 200 pixels of 5 km: a mosaic at 10 m over it is 100,000 pixels square. */

@@ -1,29 +1,95 @@
 /** A small static file server with HTTP Range support and request recording, for HTTP source tests. */
+import { EventEmitter, once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 
+export interface StaticRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly range?: string;
+  /** the client closed the connection before the answer was complete */
+  aborted: boolean;
+  /** the answer was sent in full */
+  answered: boolean;
+}
+
 export interface StaticServer {
   readonly url: string;
-  readonly requests: { method: string; path: string; range?: string }[];
+  readonly requests: StaticRequest[];
   /** when set, the server waits this long before answering (to test timeouts) */
   delayMs: number;
+  /** hold every request from now on (and those held already) until `release()`; nothing is answered meanwhile */
+  hold(): void;
+  /** answer the held requests and stop holding */
+  release(): void;
+  /** requests waiting in `hold()` */
+  readonly held: number;
+  /** resolves once `count` requests in all have arrived (counting from the start) */
+  waitForRequests(count: number): Promise<void>;
+  /** resolves once `count` requests in all were aborted by their client */
+  waitForAborts(count: number): Promise<void>;
   stop(): Promise<void>;
 }
 
 export async function startStaticServer(root: string): Promise<StaticServer> {
+  const events = new EventEmitter();
+  let gate: { promise: Promise<void>; open: () => void } | undefined;
+  let held = 0;
+  const requests: StaticRequest[] = [];
+  const until = async (test: () => boolean): Promise<void> => {
+    while (!test()) await once(events, 'change');
+  };
   const state: StaticServer = {
     url: '',
-    requests: [],
+    requests,
     delayMs: 0,
+    hold: () => {
+      if (gate) return;
+      let open = () => {};
+      const promise = new Promise<void>((r) => {
+        open = r;
+      });
+      gate = { promise, open };
+    },
+    release: () => {
+      const g = gate;
+      gate = undefined;
+      g?.open();
+    },
+    get held() {
+      return held;
+    },
+    waitForRequests: (count) => until(() => requests.length >= count),
+    waitForAborts: (count) => until(() => requests.filter((r) => r.aborted).length >= count),
     stop: async () => {},
   };
   const server: Server = createServer(async (req, res) => {
     const rel = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-    state.requests.push({ method: req.method ?? 'GET', path: rel, range: req.headers.range });
+    const record: StaticRequest = {
+      method: req.method ?? 'GET',
+      path: rel,
+      range: req.headers.range,
+      aborted: false,
+      answered: false,
+    };
+    requests.push(record);
+    res.on('close', () => {
+      record.answered = res.writableFinished;
+      record.aborted = !res.writableFinished;
+      events.emit('change');
+    });
+    events.emit('change');
+    if (gate) {
+      held++;
+      events.emit('change');
+      await gate.promise;
+      held--;
+    }
     if (state.delayMs) await new Promise((r) => setTimeout(r, state.delayMs));
+    if (res.destroyed) return;
     const file = path.join(root, path.normalize(rel));
     if (!file.startsWith(root)) {
       res.writeHead(403).end();
@@ -68,6 +134,7 @@ export async function startStaticServer(root: string): Promise<StaticServer> {
   (state as { url: string }).url = `http://127.0.0.1:${port}`;
   state.stop = () =>
     new Promise<void>((r) => {
+      state.release();
       server.closeAllConnections();
       server.close(() => r());
     });
