@@ -2,18 +2,28 @@
  * The engine: opens sources under a security policy, keeps parsed rasters and decoded blocks in bytes-bounded
  * caches, builds mosaics and renders windows. Built once by the composition root and injected everywhere.
  */
+
+import { createHash } from 'node:crypto';
 import { glob, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { CogmillError, SourceError } from './errors.ts';
-import { buildMosaic, type Mosaic, type MosaicSpec } from './mosaic.ts';
+import { renderMedian } from './composite.median.ts';
+import { crsFromEpsg } from './crs.ts';
+import { CogmillError, RenderError, SourceError } from './errors.ts';
+import { loadCatalogueItems } from './mosaic.catalogue.ts';
+import { assetBounds, FOOTPRINT_MARGIN_PX } from './mosaic.index.ts';
+import { buildItemsMosaic, type ItemsSampleInfo, selectItems } from './mosaic.items.ts';
+import { buildMosaic, type Mosaic, type MosaicSource, type MosaicSpec } from './mosaic.ts';
 import { Raster, type RasterCaches } from './raster.ts';
 import { type RenderOptions, type RenderStats, renderMosaic } from './render.ts';
 import { confinePath, SourceFile } from './source.file.ts';
-import { HTTP_DEFAULTS, type HttpSettings, SourceHttp } from './source.http.ts';
+import { HTTP_DEFAULTS, type HttpSettings, redactUrl, SourceHttp } from './source.http.ts';
+import { FileHandlePool } from './source.pool.ts';
 import { createS3Client, listS3Tiffs, type S3Settings, SourceS3 } from './source.s3.ts';
 import type { Source, SourceStats } from './source.ts';
-import { type Grid, MiB, type Pixels } from './types.ts';
+import type { CatalogAsset, CatalogItem, JsonFetch } from './stac.ts';
+import { transformBounds } from './transform.ts';
+import { applyTransform, type Bounds, type DType, type Grid, invertTransform, MiB, type Pixels } from './types.ts';
 
 export interface EngineSettings {
   /** local folders sources may be read from (symlinks out of them are refused) */
@@ -26,8 +36,20 @@ export interface EngineSettings {
   readonly tileCacheBytes: number;
   /** largest window one render call accepts */
   readonly maxRenderPixels: number;
-  /** parallel source opens while building a mosaic */
+  /** parallel source opens while building a mosaic, rendering a catalogue window, or re-checking sources */
   readonly openConcurrency: number;
+  /** open file descriptors shared by every local source (least recently used idle ones are closed) */
+  readonly maxOpenFiles: number;
+  /** parsed rasters kept (their header bytes stay in the header cache when they are dropped) */
+  readonly maxOpenRasters: number;
+  /** largest catalogue document (ItemCollection JSON, search page) read */
+  readonly maxCatalogueBytes: number;
+}
+
+/** Render options the engine adds to the pixel path's: the time interval a catalogue mosaic is restricted to. */
+export interface EngineRenderOptions extends RenderOptions {
+  /** [startMs, endMs], inclusive: only items whose time overlaps it */
+  readonly datetime?: readonly [number, number];
 }
 
 export const ENGINE_DEFAULTS: EngineSettings = {
@@ -39,7 +61,13 @@ export const ENGINE_DEFAULTS: EngineSettings = {
   tileCacheBytes: 256 * MiB,
   maxRenderPixels: 4096 * 4096,
   openConcurrency: 16,
+  maxOpenFiles: 256,
+  maxOpenRasters: 4096,
+  maxCatalogueBytes: 512 * MiB,
 };
+
+/** Source objects kept by location (cheap: descriptors are pooled); evicted ones hand their counters on. */
+const MAX_SOURCES = 65_536;
 
 export type SourceFactory = (location: string) => Promise<Source>;
 
@@ -60,11 +88,69 @@ export function normalizeSourceUrl(url: string): string {
   }
 }
 
+/**
+ * True when some pixel of `grid` with mask 0 lies within the asset's footprint (grown by FOOTPRINT_MARGIN_PX of
+ * its pixels, as a box in the grid's pixels), or when the footprint is not known. Metadata only.
+ */
+function footprintHasEmpty(a: CatalogAsset, grid: Grid, mask: Uint8Array): boolean {
+  const ab = assetBounds(a);
+  if (!ab) return true;
+  const t = a.transform!;
+  const mx = FOOTPRINT_MARGIN_PX * Math.hypot(t[1], t[4]);
+  const my = FOOTPRINT_MARGIN_PX * Math.hypot(t[2], t[5]);
+  let b: Bounds;
+  try {
+    b = transformBounds([ab[0] - mx, ab[1] - my, ab[2] + mx, ab[3] + my], crsFromEpsg(a.epsg!), grid.crs);
+  } catch {
+    return true;
+  }
+  const inv = invertTransform(grid.transform);
+  let c0 = Infinity;
+  let c1 = -Infinity;
+  let r0 = Infinity;
+  let r1 = -Infinity;
+  for (const [x, y] of [
+    [b[0], b[1]],
+    [b[0], b[3]],
+    [b[2], b[1]],
+    [b[2], b[3]],
+  ] as const) {
+    const [c, r] = applyTransform(inv, x, y);
+    c0 = Math.min(c0, c);
+    c1 = Math.max(c1, c);
+    r0 = Math.min(r0, r);
+    r1 = Math.max(r1, r);
+  }
+  const x0 = Math.max(0, Math.floor(c0));
+  const x1 = Math.min(grid.width, Math.ceil(c1));
+  const y0 = Math.max(0, Math.floor(r0));
+  const y1 = Math.min(grid.height, Math.ceil(r1));
+  for (let y = y0; y < y1; y++) {
+    const row = y * grid.width;
+    for (let x = x0; x < x1; x++) if (mask[row + x] === 0) return true;
+  }
+  return false;
+}
+
+function parseJson(text: string, where: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new SourceError('bad-request', `${where} is not JSON: ${(e as Error).message}`, { cause: e });
+  }
+}
+
 export class Engine {
   readonly settings: EngineSettings;
   readonly caches: RasterCaches;
   private readonly rasters: LRUCache<string, Promise<Raster>>;
-  private readonly sources = new Map<string, Source>();
+  private readonly sources: LRUCache<string, Source>;
+  /** counters of sources dropped from `sources`, by kind */
+  private readonly retiredStats: Record<string, SourceStats> = {};
+  /** the descriptors of every local source */
+  readonly filePool: FileHandlePool;
+  /** locations a catalogue mosaic has opened (what its refresh re-checks) */
+  private readonly opened = new WeakMap<Mosaic, Set<string>>();
   private s3Client: ReturnType<typeof createS3Client> | undefined;
   private readonly sourceFactory: SourceFactory;
 
@@ -80,7 +166,12 @@ export class Engine {
         sizeCalculation: (b) => Math.max(64, b.byteLength),
       }),
     };
-    this.rasters = new LRUCache<string, Promise<Raster>>({ max: 100_000 });
+    this.rasters = new LRUCache<string, Promise<Raster>>({ max: this.settings.maxOpenRasters });
+    this.filePool = new FileHandlePool(this.settings.maxOpenFiles);
+    this.sources = new LRUCache<string, Source>({
+      max: MAX_SOURCES,
+      dispose: (s) => this.retire(s),
+    });
     this.sourceFactory = deps.sourceFactory ?? ((loc) => this.defaultSource(loc));
   }
 
@@ -114,8 +205,77 @@ export class Engine {
       return new SourceS3(this.s3(), location);
     }
     const p = location.startsWith('file://') ? location.slice(7) : location;
-    return new SourceFile(await confinePath(p, this.settings.roots));
+    return new SourceFile(await confinePath(p, this.settings.roots), this.filePool);
   }
+
+  private retire(s: Source): void {
+    const st = (s as { stats?: SourceStats }).stats;
+    if (st) {
+      const kind = s.url.split(':')[0];
+      this.retiredStats[kind] ??= { requests: 0, bytes: 0 };
+      this.retiredStats[kind].requests += st.requests;
+      this.retiredStats[kind].bytes += st.bytes;
+    }
+    s.close?.().catch(() => {});
+  }
+
+  /**
+   * Fetch a JSON document (catalogue, STAC API page) under the source policy: local files inside the roots,
+   * URLs under the allowed prefixes; at most maxCatalogueBytes.
+   */
+  readonly fetchJson: JsonFetch = async (url, init) => {
+    const limit = this.settings.maxCatalogueBytes;
+    if (!/^https?:\/\//i.test(url)) {
+      if (init.method !== 'GET')
+        throw new SourceError('bad-request', `${url}: only an http(s) STAC API can be searched`);
+      const src = await this.source(url);
+      const st = await src.stat({ signal: init.signal });
+      if (st.size > limit) throw new SourceError('too-large', `${url} is larger than ${limit} bytes`);
+      const r = await src.read(0, st.size, { signal: init.signal });
+      return parseJson(new TextDecoder().decode(r.bytes), url);
+    }
+    this.checkUrlAllowed(url);
+    const { timeoutMs } = this.settings.http;
+    const timeout = AbortSignal.timeout(timeoutMs * 4);
+    const signal = init.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method: init.method,
+        headers: {
+          accept: 'application/geo+json, application/json',
+          ...(init.body ? { 'content-type': 'application/json' } : {}),
+        },
+        ...(init.body ? { body: init.body } : {}),
+        signal,
+      });
+    } catch (e) {
+      if (init.signal?.aborted) throw e;
+      throw new SourceError(timeout.aborted ? 'timeout' : 'unreachable', `${redactUrl(url)}: ${(e as Error).message}`, {
+        cause: e,
+      });
+    }
+    if (!res.ok) {
+      const text = (await res.text().catch(() => '')).slice(0, 300);
+      throw new SourceError(
+        res.status === 404 ? 'not-found' : res.status === 400 ? 'bad-request' : 'unreachable',
+        `${redactUrl(url)} answered HTTP ${res.status}${text ? `: ${text}` : ''}`,
+      );
+    }
+    const length = Number(res.headers.get('content-length'));
+    if (length > limit) {
+      await res.body?.cancel().catch(() => {});
+      throw new SourceError('too-large', `${redactUrl(url)} is larger than ${limit} bytes`);
+    }
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      total += chunk.byteLength;
+      if (total > limit) throw new SourceError('too-large', `${redactUrl(url)} is larger than ${limit} bytes`);
+      chunks.push(chunk);
+    }
+    return parseJson(Buffer.concat(chunks).toString('utf8'), redactUrl(url));
+  };
 
   /** The Source for a location (one per location, reused). */
   async source(location: string): Promise<Source> {
@@ -178,33 +338,112 @@ export class Engine {
     this.rasters.delete(location);
   }
 
-  async openMosaic(spec: MosaicSpec, signal?: AbortSignal): Promise<Mosaic> {
-    const rasters = new Array<Raster>(spec.sources.length);
+  /** Run `fn` over `list` with at most openConcurrency calls in flight. */
+  private async bounded<T>(list: readonly T[], fn: (x: T, i: number) => Promise<void>): Promise<void> {
     let next = 0;
     const worker = async () => {
-      while (next < spec.sources.length) {
+      while (next < list.length) {
         const i = next++;
-        rasters[i] = await this.openRaster(spec.sources[i], signal);
+        await fn(list[i], i);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(this.settings.openConcurrency, spec.sources.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(this.settings.openConcurrency, list.length) }, worker));
+  }
+
+  async openMosaic(spec: MosaicSpec, signal?: AbortSignal): Promise<Mosaic> {
+    if (spec.catalogue) return this.openCatalogueMosaic(spec, signal);
+    const rasters = new Array<Raster>(spec.sources.length);
+    await this.bounded(spec.sources, async (loc, i) => {
+      rasters[i] = await this.openRaster(loc, signal);
+    });
     return buildMosaic(spec, rasters);
   }
 
-  /** Re-open every source of a mosaic whose object changed, and refresh the mosaic's etag. */
-  async refresh(mosaic: Mosaic): Promise<boolean> {
-    let changed = false;
-    await Promise.all(
-      mosaic.sources.map(async (s) => {
-        const src = await this.source(s.location);
-        const st = await src.stat();
-        if (st.etag !== s.raster.info.etag) {
-          this.forget(s.location);
-          s.raster = await this.openRaster(s.location);
-          changed = true;
+  /**
+   * A catalogue mosaic: the items are read from the catalogue (document or search) and nothing else. Rasters are
+   * opened only for items whose grid the catalogue does not give, and once when it gives no sample type.
+   */
+  private async openCatalogueMosaic(spec: MosaicSpec, signal?: AbortSignal): Promise<Mosaic> {
+    const loaded = await loadCatalogueItems(spec, { fetchJson: this.fetchJson, source: (l) => this.source(l), signal });
+    // items without proj:* fields: their grid comes from their header (bounded concurrency)
+    const items: CatalogItem[] = loaded.slice();
+    const needHeader: number[] = [];
+    for (let i = 0; i < items.length; i++) {
+      if (Object.values(items[i].assets).some((a) => !a.transform || a.epsg === undefined)) needHeader.push(i);
+    }
+    await this.bounded(needHeader, async (i) => {
+      const it = items[i];
+      const assets: Record<string, CatalogAsset> = {};
+      for (const [k, a] of Object.entries(it.assets)) {
+        if (a.transform && a.epsg !== undefined) {
+          assets[k] = a;
+          continue;
         }
-      }),
-    );
+        const info = (await this.openRaster(a.href, signal)).info;
+        assets[k] = {
+          href: a.href,
+          epsg: info.crs.epsg,
+          transform: info.transform,
+          width: info.width,
+          height: info.height,
+          dtype: info.dtype,
+          nodata: info.nodata,
+          bandCount: info.bandCount,
+        };
+      }
+      items[i] = { ...it, assets };
+    });
+    return buildItemsMosaic(spec, items, await this.sampleInfo(spec, items, signal));
+  }
+
+  /** dtype, nodata and band counts of a catalogue mosaic's assets: from the catalogue, else from one header. */
+  private async sampleInfo(
+    spec: MosaicSpec,
+    items: readonly CatalogItem[],
+    signal?: AbortSignal,
+  ): Promise<ItemsSampleInfo> {
+    const bandCounts: Record<string, number> = {};
+    let dtype: DType | undefined;
+    let nodata: number | undefined;
+    let nodataKnown = false;
+    const names = spec.assets?.length ? spec.assets : [...new Set(items.flatMap((it) => Object.keys(it.assets)))];
+    for (const name of names) {
+      const it = items.find((x) => x.assets[name]);
+      const a = it?.assets[name];
+      if (!a) throw new SourceError('bad-request', `mosaic ${spec.id}: no item has an asset named ${name}`);
+      let { dtype: dt, nodata: nd, bandCount } = a;
+      if (dt === undefined || bandCount === undefined) {
+        const info = (await this.openRaster(a.href, signal)).info;
+        dt ??= info.dtype;
+        bandCount ??= info.bandCount;
+        if (nd === undefined) nd = info.nodata;
+      }
+      bandCounts[name] = bandCount;
+      dtype ??= dt;
+      if (!nodataKnown && nd !== undefined) {
+        nodata = nd;
+        nodataKnown = true;
+      }
+    }
+    return { dtype: dtype ?? 'uint8', nodata, bandCounts };
+  }
+
+  /**
+   * Re-check the sources of a mosaic and re-open those whose object changed (at most openConcurrency checks at a
+   * time); a change refreshes the mosaic's etag. A catalogue mosaic re-checks the rasters it has opened.
+   */
+  async refresh(mosaic: Mosaic): Promise<boolean> {
+    if (mosaic.items) return this.refreshItems(mosaic);
+    let changed = false;
+    await this.bounded(mosaic.sources, async (s) => {
+      const src = await this.source(s.location);
+      const st = await src.stat();
+      if (st.etag !== s.raster.info.etag) {
+        this.forget(s.location);
+        s.raster = await this.openRaster(s.location);
+        changed = true;
+      }
+    });
     if (changed) {
       const rebuilt = buildMosaic(
         mosaic.spec,
@@ -216,8 +455,30 @@ export class Engine {
     return changed;
   }
 
+  private async refreshItems(mosaic: Mosaic): Promise<boolean> {
+    const locations = [...(this.opened.get(mosaic) ?? [])];
+    const changes: string[] = [];
+    await this.bounded(locations, async (loc) => {
+      const hit = this.rasters.get(loc);
+      if (!hit) return;
+      const raster = await hit.catch(() => undefined);
+      if (!raster) return;
+      const st = await (await this.source(loc)).stat();
+      if (st.etag !== raster.info.etag) {
+        this.forget(loc);
+        changes.push(`${loc}|${st.etag}`);
+      }
+    });
+    if (changes.length === 0) return false;
+    const h = createHash('sha256').update(mosaic.etag);
+    for (const c of changes.sort()) h.update(`\n${c}`);
+    mosaic.etag = `"${h.digest('base64url').slice(0, 27)}"`;
+    mosaic.lastModified = new Date();
+    return true;
+  }
+
   /** Render a window; a source that changed under us is re-opened and the render retried once. */
-  async render(mosaic: Mosaic, grid: Grid, options: RenderOptions = {}, stats?: RenderStats): Promise<Pixels> {
+  async render(mosaic: Mosaic, grid: Grid, options: EngineRenderOptions = {}, stats?: RenderStats): Promise<Pixels> {
     if (grid.width * grid.height > this.settings.maxRenderPixels) {
       throw new CogmillError(
         'too-large',
@@ -225,19 +486,153 @@ export class Engine {
       );
     }
     try {
-      return await renderMosaic(mosaic, grid, options, stats);
+      return await this.renderOnce(mosaic, grid, options, stats);
     } catch (e) {
       if (e instanceof SourceError && e.kind === 'changed') {
         await this.refresh(mosaic);
-        return renderMosaic(mosaic, grid, options, stats);
+        return this.renderOnce(mosaic, grid, options, stats);
       }
       throw e;
     }
   }
 
+  private renderOnce(mosaic: Mosaic, grid: Grid, options: EngineRenderOptions, stats?: RenderStats): Promise<Pixels> {
+    if (mosaic.items) return this.renderItems(mosaic, grid, options, stats);
+    if ((options.composite ?? mosaic.composite) === 'median') return renderMedian(mosaic, grid, options, stats);
+    return renderMosaic(mosaic, grid, options, stats);
+  }
+
+  /** The assets of a catalogue mosaic's items under `grid` (metadata only), in compositing order. */
+  itemAssets(mosaic: Mosaic, grid: Grid, asset: string, datetime?: readonly [number, number]): CatalogAsset[] {
+    const mi = mosaic.items;
+    if (!mi) throw new RenderError('internal', `mosaic ${mosaic.id} is not a catalogue mosaic`);
+    return selectItems(mi, grid, datetime)
+      .map((i) => mi.items[i].assets[asset])
+      .filter((a): a is CatalogAsset => a !== undefined);
+  }
+
+  /** Open the rasters of some assets (bounded concurrency, headers cached) as the sources of a sub-mosaic. */
+  private async openAssets(
+    mosaic: Mosaic,
+    assets: readonly CatalogAsset[],
+    signal?: AbortSignal,
+  ): Promise<MosaicSource[]> {
+    let opened = this.opened.get(mosaic);
+    if (!opened) this.opened.set(mosaic, (opened = new Set()));
+    const out = new Array<MosaicSource>(assets.length);
+    await this.bounded(assets, async (a, index) => {
+      opened.add(a.href);
+      out[index] = { index, location: a.href, raster: await this.openRaster(a.href, signal) };
+    });
+    return out;
+  }
+
+  /**
+   * A catalogue window: per asset, the items under the window (spatial index, then exact footprint) are opened and
+   * composited as a one-asset mosaic; the bands are stacked, and a pixel is valid where every band has a value
+   * (elsewhere every band holds nodata). For first / last, items are opened a batch at a time in compositing
+   * order and the rest are never opened once every pixel has its value.
+   */
+  private async renderItems(
+    mosaic: Mosaic,
+    grid: Grid,
+    options: EngineRenderOptions,
+    stats?: RenderStats,
+  ): Promise<Pixels> {
+    const mi = mosaic.items!;
+    const bandSel = options.bands ?? mosaic.bandIndices.map((_, i) => i);
+    const refs = bandSel.map((b) => {
+      const r = mi.bands[b];
+      if (!r) throw new RenderError('bad-request', `band ${b + 1} does not exist (the mosaic has ${mosaic.bandCount})`);
+      return r;
+    });
+    const composite = options.composite ?? mosaic.composite;
+    const n = grid.width * grid.height;
+    const bands = new Array<Pixels['bands'][number]>(refs.length);
+    let mask: Uint8Array | undefined;
+    for (const asset of new Set(refs.map((r) => r.asset))) {
+      const positions = refs.flatMap((r, k) => (r.asset === asset ? [k] : []));
+      const sub = (sources: MosaicSource[]): Mosaic => {
+        for (const s of sources) {
+          for (const k of positions) {
+            if (refs[k].band >= s.raster.info.bandCount) {
+              throw new RenderError(
+                'bad-request',
+                `mosaic ${mosaic.id}: asset ${asset} of ${s.location} has ${s.raster.info.bandCount} band(s), not ${refs[k].band + 1}`,
+              );
+            }
+          }
+        }
+        return {
+          ...mosaic,
+          items: undefined,
+          sources,
+          bandIndices: positions.map((k) => refs[k].band),
+          bandCount: positions.length,
+          bandNames: positions.map((k) => refs[k].name),
+        };
+      };
+      const subOptions: RenderOptions = { ...options, composite, bands: positions.map((_, i) => i) };
+      const list = this.itemAssets(mosaic, grid, asset, options.datetime);
+      let px: Pixels;
+      if (composite === 'first' || composite === 'last') {
+        const ordered = composite === 'last' ? list.slice().reverse() : list;
+        const batch = Math.max(1, this.settings.openConcurrency * 2);
+        let acc: Pixels | undefined;
+        let filled = 0;
+        let rest = ordered;
+        while (rest.length > 0 && (acc === undefined || filled < n)) {
+          if (acc) {
+            // only the items that could still give an empty pixel a value
+            const m = acc.mask;
+            rest = rest.filter((a) => footprintHasEmpty(a, grid, m));
+            if (rest.length === 0) break;
+          }
+          const sources = await this.openAssets(mosaic, rest.slice(0, batch), options.signal);
+          rest = rest.slice(batch);
+          const part = await renderMosaic(sub(sources), grid, { ...subOptions, composite: 'first' }, stats);
+          if (!acc) {
+            acc = part;
+            for (let j = 0; j < n; j++) if (part.mask[j] !== 0) filled++;
+            continue;
+          }
+          for (let j = 0; j < n; j++) {
+            if (acc.mask[j] !== 0 || part.mask[j] === 0) continue;
+            acc.mask[j] = 255;
+            filled++;
+            for (let b = 0; b < acc.bands.length; b++) acc.bands[b][j] = part.bands[b][j];
+          }
+        }
+        px = acc ?? (await renderMosaic(sub([]), grid, subOptions, stats));
+      } else {
+        const s = sub(await this.openAssets(mosaic, list, options.signal));
+        px =
+          composite === 'median'
+            ? await renderMedian(s, grid, subOptions, stats)
+            : await renderMosaic(s, grid, subOptions, stats);
+      }
+      positions.forEach((k, i) => {
+        bands[k] = px.bands[i];
+      });
+      if (!mask) mask = px.mask;
+      else for (let i = 0; i < n; i++) if (px.mask[i] === 0) mask[i] = 0;
+    }
+    const out: Pixels = {
+      width: grid.width,
+      height: grid.height,
+      dtype: mosaic.dtype,
+      bands,
+      mask: mask ?? new Uint8Array(n),
+    };
+    const fill = mosaic.nodata ?? 0;
+    for (let i = 0; i < n; i++) if (out.mask[i] === 0) for (const b of out.bands) b[i] = fill;
+    return out;
+  }
+
   /** Requests and bytes read from sources so far, by kind (file, http, s3). */
   sourceStats(): Record<string, SourceStats> {
     const out: Record<string, SourceStats> = {};
+    for (const [kind, st] of Object.entries(this.retiredStats)) out[kind] = { ...st };
     for (const s of this.sources.values()) {
       const st = (s as { stats?: SourceStats }).stats;
       if (!st) continue;
@@ -253,5 +648,6 @@ export class Engine {
     for (const s of this.sources.values()) await s.close?.();
     this.sources.clear();
     this.rasters.clear();
+    await this.filePool.close();
   }
 }

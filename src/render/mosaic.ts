@@ -5,7 +5,9 @@
 import { createHash } from 'node:crypto';
 import { crsFromEpsg } from './crs.ts';
 import { RenderError } from './errors.ts';
+import type { MosaicItems } from './mosaic.items.ts';
 import type { Raster, RasterInfo } from './raster.ts';
+import type { StacQuery } from './stac.ts';
 import { transformBounds } from './transform.ts';
 import {
   type Bounds,
@@ -37,6 +39,23 @@ export interface MosaicSpec {
   readonly resampling?: Resampling;
   /** block size of the virtual COG and default for materialisation */
   readonly blockSize?: number;
+  /** a catalogue mosaic: its items come from here, and `sources` is empty */
+  readonly catalogue?: MosaicCatalogueSpec;
+  /** assets stacked as bands (one band per single-band asset); default: the items' only raster asset */
+  readonly assets?: readonly string[];
+  /** cut time into calendar periods a client picks with `datetime` (P1D, P1W, P1M, P1Y) */
+  readonly period?: string;
+}
+
+/** Where a catalogue mosaic's items come from: a document (ItemCollection, stac-geoparquet, mosaic index) or a search. */
+export interface MosaicCatalogueSpec extends StacQuery {
+  /** ItemCollection JSON / stac-geoparquet / mosaic index: file, http(s):// or s3:// */
+  readonly items?: string;
+  /** a STAC API `/search` endpoint */
+  readonly search?: string;
+  readonly method?: 'GET' | 'POST';
+  readonly limit?: number;
+  readonly maxItems?: number;
 }
 
 export interface MosaicSource {
@@ -60,6 +79,8 @@ export interface Mosaic {
   readonly resampling: Resampling;
   readonly blockSize: number;
   readonly sources: MosaicSource[];
+  /** a catalogue mosaic's items and their spatial index (then `sources` is empty: rasters open per window) */
+  readonly items?: MosaicItems;
   readonly boundsWgs84: Bounds;
   /** changes when the definition or any source changes */
   etag: string;
@@ -68,13 +89,16 @@ export interface Mosaic {
 
 export const MAX_GRID_DIMENSION = 10_000_000;
 
-function sourceBoundsIn(info: RasterInfo, crs: Crs): Bounds {
+/** What the native grid needs to know of a source. */
+export type RasterGridInfo = Pick<RasterInfo, 'crs' | 'transform' | 'width' | 'height'>;
+
+function sourceBoundsIn(info: RasterGridInfo, crs: Crs): Bounds {
   const b = gridBounds({ crs: info.crs, transform: info.transform, width: info.width, height: info.height });
   return info.crs.epsg === crs.epsg ? b : transformBounds(b, info.crs, crs);
 }
 
 /** The native grid of a mosaic from its spec and its rasters' metadata (pure). */
-export function nativeGrid(spec: MosaicSpec, infos: readonly RasterInfo[]): Grid {
+export function nativeGrid(spec: MosaicSpec, infos: readonly RasterGridInfo[]): Grid {
   if (infos.length === 0) throw new RenderError('bad-request', `mosaic ${spec.id} has no sources`);
   const ref = infos[0];
   const crs = spec.crs !== undefined ? crsFromEpsg(spec.crs) : ref.crs;

@@ -1,7 +1,8 @@
 /** Local files, confined to configured roots. */
-import { type FileHandle, open, realpath, stat } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { SourceError } from './errors.ts';
+import { FileHandlePool } from './source.pool.ts';
 import type { ReadOptions, Source, SourceRead, SourceStats } from './source.ts';
 
 /**
@@ -38,28 +39,16 @@ export class SourceFile implements Source {
   readonly url: string;
   readonly stats: SourceStats = { requests: 0, bytes: 0 };
   private readonly filePath: string;
-  private handle: Promise<FileHandle> | undefined;
+  private readonly pool: FileHandlePool;
 
-  /** `filePath` must already be confined (see confinePath). */
-  constructor(filePath: string) {
+  /**
+   * `filePath` must already be confined (see confinePath). Reads borrow a handle from `pool` (the engine's, shared
+   * by all its local sources, so open descriptors stay bounded); without one the source keeps its own single handle.
+   */
+  constructor(filePath: string, pool?: FileHandlePool) {
     this.filePath = filePath;
     this.url = `file://${filePath}`;
-  }
-
-  private fh(): Promise<FileHandle> {
-    if (!this.handle) {
-      this.handle = open(this.filePath, 'r').catch((e: NodeJS.ErrnoException) => {
-        this.handle = undefined;
-        throw new SourceError(
-          e.code === 'ENOENT' ? 'not-found' : 'unreachable',
-          `cannot open ${this.filePath}: ${e.message}`,
-          {
-            cause: e,
-          },
-        );
-      });
-    }
-    return this.handle;
+    this.pool = pool ?? new FileHandlePool(1);
   }
 
   async stat(options?: ReadOptions): Promise<{ size: number; etag: string; lastModified: Date }> {
@@ -78,31 +67,31 @@ export class SourceFile implements Source {
 
   async read(offset: number, length: number, options?: ReadOptions): Promise<SourceRead> {
     options?.signal?.throwIfAborted();
-    const fh = await this.fh();
-    const s = await fh.stat();
-    const etag = fileEtag(s.size, s.mtimeMs);
-    if (options?.ifMatch && options.ifMatch !== etag) {
+    const r = await this.pool.use(this.filePath, async (fh) => {
+      const s = await fh.stat();
+      const etag = fileEtag(s.size, s.mtimeMs);
+      if (options?.ifMatch && options.ifMatch !== etag) return { changed: true as const };
+      const n = Math.max(0, Math.min(length, s.size - offset));
+      const bytes = new Uint8Array(n);
+      let done = 0;
+      while (done < n) {
+        const { bytesRead } = await fh.read(bytes, done, n - done, offset + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return { changed: false as const, bytes: done === n ? bytes : bytes.subarray(0, done), size: s.size, etag };
+    });
+    if (r.changed) {
       // the open handle may point at a replaced file: drop it so a re-open sees the new one
-      this.handle = undefined;
-      await fh.close().catch(() => {});
+      this.pool.retire(this.filePath);
       throw new SourceError('changed', `local file ${this.filePath} changed while it was being read`);
     }
-    const n = Math.max(0, Math.min(length, s.size - offset));
-    const bytes = new Uint8Array(n);
-    let done = 0;
-    while (done < n) {
-      const { bytesRead } = await fh.read(bytes, done, n - done, offset + done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-    }
     this.stats.requests++;
-    this.stats.bytes += done;
-    return { bytes: done === n ? bytes : bytes.subarray(0, done), size: s.size, etag };
+    this.stats.bytes += r.bytes.byteLength;
+    return { bytes: r.bytes, size: r.size, etag: r.etag };
   }
 
   async close(): Promise<void> {
-    const h = this.handle;
-    this.handle = undefined;
-    if (h) await (await h).close().catch(() => {});
+    this.pool.retire(this.filePath);
   }
 }

@@ -20,7 +20,7 @@ export type TypedArray =
 export const RESAMPLINGS = ['nearest', 'bilinear', 'cubic', 'average', 'mode'] as const;
 export type Resampling = (typeof RESAMPLINGS)[number];
 
-export const COMPOSITES = ['first', 'last', 'min', 'max', 'mean', 'count'] as const;
+export const COMPOSITES = ['first', 'last', 'min', 'max', 'mean', 'median', 'count'] as const;
 export type Composite = (typeof COMPOSITES)[number];
 
 /** GDAL-style affine geotransform: x = gt[0] + col*gt[1] + row*gt[2]; y = gt[3] + col*gt[4] + row*gt[5]. */
