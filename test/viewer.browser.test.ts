@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { startTestServer, type TestServer } from './support/app.ts';
-import { fixtureDir, sh } from './support/gdal.ts';
+import { fixtureDir, PYTHON, sh } from './support/gdal.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -386,6 +386,31 @@ describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
     await settled(w);
     assertClean(w);
     await page.screenshot({ path: path.join(SCREENSHOT_DIR, 'cogmill-viewer-rgb-viridis.png') });
+
+    // the QGIS project download next to the copy buttons: a zip holding a .qgs styled like the map now
+    const href = await page.getAttribute('a[data-link="qgis"]', 'href');
+    assert.equal(href, `${m}/qgis.qgz${new URL(page.url()).search}`);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('a[data-link="qgis"]')]);
+    assert.equal(download.suggestedFilename(), 'rgb.qgz');
+    const saved = path.join(SCREENSHOT_DIR, 'cogmill-viewer-rgb.qgz');
+    await download.saveAs(saved);
+    const listing = JSON.parse(
+      await sh(PYTHON, [
+        '-c',
+        `import sys, zipfile, json
+z = zipfile.ZipFile(sys.argv[1])
+assert z.testzip() is None
+print(json.dumps({n: z.read(n).decode() for n in z.namelist()}))`,
+        saved,
+      ]),
+    ) as Record<string, string>;
+    assert.deepEqual(Object.keys(listing), ['rgb.qgs']);
+    const qgs = listing['rgb.qgs'];
+    assert.match(qgs, /^<!DOCTYPE qgis/);
+    assert.match(qgs, /type="singlebandpseudocolor"/, 'one band with a colormap, as on the map');
+    assert.match(qgs, /<item alpha="255" value="[^"]+" label="[^"]+" color="#440154"\/>/, "viridis' first colour");
+    assert.match(qgs, /colormap%3Dviridis/, 'the tile layers carry the style');
+    assert.ok(!w.badResponses.length, w.badResponses.join('\n'));
     await page.close();
   });
 

@@ -17,6 +17,7 @@ import { appMetrics } from './metrics.ts';
 import { materializeRoutes } from './routes.materialize.ts';
 import { mosaicRoutes } from './routes.mosaics.ts';
 import { opsRoutes } from './routes.ops.ts';
+import { qgisRoutes } from './routes.qgis.ts';
 import { tileMatrixSetRoutes } from './routes.tilematrixsets.ts';
 import { tilesRoutes } from './routes.tiles.ts';
 import { viewerRoutes } from './routes.viewer.ts';
@@ -99,7 +100,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 const PROBE_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
 
 /** Paths whose handlers render pixels: they take a render slot and have a deadline. */
-const RENDER_PATH = /^\/mosaics\/[^/]+(\/(tiles|preview|bbox|statistics|point)\b|\.tif$)/;
+const RENDER_PATH = /^\/mosaics\/[^/]+(\/(tiles|preview|bbox|statistics|point|qgis\.qgz)\b|\.tif$)/;
 
 /**
  * Top-level key names the process logger redacts (see `createLogger` in main.ts). A summary line whose values
@@ -350,6 +351,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/', mosaicRoutes(deps));
   app.route('/', tilesRoutes(deps));
   app.route('/', tileMatrixSetRoutes(deps));
+  app.route('/', qgisRoutes(deps));
   app.route('/', virtualRoutes(deps));
   app.route('/', materializeRoutes(deps));
   app.route('/', viewerRoutes(deps));

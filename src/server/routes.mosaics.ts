@@ -83,7 +83,7 @@ export function mosaicRoutes(deps: AppDeps): Hono<AppEnv> {
       .map((e) => {
         const id = escapeHtml(e.id);
         return e.mosaic
-          ? `<li><a href="/mosaics/${id}/viewer">${escapeHtml(e.mosaic.title)}</a> <small>(${e.mosaic.grid.width} x ${e.mosaic.grid.height}, ${e.mosaic.bandCount} band(s), ${e.mosaic.dtype}, EPSG:${e.mosaic.grid.crs.epsg}) · <a href="/mosaics/${id}">json</a> · <a href="/mosaics/${id}.vrt">vrt</a> · <a href="/mosaics/${id}.tif">cog</a></small></li>`
+          ? `<li><a href="/mosaics/${id}/viewer">${escapeHtml(e.mosaic.title)}</a> <small>(${e.mosaic.grid.width} x ${e.mosaic.grid.height}, ${e.mosaic.bandCount} band(s), ${e.mosaic.dtype}, EPSG:${e.mosaic.grid.crs.epsg}) · <a href="/mosaics/${id}">json</a> · <a href="/mosaics/${id}.vrt">vrt</a> · <a href="/mosaics/${id}.tif">cog</a> · <a href="/mosaics/${id}/qgis.qgz">qgis project</a></small></li>`
           : `<li>${id}: <b>error</b> ${escapeHtml(e.error?.message ?? '')}</li>`;
       })
       .join('\n');

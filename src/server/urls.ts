@@ -25,6 +25,8 @@ export function mosaicLinks(base: string, id: string) {
     vrt: `${m}.vrt`,
     cog: `${m}.tif`,
     viewer: `${m}/viewer`,
+    qgis: `${m}/qgis.qgz`,
+    tileMatrixSets: `${m}/tileMatrixSets`,
     export: `${m}/export.tif`,
   };
 }

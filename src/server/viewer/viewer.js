@@ -402,6 +402,30 @@ function renderLinks() {
       ),
     );
   }
+  // every view in one QGIS project, styled as the map is now
+  const q = styleQuery();
+  const project = server.mosaic.links.qgis;
+  if (project) {
+    ui.links.prepend(
+      el(
+        'div',
+        { class: 'link project' },
+        el(
+          'div',
+          { class: 'link-label' },
+          el('span', { text: 'QGIS project' }),
+          el('span', { text: 'COG, VRT, WMTS and XYZ layers, styled like this map' }),
+        ),
+        el('a', {
+          class: 'download',
+          href: q ? `${project}?${q}` : project,
+          download: `${config.id}.qgz`,
+          'data-link': 'qgis',
+          text: 'Download QGIS project (.qgz)',
+        }),
+      ),
+    );
+  }
 }
 
 // ---------------------------------------------------------------- status

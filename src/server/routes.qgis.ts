@@ -1,0 +1,107 @@
+/**
+ * `GET /mosaics/{id}/qgis.qgz`: a QGIS project with every view of the mosaic, styled like its tiles (see
+ * qgis.project.ts). The style parameters of the request (`bands`, `rescale`, `colormap`, `nodata`, `resampling`,
+ * `expression`) are validated as for a tile; the image layers (WMTS, XYZ) carry all of them, the value layers
+ * (COG, VRT) show the same bands with the same stretch and colormap. QGIS layer renderers cannot compute band
+ * math, so with `expression=` the value layers show the mosaic's default bands with their default stretch.
+ *
+ * The stretch is the tiles' own: the request's `rescale`, 0..255 for 8-bit bands, else the 2nd to 98th
+ * percentile of the mosaic's statistics (same sampling, same numbers as the tiles). The ETag depends on the mosaic's
+ * etag, the base URL and the normalised query, so a 304 costs no statistics.
+ */
+import { createHash } from 'node:crypto';
+import { Hono } from 'hono';
+import { crsFromEpsg } from '../render/crs.ts';
+import type { Mosaic } from '../render/mosaic.ts';
+import { StatisticsService } from '../render/statistics.ts';
+import {
+  fixedRanges,
+  parseStyle,
+  type Style,
+  type StyleQuery,
+  stretchFromPercentiles,
+  styleInputBands,
+  styleKey,
+  styleQueryString,
+} from '../render/style.ts';
+import { nativeSetUnavailable } from '../render/tilematrix.sets.ts';
+import { transformBounds } from '../render/transform.ts';
+import { gridBounds } from '../render/types.ts';
+import type { AppEnv } from './app.ts';
+import type { AppDeps } from './deps.ts';
+import { type QgisProjectInput, qgisProjectXml } from './qgis.project.ts';
+import { mosaicZooms } from './routes.tiles.ts';
+import { baseUrl, MOSAIC_ID } from './urls.ts';
+import { zipArchive } from './zip.write.ts';
+
+const QGZ_MIME = 'application/zip';
+
+export function qgisRoutes(deps: AppDeps): Hono<AppEnv> {
+  const { config, catalog, engine } = deps;
+  const limits = config.limits;
+  const statistics = new StatisticsService(engine, { maxPixels: limits.maxStatisticsPixels });
+  const styleLimits = { maxExpressionLength: limits.maxExpressionLength };
+
+  /** [min, max] per shown band, as the tiles compute them. */
+  async function stretch(m: Mosaic, style: Style, bands: readonly number[]) {
+    const fixed = fixedRanges(style, m.dtype);
+    if (fixed) return fixed;
+    const s = await statistics.get(m, { bands, nodata: style.nodata });
+    return s.bands.map((b) => stretchFromPercentiles(b.percentiles.p2 ?? Number.NaN, b.percentiles.p98 ?? Number.NaN));
+  }
+
+  const r = new Hono<AppEnv>();
+
+  r.get(`/mosaics/:id{${MOSAIC_ID}}/qgis.qgz`, async (c) => {
+    const m = catalog.get(c.req.param('id'));
+    const q: StyleQuery = { get: (n) => c.req.query(n), getAll: (n) => c.req.queries(n) ?? [] };
+    const style = parseStyle(q, m.bandCount, styleLimits);
+    const base = baseUrl(c, config);
+    const query = styleQueryString(q);
+    const etag = `"${createHash('sha256')
+      .update([m.etag, 'qgis', base, styleKey(style)].join('\n'))
+      .digest('base64url')
+      .slice(0, 27)}"`;
+    const headers = { ETag: etag, 'Cache-Control': config.server.cacheControl };
+    const inm = c.req.header('if-none-match');
+    if (inm?.split(',').some((t) => t.trim().replace(/^W\//, '') === etag || t.trim() === '*'))
+      return c.body(null, 304, headers);
+    // the value layers: the request's bands and stretch, or the default ones when it asks for band math
+    const valueStyle: Style = style.expression ? { nodata: style.nodata, resampling: style.resampling } : style;
+    const bands = styleInputBands(valueStyle, m.bandCount);
+    const ranges = await stretch(m, valueStyle, bands);
+    const mosaicUrl = `${base}/mosaics/${encodeURIComponent(m.id)}`;
+    const native = nativeSetUnavailable(m.grid) === undefined;
+    const { minzoom, maxzoom } = mosaicZooms(m, 256, limits.maxZoom);
+    const bounds = gridBounds(m.grid);
+    const mercator = crsFromEpsg(3857);
+    const mercatorBounds = transformBounds(m.boundsWgs84, crsFromEpsg(4326), mercator);
+    const input: QgisProjectInput = {
+      id: m.id,
+      title: m.title || m.id,
+      crs: m.grid.crs,
+      bounds,
+      bandCount: m.bandCount,
+      cogUrl: `${mosaicUrl}.tif`,
+      vrtUrl: `${mosaicUrl}.vrt`,
+      wmtsUrl: `${mosaicUrl}/WMTSCapabilities.xml?SERVICE=WMTS&REQUEST=GetCapabilities${query ? `&${query}` : ''}`,
+      wmtsTileMatrixSet: native ? 'native' : 'WebMercatorQuad',
+      wmtsCrs: native ? m.grid.crs : mercator,
+      wmtsBounds: native ? bounds : mercatorBounds,
+      mercatorBounds,
+      xyzUrl: `${mosaicUrl}/tiles/{z}/{x}/{y}.png${query ? `?${query}` : ''}`,
+      minZoom: minzoom,
+      maxZoom: maxzoom,
+      style: { bands, ranges, colormap: valueStyle.colormap, resampling: valueStyle.resampling },
+    };
+    const xml = qgisProjectXml(input);
+    const zip = zipArchive([{ name: `${m.id}.qgs`, data: new TextEncoder().encode(xml) }]);
+    return c.body(zip as Uint8Array<ArrayBuffer>, 200, {
+      ...headers,
+      'Content-Type': QGZ_MIME,
+      'Content-Disposition': `attachment; filename="${m.id}.qgz"`,
+    });
+  });
+
+  return r;
+}

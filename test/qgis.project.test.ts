@@ -1,0 +1,272 @@
+/**
+ * The QGIS project of a mosaic, opened by real QGIS (Debian's qgis + python3-qgis, headless with
+ * QT_QPA_PLATFORM=offscreen, test/support/qgis_check.py): every layer is valid and renders the mosaic's extent,
+ * the value layers carry the tiles' bands, stretch and colormap, and QGIS's drawing of the virtual COG equals
+ * cogmill's own drawing of the same grid within a small colour tolerance.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { decodeImage } from '../src/render/encode.ts';
+import { stretchFromPercentiles } from '../src/render/style.ts';
+import { gridBounds } from '../src/render/types.ts';
+import { startTestServer, type TestServer } from './support/app.ts';
+import { fixtureDir, PYTHON, tempDir } from './support/gdal.ts';
+
+interface QgisLayer {
+  id: string;
+  name: string;
+  group: string;
+  visible: boolean;
+  valid: boolean;
+  provider: string;
+  source: string;
+  crs: string;
+  renderer: { type: string; bands?: number[]; ranges?: number[][]; stops?: number } | null;
+  png?: string;
+  opaque?: number;
+  errors?: string[];
+}
+
+interface QgisReport {
+  read: boolean;
+  crs: string;
+  extent: number[];
+  layers: QgisLayer[];
+}
+
+function runQgis(project: string, outDir: string, width: number, height: number): Promise<QgisReport> {
+  const script = path.join(import.meta.dirname, 'support', 'qgis_check.py');
+  const env = { ...process.env, QT_QPA_PLATFORM: 'offscreen', XDG_RUNTIME_DIR: outDir, GDAL_HTTP_TIMEOUT: '60' };
+  return new Promise((resolve, reject) =>
+    execFile(
+      PYTHON,
+      [script, project, outDir, String(width), String(height)],
+      { env, timeout: 240_000, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`qgis_check.py failed: ${err.message}\n${stderr}`));
+        resolve(JSON.parse(stdout) as QgisReport);
+      },
+    ),
+  );
+}
+
+/** RGBA samples of a PNG (gray + alpha expanded). */
+async function rgba(bytes: Uint8Array): Promise<{ data: Uint8Array; width: number; height: number }> {
+  const img = await decodeImage(bytes);
+  const n = img.width * img.height;
+  const out = new Uint8Array(n * 4);
+  for (let i = 0; i < n; i++) {
+    const s = i * img.channels;
+    if (img.channels <= 2) {
+      out.set([img.data[s], img.data[s], img.data[s], img.channels === 2 ? img.data[s + 1] : 255], i * 4);
+    } else {
+      out.set([img.data[s], img.data[s + 1], img.data[s + 2], img.channels === 4 ? img.data[s + 3] : 255], i * 4);
+    }
+  }
+  return { data: out, width: img.width, height: img.height };
+}
+
+/** Share of pixels opaque in both images whose colours differ by at most `tol`, and transparency mismatches. */
+function compareImages(a: Uint8Array, b: Uint8Array, tol: number): { both: number; within: number; alpha: number } {
+  let both = 0;
+  let within = 0;
+  let alpha = 0;
+  for (let i = 0; i < a.length; i += 4) {
+    const va = a[i + 3] !== 0;
+    const vb = b[i + 3] !== 0;
+    if (va !== vb) alpha++;
+    if (!(va && vb)) continue;
+    both++;
+    const d = Math.max(Math.abs(a[i] - b[i]), Math.abs(a[i + 1] - b[i + 1]), Math.abs(a[i + 2] - b[i + 2]));
+    if (d <= tol) within++;
+  }
+  return { both, within, alpha };
+}
+
+describe('QGIS opens the project of a mosaic', () => {
+  let server: TestServer;
+  let dir = '';
+  let work = '';
+  const file = (n: string) => path.join(dir, `${n}.tif`);
+
+  before(async () => {
+    dir = await fixtureDir();
+    work = await tempDir('cogmill-qgis-');
+    server = await startTestServer({
+      sources: { roots: [dir] },
+      mosaics: [
+        { id: 'utm', title: 'Two UTM scenes', sources: [file('utm32'), file('utm31')], resampling: 'nearest' },
+        { id: 'pm', sources: [file('planar_mask')], resampling: 'nearest' },
+      ],
+    });
+  });
+
+  after(async () => {
+    await server?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  /** Download the project, open it in QGIS at the mosaic's own pixel size, and fetch cogmill's crop of the same grid. */
+  async function openInQgis(id: string, query: string) {
+    const m = server.deps.catalog.get(id);
+    const res = await fetch(`${server.url}/mosaics/${id}/qgis.qgz${query ? `?${query}` : ''}`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'application/zip');
+    assert.match(res.headers.get('content-disposition') ?? '', new RegExp(`filename="${id}\\.qgz"`));
+    const qgz = path.join(work, `${id}-${Math.random().toString(36).slice(2)}.qgz`);
+    await writeFile(qgz, new Uint8Array(await res.arrayBuffer()));
+    const { width, height } = m.grid;
+    const before = server.logs.length;
+    const report = await runQgis(qgz, work, width, height);
+    const requests = server.logs.slice(before).filter((l) => l.msg === 'request');
+    const b = gridBounds(m.grid);
+    const crop = await fetch(
+      `${server.url}/mosaics/${id}/bbox/${b.join(',')}.png?crs=EPSG:${m.grid.crs.epsg}&width=${width}&height=${height}${query ? `&${query}` : ''}`,
+    );
+    assert.equal(crop.status, 200);
+    const tiles = await rgba(new Uint8Array(await crop.arrayBuffer()));
+    return { m, report, requests, tiles };
+  }
+
+  async function layerImage(l: QgisLayer) {
+    return rgba(new Uint8Array(await readFile(l.png!)));
+  }
+
+  test('default style: four valid layers in one group, each drawn over the extent; the COG as the tiles draw it', async (t) => {
+    const { m, report, requests, tiles } = await openInQgis('utm', '');
+    assert.equal(report.read, true);
+    assert.equal(report.crs, 'EPSG:32632', 'project CRS = mosaic CRS');
+    assert.deepEqual(report.extent, [...gridBounds(m.grid)], 'the view is the mosaic extent');
+    assert.deepEqual(
+      report.layers.map((l) => [l.group, l.provider, l.valid]),
+      [
+        ['Two UTM scenes', 'gdal', true],
+        ['Two UTM scenes', 'gdal', true],
+        ['Two UTM scenes', 'wms', true],
+        ['Two UTM scenes', 'wms', true],
+      ],
+    );
+    assert.deepEqual(
+      report.layers.map((l) => l.name),
+      [
+        'Two UTM scenes · virtual COG (values)',
+        'Two UTM scenes · VRT (values)',
+        'Two UTM scenes · WMTS (native grid)',
+        'Two UTM scenes · XYZ tiles (Web Mercator)',
+      ],
+    );
+    const [cog, vrt, wmts, xyz] = report.layers;
+    assert.match(cog.source, /^\/vsicurl\?list_dir=no&url=http/, 'directory listing off on the layer');
+    assert.match(wmts.source, /tileMatrixSet=native/);
+    assert.equal(wmts.crs, 'EPSG:32632');
+    assert.equal(xyz.crs, 'EPSG:3857');
+    const n = m.grid.width * m.grid.height;
+    for (const l of report.layers) {
+      t.diagnostic(`${l.name}: ${l.opaque} of ${n} pixels drawn, errors ${JSON.stringify(l.errors)}`);
+      assert.ok((l.opaque ?? 0) > n * 0.5, `${l.name} draws the mosaic (${l.opaque} of ${n})`);
+      assert.deepEqual(l.errors, []);
+    }
+    // the value layers carry the tiles' stretch: the 2nd-98th percentile of the mosaic's statistics
+    const stats = (await (await fetch(`${server.url}/mosaics/utm/statistics`)).json()) as {
+      bands: { percentiles: Record<string, number> }[];
+    };
+    const want = stretchFromPercentiles(stats.bands[0].percentiles.p2, stats.bands[0].percentiles.p98);
+    for (const l of [cog, vrt]) {
+      assert.deepEqual(l.renderer, { type: 'singlebandgray', bands: [1], ranges: [want] });
+    }
+    // opening the COG made GDAL probe no directory
+    assert.ok(
+      !requests.some((r) => r.path === '/mosaics/' || r.path === '/mosaics'),
+      'no directory listing request for the virtual COG',
+    );
+    for (const l of [cog, vrt, wmts]) {
+      const img = await layerImage(l);
+      assert.deepEqual([img.width, img.height], [m.grid.width, m.grid.height]);
+      const c = compareImages(img.data, tiles.data, 2);
+      t.diagnostic(`${l.name} vs tiles: ${c.within} of ${c.both} within 2 levels, ${c.alpha} transparency mismatches`);
+      assert.ok(c.both > n * 0.5);
+      assert.ok(c.within / c.both >= 0.995, `${l.name}: ${((100 * c.within) / c.both).toFixed(2)}% within 2 levels`);
+      assert.ok(c.alpha <= n * 0.001, `${l.name}: ${c.alpha} transparency mismatches`);
+    }
+  });
+
+  test('styling carries over: rescale and colormap become a pseudocolour ramp drawn like the tiles', async (t) => {
+    const query = 'rescale=0,4000&colormap=viridis';
+    const { m, report, tiles } = await openInQgis('utm', query);
+    const [cog, vrt, wmts, xyz] = report.layers;
+    for (const l of [cog, vrt]) {
+      assert.deepEqual(l.renderer, { type: 'singlebandpseudocolor', bands: [1], ranges: [[0, 4000]], stops: 256 });
+    }
+    // QGIS shows the XYZ URL decoded, the WMTS URL as written (encoded once more inside url=)
+    for (const l of [wmts, xyz])
+      assert.match(decodeURIComponent(decodeURIComponent(l.source)), /rescale=0,4000&colormap=viridis/);
+    const n = m.grid.width * m.grid.height;
+    for (const l of [cog, wmts]) {
+      const c = compareImages((await layerImage(l)).data, tiles.data, 3);
+      t.diagnostic(`${l.name} vs tiles: ${c.within} of ${c.both} within 3 levels, ${c.alpha} transparency mismatches`);
+      assert.ok(c.both > n * 0.5);
+      assert.ok(c.within / c.both >= 0.995, `${l.name}: ${((100 * c.within) / c.both).toFixed(2)}%`);
+      assert.ok(c.alpha <= n * 0.001);
+    }
+  });
+
+  let pmRun: Awaited<ReturnType<typeof openInQgis>> | undefined;
+
+  test('four int16 bands with a mask: RGB of the chosen bands with per-band stretches, colours as the tiles', async (t) => {
+    pmRun = await openInQgis('pm', 'bands=3,2,1');
+    const { m, report, tiles } = pmRun;
+    const cog = report.layers[0];
+    assert.equal(cog.valid, true);
+    assert.equal(cog.renderer?.type, 'multibandcolor');
+    assert.deepEqual(cog.renderer?.bands, [3, 2, 1]);
+    const stats = (await (await fetch(`${server.url}/mosaics/pm/statistics?bands=3,2,1`)).json()) as {
+      bands: { percentiles: Record<string, number> }[];
+    };
+    assert.deepEqual(
+      cog.renderer?.ranges,
+      stats.bands.map((b) => stretchFromPercentiles(b.percentiles.p2, b.percentiles.p98)),
+    );
+    const n = m.grid.width * m.grid.height;
+    for (const l of report.layers.slice(0, 3)) {
+      const c = compareImages((await layerImage(l)).data, tiles.data, 2);
+      t.diagnostic(`${l.name} vs tiles: ${c.within} of ${c.both} within 2 levels, ${c.alpha} transparency mismatches`);
+      assert.ok(c.both > n * 0.5);
+      assert.ok(c.within / c.both >= 0.995, `${l.name}: ${((100 * c.within) / c.both).toFixed(2)}%`);
+    }
+    for (const l of report.layers) assert.ok(l.valid && (l.opaque ?? 0) > n * 0.5, `${l.name} draws the mosaic`);
+  });
+
+  test('masked pixels of a source without nodata are transparent in the value layers, as in the tiles', {
+    todo: 'the virtual COG and the VRT carry no mask band yet: QGIS draws masked pixels as value 0',
+  }, async () => {
+    assert.ok(pmRun, 'runs after the previous test');
+    const n = pmRun.m.grid.width * pmRun.m.grid.height;
+    for (const l of pmRun.report.layers.slice(0, 2)) {
+      const c = compareImages((await layerImage(l)).data, pmRun.tiles.data, 255);
+      assert.ok(c.alpha <= n * 0.001, `${l.name}: ${c.alpha} transparency mismatches`);
+    }
+  });
+
+  test('a bad style is a 400 before anything is rendered; If-None-Match gives 304', async () => {
+    const bad = await fetch(`${server.url}/mosaics/utm/qgis.qgz?colormap=nope`);
+    assert.equal(bad.status, 400);
+    assert.match(((await bad.json()) as { message: string }).message, /colormap "nope" is unknown/);
+    const first = await fetch(`${server.url}/mosaics/utm/qgis.qgz`);
+    const etag = first.headers.get('etag')!;
+    await first.arrayBuffer();
+    const again = await fetch(`${server.url}/mosaics/utm/qgis.qgz`, { headers: { 'If-None-Match': etag } });
+    assert.equal(again.status, 304);
+    assert.equal((await fetch(`${server.url}/mosaics/nope/qgis.qgz`)).status, 404);
+    // the catalogue links it
+    const json = (await (await fetch(`${server.url}/mosaics/utm`)).json()) as { links: Record<string, string> };
+    assert.equal(json.links.qgis, `${server.url}/mosaics/utm/qgis.qgz`);
+    const list = (await (await fetch(`${server.url}/mosaics`)).json()) as {
+      mosaics: { links: Record<string, string> }[];
+    };
+    assert.ok(list.mosaics.every((e) => e.links.qgis.endsWith('/qgis.qgz')));
+    assert.match(await (await fetch(`${server.url}/`)).text(), /href="\/mosaics\/utm\/qgis\.qgz"/);
+  });
+});
