@@ -179,8 +179,27 @@ async function cmdInfo(argv: string[]): Promise<void> {
   process.stdout.write(`${JSON.stringify(out.length === 1 ? out[0] : out, null, 2)}\n`);
 }
 
+/** The usage lines of one command (its entry of USAGE). */
+export function commandUsage(cmd: string): string | undefined {
+  const lines = USAGE.split('\n');
+  const at = lines.findIndex((l) => l.startsWith(`  cogmill ${cmd}`));
+  if (at < 0) return undefined;
+  let end = at + 1;
+  while (end < lines.length && lines[end].startsWith('      ')) end++;
+  return `usage:\n${lines.slice(at, end).join('\n')}\n`;
+}
+
+const HELP_FLAGS = new Set(['-h', '--help']);
+
 export async function main(argv: string[] = process.argv.slice(2)): Promise<void> {
   const [cmd, ...rest] = argv;
+  if (cmd !== 'materialize' && cmd !== undefined && rest.some((a) => HELP_FLAGS.has(a))) {
+    const usage = commandUsage(cmd);
+    if (usage) {
+      process.stdout.write(usage);
+      return;
+    }
+  }
   switch (cmd) {
     case 'serve':
       return cmdServe(rest);
@@ -210,7 +229,12 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
 
 export function run(): void {
   main().catch((e: unknown) => {
-    if (e instanceof ConfigError || e instanceof CogmillError) {
+    const code = (e as { code?: unknown })?.code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
+      // an unknown or malformed option: say which, and how to ask for help
+      process.stderr.write(`cogmill: ${(e as Error).message.split('. ')[0]}\n(cogmill COMMAND --help shows the options)\n`);
+      process.exitCode = 2;
+    } else if (e instanceof ConfigError || e instanceof CogmillError) {
       process.stderr.write(`cogmill: ${e.message}\n`);
       process.exitCode = e instanceof ConfigError ? 2 : 1;
     } else {

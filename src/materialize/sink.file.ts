@@ -3,11 +3,11 @@
  * the header goes to offset 0 at the end and the file is renamed into place. Nothing appears at the destination
  * until the COG is complete; on abort the temporary file is removed.
  */
-import { randomBytes } from 'node:crypto';
 import { type FileHandle, mkdir, open, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { SourceError } from '../render/errors.ts';
 import { MiB } from '../render/types.ts';
+import { partialPath, releasePartial, removeStalePartials } from './partial.files.ts';
 import type { SinkResult, SinkSequential, SinkStats } from './sink.ts';
 
 export class SinkFile implements SinkSequential {
@@ -24,10 +24,7 @@ export class SinkFile implements SinkSequential {
   /** `keep`: leave the finished file at a temporary path only (downloads stream it, then delete it) */
   constructor(destination: string, options: { keep?: boolean } = {}) {
     this.location = path.resolve(destination);
-    this.tmp = path.join(
-      path.dirname(this.location),
-      `.${path.basename(this.location)}.${randomBytes(6).toString('hex')}.partial`,
-    );
+    this.tmp = partialPath(this.location);
     this.keep = options.keep ?? false;
   }
 
@@ -39,6 +36,7 @@ export class SinkFile implements SinkSequential {
   async open(headerBytes: number): Promise<void> {
     try {
       await mkdir(path.dirname(this.location), { recursive: true });
+      await removeStalePartials(this.location);
       this.fh = await open(this.tmp, 'wx');
     } catch (e) {
       throw new SourceError('unreachable', `cannot write ${this.location}: ${(e as Error).message}`, { cause: e });
@@ -104,7 +102,10 @@ export class SinkFile implements SinkSequential {
         await this.fh.close();
         this.fh = undefined;
       }
-      if (!this.keep) await rename(this.tmp, this.location);
+      if (!this.keep) {
+        await rename(this.tmp, this.location);
+        releasePartial(this.tmp);
+      }
     } catch (e) {
       await this.abort(e);
       throw new SourceError('unreachable', `finishing ${this.location} failed: ${(e as Error).message}`, { cause: e });
@@ -119,5 +120,6 @@ export class SinkFile implements SinkSequential {
     await fh?.close().catch(() => {});
     await rm(this.tmp, { force: true });
     await rm(`${this.tmp}.big`, { force: true });
+    releasePartial(this.tmp);
   }
 }

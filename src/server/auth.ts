@@ -7,7 +7,7 @@
  *   (s3://bucket/prefix/ or a local folder, symlinks resolved); anything else is refused before work starts.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { realpathSync } from 'node:fs';
+import { realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { MiddlewareHandler } from 'hono';
 import type { Config } from '../config.ts';
@@ -73,11 +73,20 @@ function forbidden(dest: string, allowed: readonly string[]): RequestError {
 
 /** Path segments that could change meaning once a URL or path is normalised downstream. */
 function badSegments(p: string): boolean {
-  return (
-    p.split('/').some((s) => s === '.' || s === '..') ||
-    p.includes('\\') ||
-    [...p].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f)
-  );
+  return p.split('/').some((s) => s === '.' || s === '..') || p.includes('\\');
+}
+
+/** A NUL or another control character: refused with its own message (it is not a "." segment). */
+function refuseControlCharacters(dest: string): void {
+  const at = [...dest].findIndex((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f);
+  if (at >= 0) {
+    const code = dest.codePointAt(at) ?? 0;
+    const name = code === 0 ? 'NUL' : `U+${code.toString(16).toUpperCase().padStart(4, '0')}`;
+    throw new RequestError(
+      'bad-request',
+      `destination may not contain control characters (found ${name} at character ${at + 1})`,
+    );
+  }
 }
 
 /** The real path of `p`, resolving symlinks of the deepest part that exists (the rest is created later). */
@@ -97,6 +106,14 @@ function realpathOfFuture(p: string): string {
   }
 }
 
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false; // not there yet (or not reachable: the sink says why when it opens)
+  }
+}
+
 function isInside(child: string, folder: string): boolean {
   const rel = path.relative(folder, child);
   return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
@@ -111,6 +128,7 @@ export function checkDestination(dest: string, config: Config): Destination {
   if (typeof dest !== 'string' || dest.trim() === '') {
     throw new RequestError('bad-request', 'dest is required: s3://bucket/key.tif or an absolute file path');
   }
+  refuseControlCharacters(dest);
   if (/^s3:\/\//i.test(dest)) {
     const m = /^s3:\/\/([^/]+)\/(.+)$/s.exec(dest);
     if (!m || m[2].endsWith('/'))
@@ -140,5 +158,8 @@ export function checkDestination(dest: string, config: Config): Destination {
     return isInside(real, realpathOfFuture(path.resolve(a.replace(/^file:\/\//i, ''))));
   });
   if (!ok) throw forbidden(dest, allowed);
+  if (isDirectory(real)) {
+    throw new RequestError('bad-request', `destination ${dest} is a folder; give the name of a file in it`);
+  }
   return { kind: 'file', path: real };
 }
