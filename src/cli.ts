@@ -232,7 +232,9 @@ export function run(): void {
     const code = (e as { code?: unknown })?.code;
     if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
       // an unknown or malformed option: say which, and how to ask for help
-      process.stderr.write(`cogmill: ${(e as Error).message.split('. ')[0]}\n(cogmill COMMAND --help shows the options)\n`);
+      process.stderr.write(
+        `cogmill: ${(e as Error).message.split('. ')[0]}\n(cogmill COMMAND --help shows the options)\n`,
+      );
       process.exitCode = 2;
     } else if (e instanceof ConfigError || e instanceof CogmillError) {
       process.stderr.write(`cogmill: ${e.message}\n`);

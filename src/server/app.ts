@@ -371,7 +371,7 @@ export function intParam(value: string | undefined, name: string, min: number, m
   if (!Number.isInteger(n) || n < min || n > max) {
     throw new RequestError(
       'bad-request',
-      `${name} must be a decimal integer between ${min} and ${max} (got "${(value ?? '').slice(0, 30)}")`,
+      `${name} must be an integer between ${min} and ${max}, in decimal digits (got "${(value ?? '').slice(0, 30)}")`,
     );
   }
   return n;
