@@ -26,7 +26,35 @@ const urlPrefix = z
   )
   .refine((p) => !/\/\.\.?\//.test(p.replace(/%2e/gi, '.')), 'a URL prefix may not contain "." or ".." path segments');
 
-const mosaicSchema = z
+const stacSortSchema = z.union([
+  z.string(),
+  z.array(z.object({ field: z.string().min(1), direction: z.enum(['asc', 'desc']).optional() }).strict()),
+]);
+
+const stacSchema = z
+  .object({
+    items: z.string().min(1).optional(),
+    search: z
+      .url({ protocol: /^https?$/, error: 'stac.search must be the http(s) URL of a STAC API /search' })
+      .optional(),
+    method: z.enum(['GET', 'POST']).optional(),
+    collections: z.array(z.string().min(1)).optional(),
+    ids: z.array(z.string().min(1)).optional(),
+    bbox: z.tuple([z.number(), z.number(), z.number(), z.number()]).optional(),
+    datetime: z.string().min(1).optional(),
+    query: z.record(z.string(), z.unknown()).optional(),
+    filter: z.union([z.record(z.string(), z.unknown()), z.string().min(1)]).optional(),
+    sortby: stacSortSchema.optional(),
+    limit: z.number().int().min(1).max(10_000).optional(),
+    maxItems: z.number().int().min(1).max(1_000_000).optional(),
+  })
+  .strict()
+  .refine(
+    (s) => (s.items === undefined) !== (s.search === undefined),
+    'stac takes items (a file or URL) or search (a URL)',
+  );
+
+export const mosaicSchema = z
   .object({
     id: z
       .string()
@@ -35,7 +63,11 @@ const mosaicSchema = z
         'ids are 1-64 letters, digits, _ and - (starting with a letter or digit)',
       ),
     title: z.string().optional(),
-    sources: z.array(z.string().min(1)).min(1, 'a mosaic needs at least one source'),
+    sources: z.array(z.string().min(1)).optional(),
+    stac: stacSchema.optional(),
+    index: z.string().min(1).optional(),
+    assets: z.array(z.string().min(1).max(100)).min(1).max(100).optional(),
+    period: z.enum(['P1D', 'P1W', 'P1M', 'P1Y']).optional(),
     crs: z.union([z.number().int(), z.string()]).optional(),
     resolution: z.union([z.number().positive(), z.tuple([z.number().positive(), z.number().positive()])]).optional(),
     bounds: z.tuple([z.number(), z.number(), z.number(), z.number()]).optional(),
@@ -46,7 +78,14 @@ const mosaicSchema = z
     resampling: z.enum(RESAMPLINGS).default('nearest'),
     blockSize: z.union([z.literal(256), z.literal(512), z.literal(1024)]).default(512),
   })
-  .strict();
+  .strict()
+  .refine(
+    (m) => [m.sources?.length ? 1 : 0, m.stac ? 1 : 0, m.index ? 1 : 0].reduce((a, b) => a + b) === 1,
+    {
+      path: ['sources'],
+      message: 'a mosaic needs at least one source, or else a stac catalogue or an index (exactly one of the three)',
+    },
+  );
 
 export const configSchema = z
   .object({
@@ -80,7 +119,14 @@ export const configSchema = z
           ),
         maxBodyBytes: positiveInt
           .default(64 * KiB)
-          .describe('largest request body accepted (POST /materialize): 413 above it'),
+          .describe('largest request body accepted (POST /materialize, POST /mosaics): 413 above it'),
+        mosaicsFile: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            'JSON file where mosaics registered with POST/PUT /mosaics are kept and restored from on start; unset: they last until the process stops',
+          ),
       })
       .strict()
       .prefault({}),
@@ -104,6 +150,16 @@ export const configSchema = z
           .max(10)
           .default(3)
           .describe('retries of a failed HTTP(S) source request (with backoff)'),
+        maxOpenFiles: positiveInt
+          .default(256)
+          .describe(
+            'file descriptors local sources may hold open at once (idle ones are closed, least recently used first)',
+          ),
+        maxOpenRasters: positiveInt
+          .default(4096)
+          .describe(
+            'parsed source headers kept (catalogue mosaics open sources per window; dropped ones reopen from the header cache)',
+          ),
       })
       .strict()
       .prefault({}),
@@ -504,6 +560,13 @@ function checkDestinations(dests: readonly string[]): string[] {
   return out;
 }
 
+/** Validate one mosaic definition (a POST /mosaics body, say). Throws ConfigError naming every bad key. */
+export function parseMosaicDefinition(raw: unknown, where = 'mosaic'): MosaicConfig {
+  const r = mosaicSchema.safeParse(raw);
+  if (!r.success) throw new ConfigError(`invalid mosaic definition:\n${formatIssues(r.error, where, new Map())}`);
+  return deepFreeze(r.data);
+}
+
 /** Validate a raw config object (after merging). Throws ConfigError naming every bad key. */
 export function parseConfig(raw: unknown, where = 'config', origins: ReadonlyMap<string, string> = new Map()): Config {
   const r = configSchema.safeParse(raw);
@@ -530,6 +593,8 @@ function resolvePaths(raw: Record<string, unknown>, base: string): void {
   const abs = (v: unknown) => (typeof v === 'string' && !isUrl(v) ? path.resolve(base, v) : v);
   const sources = raw.sources as Record<string, unknown> | undefined;
   if (sources && Array.isArray(sources.roots)) sources.roots = sources.roots.map(abs);
+  const server = raw.server as Record<string, unknown> | undefined;
+  if (server && typeof server.mosaicsFile === 'string') server.mosaicsFile = abs(server.mosaicsFile);
   const mat = raw.materialize as Record<string, unknown> | undefined;
   if (mat && Array.isArray(mat.allowedDestinations)) {
     mat.allowedDestinations = mat.allowedDestinations.map((d) => {
@@ -542,8 +607,10 @@ function resolvePaths(raw: Record<string, unknown>, base: string): void {
   }
   if (mat && typeof mat.spoolDir === 'string') mat.spoolDir = abs(mat.spoolDir);
   if (Array.isArray(raw.mosaics)) {
-    for (const m of raw.mosaics as { sources?: unknown }[]) {
+    for (const m of raw.mosaics as { sources?: unknown; index?: unknown; stac?: { items?: unknown } }[]) {
       if (m && Array.isArray(m.sources)) m.sources = m.sources.map(abs);
+      if (m && typeof m.index === 'string') m.index = abs(m.index);
+      if (m?.stac && typeof m.stac === 'object' && typeof m.stac.items === 'string') m.stac.items = abs(m.stac.items);
     }
   }
 }
@@ -603,7 +670,20 @@ export function redactConfig(config: Config): Record<string, unknown> {
     s3: { ...s3, ...hidden('accessKeyId', accessKeyId), ...hidden('secretAccessKey', secretAccessKey) },
     auth: { ...auth, ...hidden('token', token) },
     sources: { ...config.sources, allowedUrlPrefixes: config.sources.allowedUrlPrefixes.map(url) },
-    mosaics: config.mosaics.map((m) => ({ ...m, sources: m.sources.map(url) })),
+    mosaics: config.mosaics.map((m) => ({
+      ...m,
+      ...(m.sources ? { sources: m.sources.map(url) } : {}),
+      ...(m.index ? { index: url(m.index) } : {}),
+      ...(m.stac
+        ? {
+            stac: {
+              ...m.stac,
+              ...(m.stac.items ? { items: url(m.stac.items) } : {}),
+              ...(m.stac.search ? { search: url(m.stac.search) } : {}),
+            },
+          }
+        : {}),
+    })),
   };
 }
 

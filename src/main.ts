@@ -9,7 +9,7 @@ import { serve } from '@hono/node-server';
 import { type Logger, pino } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { type Config, trustedSourcePolicy } from './config.ts';
-import { Catalog } from './render/catalog.ts';
+import { Catalog, CatalogStoreFile } from './render/catalog.ts';
 import { Engine, type EngineSettings } from './render/engine.ts';
 import type { S3Settings } from './render/source.s3.ts';
 import type { ReadOptions, Source, SourceRead } from './render/source.ts';
@@ -39,7 +39,7 @@ export function s3Settings(config: Config): S3Settings {
  */
 export function engineSettings(config: Config): Partial<EngineSettings> {
   const s = config.sources;
-  const fromMosaics = trustedSourcePolicy(config.mosaics.flatMap((m) => m.sources));
+  const fromMosaics = trustedSourcePolicy(config.mosaics.flatMap((m) => m.sources ?? []));
   return {
     roots: [...new Set([...s.roots, ...fromMosaics.roots])],
     allowedUrlPrefixes: [...new Set([...s.allowedUrlPrefixes, ...fromMosaics.allowedUrlPrefixes])],
@@ -48,6 +48,8 @@ export function engineSettings(config: Config): Partial<EngineSettings> {
     headerCacheBytes: config.cache.headerBytes,
     tileCacheBytes: config.cache.blockBytes,
     maxRenderPixels: config.limits.maxRenderPixels,
+    maxOpenFiles: s.maxOpenFiles,
+    maxOpenRasters: s.maxOpenRasters,
   };
 }
 
@@ -140,8 +142,10 @@ export async function buildServices(config: Config, opts: { log?: Logger; engine
   const log = opts.log ?? createLogger(config);
   const requestIo = new AsyncLocalStorage<RequestIo>();
   const engine = opts.engine ?? new EngineCounted(engineSettings(config), requestIo);
-  const catalog = new Catalog(engine);
+  const store = config.server.mosaicsFile ? new CatalogStoreFile(config.server.mosaicsFile) : undefined;
+  const catalog = new Catalog(engine, { store });
   await catalog.load(config.mosaics);
+  await catalog.restore();
   for (const p of catalog.problems()) log.warn({ mosaic: p.id, error: p.error }, 'mosaic could not be opened');
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics, prefix: 'cogmill_' });

@@ -130,10 +130,14 @@ describe('the document', () => {
     assert.ok(withExamples.length >= 10);
   });
 
-  test('materialisation operations require the bearer token, the others none', () => {
+  test('materialisation and mosaic registration require the bearer token, the others none', () => {
     for (const o of operations) {
       const secured = Array.isArray(o.op.security) && (o.op.security as Obj[]).some((s) => 'bearerAuth' in s);
-      const wantSecured = o.path === '/materialize' || o.path.startsWith('/jobs') || o.path.endsWith('/export.tif');
+      const registers =
+        (o.path === '/mosaics' && o.method === 'post') ||
+        (o.path === '/mosaics/{id}' && (o.method === 'put' || o.method === 'delete'));
+      const wantSecured =
+        o.path === '/materialize' || o.path.startsWith('/jobs') || o.path.endsWith('/export.tif') || registers;
       assert.equal(secured, wantSecured, `${o.method.toUpperCase()} ${o.path}`);
     }
   });

@@ -3,6 +3,7 @@
  * same render call, the same padding. This is where "the virtual and the materialised COG are bit-identical" holds.
  */
 import type { Engine } from '../render/engine.ts';
+import { selectItems } from '../render/mosaic.items.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { planSource } from '../render/render.ts';
 import { allocTyped, type Grid, type Resampling, type TypedArray } from '../render/types.ts';
@@ -60,6 +61,7 @@ export function tileGrid(mosaic: Mosaic, level: CogLevel, tx: number, ty: number
 
 /** True when some source footprint touches the tile (a tile no source touches can be sparse). Metadata only. */
 export function tileTouchesSources(mosaic: Mosaic, grid: Grid, resampling: Resampling): boolean {
+  if (mosaic.items) return selectItems(mosaic.items, grid).length > 0;
   return mosaic.sources.some((s) => planSource(grid, s.raster, resampling) !== undefined);
 }
 

@@ -201,7 +201,8 @@ function presentTiles(
 ): Uint8Array {
   const present = new Uint8Array(layout.tileCount);
   const rotated = mosaic.grid.transform[2] !== 0 || mosaic.grid.transform[4] !== 0;
-  const quick = !exhaustive && !rotated;
+  // a catalogue mosaic has no opened sources: each tile asks its spatial index (tileTouchesSources)
+  const quick = !exhaustive && !rotated && !mosaic.items;
   const footprints: (Footprint & { readonly source: MosaicSource })[] = [];
   if (quick) {
     for (const source of mosaic.sources) {

@@ -1,19 +1,55 @@
 /**
- * The catalog of mosaics a process serves: built from configuration (or command-line sources) once at start-up.
- * Opening a mosaic reads every source header; a mosaic that fails to open is reported, not fatal to the others.
+ * The catalog of mosaics a process serves: built from configuration (or command-line sources) at start-up, plus
+ * the mosaics registered at run time (POST /mosaics), which are kept in a store and restored on restart.
+ * Opening a plain mosaic reads every source header; a catalogue mosaic (STAC items, a search, a mosaic index)
+ * reads only its catalogue. A mosaic that fails to open is reported, not fatal to the others.
  */
-
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { parseCrs } from './crs.ts';
 import type { Engine } from './engine.ts';
 import { CogmillError, errorMessage, RenderError } from './errors.ts';
-import type { Mosaic, MosaicSpec } from './mosaic.ts';
+import { sniffKind } from './mosaic.catalogue.ts';
+import { PERIOD_UNITS } from './mosaic.items.ts';
+import type { Mosaic, MosaicCatalogueSpec, MosaicSpec } from './mosaic.ts';
+import { parseSortby } from './stac.ts';
 import type { Bounds, Composite, DType, Resampling } from './types.ts';
+
+/** A STAC input as written in a definition. */
+export interface MosaicStacDefinition {
+  /** ItemCollection JSON, stac-geoparquet, or a STAC API landing page: file, http(s):// or s3:// */
+  readonly items?: string;
+  /** a STAC API `/search` endpoint */
+  readonly search?: string;
+  readonly method?: 'GET' | 'POST';
+  readonly collections?: readonly string[];
+  readonly ids?: readonly string[];
+  readonly bbox?: Bounds;
+  readonly datetime?: string;
+  readonly query?: Readonly<Record<string, unknown>>;
+  readonly filter?: Readonly<Record<string, unknown>> | string;
+  /** `-datetime,eo:cloud_cover` or [{ field, direction }] */
+  readonly sortby?: string | readonly { readonly field: string; readonly direction?: 'asc' | 'desc' }[];
+  readonly limit?: number;
+  readonly maxItems?: number;
+}
+
+const TIFF_NAME = /\.(tif|tiff|gtiff)([?#]|$)/i;
 
 /** A mosaic as written in configuration: source patterns not yet expanded, CRS as text or code. */
 export interface MosaicDefinition {
   readonly id: string;
   readonly title?: string;
-  readonly sources: readonly string[];
+  /** files, folders, globs, URLs; one ItemCollection / stac-geoparquet / STAC API URL is read as a catalogue */
+  readonly sources?: readonly string[];
+  /** a STAC catalogue instead of sources */
+  readonly stac?: MosaicStacDefinition;
+  /** a mosaic index written by `cogmill index` (a STAC ItemCollection) instead of sources */
+  readonly index?: string;
+  /** assets stacked as bands (STAC items with one COG per band) */
+  readonly assets?: readonly string[];
+  /** P1D, P1W, P1M or P1Y: time periods a client picks with `datetime` */
+  readonly period?: string;
   readonly crs?: number | string;
   readonly resolution?: number | readonly [number, number];
   readonly bounds?: Bounds;
@@ -28,30 +64,101 @@ export interface MosaicDefinition {
 export interface CatalogEntry {
   readonly id: string;
   readonly definition: MosaicDefinition;
+  /** from configuration / the command line (fixed), or registered at run time (can be replaced and deleted) */
+  readonly origin: 'config' | 'registered';
   mosaic?: Mosaic;
   error?: { code: number; kind: string; message: string };
+}
+
+/** Where registered mosaics are kept between restarts. */
+export interface CatalogStore {
+  load(): Promise<MosaicDefinition[]>;
+  save(definitions: readonly MosaicDefinition[]): Promise<void>;
+}
+
+/** Registered mosaics in a JSON file, replaced atomically (write, then rename) on every change. */
+export class CatalogStoreFile implements CatalogStore {
+  readonly file: string;
+  constructor(file: string) {
+    this.file = path.resolve(file);
+  }
+  async load(): Promise<MosaicDefinition[]> {
+    let text: string;
+    try {
+      text = await readFile(this.file, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const doc = JSON.parse(text) as { mosaics?: MosaicDefinition[] };
+    return Array.isArray(doc.mosaics) ? doc.mosaics : [];
+  }
+  async save(definitions: readonly MosaicDefinition[]): Promise<void> {
+    const tmp = `${this.file}.${process.pid}.tmp`;
+    await writeFile(tmp, `${JSON.stringify({ mosaics: definitions }, null, 2)}\n`);
+    await rename(tmp, this.file);
+  }
 }
 
 export class Catalog {
   private readonly engine: Engine;
   private readonly entries = new Map<string, CatalogEntry>();
+  private readonly store: CatalogStore | undefined;
+  /** serialises registrations and their writes to the store */
+  private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(engine: Engine) {
+  constructor(engine: Engine, options: { store?: CatalogStore } = {}) {
     this.engine = engine;
+    this.store = options.store;
   }
 
-  /** Expand a definition's sources and open the mosaic. */
-  async open(def: MosaicDefinition, signal?: AbortSignal): Promise<Mosaic> {
-    const sources = await this.engine.expand(def.sources);
-    if (sources.length === 0)
-      throw new RenderError('bad-request', `mosaic ${def.id}: no GeoTIFF matches ${def.sources.join(', ')}`);
+  /**
+   * The catalogue of a definition: its `stac` or `index`, or its only source when that is a document (recognised
+   * by its first bytes, whatever its name: a TIFF stays a source).
+   */
+  private async catalogueOf(def: MosaicDefinition): Promise<MosaicCatalogueSpec | undefined> {
+    if (def.stac) {
+      const { sortby, ...rest } = def.stac;
+      if (!rest.items && !rest.search)
+        throw new RenderError('bad-request', `mosaic ${def.id}: stac needs items (a file or URL) or search (a URL)`);
+      return { ...rest, ...(sortby !== undefined ? { sortby: parseSortby(sortby) } : {}) };
+    }
+    if (def.index) return { items: def.index };
+    const sources = def.sources ?? [];
+    if (sources.length !== 1) return undefined;
+    const only = sources[0];
+    if (TIFF_NAME.test(only) || /[*?[{]/.test(only) || only.endsWith('/')) return undefined;
+    if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(only) || only.startsWith('file://')) {
+      const { stat } = await import('node:fs/promises');
+      const st = await stat(only.replace(/^file:\/\//, '')).catch(() => undefined);
+      if (!st?.isFile()) return undefined;
+    }
+    try {
+      const src = await this.engine.source(only);
+      const kind = sniffKind((await src.read(0, 64)).bytes);
+      return kind === 'json' || kind === 'parquet' ? { items: only } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Open a definition: expand its sources, or read its catalogue. `trusted` (configuration, command line): the
+   * catalogue's own place and its assets' folders are allowed like configured roots and prefixes; otherwise
+   * every asset must lie under the configured allow-lists.
+   */
+  async open(def: MosaicDefinition, signal?: AbortSignal, options: { trusted?: boolean } = {}): Promise<Mosaic> {
     const res = def.resolution;
-    const spec: MosaicSpec = {
+    if (def.period !== undefined && !(PERIOD_UNITS as readonly string[]).includes(def.period)) {
+      throw new RenderError('bad-request', `mosaic ${def.id}: period must be one of ${PERIOD_UNITS.join(', ')}`);
+    }
+    const catalogue = await this.catalogueOf(def);
+    const common = {
       id: def.id,
       title: def.title,
-      sources,
       crs: def.crs === undefined ? undefined : typeof def.crs === 'number' ? def.crs : parseCrs(def.crs).epsg,
-      resolution: res === undefined ? undefined : typeof res === 'number' ? [res, res] : [res[0], res[1]],
+      resolution:
+        res === undefined ? undefined : typeof res === 'number' ? ([res, res] as const) : ([res[0], res[1]] as const),
       bounds: def.bounds,
       bands: def.bands,
       nodata: def.nodata === 'nan' ? Number.NaN : def.nodata,
@@ -60,17 +167,40 @@ export class Catalog {
       resampling: def.resampling,
       blockSize: def.blockSize,
     };
-    return this.engine.openMosaic(spec, signal);
+    if (catalogue) {
+      const spec: MosaicSpec = {
+        ...common,
+        sources: [],
+        catalogue: { ...catalogue, trusted: options.trusted === true },
+        ...(def.assets ? { assets: def.assets } : {}),
+        ...(def.period ? { period: def.period } : {}),
+      };
+      return this.engine.openMosaic(spec, signal);
+    }
+    if (def.assets || def.period)
+      throw new RenderError('bad-request', `mosaic ${def.id}: assets and period need a STAC catalogue (stac, index)`);
+    const patterns = def.sources ?? [];
+    const sources = await this.engine.expand(patterns);
+    if (sources.length === 0)
+      throw new RenderError(
+        'bad-request',
+        `mosaic ${def.id}: no GeoTIFF matches ${patterns.join(', ') || '(no sources)'}`,
+      );
+    return this.engine.openMosaic({ ...common, sources }, signal);
   }
 
   /** Load every definition; failures are kept per entry (see `problems`). */
   async load(defs: readonly MosaicDefinition[]): Promise<void> {
+    await this.loadAs(defs, 'config');
+  }
+
+  private async loadAs(defs: readonly MosaicDefinition[], origin: CatalogEntry['origin']): Promise<void> {
     await Promise.all(
       defs.map(async (def) => {
-        const entry: CatalogEntry = { id: def.id, definition: def };
+        const entry: CatalogEntry = { id: def.id, definition: def, origin };
         this.entries.set(def.id, entry);
         try {
-          entry.mosaic = await this.open(def);
+          entry.mosaic = await this.open(def, undefined, { trusted: origin === 'config' });
         } catch (e) {
           entry.error =
             e instanceof CogmillError
@@ -81,8 +211,75 @@ export class Catalog {
     );
   }
 
+  /** Re-open the registered mosaics kept in the store (at start-up); those that fail are kept with their error. */
+  async restore(): Promise<void> {
+    if (!this.store) return;
+    const defs = (await this.store.load()).filter((d) => !this.entries.has(d.id));
+    await this.loadAs(defs, 'registered');
+  }
+
+  private persist(): Promise<void> {
+    if (!this.store) return Promise.resolve();
+    const defs = this.list()
+      .filter((e) => e.origin === 'registered')
+      .map((e) => e.definition);
+    return this.store.save(defs);
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.queue.then(fn, fn);
+    this.queue = p.catch(() => {});
+    return p;
+  }
+
+  /**
+   * Register a mosaic at run time (its sources and assets must lie under the allow-lists). `replace`: an existing
+   * registered mosaic with this id is replaced (PUT); otherwise the id must be free (POST). Configured mosaics are
+   * never replaced. The mosaic is opened first: a definition that cannot be opened is refused and nothing is kept.
+   */
+  register(def: MosaicDefinition, options: { replace: boolean; signal?: AbortSignal }): Promise<Mosaic> {
+    return this.serial(async () => {
+      const existing = this.entries.get(def.id);
+      if (existing?.origin === 'config')
+        throw new RenderError('conflict', `mosaic ${def.id} comes from the configuration and cannot be replaced`);
+      if (existing && !options.replace)
+        throw new RenderError('conflict', `mosaic ${def.id} exists; PUT /mosaics/${def.id} replaces it`);
+      const mosaic = await this.open(def, options.signal, { trusted: false });
+      const before = this.entries.get(def.id);
+      this.entries.set(def.id, { id: def.id, definition: def, origin: 'registered', mosaic });
+      try {
+        await this.persist();
+      } catch (e) {
+        if (before) this.entries.set(def.id, before);
+        else this.entries.delete(def.id);
+        throw new RenderError('internal', `mosaic ${def.id} could not be stored: ${errorMessage(e)}`, { cause: e });
+      }
+      return mosaic;
+    });
+  }
+
+  /** Remove a registered mosaic. */
+  unregister(id: string): Promise<void> {
+    return this.serial(async () => {
+      const e = this.entries.get(id);
+      if (!e) throw new RenderError('not-found', `no mosaic with id "${id}"; GET /mosaics lists them`);
+      if (e.origin === 'config')
+        throw new RenderError('conflict', `mosaic ${id} comes from the configuration and cannot be deleted`);
+      this.entries.delete(id);
+      try {
+        await this.persist();
+      } catch (err) {
+        this.entries.set(id, e);
+        throw new RenderError('internal', `mosaic ${id} could not be removed from the store: ${errorMessage(err)}`, {
+          cause: err,
+        });
+      }
+    });
+  }
+
   add(mosaic: Mosaic, def: MosaicDefinition): void {
-    this.entries.set(mosaic.id, { id: mosaic.id, definition: def, mosaic });
+    const origin = this.entries.get(mosaic.id)?.origin ?? 'config';
+    this.entries.set(mosaic.id, { id: mosaic.id, definition: def, origin, mosaic });
   }
 
   /** The mosaic with this id, or a typed 404 / the error it failed to open with. */

@@ -149,6 +149,9 @@ export class Engine {
   private readonly retiredStats: Record<string, SourceStats> = {};
   /** the descriptors of every local source */
   readonly filePool: FileHandlePool;
+  /** folders and URL prefixes of trusted catalogues and their assets (configuration, command line) */
+  private readonly trustedRoots = new Set<string>();
+  private readonly trustedPrefixes = new Set<string>();
   /** locations a catalogue mosaic has opened (what its refresh re-checks) */
   private readonly opened = new WeakMap<Mosaic, Set<string>>();
   private s3Client: ReturnType<typeof createS3Client> | undefined;
@@ -187,7 +190,8 @@ export class Engine {
    */
   private checkUrlAllowed(url: string): void {
     const normal = normalizeSourceUrl(url);
-    if (!this.settings.allowedUrlPrefixes.some((p) => normal.startsWith(normalizeSourceUrl(p)))) {
+    const allowed = (p: string) => normal.startsWith(normalizeSourceUrl(p));
+    if (!this.settings.allowedUrlPrefixes.some(allowed) && ![...this.trustedPrefixes].some(allowed)) {
       throw new SourceError(
         'forbidden',
         `source ${url} is not under an allowed URL prefix; add its prefix to sources.allowedUrlPrefixes`,
@@ -205,7 +209,43 @@ export class Engine {
       return new SourceS3(this.s3(), location);
     }
     const p = location.startsWith('file://') ? location.slice(7) : location;
-    return new SourceFile(await confinePath(p, this.settings.roots), this.filePool);
+    return new SourceFile(await confinePath(p, this.roots()), this.filePool);
+  }
+
+  private roots(): string[] {
+    return this.trustedRoots.size ? [...this.settings.roots, ...this.trustedRoots] : [...this.settings.roots];
+  }
+
+  /**
+   * Allow the folders (local paths) and URL prefixes (up to the last "/") of `locations`, like configured roots and
+   * prefixes. Only for what configuration or the command line names: a trusted catalogue and its assets.
+   */
+  trust(locations: Iterable<string>): void {
+    for (const loc of locations) {
+      if (/^(https?|s3):\/\//i.test(loc)) {
+        const bare = loc.replace(/[?#].*$/s, '');
+        const slash = bare.lastIndexOf('/');
+        if (slash > bare.indexOf('://') + 2) this.trustedPrefixes.add(bare.slice(0, slash + 1));
+      } else {
+        this.trustedRoots.add(path.dirname(path.resolve(loc.replace(/^file:\/\//, ''))));
+      }
+    }
+  }
+
+  /** Refuse a location outside the policy without opening it (local paths: by name; opening confines them again). */
+  checkAllowed(location: string): void {
+    if (/^(https?|s3):\/\//i.test(location)) {
+      this.checkUrlAllowed(location);
+      return;
+    }
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location) && !location.startsWith('file://'))
+      throw new SourceError('forbidden', `source ${location}: only file, http(s) and s3 locations are read`);
+    const abs = path.resolve(location.replace(/^file:\/\//, ''));
+    const inside = this.roots().some((r) => {
+      const rel = path.relative(path.resolve(r), abs);
+      return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+    });
+    if (!inside) throw new SourceError('forbidden', `local file ${location} is outside the configured source roots`);
   }
 
   private retire(s: Source): void {
@@ -333,6 +373,11 @@ export class Engine {
     return p;
   }
 
+  /** True when the raster of `location` is parsed and cached (opening it costs no request). */
+  isOpen(location: string): boolean {
+    return this.rasters.has(location);
+  }
+
   /** Forget a raster (it changed): the next open re-reads its header. */
   forget(location: string): void {
     this.rasters.delete(location);
@@ -364,7 +409,13 @@ export class Engine {
    * opened only for items whose grid the catalogue does not give, and once when it gives no sample type.
    */
   private async openCatalogueMosaic(spec: MosaicSpec, signal?: AbortSignal): Promise<Mosaic> {
+    const c = spec.catalogue!;
+    if (c.trusted) this.trust([c.items, c.search].filter((x): x is string => x !== undefined));
     const loaded = await loadCatalogueItems(spec, { fetchJson: this.fetchJson, source: (l) => this.source(l), signal });
+    const hrefs = new Set<string>();
+    for (const it of loaded) for (const a of Object.values(it.assets)) hrefs.add(a.href);
+    if (c.trusted) this.trust(hrefs);
+    else for (const h of hrefs) this.checkAllowed(h);
     // items without proj:* fields: their grid comes from their header (bounded concurrency)
     const items: CatalogItem[] = loaded.slice();
     const needHeader: number[] = [];

@@ -10,6 +10,7 @@ export type ErrorKind =
   | 'unsupported'
   | 'corrupt'
   | 'changed'
+  | 'conflict'
   | 'unreachable'
   | 'timeout'
   | 'internal';
@@ -22,6 +23,7 @@ const KIND_CODE: Record<ErrorKind, number> = {
   unsupported: 422,
   corrupt: 422,
   changed: 409,
+  conflict: 409,
   unreachable: 502,
   timeout: 504,
   internal: 500,

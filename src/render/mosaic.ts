@@ -56,6 +56,11 @@ export interface MosaicCatalogueSpec extends StacQuery {
   readonly method?: 'GET' | 'POST';
   readonly limit?: number;
   readonly maxItems?: number;
+  /**
+   * Set by the catalog for definitions from configuration or the command line: the catalogue's place and its
+   * assets' folders are allowed like configured roots and prefixes. Otherwise every asset must be allowed already.
+   */
+  readonly trusted?: boolean;
 }
 
 export interface MosaicSource {

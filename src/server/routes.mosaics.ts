@@ -1,11 +1,49 @@
-/** The catalog: list of mosaics, one mosaic's description, and the index page. */
+/**
+ * The catalog: list of mosaics, one mosaic's description, the index page; mosaics registered at run time
+ * (POST /mosaics, PUT and DELETE /mosaics/{id}, behind the bearer token); and explain (what a render would read).
+ */
+import type { Context } from 'hono';
 import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { ConfigError, parseMosaicDefinition } from '../config.ts';
+import type { MosaicDefinition } from '../render/catalog.ts';
+import { parseCrs } from '../render/crs.ts';
+import { CogmillError } from '../render/errors.ts';
+import { explainRender } from '../render/mosaic.explain.ts';
+import { mosaicPeriods } from '../render/mosaic.items.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { redactUrl } from '../render/source.http.ts';
-import { gridBounds } from '../render/types.ts';
+import { parseInterval } from '../render/stac.ts';
+import { tileGrid } from '../render/tilematrix.ts';
+import { type Grid, gridBounds } from '../render/types.ts';
 import type { AppEnv } from './app.ts';
+import { requireToken } from './auth.ts';
 import type { AppDeps } from './deps.ts';
+import { RequestError } from './errors.ts';
 import { baseUrl, MOSAIC_ID, mosaicLinks } from './urls.ts';
+
+/** A mosaic's time periods and catalogue summary (catalogue mosaics only). */
+function describeCatalogue(m: Mosaic) {
+  const mi = m.items;
+  if (!mi) return undefined;
+  let t0 = Number.POSITIVE_INFINITY;
+  let t1 = Number.NEGATIVE_INFINITY;
+  for (const it of mi.items) {
+    if (Number.isFinite(it.datetime)) t0 = Math.min(t0, it.datetime);
+    if (Number.isFinite(it.endDatetime)) t1 = Math.max(t1, it.endDatetime);
+  }
+  return {
+    items: mi.items.length,
+    assets: mi.assets,
+    datetime: Number.isFinite(t0) ? [new Date(t0).toISOString(), new Date(t1).toISOString()] : null,
+    ...(mi.period
+      ? {
+          period: mi.period,
+          periods: mosaicPeriods(mi.items, mi.period).map(({ id, datetime, items }) => ({ id, datetime, items })),
+        }
+      : {}),
+  };
+}
 
 /** Overview sizes of the mosaic's virtual COG: halve (floor) until both sides fit one block. */
 export function mosaicOverviews(m: Mosaic): { width: number; height: number }[] {
@@ -39,6 +77,7 @@ export function describeMosaic(m: Mosaic, base: string) {
     blockSize: m.blockSize,
     overviews: mosaicOverviews(m),
     etag: m.etag,
+    ...(m.items ? { catalogue: describeCatalogue(m) } : {}),
     sources: m.sources.map((s) => ({
       index: s.index,
       location: /^[a-z]+:\/\//i.test(s.location) ? redactUrl(s.location) : s.location,
@@ -59,8 +98,116 @@ function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!);
 }
 
+/** The mosaic definition in a request body (JSON), validated like one in the config file. */
+async function readDefinition(c: Context<AppEnv>, id?: string): Promise<MosaicDefinition> {
+  const type = c.req.header('content-type') ?? '';
+  if (!/^application\/json\b/i.test(type))
+    throw new RequestError('bad-request', 'the mosaic definition is a JSON body (Content-Type: application/json)');
+  let body: unknown;
+  try {
+    body = await c.req.json();
+  } catch (e) {
+    if (e instanceof CogmillError) throw e;
+    throw new RequestError('bad-request', `the request body is not valid JSON: ${(e as Error).message}`);
+  }
+  if (id !== undefined && body && typeof body === 'object' && !Array.isArray(body)) {
+    const given = (body as { id?: unknown }).id;
+    if (given !== undefined && given !== id)
+      throw new RequestError('bad-request', `the body's id "${String(given)}" differs from the URL's "${id}"`);
+    body = { ...body, id };
+  }
+  try {
+    return parseMosaicDefinition(body) as MosaicDefinition;
+  } catch (e) {
+    if (e instanceof ConfigError) throw new RequestError('bad-request', e.message);
+    throw e;
+  }
+}
+
+/** The window of an explain request: `tile=z/x/y` (WebMercatorQuad) or `bbox`, `crs` and `resolution`. */
+function explainGrid(c: Context<AppEnv>, m: Mosaic, maxPixels: number): Grid {
+  const tile = c.req.query('tile');
+  if (tile !== undefined) {
+    const t = /^(\d{1,2})\/(\d{1,9})\/(\d{1,9})$/.exec(tile);
+    if (!t) throw new RequestError('bad-request', `tile must be z/x/y (got "${tile.slice(0, 40)}")`);
+    const [z, x, y] = [Number(t[1]), Number(t[2]), Number(t[3])];
+    if (z > 30 || x >= 2 ** z || y >= 2 ** z) throw new RequestError('bad-request', `tile ${tile} does not exist`);
+    return tileGrid(z, x, y);
+  }
+  const bboxText = c.req.query('bbox');
+  if (bboxText === undefined)
+    throw new RequestError(
+      'bad-request',
+      'explain needs tile=z/x/y, or bbox=minx,miny,maxx,maxy (with crs and resolution)',
+    );
+  const b = bboxText.split(',').map(Number);
+  if (b.length !== 4 || !b.every(Number.isFinite) || !(b[0] < b[2] && b[1] < b[3]))
+    throw new RequestError('bad-request', 'bbox must be minx,miny,maxx,maxy with minx < maxx and miny < maxy');
+  const crs = c.req.query('crs') ? parseCrs(c.req.query('crs')!) : m.grid.crs;
+  const resText = c.req.query('resolution');
+  const res = resText === undefined ? Math.abs(m.grid.transform[1]) : Number(resText);
+  if (!(res > 0 && Number.isFinite(res)))
+    throw new RequestError('bad-request', 'resolution must be a positive number (CRS units per pixel)');
+  const width = Math.max(1, Math.round((b[2] - b[0]) / res));
+  const height = Math.max(1, Math.round((b[3] - b[1]) / res));
+  if (width * height > maxPixels)
+    throw new RequestError(
+      'too-large',
+      `a window of ${width} x ${height} pixels is larger than the limit of ${maxPixels} pixels`,
+    );
+  return { crs, transform: [b[0], res, 0, b[3], 0, -res], width, height };
+}
+
 export function mosaicRoutes(deps: AppDeps): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
+  const auth = requireToken(deps);
+  const limit = bodyLimit({
+    maxSize: deps.config.server.maxBodyBytes,
+    onError: () => {
+      throw new RequestError(
+        'too-large',
+        `the request body is larger than ${deps.config.server.maxBodyBytes} bytes (server.maxBodyBytes)`,
+      );
+    },
+  });
+  r.post('/mosaics', auth, limit, async (c) => {
+    const def = await readDefinition(c);
+    const m = await deps.catalog.register(def, { replace: false, signal: c.get('req').signal });
+    const base = baseUrl(c, deps.config);
+    c.header('Location', `${base}/mosaics/${encodeURIComponent(m.id)}`);
+    return c.json(describeMosaic(m, base), 201);
+  });
+  r.put(`/mosaics/:id{${MOSAIC_ID}}`, auth, limit, async (c) => {
+    const id = c.req.param('id');
+    const existed = deps.catalog.list().some((e) => e.id === id);
+    const def = await readDefinition(c, id);
+    const m = await deps.catalog.register(def, { replace: true, signal: c.get('req').signal });
+    return c.json(describeMosaic(m, baseUrl(c, deps.config)), existed ? 200 : 201);
+  });
+  r.delete(`/mosaics/:id{${MOSAIC_ID}}`, auth, async (c) => {
+    await deps.catalog.unregister(c.req.param('id'));
+    return c.body(null, 204);
+  });
+  r.get(`/mosaics/:id{${MOSAIC_ID}}/explain`, async (c) => {
+    const m = deps.catalog.get(c.req.param('id'));
+    const grid = explainGrid(c, m, deps.engine.settings.maxRenderPixels);
+    const dt = c.req.query('datetime');
+    const headers = c.req.query('headers');
+    if (headers !== undefined && headers !== 'true' && headers !== 'false')
+      throw new RequestError('bad-request', 'headers must be true or false');
+    const out = await explainRender(deps.engine, m, grid, {
+      headers: headers === 'true',
+      ...(dt ? { datetime: parseInterval(dt) } : {}),
+      signal: c.get('req').signal,
+    });
+    return c.json({
+      ...out,
+      items: out.items.map((it) => ({
+        ...it,
+        assets: it.assets.map((a) => ({ ...a, href: /^[a-z]+:\/\//i.test(a.href) ? redactUrl(a.href) : a.href })),
+      })),
+    });
+  });
   r.get('/mosaics', (c) => {
     const base = baseUrl(c, deps.config);
     return c.json({
@@ -68,8 +215,8 @@ export function mosaicRoutes(deps: AppDeps): Hono<AppEnv> {
         .list()
         .map((e) =>
           e.mosaic
-            ? { id: e.id, title: e.mosaic.title, status: 'ok', links: mosaicLinks(base, e.id) }
-            : { id: e.id, status: 'error', error: e.error },
+            ? { id: e.id, title: e.mosaic.title, status: 'ok', origin: e.origin, links: mosaicLinks(base, e.id) }
+            : { id: e.id, status: 'error', origin: e.origin, error: e.error },
         ),
     });
   });

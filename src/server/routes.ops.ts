@@ -62,7 +62,7 @@ export class ReadinessProbe {
         try {
           let mosaic = entry.mosaic;
           if (!mosaic) {
-            mosaic = await catalog.open(entry.definition, signal);
+            mosaic = await catalog.open(entry.definition, signal, { trusted: entry.origin === 'config' });
             catalog.add(mosaic, entry.definition);
             this.deps.log.info({ mosaic: entry.id }, 'mosaic opened on retry');
             return { id: entry.id, status: 'ok' };

@@ -18,6 +18,7 @@ import { encodeTile } from '../materialize/tile.encode.ts';
 import { crsFromEpsg, parseCrs } from '../render/crs.ts';
 import { encodeImage, IMAGE_MIME, type ImageFormat } from '../render/encode.ts';
 import type { Mosaic } from '../render/mosaic.ts';
+import { parseInterval } from '../render/stac.ts';
 import { DEFAULT_HISTOGRAM_BINS, MAX_HISTOGRAM_BINS, StatisticsService } from '../render/statistics.ts';
 import {
   fixedRanges,
@@ -153,6 +154,18 @@ function requestCrs(text: string): Crs {
   } catch (e) {
     throw new RequestError('bad-request', `crs: ${(e as Error).message}`);
   }
+}
+
+/**
+ * The `datetime` of an image request (catalogue mosaics: only items whose time overlaps it), and its part of the
+ * cache key (normalised, so equal intervals share a cache entry).
+ */
+function datetimeOf(c: Ctx): { interval?: readonly [number, number]; key: string } {
+  const text = c.req.query('datetime');
+  if (text === undefined || text === '') return { key: '' };
+  const interval = parseInterval(text);
+  const iso = (t: number) => (Number.isFinite(t) ? new Date(t).toISOString() : '..');
+  return { interval, key: `|dt=${iso(interval[0])}/${iso(interval[1])}` };
 }
 
 function queryOf(c: Ctx): StyleQuery {
@@ -347,7 +360,9 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const bands = styleInputBands(style, m.bandCount).map((b) => b - 1);
     const t0 = performance.now();
     const pixels = await limiter.run(() =>
-      timed(info, 'render', () => engine.render(m, grid, { resampling: style.resampling, bands, signal })),
+      timed(info, 'render', () =>
+        engine.render(m, grid, { resampling: style.resampling, bands, signal, datetime: datetimeOf(c).interval }),
+      ),
     );
     metrics.renderSeconds.observe({ kind }, (performance.now() - t0) / 1000);
     const values = styleValues(pixels, style);
@@ -425,7 +440,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const x = intParam(c.req.param('x'), `x at zoom ${z}`, 0, matrix.matrixWidth - 1);
     const y = intParam(yText, `y at zoom ${z}`, 0, matrix.matrixHeight - 1);
     const style = parseStyle(queryOf(c), m.bandCount, styleLimits);
-    const key = `tile|${set.id}|${z}/${x}/${y}|${tileSize}|${format}|${styleKey(style)}`;
+    const key = `tile|${set.id}|${z}/${x}/${y}|${tileSize}|${format}|${styleKey(style)}${datetimeOf(c).key}`;
     const grid = tmsTileGrid(set, z, x, y);
     const inside =
       set.id === 'WebMercatorQuad'
@@ -464,9 +479,10 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     dtype: DType,
     fill: number,
     signal: AbortSignal,
+    datetime?: readonly [number, number],
   ): Promise<DataLevel> {
     const pixels = await limiter.run(() =>
-      engine.render(m, grid, { resampling: style.resampling, bands: bands.map((b) => b - 1), signal }),
+      engine.render(m, grid, { resampling: style.resampling, bands: bands.map((b) => b - 1), signal, datetime }),
     );
     const values = styleValues(pixels, style);
     const n = grid.width * grid.height;
@@ -508,7 +524,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
                   width: l.width,
                   height: l.height,
                 };
-          return renderDataLevel(m, g, style, bands, dtype, fill, signal);
+          return renderDataLevel(m, g, style, bands, dtype, fill, signal, datetimeOf(c).interval);
         }),
       ),
     );
@@ -573,7 +589,13 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const format = imageFormat(c.req.query('format') ?? 'png');
     parseStyle(queryOf(c), m.bandCount, styleLimits);
     const base = baseUrl(c, config);
-    const q = [styleQueryString(queryOf(c)), tileSize === TILE_SIZE_DEFAULT ? '' : `tilesize=${tileSize}`]
+    const dt = c.req.query('datetime');
+    if (dt) parseInterval(dt);
+    const q = [
+      styleQueryString(queryOf(c)),
+      tileSize === TILE_SIZE_DEFAULT ? '' : `tilesize=${tileSize}`,
+      dt ? `datetime=${encodeURIComponent(dt)}` : '',
+    ]
       .filter(Boolean)
       .join('&');
     const cond = conditional(c, [m.etag, 'tilejson', base, q, format]);
@@ -722,7 +744,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
         : intParam(sizeText, 'max_size', 1, limits.maxPreviewSize);
     const style = parseStyle(queryOf(c), m.bandCount, styleLimits);
     const grid = previewGrid(m.grid, maxSize);
-    const key = `preview|${maxSize}|${format}|${styleKey(style)}`;
+    const key = `preview|${maxSize}|${format}|${styleKey(style)}${datetimeOf(c).key}`;
     return serveCached(c, cacheEntry(m, key), (signal) => renderImage(c, m, grid, format, style, 'preview', signal));
   });
 
@@ -755,7 +777,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
       );
     }
     const size = `${grid.width}x${grid.height}`;
-    const key = `bbox|${bbox.join(',')}|${crs.epsg}|${size}|${tiff ? 'tif' : format}|${styleKey(style)}`;
+    const key = `bbox|${bbox.join(',')}|${crs.epsg}|${size}|${tiff ? 'tif' : format}|${styleKey(style)}${datetimeOf(c).key}`;
     const name = `${m.id}_${bbox.map((v) => String(v)).join('_')}.${tiff ? 'tif' : format}`;
     return serveCached(
       c,

@@ -378,6 +378,11 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
   r.get(`/mosaics/:vrt{${MOSAIC_ID}\\.vrt}`, async (c) => {
     const info = c.get('req');
     const mosaic = catalog.get(c.req.param('vrt').slice(0, -'.vrt'.length));
+    if (mosaic.items)
+      throw new RequestError(
+        'unsupported',
+        `mosaic ${mosaic.id} is a catalogue mosaic: its sources are chosen per window, so it has no VRT; GDAL reads /mosaics/${mosaic.id}.tif (the virtual COG) instead`,
+      );
     const mode = c.req.query('sources') ?? 'proxy';
     if (mode !== 'proxy' && mode !== 'direct') {
       throw new RequestError(
