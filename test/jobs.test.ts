@@ -6,13 +6,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import {
-  CreateBucketCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import {
   isFinalState,
   JobQueueFullError,
@@ -25,11 +19,11 @@ import { SinkFile } from '../src/materialize/sink.file.ts';
 import { Engine } from '../src/render/engine.ts';
 import { RenderError } from '../src/render/errors.ts';
 import type { Mosaic } from '../src/render/mosaic.ts';
-import { createS3Client } from '../src/render/source.s3.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
-import { type CephS3, startCeph } from './support/ceph.ts';
+import { spawnServe } from './support/cli.ts';
 import { type FaultProxy, S3_REQUEST, startFaultProxy } from './support/fault.proxy.ts';
-import { fixtureDir, PYTHON, sh, tempDir } from './support/gdal.ts';
+import { fixtureDir, tempDir, validateCog } from './support/gdal.ts';
+import { type S3TestBucket, startS3Bucket } from './support/s3.bucket.ts';
 
 const TOKEN = 'jobs-test-token-0123456789abcdef';
 const BUCKET = 'cogmill-jobs';
@@ -51,14 +45,6 @@ async function until<T>(
     if (v !== undefined) return v;
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(25);
-  }
-}
-
-async function validateCog(file: string): Promise<string> {
-  try {
-    return await sh(PYTHON, ['-m', 'osgeo_utils.samples.validate_cloud_optimized_geotiff', '--full-check=yes', file]);
-  } catch (e) {
-    return String((e as { stdout?: string }).stdout ?? '') + String((e as { stderr?: string }).stderr ?? '');
   }
 }
 
@@ -133,12 +119,11 @@ describe('job registry', () => {
   };
 
   test('bounded concurrency: with one slot the second job waits, then both succeed with full progress', async () => {
-    const started: string[] = [];
-    const finished: string[] = [];
+    const order: string[] = [];
     const jobs = new JobRegistry({
       maxConcurrentJobs: 1,
-      onStart: (j) => started.push(j.id),
-      onFinish: (j) => finished.push(j.id),
+      onStart: (j) => order.push(`start ${j.id}`),
+      onFinish: (j) => order.push(`finish ${j.id}`),
     });
     const a = fileJob('reg-a');
     const b = fileJob('reg-b');
@@ -155,9 +140,11 @@ describe('job registry', () => {
     stop();
     assert.equal(doneA?.state, 'succeeded');
     assert.equal(doneB?.state, 'succeeded');
-    assert.deepEqual(started, [ja.id, jb.id]);
-    assert.deepEqual(finished, [ja.id, jb.id]);
-    assert.ok(Date.parse(doneB!.startedAt!) >= Date.parse(doneA!.finishedAt!), 'b started after a finished');
+    assert.deepEqual(
+      order,
+      [`start ${ja.id}`, `finish ${ja.id}`, `start ${jb.id}`, `finish ${jb.id}`],
+      'b started after a finished',
+    );
     assert.equal(events[0], 'state:running');
     assert.equal(events.at(-1), 'state:succeeded');
     assert.ok(events.includes('progress:running'));
@@ -171,23 +158,55 @@ describe('job registry', () => {
     assert.equal(jobs.activeFor(b.file), undefined);
   });
 
+  /** the file sink's temporary files for `file`: `.NAME.HEX.partial` in its folder */
+  async function partials(file: string): Promise<string[]> {
+    const base = path.basename(file);
+    return (await readdir(path.dirname(file))).filter((n) => n.startsWith(`.${base}.`) && n.includes('.partial'));
+  }
+
   test('cancel: a queued job at once, a running one once its sink is aborted; nothing is left', async () => {
     const jobs = new JobRegistry({ maxConcurrentJobs: 1 });
     const a = fileJob('cancel-a');
     const b = fileJob('cancel-b');
-    const ja = jobs.create(a.request);
+    // job a's first write waits for the test: the job is certainly running, its temporary file open
+    let firstWrite: () => void = () => {};
+    const writing = new Promise<void>((r) => {
+      firstWrite = r;
+    });
+    let letGo: () => void = () => {};
+    const gate = new Promise<void>((r) => {
+      letGo = r;
+    });
+    const ja = jobs.create({
+      ...a.request,
+      run: (hooks) => {
+        const sink = new SinkFile(a.file);
+        const write = sink.write.bind(sink);
+        sink.write = async (c: Uint8Array) => {
+          firstWrite();
+          await gate;
+          return write(c);
+        };
+        return materialize(engine, mosaic, sink, { workers: 1 }, hooks);
+      },
+    });
     const jb = jobs.create(b.request);
     const cb = jobs.cancel(jb.id);
     assert.equal(cb?.state, 'cancelled');
     assert.equal(cb?.startedAt, null);
+    await writing;
+    assert.equal((await partials(a.file)).length, 1, 'job a is writing its temporary file');
     const ca = jobs.cancel(ja.id);
     assert.equal(ca?.state, 'running');
     assert.equal(ca?.cancelRequested, true);
+    letGo();
     const done = await jobs.wait(ja.id);
     assert.equal(done?.state, 'cancelled');
     assert.equal(done?.error?.kind, 'cancelled');
-    await assert.rejects(stat(a.file));
-    await assert.rejects(stat(b.file));
+    await assert.rejects(stat(a.file), { code: 'ENOENT' });
+    await assert.rejects(stat(b.file), { code: 'ENOENT' });
+    assert.deepEqual(await partials(a.file), [], 'no temporary file left');
+    assert.deepEqual(await partials(b.file), []);
     assert.equal(jobs.cancel('no-such-job'), undefined);
   });
 
@@ -211,8 +230,7 @@ describe('job registry', () => {
     assert.equal(jobs.list().length, 2);
     await jobs.wait(queued.id);
     assert.equal(jobs.get(queued.id)?.state, 'succeeded');
-    await sleep(350);
-    assert.equal(jobs.list().length, 0, 'finished jobs are forgotten after retainMs');
+    await until(() => (jobs.list().length === 0 ? true : undefined), 'finished jobs to be forgotten after retainMs');
     assert.equal(jobs.get(failing.id), undefined);
   });
 
@@ -228,34 +246,21 @@ describe('job registry', () => {
 });
 
 describe('job API (HTTP, radosgw)', () => {
-  let ceph: CephS3;
+  let s3: S3TestBucket;
   let proxy: FaultProxy;
   let server: TestServer;
-  let client: S3Client;
   let spool = '';
   let local = '';
   const auth = { authorization: `Bearer ${TOKEN}` };
 
   before(async () => {
-    ceph = await startCeph();
-    proxy = await startFaultProxy(ceph.endpoint, []);
-    client = createS3Client({
-      endpoint: ceph.endpoint,
-      region: ceph.region,
-      accessKeyId: ceph.accessKeyId,
-      secretAccessKey: ceph.secretAccessKey,
-    });
-    await client.send(new CreateBucketCommand({ Bucket: BUCKET }));
+    s3 = await startS3Bucket(BUCKET);
+    proxy = await startFaultProxy(s3.settings.endpoint!, []);
     spool = await tempDir('cogmill-spool-');
     local = await tempDir('cogmill-local-');
     // a larger mosaic for jobs that must still be running when the test acts: the two zones at 5 m
     server = await startTestServer({
-      s3: {
-        endpoint: proxy.url,
-        region: ceph.region,
-        accessKeyId: ceph.accessKeyId,
-        secretAccessKey: ceph.secretAccessKey,
-      },
+      s3: { ...s3.settings, endpoint: proxy.url },
       auth: { token: TOKEN },
       materialize: {
         allowedDestinations: [`s3://${BUCKET}/exports/`, `${local}/`],
@@ -278,8 +283,7 @@ describe('job API (HTTP, radosgw)', () => {
   after(async () => {
     await server?.stop();
     await proxy?.stop();
-    client?.destroy();
-    await ceph?.stop();
+    await s3?.stop();
   });
 
   const api = (p: string, init: RequestInit = {}) =>
@@ -297,21 +301,6 @@ describe('job API (HTTP, radosgw)', () => {
       const j = (await (await api(`/jobs/${id}`)).json()) as JobView;
       return isFinalState(j.state) ? j : undefined;
     }, `job ${id} to finish`);
-  }
-
-  async function uploadsAt(key: string): Promise<number> {
-    const res = await client.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: key }));
-    return (res.Uploads ?? []).length;
-  }
-
-  async function objectExists(key: string): Promise<boolean> {
-    try {
-      await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
-      return true;
-    } catch (e) {
-      if ((e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false;
-      throw e;
-    }
   }
 
   /** every server-sent event of a stream until it ends: { event, data } */
@@ -356,13 +345,13 @@ describe('job API (HTTP, radosgw)', () => {
     assert.equal(job.result?.bytes, job.progress.bytesWritten);
     assert.equal(job.result?.parts, 1);
     assert.deepEqual(job.options, { compress: 'deflate', blocksize: 256 });
-    const head = await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
+    const head = await s3.client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
     assert.equal(head.ContentLength, job.result?.bytes);
     assert.equal(head.ETag, job.result?.etag);
     const file = path.join(out, 'api-two.tif');
-    const obj = await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
-    await writeFile(file, await obj.Body!.transformToByteArray());
-    assert.match(await validateCog(file), /is a valid cloud optimized GeoTIFF/);
+    await writeFile(file, await s3.download(key));
+    const v = await validateCog(file);
+    assert.deepEqual([v.errors, v.warnings], [[], []], v.output);
     // the export of the same mosaic with the same options is the same file
     const exp = await api('/mosaics/two/export.tif?blocksize=256');
     assert.equal(exp.status, 200);
@@ -432,9 +421,9 @@ describe('job API (HTTP, radosgw)', () => {
       const job = (await del.json()) as JobView;
       assert.equal(job.state, 'cancelled');
       assert.equal(job.error?.kind, 'cancelled');
-      assert.equal(await uploadsAt(key), 0);
-      assert.equal(await objectExists(key), false);
-      assert.equal(await objectExists('exports/queued.tif'), false);
+      assert.equal(await s3.uploadsAt(key), 0);
+      assert.equal(await s3.objectExists(key), false);
+      assert.equal(await s3.objectExists('exports/queued.tif'), false);
     } finally {
       proxy.setRules([]);
     }
@@ -535,7 +524,52 @@ describe('job API (HTTP, radosgw)', () => {
     );
   });
 
-  test('shutdown (SIGTERM drain) cancels running jobs and aborts their uploads', async () => {
+  test('a real SIGTERM to `cogmill serve` mid-upload: the job is cancelled, the upload aborted, exit 0', async () => {
+    // the store holds every UploadPart (a minute): the process is mid-upload for as long as the test wants
+    proxy.setRules([
+      { name: 'held-part', method: 'PUT', match: S3_REQUEST.uploadPart, action: { kind: 'delay', ms: 60_000 } },
+    ]);
+    const child = await spawnServe([path.join(dir, 'utm32.tif'), path.join(dir, 'utm31.tif')], {
+      cwd: dir,
+      env: {
+        COGMILL_S3_ENDPOINT: proxy.url,
+        COGMILL_S3_REGION: s3.settings.region!,
+        COGMILL_S3_ACCESS_KEY_ID: s3.settings.accessKeyId!,
+        COGMILL_S3_SECRET_ACCESS_KEY: s3.settings.secretAccessKey!,
+        COGMILL_AUTH_TOKEN: TOKEN,
+        COGMILL_MATERIALIZE_ALLOWED_DESTINATIONS: `s3://${BUCKET}/exports/`,
+        COGMILL_SERVER_SHUTDOWN_GRACE_MS: '120000',
+      },
+    });
+    try {
+      const key = 'exports/sigterm.tif';
+      const res = await fetch(`${child.url}/materialize`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ mosaic: 'default', dest: `s3://${BUCKET}/${key}` }),
+      });
+      assert.equal(res.status, 202);
+      const { id } = (await res.json()) as { id: string };
+      await until(() => ((proxy.stats.faults['held-part'] ?? 0) >= 1 ? true : undefined), 'a part on its way');
+      assert.equal(await s3.uploadsAt(key), 1, 'the multipart upload exists before the signal');
+      const job = (await (await fetch(`${child.url}/jobs/${id}`, { headers: auth })).json()) as JobView;
+      assert.equal(job.state, 'running');
+      child.proc.kill('SIGTERM');
+      assert.equal(await child.exit, 0);
+      assert.equal(await s3.uploadsAt(key), 0, 'the upload was aborted');
+      assert.equal(await s3.objectExists(key), false);
+      const states = child
+        .lines()
+        .filter((l) => l.job === id && typeof l.state === 'string' && l.msg !== 'request')
+        .map((l) => l.state);
+      assert.equal(states.at(-1), 'cancelled', JSON.stringify(states));
+    } finally {
+      child.kill();
+      proxy.setRules([]);
+    }
+  });
+
+  test('close() (what SIGTERM runs) cancels running jobs and aborts their uploads', async () => {
     proxy.setRules([
       { name: 'slow-stop', method: 'PUT', match: S3_REQUEST.uploadPart, action: { kind: 'delay', ms: 2000 } },
     ]);
@@ -543,10 +577,10 @@ describe('job API (HTTP, radosgw)', () => {
     const res = await post({ mosaic: 'fine', dest: `s3://${BUCKET}/${key}`, compress: 'none' });
     assert.equal(res.status, 202);
     await until(() => ((proxy.stats.faults['slow-stop'] ?? 0) >= 1 ? true : undefined), 'a part on its way');
-    const inTime = await server.running.close(10_000);
+    const inTime = await server.running.close(120_000);
     assert.equal(inTime, true, 'the jobs wound down within the grace period');
-    assert.equal(await uploadsAt(key), 0);
-    assert.equal(await objectExists(key), false);
+    assert.equal(await s3.uploadsAt(key), 0);
+    assert.equal(await s3.objectExists(key), false);
     const line = server.logs.find((l) => l.msg === 'materialisation cancelled');
     assert.ok(line, 'the cancelled job was logged');
   });

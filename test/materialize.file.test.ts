@@ -1,12 +1,13 @@
 /** Materialise to a file: GDAL's validator accepts it, GDAL reads the mosaic's pixels back bit for bit. */
 import assert from 'node:assert/strict';
-import { readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { levelGrid, mosaicCogLevels } from '../src/materialize/cog.tiles.ts';
 import { type MaterializeOptions, materialize } from '../src/materialize/pipeline.ts';
 import { SinkFile } from '../src/materialize/sink.file.ts';
 import { Engine } from '../src/render/engine.ts';
+import { RenderError } from '../src/render/errors.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
 import { bytesPerSample, type Pixels } from '../src/render/types.ts';
 import { fixtureDir, gdalReadLevel, PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
@@ -117,35 +118,62 @@ describe('materialise to a file', () => {
     assert.equal(bytesPerSample(m.dtype), 2);
   });
 
+  /** the sink's temporary files for `file` in its folder: `.NAME.HEX.partial` (and `.big` while growing) */
+  async function partials(file: string): Promise<string[]> {
+    const names = await readdir(path.dirname(file));
+    const base = path.basename(file);
+    return names.filter((n) => n.startsWith(`.${base}.`) && /\.partial(\.big)?$/.test(n));
+  }
+
   test('a failing sink leaves nothing at the destination', async () => {
     const m = await open('fail', ['utm32']);
     const file = path.join(out, 'nope', 'fail.tif');
     const sink = new SinkFile(file);
     const orig = sink.write.bind(sink);
     let n = 0;
+    let whileWriting: string[] = [];
     sink.write = async (c: Uint8Array) => {
-      if (++n === 3) throw new Error('disk full');
+      if (++n === 3) {
+        whileWriting = await partials(file);
+        throw new Error('disk full');
+      }
       return orig(c);
     };
     await assert.rejects(materialize(engine, m, sink, { workers: 1 }), /disk full/);
-    await assert.rejects(stat(file));
-    const left = await sh('ls', ['-a', path.dirname(file)]);
-    assert.doesNotMatch(left, /partial/);
+    assert.equal(whileWriting.length, 1, 'the temporary file existed while tiles were written');
+    assert.match(whileWriting[0], /^\.fail\.tif\.[0-9a-f]{12}\.partial$/);
+    assert.deepEqual(await readdir(path.dirname(file)), [], 'no file and no temporary file left');
   });
 
   test('cancel stops the pipeline and removes the temporary file', async () => {
     const m = await open('cancel', ['utm32', 'utm31']);
-    const file = path.join(out, 'cancel.tif');
+    const folder = path.join(out, 'cancel');
+    const file = path.join(folder, 'cancel.tif');
     const ac = new AbortController();
-    const p = materialize(
-      engine,
-      m,
-      new SinkFile(file),
-      { workers: 1 },
-      { signal: ac.signal, onProgress: () => ac.abort() },
+    const sink = new SinkFile(file);
+    const orig = sink.write.bind(sink);
+    let writes = 0;
+    let whileWriting: string[] = [];
+    let completed = false;
+    const complete = sink.complete.bind(sink);
+    sink.complete = (header: Uint8Array) => {
+      completed = true;
+      return complete(header);
+    };
+    // cancel as soon as the first tile is in the temporary file: the pipeline is mid-way
+    sink.write = async (c: Uint8Array) => {
+      await orig(c);
+      if (++writes === 1) {
+        whileWriting = await partials(file);
+        ac.abort(new Error('stop'));
+      }
+    };
+    await assert.rejects(
+      materialize(engine, m, sink, { workers: 1 }, { signal: ac.signal }),
+      (e: unknown) => e instanceof RenderError && e.message === 'materialisation cancelled',
     );
-    setTimeout(() => ac.abort(), 5);
-    await assert.rejects(p);
-    await assert.rejects(stat(file));
+    assert.equal(whileWriting.length, 1, 'the temporary file existed when the cancel came');
+    assert.equal(completed, false, 'the header was never written');
+    assert.deepEqual(await readdir(folder), [], 'no file and no temporary file left');
   });
 });

@@ -9,25 +9,18 @@ import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import {
-  CompleteMultipartUploadCommand,
-  CreateBucketCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+import { CompleteMultipartUploadCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { type MaterializeOptions, materialize } from '../src/materialize/pipeline.ts';
 import { SinkFile } from '../src/materialize/sink.file.ts';
 import { multipartEtagParts, SinkS3, type SinkS3Options } from '../src/materialize/sink.s3.ts';
 import { Engine } from '../src/render/engine.ts';
-import { SourceError } from '../src/render/errors.ts';
+import { RenderError, SourceError } from '../src/render/errors.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
-import { createS3Client, type S3Settings } from '../src/render/source.s3.ts';
+import type { S3Settings } from '../src/render/source.s3.ts';
 import { MiB } from '../src/render/types.ts';
-import { type CephS3, startCeph } from './support/ceph.ts';
 import { S3_REQUEST, startFaultProxy } from './support/fault.proxy.ts';
 import { fixtureDir, PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
+import { type S3TestBucket, startS3Bucket } from './support/s3.bucket.ts';
 
 const BUCKET = 'cogmill-out';
 const NODE = process.execPath;
@@ -52,7 +45,8 @@ ds = None
   await sh(PYTHON, ['-c', code, file, String(size)]);
 }
 
-let ceph: CephS3;
+let s3: S3TestBucket;
+let ceph: S3TestBucket['ceph'];
 let settings: S3Settings;
 let client: S3Client;
 let engine: Engine;
@@ -62,44 +56,20 @@ let out = '';
 const NOISE = 2048;
 
 before(async () => {
-  [ceph, dir, out] = await Promise.all([startCeph(), fixtureDir(), tempDir('cogmill-s3mat-')]);
-  settings = {
-    endpoint: ceph.endpoint,
-    region: ceph.region,
-    accessKeyId: ceph.accessKeyId,
-    secretAccessKey: ceph.secretAccessKey,
-  };
-  client = createS3Client(settings);
-  await client.send(new CreateBucketCommand({ Bucket: BUCKET }));
+  [s3, dir, out] = await Promise.all([startS3Bucket(BUCKET), fixtureDir(), tempDir('cogmill-s3mat-')]);
+  ({ ceph, settings, client } = s3);
   await writeNoise(path.join(out, 'noise.tif'), NOISE);
   engine = new Engine({ roots: [dir, out] });
 });
 
 after(async () => {
   await engine?.close();
-  client?.destroy();
-  await ceph?.stop();
+  await s3?.stop();
 });
 
-async function download(key: string): Promise<Buffer> {
-  const res = await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
-  return Buffer.from(await res.Body!.transformToByteArray());
-}
-
-async function uploadsAt(key: string): Promise<number> {
-  const res = await client.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: key }));
-  return (res.Uploads ?? []).length;
-}
-
-async function objectExists(key: string): Promise<boolean> {
-  try {
-    await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
-    return true;
-  } catch (e) {
-    if ((e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false;
-    throw e;
-  }
-}
+const download = (key: string) => s3.download(key);
+const uploadsAt = (key: string) => s3.uploadsAt(key);
+const objectExists = (key: string) => s3.objectExists(key);
 
 /** retries fast in tests */
 const FAST: SinkS3Options = { retryBaseMs: 20, retryMaxMs: 200 };
@@ -385,17 +355,21 @@ describe('materialise to S3 (radosgw)', () => {
     const sink = new SinkS3(`s3://${BUCKET}/${key}`, { settings, ...FAST });
     const ac = new AbortController();
     let partsAtCancel = 0;
-    // one run: its middle parts go out while tiles are still being rendered; cancel once one is stored
-    const watch = setInterval(() => {
-      if (sink.stats.parts >= 1 && !ac.signal.aborted) {
+    // one run: its middle parts go out while tiles are still being rendered; cancel as soon as one is stored
+    const putPart = sink.putPart.bind(sink);
+    sink.putPart = async (...args: Parameters<typeof putPart>) => {
+      const r = await putPart(...args);
+      if (!ac.signal.aborted) {
         partsAtCancel = sink.stats.parts;
         ac.abort(new Error('stop'));
       }
-    }, 5);
-    const p = materialize(engine, m, sink, { ...BIG, runs: 1 }, { signal: ac.signal }).finally(() =>
-      clearInterval(watch),
+      return r;
+    };
+    await assert.rejects(
+      materialize(engine, m, sink, { ...BIG, runs: 1 }, { signal: ac.signal }),
+      (e: unknown) => e instanceof RenderError && e.message === 'materialisation cancelled',
     );
-    await assert.rejects(p);
+    assert.ok(sink.uploadId, 'the upload had been created');
     assert.ok(partsAtCancel >= 1, 'parts had been uploaded before the cancel');
     assert.equal(await uploadsAt(key), 0);
     assert.equal(await objectExists(key), false);

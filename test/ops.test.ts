@@ -3,7 +3,6 @@
  * it, and graceful shutdown of the real CLI process on SIGTERM.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -14,10 +13,10 @@ import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/main.ts';
 import { ReadinessProbe } from '../src/server/routes.ops.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
+import { spawnServe } from './support/cli.ts';
 import { fixtureDir } from './support/gdal.ts';
 import { type StaticServer, startStaticServer } from './support/http.server.ts';
 
-const CLI = path.join(import.meta.dirname, '..', 'src', 'cli.ts');
 const TOKEN = 'tok-SECRET-0123456789-abcdef';
 const S3_SECRET = 'S3SECRET/abcdefghijklmnopqrstuvwxyz0123';
 
@@ -113,6 +112,7 @@ describe('health, readiness, metrics and logs', () => {
 
   test('a tile request reports its source reads and cache result; the cached repeat reads nothing', async () => {
     const url = await centerTile(s.url, 'm', 10);
+    const before = requestLines(s).length;
     const first = await fetch(url);
     assert.equal(first.status, 200);
     assert.equal(first.headers.get('content-type'), 'image/png');
@@ -120,7 +120,9 @@ describe('health, readiness, metrics and logs', () => {
     const second = await fetch(url);
     assert.equal(second.status, 200);
     await second.arrayBuffer();
-    const tiles = requestLines(s).filter((l) => l.route === '/mosaics/{id}/tiles/{z}/{x}/{file}');
+    const tiles = requestLines(s)
+      .slice(before)
+      .filter((l) => l.route === '/mosaics/{id}/tiles/{z}/{x}/{file}');
     assert.equal(tiles.length, 2);
     assert.equal(tiles[0].cache, 'miss');
     assert.ok((tiles[0].sourceRequests as number) > 0, 'the first render read the sources');
@@ -131,33 +133,41 @@ describe('health, readiness, metrics and logs', () => {
   });
 
   test('/metrics counts requests per route and status, and reports caches, sources and jobs', async () => {
-    for (let i = 0; i < 2; i++) await (await fetch(`${s.url}/healthz`)).arrayBuffer();
-    await (await fetch(`${s.url}/no/such/route`)).arrayBuffer();
-    const res = await fetch(`${s.url}/metrics`);
-    assert.equal(res.status, 200);
-    assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
-    const text = await res.text();
-    const m = parseMetrics(text);
-    assert.equal(m.get('cogmill_http_requests_total{route="/healthz",method="GET",status="200"}'), 3);
-    assert.equal(m.get('cogmill_http_requests_total{route="unmatched",method="GET",status="404"}'), 1);
-    assert.equal(m.get('cogmill_http_request_duration_seconds_count{route="/healthz",method="GET",status="200"}'), 3);
-    assert.equal(m.get('cogmill_tile_cache_total{result="hit"}'), 1);
-    assert.equal(m.get('cogmill_tile_cache_total{result="miss"}'), 1);
-    assert.ok((m.get('cogmill_cache_bytes{cache="header"}') ?? 0) > 0, 'header cache holds the parsed headers');
-    assert.ok((m.get('cogmill_source_requests_total{kind="file"}') ?? 0) > 0);
-    assert.ok((m.get('cogmill_source_bytes_total{kind="file"}') ?? 0) > 0);
-    assert.ok((m.get('cogmill_render_seconds_count{kind="tile"}') ?? 0) >= 1);
-    assert.equal(m.get('cogmill_render_active'), 0);
-    assert.equal(m.get('cogmill_render_queued'), 0);
-    assert.equal(m.get('cogmill_http_inflight_requests'), 1, 'the scrape itself');
-    for (const name of [
-      'cogmill_materialize_jobs_total',
-      'cogmill_materialize_parts_total',
-      'cogmill_materialize_bytes_total',
-      'cogmill_materialize_retries_total',
-      'cogmill_process_resident_memory_bytes',
-    ]) {
-      assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
+    // a server of its own: the counts below are this test's requests only, whatever ran before
+    const s = await startTestServer({ mosaics: [{ id: 'm', sources: [data] }] });
+    try {
+      for (let i = 0; i < 3; i++) await (await fetch(`${s.url}/healthz`)).arrayBuffer();
+      await (await fetch(`${s.url}/no/such/route`)).arrayBuffer();
+      const tile = await centerTile(s.url, 'm', 10);
+      for (let i = 0; i < 2; i++) assert.equal((await fetch(tile)).status, 200);
+      const res = await fetch(`${s.url}/metrics`);
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+      const text = await res.text();
+      const m = parseMetrics(text);
+      assert.equal(m.get('cogmill_http_requests_total{route="/healthz",method="GET",status="200"}'), 3);
+      assert.equal(m.get('cogmill_http_requests_total{route="unmatched",method="GET",status="404"}'), 1);
+      assert.equal(m.get('cogmill_http_request_duration_seconds_count{route="/healthz",method="GET",status="200"}'), 3);
+      assert.equal(m.get('cogmill_tile_cache_total{result="hit"}'), 1);
+      assert.equal(m.get('cogmill_tile_cache_total{result="miss"}'), 1);
+      assert.ok((m.get('cogmill_cache_bytes{cache="header"}') ?? 0) > 0, 'header cache holds the parsed headers');
+      assert.ok((m.get('cogmill_source_requests_total{kind="file"}') ?? 0) > 0);
+      assert.ok((m.get('cogmill_source_bytes_total{kind="file"}') ?? 0) > 0);
+      assert.ok((m.get('cogmill_render_seconds_count{kind="tile"}') ?? 0) >= 1);
+      assert.equal(m.get('cogmill_render_active'), 0);
+      assert.equal(m.get('cogmill_render_queued'), 0);
+      assert.equal(m.get('cogmill_http_inflight_requests'), 1, 'the scrape itself');
+      for (const name of [
+        'cogmill_materialize_jobs_total',
+        'cogmill_materialize_parts_total',
+        'cogmill_materialize_bytes_total',
+        'cogmill_materialize_retries_total',
+        'cogmill_process_resident_memory_bytes',
+      ]) {
+        assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
+      }
+    } finally {
+      await s.stop();
     }
   });
 });
@@ -219,7 +229,9 @@ describe('shutdown with a running materialisation', () => {
       materialize: { allowedDestinations: [`${exports}/`] },
     });
     try {
-      web.delayMs = 400;
+      // every source read from now on waits: the job starts, then hangs on its first read until the shutdown
+      const readsBefore = web.requests.length;
+      web.hold();
       const res = await fetch(`${s.url}/materialize`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -227,21 +239,21 @@ describe('shutdown with a running materialisation', () => {
       });
       assert.equal(res.status, 202);
       const { id } = (await res.json()) as { id: string };
-      for (let i = 0; i < 50; i++) {
-        const j = (await (await fetch(`${s.url}/jobs/${id}`)).json()) as { state: string };
-        if (j.state === 'running') break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await web.waitForRequests(readsBefore + 1);
+      const j = (await (await fetch(`${s.url}/jobs/${id}`)).json()) as { state: string };
+      assert.equal(j.state, 'running', 'the job is running, held on a source read');
       assert.ok(s.deps.shutdownHooks.length >= 1, 'the jobs module registered a shutdown hook');
-      const t0 = performance.now();
-      const inTime = await s.running.close(10_000);
-      assert.equal(inTime, true, 'hooks and requests finished within the grace period');
-      assert.ok(performance.now() - t0 < 10_000);
+      // close() runs the hooks at once (the job's cancel is requested before this line returns); only then do the
+      // held reads get their answers, so the job can only end as cancelled, never as finished
+      const closing = s.running.close(120_000);
+      assert.ok(web.held >= 1, 'a source read was still held when the shutdown began');
+      web.release();
+      assert.equal(await closing, true, 'hooks and requests finished within the grace period');
       const line = s.logs.find((l) => l.job === id && typeof l.state === 'string' && l.msg !== 'request');
       assert.equal(line?.state, 'cancelled', JSON.stringify(line));
       assert.deepEqual(await readdir(exports), [], 'no file and no partial file at the destination');
     } finally {
-      web.delayMs = 0;
+      web.release();
       await s.stop();
       await web.stop();
     }
@@ -302,56 +314,6 @@ describe('credentials are never logged', () => {
 // ---------------------------------------------------------------------------------------------------------------
 // the real CLI process
 
-interface Child {
-  readonly proc: ChildProcess;
-  readonly url: string;
-  readonly stdout: string[];
-  readonly stderr: string[];
-  readonly exit: Promise<number | null>;
-}
-
-async function spawnServe(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<Child> {
-  const proc = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--port', '0', ...args], {
-    cwd: opts.cwd ?? dir,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...opts.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const stdout: string[] = [];
-  const stderr: string[] = [];
-  proc.stdout?.on('data', (d) => stdout.push(String(d)));
-  const exit = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening" line within 20 s: ${stderr.join('')}`)), 20_000);
-    proc.stderr?.on('data', (d) => {
-      stderr.push(String(d));
-      const m = /listening on (http:\/\/\S+)/.exec(stderr.join(''));
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    proc.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`cogmill exited with ${code}: ${stderr.join('')}`));
-    });
-  });
-  return { proc, url, stdout, stderr, exit };
-}
-
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<T>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 function connectError(url: string): Promise<string> {
   const u = new URL(url);
   return new Promise((resolve) => {
@@ -375,15 +337,16 @@ describe('the cogmill process', () => {
       assert.equal((await fetch(`${child.url}/readyz`)).status, 200);
     } finally {
       child.proc.kill('SIGTERM');
-      assert.equal(await within(child.exit, 15_000, 'exit'), 0);
+      assert.equal(await child.exit, 0);
     }
   });
 
   test('SIGTERM: new connections are refused, the in-flight request completes, the process exits 0', async () => {
     const web = await startStaticServer(data);
     const child = await spawnServe([`${web.url}/utm32.tif`], {
+      cwd: dir,
       env: {
-        COGMILL_SERVER_SHUTDOWN_GRACE_MS: '15000',
+        COGMILL_SERVER_SHUTDOWN_GRACE_MS: '120000',
         COGMILL_AUTH_TOKEN: TOKEN,
         COGMILL_S3_ACCESS_KEY_ID: 'AKIAEXAMPLEKEYID',
         COGMILL_S3_SECRET_ACCESS_KEY: S3_SECRET,
@@ -391,33 +354,35 @@ describe('the cogmill process', () => {
     });
     try {
       const tile = await centerTile(child.url, 'default', 9);
-      web.delayMs = 700;
-      const t0 = performance.now();
+      // the tile's source reads are held: it is in flight for as long as the test wants
+      const readsBefore = web.requests.length;
+      web.hold();
       const inflight = fetch(tile).then(async (r) => ({
         status: r.status,
         type: r.headers.get('content-type'),
         bytes: (await r.arrayBuffer()).byteLength,
       }));
-      await new Promise((r) => setTimeout(r, 300));
+      await web.waitForRequests(readsBefore + 1);
       child.proc.kill('SIGTERM');
-      await new Promise((r) => setTimeout(r, 200));
-      assert.equal(await connectError(child.url), 'ECONNREFUSED', 'no new connections while draining');
-      const done = await within(inflight, 15_000, 'in-flight tile');
+      await child.waitForLine((l) => l.msg === 'draining: no new connections, finishing in-flight requests');
+      // the listening socket closes right after that line is written; a connection racing in between is reset, not
+      // served; once closed, every new connection is refused while the held tile keeps the process alive
+      while ((await connectError(child.url)) !== 'ECONNREFUSED') await new Promise((r) => setTimeout(r, 20));
+      assert.equal(child.proc.exitCode, null, 'still running: the tile holds it');
+      web.release();
+      const done = await inflight;
       assert.equal(done.status, 200);
       assert.equal(done.type, 'image/png');
       assert.ok(done.bytes > 100);
-      assert.ok(performance.now() - t0 >= 700, 'the tile really waited for its source');
-      assert.equal(await within(child.exit, 15_000, 'exit'), 0);
-      const lines = child.stdout
-        .join('')
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      assert.equal(await child.exit, 0);
+      const lines = child.lines();
       const msgs = lines.map((l) => l.msg);
-      assert.ok(msgs.indexOf('draining: no new connections, finishing in-flight requests') >= 0);
-      const tileLine = lines.find((l) => l.msg === 'request' && String(l.route).includes('/tiles/'));
-      assert.equal(tileLine?.status, 200);
-      assert.ok(msgs.indexOf('stopped') > msgs.indexOf('request'), 'stopped after the in-flight request');
+      const draining = msgs.indexOf('draining: no new connections, finishing in-flight requests');
+      const tileAt = lines.findIndex((l) => l.msg === 'request' && String(l.route).includes('/tiles/'));
+      assert.ok(draining >= 0 && tileAt >= 0);
+      assert.equal(lines[tileAt].status, 200);
+      assert.ok(tileAt > draining, 'the tile finished after the drain began');
+      assert.ok(msgs.lastIndexOf('stopped') > tileAt, 'stopped after the in-flight request');
       const all = child.stdout.join('') + child.stderr.join('');
       assert.ok(
         !all.includes(TOKEN) && !all.includes(S3_SECRET) && !all.includes('AKIAEXAMPLEKEYID'),
@@ -425,7 +390,8 @@ describe('the cogmill process', () => {
       );
       assert.match(all, /"token":"\[redacted\]"/);
     } finally {
-      if (child.proc.exitCode === null) child.proc.kill('SIGKILL');
+      web.release();
+      child.kill();
       await web.stop();
     }
   });

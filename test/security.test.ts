@@ -4,8 +4,10 @@
  * clear 4xx (or 503/504 when the server is busy or slow) instead of hurting the process.
  */
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -287,6 +289,8 @@ describe('materialisation needs a token and an allowed destination', () => {
         assert.match(wrong.body?.message ?? '', /not valid/);
         const longer = await call(s, method, p, { authorization: `Bearer ${TOKEN}0` });
         assert.equal(longer.status, 403, `${method} ${p} with a longer token`);
+        const prefix = await call(s, method, p, { authorization: `Bearer ${TOKEN.slice(0, 8)}` });
+        assert.equal(prefix.status, 403, `${method} ${p} with a prefix of the token`);
         const right = await call(s, method, p, { authorization: `Bearer ${TOKEN}` });
         assert.ok(
           right.status !== 401 && right.status !== 403,
@@ -326,11 +330,40 @@ describe('materialisation needs a token and an allowed destination', () => {
     }
   });
 
-  test('token comparison', () => {
-    assert.equal(tokenMatches(TOKEN, TOKEN), true);
-    assert.equal(tokenMatches(`${TOKEN}x`, TOKEN), false);
-    assert.equal(tokenMatches('', TOKEN), false);
-    assert.equal(tokenMatches(TOKEN.toUpperCase(), TOKEN), false);
+  test('token comparison: one constant-time comparison of equal-length digests, whatever the length or prefix', (t) => {
+    // every comparison goes through crypto.timingSafeEqual, on two 32-byte digests: the time taken cannot depend on
+    // the given token's length nor on how long a prefix it shares with the real one
+    const calls: [number, number][] = [];
+    const real = crypto.timingSafeEqual;
+    t.mock.method(crypto, 'timingSafeEqual', (a: NodeJS.ArrayBufferView, b: NodeJS.ArrayBufferView) => {
+      calls.push([a.byteLength, b.byteLength]);
+      return real(a, b);
+    });
+    syncBuiltinESMExports();
+    try {
+      const cases: [string, boolean][] = [
+        [TOKEN, true],
+        [`${TOKEN}x`, false], // the real token is a prefix of it
+        [TOKEN.slice(0, -1), false], // a prefix of the real token
+        [`${TOKEN.slice(0, -1)}X`, false], // same length, differs in the last character
+        [`X${TOKEN.slice(1)}`, false], // same length, differs in the first character
+        ['', false],
+        ['x'.repeat(4096), false],
+        [TOKEN.toUpperCase(), false],
+      ];
+      for (const [given, want] of cases) {
+        const before = calls.length;
+        assert.equal(tokenMatches(given, TOKEN), want, JSON.stringify(given.slice(0, 40)));
+        assert.deepEqual(
+          calls.slice(before),
+          [[32, 32]],
+          `one timingSafeEqual of two digests for ${given.length} chars`,
+        );
+      }
+    } finally {
+      t.mock.restoreAll();
+      syncBuiltinESMExports();
+    }
     assert.equal(bearerToken(`Bearer ${TOKEN}`), TOKEN);
     assert.equal(bearerToken(`bearer   ${TOKEN} `), TOKEN);
     assert.equal(bearerToken(`Bearer ${TOKEN} extra`), undefined);
@@ -495,40 +528,70 @@ describe('limits', () => {
     }
   });
 
-  test('a full render queue answers 503 with Retry-After; a slow render answers 504', async () => {
+  test('a full render queue answers 503 with Retry-After', async () => {
     const web = await startStaticServer(data);
     const s = await startTestServer({
       mosaics: [{ id: 'w', sources: [`${web.url}/utm32.tif`] }],
       limits: { maxConcurrentRenders: 1, maxQueuedRenders: 0 },
-      server: { requestTimeoutMs: 1500 },
     });
     try {
       const m = (await (await fetch(`${s.url}/mosaics/w`)).json()) as { boundsWgs84: number[] };
       const lon = (m.boundsWgs84[0] + m.boundsWgs84[2]) / 2;
       const lat = (m.boundsWgs84[1] + m.boundsWgs84[3]) / 2;
-      web.delayMs = 600;
+      // the point request takes the only render slot and waits on its source read until the test lets it go
+      const reads = web.requests.length;
+      web.hold();
       const slow = fetch(`${s.url}/mosaics/w/point?lon=${lon}&lat=${lat}`);
-      await new Promise((r) => setTimeout(r, 150));
+      await web.waitForRequests(reads + 1);
       const busy = await fetch(`${s.url}/mosaics/w/preview.png?max_size=64&rescale=0,3000`);
       assert.equal(busy.status, 503);
       assert.equal(busy.headers.get('retry-after'), '1');
       assert.equal(((await busy.json()) as { code: string }).code, 'overloaded');
+      web.release();
       const first = await slow;
       assert.equal(first.status, 200, 'the request holding the slot completes');
       await first.arrayBuffer();
-      web.delayMs = 5000;
-      const t0 = performance.now();
-      const late = await fetch(
-        `${s.url}/mosaics/w/bbox/${m.boundsWgs84.join(',')}.png?width=64&height=64&rescale=0,3000`,
-      );
-      const ms = performance.now() - t0;
-      assert.equal(late.status, 504);
-      assert.equal(((await late.json()) as { code: string }).code, 'timeout');
-      assert.ok(ms >= 1400 && ms < 4000, `answered after ${ms} ms`);
       const metrics = await (await fetch(`${s.url}/metrics`)).text();
       assert.match(metrics, /^cogmill_render_rejected_total 1$/m);
     } finally {
-      web.delayMs = 0;
+      web.release();
+      await s.stop();
+      await web.stop();
+    }
+  });
+
+  test('a render past the request deadline answers 504 and is cancelled: its source reads aborted, none after', async () => {
+    const web = await startStaticServer(data);
+    const s = await startTestServer({
+      mosaics: [{ id: 'w', sources: [`${web.url}/utm32.tif`] }],
+      server: { requestTimeoutMs: 1000 },
+    });
+    const gauge = async (name: string) =>
+      Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(await (await fetch(`${s.url}/metrics`)).text())?.[1]);
+    try {
+      const m = (await (await fetch(`${s.url}/mosaics/w`)).json()) as { boundsWgs84: number[] };
+      // the source never answers: only the deadline can end this request
+      const reads = web.requests.length;
+      web.hold();
+      const late = await fetch(
+        `${s.url}/mosaics/w/bbox/${m.boundsWgs84.join(',')}.png?width=64&height=64&rescale=0,3000`,
+      );
+      assert.equal(late.status, 504);
+      const body = (await late.json()) as { code: string; message: string };
+      assert.equal(body.code, 'timeout');
+      assert.match(body.message, /server\.requestTimeoutMs/);
+      const held = web.requests.length - reads;
+      assert.ok(held >= 1, 'the render had asked its source for pixels');
+      // the render is cancelled, not left running: every read it had in flight is aborted by cogmill itself
+      await web.waitForAborts(held);
+      assert.equal(web.requests.slice(reads).filter((r) => !r.aborted).length, 0, 'every held read was aborted');
+      assert.equal(await gauge('cogmill_render_active'), 0, 'no render is running');
+      // answers to the aborted reads would have nowhere to go; the render asks for nothing more
+      web.release();
+      assert.equal((await fetch(`${s.url}/healthz`)).status, 200);
+      assert.equal(web.requests.length - reads, held, 'no source read after the deadline');
+    } finally {
+      web.release();
       await s.stop();
       await web.stop();
     }
