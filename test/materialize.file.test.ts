@@ -141,7 +141,7 @@ describe('materialise to a file', () => {
     };
     await assert.rejects(materialize(engine, m, sink, { workers: 1 }), /disk full/);
     assert.equal(whileWriting.length, 1, 'the temporary file existed while tiles were written');
-    assert.match(whileWriting[0], /^\.fail\.tif\.[0-9a-f]{12}\.partial$/);
+    assert.match(whileWriting[0], /^\.fail\.tif\..+\.partial$/);
     assert.deepEqual(await readdir(path.dirname(file)), [], 'no file and no temporary file left');
   });
 
