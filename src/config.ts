@@ -79,13 +79,10 @@ export const mosaicSchema = z
     blockSize: z.union([z.literal(256), z.literal(512), z.literal(1024)]).default(512),
   })
   .strict()
-  .refine(
-    (m) => [m.sources?.length ? 1 : 0, m.stac ? 1 : 0, m.index ? 1 : 0].reduce((a, b) => a + b) === 1,
-    {
-      path: ['sources'],
-      message: 'a mosaic needs at least one source, or else a stac catalogue or an index (exactly one of the three)',
-    },
-  );
+  .refine((m) => [m.sources?.length ? 1 : 0, m.stac ? 1 : 0, m.index ? 1 : 0].reduce((a, b) => a + b) === 1, {
+    path: ['sources'],
+    message: 'a mosaic needs at least one source, or else a stac catalogue or an index (exactly one of the three)',
+  });
 
 export const configSchema = z
   .object({
