@@ -16,6 +16,15 @@ import { buildItemsMosaic, type ItemsSampleInfo, selectItems } from './mosaic.it
 import { buildMosaic, type Mosaic, type MosaicSource, type MosaicSpec } from './mosaic.ts';
 import { Raster, type RasterCaches } from './raster.ts';
 import { type RenderOptions, type RenderStats, renderMosaic } from './render.ts';
+import {
+  type AzureClients,
+  type AzureSettings,
+  azureEndpoint,
+  createAzureClients,
+  isAzureBlobUrl,
+  listAzureTiffs,
+  SourceAzure,
+} from './source.azure.ts';
 import { confinePath, SourceFile } from './source.file.ts';
 import { HTTP_DEFAULTS, type HttpSettings, redactUrl, SourceHttp } from './source.http.ts';
 import { FileHandlePool } from './source.pool.ts';
@@ -28,9 +37,11 @@ import { applyTransform, type Bounds, type DType, type Grid, invertTransform, Mi
 export interface EngineSettings {
   /** local folders sources may be read from (symlinks out of them are refused) */
   readonly roots: readonly string[];
-  /** URL prefixes (http://, https://, s3://) sources may be read from; empty = none allowed */
+  /** URL prefixes (http://, https://, s3://, az://) sources may be read from; empty = none allowed */
   readonly allowedUrlPrefixes: readonly string[];
   readonly s3: S3Settings;
+  /** Azure Blob Storage account, endpoint and credentials (az:// and https://ACCOUNT.blob.core.windows.net/) */
+  readonly azure: AzureSettings;
   readonly http: HttpSettings;
   readonly headerCacheBytes: number;
   readonly tileCacheBytes: number;
@@ -56,6 +67,7 @@ export const ENGINE_DEFAULTS: EngineSettings = {
   roots: [],
   allowedUrlPrefixes: [],
   s3: {},
+  azure: {},
   http: HTTP_DEFAULTS,
   headerCacheBytes: 64 * MiB,
   tileCacheBytes: 256 * MiB,
@@ -75,7 +87,7 @@ const TIFF_EXT = /\.(tif|tiff|gtiff)$/i;
 
 /** The form of a source URL that is compared with the allowed prefixes (and that fetch would request). */
 export function normalizeSourceUrl(url: string): string {
-  if (url.startsWith('s3://')) {
+  if (url.startsWith('s3://') || url.startsWith('az://')) {
     if (/(^|\/)(\.|%2e){1,2}(\/|$)/i.test(url.slice(5))) {
       throw new SourceError('forbidden', `source ${url} has "." or ".." segments in its key`);
     }
@@ -155,6 +167,7 @@ export class Engine {
   /** locations a catalogue mosaic has opened (what its refresh re-checks) */
   private readonly opened = new WeakMap<Mosaic, Set<string>>();
   private s3Client: ReturnType<typeof createS3Client> | undefined;
+  private azureClients: Promise<AzureClients> | undefined;
   private readonly sourceFactory: SourceFactory;
 
   constructor(settings: Partial<EngineSettings> = {}, deps: { sourceFactory?: SourceFactory } = {}) {
@@ -183,6 +196,23 @@ export class Engine {
     return this.s3Client;
   }
 
+  /** The Azure clients, built on first use (the default credential chain is imported only then). */
+  azure(): Promise<AzureClients> {
+    if (!this.azureClients) {
+      const p = createAzureClients(this.settings.azure);
+      this.azureClients = p;
+      p.catch(() => {
+        if (this.azureClients === p) this.azureClients = undefined;
+      });
+    }
+    return this.azureClients;
+  }
+
+  /** An https URL of Azure Blob Storage (public cloud host, or under the configured endpoint). */
+  private isAzureUrl(location: string): boolean {
+    return isAzureBlobUrl(location, azureEndpoint(this.settings.azure));
+  }
+
   /**
    * Refuse a URL outside the allowed prefixes. The URL is compared in its normalised form (dot segments and
    * percent-encoded dots resolved, as fetch will resolve them), so `https://host/allowed/../x.tif` cannot escape
@@ -200,6 +230,10 @@ export class Engine {
   }
 
   private async defaultSource(location: string): Promise<Source> {
+    if (location.startsWith('az://') || (/^https?:\/\//i.test(location) && this.isAzureUrl(location))) {
+      this.checkUrlAllowed(location);
+      return SourceAzure.open(await this.azure(), location, this.settings.azure);
+    }
     if (/^https?:\/\//i.test(location)) {
       this.checkUrlAllowed(location);
       return new SourceHttp(location, this.settings.http);
@@ -327,8 +361,8 @@ export class Engine {
   }
 
   /**
-   * Expand source patterns: local files, folders (their .tif files), globs, http(s) URLs, s3://bucket/key and
-   * s3://bucket/prefix/ (its .tif objects). Every result is checked against the policy.
+   * Expand source patterns: local files, folders (their .tif files), globs, http(s) URLs, s3://bucket/key,
+   * s3://bucket/prefix/ (its .tif objects), az://container/blob and az://container/prefix/ (its .tif blobs). Every result is checked against the policy.
    */
   async expand(patterns: readonly string[]): Promise<string[]> {
     const out: string[] = [];
@@ -339,6 +373,10 @@ export class Engine {
       } else if (p.startsWith('s3://')) {
         this.checkUrlAllowed(p);
         if (p.endsWith('/')) out.push(...(await listS3Tiffs(this.s3(), p)));
+        else out.push(p);
+      } else if (p.startsWith('az://')) {
+        this.checkUrlAllowed(p);
+        if (p.endsWith('/')) out.push(...(await listAzureTiffs(await this.azure(), p)));
         else out.push(p);
       } else if (/[*?[{]/.test(p)) {
         const found: string[] = [];

@@ -94,9 +94,9 @@ function geoTransformText(gt: GeoTransform): string {
 }
 
 /**
- * The GDAL filename of a location read directly: http(s) through /vsicurl/, s3:// through /vsis3/, local paths
- * as they are. Credentials in a URL (user info, query string) are never written out: the client brings its own
- * (GDAL_HTTP_HEADERS, AWS_* settings).
+ * The GDAL filename of a location read directly: http(s) through /vsicurl/, s3:// through /vsis3/, az:// through
+ * /vsiaz/, local paths as they are. Credentials in a URL (user info, query string) are never written out: the
+ * client brings its own (GDAL_HTTP_HEADERS, AWS_* / AZURE_STORAGE_* settings).
  */
 export function directSourcePath(location: string): string {
   if (/^https?:\/\//i.test(location)) {
@@ -108,6 +108,7 @@ export function directSourcePath(location: string): string {
     return `/vsicurl/${u.toString()}`;
   }
   if (location.startsWith('s3://')) return `/vsis3/${location.slice(5)}`;
+  if (location.startsWith('az://')) return `/vsiaz/${location.slice(5)}`;
   if (location.startsWith('file://')) return location.slice(7);
   return location;
 }
