@@ -1,17 +1,21 @@
 /**
- * Where a materialised COG goes, as written by a person: `s3://bucket/key.tif` (a multipart upload), or a local
- * path / `file://` URL (a temporary file renamed into place). Parsing checks only the form; which destinations a
+ * Where a materialised COG goes, as written by a person: `s3://bucket/key.tif` (a multipart upload),
+ * `az://container/blob.tif` (staged blocks, one block list), or a local path / `file://` URL (a temporary file
+ * renamed into place). Parsing checks only the form; which destinations a
  * request may use is the server's policy (materialize.allowedDestinations), not this module's.
  */
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import { SourceError } from '../render/errors.ts';
+import type { AzureSettings } from '../render/source.azure.ts';
 import type { S3Settings } from '../render/source.s3.ts';
+import { parseAzureDestination, SinkAzure, type SinkAzureOptions } from './sink.azure.ts';
 import { SinkFile } from './sink.file.ts';
 import { SinkS3, type SinkS3Options } from './sink.s3.ts';
 
 export type SinkDestination =
   | { readonly kind: 's3'; readonly url: string; readonly bucket: string; readonly key: string }
+  | { readonly kind: 'azure'; readonly url: string; readonly container: string; readonly blob: string }
   | { readonly kind: 'file'; readonly path: string };
 
 /** Bucket names S3 and the S3-compatible stores accept (3-63 letters, digits, dots, hyphens, underscores). */
@@ -27,7 +31,7 @@ function bad(dest: string, why: string): SourceError {
  */
 export function parseDestination(dest: string, cwd: string = process.cwd()): SinkDestination {
   if (typeof dest !== 'string' || dest.trim() === '')
-    throw bad(String(dest ?? ''), 'give s3://bucket/key.tif or a file path');
+    throw bad(String(dest ?? ''), 'give s3://bucket/key.tif, az://container/blob.tif or a file path');
   if (/^s3:\/\//i.test(dest)) {
     const m = /^s3:\/\/([^/]+)\/(.+)$/s.exec(dest);
     if (!m) throw bad(dest, 'write it as s3://bucket/path/to/file.tif');
@@ -41,8 +45,12 @@ export function parseDestination(dest: string, cwd: string = process.cwd()): Sin
     if (Buffer.byteLength(key) > 1024) throw bad(dest, 'S3 keys are at most 1024 bytes');
     return { kind: 's3', url: `s3://${bucket}/${key}`, bucket, key };
   }
+  if (/^az:\/\//i.test(dest)) {
+    const { container, blob } = parseAzureDestination(dest.replace(/^az:/i, 'az:'));
+    return { kind: 'azure', url: `az://${container}/${blob}`, container, blob };
+  }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(dest) && !/^file:\/\//i.test(dest)) {
-    throw bad(dest, 'only s3://bucket/key and local file paths are supported');
+    throw bad(dest, 'only s3://bucket/key, az://container/blob and local file paths are supported');
   }
   const raw = dest.replace(/^file:\/\//i, '');
   if (raw.endsWith('/') || raw.endsWith(path.sep)) throw bad(dest, 'it names a folder; give a file name');
@@ -56,9 +64,9 @@ export function parseDestination(dest: string, cwd: string = process.cwd()): Sin
   return { kind: 'file', path: file };
 }
 
-/** The location a destination is reported as (s3://bucket/key or the absolute path). */
+/** The location a destination is reported as (s3://bucket/key, az://container/blob or the absolute path). */
 export function destinationLocation(dest: SinkDestination): string {
-  return dest.kind === 's3' ? dest.url : dest.path;
+  return dest.kind === 'file' ? dest.path : dest.url;
 }
 
 export interface SinkSettings {
@@ -66,10 +74,15 @@ export interface SinkSettings {
   readonly s3: S3Settings;
   /** S3 sink tuning (retries, backoff); tests lower these */
   readonly s3Sink?: Omit<SinkS3Options, 'client' | 'settings'>;
+  /** Azure account, endpoint and credentials */
+  readonly azure?: AzureSettings;
+  /** Azure sink tuning (retries, backoff); tests lower these */
+  readonly azureSink?: Omit<SinkAzureOptions, 'clients' | 'settings'>;
 }
 
 /** The sink writing to `dest`. Nothing is contacted until the pipeline opens it. */
-export function createSink(dest: SinkDestination, settings: SinkSettings): SinkS3 | SinkFile {
+export function createSink(dest: SinkDestination, settings: SinkSettings): SinkS3 | SinkAzure | SinkFile {
   if (dest.kind === 's3') return new SinkS3(dest.url, { ...settings.s3Sink, settings: settings.s3 });
+  if (dest.kind === 'azure') return new SinkAzure(dest.url, { ...settings.azureSink, settings: settings.azure ?? {} });
   return new SinkFile(dest.path);
 }

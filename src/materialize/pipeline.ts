@@ -347,7 +347,8 @@ export async function materialize(
     const upper = new Float64Array(tileCount).fill(maxTilePayloadBytes(spec) + layout.tileFrameBytes);
     plan = planParts(upper, options.runs ?? Math.max(1, workers), {
       minPartSizeBytes: options.minPartSizeBytes,
-      minPartBytes: options.minPartBytes,
+      minPartBytes: options.minPartBytes ?? sink.minPartBytes,
+      maxParts: sink.maxParts,
     });
     gluer = new Gluer(plan, uploadPart);
     writers = plan.runs.map((r) => new RunWriter(plan!, r, uploadPart));

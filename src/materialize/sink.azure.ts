@@ -1,0 +1,423 @@
+/**
+ * The Azure Blob Storage sink: one block blob per COG, written as Put Block (stageBlock) calls that arrive in any
+ * order and concurrently, then one Put Block List (commitBlockList) in file order, the header block first.
+ *
+ * Block ids are fixed-length base64 strings derived from an upload tag and the part number
+ * (`cogmill-<16 hex tag>-<6-digit part>`), so a retried or re-run part overwrites its own block and blocks of
+ * two uploads to the same blob never mix. Azure has no minimum block size, so the pipeline glues nothing (the
+ * sink asks for a minimum of 1 byte); limits respected: at most 50,000 blocks, at most 4,000 MiB per block.
+ *
+ * Every block carries a Content-MD5 header, so the service refuses a block damaged on the way (retried). Every
+ * request is retried with exponential backoff and full jitter on 5xx, throttling (429, 503 ServerBusy), timeouts
+ * and dropped connections; staging a block again with the same id overwrites it, and committing the same list
+ * again commits the same blob, so every retry is safe.
+ *
+ * Nothing is visible at the blob until the block list is committed, and on any failure or cancel it never is:
+ * the staged blocks stay uncommitted, invisible, and Azure discards them after 7 days (or at the next commit to
+ * that blob name). A cancel that raced the commit removes the blob when its committed blocks are exactly ours.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { BlockBlobClient } from '@azure/storage-blob';
+import { CogmillError, errorMessage, SourceError } from '../render/errors.ts';
+import {
+  AZURE_DEFAULTS,
+  type AzureClients,
+  type AzureErrorShape,
+  type AzureSettings,
+  azureBlobClient,
+  azureErrorCode,
+  azureSourceError,
+  backoffMs,
+  createAzureClients,
+  isRetryableAzureError,
+  parseAzureUrl,
+  sleep,
+} from '../render/source.azure.ts';
+import { MiB } from '../render/types.ts';
+import type { Part } from './part.plan.ts';
+import type { SinkParts, SinkResult, SinkStats } from './sink.ts';
+
+export const AZURE_MAX_BLOCKS = 50_000;
+export const AZURE_MAX_BLOCK_BYTES = 4000 * MiB;
+/** length of the upload tag in a block id (hex characters) */
+const TAG_CHARS = 16;
+
+export interface SinkAzureOptions {
+  /** clients to share; without them the sink builds its own from `settings` */
+  readonly clients?: AzureClients;
+  readonly settings?: AzureSettings;
+  /** Content-Type of the blob (default image/tiff) */
+  readonly contentType?: string;
+  /** attempts per request, the first included (default 8) */
+  readonly attempts?: number;
+  /** first backoff in milliseconds; doubles per attempt, full jitter (default 200) */
+  readonly retryBaseMs?: number;
+  /** longest backoff in milliseconds (default 10,000) */
+  readonly retryMaxMs?: number;
+  /**
+   * The tag in every block id (16 hex characters). Default: random per sink. Processes that stage blocks of the
+   * same upload (shards on several machines) share one, from the plan.
+   */
+  readonly uploadTag?: string;
+  /** how long abort() may take before it gives up, in milliseconds (default 60,000) */
+  readonly abortTimeoutMs?: number;
+}
+
+export const SINK_AZURE_DEFAULTS = {
+  contentType: 'image/tiff',
+  attempts: 8,
+  retryBaseMs: 200,
+  retryMaxMs: 10_000,
+  abortTimeoutMs: 60_000,
+} as const;
+
+/** how many retried errors a sink remembers for progress reports */
+const RECENT_ERRORS = 10;
+/** an attempt may take the configured timeout plus one second per MiB sent (a slow link is not a dead one) */
+const MS_PER_MIB = 1000;
+
+/** A new random upload tag. */
+export function newUploadTag(): string {
+  return randomBytes(TAG_CHARS / 2).toString('hex');
+}
+
+/** The block id of a part: base64 of `cogmill-<tag>-<part number, 6 digits>`, the same length for every part. */
+export function azureBlockId(tag: string, partNumber: number): string {
+  if (!/^[0-9a-f]{16}$/.test(tag)) throw new RangeError(`upload tag "${tag}" is not 16 hex characters`);
+  if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > AZURE_MAX_BLOCKS)
+    throw new RangeError(`part number ${partNumber} is outside 1..${AZURE_MAX_BLOCKS}`);
+  return Buffer.from(`cogmill-${tag}-${String(partNumber).padStart(6, '0')}`).toString('base64');
+}
+
+/** The part number of one of our block ids for `tag`, or undefined for any other block id. */
+export function azurePartNumber(tag: string, blockId: string): number | undefined {
+  const m = /^cogmill-([0-9a-f]{16})-(\d{6})$/.exec(Buffer.from(blockId, 'base64').toString('latin1'));
+  return m && m[1] === tag ? Number(m[2]) : undefined;
+}
+
+/** Container names Azure accepts: 3-63 lowercase letters, digits and single hyphens, starting with a letter or digit. */
+const CONTAINER = /^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/;
+
+/** Check an `az://container/blob` destination; returns the container and blob name. */
+export function parseAzureDestination(url: string): { container: string; blob: string } {
+  const bad = (why: string) => new SourceError('bad-request', `destination "${url}": ${why}`);
+  let parsed: { container: string; blob: string };
+  try {
+    parsed = parseAzureUrl(url);
+  } catch {
+    throw bad('write it as az://container/path/to/file.tif');
+  }
+  const { container, blob } = parsed;
+  if (!CONTAINER.test(container))
+    throw bad(`"${container}" is not a valid container name (3-63 lowercase letters, digits and hyphens)`);
+  if (blob === '') throw bad('write it as az://container/path/to/file.tif');
+  if (blob.endsWith('/')) throw bad('it names a prefix; give the name of the file, e.g. .../mosaic.tif');
+  if (blob.split('/').some((s) => s === '' || s === '.' || s === '..'))
+    throw bad('the blob name may not contain empty, "." or ".." segments');
+  if ([...blob].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f))
+    throw bad('the blob name may not contain control characters');
+  if (blob.length > 1024) throw bad('blob names are at most 1024 characters');
+  return parsed;
+}
+
+function concat(chunks: readonly Uint8Array[], bytes: number): Uint8Array {
+  if (chunks.length === 1 && chunks[0].byteLength === bytes) return chunks[0];
+  const out = new Uint8Array(bytes);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  if (at !== bytes) throw new RangeError(`part chunks hold ${at} bytes, not the ${bytes} announced`);
+  return out;
+}
+
+interface BlockRecord {
+  readonly id: string;
+  readonly bytes: number;
+}
+
+export class SinkAzure implements SinkParts {
+  readonly mode = 'parts' as const;
+  readonly kind = 'azure';
+  readonly location: string;
+  readonly stats: SinkStats = { parts: 0, bytes: 0, retries: 0 };
+  /** Azure has no minimum block size: nothing needs gluing */
+  readonly minPartBytes = 1;
+  readonly maxParts = AZURE_MAX_BLOCKS;
+  /** the last few errors that were retried, oldest first (for progress reports) */
+  readonly recentErrors: string[] = [];
+  readonly container: string;
+  readonly blobName: string;
+  readonly uploadTag: string;
+  private readonly options: SinkAzureOptions;
+  private readonly attempts: number;
+  private target: { blob: BlockBlobClient; credentialSource: string } | undefined;
+  private readonly blocks = new Map<number, BlockRecord>();
+  private readonly inflight = new Set<Promise<unknown>>();
+  private state: 'new' | 'open' | 'completing' | 'completed' | 'aborted' = 'new';
+  /** Put Block List was sent at least once (the service may have committed the blob) */
+  private commitSent = false;
+
+  constructor(url: string, options: SinkAzureOptions = {}) {
+    const { container, blob } = parseAzureDestination(url);
+    if (!options.clients && !options.settings) throw new TypeError('SinkAzure needs clients or Azure settings');
+    this.location = `az://${container}/${blob}`;
+    this.container = container;
+    this.blobName = blob;
+    this.options = options;
+    this.attempts = Math.max(1, options.attempts ?? SINK_AZURE_DEFAULTS.attempts);
+    this.uploadTag = options.uploadTag ?? newUploadTag();
+    azureBlockId(this.uploadTag, 1); // checks the tag
+  }
+
+  /** where the credentials came from (after open) */
+  get credentialSource(): string | undefined {
+    return this.target?.credentialSource;
+  }
+
+  private async client(): Promise<BlockBlobClient> {
+    if (!this.target) {
+      const clients = this.options.clients ?? (await createAzureClients(this.options.settings ?? {}));
+      const t = await azureBlobClient(clients, this.location);
+      this.target = { blob: t.blob, credentialSource: t.credentialSource };
+    }
+    return this.target.blob;
+  }
+
+  private note(action: string, e: unknown): void {
+    const err = (e ?? {}) as AzureErrorShape;
+    const what = [err.statusCode && `HTTP ${err.statusCode}`, azureErrorCode(e), err.message?.split('\n')[0]]
+      .filter(Boolean)
+      .join(' ');
+    this.recentErrors.push(`${action}: ${what || errorMessage(e)} (retried)`);
+    if (this.recentErrors.length > RECENT_ERRORS) this.recentErrors.shift();
+  }
+
+  private backoff(attempt: number): number {
+    return backoffMs(
+      attempt,
+      this.options.retryBaseMs ?? SINK_AZURE_DEFAULTS.retryBaseMs,
+      this.options.retryMaxMs ?? SINK_AZURE_DEFAULTS.retryMaxMs,
+    );
+  }
+
+  /** Send with retries; each attempt has its own timeout; `signal` cancels (its reason is thrown as it is). */
+  private async send<T>(
+    action: string,
+    bytes: number,
+    fn: (blob: BlockBlobClient, signal: AbortSignal) => Promise<T>,
+    signal: AbortSignal | undefined,
+  ): Promise<T> {
+    const blob = await this.client();
+    const timeoutMs =
+      (this.options.settings?.timeoutMs ?? AZURE_DEFAULTS.timeoutMs) + Math.ceil((bytes / MiB) * MS_PER_MIB);
+    for (let attempt = 1; ; attempt++) {
+      signal?.throwIfAborted();
+      const timeout = AbortSignal.timeout(timeoutMs);
+      try {
+        return await fn(blob, signal ? AbortSignal.any([signal, timeout]) : timeout);
+      } catch (e) {
+        if (signal?.aborted) throw signal.reason;
+        const failure = timeout.aborted
+          ? new SourceError('timeout', `${this.location}: Azure did not answer within ${timeoutMs} ms (${action})`, {
+              cause: e,
+            })
+          : e;
+        if (attempt >= this.attempts || !isRetryableAzureError(failure)) throw this.fail(failure, action, attempt);
+        this.stats.retries++;
+        this.note(action, failure);
+        await sleep(this.backoff(attempt), signal);
+      }
+    }
+  }
+
+  private fail(e: unknown, action: string, attempts: number): CogmillError {
+    if (e instanceof CogmillError) return e;
+    const status = (e as AzureErrorShape).statusCode;
+    const code = azureErrorCode(e);
+    const opts = { cause: e };
+    if (status === 401 || status === 403) {
+      return new SourceError(
+        'forbidden',
+        `${this.location}: access denied to container ${this.container} (${action}, Azure ${status} ${code}); credentials tried: ${this.credentialSource ?? 'none'}; writing needs the Storage Blob Data Contributor role, or a SAS with write and create permissions on the container`,
+        opts,
+      );
+    }
+    if (code === 'ContainerNotFound') {
+      return new SourceError(
+        'not-found',
+        `${this.location}: the container ${this.container} does not exist (${action}); create it first, or check the Azure account/endpoint`,
+        opts,
+      );
+    }
+    if (code === 'InvalidBlockList' || code === 'InvalidBlockId' || code === 'InvalidBlobOrBlock') {
+      return new SourceError(
+        'internal',
+        `${this.location}: Azure refused the blocks (${action}, ${code}): ${(e as Error).message?.split('\n')[0]}`,
+        opts,
+      );
+    }
+    const mapped = azureSourceError(e, this.location, action, {
+      container: this.container,
+      credentialSource: this.credentialSource,
+    });
+    return attempts > 1 ? new SourceError(mapped.kind, `${mapped.message} after ${attempts} attempts`, opts) : mapped;
+  }
+
+  async open(signal?: AbortSignal): Promise<void> {
+    if (this.state !== 'new') throw new Error(`SinkAzure.open: the sink is ${this.state}`);
+    signal?.throwIfAborted();
+    await this.client();
+    this.state = 'open';
+  }
+
+  putPart(part: Part, signal?: AbortSignal): Promise<void> {
+    const p = this.stage(part, signal);
+    this.inflight.add(p);
+    const done = () => this.inflight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  private async stage(part: Part, signal?: AbortSignal): Promise<void> {
+    if (this.state !== 'open') {
+      throw new SourceError(
+        'internal',
+        `${this.location}: part ${part.partNumber} arrived while the upload is ${this.state}`,
+      );
+    }
+    const n = part.partNumber;
+    const id = azureBlockId(this.uploadTag, n);
+    if (part.bytes > AZURE_MAX_BLOCK_BYTES)
+      throw new RangeError(`part ${n} is ${part.bytes} bytes, more than Azure's 4,000 MiB per block`);
+    const body = concat(part.chunks, part.bytes);
+    const md5 = createHash('md5').update(body).digest();
+    await this.send(
+      `Put Block ${n}`,
+      body.byteLength,
+      (blob, s) => blob.stageBlock(id, body, body.byteLength, { abortSignal: s, transactionalContentMD5: md5 }),
+      signal,
+    );
+    if (this.state !== 'open') return;
+    const old = this.blocks.get(n);
+    if (old) this.stats.bytes -= old.bytes;
+    else this.stats.parts++;
+    this.blocks.set(n, { id, bytes: body.byteLength });
+    this.stats.bytes += body.byteLength;
+  }
+
+  /** the blocks staged so far, by part number */
+  stagedParts(): { partNumber: number; bytes: number; blockId: string }[] {
+    return [...this.blocks.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([partNumber, b]) => ({ partNumber, bytes: b.bytes, blockId: b.id }));
+  }
+
+  /**
+   * The uncommitted blocks of this upload the service holds (for a resume: parts found here need not be staged
+   * again), by part number.
+   */
+  async listUncommitted(signal?: AbortSignal): Promise<Map<number, number>> {
+    const res = await this.send(
+      'Get Block List',
+      0,
+      (blob, s) => blob.getBlockList('uncommitted', { abortSignal: s }),
+      signal,
+    ).catch((e: unknown) => {
+      if (e instanceof SourceError && e.kind === 'not-found') return { uncommittedBlocks: [] };
+      throw e;
+    });
+    const out = new Map<number, number>();
+    for (const b of res.uncommittedBlocks ?? []) {
+      const n = azurePartNumber(this.uploadTag, b.name);
+      if (n !== undefined) out.set(n, b.size);
+    }
+    return out;
+  }
+
+  async complete(signal?: AbortSignal): Promise<SinkResult> {
+    if (this.state !== 'open')
+      throw new SourceError('internal', `${this.location}: complete() while the upload is ${this.state}`);
+    await Promise.allSettled([...this.inflight]);
+    const staged = this.stagedParts();
+    if (staged.length === 0 || staged[0].partNumber !== 1) {
+      throw new SourceError('internal', `${this.location}: cannot commit the blob without part 1 (the header)`);
+    }
+    const ids = staged.map((p) => p.blockId);
+    const totalBytes = staged.reduce((a, p) => a + p.bytes, 0);
+    this.state = 'completing';
+    let etag: string | undefined;
+    try {
+      const res = await this.send(
+        'Put Block List',
+        0,
+        (blob, s) => {
+          this.commitSent = true;
+          return blob.commitBlockList(ids, {
+            abortSignal: s,
+            blobHTTPHeaders: { blobContentType: this.options.contentType ?? SINK_AZURE_DEFAULTS.contentType },
+          });
+        },
+        signal,
+      );
+      etag = res.etag;
+      // the committed list must be exactly ours (another writer may have committed over it)
+      const problem = await this.checkCommitted(ids, staged, signal);
+      if (problem) {
+        throw new SourceError('changed', `${this.location}: after Put Block List the blob is not ours: ${problem}`);
+      }
+    } catch (e) {
+      this.state = 'open';
+      throw e;
+    }
+    this.state = 'completed';
+    return { location: this.location, bytes: totalBytes, etag, parts: staged.length };
+  }
+
+  /** undefined when the committed block list is exactly `ids` with the staged sizes, else what differs */
+  private async checkCommitted(
+    ids: readonly string[],
+    staged: readonly { bytes: number }[],
+    signal: AbortSignal | undefined,
+  ): Promise<string | undefined> {
+    const list = await this.send(
+      'Get Block List',
+      0,
+      (blob, s) => blob.getBlockList('committed', { abortSignal: s }),
+      signal,
+    );
+    const committed = list.committedBlocks ?? [];
+    if (committed.length !== ids.length) return `it has ${committed.length} blocks, not the ${ids.length} committed`;
+    for (let i = 0; i < ids.length; i++) {
+      if (committed[i].name !== ids[i] || committed[i].size !== staged[i].bytes)
+        return `block ${i + 1} is not the one staged`;
+    }
+    return undefined;
+  }
+
+  async abort(_reason?: unknown): Promise<void> {
+    if (this.state === 'completed' || this.state === 'aborted') return;
+    this.state = 'aborted';
+    // blocks still on the wire: let them finish, so nothing is staged after the abort returns
+    await Promise.allSettled([...this.inflight]);
+    // the staged blocks stay uncommitted (invisible; Azure discards them after 7 days): nothing to undo, unless a
+    // commit was sent and may have gone through
+    if (!this.commitSent || !this.target) return;
+    const signal = AbortSignal.timeout(this.options.abortTimeoutMs ?? SINK_AZURE_DEFAULTS.abortTimeoutMs);
+    const staged = this.stagedParts();
+    let problem: string | undefined;
+    try {
+      problem = await this.checkCommitted(
+        staged.map((p) => p.blockId),
+        staged,
+        signal,
+      );
+    } catch (e) {
+      if (e instanceof SourceError && e.kind === 'not-found') return;
+      throw e;
+    }
+    if (problem) return;
+    await this.send('Delete Blob', 0, (blob, s) => blob.deleteIfExists({ abortSignal: s }), signal);
+  }
+}

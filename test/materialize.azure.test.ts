@@ -1,0 +1,372 @@
+/**
+ * Materialise to Azure Blob Storage against a real Azure Blob service (Azurite), from sources that live in
+ * Azurite too, directly and through the fault-injecting proxy: the committed blob equals the file sink's output
+ * byte for byte, GDAL calls it a valid COG and reads it over /vsiaz/ with the engine's pixels, retried faults still
+ * end in the same COG, and a fatal fault or a cancel leaves no committed blob.
+ */
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
+import { parseDestination } from '../src/materialize/destination.ts';
+import { type MaterializeOptions, materialize } from '../src/materialize/pipeline.ts';
+import {
+  AZURE_MAX_BLOCKS,
+  azureBlockId,
+  azurePartNumber,
+  SinkAzure,
+  type SinkAzureOptions,
+} from '../src/materialize/sink.azure.ts';
+import { SinkFile } from '../src/materialize/sink.file.ts';
+import { Engine } from '../src/render/engine.ts';
+import { SourceError } from '../src/render/errors.ts';
+import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
+import type { AzureSettings } from '../src/render/source.azure.ts';
+import { MiB } from '../src/render/types.ts';
+import { type Azurite, startAzurite } from './support/azurite.ts';
+import { startFaultProxy } from './support/fault.proxy.ts';
+import { fixtureDir, gdalRead, PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
+
+const IN = 'cogs';
+const OUT = 'cogmill-out';
+
+/** A float32 noise raster (incompressible) with nodata -9999, written by GDAL, with overviews. */
+async function writeNoise(file: string, size: number): Promise<void> {
+  const code = `
+import sys
+import numpy as np
+from osgeo import gdal, osr
+gdal.UseExceptions()
+path, n = sys.argv[1], int(sys.argv[2])
+a = np.random.default_rng(7).uniform(0, 1000, (n, n)).astype('float32')
+ds = gdal.GetDriverByName('GTiff').Create(path, n, n, 1, gdal.GDT_Float32, ['TILED=YES', 'BLOCKXSIZE=256', 'BLOCKYSIZE=256'])
+ds.SetGeoTransform([500000, 10, 0, 5000000, 0, -10])
+srs = osr.SpatialReference(); srs.ImportFromEPSG(32632); ds.SetProjection(srs.ExportToWkt())
+b = ds.GetRasterBand(1); b.SetNoDataValue(-9999); b.WriteArray(a)
+ds.BuildOverviews('AVERAGE', [2, 4, 8])
+ds = None
+`;
+  await sh(PYTHON, ['-c', code, file, String(size)]);
+}
+
+let azurite: Azurite;
+let settings: AzureSettings;
+let inputs: ContainerClient;
+let outputs: ContainerClient;
+/** reads the Azurite sources */
+let engine: Engine;
+/** reads the same files from disk */
+let local: Engine;
+let dir = '';
+let out = '';
+const NOISE = 2048;
+
+before(async () => {
+  [azurite, dir, out] = await Promise.all([startAzurite(), fixtureDir(), tempDir('cogmill-azmat-')]);
+  settings = { account: azurite.account, accountKey: azurite.accountKey, endpoint: azurite.endpoint };
+  const service = BlobServiceClient.fromConnectionString(azurite.connectionString);
+  inputs = service.getContainerClient(IN);
+  outputs = service.getContainerClient(OUT);
+  await Promise.all([inputs.create(), outputs.create()]);
+  await writeNoise(path.join(out, 'noise.tif'), NOISE);
+  for (const [name, file] of [
+    ['utm/utm32.tif', path.join(dir, 'utm32.tif')],
+    ['utm/utm31.tif', path.join(dir, 'utm31.tif')],
+    ['noise/noise.tif', path.join(out, 'noise.tif')],
+  ] as const) {
+    await inputs.getBlockBlobClient(name).uploadData(await readFile(file));
+  }
+  engine = new Engine({ azure: { ...settings, retryBaseMs: 5 }, allowedUrlPrefixes: [`az://${IN}/`] });
+  local = new Engine({ roots: [dir, out] });
+});
+
+after(async () => {
+  await engine?.close();
+  await local?.close();
+  await azurite?.stop();
+});
+
+async function download(name: string): Promise<Buffer> {
+  return outputs.getBlockBlobClient(name).downloadToBuffer();
+}
+
+async function blobExists(name: string): Promise<boolean> {
+  return outputs.getBlockBlobClient(name).exists();
+}
+
+/** retries fast in tests */
+const FAST: SinkAzureOptions = { retryBaseMs: 20, retryMaxMs: 200 };
+
+const twoZones = async (e: Engine): Promise<Mosaic> => {
+  const sources =
+    e === engine ? await e.expand([`az://${IN}/utm/`]) : ['utm31', 'utm32'].map((n) => path.join(dir, `${n}.tif`));
+  return e.openMosaic({ id: 'two', sources, blockSize: 256 });
+};
+
+/** the noise raster with its band exposed twice: 2 x 16 MiB of incompressible float32 at full resolution */
+const noise = (e: Engine, extra: Partial<MosaicSpec> = {}): Promise<Mosaic> =>
+  e.openMosaic({
+    id: 'noise',
+    sources: [e === engine ? `az://${IN}/noise/noise.tif` : path.join(out, 'noise.tif')],
+    blockSize: 256,
+    bands: [1, 1],
+    ...extra,
+  });
+
+/** The file sink's output for the same mosaic read from local files: the reference bytes. */
+const references = new Map<string, Promise<Buffer>>();
+function reference(name: string, m: () => Promise<Mosaic>, opts: MaterializeOptions): Promise<Buffer> {
+  let p = references.get(name);
+  if (!p) {
+    p = (async () => {
+      const file = path.join(out, `${name}.ref.tif`);
+      await materialize(local, await m(), new SinkFile(file), opts);
+      return readFile(file);
+    })();
+    references.set(name, p);
+  }
+  return p;
+}
+
+async function assertValid(bytes: Buffer, name: string): Promise<void> {
+  const file = path.join(out, `${name}.download.tif`);
+  await writeFile(file, bytes);
+  const v = await validateCog(file);
+  assert.deepEqual(v.errors, [], `validator errors for ${name}`);
+  assert.deepEqual(v.warnings, [], `validator warnings for ${name}`);
+}
+
+/** Statistics are left out where float outputs are compared byte for byte (their last digits follow tile order). */
+const BIG: MaterializeOptions = {
+  compression: 'none',
+  workers: 2,
+  runs: 4,
+  minPartSizeBytes: 5 * MiB,
+  statistics: false,
+};
+
+const putBlock = (u: URL) => u.searchParams.get('comp') === 'block';
+const putBlockList = (u: URL) => u.searchParams.get('comp') === 'blocklist';
+
+describe('block ids and destinations', () => {
+  test('block ids are fixed-length base64 and give their part number back for their own tag only', () => {
+    const tag = '0123456789abcdef';
+    const ids = [1, 2, 99, AZURE_MAX_BLOCKS].map((n) => azureBlockId(tag, n));
+    assert.equal(new Set(ids.map((id) => id.length)).size, 1, 'every id has the same length');
+    assert.deepEqual(
+      ids.map((id) => azurePartNumber(tag, id)),
+      [1, 2, 99, AZURE_MAX_BLOCKS],
+    );
+    assert.equal(azurePartNumber('fedcba9876543210', ids[0]), undefined);
+    assert.throws(() => azureBlockId(tag, AZURE_MAX_BLOCKS + 1), RangeError);
+    assert.throws(() => azureBlockId('short', 1), RangeError);
+  });
+
+  test('az:// destinations are checked', () => {
+    assert.deepEqual(parseDestination('az://out/a/b.tif'), {
+      kind: 'azure',
+      url: 'az://out/a/b.tif',
+      container: 'out',
+      blob: 'a/b.tif',
+    });
+    for (const bad of [
+      'az://out/',
+      'az://out',
+      'az://Out/a.tif',
+      'az://o/a.tif',
+      'az://out/a/../b.tif',
+      'az://a--b/x.tif',
+    ])
+      assert.throws(() => parseDestination(bad), { kind: 'bad-request' }, bad);
+  });
+});
+
+describe('materialise to Azure (Azurite), sources in Azurite', () => {
+  test('two UTM zones: valid COG, same bytes as the file sink from local files, GDAL reads the engine pixels over /vsiaz/', async () => {
+    const m = await twoZones(engine);
+    assert.deepEqual(
+      m.sources.map((s) => s.location),
+      [`az://${IN}/utm/utm31.tif`, `az://${IN}/utm/utm32.tif`],
+    );
+    const opts: MaterializeOptions = { compression: 'deflate', workers: 2 };
+    const ref = await reference('two', () => twoZones(local), opts);
+    const name = 'small/two.tif';
+    const sink = new SinkAzure(`az://${OUT}/${name}`, { settings, ...FAST });
+    const res = await materialize(engine, m, sink, opts);
+    assert.equal(res.location, `az://${OUT}/${name}`);
+    assert.equal(res.bytes, ref.byteLength);
+    const props = await outputs.getBlockBlobClient(name).getProperties();
+    assert.equal(props.contentType, 'image/tiff');
+    assert.equal(props.contentLength, ref.byteLength);
+    const got = await download(name);
+    assert.ok(got.equals(ref), 'the blob differs from the file sink output');
+    await assertValid(got, 'two');
+
+    // GDAL over /vsiaz/ (the emulator's endpoint through the connection string) decodes the engine's pixels
+    const gd = await gdalRead(`/vsiaz/${OUT}/${name}`, {
+      env: { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString, CPL_VSIL_CURL_CACHE_SIZE: '0' },
+    });
+    const px = await engine.render(m, m.grid);
+    const valid = px.mask.reduce((a, v) => a + (v !== 0 ? 1 : 0), 0);
+    assert.ok(valid > px.mask.length / 2, `most pixels have a value (${valid} of ${px.mask.length})`);
+    assert.equal(gd.width, m.grid.width);
+    assert.equal(gd.height, m.grid.height);
+    const ours = Buffer.concat(px.bands.map((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)));
+    assert.ok(gd.bytes.equals(ours), 'GDAL reads other pixels than the engine renders');
+  });
+
+  test('several runs (uncompressed noise): blocks in part order, header block first, same bytes', async () => {
+    const m = await noise(engine);
+    const ref = await reference('noise-none', () => noise(local), BIG);
+    const name = 'big/noise.tif';
+    const sink = new SinkAzure(`az://${OUT}/${name}`, { settings, ...FAST });
+    const res = await materialize(engine, m, sink, BIG);
+    assert.equal(res.bytes, ref.byteLength);
+    assert.ok(res.parts! >= 4, `expected several blocks, got ${res.parts}`);
+    const staged = sink.stagedParts();
+    assert.equal(staged[0].partNumber, 1);
+    const list = await outputs.getBlockBlobClient(name).getBlockList('committed');
+    assert.deepEqual(
+      list.committedBlocks?.map((b) => azurePartNumber(sink.uploadTag, b.name)),
+      staged.map((p) => p.partNumber),
+      'committed in part order',
+    );
+    // no gluing: a run's first tile goes out with the previous run's tail, not 5 MiB later
+    assert.ok(
+      staged.some((p) => p.bytes < 5 * MiB && p.partNumber !== staged.at(-1)!.partNumber),
+      'some block is smaller than S3 would allow',
+    );
+    const got = await download(name);
+    assert.ok(got.equals(ref), 'the blob differs from the file sink output');
+    await assertValid(got, 'noise-none');
+  });
+
+  test('through faults (503 on a fifth of Put Blocks, a connection cut mid-block, an error on Put Block List): same COG', async (t) => {
+    const m = await noise(engine);
+    const ref = await reference('noise-none', () => noise(local), BIG);
+    const proxy = await startFaultProxy(
+      new URL(azurite.endpoint).origin,
+      [
+        { name: 'cut', method: 'PUT', match: putBlock, maxTimes: 1, action: { kind: 'reset' } },
+        {
+          name: '503',
+          method: 'PUT',
+          match: putBlock,
+          probability: 0.2,
+          action: { kind: 'error', status: 503, code: 'ServerBusy', message: 'The server is busy.' },
+        },
+        {
+          name: 'blocklist-500',
+          method: 'PUT',
+          match: putBlockList,
+          maxTimes: 1,
+          action: {
+            kind: 'error',
+            status: 500,
+            code: 'InternalError',
+            message: 'The server encountered an internal error.',
+          },
+        },
+      ],
+      5,
+    );
+    try {
+      const name = 'faults/noise.tif';
+      const endpoint = `${proxy.url}/${azurite.account}`;
+      const sink = new SinkAzure(`az://${OUT}/${name}`, { settings: { ...settings, endpoint }, ...FAST });
+      const res = await materialize(engine, m, sink, BIG);
+      assert.equal(proxy.stats.faults.cut, 1);
+      assert.equal(proxy.stats.faults['blocklist-500'], 1);
+      assert.ok((proxy.stats.faults['503'] ?? 0) >= 1, 'some 503s were injected');
+      const injected = Object.values(proxy.stats.faults).reduce((a, b) => a + b, 0);
+      assert.equal(sink.stats.retries, injected, 'every injected fault was retried once');
+      assert.ok(sink.recentErrors.some((e) => /503|ServerBusy/.test(e)));
+      assert.equal(res.bytes, ref.byteLength);
+      const got = await download(name);
+      assert.ok(got.equals(ref), 'the blob differs from the file sink output');
+      await assertValid(got, 'faults');
+      t.diagnostic(JSON.stringify({ faults: proxy.stats.faults, retries: sink.stats.retries, blocks: res.parts }));
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  test('a fatal fault (403 on every Put Block): no committed blob; the error names the container and the credential', async () => {
+    const m = await noise(engine);
+    const proxy = await startFaultProxy(new URL(azurite.endpoint).origin, [
+      {
+        name: '403',
+        method: 'PUT',
+        match: putBlock,
+        action: { kind: 'error', status: 403, code: 'AuthorizationPermissionMismatch', message: 'not authorized' },
+      },
+    ]);
+    try {
+      const name = 'fatal/noise.tif';
+      const endpoint = `${proxy.url}/${azurite.account}`;
+      const sink = new SinkAzure(`az://${OUT}/${name}`, {
+        settings: { ...settings, endpoint, credentialSource: 'COGMILL_AZURE_ACCOUNT_KEY' },
+        ...FAST,
+      });
+      await assert.rejects(materialize(engine, m, sink, BIG), (e: unknown) => {
+        assert.ok(e instanceof SourceError, String(e));
+        assert.equal(e.kind, 'forbidden');
+        assert.match(e.message, /access denied to container cogmill-out \(Put Block \d+, Azure 403/);
+        assert.match(e.message, /shared key of account cogmill[0-9a-f]+ \(COGMILL_AZURE_ACCOUNT_KEY\)/);
+        return true;
+      });
+      assert.equal(sink.stats.retries, 0, 'a 403 is not retried');
+      assert.equal(await blobExists(name), false);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  test('Put Block List failing every time: no committed blob, the staged blocks stay uncommitted', async () => {
+    const m = await twoZones(engine);
+    const proxy = await startFaultProxy(new URL(azurite.endpoint).origin, [
+      {
+        name: 'commit',
+        method: 'PUT',
+        match: putBlockList,
+        action: { kind: 'error', status: 503, code: 'ServerBusy' },
+      },
+    ]);
+    try {
+      const name = 'commit-fails/two.tif';
+      const endpoint = `${proxy.url}/${azurite.account}`;
+      const sink = new SinkAzure(`az://${OUT}/${name}`, { settings: { ...settings, endpoint }, ...FAST, attempts: 3 });
+      await assert.rejects(materialize(engine, m, sink, { workers: 1 }), /Put Block List/);
+      assert.equal(proxy.stats.faults.commit, 3);
+      assert.equal(await blobExists(name), false);
+      const uncommitted = await sink.listUncommitted();
+      assert.deepEqual(
+        [...uncommitted.keys()].sort((a, b) => a - b),
+        sink.stagedParts().map((p) => p.partNumber),
+      );
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  test('cancel through the AbortSignal mid-way: no committed blob', async () => {
+    const m = await noise(engine);
+    const name = 'cancel/noise.tif';
+    const sink = new SinkAzure(`az://${OUT}/${name}`, { settings, ...FAST });
+    const ac = new AbortController();
+    let partsAtCancel = 0;
+    const watch = setInterval(() => {
+      if (sink.stats.parts >= 1 && !ac.signal.aborted) {
+        partsAtCancel = sink.stats.parts;
+        ac.abort(new Error('stop'));
+      }
+    }, 5);
+    const p = materialize(engine, m, sink, { ...BIG, runs: 1 }, { signal: ac.signal }).finally(() =>
+      clearInterval(watch),
+    );
+    await assert.rejects(p);
+    assert.ok(partsAtCancel >= 1, 'blocks had been staged before the cancel');
+    assert.equal(await blobExists(name), false);
+  });
+});
