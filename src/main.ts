@@ -147,6 +147,19 @@ export async function buildServices(config: Config, opts: { log?: Logger; engine
   await catalog.load(config.mosaics);
   await catalog.restore();
   for (const p of catalog.problems()) log.warn({ mosaic: p.id, error: p.error }, 'mosaic could not be opened');
+  engine.onBlockError = (f) =>
+    log.warn(
+      { mosaic: f.mosaic, source: f.source, level: f.level, block: f.block, reason: f.error.message },
+      'source block unreadable',
+    );
+  for (const e of catalog.list()) {
+    for (const b of e.mosaic?.broken ?? []) {
+      log.warn(
+        { mosaic: e.id, source: b.location, index: b.index, kind: b.kind, reason: b.reason },
+        'source could not be opened',
+      );
+    }
+  }
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics, prefix: 'cogmill_' });
   const renderLimiter = new RenderLimiter({

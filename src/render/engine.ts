@@ -9,11 +9,11 @@ import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { renderMedian } from './composite.median.ts';
 import { crsFromEpsg } from './crs.ts';
-import { CogmillError, RenderError, SourceError } from './errors.ts';
+import { type BlockFailure, CogmillError, RenderError, SourceError, sourceName, withoutServerPaths } from './errors.ts';
 import { loadCatalogueItems } from './mosaic.catalogue.ts';
 import { assetBounds, FOOTPRINT_MARGIN_PX } from './mosaic.index.ts';
 import { buildItemsMosaic, type ItemsSampleInfo, selectItems } from './mosaic.items.ts';
-import { buildMosaic, type Mosaic, type MosaicSource, type MosaicSpec } from './mosaic.ts';
+import { buildMosaic, type Mosaic, type MosaicBrokenSource, type MosaicSource, type MosaicSpec } from './mosaic.ts';
 import { Raster, type RasterCaches } from './raster.ts';
 import { type RenderOptions, type RenderStats, renderMosaic } from './render.ts';
 import {
@@ -55,7 +55,24 @@ export interface EngineSettings {
   readonly maxOpenRasters: number;
   /** largest catalogue document (ItemCollection JSON, search page) read */
   readonly maxCatalogueBytes: number;
+  /**
+   * a source that cannot be opened (corrupt, unsupported, missing) or a block that cannot be decoded: `skip`
+   * serves the mosaic without it (listed, logged and counted), `fail` fails the mosaic / the render
+   */
+  readonly onSourceError: SourceErrorPolicy;
 }
+
+export type SourceErrorPolicy = 'skip' | 'fail';
+
+/** Kinds of open failures a source is skipped for; others (unreachable, timeout) fail the mosaic, to be retried. */
+const SKIPPABLE_OPEN_ERRORS: ReadonlySet<string> = new Set([
+  'corrupt',
+  'unsupported',
+  'not-found',
+  'forbidden',
+  'bad-request',
+  'too-large',
+]);
 
 /** Render options the engine adds to the pixel path's: the time interval a catalogue mosaic is restricted to. */
 export interface EngineRenderOptions extends RenderOptions {
@@ -76,6 +93,7 @@ export const ENGINE_DEFAULTS: EngineSettings = {
   maxOpenFiles: 256,
   maxOpenRasters: 4096,
   maxCatalogueBytes: 512 * MiB,
+  onSourceError: 'skip',
 };
 
 /** Source objects kept by location (cheap: descriptors are pooled); evicted ones hand their counters on. */
@@ -169,6 +187,22 @@ export class Engine {
   private s3Client: ReturnType<typeof createS3Client> | undefined;
   private azureClients: Promise<AzureClients> | undefined;
   private readonly sourceFactory: SourceFactory;
+
+  /** source blocks that could not be decoded, per mosaic id (skipped: their pixels are empty) */
+  private readonly blockErrors = new Map<string, number>();
+  /** told of every skipped block (the composition root logs them) */
+  onBlockError: ((failure: BlockFailure & { readonly mosaic: string }) => void) | undefined;
+
+  /** Count (and pass on) a block of `mosaic` that could not be decoded. */
+  reportBlockError(mosaic: string, failure: BlockFailure): void {
+    this.blockErrors.set(mosaic, (this.blockErrors.get(mosaic) ?? 0) + 1);
+    this.onBlockError?.({ ...failure, mosaic });
+  }
+
+  /** Blocks that could not be decoded so far, by mosaic id. */
+  blockErrorCounts(): ReadonlyMap<string, number> {
+    return this.blockErrors;
+  }
 
   constructor(settings: Partial<EngineSettings> = {}, deps: { sourceFactory?: SourceFactory } = {}) {
     this.settings = { ...ENGINE_DEFAULTS, ...settings };
@@ -435,11 +469,42 @@ export class Engine {
 
   async openMosaic(spec: MosaicSpec, signal?: AbortSignal): Promise<Mosaic> {
     if (spec.catalogue) return this.openCatalogueMosaic(spec, signal);
-    const rasters = new Array<Raster>(spec.sources.length);
+    const rasters = new Array<Raster | undefined>(spec.sources.length);
+    const broken: MosaicBrokenSource[] = [];
+    const skip = this.settings.onSourceError === 'skip';
     await this.bounded(spec.sources, async (loc, i) => {
-      rasters[i] = await this.openRaster(loc, signal);
+      try {
+        rasters[i] = await this.openRaster(loc, signal);
+      } catch (e) {
+        if (!skip || signal?.aborted || !(e instanceof CogmillError) || !SKIPPABLE_OPEN_ERRORS.has(e.kind)) throw e;
+        broken.push({
+          index: i,
+          location: loc,
+          name: sourceName(loc),
+          kind: e.kind,
+          reason: withoutServerPaths(e.message),
+        });
+      }
     });
-    return buildMosaic(spec, rasters);
+    if (broken.length === 0) return buildMosaic(spec, rasters as Raster[]);
+    broken.sort((a, b) => a.index - b.index);
+    const good = spec.sources.flatMap((loc, i) => (rasters[i] ? [{ loc, raster: rasters[i] }] : []));
+    if (good.length === 0) {
+      throw new RenderError(
+        broken[0].kind as never,
+        `mosaic ${spec.id}: none of its ${broken.length} sources can be read (${broken
+          .slice(0, 3)
+          .map((b) => `${b.name}: ${b.reason}`)
+          .join('; ')}${broken.length > 3 ? '; ...' : ''})`,
+      );
+    }
+    // served without the broken ones; their list is part of the definition, so of the etag
+    const mosaic = buildMosaic(
+      { ...spec, sources: good.map((g) => g.loc) },
+      good.map((g) => g.raster),
+    );
+    mosaic.broken = broken;
+    return mosaic;
   }
 
   /**

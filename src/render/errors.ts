@@ -56,3 +56,37 @@ export function isCogmillError(e: unknown): e is CogmillError {
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+/** `file:///a/b/c.tif` or `/a/b/c.tif` in running text (not the path part of an http:// or s3:// URL). */
+const SERVER_PATH = /(?:file:\/\/|(?<![\w.:/@%-]))\/(?:[^\s/"'`()<>,;]+\/)+([^\s/"'`()<>,;:]+)/g;
+
+/**
+ * A message without absolute server paths: each becomes its file name (`/srv/data/scenes/a.tif` -> `a.tif`).
+ * For answers to clients, who have no business knowing the server's folders.
+ */
+export function withoutServerPaths(message: string): string {
+  return message.replace(SERVER_PATH, '$1');
+}
+
+/** How a source is named to clients: its file name, or its URL without credentials and query. */
+export function sourceName(location: string): string {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location) && !/^file:\/\//i.test(location)) {
+    try {
+      const u = new URL(location);
+      return `${u.protocol}//${u.host}${u.pathname}`;
+    } catch {
+      return withoutServerPaths(location);
+    }
+  }
+  const p = location.replace(/^file:\/\//i, '');
+  return p.slice(p.lastIndexOf('/') + 1) || p;
+}
+
+/** A source block that could not be decoded, skipped by a render (its pixels are left empty). */
+export interface BlockFailure {
+  /** the source's URL or path (for logs; never shown to clients) */
+  readonly source: string;
+  readonly level: number;
+  readonly block: number;
+  readonly error: CogmillError;
+}

@@ -69,6 +69,18 @@ export interface MosaicSource {
   raster: Raster;
 }
 
+/** A source of a mosaic that could not be opened (the mosaic is served without it). */
+export interface MosaicBrokenSource {
+  /** position in the mosaic's list of sources (after expansion) */
+  readonly index: number;
+  readonly location: string;
+  /** file name or URL without credentials: how clients see it */
+  readonly name: string;
+  readonly kind: string;
+  /** why, without server paths */
+  readonly reason: string;
+}
+
 export interface Mosaic {
   readonly id: string;
   readonly title: string;
@@ -84,6 +96,8 @@ export interface Mosaic {
   readonly resampling: Resampling;
   readonly blockSize: number;
   readonly sources: MosaicSource[];
+  /** sources that could not be opened (sources.onSourceError: skip); empty when every source opened */
+  broken?: readonly MosaicBrokenSource[];
   /** a catalogue mosaic's items and their spatial index (then `sources` is empty: rasters open per window) */
   readonly items?: MosaicItems;
   readonly boundsWgs84: Bounds;

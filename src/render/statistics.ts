@@ -18,6 +18,10 @@ import { type Bounds, type Grid, gridBounds } from './types.ts';
 export const STATISTICS_PERCENTILES = [1, 2, 5, 25, 50, 75, 95, 98, 99] as const;
 export const DEFAULT_HISTOGRAM_BINS = 20;
 export const MAX_HISTOGRAM_BINS = 1000;
+/** histogram bins of one answer, all bands together (bands x bins): 413 above it (ask for fewer bands) */
+export const MAX_HISTOGRAM_CELLS = 65_536;
+/** values sorted or counted between two yields to the event loop */
+const YIELD_EVERY = 1 << 18;
 export const DEFAULT_STATISTICS_SAMPLE_SIZE = 1024;
 
 export interface Histogram {
@@ -118,6 +122,65 @@ export function bandStatistics(
   mask: Uint8Array,
   bins: number,
 ): BandStatistics {
+  const { sorted, sum } = validValues(values, mask);
+  sorted.sort();
+  return summarise(name, sorted, sum, mask.length, bins);
+}
+
+/**
+ * The same as `bandStatistics`, computed in slices with a yield to the event loop between them (a sort of a
+ * million values takes ~100 ms: done at once it would stall every other request for that long).
+ */
+export async function bandStatisticsYielding(
+  name: string,
+  values: ArrayLike<number>,
+  mask: Uint8Array,
+  bins: number,
+): Promise<BandStatistics> {
+  const { sorted, sum } = validValues(values, mask);
+  await yieldNow();
+  await sortYielding(sorted);
+  return summarise(name, sorted, sum, mask.length, bins);
+}
+
+const yieldNow = () => new Promise<void>((r) => setImmediate(r));
+
+/** Sort ascending: sorted runs of YIELD_EVERY / 8 values, then merged pairwise, yielding between slices. */
+export async function sortYielding(a: Float64Array): Promise<void> {
+  const run = YIELD_EVERY >> 3;
+  if (a.length <= run) {
+    a.sort();
+    return;
+  }
+  for (let i = 0; i < a.length; i += run) {
+    a.subarray(i, Math.min(a.length, i + run)).sort();
+    if (((i / run) & 7) === 7) await yieldNow();
+  }
+  let src: Float64Array = a;
+  let dst: Float64Array = new Float64Array(a.length);
+  let moved = 0;
+  for (let width = run; width < a.length; width *= 2) {
+    for (let lo = 0; lo < a.length; lo += 2 * width) {
+      const mid = Math.min(a.length, lo + width);
+      const hi = Math.min(a.length, lo + 2 * width);
+      let i = lo;
+      let j = mid;
+      let k = lo;
+      while (i < mid && j < hi) dst[k++] = src[i] <= src[j] ? src[i++] : src[j++];
+      while (i < mid) dst[k++] = src[i++];
+      while (j < hi) dst[k++] = src[j++];
+      moved += hi - lo;
+      if (moved >= YIELD_EVERY * 4) {
+        moved = 0;
+        await yieldNow();
+      }
+    }
+    [src, dst] = [dst, src];
+  }
+  if (src !== a) a.set(src);
+}
+
+function validValues(values: ArrayLike<number>, mask: Uint8Array): { sorted: Float64Array; sum: number } {
   const n = mask.length;
   let count = 0;
   for (let i = 0; i < n; i++) if (mask[i]) count++;
@@ -130,6 +193,11 @@ export function bandStatistics(
     sorted[k++] = v;
     sum += v;
   }
+  return { sorted, sum };
+}
+
+function summarise(name: string, sorted: Float64Array, sum: number, n: number, bins: number): BandStatistics {
+  const count = sorted.length;
   const validPercent = n ? Math.round((count / n) * 10000) / 100 : 0;
   if (count === 0) {
     const none: Record<string, null> = {};
@@ -146,7 +214,6 @@ export function bandStatistics(
       histogram: { counts: [], edges: [] },
     };
   }
-  sorted.sort();
   const mean = sum / count;
   let ss = 0;
   for (let i = 0; i < count; i++) ss += (sorted[i] - mean) ** 2;
@@ -210,6 +277,13 @@ export class StatisticsService {
       throw new RenderError('bad-request', `bins must be an integer between 1 and ${MAX_HISTOGRAM_BINS} (got ${bins})`);
     }
     const bands = req.expression ? req.expression.bands : (req.bands ?? mosaic.bandNames.map((_, i) => i + 1));
+    const outputs = req.expression ? req.expression.outputs.length : bands.length;
+    if (outputs * bins > MAX_HISTOGRAM_CELLS) {
+      throw new RenderError(
+        'too-large',
+        `statistics of ${outputs} bands x ${bins} bins is more than ${MAX_HISTOGRAM_CELLS} histogram bins; ask for fewer bands (bands=1,2,...) or fewer bins`,
+      );
+    }
     const key = [
       mosaic.id,
       mosaic.etag,
@@ -257,11 +331,13 @@ export class StatisticsService {
         );
       }
     }
+    // every band read costs the sampling grid's pixels: the grid shrinks as the bands grow, so one request reads
+    // at most maxPixels x 4 samples whatever the band count
     const { grid, decimation } = statisticsGrid(
       mosaic.grid,
       boundsNative,
       this.settings.sampleSize,
-      this.settings.maxPixels,
+      Math.max(1, Math.min(this.settings.maxPixels, (this.settings.maxPixels * 4) / Math.max(1, bands.length))),
     );
     const pixels = await this.engine.render(mosaic, grid, {
       resampling: 'nearest',
@@ -280,7 +356,18 @@ export class StatisticsService {
         resolution: [grid.transform[1], -grid.transform[5]],
         decimation: Math.round(decimation * 1000) / 1000,
       },
-      bands: values.bands.map((v, i) => bandStatistics(names[i], v, values.mask, bins)),
+      bands: await statisticsOfBands(names, values.bands, values.mask, bins),
     };
   }
+}
+
+async function statisticsOfBands(
+  names: readonly string[],
+  bands: readonly ArrayLike<number>[],
+  mask: Uint8Array,
+  bins: number,
+): Promise<BandStatistics[]> {
+  const out: BandStatistics[] = [];
+  for (let i = 0; i < bands.length; i++) out.push(await bandStatisticsYielding(names[i], bands[i], mask, bins));
+  return out;
 }

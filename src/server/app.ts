@@ -9,11 +9,12 @@ import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { matchedRoutes } from 'hono/route';
 import type { Logger } from 'pino';
+import { withoutServerPaths } from '../render/errors.ts';
 import { requireToken } from './auth.ts';
 import type { AppDeps, RequestIo } from './deps.ts';
 import { RequestError, toHttpError } from './errors.ts';
 import { OverloadedError, renderGate } from './limits.ts';
-import { appMetrics } from './metrics.ts';
+import { appMetrics, catalogMetrics } from './metrics.ts';
 import { materializeRoutes } from './routes.materialize.ts';
 import { mosaicRoutes } from './routes.mosaics.ts';
 import { opsRoutes } from './routes.ops.ts';
@@ -95,6 +96,9 @@ function routeLabel(c: Context<AppEnv>): string {
   }
   return t;
 }
+
+/** Routes behind the bearer token (see requireToken below). */
+const AUTHENTICATED_PATH = /^\/(materialize|jobs)(\/|$)|^\/mosaics\/[^/]+\/export\.tif$/;
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 const PROBE_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
@@ -229,6 +233,7 @@ function flat(line: Record<string, unknown>): boolean {
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const metrics = appMetrics(deps.metrics, deps.engine, deps.renderLimiter);
+  catalogMetrics(deps.metrics, deps.catalog);
   const { config, log } = deps;
   const summaryLog = log.child({}, { redact: { paths: SUMMARY_REDACT_KEYS, censor: REDACT_CENSOR } });
 
@@ -337,7 +342,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (status >= 500 && !expose) info?.log.error({ err }, 'request failed');
     else if (status >= 500) info?.log.warn({ err: { message: err.message, name: err.name } }, 'request failed');
     if (info) info.fields.error = code;
-    return c.json({ code, message: body.message, requestId: info?.id }, status as 400);
+    // answers to clients name sources by file name, never by server path (authenticated routes echo what the
+    // client itself sent, e.g. a destination, and keep it)
+    const message = AUTHENTICATED_PATH.test(c.req.path) ? body.message : withoutServerPaths(body.message);
+    return c.json({ code, message, requestId: info?.id }, status as 400);
   });
 
   app.notFound((c) => {

@@ -4,7 +4,9 @@
  * the app middleware the HTTP metrics, tile routes the tile cache, renderers the render time, the jobs module
  * the materialise counters. Engine caches, source IO and the render limiter are read when scraped.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { Catalog } from '../render/catalog.ts';
 import type { Engine } from '../render/engine.ts';
 import type { RenderLimiter } from './limits.ts';
 
@@ -170,6 +172,74 @@ export function appMetrics(registry: Registry, engine?: Engine, limiter?: Render
       },
     });
   }
+  if (engine) {
+    new Counter({
+      name: 'cogmill_source_block_errors_total',
+      help: 'source blocks that could not be decoded (corrupt, decompression bomb), by mosaic; their pixels are empty',
+      labelNames: ['mosaic'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [mosaic, n] of engine.blockErrorCounts()) this.inc({ mosaic }, n);
+      },
+    });
+  }
+  eventLoopMetrics(registers);
   perRegistry.set(registry, m);
   return m;
+}
+
+/** Sources each mosaic is served without (they cannot be read), as cogmill_mosaic_broken_sources{mosaic}. */
+export function catalogMetrics(registry: Registry, catalog: Catalog): void {
+  if (registry.getSingleMetric('cogmill_mosaic_broken_sources')) return;
+  new Gauge({
+    name: 'cogmill_mosaic_broken_sources',
+    help: 'sources a mosaic is served without because they cannot be read',
+    labelNames: ['mosaic'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const e of catalog.list()) if (e.mosaic) this.set({ mosaic: e.id }, e.mosaic.broken?.length ?? 0);
+    },
+  });
+}
+
+/** A block of the event loop longer than this counts as a stall. */
+export const EVENT_LOOP_STALL_MS = 100;
+const STALL_PROBE_MS = 20;
+
+/**
+ * Event-loop stalls: a timer due every 20 ms that fires more than 100 ms late means something held the loop
+ * (an inflate, a sort, an encode on the main thread): counted in cogmill_event_loop_stalls_total. The longest
+ * delay seen (perf_hooks' histogram) is cogmill_event_loop_delay_max_seconds. The timer does not keep the
+ * process alive.
+ */
+function eventLoopMetrics(registers: Registry[]): void {
+  let stalls = 0;
+  let due = performance.now() + STALL_PROBE_MS;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    if (now - due > EVENT_LOOP_STALL_MS) stalls++;
+    due = now + STALL_PROBE_MS;
+  }, STALL_PROBE_MS);
+  timer.unref();
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  delay.enable();
+  new Counter({
+    name: 'cogmill_event_loop_stalls_total',
+    help: `times the event loop was blocked for more than ${EVENT_LOOP_STALL_MS} ms`,
+    registers,
+    collect() {
+      this.reset();
+      this.inc(stalls);
+    },
+  });
+  new Gauge({
+    name: 'cogmill_event_loop_delay_max_seconds',
+    help: 'longest event-loop delay since the process started',
+    registers,
+    collect() {
+      this.set(delay.max / 1e9);
+    },
+  });
 }

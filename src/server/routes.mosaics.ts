@@ -8,7 +8,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { ConfigError, parseMosaicDefinition } from '../config.ts';
 import type { MosaicDefinition } from '../render/catalog.ts';
 import { parseCrs } from '../render/crs.ts';
-import { CogmillError } from '../render/errors.ts';
+import { CogmillError, withoutServerPaths } from '../render/errors.ts';
 import { explainRender } from '../render/mosaic.explain.ts';
 import { mosaicPeriods } from '../render/mosaic.items.ts';
 import type { Mosaic } from '../render/mosaic.ts';
@@ -90,6 +90,8 @@ export function describeMosaic(m: Mosaic, base: string) {
       overviews: s.raster.info.levels.length - 1,
       compression: s.raster.info.compression,
     })),
+    /** sources left out because they cannot be read (sources.onSourceError: skip) */
+    brokenSources: (m.broken ?? []).map((b) => ({ index: b.index, name: b.name, kind: b.kind, reason: b.reason })),
     links: mosaicLinks(base, m.id),
   };
 }
@@ -211,13 +213,22 @@ export function mosaicRoutes(deps: AppDeps): Hono<AppEnv> {
   r.get('/mosaics', (c) => {
     const base = baseUrl(c, deps.config);
     return c.json({
-      mosaics: deps.catalog
-        .list()
-        .map((e) =>
-          e.mosaic
-            ? { id: e.id, title: e.mosaic.title, status: 'ok', origin: e.origin, links: mosaicLinks(base, e.id) }
-            : { id: e.id, status: 'error', origin: e.origin, error: e.error },
-        ),
+      mosaics: deps.catalog.list().map((e) =>
+        e.mosaic
+          ? {
+              id: e.id,
+              title: e.mosaic.title,
+              status: e.mosaic.broken?.length ? 'degraded' : 'ok',
+              origin: e.origin,
+              links: mosaicLinks(base, e.id),
+            }
+          : {
+              id: e.id,
+              status: 'error',
+              origin: e.origin,
+              error: e.error && { ...e.error, message: withoutServerPaths(e.error.message) },
+            },
+      ),
     });
   });
   r.get(`/mosaics/:id{${MOSAIC_ID}}`, (c) => {
@@ -231,7 +242,7 @@ export function mosaicRoutes(deps: AppDeps): Hono<AppEnv> {
         const id = escapeHtml(e.id);
         return e.mosaic
           ? `<li><a href="/mosaics/${id}/viewer">${escapeHtml(e.mosaic.title)}</a> <small>(${e.mosaic.grid.width} x ${e.mosaic.grid.height}, ${e.mosaic.bandCount} band(s), ${e.mosaic.dtype}, EPSG:${e.mosaic.grid.crs.epsg}) · <a href="/mosaics/${id}">json</a> · <a href="/mosaics/${id}.vrt">vrt</a> · <a href="/mosaics/${id}.tif">cog</a> · <a href="/mosaics/${id}/qgis.qgz">qgis project</a></small></li>`
-          : `<li>${id}: <b>error</b> ${escapeHtml(e.error?.message ?? '')}</li>`;
+          : `<li>${id}: <b>error</b> ${escapeHtml(withoutServerPaths(e.error?.message ?? ''))}</li>`;
       })
       .join('\n');
     return c.html(

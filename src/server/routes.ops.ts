@@ -3,7 +3,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Hono } from 'hono';
 import YAML from 'yaml';
-import { errorMessage } from '../render/errors.ts';
+import { errorMessage, withoutServerPaths } from '../render/errors.ts';
+import type { Mosaic } from '../render/mosaic.ts';
 import type { AppEnv } from './app.ts';
 import type { AppDeps } from './deps.ts';
 import { renderDocsHtml } from './docs.ts';
@@ -17,7 +18,8 @@ const READY_CHECK_TIMEOUT_MS = 5_000;
 
 export interface ReadyMosaic {
   readonly id: string;
-  readonly status: 'ok' | 'error';
+  /** `degraded`: served, but some sources could not be read (listed in GET /mosaics/{id}) */
+  readonly status: 'ok' | 'degraded' | 'error';
   readonly message?: string;
 }
 
@@ -65,25 +67,34 @@ export class ReadinessProbe {
             mosaic = await catalog.open(entry.definition, signal, { trusted: entry.origin === 'config' });
             catalog.add(mosaic, entry.definition);
             this.deps.log.info({ mosaic: entry.id }, 'mosaic opened on retry');
-            return { id: entry.id, status: 'ok' };
+            return degradedOrOk(entry.id, mosaic);
           }
           const first = mosaic.sources[0];
           if (first) await (await engine.source(first.location)).stat({ signal });
-          return { id: entry.id, status: 'ok' };
+          return degradedOrOk(entry.id, mosaic);
         } catch (e) {
-          const message = signal.aborted ? `no answer within ${this.timeoutMs} ms` : errorMessage(e);
+          const message = signal.aborted
+            ? `no answer within ${this.timeoutMs} ms`
+            : withoutServerPaths(errorMessage(e));
           return { id: entry.id, status: 'error', message };
         }
       }),
     );
     const report: ReadyReport = {
-      ready: mosaics.every((m) => m.status === 'ok'),
+      ready: mosaics.every((m) => m.status !== 'error'),
       checkedAt: new Date().toISOString(),
       mosaics,
     };
     this.last = { at: performance.now(), report };
     return report;
   }
+}
+
+function degradedOrOk(id: string, mosaic: Mosaic): ReadyMosaic {
+  const broken = mosaic.broken?.length ?? 0;
+  return broken === 0
+    ? { id, status: 'ok' }
+    : { id, status: 'degraded', message: `${broken} source(s) cannot be read; GET /mosaics/${id} lists them` };
 }
 
 export function opsRoutes(deps: AppDeps): Hono<AppEnv> {
@@ -105,8 +116,12 @@ export function opsRoutes(deps: AppDeps): Hono<AppEnv> {
       return c.json({ status: 'draining', checkedAt: new Date().toISOString(), mosaics: [] }, 503);
     const report = await probe.check();
     // a probe that was running when the drain began still answers "draining"
-    const status = deps.state.draining ? 'draining' : report.ready ? 'ready' : 'not-ready';
-    return c.json({ status, checkedAt: report.checkedAt, mosaics: report.mosaics }, status === 'ready' ? 200 : 503);
+    const degraded = report.mosaics.some((m) => m.status === 'degraded');
+    const status = deps.state.draining ? 'draining' : !report.ready ? 'not-ready' : degraded ? 'degraded' : 'ready';
+    return c.json(
+      { status, checkedAt: report.checkedAt, mosaics: report.mosaics },
+      status === 'ready' || status === 'degraded' ? 200 : 503,
+    );
   });
 
   r.get('/metrics', async (c) => {
