@@ -1,4 +1,5 @@
 /** Thin helpers around the GDAL command-line tools, the reference reader/writer of the tests. */
+import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -135,6 +136,99 @@ export async function gdalwarp(
   } finally {
     await removeTempDir(dir);
   }
+}
+
+/**
+ * gdalwarp `sources` given in mosaic order (the first valid source wins; gdalwarp lets the last win, so they are
+ * reversed) onto `grid`, with an exact transform (-et 0): the independent reference for what a mosaic shows.
+ */
+export function gdalwarpMosaic(
+  sources: readonly string[],
+  grid: Grid,
+  opts: { dtype: DType; bands: number; dstNodata: number; resampling?: string },
+): Promise<Reference> {
+  return gdalwarp([...sources].reverse(), grid, {
+    resampling: opts.resampling ?? 'near',
+    dtype: opts.dtype,
+    bands: opts.bands,
+    dstNodata: opts.dstNodata,
+    extra: ['-et', '0'],
+  });
+}
+
+/** The q-th percentile (0..100) of `values` as numpy computes it by default (linear between order statistics). */
+export function percentile(values: ArrayLike<number>, q: number): number {
+  const a = Float64Array.from(values).sort();
+  if (a.length === 0) return Number.NaN;
+  const p = ((a.length - 1) * q) / 100;
+  const lo = Math.floor(p);
+  const hi = Math.min(lo + 1, a.length - 1);
+  return a[lo] + (a[hi] - a[lo]) * (p - lo);
+}
+
+/** A linear stretch of [lo, hi] to 0..255, rounded and clamped, as a map viewer draws a value. */
+export function stretchToByte(lo: number, hi: number): (v: number) => number {
+  return (v) => Math.min(255, Math.max(0, Math.round(((v - lo) * 255) / (hi - lo))));
+}
+
+export interface ImageAgreement {
+  /** pixels valid in both the image (alpha > 0) and the reference */
+  readonly compared: number;
+  /** of those, the pixels whose every channel is within the tolerance */
+  readonly within: number;
+  /** pixels opaque in one and transparent (invalid) in the other */
+  readonly alphaMismatch: number;
+  readonly pixels: number;
+}
+
+/**
+ * Compare an 8-bit image as a client decoded it (channels and alpha, one array each) with a reference: where both
+ * are valid, every channel must be within `tol` of `expectedAt(i)` (the reference's value at pixel i drawn the way
+ * the image claims to draw it: a stretch, a colormap, ...).
+ */
+export function compareImage(
+  got: { readonly channels: readonly ArrayLike<number>[]; readonly alpha: ArrayLike<number> },
+  refValid: Uint8Array,
+  expectedAt: (i: number) => readonly number[],
+  tol: number,
+): ImageAgreement {
+  let compared = 0;
+  let within = 0;
+  let alphaMismatch = 0;
+  for (let i = 0; i < got.alpha.length; i++) {
+    const a = got.alpha[i] !== 0;
+    const b = refValid[i] !== 0;
+    if (a !== b) alphaMismatch++;
+    if (!(a && b)) continue;
+    compared++;
+    const want = expectedAt(i);
+    let ok = true;
+    for (let k = 0; k < got.channels.length && ok; k++) ok = Math.abs(got.channels[k][i] - want[k]) <= tol;
+    if (ok) within++;
+  }
+  return { compared, within, alphaMismatch, pixels: got.alpha.length };
+}
+
+/** ImageAgreement as one line for a test's diagnostics and failure messages. */
+export function describeAgreement(c: ImageAgreement, tol: number): string {
+  const pct = c.compared ? ((100 * c.within) / c.compared).toFixed(3) : '0';
+  return `within ${tol}: ${c.within} of ${c.compared} (${pct}%), transparency mismatches ${c.alphaMismatch} of ${c.pixels}`;
+}
+
+/**
+ * The image agrees with its reference: at least `minCompared` of its pixels compared, `minWithin` of those within
+ * the tolerance, fewer than `maxAlphaMismatch` of all pixels differing in transparency (edge pixels of a
+ * reprojection may fall either way).
+ */
+export function assertImageAgrees(
+  c: ImageAgreement,
+  what: string,
+  opts: { tol: number; minCompared?: number; minWithin?: number; maxAlphaMismatch?: number },
+): void {
+  const line = `${what}: ${describeAgreement(c, opts.tol)}`;
+  assert.ok(c.compared >= c.pixels * (opts.minCompared ?? 0.2), `too few pixels compared: ${line}`);
+  assert.ok(c.within >= c.compared * (opts.minWithin ?? 0.99), line);
+  assert.ok(c.alphaMismatch <= c.pixels * (opts.maxAlphaMismatch ?? 0.005), line);
 }
 
 export interface Agreement {
