@@ -3,7 +3,8 @@
  * the fault-injecting proxy.
  */
 import assert from 'node:assert/strict';
-import { access } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   CompleteMultipartUploadCommand,
@@ -17,8 +18,11 @@ import {
 } from '@aws-sdk/client-s3';
 import { SourceError } from '../src/render/errors.ts';
 import { createS3Client, listS3Tiffs, type S3Settings, SourceS3 } from '../src/render/source.s3.ts';
+import { lonLatToTile } from '../src/render/tilematrix.ts';
 import { type CephS3, startCeph } from './support/ceph.ts';
+import { spawnServe } from './support/cli.ts';
 import { S3_REQUEST, startFaultProxy } from './support/fault.proxy.ts';
+import { fixtureDir, gdalRead } from './support/gdal.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -343,6 +347,76 @@ describe('through the fault proxy', () => {
       );
     } finally {
       await proxy.stop();
+    }
+  });
+});
+
+describe('`cogmill serve` over S3 sources', () => {
+  test('tiles, the VRT and the virtual COG of s3://bucket/prefix/ equal those of the same files on disk', async () => {
+    const fixtures = await fixtureDir();
+    for (const name of ['utm31.tif', 'utm32.tif']) {
+      const body = await readFile(path.join(fixtures, name));
+      await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: `mosaic/${name}`, Body: body }));
+    }
+    // the README's form, an S3 prefix (its .tif keys, sorted), and the same files from disk in that order
+    const overS3 = await spawnServe([`s3://${BUCKET}/mosaic/`], {
+      env: {
+        COGMILL_S3_ENDPOINT: ceph.endpoint,
+        COGMILL_S3_REGION: ceph.region,
+        COGMILL_S3_ACCESS_KEY_ID: ceph.accessKeyId,
+        COGMILL_S3_SECRET_ACCESS_KEY: ceph.secretAccessKey,
+      },
+    });
+    const onDisk = await spawnServe([path.join(fixtures, 'utm31.tif'), path.join(fixtures, 'utm32.tif')]);
+    try {
+      const sources = async (base: string) =>
+        ((await (await fetch(`${base}/mosaics/default`)).json()) as { sources: { location: string }[] }).sources.map(
+          (x) => x.location,
+        );
+      assert.deepEqual(await sources(overS3.url), [
+        `s3://${BUCKET}/mosaic/utm31.tif`,
+        `s3://${BUCKET}/mosaic/utm32.tif`,
+      ]);
+      assert.deepEqual(
+        (await sources(onDisk.url)).map((x) => path.basename(x)),
+        ['utm31.tif', 'utm32.tif'],
+      );
+      // tiles over the zone boundary: the same PNG bytes
+      const [x, y] = lonLatToTile(6.0, 45.0, 13);
+      for (const [dx, dy] of [
+        [0, 0],
+        [-1, 0],
+        [0, 1],
+      ]) {
+        const p = `/mosaics/default/tiles/13/${x + dx}/${y + dy}.png?rescale=0,4000`;
+        const [s3Tile, diskTile] = await Promise.all([fetch(overS3.url + p), fetch(onDisk.url + p)]);
+        assert.equal(s3Tile.status, 200, p);
+        assert.equal(diskTile.status, 200, p);
+        const [sb, db] = [Buffer.from(await s3Tile.arrayBuffer()), Buffer.from(await diskTile.arrayBuffer())];
+        assert.ok(sb.length > 1000 && sb.equals(db), `${p}: the tile over S3 differs from the tile from disk`);
+      }
+      const s3Reads = overS3
+        .lines()
+        .filter((l) => l.msg === 'request' && String(l.path).includes('/tiles/'))
+        .reduce((n, l) => n + Number(l.sourceRequests ?? 0), 0);
+      assert.ok(s3Reads > 0, 'the S3 server read its tiles from S3');
+      // the VRT and the virtual COG, as GDAL reads them through /vsicurl/: the same values, every level of the COG
+      const env = { GDAL_DISABLE_READDIR_ON_OPEN: 'EMPTY_DIR', CPL_VSIL_CURL_ALLOWED_EXTENSIONS: '.tif,.vrt' };
+      const read = (base: string, p: string, overview = -1) => gdalRead(`/vsicurl/${base}${p}`, { env, overview });
+      const vrtS3 = await read(overS3.url, '/mosaics/default.vrt');
+      const vrtDisk = await read(onDisk.url, '/mosaics/default.vrt');
+      assert.ok(vrtS3.bytes.length > 0 && vrtS3.bytes.equals(vrtDisk.bytes), 'the VRT over S3 differs');
+      for (const overview of [-1, 0]) {
+        const cogS3 = await read(overS3.url, '/mosaics/default.tif', overview);
+        const cogDisk = await read(onDisk.url, '/mosaics/default.tif', overview);
+        assert.ok(cogS3.bytes.length > 0 && cogS3.bytes.equals(cogDisk.bytes), `virtual COG level ${overview + 1}`);
+      }
+      overS3.proc.kill('SIGTERM');
+      onDisk.proc.kill('SIGTERM');
+      assert.deepEqual([await overS3.exit, await onDisk.exit], [0, 0]);
+    } finally {
+      overS3.kill();
+      onDisk.kill();
     }
   });
 });
