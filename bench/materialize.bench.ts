@@ -14,6 +14,7 @@ import path from 'node:path';
 import type { MaterializeOptions } from '../src/materialize/pipeline.ts';
 import { Engine, type EngineSettings } from '../src/render/engine.ts';
 import type { MosaicSpec } from '../src/render/mosaic.ts';
+import type { AzureSettings } from '../src/render/source.azure.ts';
 import type { S3Settings } from '../src/render/source.s3.ts';
 import { type Grid, gridBounds } from '../src/render/types.ts';
 import type { BenchData } from './data.ts';
@@ -47,9 +48,15 @@ export async function cogmillMaterialize(
   out: string,
   roots: readonly string[],
   options: MaterializeOptions = {},
-  extra: { s3?: S3Settings; nodeArgs?: readonly string[]; timeoutMs?: number; engine?: Partial<EngineSettings> } = {},
+  extra: {
+    s3?: S3Settings;
+    azure?: AzureSettings;
+    nodeArgs?: readonly string[];
+    timeoutMs?: number;
+    engine?: Partial<EngineSettings>;
+  } = {},
 ): Promise<CogmillRun> {
-  const job: MaterializeJob = { spec, out, roots, options, s3: extra.s3, engine: extra.engine };
+  const job: MaterializeJob = { spec, out, roots, options, s3: extra.s3, azure: extra.azure, engine: extra.engine };
   const m = await measured(
     NODE,
     [...(extra.nodeArgs ?? []), path.join(BENCH_DIR, 'materialize.child.ts'), JSON.stringify(job)],

@@ -10,15 +10,17 @@ import type { MaterializeOptions } from '../src/materialize/pipeline.ts';
 import { materialize } from '../src/materialize/pipeline.ts';
 import { Engine, type EngineSettings } from '../src/render/engine.ts';
 import type { MosaicSpec } from '../src/render/mosaic.ts';
+import type { AzureSettings } from '../src/render/source.azure.ts';
 import type { S3Settings } from '../src/render/source.s3.ts';
 
 export interface MaterializeJob {
   readonly spec: MosaicSpec;
-  /** a file path or s3://bucket/key.tif */
+  /** a file path, s3://bucket/key.tif or az://container/blob.tif */
   readonly out: string;
   /** folders the sources may be read from */
   readonly roots: readonly string[];
   readonly s3?: S3Settings;
+  readonly azure?: AzureSettings;
   readonly options?: MaterializeOptions;
   /** engine settings (cache sizes) for this process and its workers */
   readonly engine?: Partial<EngineSettings>;
@@ -28,7 +30,7 @@ const job = JSON.parse(process.argv[2] ?? '{}') as MaterializeJob;
 const t0 = performance.now();
 const engine = new Engine({ ...job.engine, roots: job.roots, allowedUrlPrefixes: [] });
 const mosaic = await engine.openMosaic(job.spec);
-const sink = createSink(parseDestination(job.out), { s3: job.s3 ?? {} });
+const sink = createSink(parseDestination(job.out), { s3: job.s3 ?? {}, azure: job.azure });
 const result = await materialize(engine, mosaic, sink, job.options ?? {});
 await engine.close();
 process.stdout.write(

@@ -3,12 +3,13 @@
  *
  *   npm run bench                       full size (generates ~1.6 GB of inputs once, then takes a while)
  *   npm run bench -- --small            small inputs: the whole run in under a minute
- *   npm run bench -- --only tiles,vcog  some of them: materialize, s3, tiles, vcog, memory, decode
+ *   npm run bench -- --only tiles,vcog  some of them: materialize, s3, azure, tiles, vcog, memory, decode
  *   npm run bench -- --no-record        print JSON lines only; do not append to bench/RESULTS.md
  *
  * Each benchmark prints JSON lines on stdout (progress on stderr) and appends a dated section with the machine's
  * description to bench/RESULTS.md.
  */
+import { azureBench } from './azure.bench.ts';
 import { decodeBench } from './decode.bench.ts';
 import { type Bench, parseHarnessArgs, runBenches } from './harness.ts';
 import { materializeBench } from './materialize.bench.ts';
@@ -17,7 +18,15 @@ import { s3Bench } from './s3.bench.ts';
 import { tilesBench } from './tiles.bench.ts';
 import { vcogBench } from './vcog.bench.ts';
 
-export const BENCHES: readonly Bench[] = [decodeBench, materializeBench, memoryBench, s3Bench, tilesBench, vcogBench];
+export const BENCHES: readonly Bench[] = [
+  decodeBench,
+  materializeBench,
+  memoryBench,
+  s3Bench,
+  azureBench,
+  tilesBench,
+  vcogBench,
+];
 
 if (import.meta.main) {
   const { failed } = await runBenches(BENCHES, parseHarnessArgs(process.argv.slice(2)));
