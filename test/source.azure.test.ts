@@ -262,7 +262,7 @@ describe('through the fault proxy', () => {
       assert.equal(r.etag, dataEtag);
       assert.equal(proxy.stats.faults.busy, 2);
       assert.equal(source.stats.requests, 3);
-      assert.equal(source.retries, 2);
+      assert.equal(source.stats.retries, 2);
     } finally {
       await proxy.stop();
     }

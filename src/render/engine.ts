@@ -320,9 +320,10 @@ export class Engine {
     const st = (s as { stats?: SourceStats }).stats;
     if (st) {
       const kind = s.url.split(':')[0];
-      this.retiredStats[kind] ??= { requests: 0, bytes: 0 };
+      this.retiredStats[kind] ??= { requests: 0, bytes: 0, retries: 0 };
       this.retiredStats[kind].requests += st.requests;
       this.retiredStats[kind].bytes += st.bytes;
+      this.retiredStats[kind].retries = (this.retiredStats[kind].retries ?? 0) + (st.retries ?? 0);
     }
     s.close?.().catch(() => {});
   }
@@ -783,7 +784,7 @@ export class Engine {
     return out;
   }
 
-  /** Requests and bytes read from sources so far, by kind (file, http, s3). */
+  /** Requests, bytes and retries of sources so far, by kind (file, http, https, s3, az). */
   sourceStats(): Record<string, SourceStats> {
     const out: Record<string, SourceStats> = {};
     for (const [kind, st] of Object.entries(this.retiredStats)) out[kind] = { ...st };
@@ -791,9 +792,10 @@ export class Engine {
       const st = (s as { stats?: SourceStats }).stats;
       if (!st) continue;
       const kind = s.url.split(':')[0];
-      out[kind] ??= { requests: 0, bytes: 0 };
+      out[kind] ??= { requests: 0, bytes: 0, retries: 0 };
       out[kind].requests += st.requests;
       out[kind].bytes += st.bytes;
+      out[kind].retries = (out[kind].retries ?? 0) + (st.retries ?? 0);
     }
     return out;
   }

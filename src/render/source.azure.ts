@@ -443,9 +443,7 @@ async function readBody(body: Readable | undefined, expectedBytes: number | unde
 
 export class SourceAzure implements Source {
   readonly url: string;
-  readonly stats: SourceStats = { requests: 0, bytes: 0 };
-  /** retried requests */
-  retries = 0;
+  readonly stats: Required<SourceStats> = { requests: 0, bytes: 0, retries: 0 };
   private readonly blob: BlobClient;
   private readonly container: string;
   private readonly credentialSource: string;
@@ -503,7 +501,7 @@ export class SourceAzure implements Source {
             })
           : e;
         if (attempt >= this.attempts || !isRetryableAzureError(failure)) throw this.fail(failure, action, attempt);
-        this.retries++;
+        this.stats.retries++;
         await sleep(backoffMs(attempt, this.retryBaseMs), caller);
       }
     }

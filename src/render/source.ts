@@ -31,4 +31,6 @@ export interface Source {
 export interface SourceStats {
   requests: number;
   bytes: number;
+  /** requests that were sent again after a failure (sources that retry by themselves) */
+  retries?: number;
 }

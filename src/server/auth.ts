@@ -4,13 +4,15 @@
  * - `requireToken`: `Authorization: Bearer <auth.token>` compared in constant time. A missing token gives 401,
  *   a wrong one 403. Without a configured token the routes are disabled (403) unless `auth.allowUnauthenticated`.
  * - `checkDestination`: an export destination must lie under one of `materialize.allowedDestinations`
- *   (s3://bucket/prefix/ or a local folder, symlinks resolved); anything else is refused before work starts.
+ *   (s3://bucket/prefix/, az://container/prefix/ or a local folder, symlinks resolved); anything else is refused before work starts.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { MiddlewareHandler } from 'hono';
 import type { Config } from '../config.ts';
+import { parseAzureDestination } from '../materialize/sink.azure.ts';
+import { errorMessage } from '../render/errors.ts';
 import type { AppEnv } from './app.ts';
 import { RequestError, UnauthorizedError } from './errors.ts';
 
@@ -60,6 +62,7 @@ export function requireToken(deps: { readonly config: Config }): MiddlewareHandl
 
 export type Destination =
   | { readonly kind: 's3'; readonly url: string; readonly bucket: string; readonly key: string }
+  | { readonly kind: 'azure'; readonly url: string; readonly container: string; readonly blob: string }
   | { readonly kind: 'file'; readonly path: string };
 
 function forbidden(dest: string, allowed: readonly string[]): RequestError {
@@ -126,7 +129,10 @@ function isInside(child: string, folder: string): boolean {
 export function checkDestination(dest: string, config: Config): Destination {
   const allowed = config.materialize.allowedDestinations;
   if (typeof dest !== 'string' || dest.trim() === '') {
-    throw new RequestError('bad-request', 'dest is required: s3://bucket/key.tif or an absolute file path');
+    throw new RequestError(
+      'bad-request',
+      'dest is required: s3://bucket/key.tif, az://container/blob.tif or an absolute file path',
+    );
   }
   refuseControlCharacters(dest);
   if (/^s3:\/\//i.test(dest)) {
@@ -141,10 +147,24 @@ export function checkDestination(dest: string, config: Config): Destination {
     if (!ok) throw forbidden(dest, allowed);
     return { kind: 's3', url: dest, bucket, key };
   }
+  if (/^az:\/\//i.test(dest)) {
+    let parsed: { container: string; blob: string };
+    try {
+      parsed = parseAzureDestination(dest);
+    } catch (e) {
+      throw new RequestError('bad-request', errorMessage(e));
+    }
+    if (parsed.blob.includes('//') || badSegments(parsed.blob)) {
+      throw new RequestError('bad-request', `destination ${dest} may not contain ".", ".." or empty path segments`);
+    }
+    const ok = allowed.some((a) => /^az:\/\//.test(a) && dest.startsWith(a.endsWith('/') ? a : `${a}/`));
+    if (!ok) throw forbidden(dest, allowed);
+    return { kind: 'azure', url: dest, container: parsed.container, blob: parsed.blob };
+  }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(dest) && !/^file:\/\//i.test(dest)) {
     throw new RequestError(
       'bad-request',
-      `destination ${dest}: only s3://bucket/key and local file paths are supported`,
+      `destination ${dest}: only s3://bucket/key, az://container/blob and local file paths are supported`,
     );
   }
   const file = dest.replace(/^file:\/\//i, '');

@@ -24,7 +24,7 @@ export interface AppMetrics {
   /** materialisation jobs by final `state` (succeeded, failed, cancelled) */
   readonly jobs: Counter<'state'>;
   readonly jobsRunning: Gauge;
-  /** parts uploaded / bytes written / retried operations, by `sink` (s3, file, http) */
+  /** parts uploaded / bytes written / retried operations, by `sink` (s3, azure, file, http) */
   readonly parts: Counter<'sink'>;
   readonly bytesWritten: Counter<'sink'>;
   readonly retries: Counter<'sink'>;
@@ -126,12 +126,22 @@ export function appMetrics(registry: Registry, engine?: Engine, limiter?: Render
   if (engine) {
     new Counter({
       name: 'cogmill_source_requests_total',
-      help: 'read requests made to sources, by kind (file, http, https, s3)',
+      help: 'read requests made to sources, by kind (file, http, https, s3, az)',
       labelNames: ['kind'],
       registers,
       collect() {
         this.reset();
         for (const [kind, s] of Object.entries(engine.sourceStats())) this.inc({ kind }, s.requests);
+      },
+    });
+    new Counter({
+      name: 'cogmill_source_retries_total',
+      help: 'source requests sent again after a failure, by kind (sources that retry by themselves: az)',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [kind, s] of Object.entries(engine.sourceStats())) this.inc({ kind }, s.retries ?? 0);
       },
     });
     new Counter({

@@ -65,7 +65,7 @@ const ERROR_KINDS = new Set<string>([
 
 function sinkLabel(destination: string): string {
   if (destination === 'download') return 'http';
-  return destination.startsWith('s3://') ? 's3' : 'file';
+  return destination.startsWith('s3://') ? 's3' : destination.startsWith('az://') ? 'azure' : 'file';
 }
 
 /** Unknown parameters are refused (a typo would otherwise be silently ignored). */

@@ -9,7 +9,9 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -26,7 +28,12 @@ export interface Azurite {
   stop(): Promise<void>;
 }
 
-const AZURITE_BIN = path.join(import.meta.dirname, '..', '..', 'node_modules', '.bin', 'azurite-blob');
+/** the `azurite-blob` program of the installed `azurite` package (its package.json names it) */
+function azuriteBlobBin(): string {
+  const pkgFile = createRequire(import.meta.url).resolve('azurite/package.json');
+  const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { bin: Record<string, string> };
+  return path.join(path.dirname(pkgFile), pkg.bin['azurite-blob']);
+}
 const BOOT_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 5_000;
 /** in-memory extent storage limit: far above any test's data, far below the machine's memory */
@@ -65,7 +72,7 @@ export async function startAzurite(opts: { timeoutMs?: number } = {}): Promise<A
       'KILL',
       '--',
       process.execPath,
-      AZURITE_BIN,
+      azuriteBlobBin(),
       '--blobHost',
       '127.0.0.1',
       '--blobPort',
