@@ -13,6 +13,7 @@ import { Catalog, CatalogStoreFile } from './render/catalog.ts';
 import { Engine, type EngineSettings } from './render/engine.ts';
 import type { S3Settings } from './render/source.s3.ts';
 import type { ReadOptions, Source, SourceRead } from './render/source.ts';
+import { StatisticsService } from './render/statistics.ts';
 import { createApp } from './server/app.ts';
 import type { AppDeps, RequestIo } from './server/deps.ts';
 import { RenderLimiter } from './server/limits.ts';
@@ -176,6 +177,7 @@ export async function buildServices(config: Config, opts: { log?: Logger; engine
     shutdownHooks: [],
     renderLimiter,
     requestIo,
+    statistics: new StatisticsService(engine, { maxPixels: config.limits.maxStatisticsPixels }),
   };
 }
 

@@ -13,7 +13,7 @@ import { decodeImage } from '../src/render/encode.ts';
 import { stretchFromPercentiles } from '../src/render/style.ts';
 import { gridBounds } from '../src/render/types.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
-import { fixtureDir, PYTHON, tempDir } from './support/gdal.ts';
+import { fixtureDir, PYTHON, sh, tempDir } from './support/gdal.ts';
 
 interface QgisLayer {
   id: string;
@@ -38,16 +38,25 @@ interface QgisReport {
 }
 
 function runQgis(project: string, outDir: string, width: number, height: number): Promise<QgisReport> {
+  return qgisCheck([project, outDir, String(width), String(height)], outDir) as Promise<QgisReport>;
+}
+
+/** The renderer QGIS picks by itself for a GDAL source (no project). */
+function qgisDefault(source: string, work: string): Promise<{ valid: boolean; renderer: QgisLayer['renderer'] }> {
+  return qgisCheck(['--layer', source], work) as Promise<{ valid: boolean; renderer: QgisLayer['renderer'] }>;
+}
+
+function qgisCheck(args: string[], work: string): Promise<unknown> {
   const script = path.join(import.meta.dirname, 'support', 'qgis_check.py');
-  const env = { ...process.env, QT_QPA_PLATFORM: 'offscreen', XDG_RUNTIME_DIR: outDir, GDAL_HTTP_TIMEOUT: '60' };
+  const env = { ...process.env, QT_QPA_PLATFORM: 'offscreen', XDG_RUNTIME_DIR: work, GDAL_HTTP_TIMEOUT: '60' };
   return new Promise((resolve, reject) =>
     execFile(
       PYTHON,
-      [script, project, outDir, String(width), String(height)],
+      [script, ...args],
       { env, timeout: 240_000, maxBuffer: 64 * 1024 * 1024 },
       (err, stdout, stderr) => {
         if (err) return reject(new Error(`qgis_check.py failed: ${err.message}\n${stderr}`));
-        resolve(JSON.parse(stdout) as QgisReport);
+        resolve(JSON.parse(stdout));
       },
     ),
   );
@@ -247,6 +256,52 @@ describe('QGIS opens the project of a mosaic', () => {
     for (const l of pmRun.report.layers.slice(0, 2)) {
       const c = compareImages((await layerImage(l)).data, pmRun.tiles.data, 255);
       assert.ok(c.alpha <= n * 0.001, `${l.name}: ${c.alpha} transparency mismatches`);
+    }
+  });
+
+  test("QGIS's own defaults on the virtual COG and the VRT start from the tiles' statistics", async (t) => {
+    const open = (file: string) => qgisDefault(`/vsicurl?list_dir=no&url=${server.url}/mosaics/${file}`, work);
+    // one band: QGIS stretches min..max of STATISTICS_* (what the views carry: the tiles' statistics sample)
+    const stats = (await (await fetch(`${server.url}/mosaics/utm/statistics`)).json()) as {
+      bands: { min: number; max: number; percentiles: Record<string, number> }[];
+    };
+    const rendered = async () =>
+      (await server.deps.metrics.getSingleMetric('cogmill_virtual_cog_tiles_rendered_total')!.get()).values[0]?.value ??
+      0;
+    for (const file of ['utm.tif', 'utm.vrt']) {
+      const info = JSON.parse(
+        await sh('gdalinfo', ['-json', `/vsicurl?list_dir=no&url=${server.url}/mosaics/${file}`]),
+      ) as { bands: { description: string; metadata: Record<string, Record<string, string>> }[] };
+      const md = info.bands[0].metadata[''];
+      assert.equal(info.bands[0].description, 'b1');
+      assert.equal(md.STATISTICS_APPROXIMATE, 'YES');
+      assert.deepEqual(
+        [md.STATISTICS_MINIMUM, md.STATISTICS_MAXIMUM].map(Number),
+        [stats.bands[0].min, stats.bands[0].max],
+        `${file}: the statistics of the tiles' sample`,
+      );
+      const before = await rendered();
+      const d = await open(file);
+      assert.deepEqual(d.renderer, {
+        type: 'singlebandgray',
+        bands: [1],
+        ranges: [[stats.bands[0].min, stats.bands[0].max]],
+      });
+      if (file.endsWith('.tif')) assert.equal(await rendered(), before, 'QGIS took them as they are: no pixel read');
+    }
+    // three or more bands: QGIS cuts 2 % and 98 % of a histogram over [min, max], close to the tiles' p2..p98
+    const pm = (await (await fetch(`${server.url}/mosaics/pm/statistics?bands=1,2,3`)).json()) as typeof stats;
+    for (const file of ['pm.tif', 'pm.vrt']) {
+      const d = await open(file);
+      assert.equal(d.renderer?.type, 'multibandcolor');
+      assert.deepEqual(d.renderer?.bands, [1, 2, 3], 'the bands the tiles show by default');
+      d.renderer?.ranges?.forEach(([lo, hi], k) => {
+        const b = pm.bands[k];
+        const span = b.percentiles.p98 - b.percentiles.p2;
+        t.diagnostic(`${file} band ${k + 1}: QGIS ${lo}..${hi}, tiles ${b.percentiles.p2}..${b.percentiles.p98}`);
+        assert.ok(Math.abs(lo - b.percentiles.p2) < 0.015 * span, `${file} band ${k + 1} low ${lo}`);
+        assert.ok(Math.abs(hi - b.percentiles.p98) < 0.015 * span, `${file} band ${k + 1} high ${hi}`);
+      });
     }
   });
 

@@ -177,16 +177,18 @@ describe('virtual COG and VRT through GDAL /vsicurl/', () => {
     );
     assert.deepEqual([...head], [0x49, 0x49, 43, 0], 'BigTIFF');
 
-    // the COG validator walks every IFD and tile array, and still renders nothing
+    // the COG validator walks every IFD and tile array; reading the header sequentially, GDAL's read-ahead may run
+    // one chunk (up to 32 KiB) past its end into the first payloads (the smallest overview's), never further
     const v = await validateCog(vsi('/mosaics/big.tif'), QGIS_ENV);
     assert.deepEqual(v.errors, [], v.output);
     assert.deepEqual(v.warnings, [], v.output);
-    assert.equal(await rendered(), before);
+    const validated = await rendered();
+    assert.ok(validated - before <= 2, `the validator rendered ${validated - before} tiles`);
 
     // a window read renders exactly the tiles under it: columns and rows 1..3 of 512-pixel tiles
     const m = mosaic('big');
     const got = await gdalRead(vsi('/mosaics/big.tif'), ['-srcwin', '1000', '1000', '600', '600']);
-    assert.equal((await rendered()) - before, 9);
+    assert.equal((await rendered()) - validated, 9);
     assert.equal(firstDifference(got.bytes, await expectedWindow(m, 0, 1000, 1000, 600, 600)), -1);
   });
 

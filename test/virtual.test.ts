@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { cogLevels } from '../src/materialize/cog.layout.ts';
 import { renderCogTile } from '../src/materialize/cog.tiles.ts';
+import { gdalMetadataDocument, mosaicBandSummaries } from '../src/materialize/statistics.xml.ts';
 import { interleaveTile } from '../src/materialize/tile.encode.ts';
 import {
   planVirtualCog,
@@ -110,6 +111,10 @@ describe('virtual views over HTTP', () => {
   let tmp = '';
   let url = '';
   const mosaic = (id: string): Mosaic => server.deps.catalog.get(id);
+  /** The options the server opens a mosaic's virtual COG with: its band statistics in GDAL_METADATA. */
+  const served = async (id: string) => ({
+    gdalMetadata: gdalMetadataDocument(await mosaicBandSummaries(server.deps.statistics, mosaic(id))),
+  });
   const get = (p: string, headers: Record<string, string> = {}, method = 'GET') =>
     fetch(`${url}${p}`, { method, headers });
   const bytesOf = async (r: Response) => new Uint8Array(await r.arrayBuffer());
@@ -146,7 +151,7 @@ describe('virtual views over HTTP', () => {
   });
 
   test('HEAD gives the exact size, Accept-Ranges, a strong ETag and Last-Modified, and renders nothing', async () => {
-    const plan = planVirtualCog(mosaic('utm'));
+    const plan = planVirtualCog(mosaic('utm'), await served('utm'));
     const counter = server.deps.metrics.getSingleMetric('cogmill_virtual_cog_tiles_rendered_total');
     const renderedNow = async () => (await counter!.get()).values[0]?.value ?? 0;
     const before = await renderedNow();
@@ -162,12 +167,12 @@ describe('virtual views over HTTP', () => {
     assert.equal(big.status, 200);
     const bigSize = Number(big.headers.get('content-length'));
     assert.ok(bigSize > 4 * 2 ** 30, `the 100,000 x 100,000 x 10 uint16 virtual COG is ${bigSize} bytes`);
-    assert.equal(bigSize, planVirtualCog(mosaic('big')).size);
+    assert.equal(bigSize, planVirtualCog(mosaic('big'), await served('big')).size);
     assert.equal(await renderedNow(), before);
   });
 
   test('the virtual COG layout: BigTIFF only past 4 GiB, aligned tiles, sparse tiles outside every source', async () => {
-    const small = planVirtualCog(mosaic('sparse'));
+    const small = planVirtualCog(mosaic('sparse'), await served('sparse'));
     assert.equal(small.layout.bigTiff, false);
     const header = await bytesOf(await get('/mosaics/sparse.tif', { range: `bytes=0-${small.dataStart - 1}` }));
     assert.equal(header.length, small.dataStart);
@@ -211,7 +216,7 @@ describe('virtual views over HTTP', () => {
     assert.ok(first(levels.length - 1) < first(1) && first(1) < first(0));
     assert.equal(first(levels.length - 1), small.dataStart);
 
-    const big = planVirtualCog(mosaic('big'));
+    const big = planVirtualCog(mosaic('big'), await served('big'));
     assert.equal(big.layout.bigTiff, true);
     assert.equal(mosaic('big').grid.width, 100_000);
     assert.equal(big.present.length, big.layout.tileCount, 'the source covers the whole grid: no sparse tile');
@@ -252,7 +257,7 @@ describe('virtual views over HTTP', () => {
   });
 
   test('Range: single, suffix, open-ended and multi-range answers agree with the full body', async () => {
-    const plan = planVirtualCog(mosaic('utm'));
+    const plan = planVirtualCog(mosaic('utm'), await served('utm'));
     const full = await get('/mosaics/utm.tif');
     assert.equal(full.status, 200);
     const all = await bytesOf(full);
@@ -339,7 +344,7 @@ describe('virtual views over HTTP', () => {
   });
 
   test('large bodies stream with the same bytes; a full GET of a huge virtual COG is refused with 413', async () => {
-    const plan = planVirtualCog(mosaic('big'));
+    const plan = planVirtualCog(mosaic('big'), await served('big'));
     const start = plan.dataStart + 20 * plan.layout.rawTileBytes + 123;
     const len = 40 * MiB;
     const r = await get('/mosaics/big.tif', { range: `bytes=${start}-${start + len - 1}` });
@@ -362,7 +367,7 @@ describe('virtual views over HTTP', () => {
 
   test('conditional requests: If-None-Match, If-Range, If-Match', async () => {
     const etag = (await get('/mosaics/utm.tif', {}, 'HEAD')).headers.get('etag')!;
-    const size = planVirtualCog(mosaic('utm')).size;
+    const size = planVirtualCog(mosaic('utm'), await served('utm')).size;
     const nm = await get('/mosaics/utm.tif', { 'if-none-match': etag, range: 'bytes=0-9' });
     assert.equal(nm.status, 304);
     assert.equal((await nm.arrayBuffer()).byteLength, 0);
@@ -379,7 +384,7 @@ describe('virtual views over HTTP', () => {
   });
 
   test('bad input gets the right 4xx, never a 500', async () => {
-    const size = planVirtualCog(mosaic('utm')).size;
+    const size = planVirtualCog(mosaic('utm'), await served('utm')).size;
     for (const range of [
       `bytes=${size}-`,
       `bytes=${size + 10}-${size + 20}`,
@@ -479,7 +484,7 @@ describe('virtual views over HTTP', () => {
 
   test('the ETag changes when a source changes or the definition differs', async () => {
     // the mosaic was opened at start-up; change its file before its first request (which re-checks the sources)
-    const before = planVirtualCog(mosaic('changing')).etag;
+    const before = planVirtualCog(mosaic('changing'), await served('changing')).etag;
     const beforeSource = mosaic('changing').sources[0].raster.info.etag;
     const file = path.join(tmp, 'changing.tif');
     const bytes = await readFile(file);
@@ -487,14 +492,14 @@ describe('virtual views over HTTP', () => {
     await writeFile(file, bytes);
     const head = await get('/mosaics/changing.tif', {}, 'HEAD');
     assert.notEqual(head.headers.get('etag'), before);
-    assert.equal(head.headers.get('etag'), planVirtualCog(mosaic('changing')).etag);
+    assert.equal(head.headers.get('etag'), planVirtualCog(mosaic('changing'), await served('changing')).etag);
     const src = await get('/mosaics/changing/sources/0.tif', { range: 'bytes=0-3' });
     assert.equal(src.status, 206);
     assert.notEqual(src.headers.get('etag'), beforeSource);
     // a different definition over the same sources: another ETag
-    assert.notEqual(planVirtualCog(mosaic('utm')).etag, planVirtualCog(mosaic('utm-mean')).etag);
+    assert.notEqual(planVirtualCog(mosaic('utm'), await served('utm')).etag, planVirtualCog(mosaic('utm-mean')).etag);
     assert.notEqual(
-      planVirtualCog(mosaic('utm')).etag,
+      planVirtualCog(mosaic('utm'), await served('utm')).etag,
       planVirtualCog(mosaic('utm'), { overviewResampling: 'nearest' }).etag,
     );
   });

@@ -1,3 +1,6 @@
+import type { Mosaic } from '../render/mosaic.ts';
+import type { StatisticsService } from '../render/statistics.ts';
+
 /**
  * Band statistics as GDAL keeps them in the GDAL_METADATA tag (STATISTICS_MINIMUM/MAXIMUM/MEAN/STDDEV/
  * VALID_PERCENT per band), accumulated tile by tile. The XML is padded to a length fixed in advance, because the
@@ -83,4 +86,65 @@ export function statisticsXml(acc: readonly BandAccumulator[], totalPixels: numb
   const size = statisticsXmlBytes(acc.length);
   if (xml.length > size) throw new RangeError('statistics document larger than reserved');
   return xml.padEnd(size, ' ');
+}
+
+/** Approximate statistics of one band (from a sample, as the tiles' stretch uses them) and its name. */
+export interface BandSummary {
+  readonly min: number | null;
+  readonly max: number | null;
+  readonly mean: number | null;
+  readonly std: number | null;
+  readonly validPercent: number;
+  readonly description?: string;
+}
+
+/**
+ * GDAL's band statistics items of a summary, in the order GDAL writes them: STATISTICS_APPROXIMATE=YES says they
+ * come from a sample (GDAL and QGIS use them as they are, and recompute exact ones only when asked to).
+ */
+export function statisticsItems(b: BandSummary): [string, string][] {
+  if (b.min === null || b.max === null || b.mean === null || b.std === null) return [];
+  return [
+    ['STATISTICS_APPROXIMATE', 'YES'],
+    ['STATISTICS_MAXIMUM', num(b.max)],
+    ['STATISTICS_MEAN', num(b.mean)],
+    ['STATISTICS_MINIMUM', num(b.min)],
+    ['STATISTICS_STDDEV', num(b.std)],
+    ['STATISTICS_VALID_PERCENT', num(Number(b.validPercent.toFixed(4)))],
+  ];
+}
+
+function xmlText(s: string): string {
+  return s.replace(/[&<>"]/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[ch]!);
+}
+
+/** A GDAL_METADATA document (TIFF tag 42112) with every band's statistics items and description. */
+export function gdalMetadataDocument(bands: readonly BandSummary[]): string {
+  const items: string[] = [];
+  bands.forEach((b, k) => {
+    if (b.description)
+      items.push(`<Item name="DESCRIPTION" sample="${k}" role="description">${xmlText(b.description)}</Item>`);
+    for (const [name, value] of statisticsItems(b)) items.push(`<Item name="${name}" sample="${k}">${value}</Item>`);
+  });
+  return `<GDALMetadata>\n${items.map((i) => `  ${i}\n`).join('')}</GDALMetadata>\n`;
+}
+
+/**
+ * The band summaries the virtual views carry (GDAL_METADATA in the virtual COG, `<Metadata>` in the VRT): the
+ * statistics the tiles' default stretch comes from (same service, same sample), so QGIS's own defaults (min/max,
+ * or a 2-98 % cumulative cut of a histogram over [min, max]) start from the same numbers.
+ */
+export async function mosaicBandSummaries(
+  statistics: Pick<StatisticsService, 'get'>,
+  mosaic: Mosaic,
+): Promise<BandSummary[]> {
+  const s = await statistics.get(mosaic);
+  return s.bands.map((b, k) => ({
+    min: b.min,
+    max: b.max,
+    mean: b.mean,
+    std: b.std,
+    validPercent: b.validPercent,
+    description: mosaic.bandNames[k],
+  }));
 }

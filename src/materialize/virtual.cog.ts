@@ -7,6 +7,11 @@
  * range maps to the header and the tiles it overlaps. Reading a range renders only those tiles, through the shared
  * tile renderer (`renderCogTile`, the same one the materialised COG uses, so both decode to the same pixels),
  * into a bytes-bounded cache; concurrent reads of one tile share one render.
+ *
+ * The header may carry a GDAL_METADATA document (`VirtualCogOptions.gdalMetadata`): the server writes the band
+ * statistics of the tiles' default stretch and the band names there, so GDAL and QGIS read STATISTICS_* without
+ * touching a pixel. They come from the statistics service (one sample render per mosaic version, shared with the
+ * tiles), so the layout is still known before any tile of the COG is rendered.
  */
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
@@ -54,6 +59,8 @@ export interface VirtualCogOptions {
   readonly resampling?: Resampling;
   /** resampling of the overviews (default: average, mode for categorical mosaics) */
   readonly overviewResampling?: Resampling;
+  /** a GDAL_METADATA document (band statistics and descriptions) written in the header */
+  readonly gdalMetadata?: string;
 }
 
 /** Everything about a virtual COG that is known without rendering: pure function of the mosaic's metadata. */
@@ -89,7 +96,7 @@ export type VirtualCogSegment =
       readonly to: number;
     };
 
-function cogSpecFor(mosaic: Mosaic, blockSize: number, bigTiff?: boolean): CogSpec {
+function cogSpecFor(mosaic: Mosaic, blockSize: number, bigTiff?: boolean, gdalMetadata?: string): CogSpec {
   const g = mosaic.grid;
   return {
     width: g.width,
@@ -105,6 +112,7 @@ function cogSpecFor(mosaic: Mosaic, blockSize: number, bigTiff?: boolean): CogSp
     nodata: mosaic.nodata,
     ghost: { leaderTrailer: false },
     bigTiff,
+    gdalMetadata,
   };
 }
 
@@ -273,7 +281,7 @@ export function planVirtualCog(
   };
   const levels = mosaicCogLevels(mosaic, blockSize);
   // Tile order and counts do not depend on BigTIFF, so the sparse pattern is computed once on a first plan.
-  const first = planCog(cogSpecFor(mosaic, blockSize));
+  const first = planCog(cogSpecFor(mosaic, blockSize, undefined, options.gdalMetadata));
   const isPresent = presentTiles(mosaic, first, levels, tileOptions, plan.exhaustive ?? false);
   const byteCounts = new Uint32Array(first.tileCount);
   let presentCount = 0;
@@ -286,7 +294,8 @@ export function planVirtualCog(
     (TILE_DATA_ALIGNMENT_BYTES - (l.headerBytes % TILE_DATA_ALIGNMENT_BYTES)) % TILE_DATA_ALIGNMENT_BYTES;
   // the padding is at most 16 KiB: count it as payload so the BigTIFF decision stays safe
   const bigTiff = needsBigTiff(first.spec, presentCount * first.rawTileBytes + TILE_DATA_ALIGNMENT_BYTES);
-  const layout = bigTiff === first.bigTiff ? first : planCog(cogSpecFor(mosaic, blockSize, bigTiff));
+  const layout =
+    bigTiff === first.bigTiff ? first : planCog(cogSpecFor(mosaic, blockSize, bigTiff, options.gdalMetadata));
   const present = new Int32Array(presentCount);
   for (let i = 0, k = 0; i < byteCounts.length; i++) if (byteCounts[i] > 0) present[k++] = i;
   const pad = padFor(layout);
@@ -301,6 +310,7 @@ export function planVirtualCog(
       tileOptions.overviewResampling,
       layout.bigTiff,
       size,
+      options.gdalMetadata ?? '',
     ]),
   );
   return {
@@ -454,8 +464,14 @@ export class VirtualCogStore {
   open(mosaic: Mosaic, options: VirtualCogOptions = {}): VirtualCog {
     const key = `${mosaic.id}|${options.blockSize ?? ''}|${options.resampling ?? ''}|${options.overviewResampling ?? ''}`;
     const hit = this.cogs.get(key);
-    if (hit && hit.mosaic === mosaic && hit.plan.mosaicEtag === mosaic.etag) return hit;
-    const cog = new VirtualCog(this, mosaic, planVirtualCog(mosaic, options));
+    if (
+      hit &&
+      hit.mosaic === mosaic &&
+      hit.plan.mosaicEtag === mosaic.etag &&
+      hit.gdalMetadata === (options.gdalMetadata ?? '')
+    )
+      return hit;
+    const cog = new VirtualCog(this, mosaic, planVirtualCog(mosaic, options), options.gdalMetadata ?? '');
     this.stats.plans++;
     this.cogs.set(key, cog);
     return cog;
@@ -522,13 +538,16 @@ export class VirtualCogStore {
 export class VirtualCog {
   readonly mosaic: Mosaic;
   readonly plan: VirtualCogPlan;
+  /** the GDAL_METADATA document in the header ('' for none) */
+  readonly gdalMetadata: string;
   private readonly store: VirtualCogStore;
   private headerBytes: Uint8Array | undefined;
 
-  constructor(store: VirtualCogStore, mosaic: Mosaic, plan: VirtualCogPlan) {
+  constructor(store: VirtualCogStore, mosaic: Mosaic, plan: VirtualCogPlan, gdalMetadata = '') {
     this.store = store;
     this.mosaic = mosaic;
     this.plan = plan;
+    this.gdalMetadata = gdalMetadata;
   }
 
   get size(): number {

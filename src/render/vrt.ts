@@ -67,6 +67,8 @@ export interface VrtOptions {
   readonly sourcePath: (source: MosaicSource) => string;
   /** A line for the XML comment at the top (e.g. how sources are referenced). */
   readonly note?: string;
+  /** Metadata items per band (e.g. GDAL's STATISTICS_*), written as the band's `<Metadata>`. */
+  readonly bandMetadata?: readonly (readonly (readonly [string, string])[])[];
 }
 
 export function escapeXml(text: string): string {
@@ -317,6 +319,12 @@ export function mosaicVrt(mosaic: Mosaic, options: VrtOptions): string {
   for (let k = 0; k < mosaic.bandCount; k++) {
     out.push(`  <VRTRasterBand dataType="${GDAL_DATA_TYPE[mosaic.dtype]}" band="${k + 1}">`);
     out.push(`    <Description>${escapeXml(mosaic.bandNames[k] ?? `b${k + 1}`)}</Description>`);
+    const items = options.bandMetadata?.[k] ?? [];
+    if (items.length) {
+      out.push(
+        `    <Metadata>${items.map(([key, v]) => `<MDI key="${escapeXml(key)}">${escapeXml(v)}</MDI>`).join('')}</Metadata>`,
+      );
+    }
     if (mosaic.nodata !== undefined) out.push(`    <NoDataValue>${vrtNumber(mosaic.nodata)}</NoDataValue>`);
     out.push(`    <ColorInterp>${colorInterp(mosaic, k)}</ColorInterp>`);
     for (const p of placed) {

@@ -5,6 +5,7 @@ import type { Registry } from 'prom-client';
 import type { Config } from '../config.ts';
 import type { Catalog } from '../render/catalog.ts';
 import type { Engine } from '../render/engine.ts';
+import type { StatisticsService } from '../render/statistics.ts';
 import type { RenderLimiter } from './limits.ts';
 
 /**
@@ -34,4 +35,6 @@ export interface AppDeps {
   readonly renderLimiter: RenderLimiter;
   /** the current request's IO counters (undefined outside a request) */
   readonly requestIo: AsyncLocalStorage<RequestIo>;
+  /** mosaic statistics (cached): the tiles' default stretch, the QGIS project's, the virtual views' STATISTICS_* */
+  readonly statistics: StatisticsService;
 }

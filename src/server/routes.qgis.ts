@@ -6,14 +6,13 @@
  * math, so with `expression=` the value layers show the mosaic's default bands with their default stretch.
  *
  * The stretch is the tiles' own: the request's `rescale`, 0..255 for 8-bit bands, else the 2nd to 98th
- * percentile of the mosaic's statistics (same sampling, same numbers as the tiles). The ETag depends on the mosaic's
+ * percentile of the mosaic's statistics (the tiles' own statistics service: the same numbers). The ETag depends on the mosaic's
  * etag, the base URL and the normalised query, so a 304 costs no statistics.
  */
 import { createHash } from 'node:crypto';
 import { Hono } from 'hono';
 import { crsFromEpsg } from '../render/crs.ts';
 import type { Mosaic } from '../render/mosaic.ts';
-import { StatisticsService } from '../render/statistics.ts';
 import {
   fixedRanges,
   parseStyle,
@@ -37,9 +36,8 @@ import { zipArchive } from './zip.write.ts';
 const QGZ_MIME = 'application/zip';
 
 export function qgisRoutes(deps: AppDeps): Hono<AppEnv> {
-  const { config, catalog, engine } = deps;
+  const { config, catalog, statistics } = deps;
   const limits = config.limits;
-  const statistics = new StatisticsService(engine, { maxPixels: limits.maxStatisticsPixels });
   const styleLimits = { maxExpressionLength: limits.maxExpressionLength };
 
   /** [min, max] per shown band, as the tiles compute them. */

@@ -19,7 +19,7 @@ import { crsFromEpsg, parseCrs } from '../render/crs.ts';
 import { encodeImage, IMAGE_MIME, type ImageFormat } from '../render/encode.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { parseInterval } from '../render/stac.ts';
-import { DEFAULT_HISTOGRAM_BINS, MAX_HISTOGRAM_BINS, StatisticsService } from '../render/statistics.ts';
+import { DEFAULT_HISTOGRAM_BINS, MAX_HISTOGRAM_BINS } from '../render/statistics.ts';
 import {
   fixedRanges,
   parseBands,
@@ -313,7 +313,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
   const limits = config.limits;
   const metrics = appMetrics(deps.metrics);
   const cache = new TileCache({ maxBytes: config.cache.tileBytes });
-  const statistics = new StatisticsService(engine, { maxPixels: limits.maxStatisticsPixels });
+  const statistics = deps.statistics;
   const limiter = new RenderLimiter(limits.maxConcurrentRenders);
   const emptyImages = new Map<string, Promise<Uint8Array>>();
   const styleLimits = { maxExpressionLength: limits.maxExpressionLength };

@@ -13,6 +13,9 @@
  * after tile as the client reads (backpressure, bounded memory), up to MAX_VIRTUAL_COG_BODY_BYTES (512 MiB) in one
  * response, 200 or 206; above that the answer is 413 with a message to use byte ranges. HEAD is always answered.
  * Bodies up to 32 MiB are assembled before the status is sent, so a failing render is a clean error status.
+ * Both views carry each band's name and the statistics of the tiles' default stretch (STATISTICS_MINIMUM/MAXIMUM/
+ * MEAN/STDDEV/VALID_PERCENT, STATISTICS_APPROXIMATE=YES): GDAL_METADATA in the COG, `<Metadata>` in the VRT. They
+ * cost one sample render per mosaic version, shared with the tiles, the first time a view is opened.
  * Sidecar probes (`.ovr`, `.aux.xml`, `.msk`, world files, RPCs) and directory listings (`/mosaics/`, ...) get a
  * fast 404 without touching a mosaic. Opening a view (HEAD, or a read from byte 0) re-checks the mosaic's sources
  * at most every 30 s, so the ETag follows a changed source.
@@ -21,6 +24,7 @@ import { createHash } from 'node:crypto';
 import { ServerResponse } from 'node:http';
 import { type Context, Hono } from 'hono';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { gdalMetadataDocument, mosaicBandSummaries, statisticsItems } from '../materialize/statistics.xml.ts';
 import { type VirtualCogReadCounter, VirtualCogStore } from '../materialize/virtual.cog.ts';
 import { isCogmillError, SourceError } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
@@ -303,6 +307,8 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
   );
   holder.store = cogs;
 
+  const bandSummaries = (mosaic: Mosaic) => mosaicBandSummaries(deps.statistics, mosaic);
+
   const lastChecked = new Map<string, number>();
   /** Re-check the sources of a mosaic (at most every REVALIDATE_INTERVAL_MS): a changed source changes the ETag. */
   async function revalidate(mosaic: Mosaic, info: RequestInfo): Promise<void> {
@@ -342,7 +348,10 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
     const info = c.get('req');
     const mosaic = catalog.get(c.req.param('cog').slice(0, -'.tif'.length));
     if (opensFile(c)) await revalidate(mosaic, info);
-    const cog = await timed(info, 'plan', async () => cogs.open(mosaic));
+    const summaries = await timed(info, 'statistics', () => bandSummaries(mosaic));
+    const cog = await timed(info, 'plan', async () =>
+      cogs.open(mosaic, { gdalMetadata: gdalMetadataDocument(summaries) }),
+    );
     info.fields.mosaic = mosaic.id;
     const rep: RangedRepresentation = {
       size: cog.size,
@@ -393,7 +402,9 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
     if (opensFile(c)) await revalidate(mosaic, info);
     const base = baseUrl(c, config);
     const mosaicUrl = `${base}/mosaics/${encodeURIComponent(mosaic.id)}`;
+    const summaries = await timed(info, 'statistics', () => bandSummaries(mosaic));
     const xml = mosaicVrt(mosaic, {
+      bandMetadata: summaries.map(statisticsItems),
       sourcePath:
         mode === 'direct' ? (s) => directSourcePath(s.location) : (s) => `/vsicurl/${mosaicUrl}/sources/${s.index}.tif`,
       note:

@@ -1,6 +1,7 @@
 """Open a QGIS project headless and render each of its layers over the project's default view.
 
 usage: qgis_check.py PROJECT.qgz OUT_DIR WIDTH HEIGHT
+       qgis_check.py --layer GDAL_SOURCE   (the renderer QGIS picks by itself for a raster layer)
 
 Prints one JSON document: the project CRS and view extent, and per layer its name, provider, validity,
 renderer (type, bands, min/max), the PNG it rendered (OUT_DIR/<layer id>.png) and how many pixels of it are
@@ -19,16 +20,9 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor, QImage
 
-project_path, out_dir, width, height = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 QgsApplication.setPrefixPath('/usr', True)
 app = QgsApplication([], False)
 app.initQgis()
-
-project = QgsProject.instance()
-ok = project.read(project_path)
-view = project.viewSettings().defaultViewExtent()
-extent = [view.xMinimum(), view.yMinimum(), view.xMaximum(), view.yMaximum()]
-root = project.layerTreeRoot()
 
 
 def renderer_info(layer):
@@ -50,6 +44,21 @@ def renderer_info(layer):
         shader = r.shader().rasterShaderFunction()
         info['stops'] = len(shader.colorRampItemList())
     return info
+
+
+if sys.argv[1] == '--layer':
+    from qgis.core import QgsRasterLayer
+    layer = QgsRasterLayer(sys.argv[2], 'layer', 'gdal')
+    print(json.dumps({'valid': layer.isValid(), 'renderer': renderer_info(layer) if layer.isValid() else None}))
+    sys.stdout.flush()
+    os._exit(0)  # exitQgis with a layer outside a project crashes QGIS 3.22 on the way out
+
+project_path, out_dir, width, height = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+project = QgsProject.instance()
+ok = project.read(project_path)
+view = project.viewSettings().defaultViewExtent()
+extent = [view.xMinimum(), view.yMinimum(), view.xMaximum(), view.yMaximum()]
+root = project.layerTreeRoot()
 
 
 layers = []
