@@ -4,7 +4,7 @@
  * cleanly: the multipart upload is aborted (or the temporary file removed), nothing appears at the destination.
  */
 import { parseArgs } from 'node:util';
-import { configFor } from './cli.ts';
+import { CATALOGUE_OPTIONS, catalogueOptions, configFor } from './cli.ts';
 import { ConfigError } from './config.ts';
 import { engineSettings, s3Settings } from './main.ts';
 import { createSink, parseDestination } from './materialize/destination.ts';
@@ -22,6 +22,8 @@ export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mo
 
   --config, -c FILE        configuration file (default: the COGMILL_CONFIG variable)
   --mosaic, -m ID          a mosaic of the configuration (default: the only one, or the SOURCE arguments)
+  --assets, --composite, --sortby, --datetime, --period
+                           a SOURCE that is a STAC catalogue, as for cogmill serve
   --out, -o DEST           s3://bucket/key.tif, or a file path
   --compress NAME          deflate (default), lzw, zstd, none, jpeg, webp (jpeg/webp: uint8 RGB)
   --level N                deflate 1-9, zstd 1-22
@@ -154,6 +156,7 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
       progress: { type: 'string' },
       quiet: { type: 'boolean', short: 'q' },
       help: { type: 'boolean', short: 'h' },
+      ...CATALOGUE_OPTIONS,
     },
   });
   if (values.help) {
@@ -174,7 +177,12 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
   const s3: Record<string, unknown> = {};
   if (values['s3-endpoint']) s3.endpoint = values['s3-endpoint'];
   if (values['s3-region']) s3.region = values['s3-region'];
-  const config = await configFor(values.config, positionals, Object.keys(s3).length ? { s3 } : {});
+  const config = await configFor(
+    values.config,
+    positionals,
+    Object.keys(s3).length ? { s3 } : {},
+    catalogueOptions(values),
+  );
 
   let mosaicId = values.mosaic ?? (positionals.length ? 'default' : undefined);
   if (mosaicId === undefined) {
@@ -226,7 +234,8 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
     progressMode === 'auto' ? (process.stderr.isTTY ? 'bar' : 'lines') : (progressMode as ProgressMode);
   const progress = progressReporter(mode, process.stderr);
   try {
-    const mosaic = await new Catalog(engine).open(def, controller.signal);
+    // command-line and configured mosaics are trusted (a catalogue's assets are allowed with it)
+    const mosaic = await new Catalog(engine).open(def, controller.signal, { trusted: true });
     checkJobOptions(mosaic, parsed.options);
     const sink = createSink(dest, { s3: s3Settings(config) });
     const t0 = performance.now();

@@ -23,11 +23,25 @@ import { transformBounds } from './render/transform.ts';
 import { gridBounds } from './render/types.ts';
 
 const USAGE = `usage:
-  cogmill serve [--config FILE] [--host H] [--port N] [SOURCE...]
+  cogmill serve [--config FILE] [--host H] [--port N] [SOURCE...] [catalogue options]
       serve the configured mosaics; SOURCE arguments (files, folders, globs, http(s):// URLs, s3://bucket/key,
-      s3://bucket/prefix/) form one more mosaic with id "default". The config file may also be named by
-      COGMILL_CONFIG; with neither a config nor a SOURCE, the GeoTIFFs under the current folder are served.
-      Settings can be overridden by COGMILL_<SECTION>_<KEY> variables (see cogmill config --reference).
+      s3://bucket/prefix/) form one more mosaic with id "default". One SOURCE that is a STAC ItemCollection,
+      a stac-geoparquet file, a mosaic index or a STAC API URL (recognised by its content) is a catalogue mosaic:
+        --assets B04,B03,B02   one band per asset (default: the items' only raster asset)
+        --composite RULE       first, last, min, max, mean, median, count
+        --sortby FIELDS        e.g. eo:cloud_cover or -datetime (items in this order; first valid wins)
+        --datetime INTERVAL    only items in this RFC 3339 interval
+        --period P1M           periods (P1D, P1W, P1M, P1Y) picked with ?datetime= on tiles
+      The config file may also be named by COGMILL_CONFIG; with neither a config nor a SOURCE, the GeoTIFFs
+      under the current folder are served. Settings can be overridden by COGMILL_<SECTION>_<KEY> variables
+      (see cogmill config --reference).
+  cogmill index SOURCE... -o INDEX.json
+      read every GeoTIFF header once and write a mosaic index (a STAC ItemCollection with proj:* fields):
+      serving INDEX.json later opens the mosaic without reading a header, and reads only the files under each tile
+  cogmill explain [--config FILE --mosaic ID | SOURCE... [catalogue options]] (--tile Z/X/Y | --bbox MINX,MINY,MAXX,MAXY
+                  [--crs EPSG:N] [--resolution R]) [--datetime INTERVAL] [--headers]
+      print what a render of that window would read (items, assets, overview level and window, requests, bytes,
+      empty fraction) as JSON, without reading pixels (headers only with --headers)
   cogmill info SOURCE...
       print what cogmill sees in each source (size, CRS, bands, dtype, nodata, overviews, bounds) as JSON
   cogmill materialize [--config FILE --mosaic ID | SOURCE...] --out s3://bucket/key.tif|FILE [options]
@@ -51,6 +65,7 @@ export async function configFor(
   file: string | undefined,
   sources: readonly string[],
   extra: Record<string, unknown> = {},
+  mosaic: CatalogueOptions = {},
 ): Promise<Config> {
   const base = await loadConfig({
     file: file ?? (process.env.COGMILL_CONFIG || undefined),
@@ -59,17 +74,69 @@ export async function configFor(
   });
   if (sources.length === 0) return base;
   const local = sources.map((s) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s : path.resolve(s)));
-  return parseConfig(
-    { ...base, mosaics: [...base.mosaics, { id: 'default', title: 'default', sources: local }] },
-    'command line',
-  );
+  const { sortby, datetime, ...rest } = mosaic;
+  let def: Record<string, unknown> = { id: 'default', title: 'default', sources: local, ...rest };
+  if (sortby !== undefined || datetime !== undefined) {
+    // a query needs a catalogue: the one SOURCE is one (a STAC API search when its path ends in /search)
+    if (local.length !== 1)
+      throw new ConfigError('--sortby and --datetime take one SOURCE: a STAC catalogue or a STAC API URL');
+    const only = local[0];
+    const isSearch = /^https?:\/\/[^?#]*\/search(\?|#|$)/i.test(only);
+    def = {
+      id: 'default',
+      title: 'default',
+      ...rest,
+      stac: {
+        ...(isSearch ? { search: only } : { items: only }),
+        ...(sortby !== undefined ? { sortby } : {}),
+        ...(datetime !== undefined ? { datetime } : {}),
+      },
+    };
+  }
+  return parseConfig({ ...base, mosaics: [...base.mosaics, def] }, 'command line');
+}
+
+/** Options of a command-line catalogue mosaic (serve, explain, materialize). */
+export interface CatalogueOptions {
+  assets?: string[];
+  composite?: string;
+  sortby?: string;
+  datetime?: string;
+  period?: string;
+}
+
+export const CATALOGUE_OPTIONS = {
+  assets: { type: 'string' },
+  composite: { type: 'string' },
+  sortby: { type: 'string' },
+  datetime: { type: 'string' },
+  period: { type: 'string' },
+} as const;
+
+export function catalogueOptions(values: Record<string, unknown>): CatalogueOptions {
+  const out: CatalogueOptions = {};
+  if (typeof values.assets === 'string')
+    out.assets = values.assets
+      .split(',')
+      .map((a) => a.trim())
+      .filter(Boolean);
+  if (typeof values.composite === 'string') out.composite = values.composite;
+  if (typeof values.sortby === 'string') out.sortby = values.sortby;
+  if (typeof values.datetime === 'string') out.datetime = values.datetime;
+  if (typeof values.period === 'string') out.period = values.period;
+  return out;
 }
 
 async function cmdServe(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { config: { type: 'string', short: 'c' }, host: { type: 'string' }, port: { type: 'string', short: 'p' } },
+    options: {
+      config: { type: 'string', short: 'c' },
+      host: { type: 'string' },
+      port: { type: 'string', short: 'p' },
+      ...CATALOGUE_OPTIONS,
+    },
   });
   const server: Record<string, unknown> = {};
   if (values.host) server.host = values.host;
@@ -82,7 +149,12 @@ async function cmdServe(argv: string[]): Promise<void> {
     sources = [process.cwd()];
     process.stderr.write(`cogmill: no --config and no SOURCE given: serving the GeoTIFFs under ${process.cwd()}\n`);
   }
-  const config = await configFor(values.config, sources, Object.keys(server).length ? { server } : {});
+  const config = await configFor(
+    values.config,
+    sources,
+    Object.keys(server).length ? { server } : {},
+    catalogueOptions(values),
+  );
   await serveConfig(config);
 }
 
@@ -210,6 +282,14 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     case 'materialize': {
       const { cmdMaterialize } = await import('./cli.materialize.ts');
       return cmdMaterialize(rest);
+    }
+    case 'index': {
+      const { cmdIndex } = await import('./cli.index.ts');
+      return cmdIndex(rest);
+    }
+    case 'explain': {
+      const { cmdExplain } = await import('./cli.index.ts');
+      return cmdExplain(rest);
     }
     case 'demo': {
       const { cmdDemo } = await import('./cli.demo.ts');

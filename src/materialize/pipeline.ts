@@ -324,6 +324,8 @@ export async function materialize(
           engine: {
             ...engine.settings,
             tileCacheBytes: Math.min(engine.settings.tileCacheBytes, WORKER_BLOCK_CACHE_BYTES),
+            // the process's descriptor budget is shared by this engine and every worker's
+            maxOpenFiles: Math.max(4, Math.floor(engine.settings.maxOpenFiles / (workers + 1))),
           },
           spec: mosaic.spec,
           settings,
