@@ -323,6 +323,32 @@ describe('materialise to Azure (Azurite), sources in Azurite', () => {
     }
   });
 
+  test('a wrong key (Azurite refuses it) and a missing container: clear errors, nothing committed', async () => {
+    const m = await twoZones(engine);
+    const wrongKey = Buffer.alloc(64, 9).toString('base64');
+    const denied = new SinkAzure(`az://${OUT}/denied/two.tif`, {
+      settings: { ...settings, accountKey: wrongKey, credentialSource: 'AZURE_STORAGE_KEY' },
+      ...FAST,
+    });
+    await assert.rejects(materialize(engine, m, denied, { workers: 1 }), (e: unknown) => {
+      assert.ok(e instanceof SourceError, String(e));
+      assert.equal(e.kind, 'forbidden');
+      assert.match(e.message, /access denied to container cogmill-out \(Put Block 1, Azure 403 AuthorizationFailure\)/);
+      assert.match(e.message, /credentials tried: the shared key of account cogmill[0-9a-f]+ \(AZURE_STORAGE_KEY\)/);
+      return true;
+    });
+    assert.equal(denied.stats.retries, 0);
+    assert.equal(await blobExists('denied/two.tif'), false);
+
+    const lost = new SinkAzure('az://no-such-container/two.tif', { settings, ...FAST });
+    await assert.rejects(materialize(engine, m, lost, { workers: 1 }), (e: unknown) => {
+      assert.ok(e instanceof SourceError, String(e));
+      assert.equal(e.kind, 'not-found');
+      assert.match(e.message, /the container no-such-container does not exist/);
+      return true;
+    });
+  });
+
   test('Put Block List failing every time: no committed blob, the staged blocks stay uncommitted', async () => {
     const m = await twoZones(engine);
     const proxy = await startFaultProxy(new URL(azurite.endpoint).origin, [
