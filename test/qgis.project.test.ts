@@ -62,6 +62,21 @@ function qgisCheck(args: string[], work: string): Promise<unknown> {
   );
 }
 
+/** The .qgs text inside a .qgz (read by Python's zipfile). */
+async function listProject(qgz: Uint8Array): Promise<string> {
+  const dir = await tempDir('cogmill-qgz-');
+  try {
+    await writeFile(path.join(dir, 'p.qgz'), qgz);
+    return await sh(PYTHON, [
+      '-c',
+      'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); print(z.read(z.namelist()[0]).decode())',
+      path.join(dir, 'p.qgz'),
+    ]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /** RGBA samples of a PNG (gray + alpha expanded). */
 async function rgba(bytes: Uint8Array): Promise<{ data: Uint8Array; width: number; height: number }> {
   const img = await decodeImage(bytes);
@@ -220,6 +235,36 @@ describe('QGIS opens the project of a mosaic', () => {
       assert.ok(c.within / c.both >= 0.995, `${l.name}: ${((100 * c.within) / c.both).toFixed(2)}%`);
       assert.ok(c.alpha <= n * 0.001);
     }
+  });
+
+  test('band math QGIS can compute becomes a virtual raster layer on top, drawn like the tiles', async (t) => {
+    const query = 'expression=sqrt(b1)*2&colormap=viridis';
+    const { m, report, tiles } = await openInQgis('utm', query);
+    const [math, cog] = report.layers;
+    assert.equal(report.layers.length, 5);
+    assert.equal(math.name, 'Two UTM scenes · sqrt(b1)*2');
+    assert.deepEqual([math.provider, math.valid, math.visible, cog.visible], ['virtualraster', true, true, false]);
+    const stats = (await (
+      await fetch(`${server.url}/mosaics/utm/statistics?expression=${encodeURIComponent('sqrt(b1)*2')}`)
+    ).json()) as { bands: { percentiles: Record<string, number> }[] };
+    assert.deepEqual(math.renderer, {
+      type: 'singlebandpseudocolor',
+      bands: [1],
+      ranges: [stretchFromPercentiles(stats.bands[0].percentiles.p2, stats.bands[0].percentiles.p98)],
+      stops: 256,
+    });
+    const n = m.grid.width * m.grid.height;
+    const c = compareImages((await layerImage(math)).data, tiles.data, 3);
+    t.diagnostic(`band math vs tiles: ${c.within} of ${c.both} within 3 levels, ${c.alpha} transparency mismatches`);
+    assert.ok(c.both > n * 0.5);
+    assert.ok(c.within / c.both >= 0.995, `${((100 * c.within) / c.both).toFixed(2)}%`);
+    assert.ok(c.alpha <= n * 0.001, `${c.alpha} transparency mismatches`);
+    // band math QGIS's calculator lacks (%) leaves the four views, the COG on top
+    const plain = await fetch(`${server.url}/mosaics/utm/qgis.qgz?expression=${encodeURIComponent('b1%7')}`);
+    assert.equal(plain.status, 200);
+    const listing = await listProject(new Uint8Array(await plain.arrayBuffer()));
+    assert.doesNotMatch(listing, /virtualraster/);
+    assert.match(listing, /<layer-tree-layer id="cogmill_utm_cog"[^>]*checked="Qt::Checked"/);
   });
 
   let pmRun: Awaited<ReturnType<typeof openInQgis>> | undefined;

@@ -11,7 +11,11 @@
  * - the WMTS layer in the mosaic's native grid (source pixels unresampled) with the request's style;
  * - the XYZ layer (WebMercatorQuad) with the request's style.
  *
- * Only the COG layer is switched on (the others are one click away), so opening the project renders one view.
+ * With `expression=` that QGIS's raster calculator can compute (one output; arithmetic, comparisons, abs, sqrt,
+ * logs, trigonometry), a band math layer of QGIS's virtual raster provider over the virtual COG comes first,
+ * styled with the expression's stretch and colormap as the tiles are.
+ *
+ * Only the first layer is switched on (the others are one click away), so opening the project renders one view.
  * The project CRS is the mosaic's CRS and the view is the mosaic's extent.
  *
  * A bearer token (for deployments that protect the tile routes) goes into the XYZ and WMTS data sources as
@@ -19,7 +23,7 @@
  * URL. GDAL layers cannot carry a header per layer in QGIS 3.22: the README says to set GDAL_HTTP_HEADERS.
  */
 import { crsFromEpsg } from '../render/crs.ts';
-import type { Colormap } from '../render/style.ts';
+import type { Colormap, ExprNode } from '../render/style.ts';
 import type { Bounds, Crs, Resampling } from '../render/types.ts';
 import { xmlEscape } from './wmts.capabilities.ts';
 
@@ -33,7 +37,15 @@ export interface QgisProjectStyle {
   readonly ranges: readonly (readonly [number, number])[];
   readonly colormap?: Colormap;
   readonly resampling?: Resampling;
+  /** values up to this one are drawn transparent (see VIRTUAL_RASTER_NODATA_MAX) */
+  readonly transparentUpTo?: number;
 }
+
+/**
+ * QGIS 3.22's virtual raster provider writes -FLT_MAX where an input is nodata without declaring it nodata (and
+ * ignores user nodata values): the renderer makes everything up to this value transparent, as the tiles draw it.
+ */
+const VIRTUAL_RASTER_NODATA_MAX = -3.4e38;
 
 export interface QgisProjectInput {
   readonly id: string;
@@ -62,7 +74,81 @@ export interface QgisProjectInput {
   readonly style: QgisProjectStyle;
   /** an Authorization header value the XYZ and WMTS layers send (see the file comment) */
   readonly authorization?: string;
+  /** band math QGIS can compute: a layer of QGIS's virtual raster provider over the virtual COG, on top */
+  readonly expression?: QgisProjectExpression;
 }
+
+export interface QgisProjectExpression {
+  /** the expression as the request gave it (layer name) */
+  readonly text: string;
+  /** the formula in QGIS raster calculator syntax, over `"m@k"` (band k of the virtual COG) */
+  readonly formula: string;
+  /** the mosaic's grid size: the virtual raster computes on the mosaic's own pixels */
+  readonly width: number;
+  readonly height: number;
+  /** band 1 (the formula's result) with the tiles' stretch of the expression and the colormap */
+  readonly style: QgisProjectStyle;
+}
+
+/**
+ * An expression tree in QGIS raster calculator syntax, or undefined when QGIS cannot compute it (functions it
+ * lacks, `%`, `!`). Band k reads `"m@k"`.
+ */
+export function qgisFormula(node: ExprNode): string | undefined {
+  switch (node.kind) {
+    case 'num':
+      return Number.isFinite(node.value) ? String(node.value) : undefined;
+    case 'band':
+      return `"m@${node.band}"`;
+    case 'unary': {
+      const a = qgisFormula(node.arg);
+      if (a === undefined || node.op === '!') return undefined;
+      return node.op === '-' ? `(-${a})` : a;
+    }
+    case 'binary': {
+      const op = QGIS_BINARY[node.op];
+      const l = qgisFormula(node.left);
+      const r = qgisFormula(node.right);
+      return op && l !== undefined && r !== undefined ? `(${l} ${op} ${r})` : undefined;
+    }
+    case 'call': {
+      const fn = QGIS_FUNCTIONS[node.fn];
+      const args = node.args.map(qgisFormula);
+      if (!fn || args.some((a) => a === undefined)) return undefined;
+      return `${fn}(${args.join(', ')})`;
+    }
+  }
+}
+
+const QGIS_BINARY: Readonly<Record<string, string>> = {
+  '+': '+',
+  '-': '-',
+  '*': '*',
+  '/': '/',
+  '^': '^',
+  '<': '<',
+  '<=': '<=',
+  '>': '>',
+  '>=': '>=',
+  '==': '=',
+  '!=': '!=',
+  '&&': 'AND',
+  '||': 'OR',
+};
+
+/** Functions of cogmill's band math that QGIS's raster calculator has (natural log is `ln` there). */
+const QGIS_FUNCTIONS: Readonly<Record<string, string>> = {
+  abs: 'abs',
+  sqrt: 'sqrt',
+  log: 'ln',
+  log10: 'log10',
+  sin: 'sin',
+  cos: 'cos',
+  tan: 'tan',
+  asin: 'asin',
+  acos: 'acos',
+  atan: 'atan',
+};
 
 /** The GDAL filename of a URL with directory listing off (GDAL_DISABLE_READDIR_ON_OPEN for that file only). */
 export function vsicurlNoListing(url: string): string {
@@ -105,7 +191,7 @@ function hex2(v: number): string {
  * The tiles colour a value v by `lut[round((v - lo) * 255 / (hi - lo))]` (clamped): a ramp with a stop at the value
  * of every entry, interpolated between stops and extended beyond them (clip 0), draws the same colours.
  */
-function pseudocolor(band: number, range: readonly [number, number], cm: Colormap): string {
+function pseudocolor(band: number, range: readonly [number, number], cm: Colormap, transparent: string): string {
   const [lo, hi] = range;
   const items: string[] = [];
   for (let k = 0; k < 256; k++) {
@@ -118,9 +204,18 @@ function pseudocolor(band: number, range: readonly [number, number], cm: Colorma
   }
   return (
     `<rasterrenderer opacity="1" alphaBand="-1" band="${band}" classificationMin="${num(lo)}" classificationMax="${num(hi)}" nodataColor="" type="singlebandpseudocolor">` +
-    `<rasterTransparency/>${MIN_MAX_ORIGIN}<rastershader>` +
+    `${transparent}${MIN_MAX_ORIGIN}<rastershader>` +
     `<colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="${num(lo)}" maximumValue="${num(hi)}" labelPrecision="4">` +
     `${items.join('')}</colorrampshader></rastershader></rasterrenderer>`
+  );
+}
+
+function transparency(style: QgisProjectStyle): string {
+  if (style.transparentUpTo === undefined) return '<rasterTransparency/>';
+  return (
+    '<rasterTransparency><singleValuePixelList>' +
+    `<pixelListEntry min="-1.7976931348623157e+308" max="${style.transparentUpTo}" percentTransparent="100"/>` +
+    '</singleValuePixelList></rasterTransparency>'
   );
 }
 
@@ -138,10 +233,10 @@ export function valuesRenderer(style: QgisProjectStyle): string {
       '</rasterrenderer>'
     );
   }
-  if (style.colormap) return pseudocolor(style.bands[0], range(0), style.colormap);
+  if (style.colormap) return pseudocolor(style.bands[0], range(0), style.colormap, transparency(style));
   return (
     `<rasterrenderer opacity="1" alphaBand="-1" grayBand="${style.bands[0]}" gradient="BlackToWhite" nodataColor="" type="singlebandgray">` +
-    `<rasterTransparency/>${MIN_MAX_ORIGIN}${contrast('contrastEnhancement', range(0))}</rasterrenderer>`
+    `${transparency(style)}${MIN_MAX_ORIGIN}${contrast('contrastEnhancement', range(0))}</rasterrenderer>`
   );
 }
 
@@ -171,7 +266,7 @@ const IMAGE_RENDERER = `<rasterrenderer opacity="1" alphaBand="-1" band="1" noda
 interface LayerSpec {
   readonly id: string;
   readonly name: string;
-  readonly provider: 'gdal' | 'wms';
+  readonly provider: 'gdal' | 'wms' | 'virtualraster';
   readonly source: string;
   readonly crs: Crs;
   readonly extent: Bounds;
@@ -229,7 +324,29 @@ export function qgisProjectLayers(p: QgisProjectInput): LayerSpec[] {
     ['zmin', String(p.minZoom)],
   ]);
   const title = p.title || p.id;
+  const expr = p.expression;
+  const math: LayerSpec[] = expr
+    ? [
+        {
+          id: `cogmill_${safeId}_expression`,
+          name: `${title} · ${expr.text}`,
+          provider: 'virtualraster',
+          // QGIS decodes the whole URI before it splits the inner one: the inner source holds no '&' or '?'
+          source:
+            `?crs=EPSG:${p.crs.epsg}&extent=${p.bounds.map(num).join(',')}&width=${expr.width}&height=${expr.height}` +
+            `&formula=${encodeURIComponent(expr.formula)}&m:uri=${encodeURIComponent(`/vsicurl/${p.cogUrl}`)}&m:provider=gdal`,
+          crs: p.crs,
+          extent: p.bounds,
+          pipe: pipe(
+            valuesRenderer({ ...expr.style, transparentUpTo: VIRTUAL_RASTER_NODATA_MAX }),
+            expr.style.resampling,
+          ),
+          visible: true,
+        },
+      ]
+    : [];
   return [
+    ...math,
     {
       id: `cogmill_${safeId}_cog`,
       name: `${title} · virtual COG (values)`,
@@ -238,7 +355,7 @@ export function qgisProjectLayers(p: QgisProjectInput): LayerSpec[] {
       crs: p.crs,
       extent: p.bounds,
       pipe: values,
-      visible: true,
+      visible: !expr,
     },
     {
       id: `cogmill_${safeId}_vrt`,

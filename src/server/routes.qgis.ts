@@ -2,8 +2,9 @@
  * `GET /mosaics/{id}/qgis.qgz`: a QGIS project with every view of the mosaic, styled like its tiles (see
  * qgis.project.ts). The style parameters of the request (`bands`, `rescale`, `colormap`, `nodata`, `resampling`,
  * `expression`) are validated as for a tile; the image layers (WMTS, XYZ) carry all of them, the value layers
- * (COG, VRT) show the same bands with the same stretch and colormap. QGIS layer renderers cannot compute band
- * math, so with `expression=` the value layers show the mosaic's default bands with their default stretch.
+ * (COG, VRT) show the same bands with the same stretch and colormap. With `expression=`, the value layers show
+ * the mosaic's default bands with their default stretch, and a band math layer (QGIS's virtual raster provider)
+ * computes the expression when QGIS's raster calculator can express it (see qgisFormula).
  *
  * The stretch is the tiles' own: the request's `rescale`, 0..255 for 8-bit bands, else the 2nd to 98th
  * percentile of the mosaic's statistics (the tiles' own statistics service: the same numbers). The ETag depends on the mosaic's
@@ -28,7 +29,7 @@ import { transformBounds } from '../render/transform.ts';
 import { gridBounds } from '../render/types.ts';
 import type { AppEnv } from './app.ts';
 import type { AppDeps } from './deps.ts';
-import { type QgisProjectInput, qgisProjectXml } from './qgis.project.ts';
+import { type QgisProjectInput, qgisFormula, qgisProjectXml } from './qgis.project.ts';
 import { mosaicZooms } from './routes.tiles.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
 import { zipArchive } from './zip.write.ts';
@@ -74,7 +75,7 @@ export function qgisRoutes(deps: AppDeps): Hono<AppEnv> {
     const bounds = gridBounds(m.grid);
     const mercator = crsFromEpsg(3857);
     const mercatorBounds = transformBounds(m.boundsWgs84, crsFromEpsg(4326), mercator);
-    const input: QgisProjectInput = {
+    let input: QgisProjectInput = {
       id: m.id,
       title: m.title || m.id,
       crs: m.grid.crs,
@@ -92,6 +93,23 @@ export function qgisRoutes(deps: AppDeps): Hono<AppEnv> {
       maxZoom: maxzoom,
       style: { bands, ranges, colormap: valueStyle.colormap, resampling: valueStyle.resampling },
     };
+    const formula = style.expression?.outputs.length === 1 ? qgisFormula(style.expression.outputs[0]) : undefined;
+    if (style.expression && formula) {
+      const s = await statistics.get(m, { expression: style.expression, nodata: style.nodata });
+      const exprRanges = style.rescale ?? [
+        stretchFromPercentiles(s.bands[0].percentiles.p2 ?? Number.NaN, s.bands[0].percentiles.p98 ?? Number.NaN),
+      ];
+      input = {
+        ...input,
+        expression: {
+          text: c.req.query('expression') ?? '',
+          formula,
+          width: m.grid.width,
+          height: m.grid.height,
+          style: { bands: [1], ranges: exprRanges, colormap: style.colormap, resampling: style.resampling },
+        },
+      };
+    }
     const xml = qgisProjectXml(input);
     const zip = zipArchive([{ name: `${m.id}.qgs`, data: new TextEncoder().encode(xml) }]);
     return c.body(zip as Uint8Array<ArrayBuffer>, 200, {
