@@ -228,7 +228,7 @@ describe('materialise to Azure (Azurite), sources in Azurite', () => {
     assert.equal(staged[0].partNumber, 1);
     const list = await outputs.getBlockBlobClient(name).getBlockList('committed');
     assert.deepEqual(
-      list.committedBlocks?.map((b) => azurePartNumber(sink.uploadTag, b.name)),
+      list.committedBlocks?.map((b) => azurePartNumber(sink.uploadId!, b.name)),
       staged.map((p) => p.partNumber),
       'committed in part order',
     );
@@ -366,10 +366,10 @@ describe('materialise to Azure (Azurite), sources in Azurite', () => {
       await assert.rejects(materialize(engine, m, sink, { workers: 1 }), /Put Block List/);
       assert.equal(proxy.stats.faults.commit, 3);
       assert.equal(await blobExists(name), false);
-      const uncommitted = await sink.listUncommitted();
+      const staged = await sink.listStaged();
       assert.deepEqual(
-        [...uncommitted.keys()].sort((a, b) => a - b),
-        sink.stagedParts().map((p) => p.partNumber),
+        staged.map((p) => [p.partNumber, p.bytes]),
+        sink.stagedParts().map((p) => [p.partNumber, p.bytes]),
       );
     } finally {
       await proxy.stop();
@@ -394,5 +394,81 @@ describe('materialise to Azure (Azurite), sources in Azurite', () => {
     await assert.rejects(p);
     assert.ok(partsAtCancel >= 1, 'blocks had been staged before the cancel');
     assert.equal(await blobExists(name), false);
+  });
+});
+
+describe('one upload, several processes (attach, stage, listStaged, commit)', () => {
+  /** deterministic bytes of part n */
+  const partBytes = (n: number, size: number) => new Uint8Array(size).map((_, i) => (i * 13 + n * 101) & 0xff);
+  const part = (n: number, size: number) => ({ partNumber: n, chunks: [partBytes(n, size)], bytes: size });
+
+  test('shards stage their parts into one upload, one of them twice; a resume finds them; a third process commits', async () => {
+    const name = 'staged/blob.bin';
+    const url = `az://${OUT}/${name}`;
+    const coordinator = new SinkAzure(url, { settings, ...FAST });
+    const uploadId = await coordinator.create();
+    assert.match(uploadId, /^[0-9a-f]{16}$/);
+    // an older, unfinished upload to the same blob
+    const stale = new SinkAzure(url, { settings, ...FAST });
+    await stale.create();
+    await stale.stage(part(2, 1000));
+
+    const sizes = new Map([
+      [1, 700],
+      [2, 3],
+      [3, 300_000],
+      [5, 1],
+      [6, 65_536],
+    ]);
+    const worker1 = new SinkAzure(url, { settings, ...FAST });
+    const worker2 = new SinkAzure(url, { settings, ...FAST });
+    worker1.attach(uploadId);
+    worker2.attach(uploadId);
+    await Promise.all([worker1.stage(part(6, sizes.get(6)!)), worker2.stage(part(3, sizes.get(3)!))]);
+    // at-least-once delivery: part 3 again, from the other worker, with the same bytes
+    await worker1.stage(part(3, sizes.get(3)!));
+    await worker2.stage(part(2, sizes.get(2)!));
+
+    // a resume attaches and finds what is there (the stale upload's block is not ours)
+    const resumed = new SinkAzure(url, { settings, ...FAST });
+    resumed.attach(uploadId);
+    assert.deepEqual(
+      (await resumed.listStaged()).map((p) => [p.partNumber, p.bytes]),
+      [
+        [2, 3],
+        [3, 300_000],
+        [6, 65_536],
+      ],
+    );
+    assert.deepEqual((await resumed.listUploads()).map((u) => u.uploadId).sort(), [uploadId, stale.uploadId].sort());
+    await resumed.stage(part(5, sizes.get(5)!));
+    await resumed.stage(part(1, sizes.get(1)!));
+    assert.equal(await blobExists(name), false, 'nothing is visible before the commit');
+
+    const done = new SinkAzure(url, { settings, ...FAST });
+    done.attach(uploadId);
+    const staged = await done.listStaged();
+    assert.deepEqual(
+      staged.map((p) => p.partNumber),
+      [1, 2, 3, 5, 6],
+    );
+    const res = await done.commit(staged);
+    const want = Buffer.concat([...sizes.entries()].map(([n, size]) => partBytes(n, size)));
+    assert.equal(res.bytes, want.byteLength);
+    assert.equal(res.parts, 5);
+    assert.ok((await download(name)).equals(want), 'the blob is the parts in number order');
+    // the commit discarded every uncommitted block of the blob, the stale upload's included
+    assert.deepEqual(await done.listUploads(), []);
+  });
+
+  test('a commit that leaves out part 1, or is not in order, is refused before anything is sent', async () => {
+    const sink = new SinkAzure(`az://${OUT}/staged/refused.bin`, { settings, ...FAST });
+    await sink.create();
+    const p2 = await sink.stage(part(2, 10));
+    const p1 = await sink.stage(part(1, 10));
+    await assert.rejects(sink.commit([p2]), /without part 1/);
+    await assert.rejects(sink.commit([p1, p2, p2]), /increasing order/);
+    assert.equal(await blobExists('staged/refused.bin'), false);
+    assert.throws(() => new SinkAzure(`az://${OUT}/x.bin`, { settings }).attach('not-a-tag'), RangeError);
   });
 });

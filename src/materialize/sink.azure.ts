@@ -54,11 +54,6 @@ export interface SinkAzureOptions {
   readonly retryBaseMs?: number;
   /** longest backoff in milliseconds (default 10,000) */
   readonly retryMaxMs?: number;
-  /**
-   * The tag in every block id (16 hex characters). Default: random per sink. Processes that stage blocks of the
-   * same upload (shards on several machines) share one, from the plan.
-   */
-  readonly uploadTag?: string;
   /** how long abort() may take before it gives up, in milliseconds (default 60,000) */
   readonly abortTimeoutMs?: number;
 }
@@ -137,6 +132,19 @@ interface BlockRecord {
   readonly bytes: number;
 }
 
+/** A part as the service holds it: its number, size and block id. */
+export interface AzureStagedPart {
+  readonly partNumber: number;
+  readonly bytes: number;
+  /** the block id */
+  readonly etag: string;
+}
+
+/**
+ * Uploads are a client-side idea on Azure: an upload id is the tag in its block ids. `create` picks a new one
+ * (no request), `attach` takes one made elsewhere (a shard, the complete step, a resume), `listStaged` reads the
+ * blob's uncommitted block list and keeps this upload's blocks.
+ */
 export class SinkAzure implements SinkParts {
   readonly mode = 'parts' as const;
   readonly kind = 'azure';
@@ -145,19 +153,22 @@ export class SinkAzure implements SinkParts {
   /** Azure has no minimum block size: nothing needs gluing */
   readonly minPartBytes = 1;
   readonly maxParts = AZURE_MAX_BLOCKS;
+  readonly limits = { minPartBytes: 1, maxPartBytes: AZURE_MAX_BLOCK_BYTES, maxParts: AZURE_MAX_BLOCKS } as const;
   /** the last few errors that were retried, oldest first (for progress reports) */
   readonly recentErrors: string[] = [];
   readonly container: string;
   readonly blobName: string;
-  readonly uploadTag: string;
   private readonly options: SinkAzureOptions;
   private readonly attempts: number;
+  private tag: string | undefined;
   private target: { blob: BlockBlobClient; credentialSource: string } | undefined;
   private readonly blocks = new Map<number, BlockRecord>();
   private readonly inflight = new Set<Promise<unknown>>();
   private state: 'new' | 'open' | 'completing' | 'completed' | 'aborted' = 'new';
   /** Put Block List was sent at least once (the service may have committed the blob) */
   private commitSent = false;
+  /** the parts of the last commit */
+  private committed: readonly AzureStagedPart[] = [];
 
   constructor(url: string, options: SinkAzureOptions = {}) {
     const { container, blob } = parseAzureDestination(url);
@@ -167,11 +178,14 @@ export class SinkAzure implements SinkParts {
     this.blobName = blob;
     this.options = options;
     this.attempts = Math.max(1, options.attempts ?? SINK_AZURE_DEFAULTS.attempts);
-    this.uploadTag = options.uploadTag ?? newUploadTag();
-    azureBlockId(this.uploadTag, 1); // checks the tag
   }
 
-  /** where the credentials came from (after open) */
+  /** the upload id: the tag in this upload's block ids (after open, create or attach) */
+  get uploadId(): string | undefined {
+    return this.tag;
+  }
+
+  /** where the credentials came from (once a request was prepared) */
   get credentialSource(): string | undefined {
     return this.target?.credentialSource;
   }
@@ -266,29 +280,49 @@ export class SinkAzure implements SinkParts {
   }
 
   async open(signal?: AbortSignal): Promise<void> {
-    if (this.state !== 'new') throw new Error(`SinkAzure.open: the sink is ${this.state}`);
+    await this.create(signal);
+  }
+
+  /** Start a new upload: a new tag (nothing is sent; the first block creates the staging area). */
+  async create(signal?: AbortSignal): Promise<string> {
+    if (this.state !== 'new') throw new Error(`SinkAzure.create: the sink is ${this.state}`);
     signal?.throwIfAborted();
     await this.client();
+    this.tag = newUploadTag();
+    this.state = 'open';
+    return this.tag;
+  }
+
+  /** Stage into an upload made elsewhere (its id is its tag). */
+  attach(uploadId: string): void {
+    if (this.state !== 'new') throw new Error(`SinkAzure.attach: the sink is ${this.state}`);
+    azureBlockId(uploadId, 1); // checks the form
+    this.tag = uploadId;
     this.state = 'open';
   }
 
   putPart(part: Part, signal?: AbortSignal): Promise<void> {
-    const p = this.stage(part, signal);
+    return this.stage(part, signal).then(() => undefined);
+  }
+
+  /** Stage one part as its block (retried inside); staging a part number again replaces its block. */
+  stage(part: Part, signal?: AbortSignal): Promise<AzureStagedPart> {
+    const p = this.stageBlock(part, signal);
     this.inflight.add(p);
     const done = () => this.inflight.delete(p);
     p.then(done, done);
     return p;
   }
 
-  private async stage(part: Part, signal?: AbortSignal): Promise<void> {
-    if (this.state !== 'open') {
+  private async stageBlock(part: Part, signal?: AbortSignal): Promise<AzureStagedPart> {
+    if (this.state !== 'open' || this.tag === undefined) {
       throw new SourceError(
         'internal',
         `${this.location}: part ${part.partNumber} arrived while the upload is ${this.state}`,
       );
     }
     const n = part.partNumber;
-    const id = azureBlockId(this.uploadTag, n);
+    const id = azureBlockId(this.tag, n);
     if (part.bytes > AZURE_MAX_BLOCK_BYTES)
       throw new RangeError(`part ${n} is ${part.bytes} bytes, more than Azure's 4,000 MiB per block`);
     const body = concat(part.chunks, part.bytes);
@@ -299,53 +333,97 @@ export class SinkAzure implements SinkParts {
       (blob, s) => blob.stageBlock(id, body, body.byteLength, { abortSignal: s, transactionalContentMD5: md5 }),
       signal,
     );
-    if (this.state !== 'open') return;
+    const staged = { partNumber: n, bytes: body.byteLength, etag: id };
+    if (this.state !== 'open') return staged;
     const old = this.blocks.get(n);
     if (old) this.stats.bytes -= old.bytes;
     else this.stats.parts++;
     this.blocks.set(n, { id, bytes: body.byteLength });
     this.stats.bytes += body.byteLength;
+    return staged;
   }
 
-  /** the blocks staged so far, by part number */
+  /** the blocks this sink staged so far, by part number */
   stagedParts(): { partNumber: number; bytes: number; blockId: string }[] {
     return [...this.blocks.entries()]
       .sort((a, b) => a[0] - b[0])
       .map(([partNumber, b]) => ({ partNumber, bytes: b.bytes, blockId: b.id }));
   }
 
-  /**
-   * The uncommitted blocks of this upload the service holds (for a resume: parts found here need not be staged
-   * again), by part number.
-   */
-  async listUncommitted(signal?: AbortSignal): Promise<Map<number, number>> {
-    const res = await this.send(
-      'Get Block List',
-      0,
-      (blob, s) => blob.getBlockList('uncommitted', { abortSignal: s }),
-      signal,
-    ).catch((e: unknown) => {
-      if (e instanceof SourceError && e.kind === 'not-found') return { uncommittedBlocks: [] };
+  /** The blob's uncommitted blocks, by upload tag (ours and those of other, unfinished uploads). */
+  private async uncommitted(signal?: AbortSignal): Promise<{ name: string; size: number }[]> {
+    try {
+      const res = await this.send(
+        'Get Block List',
+        0,
+        (blob, s) => blob.getBlockList('uncommitted', { abortSignal: s }),
+        signal,
+      );
+      return res.uncommittedBlocks ?? [];
+    } catch (e) {
+      // no blob and no staged block yet
+      if (e instanceof SourceError && e.kind === 'not-found') return [];
       throw e;
-    });
-    const out = new Map<number, number>();
-    for (const b of res.uncommittedBlocks ?? []) {
-      const n = azurePartNumber(this.uploadTag, b.name);
-      if (n !== undefined) out.set(n, b.size);
     }
-    return out;
   }
 
+  /** The blocks of this upload the service holds, uncommitted, by part number (what a resume need not redo). */
+  async listStaged(signal?: AbortSignal): Promise<AzureStagedPart[]> {
+    const tag = this.tag;
+    if (tag === undefined) throw new Error('SinkAzure.listStaged: no upload (create or attach first)');
+    const out: AzureStagedPart[] = [];
+    for (const b of await this.uncommitted(signal)) {
+      const n = azurePartNumber(tag, b.name);
+      if (n !== undefined) out.push({ partNumber: n, bytes: b.size, etag: b.name });
+    }
+    return out.sort((a, b) => a.partNumber - b.partNumber);
+  }
+
+  /** Unfinished uploads to this blob: the tags of its uncommitted blocks (Azure keeps no start time). */
+  async listUploads(signal?: AbortSignal): Promise<{ uploadId: string; initiated: string | null }[]> {
+    const tags = new Set<string>();
+    for (const b of await this.uncommitted(signal)) {
+      const m = /^cogmill-([0-9a-f]{16})-\d{6}$/.exec(Buffer.from(b.name, 'base64').toString('latin1'));
+      if (m) tags.add(m[1]);
+    }
+    return [...tags].sort().map((uploadId) => ({ uploadId, initiated: null }));
+  }
+
+  /**
+   * Another upload to this blob: Azure has no call that removes uncommitted blocks without committing the blob,
+   * so there is nothing to send; they are discarded at the next commit to this blob, or after 7 days.
+   */
+  async abortUpload(uploadId: string, _signal?: AbortSignal): Promise<void> {
+    azureBlockId(uploadId, 1); // checks the form
+  }
+
+  /** Commit the blocks this sink staged, in part order (the in-process pipeline's last step). */
   async complete(signal?: AbortSignal): Promise<SinkResult> {
     if (this.state !== 'open')
       throw new SourceError('internal', `${this.location}: complete() while the upload is ${this.state}`);
     await Promise.allSettled([...this.inflight]);
-    const staged = this.stagedParts();
-    if (staged.length === 0 || staged[0].partNumber !== 1) {
+    return this.commit(
+      this.stagedParts().map((p) => ({ partNumber: p.partNumber, bytes: p.bytes, etag: p.blockId })),
+      signal,
+    );
+  }
+
+  /**
+   * Make the blob from exactly these parts in this order (Put Block List, header block first), then check that
+   * the committed block list is exactly theirs.
+   */
+  async commit(parts: readonly AzureStagedPart[], signal?: AbortSignal): Promise<SinkResult> {
+    if (this.state !== 'open' || this.tag === undefined)
+      throw new SourceError('internal', `${this.location}: commit while the upload is ${this.state}`);
+    if (parts.length === 0 || parts[0].partNumber !== 1) {
       throw new SourceError('internal', `${this.location}: cannot commit the blob without part 1 (the header)`);
     }
-    const ids = staged.map((p) => p.blockId);
-    const totalBytes = staged.reduce((a, p) => a + p.bytes, 0);
+    for (let i = 1; i < parts.length; i++) {
+      if (parts[i].partNumber <= parts[i - 1].partNumber)
+        throw new SourceError('internal', `${this.location}: parts to commit are not in increasing order`);
+    }
+    const ids = parts.map((p) => p.etag);
+    const totalBytes = parts.reduce((a, p) => a + p.bytes, 0);
     this.state = 'completing';
     let etag: string | undefined;
     try {
@@ -354,6 +432,7 @@ export class SinkAzure implements SinkParts {
         0,
         (blob, s) => {
           this.commitSent = true;
+          this.committed = parts;
           return blob.commitBlockList(ids, {
             abortSignal: s,
             blobHTTPHeaders: { blobContentType: this.options.contentType ?? SINK_AZURE_DEFAULTS.contentType },
@@ -363,7 +442,7 @@ export class SinkAzure implements SinkParts {
       );
       etag = res.etag;
       // the committed list must be exactly ours (another writer may have committed over it)
-      const problem = await this.checkCommitted(ids, staged, signal);
+      const problem = await this.checkCommitted(ids, parts, signal);
       if (problem) {
         throw new SourceError('changed', `${this.location}: after Put Block List the blob is not ours: ${problem}`);
       }
@@ -372,7 +451,7 @@ export class SinkAzure implements SinkParts {
       throw e;
     }
     this.state = 'completed';
-    return { location: this.location, bytes: totalBytes, etag, parts: staged.length };
+    return { location: this.location, bytes: totalBytes, etag, parts: parts.length };
   }
 
   /** undefined when the committed block list is exactly `ids` with the staged sizes, else what differs */
@@ -405,12 +484,12 @@ export class SinkAzure implements SinkParts {
     // commit was sent and may have gone through
     if (!this.commitSent || !this.target) return;
     const signal = AbortSignal.timeout(this.options.abortTimeoutMs ?? SINK_AZURE_DEFAULTS.abortTimeoutMs);
-    const staged = this.stagedParts();
+    const parts = this.committed;
     let problem: string | undefined;
     try {
       problem = await this.checkCommitted(
-        staged.map((p) => p.blockId),
-        staged,
+        parts.map((p) => p.etag),
+        parts,
         signal,
       );
     } catch (e) {
