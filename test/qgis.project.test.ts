@@ -360,6 +360,35 @@ describe('QGIS opens the project of a mosaic', () => {
     const again = await fetch(`${server.url}/mosaics/utm/qgis.qgz`, { headers: { 'If-None-Match': etag } });
     assert.equal(again.status, 304);
     assert.equal((await fetch(`${server.url}/mosaics/nope/qgis.qgz`)).status, 404);
+    // auth=header: the request's token goes into the tile layers as a header, never into a URL, never cached
+    const token = 'Bearer qc-token-0123456789';
+    const withAuth = await fetch(`${server.url}/mosaics/utm/qgis.qgz?auth=header`, {
+      headers: { Authorization: token },
+    });
+    assert.equal(withAuth.status, 200);
+    assert.equal(withAuth.headers.get('cache-control'), 'private, no-store');
+    const qgs = await listProject(new Uint8Array(await withAuth.arrayBuffer()));
+    const sources = [...qgs.matchAll(/<datasource>([^<]*)<\/datasource>/g)].map((x) => x[1].replaceAll('&amp;', '&'));
+    const carrying = sources.filter((src) => src.includes('http-header:Authorization=Bearer%20qc-token-0123456789'));
+    assert.equal(carrying.length, 2, 'the WMTS and XYZ layers carry the header');
+    for (const src of sources) {
+      const url = /(?:^|&)url=([^&]*)/.exec(src)?.[1] ?? src;
+      assert.doesNotMatch(decodeURIComponent(url), /qc-token/, 'no token in a URL');
+    }
+    assert.ok(!server.logs.some((l) => JSON.stringify(l).includes('qc-token')), 'no token in the logs');
+    assert.doesNotMatch(
+      await listProject(
+        new Uint8Array(
+          await (
+            await fetch(`${server.url}/mosaics/utm/qgis.qgz`, { headers: { Authorization: token } })
+          ).arrayBuffer(),
+        ),
+      ),
+      /qc-token/,
+      'only when asked',
+    );
+    assert.equal((await fetch(`${server.url}/mosaics/utm/qgis.qgz?auth=header`)).status, 400);
+    assert.equal((await fetch(`${server.url}/mosaics/utm/qgis.qgz?auth=cookie`)).status, 400);
     // the catalogue links it
     const json = (await (await fetch(`${server.url}/mosaics/utm`)).json()) as { links: Record<string, string> };
     assert.equal(json.links.qgis, `${server.url}/mosaics/utm/qgis.qgz`);

@@ -6,6 +6,8 @@
  * the mosaic's default bands with their default stretch, and a band math layer (QGIS's virtual raster provider)
  * computes the expression when QGIS's raster calculator can express it (see qgisFormula).
  *
+ * `auth=header` carries the request's Authorization header into the WMTS and XYZ layers (see authToCarry).
+ *
  * The stretch is the tiles' own: the request's `rescale`, 0..255 for 8-bit bands, else the 2nd to 98th
  * percentile of the mosaic's statistics (the tiles' own statistics service: the same numbers). The ETag depends on the mosaic's
  * etag, the base URL and the normalised query, so a 304 costs no statistics.
@@ -29,12 +31,36 @@ import { transformBounds } from '../render/transform.ts';
 import { gridBounds } from '../render/types.ts';
 import type { AppEnv } from './app.ts';
 import type { AppDeps } from './deps.ts';
+import { RequestError } from './errors.ts';
 import { type QgisProjectInput, qgisFormula, qgisProjectXml } from './qgis.project.ts';
 import { mosaicZooms } from './routes.tiles.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
 import { zipArchive } from './zip.write.ts';
 
 const QGZ_MIME = 'application/zip';
+
+/**
+ * `auth=header`: the request's own Authorization header goes into the project's tile layers (for deployments whose
+ * gateway wants a token on every tile request). Only on request, so a project shared with others holds no token by
+ * default; never in a URL.
+ */
+function authToCarry(mode: string | undefined, header: string | undefined): string | undefined {
+  if (mode === undefined || mode === '') return undefined;
+  if (mode !== 'header') {
+    throw new RequestError(
+      'bad-request',
+      `auth must be "header" (carry this request's Authorization header), got "${mode.slice(0, 20)}"`,
+    );
+  }
+  const value = header?.trim();
+  if (!value || /[\r\n]/.test(value)) {
+    throw new RequestError(
+      'bad-request',
+      'auth=header needs an Authorization header on this request to carry into the project',
+    );
+  }
+  return value;
+}
 
 export function qgisRoutes(deps: AppDeps): Hono<AppEnv> {
   const { config, catalog, statistics } = deps;
@@ -57,11 +83,17 @@ export function qgisRoutes(deps: AppDeps): Hono<AppEnv> {
     const style = parseStyle(q, m.bandCount, styleLimits);
     const base = baseUrl(c, config);
     const query = styleQueryString(q);
+    const authorization = authToCarry(c.req.query('auth'), c.req.header('authorization'));
     const etag = `"${createHash('sha256')
-      .update([m.etag, 'qgis', base, styleKey(style)].join('\n'))
+      .update([m.etag, 'qgis', base, styleKey(style), authorization ?? ''].join('\n'))
       .digest('base64url')
       .slice(0, 27)}"`;
-    const headers = { ETag: etag, 'Cache-Control': config.server.cacheControl };
+    // a project holding a token is for the one who asked: no shared cache keeps it
+    const headers = {
+      ETag: etag,
+      'Cache-Control': authorization ? 'private, no-store' : config.server.cacheControl,
+      Vary: 'Authorization',
+    };
     const inm = c.req.header('if-none-match');
     if (inm?.split(',').some((t) => t.trim().replace(/^W\//, '') === etag || t.trim() === '*'))
       return c.body(null, 304, headers);
@@ -92,6 +124,7 @@ export function qgisRoutes(deps: AppDeps): Hono<AppEnv> {
       minZoom: minzoom,
       maxZoom: maxzoom,
       style: { bands, ranges, colormap: valueStyle.colormap, resampling: valueStyle.resampling },
+      authorization,
     };
     const formula = style.expression?.outputs.length === 1 ? qgisFormula(style.expression.outputs[0]) : undefined;
     if (style.expression && formula) {
