@@ -25,6 +25,8 @@ import numpy as np
 from osgeo import gdal, osr
 gdal.UseExceptions()
 out = sys.argv[1]
+sys.path.insert(0, sys.argv[2])
+import gdal_write
 RES = 30.0
 X0, Y0 = 399960.0, 5000040.0
 
@@ -36,22 +38,7 @@ def texture(h, w, seed, lo, hi):
     return lo + t * (hi - lo)
 
 def write(name, arrays, epsg, gt, gdal_type, nodata=None, mask=None):
-    h, w = arrays[0].shape
-    mem = gdal.GetDriverByName('MEM').Create('', w, h, len(arrays), gdal_type)
-    mem.SetGeoTransform(gt)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    mem.SetProjection(srs.ExportToWkt())
-    for i, a in enumerate(arrays):
-        b = mem.GetRasterBand(i + 1)
-        if nodata is not None:
-            b.SetNoDataValue(nodata)
-        b.WriteArray(a)
-    if mask is not None:
-        mem.CreateMaskBand(gdal.GMF_PER_DATASET)
-        mem.GetRasterBand(1).GetMaskBand().WriteArray(mask)
-    gdal.Translate(f'{out}/{name}.tif', mem, format='COG',
-                   creationOptions=['BLOCKSIZE=128', 'COMPRESS=DEFLATE', 'OVERVIEW_RESAMPLING=AVERAGE'])
+    gdal_write.write(f'{out}/{name}.tif', arrays, epsg, gt, gdal_type, nodata=nodata, mask=mask, blocksize=128)
 
 def lattice(col, row):
     return (X0 + col * RES, RES, 0.0, Y0 - row * RES, 0.0, -RES)
@@ -172,7 +159,7 @@ describe('render shortcuts = general warp, byte for byte', () => {
   before(async () => {
     dir = await tempDir('cogmill-render-fast-');
     await writeFile(path.join(dir, 'fixtures.py'), FIXTURES);
-    await sh(PYTHON, [path.join(dir, 'fixtures.py'), dir]);
+    await sh(PYTHON, [path.join(dir, 'fixtures.py'), dir, path.join(import.meta.dirname, 'support')]);
     engine = new Engine({ roots: [dir] });
   });
 

@@ -91,6 +91,9 @@ async function check(
   return a;
 }
 
+/** nearest on the uint16 fixtures (nodata 0): >= 99.5% of the pixels identical */
+const NEAREST_UINT16 = { resampling: 'nearest', dtype: 'uint16', bands: 1, nodata: 0, min: 0.995 } as const;
+
 for (const kind of ['file', 'http'] as const) {
   describe(`render matches gdalwarp, sources over ${kind}`, () => {
     let server: StaticServer | undefined;
@@ -154,37 +157,19 @@ for (const kind of ['file', 'http'] as const) {
       const m = await ctx.mosaic('two', ['utm32', 'utm31']);
       assert.equal(m.grid.crs.epsg, 32632);
       const g = subGrid(m.grid, 0, 0, Math.min(600, m.grid.width), Math.min(500, m.grid.height));
-      await check(ctx, ['utm32', 'utm31'], g, {
-        resampling: 'nearest',
-        dtype: 'uint16',
-        bands: 1,
-        nodata: 0,
-        min: 0.995,
-      });
+      await check(ctx, ['utm32', 'utm31'], g, NEAREST_UINT16);
     });
 
     for (const z of [10, 11, 12, 13]) {
       test(`EPSG:3857 zoom ${z}, two zones, nearest (overview choice): >= 99.5%`, async () => {
         const g = mercatorWindow(z, 6.0, 45.0);
-        await check(ctx, ['utm32', 'utm31'], g, {
-          resampling: 'nearest',
-          dtype: 'uint16',
-          bands: 1,
-          nodata: 0,
-          min: 0.995,
-        });
+        await check(ctx, ['utm32', 'utm31'], g, NEAREST_UINT16);
       });
     }
 
     test('EPSG:4326 window, two zones, nearest: >= 99.5%', async () => {
       const g = geographicWindow(5.93, 45.06, 0.0002, 400, 300);
-      await check(ctx, ['utm32', 'utm31'], g, {
-        resampling: 'nearest',
-        dtype: 'uint16',
-        bands: 1,
-        nodata: 0,
-        min: 0.995,
-      });
+      await check(ctx, ['utm32', 'utm31'], g, NEAREST_UINT16);
     });
 
     for (const r of ['bilinear', 'cubic', 'average'] as const) {

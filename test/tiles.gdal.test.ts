@@ -4,14 +4,24 @@
  * read must match gdalwarp of the sources to the same grid with the same style.
  */
 import assert from 'node:assert/strict';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import { lonLatToTile, tileBoundsMercator, WEB_MERCATOR_HALF_SIZE_M } from '../src/render/tilematrix.ts';
 import type { Grid } from '../src/render/types.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
-import { fixtureDir, gdalwarp, sh, tempDir } from './support/gdal.ts';
+import {
+  assertImageAgrees,
+  compareImage,
+  describeAgreement,
+  fixtureDir,
+  gdalRead,
+  gdalwarpMosaic,
+  sh,
+  stretchToByte,
+  tempDir,
+} from './support/gdal.ts';
 
 /** The 3857 grid of `cols` x `rows` 256 px tiles at zoom z from tile (x, y). */
 function tilesGrid(z: number, x: number, y: number, cols: number, rows: number): Grid {
@@ -20,73 +30,17 @@ function tilesGrid(z: number, x: number, y: number, cols: number, rows: number):
   return { crs: crsFromEpsg(3857), transform: [minx, res, 0, maxy, 0, -res], width: 256 * cols, height: 256 * rows };
 }
 
-/** Read every band of a raster GDAL can open as 8-bit arrays (through an ENVI copy). */
+/** Every band of what GDAL reads from `src` (after `args`), as 8-bit arrays; its WMS cache kept in `work`. */
 async function readBytes(
   src: string,
   work: string,
-  extra: string[] = [],
+  args: string[],
 ): Promise<{ width: number; height: number; bands: Uint8Array[] }> {
-  const out = path.join(work, `read-${Math.random().toString(36).slice(2)}.img`);
-  await sh(
-    'gdal_translate',
-    [
-      '-q',
-      '-of',
-      'ENVI',
-      '-co',
-      'INTERLEAVE=BSQ',
-      '-ot',
-      'Byte',
-      '--config',
-      'GDAL_HTTP_TIMEOUT',
-      '30',
-      // keep GDAL's WMS tile cache out of the working tree
-      '--config',
-      'GDAL_DEFAULT_WMS_CACHE_PATH',
-      path.join(work, 'wms-cache'),
-      ...extra,
-      src,
-      out,
-    ],
-    120_000,
-  );
-  const info = JSON.parse(await sh('gdalinfo', ['-json', out]));
-  const [width, height] = info.size as [number, number];
-  const raw = new Uint8Array(await readFile(out));
-  const n = width * height;
-  const bands = (info.bands as unknown[]).map((_, b) => raw.slice(b * n, (b + 1) * n));
-  await rm(out, { force: true });
-  return { width, height, bands };
-}
-
-interface Compare {
-  compared: number;
-  within: number;
-  alphaMismatch: number;
-}
-
-/** Compare gray/RGB + alpha bytes with reference values through `stretch` (values -> byte). */
-function compare(
-  got: Uint8Array[],
-  gotAlpha: Uint8Array,
-  ref: { bands: ArrayLike<number>[]; valid: Uint8Array },
-  stretch: (v: number) => number,
-  tol: number,
-): Compare {
-  let compared = 0;
-  let within = 0;
-  let alphaMismatch = 0;
-  for (let i = 0; i < gotAlpha.length; i++) {
-    const a = gotAlpha[i] !== 0;
-    const b = ref.valid[i] !== 0;
-    if (a !== b) alphaMismatch++;
-    if (!(a && b)) continue;
-    compared++;
-    let ok = true;
-    for (let k = 0; k < got.length; k++) if (Math.abs(got[k][i] - stretch(ref.bands[k][i])) > tol) ok = false;
-    if (ok) within++;
-  }
-  return { compared, within, alphaMismatch };
+  const r = await gdalRead(src, {
+    args: ['-ot', 'Byte', ...args],
+    env: { GDAL_HTTP_TIMEOUT: '60', GDAL_DEFAULT_WMS_CACHE_PATH: path.join(work, 'wms-cache') },
+  });
+  return { width: r.width, height: r.height, bands: r.bands.map((b) => new Uint8Array(b)) };
 }
 
 describe('GDAL reads the tiles over HTTP', () => {
@@ -107,10 +61,8 @@ describe('GDAL reads the tiles over HTTP', () => {
     });
   });
 
-  after(async () => {
-    await server?.stop();
-    if (work) await rm(work, { recursive: true, force: true });
-  });
+  // work goes with the process (support/gdal.ts tempDir)
+  after(() => server?.stop());
 
   test('WMS driver, TMS service on the XYZ URL: two UTM zones, rescale=0,4000, matches gdalwarp + the same stretch', async (t) => {
     const z = 13;
@@ -142,24 +94,18 @@ describe('GDAL reads the tiles over HTTP', () => {
       .filter((l) => l.msg === 'request' && String(l.path).includes('/tiles/13/'));
     assert.equal(tileLines.length, 20, 'GDAL fetched the 20 tiles');
     assert.ok(tileLines.every((l) => l.status === 200));
-    // gdalwarp: later sources win, so reverse the mosaic order (first valid wins)
-    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, {
-      resampling: 'near',
-      dtype: 'uint16',
-      bands: 1,
-      dstNodata: 0,
-      extra: ['-et', '0'],
-    });
-    const stretch = (v: number) => Math.min(255, Math.max(0, Math.round((v * 255) / 4000)));
-    const c = compare([got.bands[0]], got.bands[1], ref, stretch, 2);
-    t.diagnostic(
-      `within 2 levels: ${c.within} of ${c.compared} (${((100 * c.within) / c.compared).toFixed(3)}%), transparency mismatches ${c.alphaMismatch}`,
+    const ref = await gdalwarpMosaic([file('utm32'), file('utm31')], grid, { dtype: 'uint16', bands: 1, dstNodata: 0 });
+    const stretch = stretchToByte(0, 4000);
+    const c = compareImage(
+      { channels: [got.bands[0]], alpha: got.bands[1] },
+      ref.valid,
+      (i) => [stretch(ref.bands[0][i])],
+      2,
     );
+    t.diagnostic(describeAgreement(c, 2));
     const n = grid.width * grid.height;
-    assert.ok(c.compared > n * 0.3, `valid pixels compared: ${c.compared}`);
     assert.ok(n - c.compared > n * 0.05, 'the window also holds transparent area outside the mosaic');
-    assert.ok(c.within / c.compared >= 0.99, `within 2 levels: ${((100 * c.within) / c.compared).toFixed(2)}%`);
-    assert.ok(c.alphaMismatch / n < 0.005, `transparency mismatches: ${c.alphaMismatch}`);
+    assertImageAgrees(c, 'WMS/TMS read vs gdalwarp', { tol: 2, minCompared: 0.3 });
   });
 
   test('WMTS driver on WMTSCapabilities.xml: RGB uint8 without stretch matches gdalwarp', async (t) => {
@@ -175,22 +121,16 @@ describe('GDAL reads the tiles over HTTP', () => {
     const [lrx, lry] = [ulx + grid.width * grid.transform[1], uly + grid.height * grid.transform[5]];
     const got = await readBytes(caps, work, ['-projwin', String(ulx), String(uly), String(lrx), String(lry)]);
     assert.deepEqual([got.width, got.height, got.bands.length], [768, 512, 4]);
-    const ref = await gdalwarp([file('rgb')], grid, {
-      resampling: 'near',
-      dtype: 'uint8',
-      bands: 3,
-      dstNodata: 0,
-      extra: ['-et', '0'],
-    });
+    const ref = await gdalwarpMosaic([file('rgb')], grid, { dtype: 'uint8', bands: 3, dstNodata: 0 });
     // rgb.tif holds values 1..255, so gdalwarp's 0 marks exactly the area outside it
-    const c = compare(got.bands.slice(0, 3), got.bands[3], ref, (v) => v, 2);
-    t.diagnostic(
-      `within 2 levels: ${c.within} of ${c.compared} (${((100 * c.within) / c.compared).toFixed(3)}%), transparency mismatches ${c.alphaMismatch}`,
+    const c = compareImage(
+      { channels: got.bands.slice(0, 3), alpha: got.bands[3] },
+      ref.valid,
+      (i) => [ref.bands[0][i], ref.bands[1][i], ref.bands[2][i]],
+      2,
     );
-    const n = grid.width * grid.height;
-    assert.ok(c.compared > n * 0.5, `compared ${c.compared}`);
-    assert.ok(c.alphaMismatch / n < 0.005, `transparency mismatches: ${c.alphaMismatch}`);
-    assert.ok(c.within / c.compared >= 0.99, `within 2 levels: ${((100 * c.within) / c.compared).toFixed(2)}%`);
+    t.diagnostic(describeAgreement(c, 2));
+    assertImageAgrees(c, 'WMTS RGB read vs gdalwarp', { tol: 2, minCompared: 0.5 });
   });
 
   test('WMTS driver with a styled capabilities URL (SERVICE=WMTS, rescale): the template carries the style', async (t) => {
@@ -205,26 +145,19 @@ describe('GDAL reads the tiles over HTTP', () => {
     const got = await readBytes(caps, work, ['-projwin', String(ulx), String(uly), String(lrx), String(lry)]);
     const paths = server.logs.slice(before).filter((l) => l.msg === 'request' && String(l.path).includes('/tiles/'));
     assert.ok(paths.length >= 4);
-    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, {
-      resampling: 'near',
-      dtype: 'uint16',
-      bands: 1,
-      dstNodata: 0,
-      extra: ['-et', '0'],
-    });
-    const stretch = (v: number) => Math.min(255, Math.max(0, Math.round((v * 255) / 4000)));
+    const ref = await gdalwarpMosaic([file('utm32'), file('utm31')], grid, { dtype: 'uint16', bands: 1, dstNodata: 0 });
+    const stretch = stretchToByte(0, 4000);
     // GDAL's WMTS dataset is RGBA: gray comes back in R, G and B
-    const c = compare(
-      [got.bands[0], got.bands[1], got.bands[2]],
-      got.bands[3],
-      { bands: [ref.bands[0], ref.bands[0], ref.bands[0]], valid: ref.valid },
-      stretch,
+    const c = compareImage(
+      { channels: got.bands.slice(0, 3), alpha: got.bands[3] },
+      ref.valid,
+      (i) => {
+        const v = stretch(ref.bands[0][i]);
+        return [v, v, v];
+      },
       2,
     );
-    t.diagnostic(
-      `within 2 levels: ${c.within} of ${c.compared} (${((100 * c.within) / c.compared).toFixed(3)}%), transparency mismatches ${c.alphaMismatch}`,
-    );
-    assert.ok(c.compared > grid.width * grid.height * 0.8);
-    assert.ok(c.within / c.compared >= 0.99, `within 2 levels: ${((100 * c.within) / c.compared).toFixed(2)}%`);
+    t.diagnostic(describeAgreement(c, 2));
+    assertImageAgrees(c, 'styled WMTS read vs gdalwarp', { tol: 2, minCompared: 0.8 });
   });
 });

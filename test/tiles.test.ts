@@ -13,7 +13,7 @@ import { crsFromEpsg } from '../src/render/crs.ts';
 import type { Mosaic } from '../src/render/mosaic.ts';
 import { parseStyle, type StyleQuery, styleImage, styleInputBands, styleValues } from '../src/render/style.ts';
 import { lonLatToTile, tileGrid, tilesForBounds } from '../src/render/tilematrix.ts';
-import type { Grid, Pixels } from '../src/render/types.ts';
+import type { DType, Grid, Pixels } from '../src/render/types.ts';
 import { previewGrid } from '../src/server/routes.tiles.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
 import {
@@ -77,6 +77,28 @@ function planes(data: Uint8Array): { channels: Uint8Array[]; alpha: Uint8Array }
 async function imagePlanes(bytes: Uint8Array): Promise<{ channels: Uint8Array[]; alpha: Uint8Array; img: Decoded }> {
   const img = await decode(bytes);
   return { ...planes(rgba(img.data, img.channels)), img };
+}
+
+/**
+ * A one-band image (gray in R) against gdalwarp of `sources` (mosaic order) onto `grid`, each value stretched from
+ * `range` to 0..255 by hand: >= 99% within 2 levels, transparency where gdalwarp has no data.
+ */
+async function assertGrayAgrees(
+  got: { channels: Uint8Array[]; alpha: Uint8Array },
+  sources: string[],
+  grid: Grid,
+  opts: { dtype: DType; nodata: number; range: [number, number] },
+  what: string,
+): Promise<void> {
+  const ref = await gdalwarpMosaic(sources, grid, { dtype: opts.dtype, bands: 1, dstNodata: opts.nodata });
+  const stretch = stretchToByte(...opts.range);
+  const c = compareImage(
+    { channels: [got.channels[0]], alpha: got.alpha },
+    ref.valid,
+    (i) => [stretch(ref.bands[0][i])],
+    2,
+  );
+  assertImageAgrees(c, what, { tol: 2 });
 }
 
 /** The valid values of a reference band (its `valid` mask), as numbers. */
@@ -194,19 +216,13 @@ describe('tiles and data endpoints over HTTP', () => {
     let transparent = 0;
     for (const a of got.alpha) if (a === 0) transparent++;
     assert.ok(transparent > 1000 && transparent < 256 * 256 - 1000, `outside and valid pixels: ${transparent}`);
-    const ref = await gdalwarpMosaic([file('utm32'), file('utm31')], tileGrid(13, x, y), {
-      dtype: 'uint16',
-      bands: 1,
-      dstNodata: 0,
-    });
-    const stretch = stretchToByte(0, 4000);
-    const c = compareImage(
-      { channels: [got.channels[0]], alpha: got.alpha },
-      ref.valid,
-      (i) => [stretch(ref.bands[0][i])],
-      2,
+    await assertGrayAgrees(
+      got,
+      [file('utm32'), file('utm31')],
+      tileGrid(13, x, y),
+      { dtype: 'uint16', nodata: 0, range: [0, 4000] },
+      'utm tile vs gdalwarp',
     );
-    assertImageAgrees(c, 'utm tile vs gdalwarp', { tol: 2 });
   });
 
   test('16-bit data with no parameters: stretched from the 2nd to the 98th percentile of the mosaic', async () => {
@@ -227,19 +243,13 @@ describe('tiles and data endpoints over HTTP', () => {
     const r = await get(`/mosaics/utm/tiles/12/${x}/${y}.png`);
     assert.equal(r.status, 200);
     const got = await imagePlanes(r.body);
-    const ref = await gdalwarpMosaic([file('utm32'), file('utm31')], tileGrid(12, x, y), {
-      dtype: 'uint16',
-      bands: 1,
-      dstNodata: 0,
-    });
-    const stretch = stretchToByte(p2, p98);
-    const c = compareImage(
-      { channels: [got.channels[0]], alpha: got.alpha },
-      ref.valid,
-      (i) => [stretch(ref.bands[0][i])],
-      2,
+    await assertGrayAgrees(
+      got,
+      [file('utm32'), file('utm31')],
+      tileGrid(12, x, y),
+      { dtype: 'uint16', nodata: 0, range: [p2, p98] },
+      'default stretch vs gdalwarp + percentiles',
     );
-    assertImageAgrees(c, 'default stretch vs gdalwarp + percentiles', { tol: 2 });
   });
 
   test('float data with nodata: default stretch from the percentiles of the valid values, the nodata disc transparent', async () => {
@@ -253,15 +263,13 @@ describe('tiles and data endpoints over HTTP', () => {
     const r = await get(`/mosaics/flt/tiles/12/${x}/${y}.png`);
     const got = await imagePlanes(r.body);
     const g = tileGrid(12, x, y);
-    const ref = await gdalwarpMosaic([file('float')], g, { dtype: 'float32', bands: 1, dstNodata: -9999 });
-    const stretch = stretchToByte(p2, p98);
-    const c = compareImage(
-      { channels: [got.channels[0]], alpha: got.alpha },
-      ref.valid,
-      (i) => [stretch(ref.bands[0][i])],
-      2,
+    await assertGrayAgrees(
+      got,
+      [file('float')],
+      g,
+      { dtype: 'float32', nodata: -9999, range: [p2, p98] },
+      'float tile vs gdalwarp + percentiles',
     );
-    assertImageAgrees(c, 'float tile vs gdalwarp + percentiles', { tol: 2 });
     // the pixel at the disc centre is transparent
     const mx = (6.0002 * 20037508.342789244) / 180;
     const my = (Math.log(Math.tan(((90 + 44.9998) * Math.PI) / 360)) * 20037508.342789244) / Math.PI;
@@ -767,16 +775,14 @@ print(json.dumps(out))`,
     assert.equal(Math.max(img.width, img.height), 300);
     assert.deepEqual([img.width, img.height], [g.width, g.height]);
     assert.ok(Math.abs(img.width / img.height - m.grid.width / m.grid.height) < 0.01);
-    const ref = await gdalwarpMosaic([file('utm32'), file('utm31')], g, { dtype: 'uint16', bands: 1, dstNodata: 0 });
     const got = planes(rgba(img.data, img.channels));
-    const stretch = stretchToByte(0, 4000);
-    const c = compareImage(
-      { channels: [got.channels[0]], alpha: got.alpha },
-      ref.valid,
-      (i) => [stretch(ref.bands[0][i])],
-      2,
+    await assertGrayAgrees(
+      got,
+      [file('utm32'), file('utm31')],
+      g,
+      { dtype: 'uint16', nodata: 0, range: [0, 4000] },
+      'preview vs gdalwarp',
     );
-    assertImageAgrees(c, 'preview vs gdalwarp', { tol: 2 });
     const def = await decode((await get('/mosaics/rgb/preview.jpg')).body);
     assert.deepEqual([def.width, def.height, def.channels], [640, 512, 3], 'no upsampling past the mosaic size');
   });
@@ -792,16 +798,14 @@ print(json.dumps(out))`,
       width: 300,
       height: 180,
     };
-    const ref = await gdalwarpMosaic([file('utm32'), file('utm31')], g, { dtype: 'uint16', bands: 1, dstNodata: 0 });
     const got = planes(rgba(img.data, img.channels));
-    const stretch = stretchToByte(0, 4000);
-    const c = compareImage(
-      { channels: [got.channels[0]], alpha: got.alpha },
-      ref.valid,
-      (i) => [stretch(ref.bands[0][i])],
-      2,
+    await assertGrayAgrees(
+      got,
+      [file('utm32'), file('utm31')],
+      g,
+      { dtype: 'uint16', nodata: 0, range: [0, 4000] },
+      'bbox PNG vs gdalwarp',
     );
-    assertImageAgrees(c, 'bbox PNG vs gdalwarp', { tol: 2 });
 
     const work = await tempDir();
     for (const [crsQuery, epsg] of [

@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { access } from 'node:fs/promises';
+import { access, mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
@@ -23,9 +24,9 @@ const CHROMIUM_ARGS = [
   '--disable-component-update',
   '--disable-sync',
 ];
-const WAIT_MS = 20_000;
+/** the longest a page event may take (a guard for a hung page on a loaded machine, not a measurement) */
+const WAIT_MS = 60_000;
 const VIEWPORT = { width: 1280, height: 800 };
-const SCREENSHOT_DIR = '/tmp';
 
 /** The globals the viewer page exposes, as far as the tests use them. */
 interface ViewerGlobals {
@@ -223,10 +224,14 @@ describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
   let browser: Browser;
   let context: BrowserContext;
   let dir: string;
+  /** a folder of this run's own (screenshots for a person to look at: kept, named in the log) */
+  let shots: string;
 
   before(async () => {
     await access(CHROMIUM);
     dir = await fixtureDir();
+    shots = await mkdtemp(path.join(tmpdir(), 'cogmill-viewer-shots-'));
+    process.stderr.write(`viewer screenshots: ${shots}\n`);
     server = await startTestServer({
       sources: { roots: [dir] },
       mosaics: [
@@ -363,7 +368,7 @@ describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
 
     await settled(w);
     assertClean(w);
-    await page.screenshot({ path: path.join(SCREENSHOT_DIR, 'cogmill-viewer-rgb.png') });
+    await page.screenshot({ path: path.join(shots, 'cogmill-viewer-rgb.png') });
 
     // switch to one band with a colormap: the tiles follow, and the map is in colour
     const before = await renderCount(page);
@@ -385,14 +390,14 @@ describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
     assert.match(xyz!, /\/tiles\/\{z\}\/\{x\}\/\{y\}\.png\?bands=2&rescale=\d+,\d+&colormap=viridis$/);
     await settled(w);
     assertClean(w);
-    await page.screenshot({ path: path.join(SCREENSHOT_DIR, 'cogmill-viewer-rgb-viridis.png') });
+    await page.screenshot({ path: path.join(shots, 'cogmill-viewer-rgb-viridis.png') });
 
     // the QGIS project download next to the copy buttons: a zip holding a .qgs styled like the map now
     const href = await page.getAttribute('a[data-link="qgis"]', 'href');
     assert.equal(href, `${m}/qgis.qgz${new URL(page.url()).search}`);
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('a[data-link="qgis"]')]);
     assert.equal(download.suggestedFilename(), 'rgb.qgz');
-    const saved = path.join(SCREENSHOT_DIR, 'cogmill-viewer-rgb.qgz');
+    const saved = path.join(shots, 'cogmill-viewer-rgb.qgz');
     await download.saveAs(saved);
     const listing = JSON.parse(
       await sh(PYTHON, [
@@ -465,7 +470,7 @@ print(json.dumps({n: z.read(n).decode() for n in z.namelist()}))`,
 
     await settled(w);
     assertClean(w);
-    await page.screenshot({ path: path.join(SCREENSHOT_DIR, 'cogmill-viewer-utm.png') });
+    await page.screenshot({ path: path.join(shots, 'cogmill-viewer-utm.png') });
     await page.close();
   });
 

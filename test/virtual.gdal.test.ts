@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -16,7 +16,7 @@ import { SinkFile } from '../src/materialize/sink.file.ts';
 import { planVirtualCog } from '../src/materialize/virtual.cog.ts';
 import type { Mosaic } from '../src/render/mosaic.ts';
 import { allocTyped, bytesPerSample, type Pixels, type TypedArray, typedFromBytes } from '../src/render/types.ts';
-import { startTestServer, type TestServer } from './support/app.ts';
+import { startTestServerOpen, type TestServer } from './support/app.ts';
 import {
   agreement,
   fixtureDir,
@@ -116,7 +116,7 @@ describe('virtual COG and VRT through GDAL /vsicurl/', () => {
     const info = JSON.parse(stdout) as { geoTransform: number[]; size: number[] };
     const gt = info.geoTransform;
     const sparseBounds = [gt[0], gt[3] + (info.size[1] + 700) * gt[5], gt[0] + (info.size[0] + 700) * gt[1], gt[3]];
-    server = await startTestServer({
+    server = await startTestServerOpen({
       sources: { roots: [dir, tmp] },
       mosaics: [
         { id: 'utm', sources: [f('utm32.tif'), f('utm31.tif')], blockSize: 256 },
@@ -134,13 +134,11 @@ describe('virtual COG and VRT through GDAL /vsicurl/', () => {
         { id: 'masked', sources: [f('planar_mask.tif')], crs: 3857 },
       ],
     });
-    for (const p of server.deps.catalog.problems()) assert.fail(`mosaic ${p.id}: ${p.error?.message}`);
     url = server.url;
   });
   after(async () => {
+    // stop() closes the engine; tmp goes with the process (support/gdal.ts tempDir)
     await server?.stop();
-    await server?.deps.engine.close();
-    if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
   test('gdalinfo on the 100,000 x 100,000 x 10-band BigTIFF virtual COG: header bytes only, no pixel rendered', async (t) => {

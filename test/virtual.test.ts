@@ -3,7 +3,7 @@
  * input, the source proxy, the VRT text, and the virtual COG's layout, rendering and cache.
  */
 import assert from 'node:assert/strict';
-import { copyFile, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { cogLevels } from '../src/materialize/cog.layout.ts';
@@ -19,61 +19,28 @@ import {
 import { Engine } from '../src/render/engine.ts';
 import type { Mosaic } from '../src/render/mosaic.ts';
 import { MiB } from '../src/render/types.ts';
-import { startTestServer, type TestServer } from './support/app.ts';
+import { startTestServerOpen, type TestServer } from './support/app.ts';
 import { fixtureDir, tempDir, writeTenBandSource } from './support/gdal.ts';
+import { parseTiff, tiffEntry } from './support/tiff.read.ts';
 
-/** A small TIFF/BigTIFF reader: per IFD the tile offsets, byte counts, size and whether it is an overview. */
+/** Per IFD of a TIFF/BigTIFF: the tile offsets, byte counts, size and whether it is an overview. */
 function readTiff(bytes: Uint8Array) {
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const big = v.getUint16(2, true) === 43;
-  const u64 = (p: number) => v.getUint32(p, true) + v.getUint32(p + 4, true) * 2 ** 32;
-  const typeBytes: Record<number, number> = { 1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 12: 8, 16: 8 };
-  const ifds: {
-    width: number;
-    height: number;
-    offsets: number[];
-    counts: number[];
-    subfile: number;
-    nodata?: string;
-  }[] = [];
-  let offset = big ? u64(8) : v.getUint32(4, true);
-  while (offset) {
-    const n = big ? u64(offset) : v.getUint16(offset, true);
-    const tags = new Map<number, number[] | string>();
-    for (let i = 0; i < n; i++) {
-      const p = offset + (big ? 8 + 20 * i : 2 + 12 * i);
-      const tag = v.getUint16(p, true);
-      const type = v.getUint16(p + 2, true);
-      const count = big ? u64(p + 4) : v.getUint32(p + 4, true);
-      const vp = p + (big ? 12 : 8);
-      const at = count * typeBytes[type] <= (big ? 8 : 4) ? vp : big ? u64(vp) : v.getUint32(vp, true);
-      if (type === 2) {
-        tags.set(tag, Buffer.from(bytes.subarray(at, at + count - 1)).toString('latin1'));
-        continue;
-      }
-      const values: number[] = [];
-      for (let k = 0; k < count; k++) {
-        if (type === 3) values.push(v.getUint16(at + 2 * k, true));
-        else if (type === 4) values.push(v.getUint32(at + 4 * k, true));
-        else if (type === 16) values.push(u64(at + 8 * k));
-        else if (type === 12) values.push(v.getFloat64(at + 8 * k, true));
-        else values.push(v.getUint8(at + k));
-      }
-      tags.set(tag, values);
-    }
-    const num = (t: number) => tags.get(t) as number[];
-    ifds.push({
-      width: num(256)[0],
-      height: num(257)[0],
-      offsets: num(324),
-      counts: num(325),
-      subfile: (num(254) ?? [0])[0],
-      nodata: tags.get(42113) as string | undefined,
-    });
-    const next = offset + (big ? 8 + 20 * n : 2 + 12 * n);
-    offset = big ? u64(next) : v.getUint32(next, true);
-  }
-  return { big, ifds };
+  const { bigTiff, ifds } = parseTiff(bytes);
+  return {
+    big: bigTiff,
+    ifds: ifds.map((ifd) => {
+      const num = (t: number) => tiffEntry(ifd, t)?.values ?? [];
+      const nodata = tiffEntry(ifd, 42113)?.text;
+      return {
+        width: num(256)[0],
+        height: num(257)[0],
+        offsets: num(324),
+        counts: num(325),
+        subfile: num(254)[0] ?? 0,
+        nodata: nodata?.replace(/\0$/, ''),
+      };
+    }),
+  };
 }
 
 /** Split a multipart/byteranges body into its parts. */
@@ -131,7 +98,7 @@ describe('virtual views over HTTP', () => {
     const t = g.transform;
     const sparseBounds = [t[0], t[3] + (g.height + 1100) * t[5], t[0] + (g.width + 1100) * t[1], t[3]];
     const f = (n: string) => path.join(dir, n);
-    server = await startTestServer({
+    server = await startTestServerOpen({
       sources: { roots: [dir, tmp] },
       mosaics: [
         { id: 'utm', sources: [f('utm32.tif'), f('utm31.tif')], blockSize: 256 },
@@ -141,13 +108,11 @@ describe('virtual views over HTTP', () => {
         { id: 'big', sources: [path.join(tmp, 'ten.tif')], bounds: [...BIG_BOUNDS], resolution: 10 },
       ],
     });
-    for (const p of server.deps.catalog.problems()) assert.fail(`mosaic ${p.id}: ${p.error?.message}`);
     url = server.url;
   });
   after(async () => {
+    // stop() closes the engine; tmp goes with the process (support/gdal.ts tempDir)
     await server?.stop();
-    await server?.deps.engine.close();
-    if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
   test('HEAD gives the exact size, Accept-Ranges, a strong ETag and Last-Modified, and renders nothing', async () => {

@@ -13,6 +13,17 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
+/** Start the app and fail at once (naming the mosaic and why) when a configured mosaic could not be opened. */
+export async function startTestServerOpen(overrides: Record<string, unknown>): Promise<TestServer> {
+  const server = await startTestServer(overrides);
+  const problems = server.deps.catalog.problems();
+  if (problems.length) {
+    await server.stop();
+    throw new Error(problems.map((p) => `mosaic ${p.id}: ${p.error?.message}`).join('; '));
+  }
+  return server;
+}
+
 export async function startTestServer(overrides: Record<string, unknown>): Promise<TestServer> {
   const config: Config = await loadConfig({ overrides: { log: { level: 'info' }, ...overrides } });
   const logs: Record<string, unknown>[] = [];

@@ -16,6 +16,8 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ListBucketsCommand } from '@aws-sdk/client-s3';
+import { createS3Client } from '../../src/render/source.s3.ts';
 
 export interface CephS3 {
   /** `http://127.0.0.1:PORT`, path-style S3 */
@@ -48,7 +50,11 @@ const LOG_TAIL_LINES = 25;
 const BOOT_ATTEMPTS = 3;
 const REGION = 'us-east-1';
 
-/** Thrown inside one boot attempt; `portTaken` means another process grabbed a port we picked: try again. */
+/**
+ * Thrown inside one boot attempt; `portTaken` means another process grabbed a port we picked: try again. (Ceph's
+ * monitor and radosgw take their ports from the configuration, so the ports are picked free, then released, and a
+ * boot that lost one of them is retried on new ones.)
+ */
 class CephBootError extends Error {
   readonly portTaken: boolean;
   constructor(message: string, portTaken: boolean) {
@@ -305,6 +311,17 @@ async function bootCluster(dir: string, daemons: Daemon[], deadline: number): Pr
       `--secret-key=${secretAccessKey}`,
     ]),
   );
+  // the ports were free when picked, but another process may have bound the radosgw port before radosgw did (it
+  // would then answer the anonymous probe above): only our radosgw knows the user just made, so a signed request
+  // that is refused means the port is someone else's, and the boot is tried again on new ports
+  const client = createS3Client({ endpoint, accessKeyId, secretAccessKey, maxAttempts: 1 });
+  try {
+    await client.send(new ListBucketsCommand({}));
+  } catch (e) {
+    throw new CephBootError(`the server at ${endpoint} is not this cluster's radosgw: ${(e as Error).message}`, true);
+  } finally {
+    client.destroy();
+  }
   return { endpoint, accessKeyId, secretAccessKey };
 }
 

@@ -6,6 +6,8 @@ import sys
 import numpy as np
 from osgeo import gdal, osr
 
+from gdal_write import write
+
 gdal.UseExceptions()
 out = sys.argv[1]
 
@@ -24,26 +26,6 @@ def texture(h, w, seed, lo, hi, x0=0.0, y0=0.0):
     v += rng.normal(0, 0.05, (h, w))
     v = (v - v.min()) / (v.max() - v.min())
     return lo + v * (hi - lo)
-
-
-def write(path, arrays, epsg, gt, dtype, nodata=None, cog=True, blocksize=256, compress='DEFLATE', extra=()):
-    h, w = arrays[0].shape
-    mem = gdal.GetDriverByName('MEM').Create('', w, h, len(arrays), dtype)
-    mem.SetGeoTransform(gt)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    mem.SetProjection(srs.ExportToWkt())
-    for i, a in enumerate(arrays):
-        b = mem.GetRasterBand(i + 1)
-        if nodata is not None:
-            b.SetNoDataValue(nodata)
-        b.WriteArray(a)
-    if cog:
-        opts = [f'COMPRESS={compress}', f'BLOCKSIZE={blocksize}', 'OVERVIEW_RESAMPLING=AVERAGE', *extra]
-        gdal.Translate(path, mem, format='COG', creationOptions=opts)
-    else:
-        opts = ['TILED=YES', f'BLOCKXSIZE={blocksize}', f'BLOCKYSIZE={blocksize}', f'COMPRESS={compress}', *extra]
-        gdal.Translate(path, mem, format='GTiff', creationOptions=opts)
 
 
 def to_utm(epsg, lon, lat):
