@@ -65,7 +65,10 @@ describe('GDAL reads the tile matrix sets over WMTS', () => {
     work = await tempDir('cogmill-tms-gdal-');
     server = await startTestServer({
       sources: { roots: [dir] },
-      mosaics: [{ id: 'utm', sources: [file('utm32'), file('utm31')], resampling: 'nearest' }],
+      mosaics: [
+        { id: 'utm', sources: [file('utm32'), file('utm31')], resampling: 'nearest' },
+        { id: 'flt', sources: [file('float')], resampling: 'nearest' },
+      ],
     });
   });
 
@@ -159,6 +162,21 @@ describe('GDAL reads the tile matrix sets over WMTS', () => {
     t.diagnostic(`within 2 levels: ${within} of ${compared}`);
     assert.ok(compared > 512 * 384 * 0.5);
     assert.ok(within / compared >= 0.99, `${((100 * within) / compared).toFixed(2)}%`);
+  });
+
+  test('native set of a geographic mosaic: latitude first in WMTS, read back by GDAL on the mosaic grid', async () => {
+    const grid = server.deps.catalog.get('flt').grid;
+    const caps = await (await fetch(`${server.url}/mosaics/flt/WMTSCapabilities.xml`)).text();
+    const native = /<ows:Identifier>native<\/ows:Identifier>[\s\S]*?<\/TileMatrixSet>/.exec(caps)![0];
+    assert.match(native, /<ows:SupportedCRS>urn:ogc:def:crs:EPSG::4326<\/ows:SupportedCRS>/);
+    assert.match(native, new RegExp(`<TopLeftCorner>${grid.transform[3]} ${grid.transform[0]}</TopLeftCorner>`));
+    const info = JSON.parse(
+      await sh('gdalinfo', ['-json', `WMTS:${server.url}/mosaics/flt/WMTSCapabilities.xml,tilematrixset=native`]),
+    );
+    assert.deepEqual(info.size, [grid.width, grid.height]);
+    (info.geoTransform as number[]).forEach((v, i) =>
+      assert.ok(Math.abs(v - grid.transform[i]) < 1e-12, `gt[${i}] ${v}`),
+    );
   });
 
   test('tile matrix set documents: lists, one set, the native one per mosaic, 404s', async () => {
