@@ -9,13 +9,21 @@ WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+# the deflate addon (libdeflate, the library GDAL links): without it cogmill falls back to node:zlib
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev libdeflate-dev >/dev/null \
+    && rm -rf /var/lib/apt/lists/*
+COPY native/deflate ./native/deflate
+RUN sh native/deflate/build.sh
 
 FROM node:24-slim
 ENV NODE_ENV=production \
     COGMILL_SERVER_HOST=0.0.0.0 \
     COGMILL_SERVER_PORT=8080
 WORKDIR /app
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends libdeflate0 >/dev/null \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=deps /app/node_modules ./node_modules
+COPY --from=deps /app/native/deflate/build/Release ./native/deflate/build/Release
 COPY package.json openapi.yaml ./
 COPY bin ./bin
 COPY src ./src

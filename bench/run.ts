@@ -3,7 +3,7 @@
  *
  *   npm run bench                       full size (generates ~1.6 GB of inputs once, then takes a while)
  *   npm run bench -- --small            small inputs: the whole run in under a minute
- *   npm run bench -- --only tiles,vcog  some of them: materialize, s3, azure, tiles, vcog, memory, decode
+ *   npm run bench -- --only tiles,vcog  some of them: materialize, s3, azure, tiles, vcog, memory, decode, deflate
  *   npm run bench -- --no-record        print JSON lines only; do not append to bench/RESULTS.md
  *
  * Each benchmark prints JSON lines on stdout (progress on stderr) and appends a dated section with the machine's
@@ -11,6 +11,7 @@
  */
 import { azureBench } from './azure.bench.ts';
 import { decodeBench } from './decode.bench.ts';
+import { deflateBench } from './deflate.bench.ts';
 import { type Bench, parseHarnessArgs, runBenches } from './harness.ts';
 import { materializeBench } from './materialize.bench.ts';
 import { memoryBench } from './memory.bench.ts';
@@ -20,6 +21,7 @@ import { vcogBench } from './vcog.bench.ts';
 
 export const BENCHES: readonly Bench[] = [
   decodeBench,
+  deflateBench,
   materializeBench,
   memoryBench,
   s3Bench,

@@ -11,7 +11,7 @@ import { Worker } from 'node:worker_threads';
 import type { Engine } from '../render/engine.ts';
 import { CogmillError, errorMessage, RenderError } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
-import { bytesPerSample, isFloat, MiB, type Resampling } from '../render/types.ts';
+import { isFloat, MiB, type Resampling } from '../render/types.ts';
 import {
   buildHeader,
   type CogCompression,
@@ -50,20 +50,6 @@ export interface MaterializeOptions {
   readonly minPartBytes?: number;
   /** write band statistics into GDAL_METADATA (default true) */
   readonly statistics?: boolean;
-  /** deflate strategy; default 'rle' for predictor-filtered multi-byte data that is not categorical */
-  readonly deflateStrategy?: 'default' | 'rle';
-}
-
-/**
- * zlib's run-length strategy is ~3x faster than the default and as small on predictor-filtered 16-bit / float
- * imagery; 8-bit and categorical data (mode overviews) compress better with the default strategy.
- */
-export function defaultDeflateStrategy(
-  mosaic: Mosaic,
-  predictor: CogPredictor,
-  overviewResampling: Resampling,
-): 'default' | 'rle' {
-  return predictor !== 1 && bytesPerSample(mosaic.dtype) > 1 && overviewResampling !== 'mode' ? 'rle' : 'default';
 }
 
 export interface MaterializeProgress {
@@ -279,9 +265,6 @@ export async function materialize(
     quality: options.quality,
     resampling: options.resampling ?? mosaic.resampling,
     overviewResampling: options.overviewResampling ?? defaultOverviewResampling(mosaic),
-    deflateStrategy:
-      options.deflateStrategy ??
-      defaultDeflateStrategy(mosaic, spec.predictor, options.overviewResampling ?? defaultOverviewResampling(mosaic)),
   };
   const tileCount = layout.tileCount;
   const workers = Math.max(0, Math.min(options.workers ?? availableParallelism(), 64));

@@ -18,7 +18,6 @@ export interface TileJobSettings {
   readonly quality?: number;
   readonly resampling?: Resampling;
   readonly overviewResampling?: Resampling;
-  readonly deflateStrategy?: 'default' | 'rle';
 }
 
 export interface TileJobResult {
@@ -46,7 +45,6 @@ export async function runTileJob(
     predictor: settings.predictor,
     level: settings.level,
     quality: settings.quality,
-    deflateStrategy: settings.deflateStrategy,
   });
   let stats: BandAccumulator[] | undefined;
   if (level === 0) {

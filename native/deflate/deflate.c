@@ -1,0 +1,168 @@
+/*
+ * cogmill's deflate engine: zlib-format (RFC 1950) compression and decompression through libdeflate, the
+ * library GDAL's libtiff links, so that a tile compressed here at a level is byte for byte what GDAL writes at that
+ * level. Whole buffers only (a COG tile is one buffer). Every call runs on libuv's thread pool; each pool thread
+ * keeps one compressor per level and one decompressor.
+ *
+ *   compress(input: Uint8Array, level: 0..12, callback(err, Buffer))
+ *   decompress(input: Uint8Array, declaredBytes: number, callback(err, Buffer | undefined, status: string))
+ *     status: "ok" | "short" (fewer bytes than declared) | "too-large" | "bad-data"
+ */
+#include <libdeflate.h>
+#include <node_api.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHECK(call)                                                                                                \
+  do {                                                                                                             \
+    if ((call) != napi_ok) {                                                                                       \
+      napi_throw_error(env, NULL, "cogmill_deflate: " #call " failed");                                          \
+      return NULL;                                                                                                 \
+    }                                                                                                              \
+  } while (0)
+
+static _Thread_local struct libdeflate_compressor *compressors[13];
+static _Thread_local struct libdeflate_decompressor *decompressor;
+
+typedef struct {
+  napi_async_work work;
+  napi_ref input_ref;
+  napi_ref callback_ref;
+  const unsigned char *in;
+  size_t in_bytes;
+  int level;
+  int decompress;
+  unsigned char *out;
+  size_t out_capacity;
+  size_t out_bytes;
+  const char *status;
+} job_t;
+
+static void execute(napi_env env, void *data) {
+  (void)env;
+  job_t *job = (job_t *)data;
+  if (!job->decompress) {
+    struct libdeflate_compressor *c = compressors[job->level];
+    if (c == NULL) c = compressors[job->level] = libdeflate_alloc_compressor(job->level);
+    if (c == NULL) {
+      job->status = "no-memory";
+      return;
+    }
+    job->out_capacity = libdeflate_zlib_compress_bound(c, job->in_bytes);
+    job->out = malloc(job->out_capacity ? job->out_capacity : 1);
+    if (job->out == NULL) {
+      job->status = "no-memory";
+      return;
+    }
+    job->out_bytes = libdeflate_zlib_compress(c, job->in, job->in_bytes, job->out, job->out_capacity);
+    job->status = job->out_bytes == 0 ? "no-memory" : "ok";
+    return;
+  }
+  if (decompressor == NULL) decompressor = libdeflate_alloc_decompressor();
+  job->out = malloc(job->out_capacity ? job->out_capacity : 1);
+  if (decompressor == NULL || job->out == NULL) {
+    job->status = "no-memory";
+    return;
+  }
+  size_t actual = 0;
+  enum libdeflate_result r =
+      libdeflate_zlib_decompress(decompressor, job->in, job->in_bytes, job->out, job->out_capacity, &actual);
+  job->out_bytes = actual;
+  if (r == LIBDEFLATE_SUCCESS) job->status = actual == job->out_capacity ? "ok" : "short";
+  else if (r == LIBDEFLATE_INSUFFICIENT_SPACE) job->status = "too-large";
+  else job->status = "bad-data";
+}
+
+static void complete(napi_env env, napi_status status, void *data) {
+  job_t *job = (job_t *)data;
+  napi_value callback, global, argv[3], result;
+  napi_get_reference_value(env, job->callback_ref, &callback);
+  napi_get_global(env, &global);
+  napi_get_undefined(env, &argv[0]);
+  napi_get_undefined(env, &argv[1]);
+  const char *st = status == napi_ok ? job->status : "cancelled";
+  if (strcmp(st, "ok") == 0 || strcmp(st, "short") == 0) {
+    void *copy;
+    if (napi_create_buffer_copy(env, job->out_bytes, job->out, &copy, &argv[1]) != napi_ok) st = "no-memory";
+  }
+  if (strcmp(st, "no-memory") == 0 || strcmp(st, "cancelled") == 0) {
+    napi_value msg;
+    napi_create_string_utf8(env, st, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &argv[0]);
+  }
+  napi_create_string_utf8(env, st, NAPI_AUTO_LENGTH, &argv[2]);
+  free(job->out);
+  napi_delete_reference(env, job->input_ref);
+  napi_delete_reference(env, job->callback_ref);
+  napi_delete_async_work(env, job->work);
+  free(job);
+  napi_call_function(env, global, callback, 3, argv, &result);
+}
+
+static napi_value queue(napi_env env, napi_callback_info info, int decompress) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, "cogmill_deflate: expected (input, number, callback)");
+    return NULL;
+  }
+  napi_typedarray_type type;
+  size_t length, offset;
+  void *base;
+  napi_value arraybuffer;
+  if (napi_get_typedarray_info(env, argv[0], &type, &length, &base, &arraybuffer, &offset) != napi_ok ||
+      type != napi_uint8_array) {
+    napi_throw_type_error(env, NULL, "cogmill_deflate: input must be a Uint8Array");
+    return NULL;
+  }
+  double number;
+  if (napi_get_value_double(env, argv[1], &number) != napi_ok) {
+    napi_throw_type_error(env, NULL, "cogmill_deflate: second argument must be a number");
+    return NULL;
+  }
+  job_t *job = calloc(1, sizeof(job_t));
+  if (job == NULL) {
+    napi_throw_error(env, NULL, "cogmill_deflate: out of memory");
+    return NULL;
+  }
+  job->in = (const unsigned char *)base;
+  job->in_bytes = length;
+  job->decompress = decompress;
+  if (decompress) {
+    if (!(number >= 0 && number <= 1073741824.0)) {
+      free(job);
+      napi_throw_range_error(env, NULL, "cogmill_deflate: declared size out of range");
+      return NULL;
+    }
+    job->out_capacity = (size_t)number;
+  } else {
+    if (!(number >= 0 && number <= 12)) {
+      free(job);
+      napi_throw_range_error(env, NULL, "cogmill_deflate: level must be 0..12");
+      return NULL;
+    }
+    job->level = (int)number;
+  }
+  napi_value name;
+  CHECK(napi_create_reference(env, argv[0], 1, &job->input_ref));
+  CHECK(napi_create_reference(env, argv[2], 1, &job->callback_ref));
+  CHECK(napi_create_string_utf8(env, decompress ? "cogmill.inflate" : "cogmill.deflate", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_async_work(env, NULL, name, execute, complete, job, &job->work));
+  CHECK(napi_queue_async_work(env, job->work));
+  return NULL;
+}
+
+static napi_value compress(napi_env env, napi_callback_info info) { return queue(env, info, 0); }
+static napi_value decompress(napi_env env, napi_callback_info info) { return queue(env, info, 1); }
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_value fn;
+  CHECK(napi_create_function(env, "compress", NAPI_AUTO_LENGTH, compress, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "compress", fn));
+  CHECK(napi_create_function(env, "decompress", NAPI_AUTO_LENGTH, decompress, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "decompress", fn));
+  return exports;
+}
+
+NAPI_MODULE_INIT() { return init(env, exports); }

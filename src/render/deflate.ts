@@ -1,0 +1,141 @@
+/**
+ * Deflate (zlib format, TIFF compression 8) for tiles, the one import site of cogmill's native deflate addon
+ * (native/deflate: libdeflate, the library GDAL's libtiff links). With the addon, a tile compressed here at level
+ * N is byte for byte what GDAL writes at ZLEVEL=N (libtiff hands zlib levels 6..9 to libdeflate one level up, and
+ * so do we: `libdeflateLevel`); inflating is ~2x faster than node:zlib.
+ *
+ * Where the addon cannot be built (no compiler or no libdeflate-dev at install time), node:zlib takes over: the
+ * default strategy at one level above the one asked for (level 6 -> 7), which measures within 1% of libdeflate's
+ * size on the imagery in bench/deflate.bench.ts, at about 1.3x node:zlib's level-6 time. Both run on libuv's
+ * thread pool. `deflateEngine()` says which one is in use.
+ */
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import zlib from 'node:zlib';
+
+export type DeflateEngine = 'libdeflate' | 'zlib';
+
+interface NativeDeflate {
+  compress(input: Uint8Array, level: number, cb: (err: Error | undefined, out: Buffer) => void): void;
+  decompress(
+    input: Uint8Array,
+    declaredBytes: number,
+    cb: (err: Error | undefined, out: Buffer | undefined, status: string) => void,
+  ): void;
+}
+
+const ADDON_PATH = path.join(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '../../native/deflate/build/Release/cogmill_deflate.node',
+);
+
+let addon: NativeDeflate | null | undefined;
+let forced: DeflateEngine | undefined;
+
+function native(): NativeDeflate | null {
+  if (forced === 'zlib') return null;
+  if (addon === undefined) {
+    try {
+      addon = createRequire(import.meta.url)(ADDON_PATH) as NativeDeflate;
+    } catch {
+      addon = null;
+    }
+  }
+  return addon;
+}
+
+/** Which engine compresses and inflates tiles in this process. */
+export function deflateEngine(): DeflateEngine {
+  return native() ? 'libdeflate' : 'zlib';
+}
+
+/**
+ * Use node:zlib even where the addon is built ('zlib'), or the best available ('libdeflate'); for comparisons
+ * and for the tests of the fallback. Per process (each worker thread has its own).
+ */
+export function useDeflateEngine(engine: DeflateEngine): void {
+  forced = engine === 'zlib' ? 'zlib' : undefined;
+}
+
+/**
+ * The libdeflate level for a zlib-style level (ZLEVEL), as libtiff maps it: libdeflate's levels 1..12 are not
+ * zlib's, and libtiff asks for one level more for 6..9 (so GDAL's default ZLEVEL 6 is libdeflate's 7); 10..12 are
+ * libdeflate-only levels (GDAL accepts them with libdeflate).
+ */
+export function libdeflateLevel(level: number): number {
+  const l = Math.min(12, Math.max(0, Math.round(level)));
+  return l >= 6 && l <= 9 ? l + 1 : l;
+}
+
+/** The node:zlib level used for a requested level when the addon is missing (see the module comment). */
+export function zlibFallbackLevel(level: number): number {
+  return level >= 1 && level < 9 ? level + 1 : Math.min(9, Math.max(0, level));
+}
+
+function asBytes(b: Buffer): Uint8Array {
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** zlib-format deflate of a whole tile at `level` (1..9, like GDAL's ZLEVEL; libdeflate also takes 10..12). */
+export function deflateTile(bytes: Uint8Array, level: number): Promise<Uint8Array> {
+  const n = native();
+  if (n) {
+    return new Promise((resolve, reject) =>
+      n.compress(bytes, libdeflateLevel(level), (err, out) => (err ? reject(err) : resolve(asBytes(out)))),
+    );
+  }
+  return new Promise((resolve, reject) =>
+    zlib.deflate(
+      bytes,
+      { level: zlibFallbackLevel(level), chunkSize: Math.max(64 * 1024, bytes.length + 1024) },
+      (err, out) => (err ? reject(err) : resolve(asBytes(out))),
+    ),
+  );
+}
+
+/** Why `inflateTile` could not give the bytes: the stream decodes to more than declared, or is not deflate. */
+export type InflateFailure = 'too-large' | 'invalid';
+
+export class InflateError extends Error {
+  override readonly name = 'InflateError';
+  readonly failure: InflateFailure;
+  constructor(failure: InflateFailure, message: string) {
+    super(message);
+    this.failure = failure;
+  }
+}
+
+function inflateZlib(bytes: Uint8Array, declaredBytes: number): Promise<Uint8Array> {
+  return new Promise((resolve, reject) =>
+    zlib.inflate(
+      bytes,
+      { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: Math.max(1, declaredBytes) },
+      (err, out) => {
+        if (!err) resolve(asBytes(out));
+        else if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE')
+          reject(new InflateError('too-large', `decodes to more than the ${declaredBytes} bytes declared`));
+        else reject(new InflateError('invalid', err.message));
+      },
+    ),
+  );
+}
+
+/**
+ * Inflate a zlib stream of at most `declaredBytes` decoded bytes (a block's size from its header) on the thread
+ * pool. Never allocates more than declared; a stream that decodes to more fails with `too-large`. A truncated
+ * stream gives what it holds (as libtiff reads it): libdeflate refuses those, node:zlib then decodes them.
+ */
+export function inflateTile(bytes: Uint8Array, declaredBytes: number): Promise<Uint8Array> {
+  const n = native();
+  if (!n) return inflateZlib(bytes, declaredBytes);
+  return new Promise((resolve, reject) =>
+    n.decompress(bytes, declaredBytes, (err, out, status) => {
+      if (err) reject(err);
+      else if (out && (status === 'ok' || status === 'short')) resolve(asBytes(out));
+      else if (status === 'too-large')
+        reject(new InflateError('too-large', `decodes to more than the ${declaredBytes} bytes declared`));
+      else inflateZlib(bytes, declaredBytes).then(resolve, reject);
+    }),
+  );
+}
