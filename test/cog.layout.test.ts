@@ -275,7 +275,7 @@ describe('tags', () => {
   });
 });
 
-describe('against GDAL', { timeout: 180_000 }, () => {
+describe('against GDAL', { timeout: 600_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'cogmill-layout-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -22,7 +22,7 @@ import { RenderError } from '../src/render/errors.ts';
 
 const run = promisify(execFile);
 const PYTHON_GDAL = '/usr/bin/python3';
-const TOOL_TIMEOUT_MS = 60_000;
+const TOOL_TIMEOUT_MS = 120_000;
 
 function isRenderError(kind: string, pattern?: RegExp) {
   return (e: unknown): boolean => {

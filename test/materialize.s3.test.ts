@@ -391,7 +391,7 @@ function runCli(args: string[], env: Record<string, string>, poll?: (interrupt: 
     });
     let stdout = '';
     let stderr = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
     const poller = poll ? setInterval(() => poll(() => child.kill('SIGINT')), 50) : undefined;
     child.stdout.on('data', (d) => {
       stdout += d;

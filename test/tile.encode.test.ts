@@ -402,7 +402,7 @@ interface GdalReport {
   };
 }
 
-describe('COGs written by encodeTile + assembleCog, read back by GDAL', { timeout: 300_000 }, () => {
+describe('COGs written by encodeTile + assembleCog, read back by GDAL', { timeout: 600_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'cogmill-tiles-'));
   const built = new Map<string, { path: string; out: string; layout: CogLayout }>();
   let reports: Record<string, GdalReport> = {};

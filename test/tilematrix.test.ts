@@ -25,7 +25,7 @@ import {
 import type { Grid } from '../src/render/types.ts';
 
 const run = promisify(execFile);
-const TOOL_TIMEOUT_MS = 30_000;
+const TOOL_TIMEOUT_MS = 120_000;
 const O = 20037508.342789244;
 
 function near(actual: number, expected: number, tol: number, what = ''): void {

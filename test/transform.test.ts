@@ -9,7 +9,7 @@ import { createTransformer, mapRowToSource, type Transformer, transformBounds } 
 import { type Bounds, type GeoTransform, type Grid, invertTransform } from '../src/render/types.ts';
 
 const PYTHON_GDAL = '/usr/bin/python3';
-const TOOL_TIMEOUT_MS = 30_000;
+const TOOL_TIMEOUT_MS = 120_000;
 
 /** Run a command with stdin, return stdout; rejects on a non-zero exit or after the timeout. */
 function runTool(cmd: string, args: string[], input: string): Promise<string> {

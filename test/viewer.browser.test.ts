@@ -204,7 +204,7 @@ async function gdalPixelLonLat(file: string, col: number, row: number): Promise<
     const p = execFile(
       'gdaltransform',
       ['-t_srs', 'EPSG:4326', '-output_xy', file],
-      { timeout: 30_000 },
+      { timeout: WAIT_MS },
       (err, stdout) => (err ? reject(err) : resolve(stdout)),
     );
     p.stdin!.end(`${col + 0.5} ${row + 0.5}\n`);
@@ -219,7 +219,7 @@ function pointRows(json: Record<string, unknown>): { value: number | null; nodat
   return values.map((v) => ({ value: v.value, nodata: v.nodata }));
 }
 
-describe('QC viewer in headless Chromium', { timeout: 180_000 }, () => {
+describe('QC viewer in headless Chromium', { timeout: 600_000 }, () => {
   let server: TestServer;
   let browser: Browser;
   let context: BrowserContext;

@@ -28,7 +28,7 @@ import {
 } from './support/gdal.ts';
 
 const exec = promisify(execFile);
-const TIMEOUT_MS = 60_000;
+const TIMEOUT_MS = 180_000;
 /** What a QGIS user sets for /vsicurl/ */
 const QGIS_ENV = { GDAL_DISABLE_READDIR_ON_OPEN: 'EMPTY_DIR', CPL_VSIL_CURL_ALLOWED_EXTENSIONS: '.tif,.vrt' };
 

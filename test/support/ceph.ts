@@ -34,7 +34,7 @@ export interface CephS3 {
 export interface CephOptions {
   /** parent folder for the cluster's temporary folder (default: the OS temp folder) */
   readonly dir?: string;
-  /** how long the boot may take before it fails (default 60 s) */
+  /** how long the boot may take before it fails (default 180 s: a loaded machine boots slowly) */
   readonly timeoutMs?: number;
 }
 
@@ -42,9 +42,9 @@ const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 /** capacity memstore reports; data only takes memory when written */
 const STORE_BYTES = 4 * GiB;
-const BOOT_TIMEOUT_MS = 60_000;
+const BOOT_TIMEOUT_MS = 180_000;
 /** a command-line tool call (ceph, radosgw-admin, mkfs) never takes longer than this */
-const TOOL_TIMEOUT_MS = 20_000;
+const TOOL_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 5_000;
 const LOG_TAIL_LINES = 25;
 const BOOT_ATTEMPTS = 3;
@@ -375,7 +375,7 @@ async function killAll(daemons: readonly Daemon[]): Promise<void> {
 
 /**
  * Boot a one-node Ceph cluster with radosgw and an S3 user; resolves when radosgw answers S3 requests.
- * Rejects after `timeoutMs` (default 60 s) with the tail of every daemon's log.
+ * Rejects after `timeoutMs` (default 180 s: a loaded machine boots slowly) with the tail of every daemon's log.
  */
 export async function startCeph(opts: CephOptions = {}): Promise<CephS3> {
   const timeoutMs = opts.timeoutMs ?? BOOT_TIMEOUT_MS;

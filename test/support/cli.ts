@@ -9,7 +9,7 @@ import path from 'node:path';
 export const CLI = path.join(import.meta.dirname, '..', '..', 'src', 'cli.ts');
 
 /** the longest the process may take to say where it listens (a guard against a hung start, not a measurement) */
-const START_GUARD_MS = 60_000;
+const START_GUARD_MS = 180_000;
 
 export interface ServeChild {
   readonly proc: ChildProcess;
