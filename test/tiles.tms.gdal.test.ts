@@ -174,9 +174,8 @@ describe('GDAL reads the tile matrix sets over WMTS', () => {
       await sh('gdalinfo', ['-json', `WMTS:${server.url}/mosaics/flt/WMTSCapabilities.xml,tilematrixset=native`]),
     );
     assert.deepEqual(info.size, [grid.width, grid.height]);
-    (info.geoTransform as number[]).forEach((v, i) =>
-      assert.ok(Math.abs(v - grid.transform[i]) < 1e-12, `gt[${i}] ${v}`),
-    );
+    const gt = info.geoTransform as number[];
+    for (let i = 0; i < 6; i++) assert.ok(Math.abs(gt[i] - grid.transform[i]) < 1e-12, `gt[${i}] ${gt[i]}`);
   });
 
   test('tile matrix set documents: lists, one set, the native one per mosaic, 404s', async () => {
