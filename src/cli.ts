@@ -245,6 +245,7 @@ async function cmdInfo(argv: string[]): Promise<void> {
       photometric: i.photometric,
       mask: i.hasMask,
       overviews: i.levels.slice(1).map((l) => ({ width: l.width, height: l.height })),
+      ...(i.warnings.length > 0 ? { warnings: i.warnings } : {}),
     });
   }
   await engine.close();

@@ -94,7 +94,7 @@ describe('decompression bombs and lying byte counts fail their block with a type
     ['packbits', COMPRESSION.packbits, () => packbitsBomb(64 * MiB)],
   ];
   for (const [name, compression, make] of bombs) {
-    test(`a ${name} tile that inflates to 64 MiB (declared: 64 KiB)`, { todo: TODO }, async () => {
+    test(`a ${name} tile that inflates to 64 MiB (declared: 64 KiB)`, async () => {
       const bomb = await make();
       const honest = (t: Uint8Array) =>
         compression === COMPRESSION.deflate
@@ -118,7 +118,7 @@ describe('decompression bombs and lying byte counts fail their block with a type
     });
   }
 
-  test('a TileByteCounts entry of 0xFFFFFFFF fails that block only', { todo: TODO }, async () => {
+  test('a TileByteCounts entry of 0xFFFFFFFF fails that block only', async () => {
     const bytes = sceneTiff(WEST, {}, { byteCounts: { 1: 0xffffffff } });
     const r = await Raster.open(new SourceMemory('mem://liar.tif', bytes), caches());
     await isCorrupt(r.readWindow(0, 300, 10, 5, 5, [0]), /liar\.tif/, /block 1\b/);
@@ -126,7 +126,7 @@ describe('decompression bombs and lying byte counts fail their block with a type
     assert.deepEqual([...w.bands[0]], [1000, 1001, 1002]);
   });
 
-  test('a tile offset past the end of the file fails that block only', { todo: TODO }, async () => {
+  test('a tile offset past the end of the file fails that block only', async () => {
     const bytes = sceneTiff(WEST, {}, { offsets: { 2: 0x7fff0000 } });
     const r = await Raster.open(new SourceMemory('mem://far.tif', bytes), caches());
     await isCorrupt(r.readWindow(0, 0, 300, 5, 5, [0]), /far\.tif/, /block 2\b/);
@@ -180,8 +180,8 @@ function packbitsLiteral(t: Uint8Array): Uint8Array {
 }
 
 describe('metadata read as GDAL reads it', () => {
-  test('a garbage GDAL_NODATA is read as GDAL reads it, and `cogmill info` says so', { todo: TODO }, async () => {
-    for (const text of ['garbage', '12abc', ' 7 ', '-3.5e1xyz']) {
+  test('a garbage GDAL_NODATA is read as GDAL reads it, and `cogmill info` says so', async () => {
+    for (const text of ['garbage', '12abc', ' 7 ', '-3.5e1xyz', '0x10', '1,5', '- 3']) {
       const p = path.join(dir, `nodata-${text.trim().replace(/[^a-z0-9.-]/gi, '_')}.tif`);
       await writeFile(p, sceneTiff(WEST, {}, { nodata: text }));
       const gdal = JSON.parse(await sh('gdalinfo', ['-json', p])).bands[0].noDataValue;
@@ -192,10 +192,10 @@ describe('metadata read as GDAL reads it', () => {
     const { stdout } = await run(process.execPath, [CLI, 'info', p]);
     const info = JSON.parse(stdout);
     assert.equal(info.nodata, 0);
-    assert.match(JSON.stringify(info.warnings ?? []), /GDAL_NODATA "garbage".*read as 0.*as GDAL/);
+    assert.match((info.warnings ?? []).join('\n'), /GDAL_NODATA "garbage".*read as 0.*as GDAL/);
   });
 
-  test('a GeoKey directory that claims 65,535 keys gets a clear error', { todo: TODO }, async () => {
+  test('a GeoKey directory that claims 65,535 keys gets a clear error', async () => {
     const keys = [1, 1, 0, 65535];
     for (let i = 0; i < 65535; i++) keys.push(40000 + (i % 1000), 34737, 1, 0);
     const bytes = sceneTiff(WEST, {}, { geoKeys: keys });
@@ -248,9 +248,7 @@ describe('one bad block or file costs its own pixels, not the mosaic', () => {
     await s.stop();
   });
 
-  test('the automatic stretch and the statistics skip a bad block; its pixels are empty; the error is counted', {
-    todo: TODO,
-  }, async () => {
+  test('the automatic stretch and the statistics skip a bad block; its pixels are empty; the error is counted', async () => {
     const preview = await fetch(`${s.url}/mosaics/mixed/preview.png?max_size=256`);
     assert.equal(preview.status, 200, await preview.clone().text());
     const stats = await fetch(`${s.url}/mosaics/mixed/statistics`);

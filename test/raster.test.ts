@@ -1,8 +1,10 @@
 /** Raster reading: request counts, caching, bad input, and a fuzz run over mutated TIFFs. */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import { Engine } from '../src/render/engine.ts';
 import { CogmillError, RenderError, SourceError } from '../src/render/errors.ts';
 import { Raster } from '../src/render/raster.ts';
@@ -11,6 +13,8 @@ import { SourceHttp } from '../src/render/source.http.ts';
 import { fixtureDir, PYTHON, sh, tempDir } from './support/gdal.ts';
 import { startStaticServer } from './support/http.server.ts';
 import { SourceMemory, SourceRecording } from './support/memory.source.ts';
+
+const run = promisify(execFile);
 
 function freshCaches() {
   return new Engine().caches;
@@ -215,5 +219,34 @@ describe('raster reading', () => {
       }
     }
     assert.ok(typed > 50, `only ${typed} mutations were rejected; the fuzzer is not biting`);
+  });
+
+  test('fuzz: 600 hostile TIFFs (bombs of every codec, lying byte counts, mutations) stay typed and under 400 MiB RSS', async () => {
+    // a separate process, so that its peak RSS is this run's alone; every bomb decodes to 256 MiB (in 1 or 4 tiles)
+    const child = path.join(import.meta.dirname, 'support', 'fuzz.child.ts');
+    const { stdout } = await run(process.execPath, ['--expose-gc', child, '600'], {
+      maxBuffer: 16 * 1024 * 1024,
+      timeout: 280_000,
+    });
+    const r = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as {
+      ok: number;
+      typed: number;
+      kinds: Record<string, number>;
+      untyped: string[];
+      baselineRss: number;
+      peakRss: number;
+    };
+    assert.deepEqual(r.untyped, [], 'every failure is a typed error');
+    assert.equal(r.ok + r.typed, 600);
+    for (const codec of ['8', '5', '50000', '32773']) assert.ok(r.kinds[`bomb-${codec}`] >= 30, `bombs of ${codec}`);
+    assert.ok(r.kinds['lying-counts'] >= 100);
+    // every bomb case fails (its first tile at least is a bomb), so there are at least as many typed errors
+    const bombCases = Object.entries(r.kinds).reduce((n, [k, v]) => (k.startsWith('bomb') ? n + v : n), 0);
+    assert.ok(r.typed >= bombCases, `${r.typed} typed errors for ${bombCases} bombs`);
+    const MiB = 1024 * 1024;
+    assert.ok(
+      r.peakRss < 400 * MiB,
+      `peak RSS ${Math.round(r.peakRss / MiB)} MiB (baseline ${Math.round(r.baselineRss / MiB)} MiB) is over 400 MiB`,
+    );
   });
 });

@@ -15,6 +15,8 @@ export interface CogTileOptions {
   readonly resampling?: Resampling;
   /** resampling of the overview levels, rendered from the sources at each level's resolution (default average) */
   readonly overviewResampling?: Resampling;
+  /** a source block that cannot be decoded fails the tile (exports), instead of leaving its pixels empty */
+  readonly strict?: boolean;
 }
 
 /**
@@ -92,7 +94,7 @@ export async function renderCogTile(
     level === 0
       ? (options.resampling ?? mosaic.resampling)
       : (options.overviewResampling ?? defaultOverviewResampling(mosaic));
-  const px = await engine.render(mosaic, grid, { resampling, signal });
+  const px = await engine.render(mosaic, grid, { resampling, signal, strict: options.strict });
   const fill = mosaic.nodata ?? 0;
   let validCount = 0;
   for (let i = 0; i < px.mask.length; i++) if (px.mask[i]) validCount++;

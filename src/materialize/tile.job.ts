@@ -36,7 +36,8 @@ export async function runTileJob(
   ty: number,
   signal?: AbortSignal,
 ): Promise<TileJobResult> {
-  const tile = await renderCogTile(engine, mosaic, levels, level, tx, ty, settings, signal);
+  // an export fails on a source block it cannot decode: a COG with silently empty blocks is worse than an error
+  const tile = await renderCogTile(engine, mosaic, levels, level, tx, ty, { ...settings, strict: true }, signal);
   const payload = await encodeTile(tile.bands, {
     dtype: mosaic.dtype,
     bands: mosaic.bandCount,

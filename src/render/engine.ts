@@ -76,6 +76,8 @@ const SKIPPABLE_OPEN_ERRORS: ReadonlySet<string> = new Set([
 
 /** Render options the engine adds to the pixel path's: the time interval a catalogue mosaic is restricted to. */
 export interface EngineRenderOptions extends RenderOptions {
+  /** a block that cannot be decoded fails the render whatever sources.onSourceError says (exports) */
+  readonly strict?: boolean;
   /** [startMs, endMs], inclusive: only items whose time overlaps it */
   readonly datetime?: readonly [number, number];
 }
@@ -640,12 +642,17 @@ export class Engine {
         `a window of ${grid.width} x ${grid.height} pixels is larger than the limit of ${this.settings.maxRenderPixels} pixels`,
       );
     }
+    // onSourceError: skip leaves a bad block's pixels empty (counted per mosaic); `strict` renders (exports) fail
+    const opts: EngineRenderOptions =
+      options.onBlockError || options.strict || this.settings.onSourceError === 'fail'
+        ? options
+        : { ...options, onBlockError: (f) => this.reportBlockError(mosaic.id, f) };
     try {
-      return await this.renderOnce(mosaic, grid, options, stats);
+      return await this.renderOnce(mosaic, grid, opts, stats);
     } catch (e) {
       if (e instanceof SourceError && e.kind === 'changed') {
         await this.refresh(mosaic);
-        return this.renderOnce(mosaic, grid, options, stats);
+        return this.renderOnce(mosaic, grid, opts, stats);
       }
       throw e;
     }

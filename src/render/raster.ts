@@ -6,13 +6,21 @@
  * cache) and decoded by geotiff.js decoders, with deflate / zstd / webp backed by native code.
  */
 
-import * as zlib from 'node:zlib';
-import { inflateSync, constants as zc } from 'node:zlib';
-import { addDecoder, BaseDecoder, GeoTIFF, getDecoder, type ImageFileDirectory } from 'geotiff';
+import { addDecoder, BaseDecoder, GeoTIFF, getDecoder, globals, type ImageFileDirectory } from 'geotiff';
 import type { LRUCache } from 'lru-cache';
+import {
+  declaredBlockBytes,
+  inflateBounded,
+  lzwBounded,
+  packbitsBounded,
+  zstdAvailable,
+  zstdBounded,
+} from './block.decode.ts';
 import { crsFromGeoKeys } from './crs.ts';
 import { decodeImage } from './encode.ts';
-import { CogmillError, RenderError, SourceError } from './errors.ts';
+import { type BlockFailure, CogmillError, RenderError, SourceError } from './errors.ts';
+import { parseGeoKeyDirectory } from './geokeys.ts';
+import { readGdalNodata } from './nodata.ts';
 import type { Source } from './source.ts';
 import {
   allocTyped,
@@ -28,25 +36,47 @@ import {
 // ---------------------------------------------------------------------------------------------------------------
 // decoders
 
-type ZstdZlib = { zstdDecompressSync?: (b: Uint8Array) => Buffer };
-const zstdDecompress = (zlib as unknown as ZstdZlib).zstdDecompressSync;
-
 function toArrayBuffer(b: Uint8Array): ArrayBuffer {
   return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength
     ? (b.buffer as ArrayBuffer)
     : (b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
 }
 
-class DecoderDeflateZlib extends BaseDecoder {
-  override decodeBlock(buffer: ArrayBuffer): ArrayBuffer {
-    return toArrayBuffer(inflateSync(new Uint8Array(buffer), { finishFlush: zc.Z_SYNC_FLUSH }));
+/** The decoded size of one block, from the decoder's parameters (the IFD's block size and bits per sample). */
+function declaredBytesOf(decoder: BaseDecoder): number {
+  const p = decoder.parameters as unknown as {
+    tileWidth: number;
+    tileHeight: number;
+    planarConfiguration: number;
+    bitsPerSample: number | ArrayLike<number>;
+  };
+  const bits = typeof p.bitsPerSample === 'number' ? [p.bitsPerSample] : Array.from(p.bitsPerSample);
+  const bitsPerPixel = p.planarConfiguration === 2 ? bits[0] : bits.reduce((x, y) => x + y, 0);
+  return declaredBlockBytes({ width: p.tileWidth, height: p.tileHeight, bitsPerPixel });
+}
+
+/** Decoders that never produce more than the block declares (see block.decode.ts). */
+class DecoderDeflateBounded extends BaseDecoder {
+  override async decodeBlock(buffer: ArrayBuffer): Promise<ArrayBuffer> {
+    return toArrayBuffer(await inflateBounded(new Uint8Array(buffer), declaredBytesOf(this)));
   }
 }
 
-class DecoderZstdZlib extends BaseDecoder {
-  override decodeBlock(buffer: ArrayBuffer): ArrayBuffer {
-    if (!zstdDecompress) throw new RenderError('unsupported', 'ZSTD needs Node.js 23.8 or later');
-    return toArrayBuffer(zstdDecompress(new Uint8Array(buffer)));
+class DecoderZstdBounded extends BaseDecoder {
+  override async decodeBlock(buffer: ArrayBuffer): Promise<ArrayBuffer> {
+    return toArrayBuffer(await zstdBounded(new Uint8Array(buffer), declaredBytesOf(this)));
+  }
+}
+
+class DecoderLzwBounded extends BaseDecoder {
+  override async decodeBlock(buffer: ArrayBuffer): Promise<ArrayBuffer> {
+    return toArrayBuffer(await lzwBounded(new Uint8Array(buffer), declaredBytesOf(this)));
+  }
+}
+
+class DecoderPackbitsBounded extends BaseDecoder {
+  override async decodeBlock(buffer: ArrayBuffer): Promise<ArrayBuffer> {
+    return toArrayBuffer(await packbitsBounded(new Uint8Array(buffer), declaredBytesOf(this)));
   }
 }
 
@@ -62,8 +92,11 @@ let decodersRegistered = false;
 export function registerDecoders(): void {
   if (decodersRegistered) return;
   decodersRegistered = true;
-  addDecoder([8, 32946], async () => DecoderDeflateZlib as unknown as typeof BaseDecoder, undefined, false);
-  if (zstdDecompress) addDecoder(50000, async () => DecoderZstdZlib as unknown as typeof BaseDecoder, undefined, false);
+  const as = (c: unknown) => async () => c as typeof BaseDecoder;
+  addDecoder([8, 32946], as(DecoderDeflateBounded), undefined, false);
+  if (zstdAvailable) addDecoder(50000, as(DecoderZstdBounded), undefined, false);
+  addDecoder(5, as(DecoderLzwBounded), undefined, false);
+  addDecoder(32773, as(DecoderPackbitsBounded), undefined, false);
   addDecoder(50001, async () => DecoderWebpSharp as unknown as typeof BaseDecoder, undefined, false);
 }
 
@@ -285,6 +318,8 @@ export interface RasterInfo {
   /** full resolution first, then overviews, finest to coarsest */
   readonly levels: readonly RasterLevel[];
   readonly bandDescriptions: readonly string[];
+  /** what was read differently from what the file says, as GDAL would (e.g. a GDAL_NODATA that is not a number) */
+  readonly warnings: readonly string[];
 }
 
 /** Pixels of a window of one level: one typed array per requested band; `mask` when the file has an internal mask. */
@@ -335,15 +370,6 @@ function first(v: unknown): number {
   if (typeof v === 'bigint') return Number(v);
   if (v && typeof v === 'object' && 'length' in v) return Number((v as ArrayLike<number>)[0]);
   return Number.NaN;
-}
-
-function parseNodata(v: unknown): number | undefined {
-  if (typeof v !== 'string') return undefined;
-  const s = v.replace(/\0/g, '').trim().toLowerCase();
-  if (s === '') return undefined;
-  if (s === 'nan') return Number.NaN;
-  const n = Number(s);
-  return Number.isFinite(n) || Number.isNaN(n) ? n : undefined;
 }
 
 function tagLength(ifd: ImageFileDirectory, tag: number): number {
@@ -446,10 +472,18 @@ export class Raster {
     if (photometricCode === 6 && first(mainIfd.getValue('Compression')) !== 7) {
       throw new RenderError('unsupported', `${url}: YCbCr photometric without JPEG compression is not supported`);
     }
-    const geoKeys = (mainIfd.parseGeoKeyDirectory() ?? {}) as Record<string, unknown>;
+    const geoKeys =
+      parseGeoKeyDirectory(
+        mainIfd.getValue('GeoKeyDirectory') as ArrayLike<number> | undefined,
+        (tag) => mainIfd.getValue(tag as never),
+        globals.geoKeyNames as unknown as Record<number, string>,
+        url,
+      ) ?? {};
     const crs = crsFromGeoKeys(geoKeys);
     const transform = geotransformOf(mainIfd, geoKeys, url);
-    const nodata = parseNodata(mainIfd.getValue('GDAL_NODATA'));
+    const nodataReading = readGdalNodata(mainIfd.getValue('GDAL_NODATA'));
+    const nodata = nodataReading.value;
+    const warnings = nodataReading.warning ? [nodataReading.warning] : [];
 
     const fullW = first(mainIfd.getValue('ImageWidth'));
     const fullH = first(mainIfd.getValue('ImageLength'));
@@ -601,6 +635,7 @@ export class Raster {
         }),
       ),
       bandDescriptions: [],
+      warnings,
     };
     return new Raster(info, source, caches, levels);
   }
@@ -611,17 +646,34 @@ export class Raster {
 
   /**
    * Decoded blocks (bytes as stored, predictor undone) for the given block indices of a level.
-   * Cached; misses that sit next to each other in the file are fetched with one range request.
+   * Cached; misses that sit next to each other in the file are fetched with one range request. A block that
+   * cannot be read (an offset or byte count past the end of the file, an impossible size, a stream that does not
+   * decode into the block's declared size) is in `failed` with a `corrupt` error naming the source and block;
+   * the other blocks are still read. Source IO errors (unreachable, changed) are thrown.
    */
   private async blocks(
     level: LevelInternal,
     levelKey: string,
     indices: number[],
     signal?: AbortSignal,
-  ): Promise<Map<number, Uint8Array>> {
+  ): Promise<{ blocks: Map<number, Uint8Array>; failed: Map<number, RenderError> }> {
     const out = new Map<number, Uint8Array>();
+    const failed = new Map<number, RenderError>();
     const prefix = `${this.info.url}|${this.info.etag}|${levelKey}|`;
     const missing: { index: number; offset: number; count: number }[] = [];
+    const size = this.info.size;
+    const declared = declaredBlockBytes({
+      width: level.blockWidth,
+      height: level.blockHeight,
+      bitsPerPixel: level.bitsPerSample * (this.info.interleave === 'band' || level.samples === 1 ? 1 : level.samples),
+    });
+    // a compressed block is never much larger than its decoded size; a count far above it is a lie
+    const maxCount = declared * 2 + 64 * KiB;
+    const bad = (index: number, why: string, cause?: unknown) =>
+      failed.set(
+        index,
+        new RenderError('corrupt', `${this.info.url}: block ${index} of level ${levelKey} ${why}`, { cause }),
+      );
     for (const index of indices) {
       const hit = this.caches.tiles.get(prefix + index);
       if (hit) {
@@ -631,11 +683,16 @@ export class Raster {
       const offset = Number(await level.ifd.loadValueIndexed(level.offsetsTag, index));
       const count = Number(await level.ifd.loadValueIndexed(level.countsTag, index));
       if (!Number.isFinite(offset) || !Number.isFinite(count) || offset < 0 || count < 0) {
-        throw new RenderError('corrupt', `${this.info.url}: block ${index} has an invalid offset or size`);
+        bad(index, 'has an invalid offset or size');
+      } else if (count > 0 && offset > 0 && Number.isFinite(size) && offset + count > size) {
+        bad(index, `lies past the end of the file (${count} bytes at offset ${offset}; the file has ${size})`);
+      } else if (count > maxCount) {
+        bad(index, `claims ${count} bytes for a block that decodes to ${declared}`);
+      } else {
+        missing.push({ index, offset, count });
       }
-      missing.push({ index, offset, count });
     }
-    if (missing.length === 0) return out;
+    if (missing.length === 0) return { blocks: out, failed };
 
     const decoder = await level.decoder;
     const decodeOne = async (index: number, bytes: Uint8Array | undefined): Promise<void> => {
@@ -647,12 +704,9 @@ export class Raster {
         try {
           ab = await decoder.decode(toArrayBuffer(bytes));
         } catch (e) {
-          if (e instanceof CogmillError) throw e;
-          throw new RenderError(
-            'corrupt',
-            `${this.info.url}: block ${index} cannot be decoded: ${(e as Error).message}`,
-            { cause: e },
-          );
+          if (signal?.aborted) throw e;
+          bad(index, `cannot be decoded: ${(e as Error)?.message ?? e}`, e);
+          return;
         }
         decoded = new Uint8Array(ab);
       }
@@ -680,21 +734,26 @@ export class Raster {
       work.push(
         (async () => {
           const r = await this.source.read(start, end - start, { signal, ifMatch: this.info.etag });
-          if (r.bytes.byteLength < end - start) {
-            throw new RenderError('corrupt', `${this.info.url}: file is truncated (a block lies past the end)`);
+          for (const m of run) {
+            if (m.offset - start + m.count > r.bytes.byteLength) {
+              bad(m.index, 'lies past the end of the file (truncated?)');
+              continue;
+            }
+            await decodeOne(m.index, r.bytes.subarray(m.offset - start, m.offset - start + m.count));
           }
-          for (const m of run) await decodeOne(m.index, r.bytes.subarray(m.offset - start, m.offset - start + m.count));
         })(),
       );
       i = j + 1;
     }
     await Promise.all(work);
-    return out;
+    return { blocks: out, failed };
   }
 
   /**
    * Read a window of `level` (0 = full resolution) into one typed array per band in `bands` (0-based).
-   * The window must lie inside the level.
+   * The window must lie inside the level. A block that cannot be read fails the read with its `corrupt` error,
+   * unless `onBlockError` is given: then it is reported there, and its pixels are returned empty (filled with
+   * nodata and 0 in the returned mask).
    */
   async readWindow(
     levelIndex: number,
@@ -704,6 +763,7 @@ export class Raster {
     h: number,
     bands: readonly number[],
     signal?: AbortSignal,
+    onBlockError?: (failure: BlockFailure) => void,
   ): Promise<RasterWindow> {
     const level = this.levelsInternal[levelIndex];
     if (!level) throw new RenderError('internal', `level ${levelIndex} does not exist in ${this.info.url}`);
@@ -725,8 +785,19 @@ export class Raster {
         if (planarBand) for (const b of bands) indices.push(b * perBand + base);
         else indices.push(base);
       }
-    const maskPromise = level.maskIfd ? this.readMask(level.maskIfd, levelIndex, x0, y0, w, h, signal) : undefined;
-    const [blocks, mask] = await Promise.all([this.blocks(level, String(levelIndex), indices, signal), maskPromise]);
+    const maskPromise = level.maskIfd
+      ? this.readMask(level.maskIfd, levelIndex, x0, y0, w, h, signal, onBlockError)
+      : undefined;
+    const [{ blocks, failed }, internalMask] = await Promise.all([
+      this.blocks(level, String(levelIndex), indices, signal),
+      maskPromise,
+    ]);
+    if (failed.size > 0) {
+      const first = [...failed.keys()].sort((a, b) => a - b)[0];
+      if (!onBlockError) throw failed.get(first)!;
+      for (const [block, error] of failed) onBlockError({ source: this.info.url, level: levelIndex, block, error });
+    }
+    let mask = internalMask;
     const fill = nodata ?? 0;
     for (let by = by0; by <= by1; by++) {
       for (let bx = bx0; bx <= bx1; bx++) {
@@ -739,22 +810,39 @@ export class Raster {
         const cy1 = Math.min(y0 + h, ty0 + level.blockHeight, level.height);
         for (let k = 0; k < bands.length; k++) {
           const band = bands[k];
-          const bytes = blocks.get(planarBand ? band * perBand + base : base);
+          const index = planarBand ? band * perBand + base : base;
+          const bytes = blocks.get(index);
           const dst = out[k];
           const stride = planarBand ? 1 : bandCount;
           const off = planarBand ? 0 : band;
           if (!bytes || bytes.byteLength === 0) {
             for (let y = cy0; y < cy1; y++) dst.fill(fill, (y - y0) * w + (cx0 - x0), (y - y0) * w + (cx1 - x0));
+            if (failed.has(index)) {
+              // an unreadable block: its pixels are not data, whatever the nodata value
+              mask ??= new Uint8Array(w * h).fill(255);
+              for (let y = cy0; y < cy1; y++) mask.fill(0, (y - y0) * w + (cx0 - x0), (y - y0) * w + (cx1 - x0));
+            }
             continue;
           }
           const src = typedFromBytes(dtype, bytes);
+          const lastSample = ((cy1 - 1 - ty0) * level.blockWidth + (cx1 - 1 - tx0)) * stride + off;
+          if (lastSample >= src.length) {
+            const error = new RenderError(
+              'corrupt',
+              `${this.info.url}: block ${index} of level ${levelIndex} decoded to fewer pixels than its size`,
+            );
+            if (!onBlockError) throw error;
+            if (!failed.has(index)) onBlockError({ source: this.info.url, level: levelIndex, block: index, error });
+            failed.set(index, error);
+            for (let y = cy0; y < cy1; y++) dst.fill(fill, (y - y0) * w + (cx0 - x0), (y - y0) * w + (cx1 - x0));
+            mask ??= new Uint8Array(w * h).fill(255);
+            for (let y = cy0; y < cy1; y++) mask.fill(0, (y - y0) * w + (cx0 - x0), (y - y0) * w + (cx1 - x0));
+            continue;
+          }
           for (let y = cy0; y < cy1; y++) {
             let si = ((y - ty0) * level.blockWidth + (cx0 - tx0)) * stride + off;
             let di = (y - y0) * w + (cx0 - x0);
             const de = di + (cx1 - cx0);
-            if (si + (cx1 - cx0 - 1) * stride >= src.length) {
-              throw new RenderError('corrupt', `${this.info.url}: a block decoded to fewer pixels than its size`);
-            }
             if (stride === 1) {
               dst.set(src.subarray(si, si + (cx1 - cx0)), di);
             } else {
@@ -775,6 +863,7 @@ export class Raster {
     w: number,
     h: number,
     signal?: AbortSignal,
+    onBlockError?: (failure: BlockFailure) => void,
   ): Promise<Uint8Array> {
     const mask = new Uint8Array(w * h);
     const bx0 = Math.floor(x0 / level.blockWidth);
@@ -783,7 +872,13 @@ export class Raster {
     const by1 = Math.floor((y0 + h - 1) / level.blockHeight);
     const indices: number[] = [];
     for (let by = by0; by <= by1; by++) for (let bx = bx0; bx <= bx1; bx++) indices.push(by * level.blocksAcross + bx);
-    const blocks = await this.blocks(level, `${levelIndex}m`, indices, signal);
+    const { blocks, failed } = await this.blocks(level, `${levelIndex}m`, indices, signal);
+    if (failed.size > 0) {
+      // an unreadable mask block leaves its pixels masked out
+      if (!onBlockError) throw [...failed.values()][0];
+      for (const [block, error] of failed) onBlockError({ source: this.info.url, level: levelIndex, block, error });
+      for (const index of failed.keys()) blocks.delete(index);
+    }
     const rowBytes = level.bitsPerSample === 1 ? Math.ceil(level.blockWidth / 8) : level.blockWidth;
     for (let by = by0; by <= by1; by++) {
       for (let bx = bx0; bx <= bx1; bx++) {

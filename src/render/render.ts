@@ -13,7 +13,7 @@
  * with nearest; area boxes that cover one pixel), that pixel is copied instead, rows at a time where they line up:
  * the same bytes, several times cheaper. `generalPath` turns the copies off, for tests that compare the two.
  */
-import { RenderError } from './errors.ts';
+import { type BlockFailure, RenderError } from './errors.ts';
 import type { Mosaic } from './mosaic.ts';
 import type { Raster, RasterInfo } from './raster.ts';
 import { createTransformer, type Transformer } from './transform.ts';
@@ -59,6 +59,11 @@ export interface RenderOptions {
    * sources, single-pixel boxes). The result is the same either way.
    */
   readonly generalPath?: boolean;
+  /**
+   * A source block that cannot be decoded: without this the render fails with its `corrupt` error; with it, the
+   * failure is reported here and the block's pixels are left empty.
+   */
+  readonly onBlockError?: (failure: BlockFailure) => void;
 }
 
 export interface RenderStats {
@@ -73,6 +78,9 @@ export interface RenderStats {
  * stays within 0.001 px for about 150 exact transforms per 256 x 256 tile, so renders agree with an exact warp.
  */
 export const DEFAULT_MAX_ERROR_PX = 0.001;
+
+/** output pixels warped between two yields to the event loop (a few ms of work) */
+const YIELD_EVERY_PIXELS = 1 << 16;
 
 /** gdalwarp's default warp memory (GDALWarpOptions.dfWarpMemoryLimit). */
 const WARP_MEMORY_BYTES = 64 * MiB;
@@ -873,6 +881,15 @@ async function renderWith(
   const at = new Int32Array(2);
   // mapped positions of one row (centres) or two rows of corners (area methods)
   let [u0, v0, u1, v1] = scratch.rows(width + 1);
+  // a large window is warped in slices with a yield to the event loop between them (other requests go on)
+  let sinceYield = 0;
+  const pace = async (pixels: number) => {
+    sinceYield += pixels;
+    if (sinceYield < YIELD_EVERY_PIXELS) return;
+    sinceYield = 0;
+    await new Promise<void>((r) => setImmediate(r));
+    options.signal?.throwIfAborted();
+  };
 
   for (const src of mosaic.sources) {
     options.signal?.throwIfAborted();
@@ -885,7 +902,16 @@ async function renderWith(
       continue;
     }
     if (stats) stats.sourcesRead++;
-    const win = await raster.readWindow(plan.level, plan.x0, plan.y0, plan.w, plan.h, srcBands, options.signal);
+    const win = await raster.readWindow(
+      plan.level,
+      plan.x0,
+      plan.y0,
+      plan.w,
+      plan.h,
+      srcBands,
+      options.signal,
+      options.onBlockError,
+    );
     const sw = sourceWindow(win.bands, win.mask, plan.w, plan.h, info.nodata, scratch.valid(plan.w * plan.h));
     const tr = cachedTransformer(grid.crs, info.crs);
     const inv = invertTransform(info.transform);
@@ -924,6 +950,7 @@ async function renderWith(
         // the lattice row held in u0 / v0
         let top = -1;
         for (let r = 0; r < ch.dh; r++) {
+          await pace(dw);
           const base = (ch.dy + r) * width + ch.dx;
           if (
             aligned &&
@@ -986,6 +1013,7 @@ async function renderWith(
         const runTol = !aligned ? -1 : kind === 0 ? NEAREST_RUN_TOL : tol;
         const mapper = new MapperLattice(exact, ch.dx + 0.5, ch.dy + 0.5, dw, ch.dh, maxErr, tr.identity);
         for (let r = 0; r < ch.dh; r++) {
+          await pace(dw);
           const base = (ch.dy + r) * width + ch.dx;
           if (runTol >= 0 && mapper.linearRow(r, lin) && centreRun(lin, dw, runTol, at)) {
             // the whole row takes source row iy, columns ix .. ix + dw (those inside the chunk's window)

@@ -137,10 +137,49 @@ export async function bandStatisticsYielding(
   mask: Uint8Array,
   bins: number,
 ): Promise<BandStatistics> {
-  const { sorted, sum } = validValues(values, mask);
-  await yieldNow();
+  const n = mask.length;
+  let count = 0;
+  await sliced(n, (from, to) => {
+    for (let i = from; i < to; i++) if (mask[i]) count++;
+  });
+  const sorted = new Float64Array(count);
+  let k = 0;
+  let sum = 0;
+  await sliced(n, (from, to) => {
+    for (let i = from; i < to; i++) {
+      if (!mask[i]) continue;
+      const v = values[i];
+      sorted[k++] = v;
+      sum += v;
+    }
+  });
   await sortYielding(sorted);
-  return summarise(name, sorted, sum, mask.length, bins);
+  if (count === 0) return summarise(name, sorted, sum, n, bins);
+  const mean = sum / count;
+  let ss = 0;
+  await sliced(count, (from, to) => {
+    for (let i = from; i < to; i++) ss += (sorted[i] - mean) ** 2;
+  });
+  const min = sorted[0];
+  const max = sorted[count - 1];
+  const counts = new Array<number>(bins).fill(0);
+  const width = max > min ? (max - min) / bins : 1;
+  await sliced(count, (from, to) => {
+    for (let i = from; i < to; i++) {
+      let b = Math.floor((sorted[i] - min) / width);
+      if (b >= bins) b = bins - 1;
+      counts[b]++;
+    }
+  });
+  return summarise(name, sorted, sum, n, bins, { ss, counts });
+}
+
+/** Run `step` over [0, n) in slices of YIELD_EVERY, yielding to the event loop between them. */
+async function sliced(n: number, step: (from: number, to: number) => void): Promise<void> {
+  for (let from = 0; from < n; from += YIELD_EVERY) {
+    step(from, Math.min(n, from + YIELD_EVERY));
+    if (from + YIELD_EVERY < n) await yieldNow();
+  }
 }
 
 const yieldNow = () => new Promise<void>((r) => setImmediate(r));
@@ -196,7 +235,14 @@ function validValues(values: ArrayLike<number>, mask: Uint8Array): { sorted: Flo
   return { sorted, sum };
 }
 
-function summarise(name: string, sorted: Float64Array, sum: number, n: number, bins: number): BandStatistics {
+function summarise(
+  name: string,
+  sorted: Float64Array,
+  sum: number,
+  n: number,
+  bins: number,
+  done?: { ss: number; counts: number[] },
+): BandStatistics {
   const count = sorted.length;
   const validPercent = n ? Math.round((count / n) * 10000) / 100 : 0;
   if (count === 0) {
@@ -215,22 +261,25 @@ function summarise(name: string, sorted: Float64Array, sum: number, n: number, b
     };
   }
   const mean = sum / count;
-  let ss = 0;
-  for (let i = 0; i < count; i++) ss += (sorted[i] - mean) ** 2;
   const min = sorted[0];
   const max = sorted[count - 1];
+  let ss = done?.ss ?? 0;
+  let counts = done?.counts;
+  if (!done) {
+    for (let i = 0; i < count; i++) ss += (sorted[i] - mean) ** 2;
+    counts = new Array<number>(bins).fill(0);
+    const width = max > min ? (max - min) / bins : 1;
+    for (let i = 0; i < count; i++) {
+      let b = Math.floor((sorted[i] - min) / width);
+      if (b >= bins) b = bins - 1;
+      counts[b]++;
+    }
+  }
   const percentiles: Record<string, number> = {};
   for (const p of STATISTICS_PERCENTILES) percentiles[`p${p}`] = percentile(sorted, p);
-  const counts = new Array<number>(bins).fill(0);
   const edges = Array.from({ length: bins + 1 }, (_, i) =>
     max > min ? min + ((max - min) * i) / bins : min + i / bins,
   );
-  const width = max > min ? (max - min) / bins : 1;
-  for (let i = 0; i < count; i++) {
-    let b = Math.floor((sorted[i] - min) / width);
-    if (b >= bins) b = bins - 1;
-    counts[b]++;
-  }
   return {
     band: name,
     count,
@@ -240,7 +289,7 @@ function summarise(name: string, sorted: Float64Array, sum: number, n: number, b
     mean,
     std: Math.sqrt(ss / count),
     percentiles,
-    histogram: { counts, edges },
+    histogram: { counts: counts ?? [], edges },
   };
 }
 

@@ -1,0 +1,191 @@
+/**
+ * Hostile load against a real `cogmill serve` child process:
+ *
+ * 1. /healthz latency while 8 hostile requests are in flight (decompression bombs of each codec, statistics of
+ *    4 M values with 1,000 bins, a large preview), against /healthz on the idle server: the event loop must stay
+ *    free (the target is an answer within 100 ms).
+ * 2. Soak: RSS after a warm-up of ordinary tile requests, then after bursts of the heaviest legal requests; it
+ *    must come back to within 20% of the warm level once the burst is over (memory a burst took is given back).
+ *
+ *   node bench/hostile.bench.ts [--rounds N]
+ *
+ * Prints one JSON line per phase and a summary.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import * as zlib from 'node:zlib';
+import {
+  COMPRESSION,
+  deflateBomb,
+  hostileTiff,
+  lzwBomb,
+  packbitsBomb,
+  zstdBomb,
+} from '../test/support/tiff.hostile.ts';
+import { load, startCogmillServer } from './server.ts';
+import { MiB, percentile, round } from './support.ts';
+
+const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' } } });
+const ROUNDS = Number(values.rounds);
+
+function noise(width: number, height: number, seed0: number): Uint8Array {
+  const tiles: Uint8Array[] = [];
+  let seed = seed0;
+  for (let i = 0; i < (width / 256) * (height / 256); i++) {
+    const t = new Uint16Array(256 * 256);
+    for (let k = 0; k < t.length; k++) {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      t[k] = 1 + (seed % 60000);
+    }
+    tiles.push(new Uint8Array(zlib.deflateSync(new Uint8Array(t.buffer), { level: 1 })));
+  }
+  return hostileTiff({ width, height, tileSize: 256, bitsPerSample: 16, compression: 8, tiles, nodata: '0' });
+}
+
+async function rssOf(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('cogmill_process_resident_memory_bytes'));
+  return Number(line?.split(' ').at(-1));
+}
+
+async function healthLatencies(url: string, whileRunning: () => boolean, min = 20): Promise<number[]> {
+  const out: number[] = [];
+  while (whileRunning() || out.length < min) {
+    const t0 = performance.now();
+    const r = await fetch(`${url}/healthz`);
+    await r.arrayBuffer();
+    out.push(performance.now() - t0);
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  return out;
+}
+
+const dir = await mkdtemp(path.join(tmpdir(), 'cogmill-hostile-bench-'));
+const data = path.join(dir, 'data');
+await mkdir(data);
+const bombs: [string, number, Uint8Array][] = [
+  ['deflate', COMPRESSION.deflate, await deflateBomb(256 * MiB)],
+  ['zstd', COMPRESSION.zstd, await zstdBomb(256 * MiB)],
+  ['lzw', COMPRESSION.lzw, lzwBomb(256 * MiB)],
+  ['packbits', COMPRESSION.packbits, packbitsBomb(64 * MiB)],
+];
+for (const [name, compression, bomb] of bombs) {
+  await writeFile(
+    path.join(data, `${name}.tif`),
+    hostileTiff({
+      width: 512,
+      height: 512,
+      tileSize: 256,
+      bitsPerSample: 16,
+      compression,
+      tiles: [bomb, bomb, bomb, bomb],
+      nodata: '0',
+    }),
+  );
+}
+await writeFile(path.join(data, 'noise.tif'), noise(2048, 2048, 11));
+await writeFile(path.join(data, 'big.tif'), noise(4096, 4096, 12));
+
+const server = await startCogmillServer(
+  dir,
+  [
+    ...bombs.map(([name]) => ({ id: name, sources: [path.join(data, `${name}.tif`)] })),
+    { id: 'noise', sources: [path.join(data, 'noise.tif')] },
+    { id: 'big', sources: [path.join(data, 'big.tif')] },
+  ],
+  { roots: [dir], logLevel: 'warn', extra: { limits: { maxStatisticsPixels: 2048 * 2048, maxPreviewSize: 2048 } } },
+);
+try {
+  const url = server.url;
+  // 1. /healthz latency, idle and under 8 hostile requests
+  await fetch(`${url}/mosaics/noise/preview.png?max_size=64&rescale=0,60000`);
+  const idle = await healthLatencies(url, () => false, 50);
+  const hostile = [
+    '/mosaics/deflate/preview.png?max_size=512',
+    '/mosaics/zstd/preview.png?max_size=512',
+    '/mosaics/lzw/preview.png?max_size=512',
+    '/mosaics/packbits/preview.png?max_size=512',
+    '/mosaics/noise/statistics?bins=1000',
+    '/mosaics/noise/statistics?bins=999',
+    '/mosaics/noise/preview.png?max_size=1024',
+    '/mosaics/deflate/statistics?bins=1000',
+  ];
+  let running = true;
+  const t0 = performance.now();
+  const work = load(
+    hostile.map((p) => `${url}${p}`),
+    8,
+  ).finally(() => {
+    running = false;
+  });
+  const busy = await healthLatencies(url, () => running);
+  const result = await work;
+  const phase1 = {
+    phase: 'healthz under 8 hostile requests',
+    hostileWallMs: round(performance.now() - t0),
+    hostileStatuses: result.statuses,
+    healthzIdleMaxMs: round(Math.max(...idle)),
+    healthzIdleP50Ms: round(percentile(idle, 50)),
+    healthzBusyMaxMs: round(Math.max(...busy)),
+    healthzBusyP50Ms: round(percentile(busy, 50)),
+    healthzBusyCount: busy.length,
+  };
+  process.stdout.write(`${JSON.stringify(phase1)}\n`);
+
+  // 2. soak: warm with ordinary tiles, then bursts of the heaviest legal requests
+  const tiles: string[] = [];
+  for (let i = 0; i < 400; i++) tiles.push(`${url}/mosaics/big/preview.png?max_size=${64 + (i % 200)}&rescale=0,60000`);
+  await load(tiles, 4);
+  await new Promise((r) => setTimeout(r, 3000));
+  const warm = await rssOf(url);
+  const heavy: string[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    for (let k = 0; k < 4; k++) {
+      heavy.push(`${url}/mosaics/big/preview.png?max_size=${2048 - r * 8 - k}`);
+      heavy.push(`${url}/mosaics/big/statistics?bins=${1000 - r * 4 - k}`);
+      heavy.push(`${url}/mosaics/${bombs[k][0]}/preview.png?max_size=${512 + r * 4 + k}`);
+      heavy.push(`${url}/mosaics/big/bbox/${await bboxOf(url)}.tif?width=${2000 - r * 4 - k}`);
+    }
+  }
+  let peak = warm;
+  let bursting = true;
+  const sampler = (async () => {
+    while (bursting) {
+      peak = Math.max(peak, await rssOf(url));
+      await new Promise((res) => setTimeout(res, 200));
+    }
+  })();
+  const burst = await load(heavy, 8, 300_000);
+  bursting = false;
+  await sampler;
+  const after: number[] = [];
+  for (let i = 0; i < 30; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    after.push(await rssOf(url));
+    if (after.at(-1)! <= warm * 1.2 && i >= 4) break;
+  }
+  const settled = after.at(-1)!;
+  const phase2 = {
+    phase: 'soak',
+    heavyRequests: heavy.length,
+    heavyStatuses: burst.statuses,
+    warmRssMiB: round(warm / MiB, 1),
+    peakRssMiB: round(peak / MiB, 1),
+    afterRssMiB: round(settled / MiB, 1),
+    afterOverWarmPct: round((settled / warm - 1) * 100, 1),
+    secondsToSettle: after.length,
+    withinTwentyPct: settled <= warm * 1.2,
+  };
+  process.stdout.write(`${JSON.stringify(phase2)}\n`);
+} finally {
+  await server.stop();
+  await rm(dir, { recursive: true, force: true });
+}
+
+async function bboxOf(url: string): Promise<string> {
+  const m = (await (await fetch(`${url}/mosaics/big`)).json()) as { boundsWgs84: number[] };
+  const [a, b, c, d] = m.boundsWgs84;
+  return [a, b, a + (c - a) * 0.9, b + (d - b) * 0.9].map((v) => v.toFixed(6)).join(',');
+}
