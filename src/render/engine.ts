@@ -30,7 +30,7 @@ import { HTTP_DEFAULTS, type HttpSettings, redactUrl, SourceHttp } from './sourc
 import { FileHandlePool } from './source.pool.ts';
 import { createS3Client, listS3Tiffs, type S3Settings, SourceS3 } from './source.s3.ts';
 import type { Source, SourceStats } from './source.ts';
-import type { CatalogAsset, CatalogItem, JsonFetch } from './stac.ts';
+import type { CatalogAsset, CatalogItem, JsonFetch, TextFetch } from './stac.ts';
 import { transformBounds } from './transform.ts';
 import { applyTransform, type Bounds, type DType, type Grid, invertTransform, MiB, type Pixels } from './types.ts';
 
@@ -331,10 +331,10 @@ export class Engine {
   }
 
   /**
-   * Fetch a JSON document (catalogue, STAC API page) under the source policy: local files inside the roots,
+   * Fetch a catalogue document or STAC API page as text under the source policy: local files inside the roots,
    * URLs under the allowed prefixes; at most maxCatalogueBytes.
    */
-  readonly fetchJson: JsonFetch = async (url, init) => {
+  readonly fetchText: TextFetch = async (url, init) => {
     const limit = this.settings.maxCatalogueBytes;
     if (!/^https?:\/\//i.test(url)) {
       if (init.method !== 'GET')
@@ -343,7 +343,7 @@ export class Engine {
       const st = await src.stat({ signal: init.signal });
       if (st.size > limit) throw new SourceError('too-large', `${url} is larger than ${limit} bytes`);
       const r = await src.read(0, st.size, { signal: init.signal });
-      return parseJson(new TextDecoder().decode(r.bytes), url);
+      return new TextDecoder().decode(r.bytes);
     }
     this.checkUrlAllowed(url);
     const { timeoutMs } = this.settings.http;
@@ -385,8 +385,12 @@ export class Engine {
       if (total > limit) throw new SourceError('too-large', `${redactUrl(url)} is larger than ${limit} bytes`);
       chunks.push(chunk);
     }
-    return parseJson(Buffer.concat(chunks).toString('utf8'), redactUrl(url));
+    return Buffer.concat(chunks).toString('utf8');
   };
+
+  /** fetchText, parsed. */
+  readonly fetchJson: JsonFetch = async (url, init) =>
+    parseJson(await this.fetchText(url, init), /^https?:/i.test(url) ? redactUrl(url) : url);
 
   /** The Source for a location (one per location, reused). */
   async source(location: string): Promise<Source> {
@@ -517,7 +521,12 @@ export class Engine {
   private async openCatalogueMosaic(spec: MosaicSpec, signal?: AbortSignal): Promise<Mosaic> {
     const c = spec.catalogue!;
     if (c.trusted) this.trust([c.items, c.search].filter((x): x is string => x !== undefined));
-    const loaded = await loadCatalogueItems(spec, { fetchJson: this.fetchJson, source: (l) => this.source(l), signal });
+    const loaded = await loadCatalogueItems(spec, {
+      fetchJson: this.fetchJson,
+      fetchText: this.fetchText,
+      source: (l) => this.source(l),
+      signal,
+    });
     const hrefs = new Set<string>();
     for (const it of loaded) for (const a of Object.values(it.assets)) hrefs.add(a.href);
     if (c.trusted) this.trust(hrefs);

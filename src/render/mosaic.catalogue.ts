@@ -11,6 +11,7 @@ import type { Source } from './source.ts';
 import { isParquet, readStacParquet } from './stac.parquet.ts';
 import {
   type CatalogItem,
+  eachFeature,
   featuresOf,
   filterItems,
   type JsonFetch,
@@ -19,10 +20,12 @@ import {
   type StacParseOptions,
   searchStac,
   sortItems,
+  type TextFetch,
 } from './stac.ts';
 
 export interface CatalogueIo {
   readonly fetchJson: JsonFetch;
+  readonly fetchText: TextFetch;
   readonly source: (location: string) => Promise<Source>;
   readonly signal?: AbortSignal;
 }
@@ -74,15 +77,21 @@ export async function loadCatalogueItems(spec: MosaicSpec, io: CatalogueIo): Pro
     if (kind === 'parquet') {
       items = await readStacParquet(src, { ...parse(c.items), signal: io.signal });
     } else if (kind === 'json') {
-      const doc = await io.fetchJson(c.items, { method: 'GET', signal: io.signal });
+      // one feature at a time: the document's text and the compact items, never the whole object graph
+      items = [];
+      const parsed = items;
+      const doc = eachFeature(
+        await io.fetchText(c.items, { method: 'GET', signal: io.signal }),
+        (f) => parsed.push(parseStacItem(f, parse(c.items))),
+        c.items,
+      );
       const search = linkOf(doc, 'search');
-      if (search && !Array.isArray((doc as { features?: unknown }).features)) {
+      if (search && !Array.isArray(doc.features)) {
         // a STAC API landing page
         const url = new URL(search, c.items).href;
         items = fromFeatures(await searchStac({ ...c, url }, io.fetchJson, io.signal), url);
         fromApi = true;
       } else {
-        const features = featuresOf(doc).slice();
         // a saved search page: follow its next links
         let req = nextPage(doc, { url: c.items, method: 'GET' });
         for (let pages = 0; req && /^https?:/i.test(req.url); pages++) {
@@ -93,10 +102,9 @@ export async function loadCatalogueItems(spec: MosaicSpec, io: CatalogueIo): Pro
             signal: io.signal,
           });
           const more = featuresOf(page);
-          for (const f of more) features.push(f);
+          for (const f of more) items.push(parseStacItem(f, parse(req.url)));
           req = more.length === 0 ? undefined : nextPage(page, req);
         }
-        items = fromFeatures(features, c.items);
       }
     } else {
       throw new RenderError(

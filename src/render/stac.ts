@@ -170,13 +170,22 @@ export function parseSortby(v: unknown): StacSortBy[] {
   });
 }
 
+/** The folder relative hrefs of a local document resolve against, per document (one path walk, not one per asset). */
+let lastBase: { base: string; dir: string } | undefined;
+
 function resolveHref(href: string, base: string | undefined): string {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(href)) return href.startsWith('file://') ? href.slice(7) : href;
   // relative to a document on the web: URL rules (an absolute path stays on the document's host)
   if (base && /^[a-z][a-z0-9+.-]*:\/\//i.test(base) && !base.startsWith('file://')) return new URL(href, base).href;
   if (path.isAbsolute(href)) return href;
   if (!base) return path.resolve(href);
-  return path.resolve(path.dirname(base.startsWith('file://') ? base.slice(7) : base), href);
+  if (lastBase?.base !== base) lastBase = { base, dir: path.dirname(path.resolve(base.replace(/^file:\/\//, ''))) };
+  // the common case, ./name or name/name without dot segments: a plain join (flat strings, no path walk)
+  if (!/(^|\/)\.\.?(\/|$)/.test(href.replace(/^\.\//, '')) && !href.includes('\\')) {
+    const rel = href.startsWith('./') ? href.slice(2) : href;
+    return `${lastBase.dir}/${rel}`;
+  }
+  return path.resolve(lastBase.dir, href);
 }
 
 function looksRaster(name: string, a: Record<string, unknown>): boolean {
@@ -216,15 +225,17 @@ export function parseStacItem(raw: unknown, options: StacParseOptions = {}): Cat
     const dtype = typeof b0.data_type === 'string' ? DTYPE_OF[b0.data_type] : undefined;
     const nd = b0.nodata;
     const nodata = typeof nd === 'number' ? nd : nd === 'nan' ? Number.NaN : undefined;
+    const grid = shape && t && shape[0] >= 1 && shape[1] >= 1;
+    // one object shape for every asset (tens of thousands are kept: no per-asset dictionaries)
     const asset: CatalogAsset = {
       href: resolveHref(a.href, options.base),
-      ...(epsg !== undefined ? { epsg } : {}),
-      ...(shape && t && shape[0] >= 1 && shape[1] >= 1
-        ? { transform: gdalTransformOf(t), width: Math.round(shape[1]), height: Math.round(shape[0]) }
-        : {}),
-      ...(dtype ? { dtype } : {}),
-      ...(nodata !== undefined ? { nodata } : {}),
-      ...(bands.length > 0 ? { bandCount: bands.length } : {}),
+      epsg,
+      transform: grid ? gdalTransformOf(t) : undefined,
+      width: grid ? Math.round(shape[1]) : undefined,
+      height: grid ? Math.round(shape[0]) : undefined,
+      dtype,
+      nodata,
+      bandCount: bands.length > 0 ? bands.length : undefined,
     };
     assets[name] = asset;
   }
@@ -249,7 +260,7 @@ export function parseStacItem(raw: unknown, options: StacParseOptions = {}): Cat
     else if (v instanceof Date) sortKeys[f] = v.getTime();
   }
   const collection = typeof raw.collection === 'string' ? raw.collection : undefined;
-  return { id, ...(collection ? { collection } : {}), datetime: dt, endDatetime: end, bbox, assets, sortKeys };
+  return { id, collection, datetime: dt, endDatetime: end, bbox, assets, sortKeys };
 }
 
 /** The features of an ItemCollection / FeatureCollection, a single Item, or a plain array of items. */
@@ -260,6 +271,113 @@ export function featuresOf(doc: unknown): unknown[] {
     if (doc.type === 'Feature') return [doc];
   }
   return bad('a STAC document must be an ItemCollection (FeatureCollection), an Item, or a list of items');
+}
+
+function notJson(where: string, detail: string): never {
+  throw new RenderError('bad-request', `${where} is not valid JSON: ${detail}`);
+}
+
+/** Index just past the JSON value starting at `i` (strings, numbers, literals, nested objects and arrays). */
+function skipValue(text: string, i: number, where: string): number {
+  const n = text.length;
+  let depth = 0;
+  for (; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // a string: to its closing quote, over escapes
+      for (i++; i < n; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c) i++;
+        else if (d === 0x22) break;
+      }
+      if (i >= n) notJson(where, 'a string does not end');
+      if (depth === 0) return i + 1;
+    } else if (c === 0x7b || c === 0x5b) {
+      depth++;
+    } else if (c === 0x7d || c === 0x5d) {
+      depth--;
+      if (depth === 0) return i + 1;
+      if (depth < 0) notJson(where, `unexpected "${text[i]}" at ${i}`);
+    } else if (depth === 0 && (c === 0x2c || c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09)) {
+      return i;
+    }
+  }
+  if (depth !== 0) notJson(where, 'the document ends inside an object or array');
+  return i;
+}
+
+function skipSpace(text: string, i: number): number {
+  while (i < text.length) {
+    const c = text.charCodeAt(i);
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09 && c !== 0xfeff) break;
+    i++;
+  }
+  return i;
+}
+
+function parseSlice(text: string, a: number, b: number, where: string): unknown {
+  try {
+    return JSON.parse(text.slice(a, b));
+  } catch (e) {
+    return notJson(where, (e as Error).message);
+  }
+}
+
+/**
+ * Read a FeatureCollection (or an array of items, or one Item) one feature at a time: each feature's text is parsed
+ * and handed to `onFeature` on its own, so a 20,000-item document never exists as one object graph (its text and
+ * one feature at a time do). Returns the rest of the document (links, type...) with `features` left out.
+ */
+export function eachFeature(
+  text: string,
+  onFeature: (raw: unknown) => void,
+  where = 'the catalogue',
+): Record<string, unknown> {
+  let i = skipSpace(text, 0);
+  const elements = (from: number): number => {
+    // from is just past "["
+    let j = skipSpace(text, from);
+    if (text[j] === ']') return j + 1;
+    for (;;) {
+      const end = skipValue(text, j, where);
+      onFeature(parseSlice(text, j, end, where));
+      j = skipSpace(text, end);
+      if (text[j] === ',') j = skipSpace(text, j + 1);
+      else if (text[j] === ']') return j + 1;
+      else notJson(where, `expected "," or "]" at ${j}`);
+    }
+  };
+  if (text[i] === '[') {
+    elements(i + 1);
+    return {};
+  }
+  if (text[i] !== '{') notJson(where, 'it does not start with "{" or "["');
+  const rest: Record<string, unknown> = {};
+  let sawFeatures = false;
+  i = skipSpace(text, i + 1);
+  if (text[i] === '}') return rest;
+  for (;;) {
+    if (text[i] !== '"') notJson(where, `expected a key at ${i}`);
+    const keyEnd = skipValue(text, i, where);
+    const key = parseSlice(text, i, keyEnd, where) as string;
+    i = skipSpace(text, keyEnd);
+    if (text[i] !== ':') notJson(where, `expected ":" at ${i}`);
+    i = skipSpace(text, i + 1);
+    if (key === 'features' && text[i] === '[') {
+      i = elements(i + 1);
+      sawFeatures = true;
+    } else {
+      const end = skipValue(text, i, where);
+      rest[key] = parseSlice(text, i, end, where);
+      i = end;
+    }
+    i = skipSpace(text, i);
+    if (text[i] === ',') i = skipSpace(text, i + 1);
+    else if (text[i] === '}') break;
+    else notJson(where, `expected "," or "}" at ${i}`);
+  }
+  if (!sawFeatures && rest.type === 'Feature') onFeature(rest);
+  return sawFeatures ? { ...rest, features: [] } : rest;
 }
 
 /** The value an item is ordered by for one sortby field (NaN / '' sort last). */
@@ -318,6 +436,11 @@ export type JsonFetch = (
   url: string,
   init: { method: 'GET' | 'POST'; body?: string; signal?: AbortSignal },
 ) => Promise<unknown>;
+/** The same, as text (for documents read one feature at a time). */
+export type TextFetch = (
+  url: string,
+  init: { method: 'GET' | 'POST'; body?: string; signal?: AbortSignal },
+) => Promise<string>;
 
 export interface StacSearchRequest extends StacQuery {
   /** the `/search` endpoint */
