@@ -94,7 +94,13 @@ export const configSchema = z
           .url({ protocol: /^https?$/, error: 'publicUrl must be an http:// or https:// URL' })
           .optional()
           .describe(
-            'base URL clients reach the service at, used in TileJSON, WMTS and VRT links; default: from the request (Host, X-Forwarded-Host/Proto)',
+            'base URL clients reach the service at, used in TileJSON, WMTS and VRT links; default: from the request (its Host header; X-Forwarded-Host/Proto with trustProxy)',
+          ),
+        trustProxy: z
+          .boolean()
+          .default(false)
+          .describe(
+            'take X-Forwarded-Host / X-Forwarded-Proto for links (without publicUrl): only behind a reverse proxy that sets them; otherwise any client could put its own host into cached links',
           ),
         corsOrigins: z
           .array(z.string().min(1))
@@ -147,6 +153,12 @@ export const configSchema = z
           .max(10)
           .default(3)
           .describe('retries of a failed HTTP(S) source request (with backoff)'),
+        onSourceError: z
+          .enum(['skip', 'fail'])
+          .default('skip')
+          .describe(
+            'a source that cannot be read (corrupt, unsupported, missing) or a block that cannot be decoded: skip serves the mosaic without it (listed in GET /mosaics/{id}, logged, counted; /readyz says degraded); fail fails the mosaic or the request. Exports always fail on a bad block',
+          ),
         maxOpenFiles: positiveInt
           .default(256)
           .describe(

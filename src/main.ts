@@ -49,6 +49,7 @@ export function engineSettings(config: Config): Partial<EngineSettings> {
     headerCacheBytes: config.cache.headerBytes,
     tileCacheBytes: config.cache.blockBytes,
     maxRenderPixels: config.limits.maxRenderPixels,
+    onSourceError: s.onSourceError,
     maxOpenFiles: s.maxOpenFiles,
     maxOpenRasters: s.maxOpenRasters,
   };

@@ -32,8 +32,6 @@ import {
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
 const TOKEN = 'a-valid-token-0123456789abcdef';
-/** marks the checks whose fix has not landed yet (they run, and report, without failing the suite) */
-const TODO = 'being fixed';
 const CLI = path.join(import.meta.dirname, '..', 'src', 'cli.ts');
 
 /** A 256 x 256 uint16 tile: a gradient from `base` (never 0, the nodata value). */
@@ -300,9 +298,7 @@ describe('one bad block or file costs its own pixels, not the mosaic', () => {
     assert.equal(warned.length, 2);
   });
 
-  test('onSourceError: fail keeps the strict behaviour, and the error names the file without its folder', {
-    todo: TODO,
-  }, async () => {
+  test('onSourceError: fail keeps the strict behaviour, and the error names the file without its folder', async () => {
     const strict = await startTestServer({
       sources: { roots: [dir], onSourceError: 'fail' },
       mosaics: [{ id: 'folder', sources: [folder] }],
@@ -352,9 +348,7 @@ describe('requests', () => {
     await s.stop();
   });
 
-  test('forwarded headers are ignored unless server.trustProxy; answers that depend on headers say Vary', {
-    todo: TODO,
-  }, async () => {
+  test('forwarded headers are ignored unless server.trustProxy; answers that depend on headers say Vary', async () => {
     const r = await fetch(`${s.url}/mosaics/m/tilejson.json`, {
       headers: { 'x-forwarded-host': 'evil.example', 'x-forwarded-proto': 'https' },
     });
