@@ -113,6 +113,21 @@ describe('mosaics registered at run time', () => {
     assert.notEqual(jan.headers.get('etag'), feb.headers.get('etag'));
     assert.notDeepEqual(new Uint8Array(await jan.arrayBuffer()), new Uint8Array(await feb.arrayBuffer()));
     assert.equal((await fetch(`${app.url}/mosaics/qc/tiles/14/${x}/${y}.png?datetime=yesterday`)).status, 400);
+    // band names are the asset names, in bands= and in expressions
+    const tile = (q: string) =>
+      fetch(`${app.url}/mosaics/qc/tiles/14/${x}/${y}.png?${q}`).then(async (r) => ({
+        status: r.status,
+        body: new Uint8Array(await r.arrayBuffer()),
+      }));
+    const byName = await tile('bands=B11,B03,B04&rescale=0,4000');
+    const byIndex = await tile('bands=3,2,1&rescale=0,4000');
+    assert.equal(byName.status, 200);
+    assert.deepEqual(byName.body, byIndex.body);
+    assert.notDeepEqual(byName.body, (await tile('bands=1,2,3&rescale=0,4000')).body);
+    const ndi = await tile(`expression=${encodeURIComponent('(B11-B04)/(B11+B04)')}&rescale=0,0.5`);
+    assert.equal(ndi.status, 200);
+    assert.deepEqual(ndi.body, (await tile(`expression=${encodeURIComponent('(b3-b1)/(b3+b1)')}&rescale=0,0.5`)).body);
+    assert.equal((await tile('bands=B99')).status, 400);
 
     const fresh = `${app.url}/mosaics/qc/explain?tile=13/${x >> 1}/${y >> 1}`;
     const mark = files.requests.length;

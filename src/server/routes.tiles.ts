@@ -168,8 +168,48 @@ function datetimeOf(c: Ctx): { interval?: readonly [number, number]; key: string
   return { interval, key: `|dt=${iso(interval[0])}/${iso(interval[1])}` };
 }
 
-function queryOf(c: Ctx): StyleQuery {
-  return { get: (n) => c.req.query(n), getAll: (n) => c.req.queries(n) ?? [] };
+/**
+ * Band names a request may use for `bN` in `bands` and `expression`: the assets of a catalogue mosaic (B04, B08,
+ * nir...). Names that look like bN, or are not plain identifiers, are left out.
+ */
+function bandAliases(m: Mosaic | undefined): Map<string, number> | undefined {
+  if (!m?.items) return undefined;
+  const out = new Map<string, number>();
+  m.bandNames.forEach((name, i) => {
+    if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) && !/^b\d+$/.test(name)) out.set(name, i + 1);
+  });
+  return out.size ? out : undefined;
+}
+
+/** `bands` and `expression` with band names written as bN (other parameters as they are). */
+export function aliasBandNames(name: string, value: string, aliases: Map<string, number> | undefined): string {
+  if (!aliases) return value;
+  if (name === 'bands')
+    return value
+      .split(',')
+      .map((t) => {
+        const k = aliases.get(t.trim());
+        return k === undefined ? t : String(k);
+      })
+      .join(',');
+  if (name === 'expression')
+    return value.replace(/[A-Za-z_][A-Za-z0-9_]*/g, (w) => {
+      const k = aliases.get(w);
+      return k === undefined ? w : `b${k}`;
+    });
+  return value;
+}
+
+/** The style parameters of a request; for a catalogue mosaic, band names (asset names) stand for bN. */
+function queryOf(c: Ctx, m?: Mosaic): StyleQuery {
+  const aliases = bandAliases(m);
+  return {
+    get: (n) => {
+      const v = c.req.query(n);
+      return v === undefined ? v : aliasBandNames(n, v, aliases);
+    },
+    getAll: (n) => (c.req.queries(n) ?? []).map((v) => aliasBandNames(n, v, aliases)),
+  };
 }
 
 function strongEtag(...parts: string[]): string {
@@ -439,7 +479,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const matrix = set.matrix(z);
     const x = intParam(c.req.param('x'), `x at zoom ${z}`, 0, matrix.matrixWidth - 1);
     const y = intParam(yText, `y at zoom ${z}`, 0, matrix.matrixHeight - 1);
-    const style = parseStyle(queryOf(c), m.bandCount, styleLimits);
+    const style = parseStyle(queryOf(c, m), m.bandCount, styleLimits);
     const key = `tile|${set.id}|${z}/${x}/${y}|${tileSize}|${format}|${styleKey(style)}${datetimeOf(c).key}`;
     const grid = tmsTileGrid(set, z, x, y);
     const inside =
@@ -587,7 +627,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const m = catalog.get(c.req.param('id'));
     const tileSize = tileSizeParam(c.req.query('tilesize'));
     const format = imageFormat(c.req.query('format') ?? 'png');
-    parseStyle(queryOf(c), m.bandCount, styleLimits);
+    parseStyle(queryOf(c, m), m.bandCount, styleLimits);
     const base = baseUrl(c, config);
     const dt = c.req.query('datetime');
     if (dt) parseInterval(dt);
@@ -624,7 +664,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const tileSize = tileSizeParam(c.req.query('tilesize'));
     const fmt = c.req.query('format');
     const formats: ImageFormat[] = fmt ? [imageFormat(fmt)] : ['png', 'webp', 'jpg'];
-    parseStyle(queryOf(c), m.bandCount, styleLimits);
+    parseStyle(queryOf(c, m), m.bandCount, styleLimits);
     const base = baseUrl(c, config);
     const query = styleQueryString(queryOf(c));
     const cond = conditional(c, [m.etag, 'wmts', base, query, String(tileSize), formats.join(',')]);
@@ -710,8 +750,17 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
         : intParam(binsText, 'bins', 1, MAX_HISTOGRAM_BINS);
     const exprText = c.req.query('expression');
     const expression =
-      exprText === undefined ? undefined : parseExpression(exprText, m.bandCount, limits.maxExpressionLength);
-    const bands = parseBands(c.req.queries('bands') ?? [], m.bandCount);
+      exprText === undefined
+        ? undefined
+        : parseExpression(
+            aliasBandNames('expression', exprText, bandAliases(m)),
+            m.bandCount,
+            limits.maxExpressionLength,
+          );
+    const bands = parseBands(
+      (c.req.queries('bands') ?? []).map((v) => aliasBandNames('bands', v, bandAliases(m))),
+      m.bandCount,
+    );
     if (expression && bands) throw new RequestError('bad-request', 'give either bands= or expression=, not both');
     const ndText = c.req.query('nodata');
     const nodata = ndText === undefined || ndText === '' ? undefined : parseNodata(ndText);
@@ -742,7 +791,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
       sizeText === undefined || sizeText === ''
         ? Math.min(DEFAULT_PREVIEW_SIZE, limits.maxPreviewSize)
         : intParam(sizeText, 'max_size', 1, limits.maxPreviewSize);
-    const style = parseStyle(queryOf(c), m.bandCount, styleLimits);
+    const style = parseStyle(queryOf(c, m), m.bandCount, styleLimits);
     const grid = previewGrid(m.grid, maxSize);
     const key = `preview|${maxSize}|${format}|${styleKey(style)}${datetimeOf(c).key}`;
     return serveCached(c, cacheEntry(m, key), (signal) => renderImage(c, m, grid, format, style, 'preview', signal));
@@ -767,7 +816,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
     const heightText = c.req.query('height');
     const width = widthText ? intParam(widthText, 'width', 1, MAX_CROP_SIDE) : undefined;
     const height = heightText ? intParam(heightText, 'height', 1, MAX_CROP_SIDE) : undefined;
-    const style = parseStyle(queryOf(c), m.bandCount, styleLimits, { image: !tiff });
+    const style = parseStyle(queryOf(c, m), m.bandCount, styleLimits, { image: !tiff });
     const grid = cropGrid(m, bbox, crs, width, height);
     if (grid.width > MAX_CROP_SIDE || grid.height > MAX_CROP_SIDE || grid.width * grid.height > limits.maxCropPixels) {
       throw new RequestError(
