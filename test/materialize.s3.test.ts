@@ -355,10 +355,10 @@ describe('materialise to S3 (radosgw)', () => {
     const sink = new SinkS3(`s3://${BUCKET}/${key}`, { settings, ...FAST });
     const ac = new AbortController();
     let partsAtCancel = 0;
-    // one run: its middle parts go out while tiles are still being rendered; cancel as soon as one is stored
-    const putPart = sink.putPart.bind(sink);
-    sink.putPart = async (...args: Parameters<typeof putPart>) => {
-      const r = await putPart(...args);
+    // one shard: its parts go out while tiles are still being rendered; cancel as soon as one is stored
+    const stage = sink.stage.bind(sink);
+    sink.stage = async (...args: Parameters<typeof stage>) => {
+      const r = await stage(...args);
       if (!ac.signal.aborted) {
         partsAtCancel = sink.stats.parts;
         ac.abort(new Error('stop'));

@@ -19,13 +19,14 @@ import {
   DeleteObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListPartsCommand,
   type S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { CogmillError, errorMessage, SourceError } from '../render/errors.ts';
 import { createS3Client, parseS3Url, type S3ErrorShape, type S3Settings, s3SourceError } from '../render/source.s3.ts';
 import { type Part, S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES } from './part.plan.ts';
-import type { SinkParts, SinkResult, SinkStats } from './sink.ts';
+import type { SinkLimits, SinkParts, SinkResult, SinkStaged, SinkStats, StagedPart, UploadInfo } from './sink.ts';
 
 export interface SinkS3Options {
   /**
@@ -146,7 +147,7 @@ interface PartRecord {
   readonly md5: Buffer;
 }
 
-export class SinkS3 implements SinkParts {
+export class SinkS3 implements SinkParts, SinkStaged {
   readonly mode = 'parts' as const;
   readonly kind = 's3';
   readonly location: string;
@@ -165,6 +166,8 @@ export class SinkS3 implements SinkParts {
   private state: 'new' | 'open' | 'completing' | 'completed' | 'aborted' = 'new';
   /** CompleteMultipartUpload was sent at least once (the store may have completed the object) */
   private completeSent = false;
+  /** the parts of the last commit */
+  private committed: readonly StagedPart[] = [];
 
   constructor(url: string, options: SinkS3Options = {}) {
     const { bucket, key } = parseS3Url(url);
@@ -184,9 +187,108 @@ export class SinkS3 implements SinkParts {
     this.attempts = Math.max(1, options.attempts ?? SINK_S3_DEFAULTS.attempts);
   }
 
-  /** the multipart upload id (after open) */
+  /** the multipart upload id (after open, create or attach) */
   get uploadId(): string | undefined {
     return this.id;
+  }
+
+  get limits(): SinkLimits {
+    return {
+      minPartBytes: this.options.minPartBytes ?? S3_MIN_PART_BYTES,
+      maxPartBytes: S3_MAX_PART_BYTES,
+      maxParts: S3_MAX_PARTS,
+    };
+  }
+
+  get minPartBytes(): number {
+    return this.limits.minPartBytes;
+  }
+
+  async create(signal?: AbortSignal): Promise<string> {
+    await this.open(signal);
+    return this.id!;
+  }
+
+  attach(uploadId: string): void {
+    if (this.state !== 'new') throw new Error(`SinkS3.attach: the sink is ${this.state}`);
+    if (typeof uploadId !== 'string' || uploadId === '') throw new TypeError('SinkS3.attach: an upload id is needed');
+    this.id = uploadId;
+    this.state = 'open';
+  }
+
+  async stage(part: Part, signal?: AbortSignal): Promise<StagedPart> {
+    const p = this.upload(part, signal);
+    this.inflight.add(p);
+    const done = () => this.inflight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  async listStaged(signal?: AbortSignal): Promise<StagedPart[]> {
+    if (this.id === undefined) throw new Error('SinkS3.listStaged: no upload (create or attach first)');
+    const out: StagedPart[] = [];
+    let marker: string | undefined;
+    for (let page = 0; page < 1000; page++) {
+      const res = await this.send(
+        'ListParts',
+        (c, s) =>
+          c.send(
+            new ListPartsCommand({ Bucket: this.bucket, Key: this.key, UploadId: this.id, PartNumberMarker: marker }),
+            { abortSignal: s },
+          ),
+        signal,
+      );
+      for (const p of res.Parts ?? [])
+        out.push({ partNumber: p.PartNumber ?? 0, bytes: p.Size ?? 0, etag: p.ETag ?? '' });
+      if (!res.IsTruncated) break;
+      marker = res.NextPartNumberMarker;
+    }
+    return out.sort((a, b) => a.partNumber - b.partNumber);
+  }
+
+  async listUploads(signal?: AbortSignal): Promise<UploadInfo[]> {
+    const out: UploadInfo[] = [];
+    let keyMarker: string | undefined;
+    let idMarker: string | undefined;
+    for (let page = 0; page < 100; page++) {
+      const res = await this.send(
+        'ListMultipartUploads',
+        (c, s) =>
+          c.send(
+            new ListMultipartUploadsCommand({
+              Bucket: this.bucket,
+              Prefix: this.key,
+              KeyMarker: keyMarker,
+              UploadIdMarker: idMarker,
+            }),
+            { abortSignal: s },
+          ),
+        signal,
+      );
+      for (const u of res.Uploads ?? []) {
+        if (u.Key === this.key && u.UploadId)
+          out.push({ uploadId: u.UploadId, initiated: u.Initiated ? new Date(u.Initiated).toISOString() : null });
+      }
+      if (!res.IsTruncated) break;
+      keyMarker = res.NextKeyMarker;
+      idMarker = res.NextUploadIdMarker;
+    }
+    return out;
+  }
+
+  async abortUpload(uploadId: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.send(
+        'AbortMultipartUpload',
+        (c, s) =>
+          c.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.key, UploadId: uploadId }), {
+            abortSignal: s,
+          }),
+        signal,
+      );
+    } catch (e) {
+      if (!(e instanceof SourceError && e.cause !== undefined && errorName(e.cause) === 'NoSuchUpload')) throw e;
+    }
   }
 
   private s3(): S3Client {
@@ -297,15 +399,11 @@ export class SinkS3 implements SinkParts {
     this.state = 'open';
   }
 
-  putPart(part: Part, signal?: AbortSignal): Promise<void> {
-    const p = this.upload(part, signal);
-    this.inflight.add(p);
-    const done = () => this.inflight.delete(p);
-    p.then(done, done);
-    return p;
+  async putPart(part: Part, signal?: AbortSignal): Promise<void> {
+    await this.stage(part, signal);
   }
 
-  private async upload(part: Part, signal?: AbortSignal): Promise<void> {
+  private async upload(part: Part, signal?: AbortSignal): Promise<StagedPart> {
     if (this.state !== 'open') {
       throw new SourceError(
         'internal',
@@ -337,12 +435,14 @@ export class SinkS3 implements SinkParts {
     );
     const etag = res.ETag ?? '';
     if (etag === '') throw new SourceError('unreachable', `${this.location}: UploadPart ${n} answered without an ETag`);
-    if (this.state !== 'open') return;
+    const staged = { partNumber: n, bytes: body.byteLength, etag };
+    if (this.state !== 'open') return staged;
     const old = this.parts.get(n);
     if (old) this.stats.bytes -= old.bytes;
     else this.stats.parts++;
     this.parts.set(n, { etag, bytes: body.byteLength, md5 });
     this.stats.bytes += body.byteLength;
+    return staged;
   }
 
   /** the parts uploaded so far, by number */
@@ -354,17 +454,29 @@ export class SinkS3 implements SinkParts {
 
   /** the ETag S3 gives a multipart object made of exactly these parts (MD5 of the parts' MD5s, `-N`) */
   expectedEtag(): string {
-    const sorted = [...this.parts.entries()].sort((a, b) => a[0] - b[0]);
+    const parts = this.committed.length ? this.committed : this.uploadedParts();
     const h = createHash('md5');
-    for (const [, p] of sorted) h.update(p.md5);
-    return `"${h.digest('hex')}-${sorted.length}"`;
+    for (const p of parts) h.update(Buffer.from(p.etag.replace(/"/g, ''), 'hex'));
+    return `"${h.digest('hex')}-${parts.length}"`;
   }
 
   async complete(signal?: AbortSignal): Promise<SinkResult> {
     if (this.state !== 'open')
       throw new SourceError('internal', `${this.location}: complete() while the upload is ${this.state}`);
     await Promise.allSettled([...this.inflight]);
-    const sorted = this.uploadedParts();
+    return this.commit(this.uploadedParts(), signal);
+  }
+
+  async commit(parts: readonly StagedPart[], signal?: AbortSignal): Promise<SinkResult> {
+    if (this.state !== 'open')
+      throw new SourceError('internal', `${this.location}: commit() while the upload is ${this.state}`);
+    await Promise.allSettled([...this.inflight]);
+    const sorted = [...parts];
+    for (let i = 1; i < sorted.length; i++) {
+      if (sorted[i].partNumber <= sorted[i - 1].partNumber)
+        throw new SourceError('internal', `${this.location}: commit() needs parts in ascending order of number`);
+    }
+    this.committed = sorted;
     if (sorted.length === 0 || sorted[0].partNumber !== 1) {
       throw new SourceError('internal', `${this.location}: cannot complete the upload without part 1 (the header)`);
     }

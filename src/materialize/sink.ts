@@ -1,10 +1,39 @@
 /**
- * Where a materialised COG goes. Two shapes:
- * - parts sinks (S3, Azure): accept numbered parts in any order and concurrently, part 1 (header first) last;
+ * Where a materialised COG goes. Three shapes:
+ *
+ * - **staged** sinks (S3 multipart, Azure block blobs) — the one every distributed mode uses. An *upload* has an id
+ *   that any process can attach to; numbered parts are staged by any process, in any order, concurrently and more
+ *   than once (a part staged again with the same number replaces the old one: at-least-once delivery is harmless);
+ *   the staged parts can be listed (resume); one call commits an explicit, ordered list of parts into the object
+ *   (parts left out are discarded by the store), and abort removes the upload and every staged part.
+ *
+ *   ```
+ *   interface SinkStaged {
+ *     kind, location, limits: { minPartBytes, maxPartBytes, maxParts }, stats
+ *     create(signal)                -> uploadId          (coordinator, once per materialisation)
+ *     attach(uploadId)                                   (workers, the complete step, resume)
+ *     stage(part, signal)           -> StagedPart        (part = { partNumber, chunks, bytes })
+ *     listStaged(signal)            -> StagedPart[]      (S3 ListParts, Azure uncommitted block list)
+ *     commit(parts, signal)         -> SinkResult        (S3 CompleteMultipartUpload + HeadObject check;
+ *                                                         Azure Put Block List + properties check)
+ *     abort(reason)                                      (the upload and its parts are gone afterwards)
+ *     listUploads(signal)           -> UploadInfo[]      (other unfinished uploads to the same key: stale ones)
+ *     abortUpload(uploadId, signal)                      (remove one of them)
+ *   }
+ *   ```
+ *   Part numbers are 1..limits.maxParts and increase in file order; every part but the highest-numbered one is at
+ *   least limits.minPartBytes (S3: 5 MiB; Azure: 1). Part 1 is the COG header followed by the first data, staged
+ *   last. Azure maps part numbers to fixed-length block ids (e.g. base64 of `${uploadId}:${partNumber padded}`), so
+ *   listStaged can recover part numbers and commit can name blocks by number.
+ *
+ * - parts sinks (the older in-process shape, SinkParts): open/putPart/complete with the sink keeping the part list;
+ *   `stagedOf()` turns one into a staged sink for the in-process pipeline.
  * - sequential sinks (file, download): accept the tile data in file order after a reserved header area, then the
  *   header at offset 0.
- * On any failure or cancel the pipeline calls abort(): nothing may appear at the destination.
+ *
+ * On any failure or cancel the caller aborts: nothing may appear at the destination. Sinks throw SinkError.
  */
+import { CogmillError, type ErrorKind } from '../render/errors.ts';
 import type { Part } from './part.plan.ts';
 
 export interface SinkResult {
@@ -19,6 +48,55 @@ export interface SinkStats {
   parts: number;
   bytes: number;
   retries: number;
+}
+
+/** A part as the store holds it. */
+export interface StagedPart {
+  readonly partNumber: number;
+  readonly bytes: number;
+  /** S3: the part's ETag; Azure: the block id */
+  readonly etag: string;
+}
+
+export interface SinkLimits {
+  /** smallest size of every part but the highest-numbered (S3 5 MiB; Azure 1) */
+  readonly minPartBytes: number;
+  /** largest part (S3 5 GiB; Azure 4000 MiB) */
+  readonly maxPartBytes: number;
+  /** highest part number (S3 10,000; Azure 50,000) */
+  readonly maxParts: number;
+}
+
+/** An unfinished upload to a key. */
+export interface UploadInfo {
+  readonly uploadId: string;
+  /** ISO time the upload was created, when the store says */
+  readonly initiated: string | null;
+}
+
+export interface SinkStaged {
+  readonly kind: string;
+  readonly location: string;
+  readonly limits: SinkLimits;
+  readonly stats: SinkStats;
+  /** the upload this sink writes to (after create or attach) */
+  readonly uploadId: string | undefined;
+  /** start a new upload and attach to it */
+  create(signal?: AbortSignal): Promise<string>;
+  /** write to an existing upload (made by create here or in another process) */
+  attach(uploadId: string): void;
+  /** stage one part (retried inside as needed); a part staged again with the same number replaces it */
+  stage(part: Part, signal?: AbortSignal): Promise<StagedPart>;
+  /** the parts staged in this upload so far, by number (from the store, not from memory) */
+  listStaged(signal?: AbortSignal): Promise<StagedPart[]>;
+  /** make the object from exactly these parts, in this order (ascending numbers), and check it is there */
+  commit(parts: readonly StagedPart[], signal?: AbortSignal): Promise<SinkResult>;
+  /** remove the upload and every staged part; afterwards nothing of it is at the destination */
+  abort(reason?: unknown): Promise<void>;
+  /** unfinished uploads to this sink's key (stale ones from crashed runs, or this one) */
+  listUploads(signal?: AbortSignal): Promise<UploadInfo[]>;
+  /** abort another upload to this key */
+  abortUpload(uploadId: string, signal?: AbortSignal): Promise<void>;
 }
 
 export interface SinkParts {
@@ -52,3 +130,52 @@ export interface SinkSequential {
 }
 
 export type Sink = SinkParts | SinkSequential;
+
+/** Whether a sink can be written by many processes (it implements SinkStaged). */
+export function isStaged(sink: unknown): sink is SinkStaged {
+  const s = sink as Partial<SinkStaged> | undefined;
+  return typeof s?.stage === 'function' && typeof s.commit === 'function' && typeof s.listStaged === 'function';
+}
+
+/**
+ * What went wrong at a destination, for a person and for code:
+ * - `bad-destination`: the destination is malformed or names no object;
+ * - `forbidden`: the credentials may not write there;
+ * - `upload-gone`: the upload no longer exists (aborted, completed, or removed by a lifecycle rule);
+ * - `parts-refused`: the store refused the parts at commit (too small, wrong order, unknown ETag);
+ * - `not-ours`: after the commit the object at the key is not made of our parts (another writer);
+ * - `unreachable` / `timeout`: the store did not answer usably, retries included;
+ * - `internal`: the sink was used wrongly (a bug).
+ */
+export const SINK_ERROR_KINDS = [
+  'bad-destination',
+  'forbidden',
+  'upload-gone',
+  'parts-refused',
+  'not-ours',
+  'unreachable',
+  'timeout',
+  'internal',
+] as const;
+export type SinkErrorKind = (typeof SINK_ERROR_KINDS)[number];
+
+/** how each sink failure is reported over HTTP (through CogmillError's kind -> status table) */
+const SINK_KIND_TO_ERROR: Record<SinkErrorKind, ErrorKind> = {
+  'bad-destination': 'bad-request',
+  forbidden: 'forbidden',
+  'upload-gone': 'not-found',
+  'parts-refused': 'internal',
+  'not-ours': 'changed',
+  unreachable: 'unreachable',
+  timeout: 'timeout',
+  internal: 'internal',
+};
+
+export class SinkError extends CogmillError {
+  override readonly name = 'SinkError';
+  readonly sinkKind: SinkErrorKind;
+  constructor(sinkKind: SinkErrorKind, message: string, options?: { cause?: unknown }) {
+    super(SINK_KIND_TO_ERROR[sinkKind], message, options);
+    this.sinkKind = sinkKind;
+  }
+}

@@ -1,0 +1,82 @@
+/** Options, progress and results of a materialisation, and the COG spec they give (shared by every mode). */
+import type { Mosaic } from '../render/mosaic.ts';
+import { isFloat, type Resampling } from '../render/types.ts';
+import type { CogCompression, CogPredictor, CogSpec } from './cog.layout.ts';
+import type { SinkResult } from './sink.ts';
+
+export interface MaterializeOptions {
+  readonly compression?: CogCompression;
+  /** deflate/zstd level */
+  readonly level?: number;
+  /** 'auto' (default): 2 for integers, 3 for floats, 1 for none/jpeg/webp */
+  readonly predictor?: CogPredictor | 'auto';
+  readonly blockSize?: number;
+  readonly quality?: number;
+  readonly resampling?: Resampling;
+  readonly overviewResampling?: Resampling;
+  /** worker threads; 0 renders on the calling thread. Default: available cores */
+  readonly workers?: number;
+  /** parallel runs of tiles for parts sinks (default: max(1, workers)) */
+  readonly runs?: number;
+  readonly maxConcurrentUploads?: number;
+  /** smallest part size (default 8 MiB; grows so that 10,000 parts hold the largest possible output) */
+  readonly minPartSizeBytes?: number;
+  /** S3's minimum part size; only tests lower it */
+  readonly minPartBytes?: number;
+  /** write band statistics into GDAL_METADATA (default true) */
+  readonly statistics?: boolean;
+}
+
+export interface MaterializeProgress {
+  readonly tilesDone: number;
+  readonly tilesTotal: number;
+  readonly bytesWritten: number;
+  readonly parts: number;
+  readonly retries: number;
+  readonly elapsedMs: number;
+  readonly tilesPerSecond: number;
+  readonly etaSeconds: number | null;
+}
+
+export interface MaterializeResult extends SinkResult {
+  readonly tiles: number;
+  readonly levels: number;
+  readonly bigTiff: boolean;
+  readonly elapsedMs: number;
+}
+
+export interface MaterializeHooks {
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (p: MaterializeProgress) => void;
+}
+
+export function resolvePredictor(
+  compression: CogCompression,
+  predictor: CogPredictor | 'auto' | undefined,
+  dtype: Mosaic['dtype'],
+): CogPredictor {
+  if (predictor !== undefined && predictor !== 'auto') return predictor;
+  if (compression !== 'deflate' && compression !== 'lzw' && compression !== 'zstd') return 1;
+  return isFloat(dtype) ? 3 : 2;
+}
+
+/** The COG spec of a mosaic for the given options (gdalMetadata reserved at its final length). */
+export function cogSpecFor(mosaic: Mosaic, options: MaterializeOptions, gdalMetadata?: string): CogSpec {
+  const compression = options.compression ?? 'deflate';
+  return {
+    width: mosaic.grid.width,
+    height: mosaic.grid.height,
+    bands: mosaic.bandCount,
+    dtype: mosaic.dtype,
+    blockSize: options.blockSize ?? mosaic.blockSize,
+    compression,
+    predictor: resolvePredictor(compression, options.predictor, mosaic.dtype),
+    transform: mosaic.grid.transform,
+    epsg: mosaic.grid.crs.epsg,
+    geographic: mosaic.grid.crs.geographic,
+    nodata: mosaic.nodata,
+    gdalMetadata,
+    ghost: { leaderTrailer: true },
+    bigTiff: false,
+  };
+}

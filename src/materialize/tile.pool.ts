@@ -1,0 +1,99 @@
+/** A small pool of worker threads rendering and encoding tiles (the CPU work stays off the calling event loop). */
+import { Worker } from 'node:worker_threads';
+import { RenderError } from '../render/errors.ts';
+import type { BandAccumulator } from './statistics.xml.ts';
+import type { TileJobResult } from './tile.job.ts';
+
+export interface TileRef {
+  readonly level: number;
+  readonly tx: number;
+  readonly ty: number;
+}
+
+/** A small pool of worker threads running tile jobs. */
+export class TilePool {
+  private readonly workers: Worker[] = [];
+  private readonly idle: Worker[] = [];
+  private readonly waiting: {
+    job: TileRef;
+    resolve: (r: TileJobResult) => void;
+    reject: (e: unknown) => void;
+  }[] = [];
+  private readonly pending = new Map<
+    number,
+    { resolve: (r: TileJobResult) => void; reject: (e: unknown) => void; worker: Worker }
+  >();
+  private nextId = 1;
+  private failed: unknown;
+
+  constructor(count: number, init: unknown) {
+    for (let i = 0; i < count; i++) {
+      const w = new Worker(new URL('./pipeline.worker.ts', import.meta.url), { workerData: init });
+      w.on(
+        'message',
+        (m: {
+          id: number;
+          payload?: Uint8Array;
+          stats?: BandAccumulator[];
+          validCount?: number;
+          error?: { message: string; kind: string };
+        }) => {
+          const p = this.pending.get(m.id);
+          if (!p) return;
+          this.pending.delete(m.id);
+          if (m.error) p.reject(new RenderError(m.error.kind as never, m.error.message));
+          else p.resolve({ payload: m.payload!, stats: m.stats, validCount: m.validCount ?? 0 });
+          this.release(w);
+        },
+      );
+      w.on('error', (e) => this.fail(e));
+      w.on('exit', (code) => {
+        if (code !== 0) this.fail(new RenderError('internal', `a render worker exited with code ${code}`));
+      });
+      this.workers.push(w);
+      this.idle.push(w);
+    }
+  }
+
+  private fail(e: unknown): void {
+    this.failed ??= e;
+    for (const [id, p] of this.pending) {
+      this.pending.delete(id);
+      p.reject(e);
+    }
+    for (const w of this.waiting.splice(0)) w.reject(e);
+  }
+
+  private release(w: Worker): void {
+    const next = this.waiting.shift();
+    if (next) this.dispatch(w, next.job, next.resolve, next.reject);
+    else this.idle.push(w);
+  }
+
+  private dispatch(w: Worker, job: TileRef, resolve: (r: TileJobResult) => void, reject: (e: unknown) => void): void {
+    const id = this.nextId++;
+    this.pending.set(id, { resolve, reject, worker: w });
+    w.postMessage({ id, ...job });
+  }
+
+  run(job: TileRef): Promise<TileJobResult> {
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise((resolve, reject) => {
+      const w = this.idle.pop();
+      if (w) this.dispatch(w, job, resolve, reject);
+      else this.waiting.push({ job, resolve, reject });
+    });
+  }
+
+  /**
+   * Stop the workers. Jobs still running (after a failure or a cancel) are let finish first, bounded: terminating
+   * a worker in the middle of native work (zlib, sharp) can abort the whole process in Node's teardown.
+   */
+  async close(graceMs = 10_000): Promise<void> {
+    this.failed ??= new RenderError('internal', 'the tile pool is closed');
+    for (const w of this.waiting.splice(0)) w.reject(this.failed);
+    const deadline = Date.now() + graceMs;
+    while (this.pending.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
