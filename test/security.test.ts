@@ -564,7 +564,8 @@ describe('limits', () => {
     const web = await startStaticServer(data);
     const s = await startTestServer({
       mosaics: [{ id: 'w', sources: [`${web.url}/utm32.tif`] }],
-      server: { requestTimeoutMs: 1000 },
+      // long enough for the render to reach its first source read on a loaded machine
+      server: { requestTimeoutMs: 5000 },
     });
     const gauge = async (name: string) =>
       Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(await (await fetch(`${s.url}/metrics`)).text())?.[1]);
