@@ -1,11 +1,12 @@
 /**
  * Block decompression that never produces more than a block declares. A tile's decoded size is known from its
  * header (block width x height x bits per pixel), so a stream that decodes to more is a lie (a decompression
- * bomb, or garbage) and fails with BlockDecodeError before the excess is allocated. Deflate and zstd run in
- * libuv's threadpool (node:zlib's async API) with `maxOutputLength`; LZW and PackBits decode in JavaScript into
- * a buffer of the declared size and yield to the event loop every MiB of output.
+ * bomb, or garbage) and fails with BlockDecodeError before the excess is allocated. Deflate (libdeflate into a
+ * buffer of the declared size, or node:zlib) and zstd (node:zlib) run in libuv's threadpool, bounded; LZW and
+ * PackBits decode in JavaScript into a buffer of the declared size and yield to the event loop every MiB of output.
  */
 import * as zlib from 'node:zlib';
+import { InflateError, inflateTile } from './deflate.ts';
 
 const MiB = 1024 * 1024;
 /** LZW / PackBits output between two yields to the event loop */
@@ -50,14 +51,17 @@ function capped(run: (cb: ZlibCallback) => void, what: string, declared: number)
   });
 }
 
-/** Inflate a zlib (deflate) stream of at most `declared` decoded bytes, in the threadpool. */
-export function inflateBounded(bytes: Uint8Array, declared: number): Promise<Uint8Array> {
-  return capped(
-    (cb) =>
-      zlib.inflate(bytes, { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: Math.max(1, declared) }, cb),
-    'deflate',
-    declared,
-  );
+/**
+ * Inflate a zlib (deflate) stream of at most `declared` decoded bytes, in the threadpool: libdeflate where the
+ * addon is built, node:zlib otherwise (deflate.ts).
+ */
+export async function inflateBounded(bytes: Uint8Array, declared: number): Promise<Uint8Array> {
+  try {
+    return await inflateTile(bytes, declared);
+  } catch (e) {
+    if (e instanceof InflateError && e.failure === 'too-large') throw tooLarge('deflate', declared);
+    throw new BlockDecodeError(`its deflate stream is invalid: ${(e as Error).message}`);
+  }
 }
 
 /** Decompress a zstd frame of at most `declared` decoded bytes, in the threadpool. */
