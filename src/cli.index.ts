@@ -9,7 +9,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { CATALOGUE_OPTIONS, catalogueOptions, configFor } from './cli.ts';
-import { ConfigError } from './config.ts';
+import { ConfigError } from './config.schema.ts';
 import { engineSettings } from './main.ts';
 import { Catalog } from './render/catalog.ts';
 import { parseCrs } from './render/crs.ts';

@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { CATALOGUE_OPTIONS, catalogueOptions, configFor } from './cli.ts';
-import { ConfigError } from './config.ts';
+import { ConfigError } from './config.schema.ts';
 import { engineSettings, s3Settings } from './main.ts';
 import { createSink, parseDestination } from './materialize/destination.ts';
 import { checkJobOptions, parseJobOptions } from './materialize/jobs.ts';

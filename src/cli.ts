@@ -6,15 +6,10 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import YAML from 'yaml';
-import {
-  type Config,
-  ConfigError,
-  configReferenceMarkdown,
-  loadConfig,
-  parseConfig,
-  redactConfig,
-  trustedSourcePolicy,
-} from './config.ts';
+import { redactConfig } from './config.redact.ts';
+import { configReferenceMarkdown } from './config.reference.ts';
+import { type Config, ConfigError } from './config.schema.ts';
+import { loadConfig, parseConfig, trustedSourcePolicy } from './config.ts';
 import { buildServices, createLogger, engineSettings, startServer } from './main.ts';
 import { crsFromEpsg } from './render/crs.ts';
 import { Engine } from './render/engine.ts';

@@ -4,15 +4,11 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import {
-  ConfigError,
-  configReference,
-  configReferenceMarkdown,
-  envName,
-  loadConfig,
-  redactConfig,
-  trustedSourcePolicy,
-} from '../src/config.ts';
+import { envName } from '../src/config.env.ts';
+import { redactConfig } from '../src/config.redact.ts';
+import { configReference, configReferenceMarkdown } from '../src/config.reference.ts';
+import { ConfigError } from '../src/config.schema.ts';
+import { loadConfig, trustedSourcePolicy } from '../src/config.ts';
 import { engineSettings } from '../src/main.ts';
 
 let dir: string;

@@ -333,7 +333,10 @@ describe('materialise to Azure (Azurite), sources in Azurite', () => {
     await assert.rejects(materialize(engine, m, denied, { workers: 1 }), (e: unknown) => {
       assert.ok(e instanceof SourceError, String(e));
       assert.equal(e.kind, 'forbidden');
-      assert.match(e.message, /access denied to container cogmill-out \(Put Block \d+, Azure 403 AuthorizationFailure\)/);
+      assert.match(
+        e.message,
+        /access denied to container cogmill-out \(Put Block \d+, Azure 403 AuthorizationFailure\)/,
+      );
       assert.match(e.message, /credentials tried: the shared key of account cogmill[0-9a-f]+ \(AZURE_STORAGE_KEY\)/);
       return true;
     });

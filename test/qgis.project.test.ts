@@ -10,7 +10,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { decodeImage } from '../src/render/encode.ts';
-import { stretchFromPercentiles } from '../src/render/style.ts';
+import { stretchFromPercentiles } from '../src/render/style.stretch.ts';
 import { gridBounds } from '../src/render/types.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
 import { fixtureDir, PYTHON, sh, tempDir } from './support/gdal.ts';

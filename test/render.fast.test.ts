@@ -14,8 +14,9 @@ import { tileGrid } from '../src/materialize/cog.tiles.ts';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import { Engine } from '../src/render/engine.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
-import { type RenderStats, renderMosaic } from '../src/render/render.ts';
+import { renderMosaic } from '../src/render/render.ts';
 import { transformBounds } from '../src/render/transform.ts';
+import type { RenderStats } from '../src/render/types.ts';
 import { COMPOSITES, type Composite, type Grid, type Pixels, RESAMPLINGS } from '../src/render/types.ts';
 import { PYTHON, sh, tempDir } from './support/gdal.ts';
 

@@ -11,8 +11,8 @@ import { promisify } from 'node:util';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import { Engine } from '../src/render/engine.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
-import { planSource } from '../src/render/render.ts';
 import type { Composite, DType, Grid, Resampling } from '../src/render/types.ts';
+import { planSource } from '../src/render/warp.window.ts';
 import { agreement, fixtureDir, gdalwarp, tempDir } from './support/gdal.ts';
 import { type StaticServer, startStaticServer } from './support/http.server.ts';
 

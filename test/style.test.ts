@@ -4,22 +4,12 @@ import { describe, test } from 'node:test';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import { RenderError } from '../src/render/errors.ts';
 import { bandStatistics, statisticsGrid } from '../src/render/statistics.ts';
-import {
-  COLORMAP_NAMES,
-  customColormap,
-  namedColormap,
-  parseColor,
-  parseExpression,
-  parseStyle,
-  type StyleQuery,
-  stretchByte,
-  styleImage,
-  styleInputBands,
-  styleKey,
-  styleQueryString,
-  styleValues,
-} from '../src/render/style.ts';
+import { COLORMAP_NAMES, customColormap, namedColormap, parseColor } from '../src/render/style.colormap.ts';
+import { parseExpression } from '../src/render/style.expression.ts';
+import { stretchByte, styleImage } from '../src/render/style.stretch.ts';
+import { styleInputBands, styleKey, styleValues } from '../src/render/style.ts';
 import type { Pixels } from '../src/render/types.ts';
+import { parseStyle, type StyleQuery, styleQueryString } from '../src/server/style.query.ts';
 
 function evalExpr(text: string, bands: Record<number, number>, bandCount = 8): number[] {
   const e = parseExpression(text, bandCount);

@@ -10,7 +10,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { crsFromEpsg } from '../src/render/crs.ts';
-import { stretchByte } from '../src/render/style.ts';
+import { stretchByte } from '../src/render/style.stretch.ts';
 import type { Grid } from '../src/render/types.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
 import { fixtureDir, gdalwarp, PYTHON, sh, tempDir } from './support/gdal.ts';

@@ -5,8 +5,8 @@
 import type { Engine } from '../render/engine.ts';
 import { selectItems } from '../render/mosaic.items.ts';
 import type { Mosaic } from '../render/mosaic.ts';
-import { planSource } from '../render/render.ts';
 import { allocTyped, type Grid, type Resampling, type TypedArray } from '../render/types.ts';
+import { planSource } from '../render/warp.window.ts';
 import { type CogLevel, cogLevels } from './cog.layout.ts';
 
 export interface CogTileOptions {

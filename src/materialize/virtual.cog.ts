@@ -18,7 +18,7 @@ import { LRUCache } from 'lru-cache';
 import type { Engine } from '../render/engine.ts';
 import { RenderError } from '../render/errors.ts';
 import type { Mosaic, MosaicSource } from '../render/mosaic.ts';
-import type { RasterInfo } from '../render/raster.ts';
+import type { RasterInfo } from '../render/raster.info.ts';
 import { createTransformer, transformBounds } from '../render/transform.ts';
 import { type Bounds, gridBounds, type Resampling } from '../render/types.ts';
 import {

@@ -5,8 +5,16 @@
  * Memory: one rendered window per source under the window (never more than the sources that touch it).
  */
 import type { Mosaic } from './mosaic.ts';
-import { type RenderOptions, type RenderStats, renderMosaic } from './render.ts';
-import { allocTyped, dtypeRange, type Grid, isFloat, type Pixels } from './types.ts';
+import { renderMosaic } from './render.ts';
+import {
+  allocTyped,
+  dtypeRange,
+  type Grid,
+  isFloat,
+  type Pixels,
+  type RenderOptions,
+  type RenderStats,
+} from './types.ts';
 
 export async function renderMedian(
   mosaic: Mosaic,

@@ -14,8 +14,9 @@ import { loadCatalogueItems } from './mosaic.catalogue.ts';
 import { assetBounds, FOOTPRINT_MARGIN_PX } from './mosaic.index.ts';
 import { buildItemsMosaic, type ItemsSampleInfo, selectItems } from './mosaic.items.ts';
 import { buildMosaic, type Mosaic, type MosaicBrokenSource, type MosaicSource, type MosaicSpec } from './mosaic.ts';
-import { Raster, type RasterCaches } from './raster.ts';
-import { type RenderOptions, type RenderStats, renderMosaic } from './render.ts';
+import type { RasterCaches } from './raster.info.ts';
+import { Raster } from './raster.ts';
+import { renderMosaic } from './render.ts';
 import {
   type AzureClients,
   type AzureSettings,
@@ -32,7 +33,17 @@ import { createS3Client, listS3Tiffs, type S3Settings, SourceS3 } from './source
 import type { Source, SourceStats } from './source.ts';
 import type { CatalogAsset, CatalogItem, JsonFetch, TextFetch } from './stac.ts';
 import { transformBounds } from './transform.ts';
-import { applyTransform, type Bounds, type DType, type Grid, invertTransform, MiB, type Pixels } from './types.ts';
+import {
+  applyTransform,
+  type Bounds,
+  type DType,
+  type Grid,
+  invertTransform,
+  MiB,
+  type Pixels,
+  type RenderOptions,
+  type RenderStats,
+} from './types.ts';
 
 export interface EngineSettings {
   /** local folders sources may be read from (symlinks out of them are refused) */

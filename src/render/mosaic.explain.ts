@@ -10,10 +10,10 @@ import { RenderError } from './errors.ts';
 import { assetBounds } from './mosaic.index.ts';
 import type { Mosaic } from './mosaic.ts';
 import type { Raster } from './raster.ts';
-import { planSource } from './render.ts';
 import type { CatalogAsset, CatalogItem } from './stac.ts';
 import { createTransformer, transformBounds } from './transform.ts';
 import { applyTransform, type Bounds, type Grid, gridBounds, invertTransform, type Resampling } from './types.ts';
+import { planSource } from './warp.window.ts';
 
 export interface ExplainAsset {
   readonly asset: string;

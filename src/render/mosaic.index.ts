@@ -8,7 +8,7 @@
  */
 import Flatbush from 'flatbush';
 import { crsFromEpsg } from './crs.ts';
-import type { RasterInfo } from './raster.ts';
+import type { RasterInfo } from './raster.info.ts';
 import { type CatalogAsset, type CatalogItem, stacTransformOf } from './stac.ts';
 import { transformBounds } from './transform.ts';
 import { type Bounds, type Crs, type Grid, gridBounds } from './types.ts';

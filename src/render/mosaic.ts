@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto';
 import { crsFromEpsg } from './crs.ts';
 import { RenderError } from './errors.ts';
 import type { MosaicItems } from './mosaic.items.ts';
-import type { Raster, RasterInfo } from './raster.ts';
+import type { RasterInfo } from './raster.info.ts';
+import type { Raster } from './raster.ts';
 import type { StacQuery } from './stac.ts';
 import { transformBounds } from './transform.ts';
 import {

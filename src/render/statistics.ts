@@ -10,7 +10,8 @@ import { crsFromEpsg } from './crs.ts';
 import type { Engine } from './engine.ts';
 import { RenderError } from './errors.ts';
 import type { Mosaic } from './mosaic.ts';
-import { type Expression, styleValues } from './style.ts';
+import type { Expression } from './style.expression.ts';
+import { styleValues } from './style.ts';
 import { transformBounds } from './transform.ts';
 import { type Bounds, type Grid, gridBounds } from './types.ts';
 

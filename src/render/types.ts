@@ -1,5 +1,7 @@
 /** Core value types shared by every layer. Pure data: no IO here. */
 
+import type { BlockFailure } from './errors.ts';
+
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
 export const GiB = 1024 * MiB;
@@ -177,4 +179,33 @@ export function gridBounds(grid: Grid): Bounds {
     ys.push(y);
   }
   return [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)];
+}
+
+export interface RenderOptions {
+  readonly resampling?: Resampling;
+  readonly composite?: Composite;
+  /** 0-based mosaic band indices (default: all) */
+  readonly bands?: readonly number[];
+  readonly signal?: AbortSignal;
+  /**
+   * Max error of the approximate transform, in source pixels (default DEFAULT_MAX_ERROR_PX). 0 transforms every
+   * pixel exactly.
+   */
+  readonly maxErrorPx?: number;
+  /**
+   * For tests: send every pixel through the kernels, without the copies of renderMosaic's shortcuts (aligned
+   * sources, single-pixel boxes). The result is the same either way.
+   */
+  readonly generalPath?: boolean;
+  /**
+   * A source block that cannot be decoded: without this the render fails with its `corrupt` error; with it, the
+   * failure is reported here and the block's pixels are left empty.
+   */
+  readonly onBlockError?: (failure: BlockFailure) => void;
+}
+
+export interface RenderStats {
+  sourcesRead: number;
+  sourcesSkipped: number;
+  pixelsSampled: number;
 }

@@ -18,7 +18,7 @@
  */
 import { crsAuthority } from './crs.ts';
 import type { Mosaic, MosaicSource } from './mosaic.ts';
-import type { RasterInfo } from './raster.ts';
+import type { RasterInfo } from './raster.info.ts';
 import { transformBounds } from './transform.ts';
 import { type DType, type GeoTransform, type Grid, gridBounds, type Resampling } from './types.ts';
 

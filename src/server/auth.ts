@@ -10,7 +10,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { MiddlewareHandler } from 'hono';
-import type { Config } from '../config.ts';
+import type { Config } from '../config.schema.ts';
 import { parseAzureDestination } from '../materialize/sink.azure.ts';
 import { errorMessage } from '../render/errors.ts';
 import type { AppEnv } from './app.ts';

@@ -2,7 +2,7 @@
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import type { Config } from '../config.ts';
+import type { Config } from '../config.schema.ts';
 import type { Catalog } from '../render/catalog.ts';
 import type { Engine } from '../render/engine.ts';
 import type { StatisticsService } from '../render/statistics.ts';

@@ -23,7 +23,8 @@
  * URL. GDAL layers cannot carry a header per layer in QGIS 3.22: the README says to set GDAL_HTTP_HEADERS.
  */
 import { crsFromEpsg } from '../render/crs.ts';
-import type { Colormap, ExprNode } from '../render/style.ts';
+import type { Colormap } from '../render/style.colormap.ts';
+import type { ExprNode } from '../render/style.expression.ts';
 import type { Bounds, Crs, Resampling } from '../render/types.ts';
 import { xmlEscape } from './wmts.capabilities.ts';
 

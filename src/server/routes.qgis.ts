@@ -16,16 +16,8 @@ import { createHash } from 'node:crypto';
 import { Hono } from 'hono';
 import { crsFromEpsg } from '../render/crs.ts';
 import type { Mosaic } from '../render/mosaic.ts';
-import {
-  fixedRanges,
-  parseStyle,
-  type Style,
-  type StyleQuery,
-  stretchFromPercentiles,
-  styleInputBands,
-  styleKey,
-  styleQueryString,
-} from '../render/style.ts';
+import { fixedRanges, stretchFromPercentiles } from '../render/style.stretch.ts';
+import { type Style, styleInputBands, styleKey } from '../render/style.ts';
 import { nativeSetUnavailable } from '../render/tilematrix.sets.ts';
 import { transformBounds } from '../render/transform.ts';
 import { gridBounds } from '../render/types.ts';
@@ -34,6 +26,7 @@ import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
 import { type QgisProjectInput, qgisFormula, qgisProjectXml } from './qgis.project.ts';
 import { mosaicZooms } from './routes.tiles.ts';
+import { parseStyle, type StyleQuery, styleQueryString } from './style.query.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
 import { zipArchive } from './zip.write.ts';
 

@@ -20,21 +20,9 @@ import { encodeImage, IMAGE_MIME, type ImageFormat } from '../render/encode.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { parseInterval } from '../render/stac.ts';
 import { DEFAULT_HISTOGRAM_BINS, MAX_HISTOGRAM_BINS } from '../render/statistics.ts';
-import {
-  fixedRanges,
-  parseBands,
-  parseExpression,
-  parseNodata,
-  parseStyle,
-  type Style,
-  type StyleQuery,
-  stretchFromPercentiles,
-  styleImage,
-  styleInputBands,
-  styleKey,
-  styleQueryString,
-  styleValues,
-} from '../render/style.ts';
+import { parseExpression } from '../render/style.expression.ts';
+import { fixedRanges, stretchFromPercentiles, styleImage } from '../render/style.stretch.ts';
+import { type Style, styleInputBands, styleKey, styleValues } from '../render/style.ts';
 import {
   boundsInSet,
   finestUsefulLevel,
@@ -60,6 +48,7 @@ import { type AppEnv, intParam, timed } from './app.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
 import { appMetrics } from './metrics.ts';
+import { parseBands, parseNodata, parseStyle, type StyleQuery, styleQueryString } from './style.query.ts';
 import { type CachedImage, TileCache, type TileCacheResult } from './tile.cache.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
 import { type WmtsSetOffer, wmtsCapabilities } from './wmts.capabilities.ts';

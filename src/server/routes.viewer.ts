@@ -14,7 +14,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Hono } from 'hono';
-import { COLORMAP_NAMES } from '../render/style.ts';
+import { COLORMAP_NAMES } from '../render/style.colormap.ts';
 import { RESAMPLINGS } from '../render/types.ts';
 import type { AppEnv } from './app.ts';
 import type { AppDeps } from './deps.ts';

@@ -1,6 +1,6 @@
 /** Absolute URLs for links in JSON, TileJSON, WMTS and VRT documents. */
 import type { Context } from 'hono';
-import type { Config } from '../config.ts';
+import type { Config } from '../config.schema.ts';
 
 /** Mosaic ids: letters, digits, `_` and `-` (no dots, so `/mosaics/{id}.tif` is unambiguous). */
 export const MOSAIC_ID = '[A-Za-z0-9][A-Za-z0-9_-]{0,63}';

@@ -1,6 +1,7 @@
 /** Start the real app on port 0 for integration tests, with a config built from overrides. */
 import { Writable } from 'node:stream';
-import { type Config, loadConfig } from '../../src/config.ts';
+import type { Config } from '../../src/config.schema.ts';
+import { loadConfig } from '../../src/config.ts';
 import { buildServices, createLogger, type RunningServer, startServer } from '../../src/main.ts';
 import type { AppDeps } from '../../src/server/deps.ts';
 

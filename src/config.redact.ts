@@ -1,0 +1,33 @@
+/** Redaction: a copy of the config safe to log or print. */
+import type { Config } from './config.schema.ts';
+import { redactUrl } from './render/source.http.ts';
+
+const REDACTED = '[redacted]';
+
+/** A copy of the config safe to log or print: secrets replaced, credentials and query strings stripped from URLs. */
+export function redactConfig(config: Config): Record<string, unknown> {
+  const url = (s: string) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? redactUrl(s) : s);
+  const hidden = (key: string, v: unknown) => (v === undefined ? {} : { [key]: REDACTED });
+  const { accessKeyId, secretAccessKey, ...s3 } = config.s3;
+  const { token, ...auth } = config.auth;
+  return {
+    ...config,
+    s3: { ...s3, ...hidden('accessKeyId', accessKeyId), ...hidden('secretAccessKey', secretAccessKey) },
+    auth: { ...auth, ...hidden('token', token) },
+    sources: { ...config.sources, allowedUrlPrefixes: config.sources.allowedUrlPrefixes.map(url) },
+    mosaics: config.mosaics.map((m) => ({
+      ...m,
+      ...(m.sources ? { sources: m.sources.map(url) } : {}),
+      ...(m.index ? { index: url(m.index) } : {}),
+      ...(m.stac
+        ? {
+            stac: {
+              ...m.stac,
+              ...(m.stac.items ? { items: url(m.stac.items) } : {}),
+              ...(m.stac.search ? { search: url(m.stac.search) } : {}),
+            },
+          }
+        : {}),
+    })),
+  };
+}
