@@ -15,6 +15,8 @@
  *   therefore lists the mosaic's sources in reverse order, "last" in mosaic order. min, max, mean and count
  *   cannot be expressed by a VRT: such a VRT shows the first valid source and says so in an XML comment.
  * - `SourceProperties` on every source let GDAL open the VRT without opening any source.
+ * - A mosaic without a nodata value whose sources have masks (or are warped, with an alpha band) gets a dataset
+ *   `<MaskBand>`: the OR of the sources' masks, so GDAL and QGIS see the pixels the tiles leave transparent.
  */
 import { crsAuthority } from './crs.ts';
 import type { Mosaic, MosaicSource } from './mosaic.ts';
@@ -279,6 +281,19 @@ function colorInterp(mosaic: Mosaic, k: number): string {
   return 'Gray';
 }
 
+function hasMaskBand(mosaic: Mosaic, placed: readonly PlacedSource[]): boolean {
+  return mosaic.nodata === undefined && placed.some((p) => p.useMask);
+}
+
+/**
+ * True when the mosaic's VRT has a dataset mask band (no nodata value, sources with masks or warped): QGIS then
+ * shows the mask as an extra alpha band after the data bands.
+ */
+export function mosaicVrtHasMask(mosaic: Mosaic): boolean {
+  const placed = mosaic.sources.map((s) => placeSource(mosaic, s, '')).filter((p) => p !== undefined);
+  return hasMaskBand(mosaic, placed);
+}
+
 /** The VRT XML of a mosaic. */
 export function mosaicVrt(mosaic: Mosaic, options: VrtOptions): string {
   const grid = mosaic.grid;
@@ -343,6 +358,27 @@ export function mosaicVrt(mosaic: Mosaic, options: VrtOptions): string {
       out.push('    </ComplexSource>');
     }
     out.push('  </VRTRasterBand>');
+  }
+  // Without a nodata value, validity lives in the sources' masks (and the warped sources' alpha): a dataset mask
+  // that ORs them (sources paint only their valid pixels) tells GDAL and QGIS which pixels are empty, as the tiles do.
+  if (hasMaskBand(mosaic, placed)) {
+    out.push('  <MaskBand>');
+    out.push('    <VRTRasterBand dataType="Byte">');
+    for (const p of placed) {
+      const pr = p.properties;
+      out.push('      <ComplexSource resampling="nearest">');
+      out.push(`        <SourceFilename relativeToVRT="0">${escapeXml(p.filename)}</SourceFilename>`);
+      out.push('        <SourceBand>mask,1</SourceBand>');
+      out.push(
+        `        <SourceProperties RasterXSize="${pr.width}" RasterYSize="${pr.height}" DataType="Byte" BlockXSize="${pr.blockX}" BlockYSize="${pr.blockY}"/>`,
+      );
+      out.push(`        ${rect('SrcRect', p.srcRect)}`);
+      out.push(`        ${rect('DstRect', p.dstRect)}`);
+      out.push('        <NODATA>0</NODATA>');
+      out.push('      </ComplexSource>');
+    }
+    out.push('    </VRTRasterBand>');
+    out.push('  </MaskBand>');
   }
   out.push('</VRTDataset>');
   return `${out.join('\n')}\n`;

@@ -59,6 +59,8 @@ export interface QgisProjectInput {
   readonly cogUrl: string;
   /** `http://host/mosaics/ID.vrt` */
   readonly vrtUrl: string;
+  /** the VRT has a dataset mask, which QGIS shows as band `bandCount + 1`: the renderer takes it as alpha */
+  readonly vrtMaskBand?: boolean;
   /** the capabilities URL, style query included */
   readonly wmtsUrl: string;
   /** the matrix set the WMTS layer uses (`native` when the mosaic has one) */
@@ -192,7 +194,13 @@ function hex2(v: number): string {
  * The tiles colour a value v by `lut[round((v - lo) * 255 / (hi - lo))]` (clamped): a ramp with a stop at the value
  * of every entry, interpolated between stops and extended beyond them (clip 0), draws the same colours.
  */
-function pseudocolor(band: number, range: readonly [number, number], cm: Colormap, transparent: string): string {
+function pseudocolor(
+  band: number,
+  range: readonly [number, number],
+  cm: Colormap,
+  transparent: string,
+  alphaBand: number,
+): string {
   const [lo, hi] = range;
   const items: string[] = [];
   for (let k = 0; k < 256; k++) {
@@ -204,7 +212,7 @@ function pseudocolor(band: number, range: readonly [number, number], cm: Colorma
     );
   }
   return (
-    `<rasterrenderer opacity="1" alphaBand="-1" band="${band}" classificationMin="${num(lo)}" classificationMax="${num(hi)}" nodataColor="" type="singlebandpseudocolor">` +
+    `<rasterrenderer opacity="1" alphaBand="${alphaBand}" band="${band}" classificationMin="${num(lo)}" classificationMax="${num(hi)}" nodataColor="" type="singlebandpseudocolor">` +
     `${transparent}${MIN_MAX_ORIGIN}<rastershader>` +
     `<colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="${num(lo)}" maximumValue="${num(hi)}" labelPrecision="4">` +
     `${items.join('')}</colorrampshader></rastershader></rasterrenderer>`
@@ -221,12 +229,12 @@ function transparency(style: QgisProjectStyle): string {
 }
 
 /** The renderer of a values layer (COG or VRT) that draws what the tiles draw. */
-export function valuesRenderer(style: QgisProjectStyle): string {
+export function valuesRenderer(style: QgisProjectStyle, alphaBand = -1): string {
   const range = (k: number) => style.ranges[Math.min(k, style.ranges.length - 1)];
   if (style.bands.length === 3) {
     const [r, g, b] = style.bands;
     return (
-      `<rasterrenderer opacity="1" alphaBand="-1" redBand="${r}" greenBand="${g}" blueBand="${b}" nodataColor="" type="multibandcolor">` +
+      `<rasterrenderer opacity="1" alphaBand="${alphaBand}" redBand="${r}" greenBand="${g}" blueBand="${b}" nodataColor="" type="multibandcolor">` +
       `<rasterTransparency/>${MIN_MAX_ORIGIN}` +
       contrast('redContrastEnhancement', range(0)) +
       contrast('greenContrastEnhancement', range(1)) +
@@ -234,9 +242,9 @@ export function valuesRenderer(style: QgisProjectStyle): string {
       '</rasterrenderer>'
     );
   }
-  if (style.colormap) return pseudocolor(style.bands[0], range(0), style.colormap, transparency(style));
+  if (style.colormap) return pseudocolor(style.bands[0], range(0), style.colormap, transparency(style), alphaBand);
   return (
-    `<rasterrenderer opacity="1" alphaBand="-1" grayBand="${style.bands[0]}" gradient="BlackToWhite" nodataColor="" type="singlebandgray">` +
+    `<rasterrenderer opacity="1" alphaBand="${alphaBand}" grayBand="${style.bands[0]}" gradient="BlackToWhite" nodataColor="" type="singlebandgray">` +
     `${transparency(style)}${MIN_MAX_ORIGIN}${contrast('contrastEnhancement', range(0))}</rasterrenderer>`
   );
 }
@@ -365,7 +373,7 @@ export function qgisProjectLayers(p: QgisProjectInput): LayerSpec[] {
       source: vsicurlNoListing(p.vrtUrl),
       crs: p.crs,
       extent: p.bounds,
-      pipe: values,
+      pipe: p.vrtMaskBand ? pipe(valuesRenderer(p.style, p.bandCount + 1), p.style.resampling) : values,
       visible: false,
     },
     {

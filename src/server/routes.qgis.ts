@@ -21,6 +21,7 @@ import { type Style, styleInputBands, styleKey } from '../render/style.ts';
 import { nativeSetUnavailable } from '../render/tilematrix.sets.ts';
 import { transformBounds } from '../render/transform.ts';
 import { gridBounds } from '../render/types.ts';
+import { mosaicVrtHasMask } from '../render/vrt.ts';
 import type { AppEnv } from './app.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
@@ -108,6 +109,7 @@ export function qgisRoutes(deps: AppDeps): Hono<AppEnv> {
       bandCount: m.bandCount,
       cogUrl: `${mosaicUrl}.tif`,
       vrtUrl: `${mosaicUrl}.vrt`,
+      vrtMaskBand: mosaicVrtHasMask(m),
       wmtsUrl: `${mosaicUrl}/WMTSCapabilities.xml?SERVICE=WMTS&REQUEST=GetCapabilities${query ? `&${query}` : ''}`,
       wmtsTileMatrixSet: native ? 'native' : 'WebMercatorQuad',
       wmtsCrs: native ? m.grid.crs : mercator,
