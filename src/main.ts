@@ -16,8 +16,9 @@ import type { S3Settings } from './render/source.s3.ts';
 import type { ReadOptions, Source, SourceRead } from './render/source.ts';
 import { StatisticsService } from './render/statistics.ts';
 import { createApp } from './server/app.ts';
-import type { AppDeps, RequestIo } from './server/deps.ts';
+import type { AppDeps } from './server/deps.ts';
 import { RenderLimiter } from './server/limits.ts';
+import type { RequestIo } from './server/request.ts';
 
 /** How long shutdown hooks may take after the grace period before the engine is closed anyway. */
 const HOOK_OVERRUN_MS = 5_000;

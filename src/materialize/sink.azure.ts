@@ -19,6 +19,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { BlockBlobClient } from '@azure/storage-blob';
 import { CogmillError, errorMessage, SourceError } from '../render/errors.ts';
+import { sleep } from '../render/retry.ts';
 import {
   AZURE_DEFAULTS,
   type AzureClients,
@@ -31,7 +32,6 @@ import {
   createAzureClients,
   isRetryableAzureError,
   parseAzureUrl,
-  sleep,
 } from '../render/source.azure.ts';
 import { MiB } from '../render/types.ts';
 import type { Part } from './part.plan.ts';

@@ -29,6 +29,7 @@ import {
   StorageSharedKeyCredential,
 } from '@azure/storage-blob';
 import { SourceError } from './errors.ts';
+import { NETWORK_CODES, sleep } from './retry.ts';
 import type { ReadOptions, Source, SourceRead, SourceStats } from './source.ts';
 
 export interface AzureSettings {
@@ -287,21 +288,6 @@ export interface AzureErrorShape {
   details?: { errorCode?: string };
 }
 
-const NETWORK_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ECONNABORTED',
-  'ETIMEDOUT',
-  'ERR_STREAM_PREMATURE_CLOSE',
-  'REQUEST_SEND_ERROR',
-  'UND_ERR_SOCKET',
-]);
-
 /** The service's error code (`BlobNotFound`, `AuthorizationFailure`, ...) or the socket's. */
 export function azureErrorCode(e: unknown): string {
   const err = (e ?? {}) as AzureErrorShape;
@@ -392,21 +378,6 @@ export function azureSourceError(
     `${shown}: Azure answered ${what} (${action})${firstLine ? `: ${firstLine}` : ''}`,
     opts,
   );
-}
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** Exponential backoff with full jitter. */

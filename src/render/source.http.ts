@@ -1,5 +1,6 @@
 /** HTTP(S) sources read with Range requests, with timeouts and retries with backoff. */
 import { SourceError } from './errors.ts';
+import { sleep } from './retry.ts';
 import type { ReadOptions, Source, SourceRead, SourceStats } from './source.ts';
 
 export interface HttpSettings {
@@ -11,20 +12,6 @@ export interface HttpSettings {
 export const HTTP_DEFAULTS: HttpSettings = { timeoutMs: 15_000, retries: 3, retryBaseMs: 100 };
 
 const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(t);
-        reject(signal.reason);
-      },
-      { once: true },
-    );
-  });
-}
 
 /** Strip credentials and query strings from a URL before it appears in a message or a log. */
 export function redactUrl(url: string): string {

@@ -12,6 +12,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { SourceError } from './errors.ts';
+import { NETWORK_CODES, sleep } from './retry.ts';
 import type { ReadOptions, Source, SourceRead, SourceStats } from './source.ts';
 
 export interface S3Settings {
@@ -75,18 +76,6 @@ export interface S3ErrorShape {
   $metadata?: { httpStatusCode?: number; attempts?: number };
 }
 
-const NETWORK_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ECONNABORTED',
-  'ERR_STREAM_PREMATURE_CLOSE',
-]);
-
 /** One mapping from whatever the SDK or the socket threw to a SourceError a person can act on. */
 export function s3SourceError(e: unknown, url: string, action: string): SourceError {
   if (e instanceof SourceError) return e;
@@ -126,17 +115,17 @@ export function s3SourceError(e: unknown, url: string, action: string): SourceEr
       opts,
     );
   }
-  if (err.code !== undefined && NETWORK_CODES.has(err.code)) {
-    return new SourceError(
-      'unreachable',
-      `${url}: S3 connection failed (${action}, ${err.code}); check the endpoint and the network`,
-      opts,
-    );
-  }
   if (name === 'TimeoutError' || name === 'RequestTimeout' || err.code === 'ETIMEDOUT') {
     return new SourceError(
       'timeout',
       `${url}: S3 did not answer in time (${action}); check the endpoint, or raise the S3 timeout`,
+      opts,
+    );
+  }
+  if (err.code !== undefined && NETWORK_CODES.has(err.code)) {
+    return new SourceError(
+      'unreachable',
+      `${url}: S3 connection failed (${action}, ${err.code}); check the endpoint and the network`,
       opts,
     );
   }
@@ -153,21 +142,6 @@ export function s3SourceError(e: unknown, url: string, action: string): SourceEr
 
 function abortReason(signal: AbortSignal | undefined): unknown {
   return signal?.aborted ? signal.reason : undefined;
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** `bytes 0-99/1234` -> 1234 (NaN when the total is unknown or the header is malformed) */

@@ -11,10 +11,11 @@ import { matchedRoutes } from 'hono/route';
 import type { Logger } from 'pino';
 import { withoutServerPaths } from '../render/errors.ts';
 import { requireToken } from './auth.ts';
-import type { AppDeps, RequestIo } from './deps.ts';
+import type { AppDeps } from './deps.ts';
 import { RequestError, toHttpError } from './errors.ts';
 import { OverloadedError, renderGate } from './limits.ts';
 import { appMetrics, catalogMetrics } from './metrics.ts';
+import type { AppEnv, RequestInfo, RequestIo } from './request.ts';
 import { materializeRoutes } from './routes.materialize.ts';
 import { mosaicRoutes } from './routes.mosaics.ts';
 import { opsRoutes } from './routes.ops.ts';
@@ -23,32 +24,6 @@ import { tileMatrixSetRoutes } from './routes.tilematrixsets.ts';
 import { tilesRoutes } from './routes.tiles.ts';
 import { viewerRoutes } from './routes.viewer.ts';
 import { virtualRoutes } from './routes.virtual.ts';
-
-/** Per-request state handlers may add to; it ends up in the request's summary log line. */
-export interface RequestInfo {
-  readonly id: string;
-  readonly log: Logger;
-  /** named step durations in ms (see `timed`) */
-  readonly timers: Record<string, number>;
-  /** extra fields of the summary line; by convention `cache: 'hit' | 'miss' | 'not-modified'` for cached answers */
-  readonly fields: Record<string, unknown>;
-  /** aborted when the client goes away or the request runs out of time: pass it to renders and source reads */
-  readonly signal: AbortSignal;
-  /** source reads this request caused (counted by the engine's sources) */
-  readonly io: RequestIo;
-}
-
-export type AppEnv = { Variables: { req: RequestInfo } };
-
-/** Time an async step into the request's summary line under `name` (milliseconds). */
-export async function timed<T>(info: RequestInfo, name: string, fn: () => Promise<T>): Promise<T> {
-  const t0 = performance.now();
-  try {
-    return await fn();
-  } finally {
-    info.timers[name] = Math.round((info.timers[name] ?? 0) + (performance.now() - t0) * 100) / 100;
-  }
-}
 
 /**
  * A route pattern as a metric label / OpenAPI path: `:id{regex}` becomes `{id}` (regexes may nest braces).
@@ -364,23 +339,4 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/', materializeRoutes(deps));
   app.route('/', viewerRoutes(deps));
   return app;
-}
-
-/** A decimal integer as a person writes it: digits only, no sign, exponent, hex prefix, spaces or leading zeros. */
-const DECIMAL_INTEGER = /^(0|[1-9][0-9]{0,14})$/;
-
-/**
- * Parse an integer path/query parameter or answer 400 naming it. Only canonical decimal integers are accepted
- * (`Number()` would also take `1e1`, `0x10`, `+1` and ` 1`, and several spellings of one tile would be cached
- * apart).
- */
-export function intParam(value: string | undefined, name: string, min: number, max: number): number {
-  const n = value !== undefined && DECIMAL_INTEGER.test(value) ? Number(value) : Number.NaN;
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw new RequestError(
-      'bad-request',
-      `${name} must be an integer between ${min} and ${max}, in decimal digits (got "${(value ?? '').slice(0, 30)}")`,
-    );
-  }
-  return n;
 }

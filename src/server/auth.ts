@@ -13,8 +13,8 @@ import type { MiddlewareHandler } from 'hono';
 import type { Config } from '../config.schema.ts';
 import { parseAzureDestination } from '../materialize/sink.azure.ts';
 import { errorMessage } from '../render/errors.ts';
-import type { AppEnv } from './app.ts';
 import { RequestError, UnauthorizedError } from './errors.ts';
+import type { AppEnv } from './request.ts';
 
 /** Compare two secrets in time independent of where they differ (and of their lengths). */
 export function tokenMatches(given: string, expected: string): boolean {

@@ -7,6 +7,7 @@ import type { Catalog } from '../render/catalog.ts';
 import type { Engine } from '../render/engine.ts';
 import type { StatisticsService } from '../render/statistics.ts';
 import type { RenderLimiter } from './limits.ts';
+import type { RequestIo } from './request.ts';
 
 /**
  * Called once when the process starts draining (SIGTERM), all hooks in parallel, while in-flight requests
@@ -14,12 +15,6 @@ import type { RenderLimiter } from './limits.ts';
  * quickly (e.g. abort a multipart upload). Hooks are awaited, bounded, before the engine closes.
  */
 export type ShutdownHook = (signal: AbortSignal) => Promise<void>;
-
-/** Source IO of one request, counted by the engine's sources and written to the request's summary line. */
-export interface RequestIo {
-  sourceRequests: number;
-  sourceBytes: number;
-}
 
 export interface AppDeps {
   readonly config: Config;

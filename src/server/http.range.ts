@@ -16,6 +16,7 @@
  * - `If-Range` with an entity tag must match strongly; with a date, it must equal `Last-Modified` to the second.
  *   When it fails the `Range` is ignored and the full representation is the answer, as the RFC says.
  */
+import { createHash } from 'node:crypto';
 
 /** An inclusive byte range, as `Content-Range` writes it. */
 export interface ByteRange {
@@ -152,6 +153,16 @@ export function ifNoneMatchHits(header: string, etag: string): boolean {
   if (tags === '*') return true;
   const cur = parseTag(etag);
   return cur !== undefined && tags.some((t) => weakMatch(t, cur));
+}
+
+/** True when a request's `If-None-Match` (absent: never) matches `etag`: the answer is a 304. */
+export function ifNoneMatch(header: string | undefined, etag: string): boolean {
+  return header !== undefined && ifNoneMatchHits(header, etag);
+}
+
+/** A strong ETag of a response that depends only on `parts` (hashed; 27 base64url characters). */
+export function strongEtag(...parts: string[]): string {
+  return `"${createHash('sha256').update(parts.join('\n')).digest('base64url').slice(0, 27)}"`;
 }
 
 /** True when an `If-Match` list passes (strong comparison); false means 412. */

@@ -5,8 +5,8 @@
  */
 import type { MiddlewareHandler } from 'hono';
 import { CogmillError } from '../render/errors.ts';
-import type { AppEnv } from './app.ts';
 import { RequestError } from './errors.ts';
+import type { AppEnv } from './request.ts';
 
 /** Too many requests already running and waiting: 503 with a Retry-After header. */
 export class OverloadedError extends RequestError {

@@ -34,12 +34,12 @@ import { SinkFile } from '../materialize/sink.file.ts';
 import { CogmillError, type ErrorKind } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { bytesPerSample } from '../render/types.ts';
-import type { AppEnv } from './app.ts';
 import { checkDestination } from './auth.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
 import { OverloadedError } from './limits.ts';
 import { appMetrics } from './metrics.ts';
+import type { AppEnv } from './request.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
 
 /** how long DELETE /jobs/{id} waits for the upload to be aborted before answering 202 */

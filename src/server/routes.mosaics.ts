@@ -17,10 +17,10 @@ import { redactUrl } from '../render/source.http.ts';
 import { parseInterval } from '../render/stac.ts';
 import { tileGrid } from '../render/tilematrix.ts';
 import { type Grid, gridBounds } from '../render/types.ts';
-import type { AppEnv } from './app.ts';
 import { requireToken } from './auth.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
+import type { AppEnv } from './request.ts';
 import { baseUrl, MOSAIC_ID, mosaicLinks } from './urls.ts';
 
 /** A mosaic's time periods and catalogue summary (catalogue mosaics only). */

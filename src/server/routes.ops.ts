@@ -5,9 +5,9 @@ import { Hono } from 'hono';
 import YAML from 'yaml';
 import { errorMessage, withoutServerPaths } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
-import type { AppEnv } from './app.ts';
 import type { AppDeps } from './deps.ts';
 import { renderDocsHtml } from './docs.ts';
+import type { AppEnv } from './request.ts';
 
 export const OPENAPI_PATH = path.join(import.meta.dirname, '..', '..', 'openapi.yaml');
 

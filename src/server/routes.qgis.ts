@@ -12,7 +12,6 @@
  * percentile of the mosaic's statistics (the tiles' own statistics service: the same numbers). The ETag depends on the mosaic's
  * etag, the base URL and the normalised query, so a 304 costs no statistics.
  */
-import { createHash } from 'node:crypto';
 import { Hono } from 'hono';
 import { crsFromEpsg } from '../render/crs.ts';
 import type { Mosaic } from '../render/mosaic.ts';
@@ -22,10 +21,11 @@ import { nativeSetUnavailable } from '../render/tilematrix.sets.ts';
 import { transformBounds } from '../render/transform.ts';
 import { gridBounds } from '../render/types.ts';
 import { mosaicVrtHasMask } from '../render/vrt.ts';
-import type { AppEnv } from './app.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
+import { ifNoneMatch, strongEtag } from './http.range.ts';
 import { type QgisProjectInput, qgisFormula, qgisProjectXml } from './qgis.project.ts';
+import type { AppEnv } from './request.ts';
 import { mosaicZooms } from './routes.tiles.ts';
 import { parseStyle, type StyleQuery, styleQueryString } from './style.query.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
@@ -78,19 +78,14 @@ export function qgisRoutes(deps: AppDeps): Hono<AppEnv> {
     const base = baseUrl(c, config);
     const query = styleQueryString(q);
     const authorization = authToCarry(c.req.query('auth'), c.req.header('authorization'));
-    const etag = `"${createHash('sha256')
-      .update([m.etag, 'qgis', base, styleKey(style), authorization ?? ''].join('\n'))
-      .digest('base64url')
-      .slice(0, 27)}"`;
+    const etag = strongEtag(m.etag, 'qgis', base, styleKey(style), authorization ?? '');
     // a project holding a token is for the one who asked: no shared cache keeps it
     const headers = {
       ETag: etag,
       'Cache-Control': authorization ? 'private, no-store' : config.server.cacheControl,
       Vary: 'Authorization',
     };
-    const inm = c.req.header('if-none-match');
-    if (inm?.split(',').some((t) => t.trim().replace(/^W\//, '') === etag || t.trim() === '*'))
-      return c.body(null, 304, headers);
+    if (ifNoneMatch(c.req.header('if-none-match'), etag)) return c.body(null, 304, headers);
     // the value layers: the request's bands and stretch, or the default ones when it asks for band math
     const valueStyle: Style = style.expression ? { nodata: style.nodata, resampling: style.resampling } : style;
     const bands = styleInputBands(valueStyle, m.bandCount);

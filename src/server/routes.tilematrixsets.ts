@@ -18,9 +18,9 @@ import {
   WORLD_TMS_IDS,
   worldTileMatrixSet,
 } from '../render/tilematrix.sets.ts';
-import type { AppEnv } from './app.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
+import type { AppEnv } from './request.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
 
 const REL_TILING_SCHEME = 'http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme';

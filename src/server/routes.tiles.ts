@@ -11,7 +11,6 @@
  * `OATiles-hint: empty`: every client draws it (QGIS, GDAL, OpenLayers, Leaflet, MapLibre), caches it like any
  * tile, and draws the neighbouring tiles normally; 204 is not handled by MapLibre or ArcGIS Online.
  */
-import { createHash } from 'node:crypto';
 import { type Context, Hono } from 'hono';
 import { assembleCog, cogLevels, planCog } from '../materialize/cog.layout.ts';
 import { encodeTile } from '../materialize/tile.encode.ts';
@@ -44,10 +43,12 @@ import {
   isFloat,
   type TypedArray,
 } from '../render/types.ts';
-import { type AppEnv, intParam, timed } from './app.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
+import { ifNoneMatch, strongEtag } from './http.range.ts';
 import { appMetrics } from './metrics.ts';
+import { intParam } from './params.ts';
+import { type AppEnv, timed } from './request.ts';
 import { parseBands, parseNodata, parseStyle, type StyleQuery, styleQueryString } from './style.query.ts';
 import { type CachedImage, TileCache, type TileCacheResult } from './tile.cache.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
@@ -199,20 +200,6 @@ function queryOf(c: Ctx, m?: Mosaic): StyleQuery {
     },
     getAll: (n) => (c.req.queries(n) ?? []).map((v) => aliasBandNames(n, v, aliases)),
   };
-}
-
-function strongEtag(...parts: string[]): string {
-  return `"${createHash('sha256').update(parts.join('\n')).digest('base64url').slice(0, 27)}"`;
-}
-
-/** RFC 9110 weak comparison of an If-None-Match list against our (strong) ETag. */
-export function etagMatches(header: string | undefined, etag: string): boolean {
-  if (!header) return false;
-  const bare = etag.replace(/^W\//, '');
-  return header.split(',').some((t) => {
-    const v = t.trim();
-    return v === '*' || v.replace(/^W\//, '') === bare;
-  });
 }
 
 /** True when some pixel of a validity mask is set. */
@@ -422,7 +409,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
   ): Promise<Response> {
     const info = c.get('req');
     const { etag } = entry;
-    if (etagMatches(c.req.header('if-none-match'), etag)) {
+    if (ifNoneMatch(c.req.header('if-none-match'), etag)) {
       info.fields.cache = 'not-modified';
       metrics.tileCache.inc({ result: 'not-modified' });
       return c.body(null, 304, cacheHeaders(etag));
@@ -443,7 +430,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
   /** ETag + 304 for small documents (JSON, XML) whose content depends on `parts`. */
   function conditional(c: Ctx, parts: string[]): { etag: string; notModified?: Response } {
     const etag = strongEtag(...parts);
-    if (etagMatches(c.req.header('if-none-match'), etag))
+    if (ifNoneMatch(c.req.header('if-none-match'), etag))
       return { etag, notModified: c.body(null, 304, cacheHeaders(etag)) };
     return { etag };
   }

@@ -16,9 +16,10 @@ import { gzipSync } from 'node:zlib';
 import { Hono } from 'hono';
 import { COLORMAP_NAMES } from '../render/style.colormap.ts';
 import { RESAMPLINGS } from '../render/types.ts';
-import type { AppEnv } from './app.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
+import { ifNoneMatch } from './http.range.ts';
+import type { AppEnv } from './request.ts';
 import { MOSAIC_ID } from './urls.ts';
 
 /** Colormap names offered for single-band display; the tile routes accept these names. */
@@ -91,14 +92,6 @@ function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!);
 }
 
-function etagMatches(header: string | undefined, etag: string): boolean {
-  if (!header) return false;
-  return header.split(',').some((t) => {
-    const v = t.trim().replace(/^W\//, '');
-    return v === etag || v === '*';
-  });
-}
-
 export function viewerRoutes(deps: AppDeps): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
   const files = viewerStaticFiles();
@@ -136,7 +129,7 @@ export function viewerRoutes(deps: AppDeps): Hono<AppEnv> {
     c.header('ETag', a.etag);
     c.header('Vary', 'Accept-Encoding');
     c.header('X-Content-Type-Options', 'nosniff');
-    if (etagMatches(c.req.header('if-none-match'), a.etag)) return c.body(null, 304);
+    if (ifNoneMatch(c.req.header('if-none-match'), a.etag)) return c.body(null, 304);
     c.header('Content-Type', a.contentType);
     const gzipOk = a.gzip !== undefined && /\bgzip\b/i.test(c.req.header('accept-encoding') ?? '');
     if (gzipOk) c.header('Content-Encoding', 'gzip');

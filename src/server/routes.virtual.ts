@@ -30,11 +30,11 @@ import { isCogmillError, SourceError } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { MiB } from '../render/types.ts';
 import { directSourcePath, mosaicVrt } from '../render/vrt.ts';
-import { type AppEnv, type RequestInfo, timed } from './app.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
 import { planRangedResponse, type RangedPlan, type RangedRepresentation, rangedHeaders } from './http.range.ts';
 import { appMetrics } from './metrics.ts';
+import { type AppEnv, type RequestInfo, timed } from './request.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
 
 /**
