@@ -221,6 +221,33 @@ describe('virtual views over HTTP', () => {
     }
   });
 
+  test('planning a two-zone mosaic decides almost every edge tile on the footprint outlines, as the exact test would', async () => {
+    const engine = new Engine({ roots: [dir] });
+    try {
+      const f = (n: string) => path.join(dir, n);
+      for (const blockSize of [64, 128]) {
+        // utm31 is reprojected into zone 32: its outline is a tilted quadrilateral, and the band between its inner
+        // and outer boxes holds tiles with and without data
+        const m = await engine.openMosaic({
+          id: `two-${blockSize}`,
+          sources: [f('utm32.tif'), f('utm31.tif')],
+          blockSize,
+        });
+        const quick = planVirtualCog(m);
+        const exact = planVirtualCog(m, {}, { exhaustive: true });
+        assert.deepEqual(quick.byteCounts, exact.byteCounts);
+        assert.equal(exact.exactTileTests, quick.layout.tileCount);
+        assert.ok(quick.present.length < quick.layout.tileCount, 'some tiles are sparse');
+        assert.ok(
+          quick.exactTileTests * 50 < quick.layout.tileCount,
+          `${quick.exactTileTests} of ${quick.layout.tileCount} tiles needed the exact test`,
+        );
+      }
+    } finally {
+      await engine.close();
+    }
+  });
+
   test('Range: single, suffix, open-ended and multi-range answers agree with the full body', async () => {
     const plan = planVirtualCog(mosaic('utm'), await served('utm'));
     const full = await get('/mosaics/utm.tif');

@@ -40,6 +40,7 @@ import {
   tileGrid,
   tileTouchesSources,
 } from './cog.tiles.ts';
+import { classifyTile, type FootprintPolygon, footprintPolygon } from './footprint.polygon.ts';
 import { interleaveTile } from './tile.encode.ts';
 
 /** Bumped when the bytes the same mosaic produces change (so ETags change with it). */
@@ -80,6 +81,8 @@ export interface VirtualCogPlan {
   readonly size: number;
   /** strong entity tag: changes with the mosaic (definition or any source) and every layout parameter */
   readonly etag: string;
+  /** tiles that took the exact per-tile footprint test while planning (the rest were decided on footprints) */
+  readonly exactTileTests: number;
 }
 
 /** One piece of a byte range: part of the header, or part of one tile's payload. */
@@ -116,10 +119,16 @@ function cogSpecFor(mosaic: Mosaic, blockSize: number, bigTiff?: boolean, gdalMe
   };
 }
 
-/** A source's footprint in the mosaic's CRS: a box that surely contains it, and one it surely covers (if any). */
+/**
+ * A source's footprint in the mosaic's CRS: a box that surely contains it, one it surely covers (if any), and for
+ * a reprojected source its densified outline (tiles between the boxes are decided on it, see footprint.polygon.ts)
+ * with the reach of a resampling footprint in mosaic units.
+ */
 interface Footprint {
   readonly outer: Bounds;
   readonly inner: Bounds | undefined;
+  readonly polygon?: FootprintPolygon;
+  readonly sourceReach: number;
 }
 
 /** Source pixels of margin around a footprint: the widest resampling kernel (cubic, radius 2) plus two. */
@@ -133,6 +142,7 @@ function sourceFootprint(mosaic: Mosaic, info: RasterInfo): Footprint | undefine
   const srcBounds = gridBounds({ crs: info.crs, transform: info.transform, width: info.width, height: info.height });
   let outer: Bounds;
   let inner: Bounds | undefined;
+  let polygon: FootprintPolygon | undefined;
   try {
     if (info.crs.epsg === crs.epsg) {
       outer = srcBounds;
@@ -142,6 +152,7 @@ function sourceFootprint(mosaic: Mosaic, info: RasterInfo): Footprint | undefine
       outer = transformBounds(srcBounds, info.crs, crs, FOOTPRINT_EDGE_POINTS);
       // the box inside the transformed edges: right of the left edge, left of the right edge, and so on
       const tr = createTransformer(info.crs, crs);
+      polygon = footprintPolygon(srcBounds, tr, FOOTPRINT_EDGE_POINTS);
       const n = FOOTPRINT_EDGE_POINTS + 1;
       const [x0, y0, x1, y1] = srcBounds;
       const edge = (fx: (t: number) => number, fy: (t: number) => number) => {
@@ -190,7 +201,8 @@ function sourceFootprint(mosaic: Mosaic, info: RasterInfo): Footprint | undefine
     inner = [inner[0] + curveX, inner[1] + curveY, inner[2] - curveX, inner[3] - curveY];
     if (!(inner[0] < inner[2] && inner[1] < inner[3])) inner = undefined;
   }
-  return { outer, inner };
+  const sourceReach = Math.max(w / info.width, h / info.height) * FOOTPRINT_MARGIN_SOURCE_PX;
+  return { outer, inner, polygon, sourceReach };
 }
 
 /**
@@ -206,8 +218,9 @@ function presentTiles(
   levels: readonly CogLevel[],
   tileOptions: CogTileOptions,
   exhaustive: boolean,
-): Uint8Array {
+): { present: Uint8Array; exactTests: number } {
   const present = new Uint8Array(layout.tileCount);
+  let exactTests = 0;
   const rotated = mosaic.grid.transform[2] !== 0 || mosaic.grid.transform[4] !== 0;
   // a catalogue mosaic has no opened sources: each tile asks its spatial index (tileTouchesSources)
   const quick = !exhaustive && !rotated && !mosaic.items;
@@ -234,6 +247,7 @@ function presentTiles(
       for (let tx = 0; tx < level.tilesX; tx++) {
         const grid = () => tileGrid(mosaic, levels[level.level], tx, ty, bs);
         if (!quick) {
+          exactTests++;
           if (tileTouchesSources(mosaic, grid(), resampling))
             present[level.fileIndexStart + ty * level.tilesX + tx] = 1;
           continue;
@@ -246,22 +260,38 @@ function presentTiles(
         let inside = false;
         for (const f of row) {
           if (bx0 - px >= f.outer[2] || bx1 + px <= f.outer[0]) continue;
-          near.push(f.source);
           const i = f.inner;
           // overlapping the inner box by more than a pixel: some pixel of the tile lies inside the source
           if (i && bx0 + px / 2 < i[2] && bx1 - px / 2 > i[0] && by0 + py / 2 < i[3] && by1 - py / 2 > i[1]) {
             inside = true;
             break;
           }
+          if (f.polygon) {
+            // a pixel-wide disc deep inside the outline lies in the tile: it holds data; the tile grown by the
+            // reach of both resamplings misses the outline: this source paints nothing there
+            const verdict = classifyTile(
+              f.polygon,
+              [bx0, by0, bx1, by1],
+              Math.max(px, py) / 2,
+              Math.max(px, py) + f.sourceReach,
+            );
+            if (verdict === 'in') {
+              inside = true;
+              break;
+            }
+            if (verdict === 'out') continue;
+          }
+          near.push(f.source);
         }
         // the exact test needs only the sources whose footprint box reaches the tile
+        if (!inside && near.length > 0) exactTests++;
         const verdict =
           inside || (near.length > 0 && tileTouchesSources({ ...mosaic, sources: near }, grid(), resampling));
         if (verdict) present[level.fileIndexStart + ty * level.tilesX + tx] = 1;
       }
     }
   }
-  return present;
+  return { present, exactTests };
 }
 
 /**
@@ -282,7 +312,7 @@ export function planVirtualCog(
   const levels = mosaicCogLevels(mosaic, blockSize);
   // Tile order and counts do not depend on BigTIFF, so the sparse pattern is computed once on a first plan.
   const first = planCog(cogSpecFor(mosaic, blockSize, undefined, options.gdalMetadata));
-  const isPresent = presentTiles(mosaic, first, levels, tileOptions, plan.exhaustive ?? false);
+  const { present: isPresent, exactTests } = presentTiles(mosaic, first, levels, tileOptions, plan.exhaustive ?? false);
   const byteCounts = new Uint32Array(first.tileCount);
   let presentCount = 0;
   for (let i = 0; i < isPresent.length; i++) {
@@ -324,6 +354,7 @@ export function planVirtualCog(
     dataStart: layout.headerBytes + pad,
     size,
     etag: `"vcog-${h.digest('base64url').slice(0, 27)}"`,
+    exactTileTests: exactTests,
   };
 }
 
