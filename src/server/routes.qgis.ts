@@ -13,6 +13,7 @@
  * etag, the base URL and the normalised query, so a 304 costs no statistics.
  */
 import { Hono } from 'hono';
+import { mosaicVrtHasMask } from '../materialize/virtual.vrt.ts';
 import { crsFromEpsg } from '../render/crs.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { fixedRanges, stretchFromPercentiles } from '../render/style.stretch.ts';
@@ -20,7 +21,6 @@ import { type Style, styleInputBands, styleKey } from '../render/style.ts';
 import { nativeSetUnavailable } from '../render/tilematrix.sets.ts';
 import { transformBounds } from '../render/transform.ts';
 import { gridBounds } from '../render/types.ts';
-import { mosaicVrtHasMask } from '../render/vrt.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
 import { ifNoneMatch, strongEtag } from './http.range.ts';

@@ -1,5 +1,6 @@
 /**
- * A GDAL VRT of a mosaic on its native grid (pure: mosaic metadata in, XML text out).
+ * The VRT view of a mosaic: a GDAL VRT on its native grid (pure: mosaic metadata in, XML text out). The other
+ * virtual view, the virtual COG, is virtual.cog.ts.
  *
  * - A source in the mosaic's CRS with a north-up transform is a `ComplexSource` placed by SrcRect/DstRect
  *   (GDAL resamples with the mosaic's resampling when the resolutions differ).
@@ -18,11 +19,11 @@
  * - A mosaic without a nodata value whose sources have masks (or are warped, with an alpha band) gets a dataset
  *   `<MaskBand>`: the OR of the sources' masks, so GDAL and QGIS see the pixels the tiles leave transparent.
  */
-import { crsAuthority } from './crs.ts';
-import type { Mosaic, MosaicSource } from './mosaic.ts';
-import type { RasterInfo } from './raster.info.ts';
-import { transformBounds } from './transform.ts';
-import { type DType, type GeoTransform, type Grid, gridBounds, type Resampling } from './types.ts';
+import { crsAuthority } from '../render/crs.ts';
+import type { Mosaic, MosaicSource } from '../render/mosaic.ts';
+import type { RasterInfo } from '../render/raster.info.ts';
+import { transformBounds } from '../render/transform.ts';
+import { type DType, type GeoTransform, type Grid, gridBounds, type Resampling } from '../render/types.ts';
 
 /** GDAL data type names. */
 export const GDAL_DATA_TYPE: Record<DType, string> = {
