@@ -8,7 +8,10 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { applyPredictor } from '../src/materialize/tile.encode.ts';
 import { inflateTile } from '../src/render/deflate.ts';
+import { Engine } from '../src/render/engine.ts';
 import { undoPredictorInPlace } from '../src/render/predictor.ts';
+import { Raster } from '../src/render/raster.ts';
+import { SourceFile } from '../src/render/source.file.ts';
 import { allocTyped, bytesPerSample, type DType } from '../src/render/types.ts';
 import { gdalRead, PYTHON, sh, tempDir } from './support/gdal.ts';
 
@@ -126,6 +129,77 @@ describe('undoPredictorInPlace', () => {
       const buf = raw.slice().buffer;
       undoPredictorInPlace(buf, predictor, { width: 97, height: 61, bytesPerSample: bps, samplesPerPixel: 1 });
       assert.ok(Buffer.from(buf).equals(expected), `${type} predictor ${predictor}`);
+    }
+  });
+
+  it('the reader gives the pixels GDAL reads from tiled, striped, multi-band and float predictor files', async () => {
+    const dir = await tempDir('cogmill-predictor-read-');
+    const src = path.join(dir, 'src.tif');
+    await sh('gdal_create', [
+      '-q',
+      '-of',
+      'GTiff',
+      '-outsize',
+      '300',
+      '200',
+      '-bands',
+      '3',
+      '-ot',
+      'Float32',
+      '-a_srs',
+      'EPSG:32632',
+      '-a_ullr',
+      '500000',
+      '5000000',
+      '503000',
+      '4998000',
+      src,
+    ]);
+    const wavy = path.join(dir, 'wavy.tif');
+    await sh(PYTHON, [
+      ...['-m', 'osgeo_utils.gdal_calc', '--quiet', '-A', src, '--allBands', 'A', '--type', 'Float32'],
+      ...[
+        '--outfile',
+        wavy,
+        '--calc',
+        'A + numpy.add.outer(numpy.arange(A.shape[0]) * 37.5, numpy.arange(A.shape[1]) ** 1.3)',
+      ],
+    ]);
+    const engine = new Engine();
+    try {
+      for (const [type, predictor, layout] of [
+        ['UInt16', 2, ['-co', 'TILED=YES', '-co', 'BLOCKXSIZE=128', '-co', 'BLOCKYSIZE=64']],
+        ['Byte', 2, ['-co', 'BLOCKYSIZE=7', '-scale', '0', '8000', '0', '255']],
+        ['UInt16', 2, ['-co', 'INTERLEAVE=BAND', '-co', 'TILED=YES']],
+        ['Float32', 3, ['-co', 'BLOCKYSIZE=13']],
+        ['Float64', 3, ['-co', 'TILED=YES']],
+      ] as const) {
+        const out = path.join(dir, `${type}-${predictor}-${layout.join('')}.tif`);
+        await sh('gdal_translate', [
+          '-q',
+          '-ot',
+          type,
+          '-co',
+          'COMPRESS=DEFLATE',
+          '-co',
+          `PREDICTOR=${predictor}`,
+          ...layout,
+          wavy,
+          out,
+        ]);
+        const expected = await gdalRead(out);
+        const raster = await Raster.open(new SourceFile(out), engine.caches);
+        const win = await raster.readWindow(0, 0, 0, 300, 200, [0, 1, 2]);
+        for (let b = 0; b < 3; b++) {
+          const got = Buffer.from(win.bands[b].buffer, win.bands[b].byteOffset, win.bands[b].byteLength);
+          assert.ok(
+            got.equals(expected.bands[b]),
+            `${type}, predictor ${predictor}, ${layout.join(' ')}: band ${b + 1}`,
+          );
+        }
+      }
+    } finally {
+      await engine.close();
     }
   });
 });

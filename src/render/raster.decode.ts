@@ -1,6 +1,8 @@
 /**
- * Decoders: geotiff.js's block decoders, with deflate / zstd backed by node:zlib and webp by the encoder's sharp;
- * deflate, zstd, LZW and PackBits bounded by the block's declared size (block.decode.ts); the names of the TIFF compressions and the ones cogmill reads. Part of the reader (the one import site of geotiff).
+ * Decoders: geotiff.js's block decoders, with deflate (libdeflate or node:zlib), zstd (node:zlib), LZW and PackBits
+ * bounded by the block's declared size (block.decode.ts), predictors undone by predictor.ts, and webp by the
+ * encoder's sharp; the names of the TIFF compressions and the ones cogmill reads. Part of the reader (the one
+ * import site of geotiff).
  */
 import { addDecoder, BaseDecoder } from 'geotiff';
 import {
@@ -12,6 +14,7 @@ import {
   zstdBounded,
 } from './block.decode.ts';
 import { decodeImage } from './encode.ts';
+import { undoPredictorInPlace } from './predictor.ts';
 
 export function toArrayBuffer(b: Uint8Array): ArrayBuffer {
   return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength
@@ -32,26 +35,54 @@ function declaredBytesOf(decoder: BaseDecoder): number {
   return declaredBlockBytes({ width: p.tileWidth, height: p.tileHeight, bitsPerPixel });
 }
 
+/**
+ * geotiff.js's decode with our predictor undo (predictor.ts: one typed loop per sample width over the whole
+ * block, instead of a typed view and a generic loop per row).
+ */
+abstract class DecoderPredicted extends BaseDecoder {
+  override async decode(buffer: ArrayBuffer): Promise<ArrayBuffer> {
+    const decoded = (await this.decodeBlock(buffer)) as ArrayBuffer;
+    const p = this.parameters as unknown as {
+      tileWidth: number;
+      tileHeight: number;
+      predictor: number;
+      planarConfiguration: number;
+      bitsPerSample: number | ArrayLike<number>;
+    };
+    if (!p.predictor || p.predictor === 1) return decoded;
+    const bits = typeof p.bitsPerSample === 'number' ? [p.bitsPerSample] : Array.from(p.bitsPerSample);
+    if (bits.some((b) => b % 8 !== 0 || b !== bits[0]) || ![8, 16, 32, 64].includes(bits[0])) {
+      throw new Error(`predictor ${p.predictor} needs whole-byte samples of one size, not ${bits.join(', ')} bits`);
+    }
+    return undoPredictorInPlace(decoded, p.predictor, {
+      width: p.tileWidth,
+      height: p.tileHeight,
+      bytesPerSample: bits[0] / 8,
+      samplesPerPixel: p.planarConfiguration === 2 ? 1 : bits.length,
+    });
+  }
+}
+
 /** Decoders that never produce more than the block declares (see block.decode.ts). */
-class DecoderDeflateBounded extends BaseDecoder {
+class DecoderDeflateBounded extends DecoderPredicted {
   override async decodeBlock(buffer: ArrayBuffer): Promise<ArrayBuffer> {
     return toArrayBuffer(await inflateBounded(new Uint8Array(buffer), declaredBytesOf(this)));
   }
 }
 
-class DecoderZstdBounded extends BaseDecoder {
+class DecoderZstdBounded extends DecoderPredicted {
   override async decodeBlock(buffer: ArrayBuffer): Promise<ArrayBuffer> {
     return toArrayBuffer(await zstdBounded(new Uint8Array(buffer), declaredBytesOf(this)));
   }
 }
 
-class DecoderLzwBounded extends BaseDecoder {
+class DecoderLzwBounded extends DecoderPredicted {
   override async decodeBlock(buffer: ArrayBuffer): Promise<ArrayBuffer> {
     return toArrayBuffer(await lzwBounded(new Uint8Array(buffer), declaredBytesOf(this)));
   }
 }
 
-class DecoderPackbitsBounded extends BaseDecoder {
+class DecoderPackbitsBounded extends DecoderPredicted {
   override async decodeBlock(buffer: ArrayBuffer): Promise<ArrayBuffer> {
     return toArrayBuffer(await packbitsBounded(new Uint8Array(buffer), declaredBytesOf(this)));
   }
