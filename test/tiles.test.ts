@@ -10,12 +10,12 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
 import { crsFromEpsg } from '../src/render/crs.ts';
+import { previewGrid } from '../src/render/grid.request.ts';
 import type { Mosaic } from '../src/render/mosaic.ts';
 import { styleImage } from '../src/render/style.stretch.ts';
 import { styleInputBands, styleValues } from '../src/render/style.ts';
 import { lonLatToTile, tileGrid, tilesForBounds } from '../src/render/tilematrix.ts';
 import type { DType, Grid, Pixels } from '../src/render/types.ts';
-import { previewGrid } from '../src/server/routes.tiles.ts';
 import { parseStyle, type StyleQuery } from '../src/server/style.query.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
 import {

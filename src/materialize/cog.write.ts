@@ -1,10 +1,18 @@
 /**
  * Write a COG from band arrays held in memory: for generated data (the demo mosaic, benchmark inputs) and small
- * crops. Overviews are 2x2 averages of the finer level (nodata-aware). Large mosaics go through the pipeline.
+ * crops (cog.crop.ts). `cogBytes` makes overviews as 2x2 averages of the finer level (nodata-aware);
+ * `cogBytesOfLevels` takes levels already made. Large mosaics go through the pipeline.
  */
 import { writeFile } from 'node:fs/promises';
 import { allocTyped, type DType, type GeoTransform, isFloat, type TypedArray } from '../render/types.ts';
-import { assembleCog, type CogCompression, type CogPredictor, cogLevels, planCog } from './cog.layout.ts';
+import {
+  assembleCog,
+  type CogCompression,
+  type CogPhotometric,
+  type CogPredictor,
+  cogLevels,
+  planCog,
+} from './cog.layout.ts';
 import { edgePad, encodeTile } from './tile.encode.ts';
 
 export interface InMemoryRaster {
@@ -23,6 +31,10 @@ export interface CogWriteOptions {
   readonly predictor?: CogPredictor;
   readonly blockSize?: number;
   readonly level?: number;
+  /** default: 'rgb' for 3 or 4 bands of uint8, else 'minisblack' */
+  readonly photometric?: CogPhotometric;
+  /** default: BigTIFF only when the file needs it (`cogBytes`: never) */
+  readonly bigTiff?: boolean;
 }
 
 /** Halve a band with a nodata-aware 2x2 average (floor sizes, like GDAL's overview sizes). */
@@ -56,26 +68,45 @@ export function halve(
   return { data: out, width: w2, height: h2 };
 }
 
+/** One level of a COG held in memory: one array per band, row-major. */
+export interface CogLevelBands {
+  readonly width: number;
+  readonly height: number;
+  readonly bands: readonly TypedArray[];
+}
+
+/** A COG of `r`, its overviews made by `halve`. */
 export async function cogBytes(r: InMemoryRaster, options: CogWriteOptions = {}): Promise<Uint8Array> {
-  const compression = options.compression ?? 'deflate';
-  const predictor =
-    options.predictor ??
-    (compression === 'deflate' || compression === 'lzw' || compression === 'zstd' ? (isFloat(r.dtype) ? 3 : 2) : 1);
   const blockSize = options.blockSize ?? 512;
-  const all = cogLevels(r.width, r.height, blockSize);
-  const levelCount = all.length;
-  const levels: { width: number; height: number; bands: TypedArray[] }[] = [
-    { width: r.width, height: r.height, bands: [...r.bands] },
-  ];
+  const levelCount = cogLevels(r.width, r.height, blockSize).length;
+  const levels: CogLevelBands[] = [{ width: r.width, height: r.height, bands: [...r.bands] }];
   for (let l = 1; l < levelCount; l++) {
     const prev = levels[l - 1];
     const next = prev.bands.map((b) => halve(b, prev.width, prev.height, r.dtype, r.nodata));
     levels.push({ width: next[0].width, height: next[0].height, bands: next.map((n) => n.data) });
   }
+  return cogBytesOfLevels(r, levels, { bigTiff: false, ...options });
+}
+
+/**
+ * A COG of levels already made: `levels[0]` is `r` at full resolution, then one entry per overview, of the sizes
+ * `cogLevels` gives. Edge tiles are padded with the nodata value (or 0).
+ */
+export async function cogBytesOfLevels(
+  r: Omit<InMemoryRaster, 'bands'>,
+  levels: readonly CogLevelBands[],
+  options: CogWriteOptions = {},
+): Promise<Uint8Array> {
+  const compression = options.compression ?? 'deflate';
+  const predictor =
+    options.predictor ??
+    (compression === 'deflate' || compression === 'lzw' || compression === 'zstd' ? (isFloat(r.dtype) ? 3 : 2) : 1);
+  const blockSize = options.blockSize ?? 512;
+  const bandCount = levels[0].bands.length;
   const layout = planCog({
     width: r.width,
     height: r.height,
-    bands: r.bands.length,
+    bands: bandCount,
     dtype: r.dtype,
     blockSize,
     compression,
@@ -84,8 +115,9 @@ export async function cogBytes(r: InMemoryRaster, options: CogWriteOptions = {})
     epsg: r.epsg,
     geographic: r.geographic,
     nodata: r.nodata,
+    photometric: options.photometric,
     ghost: { leaderTrailer: true },
-    bigTiff: false,
+    bigTiff: options.bigTiff,
   });
   const payloads: Uint8Array[] = new Array(layout.tileCount);
   for (const lvl of layout.levels) {
@@ -107,7 +139,7 @@ export async function cogBytes(r: InMemoryRaster, options: CogWriteOptions = {})
         jobs.push(
           encodeTile(tiles, {
             dtype: r.dtype,
-            bands: r.bands.length,
+            bands: bandCount,
             blockSize,
             compression,
             predictor,

@@ -24,7 +24,10 @@ export interface Expression {
   readonly outputs: readonly ExprNode[];
   /** the 1-based mosaic bands the expression reads, ascending */
   readonly bands: readonly number[];
-  /** one evaluator per output */
+  /**
+   * one evaluator per output. Not data: a structured clone (a worker thread's copy) drops it; read the evaluators
+   * of any expression with `expressionEvaluators`
+   */
   readonly evaluators: readonly Evaluator[];
 }
 
@@ -400,11 +403,24 @@ export function parseExpression(text: string, bandCount: number, maxLength = 512
   if (bands.length === 0) {
     throw new RenderError('bad-request', `expression: "${text.slice(0, 80)}" reads no band; use b1..b${bandCount}`);
   }
-  const slot = new Map(bands.map((b, k) => [b, k] as const));
-  return {
-    canonical: outputs.map(printNode).join(';'),
-    outputs,
-    bands,
-    evaluators: outputs.map((o) => compileNode(o, slot)),
-  };
+  const e = { canonical: outputs.map(printNode).join(';'), outputs, bands } as Omit<Expression, 'evaluators'>;
+  // not enumerable: the expression stays plain data that a structured clone copies
+  return Object.defineProperty(e, 'evaluators', { value: compile(e), enumerable: false }) as Expression;
+}
+
+function compile(e: Pick<Expression, 'outputs' | 'bands'>): readonly Evaluator[] {
+  const slot = new Map(e.bands.map((b, k) => [b, k] as const));
+  return e.outputs.map((o) => compileNode(o, slot));
+}
+
+/** Evaluators compiled for expressions that arrived without theirs (structured clones), once per object. */
+const compiled = new WeakMap<Expression, readonly Evaluator[]>();
+
+/** The evaluators of an expression: its own, or compiled from its trees (a copy made by a structured clone). */
+export function expressionEvaluators(e: Expression): readonly Evaluator[] {
+  const own = (e as Partial<Expression>).evaluators;
+  if (own) return own;
+  let c = compiled.get(e);
+  if (!c) compiled.set(e, (c = compile(e)));
+  return c;
 }

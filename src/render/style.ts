@@ -9,7 +9,7 @@
  * colormaps, style.stretch.ts the stretch and the image. A query becomes a Style in src/server/style.query.ts.
  */
 import type { Colormap } from './style.colormap.ts';
-import type { Expression } from './style.expression.ts';
+import { type Expression, expressionEvaluators } from './style.expression.ts';
 import type { DType, Pixels, Resampling, TypedArray } from './types.ts';
 
 /** What a request asks for, validated. Bands are 1-based, as in the query. */
@@ -87,7 +87,7 @@ export function styleValues(pixels: Pixels, style: Pick<Style, 'expression' | 'n
     }
   }
   if (!style.expression) return { width, height, bands: inputs, mask, dtype: pixels.dtype };
-  const evals = style.expression.evaluators;
+  const evals = expressionEvaluators(style.expression);
   const outs = evals.map(() => new Float64Array(n));
   const v = new Float64Array(inputs.length);
   for (let i = 0; i < n; i++) {

@@ -33,6 +33,13 @@ export async function timed<T>(info: RequestInfo, name: string, fn: () => Promis
   try {
     return await fn();
   } finally {
-    info.timers[name] = Math.round((info.timers[name] ?? 0) + (performance.now() - t0) * 100) / 100;
+    addTimings(info, { [name]: performance.now() - t0 });
+  }
+}
+
+/** Add step durations measured elsewhere (milliseconds by name) to the request's summary line. */
+export function addTimings(info: RequestInfo, timings: Readonly<Record<string, number>>): void {
+  for (const [name, ms] of Object.entries(timings)) {
+    info.timers[name] = Math.round(((info.timers[name] ?? 0) + ms) * 100) / 100;
   }
 }

@@ -15,6 +15,7 @@
 import { Hono } from 'hono';
 import { mosaicVrtHasMask } from '../materialize/virtual.vrt.ts';
 import { crsFromEpsg } from '../render/crs.ts';
+import { mosaicZooms } from '../render/grid.request.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { fixedRanges, stretchFromPercentiles } from '../render/style.stretch.ts';
 import { type Style, styleInputBands, styleKey } from '../render/style.ts';
@@ -26,7 +27,6 @@ import { RequestError } from './errors.ts';
 import { ifNoneMatch, strongEtag } from './http.range.ts';
 import { type QgisProjectInput, qgisFormula, qgisProjectXml } from './qgis.project.ts';
 import type { AppEnv } from './request.ts';
-import { mosaicZooms } from './routes.tiles.ts';
 import { parseStyle, type StyleQuery, styleQueryString } from './style.query.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
 import { zipArchive } from './zip.write.ts';
