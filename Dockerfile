@@ -16,7 +16,11 @@ COPY native/deflate ./native/deflate
 RUN sh native/deflate/build.sh
 
 FROM node:24-slim
+# MALLOC_MMAP_THRESHOLD_: a fixed threshold keeps glibc from raising it after large frees, so the large buffers of
+# a burst of heavy requests are mmapped and handed back to the OS when freed (bench/hostile.bench.ts: RSS back
+# within 5% of its warm level instead of 30-85% above it)
 ENV NODE_ENV=production \
+    MALLOC_MMAP_THRESHOLD_=131072 \
     COGMILL_SERVER_HOST=0.0.0.0 \
     COGMILL_SERVER_PORT=8080
 WORKDIR /app

@@ -8,11 +8,12 @@
  *    must come back to within 20% of the warm level once the burst is over (memory a burst took is given back).
  *
  *   node bench/hostile.bench.ts [--rounds N]
+ *   MALLOC_MMAP_THRESHOLD_=131072 node bench/hostile.bench.ts    (as the container runs it)
  *
  * Prints one JSON line per phase and a summary.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as zlib from 'node:zlib';
@@ -44,10 +45,30 @@ function noise(width: number, height: number, seed0: number): Uint8Array {
   return hostileTiff({ width, height, tileSize: 256, bitsPerSample: 16, compression: 8, tiles, nodata: '0' });
 }
 
+async function metricsOf(url: string): Promise<string> {
+  return (await fetch(`${url}/metrics`)).text();
+}
+
+function metric(text: string, name: string): number {
+  let sum = 0;
+  for (const l of text.split('\n')) if (l.startsWith(name) && !l.startsWith('#')) sum += Number(l.split(' ').at(-1));
+  return sum;
+}
+
 async function rssOf(url: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith('cogmill_process_resident_memory_bytes'));
-  return Number(line?.split(' ').at(-1));
+  return metric(await metricsOf(url), 'cogmill_process_resident_memory_bytes');
+}
+
+/** Where the memory is: RSS, V8 heap, ArrayBuffers/Buffers outside the heap, and cogmill's caches (MiB). */
+async function memoryOf(url: string): Promise<Record<string, number>> {
+  const t = await metricsOf(url);
+  return {
+    rssMiB: round(metric(t, 'cogmill_process_resident_memory_bytes') / MiB, 1),
+    heapUsedMiB: round(metric(t, 'cogmill_nodejs_heap_size_used_bytes') / MiB, 1),
+    heapTotalMiB: round(metric(t, 'cogmill_nodejs_heap_size_total_bytes') / MiB, 1),
+    externalMiB: round(metric(t, 'cogmill_nodejs_external_memory_bytes') / MiB, 1),
+    cachesMiB: round(metric(t, 'cogmill_cache_bytes') / MiB, 1),
+  };
 }
 
 async function healthLatencies(url: string, whileRunning: () => boolean, min = 20): Promise<number[]> {
@@ -124,6 +145,7 @@ try {
   const result = await work;
   const phase1 = {
     phase: 'healthz under 8 hostile requests',
+    loadAverage: round(loadavg()[0], 1),
     hostileWallMs: round(performance.now() - t0),
     hostileStatuses: result.statuses,
     healthzIdleMaxMs: round(Math.max(...idle)),
@@ -131,6 +153,8 @@ try {
     healthzBusyMaxMs: round(Math.max(...busy)),
     healthzBusyP50Ms: round(percentile(busy, 50)),
     healthzBusyCount: busy.length,
+    eventLoopStalls: metric(await metricsOf(url), 'cogmill_event_loop_stalls_total'),
+    eventLoopDelayMaxMs: round(metric(await metricsOf(url), 'cogmill_event_loop_delay_max_seconds') * 1000),
   };
   process.stdout.write(`${JSON.stringify(phase1)}\n`);
 
@@ -140,6 +164,7 @@ try {
   await load(tiles, 4);
   await new Promise((r) => setTimeout(r, 3000));
   const warm = await rssOf(url);
+  const warmMemory = await memoryOf(url);
   const heavy: string[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     for (let k = 0; k < 4; k++) {
@@ -169,6 +194,9 @@ try {
   const settled = after.at(-1)!;
   const phase2 = {
     phase: 'soak',
+    // glibc's malloc: a fixed mmap threshold hands large freed buffers back to the OS (see README, Memory)
+    mallocMmapThreshold: process.env.MALLOC_MMAP_THRESHOLD_ ?? 'glibc default (dynamic)',
+    loadAverage: round(loadavg()[0], 1),
     heavyRequests: heavy.length,
     heavyStatuses: burst.statuses,
     warmRssMiB: round(warm / MiB, 1),
@@ -177,6 +205,8 @@ try {
     afterOverWarmPct: round((settled / warm - 1) * 100, 1),
     secondsToSettle: after.length,
     withinTwentyPct: settled <= warm * 1.2,
+    warmMemory,
+    afterMemory: await memoryOf(url),
   };
   process.stdout.write(`${JSON.stringify(phase2)}\n`);
 } finally {

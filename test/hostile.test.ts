@@ -454,6 +454,26 @@ describe('command line', () => {
     }
   });
 
+  test('a materialisation over a decompression bomb fails naming the source and block, and writes nothing', async () => {
+    const src = path.join(dir, 'bombed');
+    const dst = path.join(dir, 'bombed-out');
+    await mkdir(src, { recursive: true });
+    await mkdir(dst, { recursive: true });
+    await writeFile(path.join(src, 'bombed.tif'), sceneTiff(WEST, { 3: await deflateBomb(64 * MiB) }));
+    const out = path.join(dst, 'bombed.tif');
+    const r = await run(process.execPath, [CLI, 'materialize', path.join(src, 'bombed.tif'), '--out', out], {
+      timeout: 240_000,
+    }).then(
+      () => ({ ok: true, stderr: '' }),
+      (e: { stderr: string }) => ({ ok: false, stderr: e.stderr }),
+    );
+    assert.equal(r.ok, false, 'the export succeeded over a bomb');
+    assert.match(r.stderr, /bombed\.tif/);
+    assert.match(r.stderr, /block 3\b/);
+    assert.match(r.stderr, /131072 bytes the block declares/);
+    assert.deepEqual(await readdir(dst), [], 'nothing is left at the destination');
+  });
+
   test('a partial file left by a killed writer is removed by the next run', async () => {
     const src = path.join(dir, 'big');
     const dst = path.join(dir, 'dest');
