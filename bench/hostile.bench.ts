@@ -46,7 +46,14 @@ function noise(width: number, height: number, seed0: number): Uint8Array {
 }
 
 async function metricsOf(url: string): Promise<string> {
-  return (await fetch(`${url}/metrics`)).text();
+  // a kept-alive connection the server has just closed resets once: ask again on a new one
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await (await fetch(`${url}/metrics`)).text();
+    } catch (e) {
+      if (attempt >= 2) throw e;
+    }
+  }
 }
 
 function metric(text: string, name: string): number {
