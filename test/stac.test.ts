@@ -406,3 +406,49 @@ describe('catalogue mosaics over HTTP (2,000 items)', () => {
     assert.equal(DATES.length, 4);
   });
 });
+
+describe('refresh', () => {
+  test('re-checks sources at most openConcurrency at a time, and a change moves the etag', async () => {
+    const { cogBytes } = await import('../src/materialize/cog.write.ts');
+    const { SourceMemory } = await import('./support/memory.source.ts');
+    let inFlight = 0;
+    let peak = 0;
+    let stats = 0;
+    class SourceSlowStat extends SourceMemory {
+      override async stat() {
+        stats++;
+        inFlight++;
+        peak = Math.max(peak, inFlight);
+        await new Promise((r) => setTimeout(r, 5));
+        inFlight--;
+        return super.stat();
+      }
+    }
+    const sources = new Map<string, SourceSlowStat>();
+    for (let i = 0; i < 60; i++) {
+      const bytes = await cogBytes(
+        {
+          width: 16,
+          height: 16,
+          dtype: 'uint8',
+          bands: [new Uint8Array(256).fill(i + 1)],
+          transform: [500_000 + i * 160, 10, 0, 5_000_000, 0, -10],
+          epsg: 32632,
+          geographic: false,
+        },
+        { blockSize: 16 },
+      );
+      sources.set(`mem://s${i}.tif`, new SourceSlowStat(`mem://s${i}.tif`, bytes));
+    }
+    const engine = new Engine({ openConcurrency: 4 }, { sourceFactory: async (loc) => sources.get(loc)! });
+    const m = await engine.openMosaic({ id: 'r', sources: [...sources.keys()] });
+    const etag = m.etag;
+    assert.equal(await engine.refresh(m), false);
+    assert.equal(stats, 60, 'every source was checked');
+    assert.ok(peak <= 4, `${peak} checks at once`);
+    sources.get('mem://s7.tif')!.etag = '"v2"';
+    assert.equal(await engine.refresh(m), true);
+    assert.notEqual(m.etag, etag);
+    assert.ok(peak <= 4);
+  });
+});

@@ -303,7 +303,7 @@ export class Engine {
    */
   trust(locations: Iterable<string>): void {
     for (const loc of locations) {
-      if (/^(https?|s3):\/\//i.test(loc)) {
+      if (/^(https?|s3|az):\/\//i.test(loc)) {
         const bare = loc.replace(/[?#].*$/s, '');
         const slash = bare.lastIndexOf('/');
         if (slash > bare.indexOf('://') + 2) this.trustedPrefixes.add(bare.slice(0, slash + 1));
@@ -315,12 +315,12 @@ export class Engine {
 
   /** Refuse a location outside the policy without opening it (local paths: by name; opening confines them again). */
   checkAllowed(location: string): void {
-    if (/^(https?|s3):\/\//i.test(location)) {
+    if (/^(https?|s3|az):\/\//i.test(location)) {
       this.checkUrlAllowed(location);
       return;
     }
     if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location) && !location.startsWith('file://'))
-      throw new SourceError('forbidden', `source ${location}: only file, http(s) and s3 locations are read`);
+      throw new SourceError('forbidden', `source ${location}: only file, http(s), s3 and az locations are read`);
     const abs = path.resolve(location.replace(/^file:\/\//, ''));
     const inside = this.roots().some((r) => {
       const rel = path.relative(path.resolve(r), abs);
