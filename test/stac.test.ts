@@ -239,6 +239,35 @@ describe('catalogue mosaics over HTTP (2,000 items)', () => {
     assert.equal(viaPost.items?.items.length, 2000);
     assert.equal(viaGet.items?.items.length, 1000, 'the datetime filter went to the API');
     assert.equal(viaLanding.items?.items.length, 2000);
+    // a search URL given as a document (as on the command line): its GET next links are followed
+    const viaSearchUrl = await engine.openMosaic(spec({ catalogue: { items: `${api.url}/search?limit=700` } }));
+    assert.equal(viaSearchUrl.items?.items.length, 2000);
+    // query, CQL2 filter and sortby go to the API as the STAC API spec writes them
+    const m3 = api.requests.length;
+    await engine.openMosaic(
+      spec({
+        catalogue: {
+          search: `${api.url}/search`,
+          limit: 1000,
+          query: { 'eo:cloud_cover': { lt: 50 } },
+          filter: { op: '<', args: [{ property: 'eo:cloud_cover' }, 50] },
+          sortby: parseSortby('-eo:cloud_cover'),
+        },
+      }),
+    );
+    const sent = api.requests[m3].body!;
+    assert.deepEqual(sent.query, { 'eo:cloud_cover': { lt: 50 } });
+    assert.deepEqual(sent.filter, { op: '<', args: [{ property: 'eo:cloud_cover' }, 50] });
+    assert.equal(sent['filter-lang'], 'cql2-json');
+    assert.deepEqual(sent.sortby, [{ field: 'eo:cloud_cover', direction: 'desc' }]);
+    await assert.rejects(
+      engine.openMosaic(spec({ catalogue: { items: cat.itemsJson, filter: 'eo:cloud_cover < 50' } })),
+      /query and filter are answered by a STAC API search/,
+    );
+    await assert.rejects(
+      engine.openMosaic(spec({ catalogue: { search: `${api.url}/search`, limit: 100, maxItems: 500 } })),
+      /matches more than 500 items/,
+    );
     assert.deepEqual(cogRequests(server, mark), [], 'still no COG read');
   });
 
