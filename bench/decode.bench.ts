@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { inflateSync } from 'node:zlib';
 import { Engine } from '../src/render/engine.ts';
 import type { ReadOptions, Source, SourceRead } from '../src/render/source.ts';
-import { tileGrid } from '../src/render/tilematrix.ts';
+import { xyzTileGrid } from '../src/render/tilematrix.ts';
 import { type Bench, type BenchContext, runStandalone } from './harness.ts';
 import { note, percentile, round, table } from './support.ts';
 import { benchZooms, nativeZoom, tileList } from './tile.list.ts';
@@ -112,7 +112,7 @@ async function renderWindows(ctx: BenchContext) {
   for (const pass of ['cold', 'warm'] as const) {
     for (const t of tiles) {
       const t0 = performance.now();
-      await engine.render(mosaic, tileGrid(t.z, t.x, t.y));
+      await engine.render(mosaic, xyzTileGrid(t.z, t.x, t.y));
       const dt = ms(t0);
       for (const key of [`${pass}|${t.z}`, `${pass}|all`]) {
         const list = byZoom.get(key) ?? [];

@@ -6,7 +6,7 @@
 import { Engine } from '../src/render/engine.ts';
 import type { MosaicSpec } from '../src/render/mosaic.ts';
 import { parseSortby } from '../src/render/stac.ts';
-import { tileGrid } from '../src/render/tilematrix.ts';
+import { xyzTileGrid } from '../src/render/tilematrix.ts';
 import type { Composite } from '../src/render/types.ts';
 
 const [mode, location, tile, composite, prefix] = process.argv.slice(2);
@@ -38,7 +38,7 @@ const openRequests = requests();
 const rssAfterOpen = process.memoryUsage().rss;
 const [z, x, y] = tile.split('/').map(Number);
 const t1 = performance.now();
-const px = await engine.render(mosaic, tileGrid(z, x, y), {});
+const px = await engine.render(mosaic, xyzTileGrid(z, x, y), {});
 const firstTileMs = performance.now() - t1;
 let valid = 0;
 for (const v of px.mask) if (v) valid++;

@@ -17,7 +17,7 @@ import { Engine } from './render/engine.ts';
 import { explainRender } from './render/mosaic.explain.ts';
 import { indexItem } from './render/mosaic.index.ts';
 import { parseInterval } from './render/stac.ts';
-import { tileGrid } from './render/tilematrix.ts';
+import { xyzTileGrid } from './render/tilematrix.ts';
 import type { Grid } from './render/types.ts';
 
 export const INDEX_USAGE = `usage: cogmill index SOURCE... -o INDEX.json [--concurrency N]
@@ -104,7 +104,7 @@ export async function cmdExplain(argv: string[]): Promise<void> {
     if (values.tile) {
       const t = /^(\d{1,2})\/(\d{1,9})\/(\d{1,9})$/.exec(values.tile);
       if (!t) throw new ConfigError(`--tile must be Z/X/Y (got "${values.tile}")`);
-      grid = tileGrid(Number(t[1]), Number(t[2]), Number(t[3]));
+      grid = xyzTileGrid(Number(t[1]), Number(t[2]), Number(t[3]));
     } else if (values.bbox) {
       const b = values.bbox.split(',').map(Number);
       if (b.length !== 4 || !b.every(Number.isFinite) || !(b[0] < b[2] && b[1] < b[3]))

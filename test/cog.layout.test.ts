@@ -13,8 +13,8 @@ import {
   fileSize,
   frameTile,
   ghostArea,
+  layoutCog,
   needsBigTiff,
-  planCog,
   tileDataOffsets,
 } from '../src/materialize/cog.layout.ts';
 import { formatGdalNodata } from '../src/materialize/tiff.geo.ts';
@@ -78,9 +78,9 @@ describe('cogLevels', () => {
   });
 });
 
-describe('planCog / buildHeader', () => {
+describe('layoutCog / buildHeader', () => {
   it('header size depends on the spec only, never on the tile sizes', () => {
-    const layout = planCog(BASE);
+    const layout = layoutCog(BASE);
     const rnd = lcg(5);
     const samples = [
       new Array(layout.tileCount).fill(0),
@@ -88,11 +88,11 @@ describe('planCog / buildHeader', () => {
       Array.from({ length: layout.tileCount }, (_, i) => (i % 3 === 0 ? 0 : 2_000_000)),
     ];
     for (const counts of samples) assert.equal(buildHeader(layout, counts).length, layout.headerBytes);
-    assert.equal(planCog({ ...BASE }).headerBytes, layout.headerBytes);
+    assert.equal(layoutCog({ ...BASE }).headerBytes, layout.headerBytes);
   });
 
   it('orders tiles smallest overview first, full resolution last, row-major within a level', () => {
-    const layout = planCog(BASE);
+    const layout = layoutCog(BASE);
     assert.equal(layout.tileCount, 33);
     assert.deepEqual(
       layout.levels.map((l) => l.fileIndexStart),
@@ -111,7 +111,7 @@ describe('planCog / buildHeader', () => {
   });
 
   it('places payloads after their 4-byte leader, skips sparse tiles, and frames tiles like GDAL', () => {
-    const layout = planCog(BASE);
+    const layout = layoutCog(BASE);
     const counts = Array.from({ length: layout.tileCount }, (_, i) => (i === 1 ? 0 : 100 + i));
     const offsets = tileDataOffsets(layout, counts);
     assert.equal(offsets[0], layout.headerBytes + 4);
@@ -123,7 +123,7 @@ describe('planCog / buildHeader', () => {
 
     const framed = frameTile(layout, Uint8Array.of(9, 8, 7, 6, 5, 4));
     assert.deepEqual([...framed], [6, 0, 0, 0, 9, 8, 7, 6, 5, 4, 7, 6, 5, 4]);
-    const plain = planCog({ ...BASE, ghost: { leaderTrailer: false } });
+    const plain = layoutCog({ ...BASE, ghost: { leaderTrailer: false } });
     assert.equal(tileDataOffsets(plain, counts)[2], plain.headerBytes + 100);
     assert.throws(() => tileDataOffsets(layout, [1, 2, 3]), /expected 33 tile byte counts/);
   });
@@ -139,10 +139,10 @@ describe('planCog / buildHeader', () => {
       'GDAL_STRUCTURAL_METADATA_SIZE=000077 bytes\nLAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\n' +
         'KNOWN_INCOMPATIBLE_EDITION=NO\n ',
     );
-    const header = buildHeader(planCog(BASE), new Array(33).fill(0));
+    const header = buildHeader(layoutCog(BASE), new Array(33).fill(0));
     assert.equal(parseTiff(header).ifds[0].offset, 192);
     assert.equal(Buffer.from(header.subarray(8, 191)).toString('latin1'), ghostArea(true));
-    const big = planCog({ ...BASE, bigTiff: true });
+    const big = layoutCog({ ...BASE, bigTiff: true });
     assert.equal(big.ifds[0].offset, 200);
   });
 
@@ -155,7 +155,7 @@ describe('planCog / buildHeader', () => {
       blockSize: 512,
       gdalMetadata: '<GDALMetadata>\n  <Item name="STATISTICS_MEAN" sample="0">1</Item>\n</GDALMetadata>\n',
     };
-    const layout = planCog(spec);
+    const layout = layoutCog(spec);
     const header = buildHeader(layout, new Uint32Array(layout.tileCount));
     assert.equal(layout.bigTiff, true, '200 GB of raw tiles needs BigTIFF');
     assert.equal(layout.tileCount, 51_285);
@@ -176,13 +176,16 @@ describe('planCog / buildHeader', () => {
   });
 
   it('chooses BigTIFF only past 4 GiB', () => {
-    const classic = planCog({ ...BASE, bigTiff: false });
+    const classic = layoutCog({ ...BASE, bigTiff: false });
     const room = 2 ** 32 - 1 - classic.headerBytes - classic.tileCount * 8;
     assert.equal(needsBigTiff(BASE, room), false);
     assert.equal(needsBigTiff(BASE, room + 1), true);
-    assert.equal(planCog(BASE).bigTiff, false);
-    assert.equal(planCog({ ...BASE, width: 40_000, height: 40_000, compression: 'none', predictor: 1 }).bigTiff, true);
-    assert.equal(planCog({ ...BASE, width: 40_000, height: 40_000, bigTiff: false }).bigTiff, false);
+    assert.equal(layoutCog(BASE).bigTiff, false);
+    assert.equal(
+      layoutCog({ ...BASE, width: 40_000, height: 40_000, compression: 'none', predictor: 1 }).bigTiff,
+      true,
+    );
+    assert.equal(layoutCog({ ...BASE, width: 40_000, height: 40_000, bigTiff: false }).bigTiff, false);
     const counts = new Array(classic.tileCount).fill(Math.ceil((5 * GiB) / classic.tileCount));
     assert.throws(
       () => buildHeader(classic, counts),
@@ -206,7 +209,7 @@ describe('planCog / buildHeader', () => {
     ];
     for (const [patch, message] of bad) {
       assert.throws(
-        () => planCog({ ...BASE, ...patch }),
+        () => layoutCog({ ...BASE, ...patch }),
         (e: unknown) => e instanceof CogLayoutError && e.kind === 'bad-request' && message.test(e.message),
       );
     }
@@ -252,7 +255,7 @@ describe('tags', () => {
   });
 
   it('writes scale + tiepoint for north-up grids, a transformation matrix otherwise, and minimal GeoKeys', () => {
-    const north = parseTiff(buildHeader(planCog(BASE), new Array(33).fill(1))).ifds;
+    const north = parseTiff(buildHeader(layoutCog(BASE), new Array(33).fill(1))).ifds;
     assert.deepEqual(tiffEntry(north[0], 33550)!.values, [10, 10, 0]);
     assert.deepEqual(tiffEntry(north[0], 33922)!.values, [0, 0, 0, 500000, 4000000, 0]);
     assert.deepEqual(tiffEntry(north[0], 34735)!.values, [1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633]);
@@ -265,7 +268,7 @@ describe('tags', () => {
     }
     const rotated = parseTiff(
       buildHeader(
-        planCog({ ...BASE, transform: [10, 0.5, 0.1, 50, 0.2, -0.5], epsg: 4326, geographic: true }),
+        layoutCog({ ...BASE, transform: [10, 0.5, 0.1, 50, 0.2, -0.5], epsg: 4326, geographic: true }),
         new Array(33).fill(1),
       ),
     ).ifds[0];
@@ -280,7 +283,7 @@ describe('against GDAL', { timeout: 600_000 }, () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   async function writeCog(spec: CogSpec, name: string, sparse: (level: number, tx: number, ty: number) => boolean) {
-    const layout = planCog(spec);
+    const layout = layoutCog(spec);
     const bs = layout.blockSize;
     const payloads: (Uint8Array | undefined)[] = [];
     for (let i = 0; i < layout.tileCount; i++) {

@@ -10,9 +10,9 @@ import {
   multipartLayout,
   parseEntityTags,
   parseRange,
-  planRangedResponse,
   type RangedRepresentation,
   rangedHeaders,
+  rangedResponse,
 } from '../src/server/http.range.ts';
 
 const SIZE = 1000;
@@ -121,9 +121,8 @@ describe('entity tags and dates', () => {
   });
 });
 
-describe('planRangedResponse', () => {
-  const plan = (h: Partial<Parameters<typeof planRangedResponse>[0]>) =>
-    planRangedResponse({ method: 'GET', ...h }, REP);
+describe('rangedResponse', () => {
+  const plan = (h: Partial<Parameters<typeof rangedResponse>[0]>) => rangedResponse({ method: 'GET', ...h }, REP);
 
   it('answers 200 with the whole representation without a Range', () => {
     const p = plan({});

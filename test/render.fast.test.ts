@@ -10,7 +10,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { cogLevels } from '../src/materialize/cog.layout.ts';
-import { tileGrid } from '../src/materialize/cog.tiles.ts';
+import { cogTileGrid } from '../src/materialize/cog.tiles.ts';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import { Engine } from '../src/render/engine.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
@@ -114,7 +114,7 @@ function windows(mosaic: Mosaic): { name: string; grid: Grid }[] {
   for (const lvl of cogLevels(g.width, g.height, 128)) {
     for (let ty = 0; ty < lvl.tilesY; ty++) {
       for (let tx = 0; tx < lvl.tilesX; tx++)
-        out.push({ name: `tile ${lvl.level}/${tx}/${ty}`, grid: tileGrid(mosaic, lvl, tx, ty, 128) });
+        out.push({ name: `tile ${lvl.level}/${tx}/${ty}`, grid: cogTileGrid(mosaic, lvl, tx, ty, 128) });
     }
   }
   const t = g.transform;
@@ -246,7 +246,7 @@ describe('render shortcuts = general warp, byte for byte', () => {
 
   test('an aligned tile copies its source exactly (nearest, first)', async () => {
     const m = await mosaic('aligned-a', ['a']);
-    const px = await renderMosaic(m, tileGrid(m, cogLevels(m.grid.width, m.grid.height, 128)[0], 1, 1, 128));
+    const px = await renderMosaic(m, cogTileGrid(m, cogLevels(m.grid.width, m.grid.height, 128)[0], 1, 1, 128));
     const src = await m.sources[0].raster.readWindow(0, 128, 128, 128, 128, [0]);
     for (let i = 0; i < 128 * 128; i++) {
       const v = src.bands[0][i];

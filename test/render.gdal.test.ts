@@ -12,7 +12,7 @@ import { crsFromEpsg } from '../src/render/crs.ts';
 import { Engine } from '../src/render/engine.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
 import type { Composite, DType, Grid, Resampling } from '../src/render/types.ts';
-import { planSource } from '../src/render/warp.window.ts';
+import { sourceWarp } from '../src/render/warp.window.ts';
 import { agreement, fixtureDir, gdalwarp, tempDir } from './support/gdal.ts';
 import { type StaticServer, startStaticServer } from './support/http.server.ts';
 
@@ -368,7 +368,7 @@ describe('warp plan matches gdalwarp (overview level, chunks, source windows)', 
   });
 
   const ourPlan = async (name: string, grid: Grid, resampling: Resampling): Promise<GdalPlan> => {
-    const p = planSource(grid, await engine.openRaster(path.join(dir, `${name}.tif`)), resampling);
+    const p = sourceWarp(grid, await engine.openRaster(path.join(dir, `${name}.tif`)), resampling);
     const chunks = (p?.chunks ?? []).map(
       (c) => `Src=${c.sx},${c.sy},${c.sw}x${c.sh} Dst=${c.dx},${c.dy},${c.dw}x${c.dh}`,
     );
@@ -404,11 +404,11 @@ describe('warp plan matches gdalwarp (overview level, chunks, source windows)', 
     });
     let lo = 30;
     let hi = 80;
-    assert.equal(planSource(grid(lo), raster, 'nearest')?.level, 0);
-    assert.equal(planSource(grid(hi), raster, 'nearest')?.level, 1);
+    assert.equal(sourceWarp(grid(lo), raster, 'nearest')?.level, 0);
+    assert.equal(sourceWarp(grid(hi), raster, 'nearest')?.level, 1);
     for (let i = 0; i < 40; i++) {
       const mid = (lo + hi) / 2;
-      if (planSource(grid(mid), raster, 'nearest')?.level === 0) lo = mid;
+      if (sourceWarp(grid(mid), raster, 'nearest')?.level === 0) lo = mid;
       else hi = mid;
     }
     const file = path.join(dir, 'utm32.tif');

@@ -14,7 +14,7 @@ import { mosaicPeriods, periodOf } from '../src/render/mosaic.items.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
 import { FileHandlePool } from '../src/render/source.pool.ts';
 import { parseInterval, parseSortby, parseStacItem, sortItems } from '../src/render/stac.ts';
-import { lonLatToTile, tileGrid } from '../src/render/tilematrix.ts';
+import { lonLatToTile, xyzTileGrid } from '../src/render/tilematrix.ts';
 import { createTransformer } from '../src/render/transform.ts';
 import type { Grid } from '../src/render/types.ts';
 import { tempDir } from './support/gdal.ts';
@@ -280,7 +280,7 @@ describe('catalogue mosaics over HTTP (2,000 items)', () => {
       ey - 5 * SCENE_M,
     );
     const [tx, ty] = lonLatToTile(lon, lat, 12);
-    const grid = tileGrid(12, tx, ty);
+    const grid = xyzTileGrid(12, tx, ty);
     const mark = server.requests.length;
     const px = await engine.render(m, grid, {});
     const files = cogRequests(server, mark);

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { assembleCog, type CogLayout, CogLayoutError, type CogSpec, planCog } from '../src/materialize/cog.layout.ts';
+import { assembleCog, type CogLayout, CogLayoutError, type CogSpec, layoutCog } from '../src/materialize/cog.layout.ts';
 import {
   applyPredictor,
   edgePad,
@@ -332,7 +332,7 @@ function levelArray(c: EncodeCase, level: number, band: number, width: number, h
 }
 
 async function buildCog(c: EncodeCase): Promise<{ layout: CogLayout; bytes: Uint8Array }> {
-  const layout = planCog(c.spec);
+  const layout = layoutCog(c.spec);
   const fill = c.spec.nodata ?? 0;
   const payloads: Uint8Array[] = [];
   for (let i = 0; i < layout.tileCount; i++) {

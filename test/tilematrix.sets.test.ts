@@ -11,7 +11,7 @@ import {
   tmsTilesForBounds,
   worldTileMatrixSet,
 } from '../src/render/tilematrix.sets.ts';
-import { resolutionAtZoom, tileGrid } from '../src/render/tilematrix.ts';
+import { resolutionAtZoom, xyzTileGrid } from '../src/render/tilematrix.ts';
 import type { Grid } from '../src/render/types.ts';
 
 const utmGrid: Grid = {
@@ -29,7 +29,7 @@ describe('world tile matrix sets', () => {
       [5, 17, 11],
       [13, 4230, 2915],
     ]) {
-      assert.deepEqual(tmsTileGrid(set, z, x, y), tileGrid(z, x, y));
+      assert.deepEqual(tmsTileGrid(set, z, x, y), xyzTileGrid(z, x, y));
       assert.equal(set.matrix(z).cellSize, resolutionAtZoom(z));
     }
     // OGC 17-083r4 Annex: level 0 scale denominator of GoogleMapsCompatible

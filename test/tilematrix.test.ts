@@ -15,11 +15,11 @@ import {
   TILE_MAX_ZOOM,
   tileBoundsMercator,
   tileBoundsWgs84,
-  tileGrid,
   tilesForBounds,
   WEB_MERCATOR_HALF_SIZE_M,
   WEB_MERCATOR_MAX_LAT,
   wgs84Bounds,
+  xyzTileGrid,
   zoomForResolution,
 } from '../src/render/tilematrix.ts';
 import type { Grid } from '../src/render/types.ts';
@@ -93,21 +93,21 @@ describe('tiles', () => {
   });
 
   it('builds the EPSG:3857 grid of a tile', () => {
-    const g = tileGrid(1, 0, 0);
+    const g = xyzTileGrid(1, 0, 0);
     assert.equal(g.crs.epsg, 3857);
     assert.equal(g.width, 256);
     assert.equal(g.height, 256);
     assert.deepEqual(g.transform, [-O, 78271.51696402048, 0, O, 0, -78271.51696402048]);
-    const g512 = tileGrid(10, 511, 340, 512);
+    const g512 = xyzTileGrid(10, 511, 340, 512);
     assert.equal(g512.width, 512);
     near(g512.transform[1], resolutionAtZoom(10, 512), 0);
     near(g512.transform[0], -O + (511 * 2 * O) / 1024, 1e-6);
     near(g512.transform[3], O - (340 * 2 * O) / 1024, 1e-6);
     assert.throws(
-      () => tileGrid(1, 2, 0),
+      () => xyzTileGrid(1, 2, 0),
       (e: unknown) => e instanceof RenderError && e.kind === 'bad-request',
     );
-    assert.throws(() => tileGrid(1, 0, 0, 0), RenderError);
+    assert.throws(() => xyzTileGrid(1, 0, 0, 0), RenderError);
   });
 
   it('validates z/x/y', () => {
@@ -191,7 +191,7 @@ describe('tiles', () => {
       [3, 5, 2],
       [14, 8800, 5373],
     ]) {
-      const b = wgs84Bounds(tileGrid(z, x, y));
+      const b = wgs84Bounds(xyzTileGrid(z, x, y));
       const expected = tileBoundsWgs84(z, x, y);
       for (let i = 0; i < 4; i++) near(b[i], expected[i], 1e-9, `${z}/${x}/${y} [${i}]`);
     }
@@ -243,7 +243,7 @@ describe('against GDAL GoogleMapsCompatible COG tiling', () => {
         const span = 256 * resolutionAtZoom(z);
         const tx = Math.round((gt[0] + O) / span);
         const ty = Math.round((O - gt[3]) / span);
-        const tile = tileGrid(z, tx, ty).transform;
+        const tile = xyzTileGrid(z, tx, ty).transform;
         near(tile[0], gt[0], 1e-6, 'origin x');
         near(tile[3], gt[3], 1e-6, 'origin y');
       }

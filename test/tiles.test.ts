@@ -14,7 +14,7 @@ import { previewGrid } from '../src/render/grid.request.ts';
 import type { Mosaic } from '../src/render/mosaic.ts';
 import { styleImage } from '../src/render/style.stretch.ts';
 import { styleInputBands, styleValues } from '../src/render/style.ts';
-import { lonLatToTile, tileGrid, tilesForBounds } from '../src/render/tilematrix.ts';
+import { lonLatToTile, tilesForBounds, xyzTileGrid } from '../src/render/tilematrix.ts';
 import type { DType, Grid, Pixels } from '../src/render/types.ts';
 import { parseStyle, type StyleQuery } from '../src/server/style.query.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
@@ -121,7 +121,7 @@ function query(q: string): StyleQuery {
 
 /** A grid covering `cols` x `rows` tiles at zoom z, starting at tile (x, y). */
 function tilesGrid(z: number, x: number, y: number, cols: number, rows: number): Grid {
-  const g = tileGrid(z, x, y);
+  const g = xyzTileGrid(z, x, y);
   return { ...g, width: 256 * cols, height: 256 * rows };
 }
 
@@ -203,7 +203,7 @@ describe('tiles and data endpoints over HTTP', () => {
     // the first tile from the west along 45°N with valid pixels: it holds the mosaic's edge
     let [x, y] = lonLatToTile(5.85, 45.0, 13);
     for (; ; x++) {
-      const px = await server.deps.engine.render(mosaic('utm'), tileGrid(13, x, y));
+      const px = await server.deps.engine.render(mosaic('utm'), xyzTileGrid(13, x, y));
       if (px.mask.some((v) => v !== 0)) break;
     }
     const r = await get(`/mosaics/utm/tiles/13/${x}/${y}.png?${q}`);
@@ -221,7 +221,7 @@ describe('tiles and data endpoints over HTTP', () => {
     await assertGrayAgrees(
       got,
       [file('utm32'), file('utm31')],
-      tileGrid(13, x, y),
+      xyzTileGrid(13, x, y),
       { dtype: 'uint16', nodata: 0, range: [0, 4000] },
       'utm tile vs gdalwarp',
     );
@@ -248,7 +248,7 @@ describe('tiles and data endpoints over HTTP', () => {
     await assertGrayAgrees(
       got,
       [file('utm32'), file('utm31')],
-      tileGrid(12, x, y),
+      xyzTileGrid(12, x, y),
       { dtype: 'uint16', nodata: 0, range: [p2, p98] },
       'default stretch vs gdalwarp + percentiles',
     );
@@ -264,7 +264,7 @@ describe('tiles and data endpoints over HTTP', () => {
     const [p2, p98] = [percentile(values, 2), percentile(values, 98)];
     const r = await get(`/mosaics/flt/tiles/12/${x}/${y}.png`);
     const got = await imagePlanes(r.body);
-    const g = tileGrid(12, x, y);
+    const g = xyzTileGrid(12, x, y);
     await assertGrayAgrees(
       got,
       [file('float')],
@@ -283,7 +283,7 @@ describe('tiles and data endpoints over HTTP', () => {
   test('RGB uint8 is shown as it is; WebP keeps alpha, JPEG has none and is black outside', async () => {
     const [x, y] = lonLatToTile(5.91, 45.0, 13); // on the western edge of rgb.tif
     // rgb.tif holds values 1..255, so gdalwarp's 0 marks exactly the area outside it
-    const ref = await gdalwarpMosaic([file('rgb')], tileGrid(13, x, y), { dtype: 'uint8', bands: 3, dstNodata: 0 });
+    const ref = await gdalwarpMosaic([file('rgb')], xyzTileGrid(13, x, y), { dtype: 'uint8', bands: 3, dstNodata: 0 });
     const png = await imagePlanes((await get(`/mosaics/rgb/tiles/13/${x}/${y}.png`)).body);
     assert.equal(png.img.channels, 4);
     const c = compareImage(png, ref.valid, (i) => [ref.bands[0][i], ref.bands[1][i], ref.bands[2][i]], 0);
@@ -326,7 +326,7 @@ describe('tiles and data endpoints over HTTP', () => {
     const got = await imagePlanes(r.body);
     assert.equal(got.img.channels, 4);
     // the source's values (its mask as nodata), the expression evaluated here, RdYlGn from matplotlib
-    const ref = await gdalwarpMosaic([file('planar_mask')], tileGrid(15, x, y), {
+    const ref = await gdalwarpMosaic([file('planar_mask')], xyzTileGrid(15, x, y), {
       dtype: 'int16',
       bands: 4,
       dstNodata: -32768,

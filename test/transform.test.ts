@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { CRS_FAMILIES, CRS_SINGLES } from '../src/render/crs.db.ts';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import { RenderError } from '../src/render/errors.ts';
-import { tileGrid } from '../src/render/tilematrix.ts';
+import { xyzTileGrid } from '../src/render/tilematrix.ts';
 import { createTransformer, mapRowToSource, type Transformer, transformBounds } from '../src/render/transform.ts';
 import { type Bounds, type GeoTransform, type Grid, invertTransform } from '../src/render/types.ts';
 
@@ -490,11 +490,16 @@ describe('mapRowToSource', () => {
   const scenarios: { label: string; target: Grid; src: number; srcGt: GeoTransform }[] = [
     {
       label: 'z12 tile <- UTM 33 10 m',
-      target: tileGrid(12, 2218, 1387),
+      target: xyzTileGrid(12, 2218, 1387),
       src: 32633,
       srcGt: [4e5, 10, 0, 5.6e6, 0, -10],
     },
-    { label: 'z5 tile <- UTM 33 1 km', target: tileGrid(5, 17, 10), src: 32633, srcGt: [-5e5, 1000, 0, 8e6, 0, -1000] },
+    {
+      label: 'z5 tile <- UTM 33 1 km',
+      target: xyzTileGrid(5, 17, 10),
+      src: 32633,
+      srcGt: [-5e5, 1000, 0, 8e6, 0, -1000],
+    },
     {
       label: 'UTM 33 512 px <- Web Mercator',
       target: { crs: crsFromEpsg(32633), transform: [4e5, 20, 0, 5.6e6, 0, -20], width: 512, height: 512 },
@@ -509,11 +514,16 @@ describe('mapRowToSource', () => {
     },
     {
       label: 'z2 tile <- Antarctic polar',
-      target: tileGrid(2, 1, 3),
+      target: xyzTileGrid(2, 1, 3),
       src: 3031,
       srcGt: [-4e6, 1000, 0, 4e6, 0, -1000],
     },
-    { label: 'z3 tile <- WGS 84 0.01 deg', target: tileGrid(3, 4, 2), src: 4326, srcGt: [-180, 0.01, 0, 90, 0, -0.01] },
+    {
+      label: 'z3 tile <- WGS 84 0.01 deg',
+      target: xyzTileGrid(3, 4, 2),
+      src: 4326,
+      srcGt: [-180, 0.01, 0, 90, 0, -0.01],
+    },
   ];
   for (const { label, target, src, srcGt } of scenarios) {
     it(`stays within maxErrorPx of the exact mapping: ${label}`, () => {

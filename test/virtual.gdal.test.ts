@@ -13,7 +13,7 @@ import { type CogLevel, cogLevels } from '../src/materialize/cog.layout.ts';
 import { renderCogTile } from '../src/materialize/cog.tiles.ts';
 import { materialize } from '../src/materialize/pipeline.ts';
 import { SinkFile } from '../src/materialize/sink.file.ts';
-import { planVirtualCog } from '../src/materialize/virtual.cog.ts';
+import { virtualCogFile } from '../src/materialize/virtual.cog.ts';
 import type { Mosaic } from '../src/render/mosaic.ts';
 import { allocTyped, bytesPerSample, type Pixels, type TypedArray, typedFromBytes } from '../src/render/types.ts';
 import { startTestServerOpen, type TestServer } from './support/app.ts';
@@ -72,7 +72,7 @@ describe('virtual COG and VRT through GDAL /vsicurl/', () => {
     w: number,
     h: number,
   ): Promise<Uint8Array> {
-    const plan = planVirtualCog(m);
+    const plan = virtualCogFile(m);
     const bs = plan.tileOptions.blockSize;
     const bands: TypedArray[] = Array.from({ length: m.bandCount }, () => allocTyped(m.dtype, w * h));
     for (let ty = Math.floor(y0 / bs); ty <= Math.floor((y0 + h - 1) / bs); ty++) {
@@ -246,7 +246,7 @@ describe('virtual COG and VRT through GDAL /vsicurl/', () => {
     let checked = 0;
     for (const id of ['utm', 'rgb', 'float', 'sparse']) {
       const m = mosaic(id);
-      const levels: CogLevel[] = cogLevels(m.grid.width, m.grid.height, planVirtualCog(m).tileOptions.blockSize);
+      const levels: CogLevel[] = cogLevels(m.grid.width, m.grid.height, virtualCogFile(m).tileOptions.blockSize);
       for (const l of levels) {
         // full resolution: a window crossing tile edges; overviews: the whole level (with -ovr, GDAL reads -srcwin
         // in full-resolution pixels, so a window would not map exactly onto overview pixels)
@@ -281,7 +281,7 @@ describe('virtual COG and VRT through GDAL /vsicurl/', () => {
     let levels = 0;
     for (const id of ['utm', 'rgb', 'float', 'sparse', 'masked']) {
       const m = mosaic(id);
-      const blockSize = planVirtualCog(m).tileOptions.blockSize;
+      const blockSize = virtualCogFile(m).tileOptions.blockSize;
       const file = path.join(tmp, `materialised-${id}.tif`);
       await materialize(server.deps.engine, m, new SinkFile(file), { blockSize, workers: 1, statistics: false });
       const count = cogLevels(m.grid.width, m.grid.height, blockSize).length;
@@ -391,7 +391,7 @@ describe('virtual COG and VRT through GDAL /vsicurl/', () => {
   });
 
   test('a plain GET streams the whole small virtual COG; gdal_translate throughput', async (t) => {
-    const size = planVirtualCog(mosaic('utm')).size;
+    const size = virtualCogFile(mosaic('utm')).size;
     const all = new Uint8Array(await (await fetch(`${url}/mosaics/utm.tif`)).arrayBuffer());
     assert.equal(all.length, size);
     const file = path.join(tmp, 'downloaded.tif');
@@ -404,7 +404,7 @@ describe('virtual COG and VRT through GDAL /vsicurl/', () => {
     assert.equal(firstDifference(remote.bytes, local.bytes), -1);
 
     // throughput: a mosaic no other test touched (cold: every tile rendered), then the same again (cached tiles)
-    const coldSize = planVirtualCog(mosaic('cold')).size;
+    const coldSize = virtualCogFile(mosaic('cold')).size;
     const out = path.join(tmp, 'cold.tif');
     const timeTranslate = async () => {
       const t0 = performance.now();

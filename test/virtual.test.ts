@@ -11,9 +11,9 @@ import { renderCogTile } from '../src/materialize/cog.tiles.ts';
 import { gdalMetadataDocument, mosaicBandSummaries } from '../src/materialize/statistics.xml.ts';
 import { interleaveTile } from '../src/materialize/tile.encode.ts';
 import {
-  planVirtualCog,
   TILE_DATA_ALIGNMENT_BYTES,
   VirtualCogStore,
+  virtualCogFile,
   virtualCogSegments,
 } from '../src/materialize/virtual.cog.ts';
 import { Engine } from '../src/render/engine.ts';
@@ -116,7 +116,7 @@ describe('virtual views over HTTP', () => {
   });
 
   test('HEAD gives the exact size, Accept-Ranges, a strong ETag and Last-Modified, and renders nothing', async () => {
-    const plan = planVirtualCog(mosaic('utm'), await served('utm'));
+    const plan = virtualCogFile(mosaic('utm'), await served('utm'));
     const counter = server.deps.metrics.getSingleMetric('cogmill_virtual_cog_tiles_rendered_total');
     const renderedNow = async () => (await counter!.get()).values[0]?.value ?? 0;
     const before = await renderedNow();
@@ -132,12 +132,12 @@ describe('virtual views over HTTP', () => {
     assert.equal(big.status, 200);
     const bigSize = Number(big.headers.get('content-length'));
     assert.ok(bigSize > 4 * 2 ** 30, `the 100,000 x 100,000 x 10 uint16 virtual COG is ${bigSize} bytes`);
-    assert.equal(bigSize, planVirtualCog(mosaic('big'), await served('big')).size);
+    assert.equal(bigSize, virtualCogFile(mosaic('big'), await served('big')).size);
     assert.equal(await renderedNow(), before);
   });
 
   test('the virtual COG layout: BigTIFF only past 4 GiB, aligned tiles, sparse tiles outside every source', async () => {
-    const small = planVirtualCog(mosaic('sparse'), await served('sparse'));
+    const small = virtualCogFile(mosaic('sparse'), await served('sparse'));
     assert.equal(small.layout.bigTiff, false);
     const header = await bytesOf(await get('/mosaics/sparse.tif', { range: `bytes=0-${small.dataStart - 1}` }));
     assert.equal(header.length, small.dataStart);
@@ -181,7 +181,7 @@ describe('virtual views over HTTP', () => {
     assert.ok(first(levels.length - 1) < first(1) && first(1) < first(0));
     assert.equal(first(levels.length - 1), small.dataStart);
 
-    const big = planVirtualCog(mosaic('big'), await served('big'));
+    const big = virtualCogFile(mosaic('big'), await served('big'));
     assert.equal(big.layout.bigTiff, true);
     assert.equal(mosaic('big').grid.width, 100_000);
     assert.equal(big.present.length, big.layout.tileCount, 'the source covers the whole grid: no sparse tile');
@@ -211,8 +211,8 @@ describe('virtual views over HTTP', () => {
         }),
       ];
       for (const m of mosaics) {
-        const quick = planVirtualCog(m);
-        const exact = planVirtualCog(m, {}, { exhaustive: true });
+        const quick = virtualCogFile(m);
+        const exact = virtualCogFile(m, {}, { exhaustive: true });
         assert.deepEqual(quick.byteCounts, exact.byteCounts, m.id);
         assert.equal(quick.etag, exact.etag);
       }
@@ -233,8 +233,8 @@ describe('virtual views over HTTP', () => {
           sources: [f('utm32.tif'), f('utm31.tif')],
           blockSize,
         });
-        const quick = planVirtualCog(m);
-        const exact = planVirtualCog(m, {}, { exhaustive: true });
+        const quick = virtualCogFile(m);
+        const exact = virtualCogFile(m, {}, { exhaustive: true });
         assert.deepEqual(quick.byteCounts, exact.byteCounts);
         assert.equal(exact.exactTileTests, quick.layout.tileCount);
         assert.ok(quick.present.length < quick.layout.tileCount, 'some tiles are sparse');
@@ -249,7 +249,7 @@ describe('virtual views over HTTP', () => {
   });
 
   test('Range: single, suffix, open-ended and multi-range answers agree with the full body', async () => {
-    const plan = planVirtualCog(mosaic('utm'), await served('utm'));
+    const plan = virtualCogFile(mosaic('utm'), await served('utm'));
     const full = await get('/mosaics/utm.tif');
     assert.equal(full.status, 200);
     const all = await bytesOf(full);
@@ -299,29 +299,29 @@ describe('virtual views over HTTP', () => {
       const store = new VirtualCogStore(engine, { cacheBytes: 300 * 1024 });
       const cog = store.open(m);
       assert.equal(store.open(m), cog, 'one plan per mosaic version');
-      const raw = cog.plan.layout.rawTileBytes;
+      const raw = cog.file.layout.rawTileBytes;
       assert.equal(raw, 128 * 1024);
-      await cog.read(0, cog.plan.dataStart);
+      await cog.read(0, cog.file.dataStart);
       assert.equal(store.stats.tilesRendered, 0, 'the header renders nothing');
-      const start = cog.plan.dataStart + 3 * raw + 10;
+      const start = cog.file.dataStart + 3 * raw + 10;
       const [x, y] = await Promise.all([cog.read(start, 100), cog.read(start, 100)]);
       assert.deepEqual(x, y);
       assert.equal(store.stats.tilesRendered, 1);
       assert.equal(store.stats.sharedRenders, 1);
       // the bytes are the shared tile renderer's pixels, interleaved
-      const seg = virtualCogSegments(cog.plan, start, 100);
+      const seg = virtualCogSegments(cog.file, start, 100);
       assert.equal(seg.length, 1);
       const s0 = seg[0];
       assert.ok(s0.kind === 'tile');
-      const px = await renderCogTile(engine, m, cog.plan.levels, s0.level, s0.tx, s0.ty, cog.plan.tileOptions);
+      const px = await renderCogTile(engine, m, cog.file.levels, s0.level, s0.tx, s0.ty, cog.file.tileOptions);
       const expected = interleaveTile(px.bands, m.dtype, m.bandCount, 256);
       assert.deepEqual(x, new Uint8Array(expected.buffer, expected.byteOffset, expected.byteLength).subarray(10, 110));
       await cog.read(start, 100);
       assert.equal(store.stats.cacheHits, 1);
       // a range over the end of one tile and the start of the next renders both, and nothing else
-      await cog.read(cog.plan.dataStart + 5 * raw - 8, 16);
+      await cog.read(cog.file.dataStart + 5 * raw - 8, 16);
       assert.equal(store.stats.tilesRendered, 3);
-      await cog.read(cog.plan.dataStart + 7 * raw, raw);
+      await cog.read(cog.file.dataStart + 7 * raw, raw);
       assert.equal(store.stats.tilesRendered, 4);
       assert.ok(store.cachedBytes <= 300 * 1024, `cache holds ${store.cachedBytes} bytes`);
       // a stream of the whole file equals the reads
@@ -336,7 +336,7 @@ describe('virtual views over HTTP', () => {
   });
 
   test('large bodies stream with the same bytes; a full GET of a huge virtual COG is refused with 413', async () => {
-    const plan = planVirtualCog(mosaic('big'), await served('big'));
+    const plan = virtualCogFile(mosaic('big'), await served('big'));
     const start = plan.dataStart + 20 * plan.layout.rawTileBytes + 123;
     const len = 40 * MiB;
     const r = await get('/mosaics/big.tif', { range: `bytes=${start}-${start + len - 1}` });
@@ -359,7 +359,7 @@ describe('virtual views over HTTP', () => {
 
   test('conditional requests: If-None-Match, If-Range, If-Match', async () => {
     const etag = (await get('/mosaics/utm.tif', {}, 'HEAD')).headers.get('etag')!;
-    const size = planVirtualCog(mosaic('utm'), await served('utm')).size;
+    const size = virtualCogFile(mosaic('utm'), await served('utm')).size;
     const nm = await get('/mosaics/utm.tif', { 'if-none-match': etag, range: 'bytes=0-9' });
     assert.equal(nm.status, 304);
     assert.equal((await nm.arrayBuffer()).byteLength, 0);
@@ -376,7 +376,7 @@ describe('virtual views over HTTP', () => {
   });
 
   test('bad input gets the right 4xx, never a 500', async () => {
-    const size = planVirtualCog(mosaic('utm'), await served('utm')).size;
+    const size = virtualCogFile(mosaic('utm'), await served('utm')).size;
     for (const range of [
       `bytes=${size}-`,
       `bytes=${size + 10}-${size + 20}`,
@@ -476,7 +476,7 @@ describe('virtual views over HTTP', () => {
 
   test('the ETag changes when a source changes or the definition differs', async () => {
     // the mosaic was opened at start-up; change its file before its first request (which re-checks the sources)
-    const before = planVirtualCog(mosaic('changing'), await served('changing')).etag;
+    const before = virtualCogFile(mosaic('changing'), await served('changing')).etag;
     const beforeSource = mosaic('changing').sources[0].raster.info.etag;
     const file = path.join(tmp, 'changing.tif');
     const bytes = await readFile(file);
@@ -484,15 +484,15 @@ describe('virtual views over HTTP', () => {
     await writeFile(file, bytes);
     const head = await get('/mosaics/changing.tif', {}, 'HEAD');
     assert.notEqual(head.headers.get('etag'), before);
-    assert.equal(head.headers.get('etag'), planVirtualCog(mosaic('changing'), await served('changing')).etag);
+    assert.equal(head.headers.get('etag'), virtualCogFile(mosaic('changing'), await served('changing')).etag);
     const src = await get('/mosaics/changing/sources/0.tif', { range: 'bytes=0-3' });
     assert.equal(src.status, 206);
     assert.notEqual(src.headers.get('etag'), beforeSource);
     // a different definition over the same sources: another ETag
-    assert.notEqual(planVirtualCog(mosaic('utm'), await served('utm')).etag, planVirtualCog(mosaic('utm-mean')).etag);
+    assert.notEqual(virtualCogFile(mosaic('utm'), await served('utm')).etag, virtualCogFile(mosaic('utm-mean')).etag);
     assert.notEqual(
-      planVirtualCog(mosaic('utm'), await served('utm')).etag,
-      planVirtualCog(mosaic('utm'), { overviewResampling: 'nearest' }).etag,
+      virtualCogFile(mosaic('utm'), await served('utm')).etag,
+      virtualCogFile(mosaic('utm'), { overviewResampling: 'nearest' }).etag,
     );
   });
 

@@ -377,7 +377,7 @@ function fieldBytes(f: { type: TiffType; count: number }): number {
 }
 
 /** Plan the whole file structure of a COG from its spec alone. */
-export function planCog(spec: CogSpec): CogLayout {
+export function layoutCog(spec: CogSpec): CogLayout {
   const blockSize = spec.blockSize ?? DEFAULT_COG_BLOCK_SIZE;
   validateSpec(spec, blockSize);
   const bigTiff = spec.bigTiff ?? needsBigTiff(spec, maxTilePayloadBytes(spec) * totalTiles(spec, blockSize));
@@ -476,7 +476,7 @@ function totalTiles(spec: CogSpec, blockSize: number): number {
 export function needsBigTiff(spec: CogSpec, totalTilePayloadBytes: number): boolean {
   const blockSize = spec.blockSize ?? DEFAULT_COG_BLOCK_SIZE;
   const tiles = totalTiles(spec, blockSize);
-  const classic = planCog({ ...spec, bigTiff: false });
+  const classic = layoutCog({ ...spec, bigTiff: false });
   return classic.headerBytes + totalTilePayloadBytes + tiles * classic.tileFrameBytes > CLASSIC_TIFF_MAX_OFFSET;
 }
 

@@ -6,7 +6,7 @@ import type { Engine } from '../render/engine.ts';
 import { selectItems } from '../render/mosaic.items.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { allocTyped, type Grid, type Resampling, type TypedArray } from '../render/types.ts';
-import { planSource } from '../render/warp.window.ts';
+import { sourceWarp } from '../render/warp.window.ts';
 import { type CogLevel, cogLevels } from './cog.layout.ts';
 
 export interface CogTileOptions {
@@ -46,7 +46,7 @@ export function levelGrid(mosaic: Mosaic, level: CogLevel): Grid {
 }
 
 /** The grid of the part of tile (tx, ty) that lies inside its level (edge tiles are smaller). */
-export function tileGrid(mosaic: Mosaic, level: CogLevel, tx: number, ty: number, blockSize: number): Grid {
+export function cogTileGrid(mosaic: Mosaic, level: CogLevel, tx: number, ty: number, blockSize: number): Grid {
   const lg = levelGrid(mosaic, level);
   const x0 = tx * blockSize;
   const y0 = ty * blockSize;
@@ -64,7 +64,7 @@ export function tileGrid(mosaic: Mosaic, level: CogLevel, tx: number, ty: number
 /** True when some source footprint touches the tile (a tile no source touches can be sparse). Metadata only. */
 export function tileTouchesSources(mosaic: Mosaic, grid: Grid, resampling: Resampling): boolean {
   if (mosaic.items) return selectItems(mosaic.items, grid).length > 0;
-  return mosaic.sources.some((s) => planSource(grid, s.raster, resampling) !== undefined);
+  return mosaic.sources.some((s) => sourceWarp(grid, s.raster, resampling) !== undefined);
 }
 
 export interface CogTilePixels {
@@ -89,7 +89,7 @@ export async function renderCogTile(
 ): Promise<CogTilePixels> {
   const bs = options.blockSize;
   const lvl = levels[level];
-  const grid = tileGrid(mosaic, lvl, tx, ty, bs);
+  const grid = cogTileGrid(mosaic, lvl, tx, ty, bs);
   const resampling =
     level === 0
       ? (options.resampling ?? mosaic.resampling)

@@ -11,7 +11,7 @@ import {
   type CogPhotometric,
   type CogPredictor,
   cogLevels,
-  planCog,
+  layoutCog,
 } from './cog.layout.ts';
 import { edgePad, encodeTile } from './tile.encode.ts';
 
@@ -103,7 +103,7 @@ export async function cogBytesOfLevels(
     (compression === 'deflate' || compression === 'lzw' || compression === 'zstd' ? (isFloat(r.dtype) ? 3 : 2) : 1);
   const blockSize = options.blockSize ?? 512;
   const bandCount = levels[0].bands.length;
-  const layout = planCog({
+  const layout = layoutCog({
     width: r.width,
     height: r.height,
     bands: bandCount,

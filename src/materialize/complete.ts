@@ -15,7 +15,7 @@
  */
 import { CogmillError } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
-import { buildHeader, type CogLayout, frameTile, needsBigTiff, planCog } from './cog.layout.ts';
+import { buildHeader, type CogLayout, frameTile, layoutCog, needsBigTiff } from './cog.layout.ts';
 import { cogSpecFor } from './pipeline.options.ts';
 import type { MaterializePlan } from './plan.ts';
 import { optionsOfPlan } from './plan.ts';
@@ -152,7 +152,7 @@ export function headerOf(
   }
   const spec = cogSpecFor(mosaic, optionsOfPlan(plan), gdalMetadata);
   const payloadTotal = counts.reduce((a, b) => a + b, 0);
-  const layout = planCog({ ...spec, bigTiff: needsBigTiff(spec, payloadTotal) });
+  const layout = layoutCog({ ...spec, bigTiff: needsBigTiff(spec, payloadTotal) });
   return { header: buildHeader(layout, counts), layout, counts };
 }
 

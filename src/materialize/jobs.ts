@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import { CogmillError, errorMessage, RenderError } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { RESAMPLINGS, type Resampling } from '../render/types.ts';
-import { COG_COMPRESSIONS, type CogCompression, planCog } from './cog.layout.ts';
+import { COG_COMPRESSIONS, type CogCompression, layoutCog } from './cog.layout.ts';
 import {
   cogSpecFor,
   type MaterializeHooks,
@@ -523,7 +523,7 @@ export function parseJobOptions(input: Readonly<Record<string, unknown>>): {
 /** Check the options fit the mosaic (jpeg needs uint8 with 1 or 3 bands, ...) before any work starts. */
 export function checkJobOptions(mosaic: Mosaic, options: MaterializeOptions): void {
   try {
-    planCog(cogSpecFor(mosaic, options));
+    layoutCog(cogSpecFor(mosaic, options));
   } catch (e) {
     if (e instanceof CogmillError)
       throw new RenderError('bad-request', `mosaic ${mosaic.id}: ${e.message}`, { cause: e });

@@ -22,7 +22,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { CogmillError } from '../render/errors.ts';
 import type { Mosaic, MosaicSpec } from '../render/mosaic.ts';
 import { MiB, type Resampling } from '../render/types.ts';
-import { type CogLayout, maxTilePayloadBytes, planCog } from './cog.layout.ts';
+import { type CogLayout, layoutCog, maxTilePayloadBytes } from './cog.layout.ts';
 import { defaultOverviewResampling } from './cog.tiles.ts';
 import { cogSpecFor, type MaterializeOptions } from './pipeline.options.ts';
 import type { SinkLimits } from './sink.ts';
@@ -129,7 +129,7 @@ export function tileJobSettings(plan: MaterializePlan): TileJobSettings {
 /** The COG layout of a plan before the tile sizes are known (classic TIFF, statistics reserved). */
 export function planLayout(mosaic: Mosaic, plan: MaterializePlan): CogLayout {
   const placeholder = plan.options.statistics ? ' '.repeat(statisticsXmlBytes(mosaic.bandCount)) : undefined;
-  return planCog(cogSpecFor(mosaic, optionsOfPlan(plan), placeholder));
+  return layoutCog(cogSpecFor(mosaic, optionsOfPlan(plan), placeholder));
 }
 
 export function planFingerprint(mosaic: Mosaic, destination: string, options: PlanOptions): string {

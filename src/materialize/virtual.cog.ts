@@ -27,17 +27,17 @@ import {
   type CogLevel,
   type CogSpec,
   fileSize,
+  layoutCog,
   needsBigTiff,
-  planCog,
   TIFF_TYPE,
 } from './cog.layout.ts';
 import {
   type CogTileOptions,
+  cogTileGrid,
   defaultOverviewResampling,
   levelGrid,
   mosaicCogLevels,
   renderCogTile,
-  tileGrid,
   tileTouchesSources,
 } from './cog.tiles.ts';
 import { classifyTile, type FootprintPolygon, footprintPolygon } from './footprint.polygon.ts';
@@ -65,7 +65,7 @@ export interface VirtualCogOptions {
 }
 
 /** Everything about a virtual COG that is known without rendering: pure function of the mosaic's metadata. */
-export interface VirtualCogPlan {
+export interface VirtualCogFile {
   readonly mosaicId: string;
   readonly mosaicEtag: string;
   readonly layout: CogLayout;
@@ -245,7 +245,7 @@ function presentTiles(
       const by1 = Math.max(ya, yb);
       const row = quick ? footprints.filter((f) => by0 - py < f.outer[3] && by1 + py > f.outer[1]) : [];
       for (let tx = 0; tx < level.tilesX; tx++) {
-        const grid = () => tileGrid(mosaic, levels[level.level], tx, ty, bs);
+        const grid = () => cogTileGrid(mosaic, levels[level.level], tx, ty, bs);
         if (!quick) {
           exactTests++;
           if (tileTouchesSources(mosaic, grid(), resampling))
@@ -295,14 +295,14 @@ function presentTiles(
 }
 
 /**
- * Plan the virtual COG of a mosaic: the layout, which tiles are sparse (metadata only), the file size and the ETag.
+ * The virtual COG file of a mosaic: the layout, which tiles are sparse (metadata only), the file size and the ETag.
  * BigTIFF only when the file passes 4 GiB.
  */
-export function planVirtualCog(
+export function virtualCogFile(
   mosaic: Mosaic,
   options: VirtualCogOptions = {},
-  plan: { exhaustive?: boolean } = {},
-): VirtualCogPlan {
+  how: { exhaustive?: boolean } = {},
+): VirtualCogFile {
   const blockSize = options.blockSize ?? mosaic.blockSize;
   const tileOptions: CogTileOptions = {
     blockSize,
@@ -310,9 +310,9 @@ export function planVirtualCog(
     overviewResampling: options.overviewResampling ?? defaultOverviewResampling(mosaic),
   };
   const levels = mosaicCogLevels(mosaic, blockSize);
-  // Tile order and counts do not depend on BigTIFF, so the sparse pattern is computed once on a first plan.
-  const first = planCog(cogSpecFor(mosaic, blockSize, undefined, options.gdalMetadata));
-  const { present: isPresent, exactTests } = presentTiles(mosaic, first, levels, tileOptions, plan.exhaustive ?? false);
+  // Tile order and counts do not depend on BigTIFF, so the sparse pattern is computed once on a first layout.
+  const first = layoutCog(cogSpecFor(mosaic, blockSize, undefined, options.gdalMetadata));
+  const { present: isPresent, exactTests } = presentTiles(mosaic, first, levels, tileOptions, how.exhaustive ?? false);
   const byteCounts = new Uint32Array(first.tileCount);
   let presentCount = 0;
   for (let i = 0; i < isPresent.length; i++) {
@@ -325,7 +325,7 @@ export function planVirtualCog(
   // the padding is at most 16 KiB: count it as payload so the BigTIFF decision stays safe
   const bigTiff = needsBigTiff(first.spec, presentCount * first.rawTileBytes + TILE_DATA_ALIGNMENT_BYTES);
   const layout =
-    bigTiff === first.bigTiff ? first : planCog(cogSpecFor(mosaic, blockSize, bigTiff, options.gdalMetadata));
+    bigTiff === first.bigTiff ? first : layoutCog(cogSpecFor(mosaic, blockSize, bigTiff, options.gdalMetadata));
   const present = new Int32Array(presentCount);
   for (let i = 0, k = 0; i < byteCounts.length; i++) if (byteCounts[i] > 0) present[k++] = i;
   const pad = padFor(layout);
@@ -362,11 +362,11 @@ export function planVirtualCog(
  * The bytes before the first tile: `buildHeader`'s header, then zeros up to `dataStart`, with every non-sparse
  * tile offset moved by that padding (the layout has no alignment option, so the offsets are shifted here).
  */
-export function virtualCogHeader(plan: VirtualCogPlan): Uint8Array {
-  const { layout } = plan;
-  const pad = plan.dataStart - layout.headerBytes;
-  const out = new Uint8Array(plan.dataStart);
-  out.set(buildHeader(layout, plan.byteCounts));
+export function virtualCogHeader(file: VirtualCogFile): Uint8Array {
+  const { layout } = file;
+  const pad = file.dataStart - layout.headerBytes;
+  const out = new Uint8Array(file.dataStart);
+  out.set(buildHeader(layout, file.byteCounts));
   if (pad === 0) return out;
   const view = new DataView(out.buffer);
   const big = layout.bigTiff;
@@ -395,12 +395,12 @@ export function virtualCogHeader(plan: VirtualCogPlan): Uint8Array {
 }
 
 /** The header and tile pieces covering bytes [offset, offset + length) of a planned virtual COG (pure). */
-export function virtualCogSegments(plan: VirtualCogPlan, offset: number, length: number): VirtualCogSegment[] {
+export function virtualCogSegments(file: VirtualCogFile, offset: number, length: number): VirtualCogSegment[] {
   const out: VirtualCogSegment[] = [];
-  const end = Math.min(plan.size, offset + length);
+  const end = Math.min(file.size, offset + length);
   if (!(offset >= 0) || !(length >= 0) || offset >= end) return out;
-  const headerBytes = plan.dataStart;
-  const raw = plan.layout.rawTileBytes;
+  const headerBytes = file.dataStart;
+  const raw = file.layout.rawTileBytes;
   let pos = offset;
   if (pos < headerBytes) {
     const to = Math.min(end, headerBytes);
@@ -411,8 +411,8 @@ export function virtualCogSegments(plan: VirtualCogPlan, offset: number, length:
     const k = Math.floor((pos - headerBytes) / raw);
     const tileStart = headerBytes + k * raw;
     const to = Math.min(end, tileStart + raw);
-    const fileIndex = plan.present[k];
-    const ref = plan.layout.tileAtFileIndex(fileIndex);
+    const fileIndex = file.present[k];
+    const ref = file.layout.tileAtFileIndex(fileIndex);
     out.push({
       kind: 'tile',
       fileIndex,
@@ -498,11 +498,11 @@ export class VirtualCogStore {
     if (
       hit &&
       hit.mosaic === mosaic &&
-      hit.plan.mosaicEtag === mosaic.etag &&
+      hit.file.mosaicEtag === mosaic.etag &&
       hit.gdalMetadata === (options.gdalMetadata ?? '')
     )
       return hit;
-    const cog = new VirtualCog(this, mosaic, planVirtualCog(mosaic, options), options.gdalMetadata ?? '');
+    const cog = new VirtualCog(this, mosaic, virtualCogFile(mosaic, options), options.gdalMetadata ?? '');
     this.stats.plans++;
     this.cogs.set(key, cog);
     return cog;
@@ -514,7 +514,7 @@ export class VirtualCogStore {
 
   /** The payload of one tile: from the cache, from a render under way, or rendered now. Errors are not cached. */
   tilePayload(cog: VirtualCog, fileIndex: number, counter?: VirtualCogReadCounter): Promise<Uint8Array> {
-    const key = `${cog.plan.etag}|${fileIndex}`;
+    const key = `${cog.file.etag}|${fileIndex}`;
     const cached = this.tiles.get(key);
     if (cached) {
       this.stats.cacheHits++;
@@ -547,16 +547,16 @@ export class VirtualCogStore {
   }
 
   private async render(cog: VirtualCog, fileIndex: number): Promise<Uint8Array> {
-    const { plan, mosaic } = cog;
-    const ref = plan.layout.tileAtFileIndex(fileIndex);
+    const { file, mosaic } = cog;
+    const ref = file.layout.tileAtFileIndex(fileIndex);
     const t0 = performance.now();
-    const px = await renderCogTile(this.engine, mosaic, plan.levels, ref.level, ref.tx, ref.ty, plan.tileOptions);
-    const interleaved = interleaveTile(px.bands, mosaic.dtype, mosaic.bandCount, plan.tileOptions.blockSize);
+    const px = await renderCogTile(this.engine, mosaic, file.levels, ref.level, ref.tx, ref.ty, file.tileOptions);
+    const interleaved = interleaveTile(px.bands, mosaic.dtype, mosaic.bandCount, file.tileOptions.blockSize);
     const bytes = new Uint8Array(interleaved.buffer, interleaved.byteOffset, interleaved.byteLength);
-    if (bytes.byteLength !== plan.layout.rawTileBytes) {
+    if (bytes.byteLength !== file.layout.rawTileBytes) {
       throw new RenderError(
         'internal',
-        `tile ${fileIndex} of ${mosaic.id}.tif rendered to ${bytes.byteLength} bytes, expected ${plan.layout.rawTileBytes}`,
+        `tile ${fileIndex} of ${mosaic.id}.tif rendered to ${bytes.byteLength} bytes, expected ${file.layout.rawTileBytes}`,
       );
     }
     this.stats.tilesRendered++;
@@ -568,35 +568,35 @@ export class VirtualCogStore {
 /** One virtual COG: a planned layout plus the store that renders its tiles. */
 export class VirtualCog {
   readonly mosaic: Mosaic;
-  readonly plan: VirtualCogPlan;
+  readonly file: VirtualCogFile;
   /** the GDAL_METADATA document in the header ('' for none) */
   readonly gdalMetadata: string;
   private readonly store: VirtualCogStore;
   private headerBytes: Uint8Array | undefined;
 
-  constructor(store: VirtualCogStore, mosaic: Mosaic, plan: VirtualCogPlan, gdalMetadata = '') {
+  constructor(store: VirtualCogStore, mosaic: Mosaic, file: VirtualCogFile, gdalMetadata = '') {
     this.store = store;
     this.mosaic = mosaic;
-    this.plan = plan;
+    this.file = file;
     this.gdalMetadata = gdalMetadata;
   }
 
   get size(): number {
-    return this.plan.size;
+    return this.file.size;
   }
 
   get etag(): string {
-    return this.plan.etag;
+    return this.file.etag;
   }
 
   /** Bytes before the first tile (TIFF header, ghost area, IFDs, tile arrays, alignment zeros), built once. */
   header(): Uint8Array {
-    this.headerBytes ??= virtualCogHeader(this.plan);
+    this.headerBytes ??= virtualCogHeader(this.file);
     return this.headerBytes;
   }
 
   segments(offset: number, length: number): VirtualCogSegment[] {
-    return virtualCogSegments(this.plan, offset, length);
+    return virtualCogSegments(this.file, offset, length);
   }
 
   /** The bytes of one segment (a copy-free view where possible). */

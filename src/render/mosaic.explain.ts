@@ -13,7 +13,7 @@ import type { Raster } from './raster.ts';
 import type { CatalogAsset, CatalogItem } from './stac.ts';
 import { createTransformer, transformBounds } from './transform.ts';
 import { applyTransform, type Bounds, type Grid, gridBounds, invertTransform, type Resampling } from './types.ts';
-import { planSource } from './warp.window.ts';
+import { sourceWarp } from './warp.window.ts';
 
 export interface ExplainAsset {
   readonly asset: string;
@@ -176,7 +176,7 @@ export async function explainRender(
     for (const s of mosaic.sources) {
       const info = s.raster.info;
       const g = { crs: info.crs, transform: info.transform, width: info.width, height: info.height };
-      if (!planSource(grid, s.raster, resampling)) continue;
+      if (!sourceWarp(grid, s.raster, resampling)) continue;
       entries.push({
         item: undefined,
         id: s.location,
@@ -201,9 +201,9 @@ export async function explainRender(
     let out: ExplainAsset;
     if (headers || cached) {
       const raster = e.raster ?? (await engine.openRaster(e.a.href, options.signal));
-      const plan = planSource(grid, raster, resampling);
+      const warp = sourceWarp(grid, raster, resampling);
       const info = raster.info;
-      if (!plan) {
+      if (!warp) {
         out = {
           asset: e.asset,
           href: e.a.href,
@@ -216,11 +216,11 @@ export async function explainRender(
           bytes: 0,
         };
       } else {
-        const lvl = info.levels[plan.level];
-        const bx0 = Math.floor(plan.x0 / lvl.blockWidth);
-        const by0 = Math.floor(plan.y0 / lvl.blockHeight);
-        const bx1 = Math.floor((plan.x0 + plan.w - 1) / lvl.blockWidth);
-        const by1 = Math.floor((plan.y0 + plan.h - 1) / lvl.blockHeight);
+        const lvl = info.levels[warp.level];
+        const bx0 = Math.floor(warp.x0 / lvl.blockWidth);
+        const by0 = Math.floor(warp.y0 / lvl.blockHeight);
+        const bx1 = Math.floor((warp.x0 + warp.w - 1) / lvl.blockWidth);
+        const by1 = Math.floor((warp.y0 + warp.h - 1) / lvl.blockHeight);
         const planes = info.interleave === 'band' ? info.bandCount : 1;
         const blocks = (bx1 - bx0 + 1) * (by1 - by0 + 1) * planes;
         let totalBlocks = 0;
@@ -230,9 +230,9 @@ export async function explainRender(
         out = {
           asset: e.asset,
           href: e.a.href,
-          level: plan.level,
-          window: { x: plan.x0, y: plan.y0, width: plan.w, height: plan.h },
-          decimation: lvl.factorX * (plan.w / Math.max(1, grid.width)),
+          level: warp.level,
+          window: { x: warp.x0, y: warp.y0, width: warp.w, height: warp.h },
+          decimation: lvl.factorX * (warp.w / Math.max(1, grid.width)),
           blocks,
           headerCached: cached,
           requests: (cached ? 0 : 1) + dataRequests,

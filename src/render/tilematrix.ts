@@ -88,7 +88,7 @@ export function tileBoundsMercator(z: number, x: number, y: number): Bounds {
 }
 
 /** The EPSG:3857 grid of a tile: tileSize x tileSize pixels, north up. */
-export function tileGrid(z: number, x: number, y: number, tileSize = TILE_SIZE_DEFAULT): Grid {
+export function xyzTileGrid(z: number, x: number, y: number, tileSize = TILE_SIZE_DEFAULT): Grid {
   assertTileSize(tileSize);
   const [minx, , , maxy] = tileBoundsMercator(z, x, y);
   const res = resolutionAtZoom(z, tileSize);

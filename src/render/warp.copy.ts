@@ -5,19 +5,19 @@
  */
 import type { RasterInfo } from './raster.info.ts';
 import { type Composite, type DType, dtypeRange, type Grid, isFloat } from './types.ts';
-import type { SourcePlan } from './warp.window.ts';
+import type { SourceWarp } from './warp.window.ts';
 
 /**
- * The plan's level lies on the target's pixel lattice: same CRS, same pixel size (1e-9 relative), no rotation, an
+ * The level a source is warped from lies on the target's pixel lattice: same CRS, same pixel size (1e-9 relative), no rotation, an
  * integer pixel offset (within 1e-6).
  */
-export function alignedLevel(grid: Grid, info: RasterInfo, plan: SourcePlan): boolean {
+export function alignedLevel(grid: Grid, info: RasterInfo, warp: SourceWarp): boolean {
   if (grid.crs.epsg !== info.crs.epsg) return false;
   const g = grid.transform;
   const t = info.transform;
   if (g[2] !== 0 || g[4] !== 0 || t[2] !== 0 || t[4] !== 0) return false;
-  const rx = t[1] * plan.factorX;
-  const ry = t[5] * plan.factorY;
+  const rx = t[1] * warp.factorX;
+  const ry = t[5] * warp.factorY;
   if (Math.abs(rx - g[1]) > 1e-9 * Math.abs(g[1]) || Math.abs(ry - g[5]) > 1e-9 * Math.abs(g[5])) return false;
   const ox = (g[0] - t[0]) / rx;
   const oy = (g[3] - t[3]) / ry;

@@ -20,7 +20,7 @@ import {
 import { alignedLevel, centreCopyTolerance, centreRun, cornerRun, NEAREST_RUN_TOL } from './warp.copy.ts';
 import { AREA_SAMPLED, kernelFrame, Sampler, type SourceWindow } from './warp.kernel.ts';
 import { DEFAULT_MAX_ERROR_PX, MapperLattice } from './warp.lattice.ts';
-import { cachedTransformer, mapToSource, planSource } from './warp.window.ts';
+import { cachedTransformer, mapToSource, sourceWarp } from './warp.window.ts';
 
 /** output pixels warped between two yields to the event loop (a few ms of work) */
 const YIELD_EVERY_PIXELS = 1 << 16;
@@ -64,39 +64,39 @@ export async function renderWith(
     if (first && comp.validCount === n) break;
     const raster = src.raster;
     const info = raster.info;
-    const plan = planSource(grid, raster, resampling);
-    if (!plan) {
+    const warp = sourceWarp(grid, raster, resampling);
+    if (!warp) {
       if (stats) stats.sourcesSkipped++;
       continue;
     }
     if (stats) stats.sourcesRead++;
     const win = await raster.readWindow(
-      plan.level,
-      plan.x0,
-      plan.y0,
-      plan.w,
-      plan.h,
+      warp.level,
+      warp.x0,
+      warp.y0,
+      warp.w,
+      warp.h,
       srcBands,
       options.signal,
       options.onBlockError,
     );
-    const sw = sourceWindow(win.bands, win.mask, plan.w, plan.h, info.nodata, scratch.valid(plan.w * plan.h));
+    const sw = sourceWindow(win.bands, win.mask, warp.w, warp.h, info.nodata, scratch.valid(warp.w * warp.h));
     const tr = cachedTransformer(grid.crs, info.crs);
     const inv = invertTransform(info.transform);
     const verbatim = storesVerbatim(info.dtype, mosaic.dtype);
     // average returns 0 + the value of a single pixel (-0 becomes 0)
     const plusZero = resampling === 'average' && isFloat(info.dtype);
-    const aligned = shortcuts && alignedLevel(grid, info, plan);
+    const aligned = shortcuts && alignedLevel(grid, info, warp);
     const centreTol =
       aligned && (resampling === 'bilinear' || resampling === 'cubic')
         ? centreCopyTolerance(info.dtype, mosaic.dtype, composite)
         : -1;
     let sampler: Sampler | undefined;
-    for (const ch of plan.chunks) {
+    for (const ch of warp.chunks) {
       const frame = kernelFrame(
         resampling,
-        ch.sx - plan.x0,
-        ch.sy - plan.y0,
+        ch.sx - warp.x0,
+        ch.sy - warp.y0,
         ch.dw,
         ch.dh,
         ch.sw,
@@ -108,7 +108,7 @@ export async function renderWith(
       else sampler = new Sampler(sw, frame);
       const s = sampler;
       const px = s.out;
-      const exact = mapToSource(grid, tr, inv, plan.factorX, plan.factorY, ch.sx, ch.sy);
+      const exact = mapToSource(grid, tr, inv, warp.factorX, warp.factorY, ch.sx, ch.sy);
       const dw = ch.dw;
       let taken = 0;
       if (area) {

@@ -216,7 +216,7 @@ export interface SourceChunk {
   readonly extraY: number;
 }
 
-interface SourceWindowPlan {
+interface SourceWindowBox {
   readonly sx: number;
   readonly sy: number;
   readonly sw: number;
@@ -239,7 +239,7 @@ function computeSourceWindow(
   dy: number,
   dw: number,
   dh: number,
-): SourceWindowPlan | undefined {
+): SourceWindowBox | undefined {
   const e = sourceExtent(ctx, dx, dy, dw, dh);
   if (!e) return undefined;
   const W = ctx.width;
@@ -317,7 +317,7 @@ function collectChunks(
   out.push({ dx, dy, dw, dh, sx: win.sx, sy: win.sy, sw: win.sw, sh: win.sh, extraX: win.extraX, extraY: win.extraY });
 }
 
-export interface SourcePlan {
+export interface SourceWarp {
   readonly level: number;
   readonly factorX: number;
   readonly factorY: number;
@@ -330,8 +330,8 @@ export interface SourcePlan {
   readonly chunks: readonly SourceChunk[];
 }
 
-/** Plan the read and warp of one source for a target grid: overview level and chunks (coordinate math only). */
-export function planSource(grid: Grid, raster: Raster, resampling: Resampling): SourcePlan | undefined {
+/** How one source is warped onto a target grid: overview level and chunks (coordinate maths only, no pixel read). */
+export function sourceWarp(grid: Grid, raster: Raster, resampling: Resampling): SourceWarp | undefined {
   const info = raster.info;
   const tr = cachedTransformer(grid.crs, info.crs);
   const inv = invertTransform(info.transform);

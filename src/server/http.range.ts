@@ -222,7 +222,7 @@ export interface MultipartLayout {
   readonly tail: string;
 }
 
-export type RangedPlan =
+export type RangedAnswer =
   | { readonly status: 304 }
   | { readonly status: 412 }
   | { readonly status: 416; readonly reason: string }
@@ -266,12 +266,12 @@ export function multipartLayout(
  * Decide the answer to a GET/HEAD of a representation: preconditions first (If-Match, If-Unmodified-Since,
  * If-None-Match, If-Modified-Since, in RFC 9110 13.2.2 order), then If-Range, then Range.
  */
-export function planRangedResponse(
+export function rangedResponse(
   req: RangedRequest,
   rep: RangedRepresentation,
   options: { readonly maxRanges?: number } = {},
-): RangedPlan {
-  const full = (rangeIgnored?: string): RangedPlan => ({
+): RangedAnswer {
+  const full = (rangeIgnored?: string): RangedAnswer => ({
     status: 200,
     parts: rep.size > 0 ? [{ start: 0, end: rep.size - 1 }] : [],
     bodyBytes: rep.size,
@@ -313,14 +313,14 @@ export function planRangedResponse(
   }
 }
 
-/** The response headers of a plan (without Cache-Control and other route-specific ones). */
-export function rangedHeaders(plan: RangedPlan, rep: RangedRepresentation): Record<string, string> {
+/** The response headers of a answer (without Cache-Control and other route-specific ones). */
+export function rangedHeaders(answer: RangedAnswer, rep: RangedRepresentation): Record<string, string> {
   const h: Record<string, string> = {
     'accept-ranges': 'bytes',
     etag: rep.etag,
     'last-modified': rep.lastModified.toUTCString(),
   };
-  switch (plan.status) {
+  switch (answer.status) {
     case 304:
       return h;
     case 412:
@@ -328,12 +328,12 @@ export function rangedHeaders(plan: RangedPlan, rep: RangedRepresentation): Reco
     case 416:
       return { ...h, 'content-range': unsatisfiedContentRange(rep.size) };
     default:
-      h['content-length'] = String(plan.bodyBytes);
-      if (plan.multipart) {
-        h['content-type'] = `multipart/byteranges; boundary=${plan.multipart.boundary}`;
+      h['content-length'] = String(answer.bodyBytes);
+      if (answer.multipart) {
+        h['content-type'] = `multipart/byteranges; boundary=${answer.multipart.boundary}`;
       } else {
         h['content-type'] = rep.contentType;
-        if (plan.status === 206) h['content-range'] = contentRange(plan.parts[0], rep.size);
+        if (answer.status === 206) h['content-range'] = contentRange(answer.parts[0], rep.size);
       }
       return h;
   }

@@ -15,7 +15,7 @@ import { mosaicPeriods } from '../render/mosaic.items.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { redactUrl } from '../render/source.http.ts';
 import { parseInterval } from '../render/stac.ts';
-import { tileGrid } from '../render/tilematrix.ts';
+import { xyzTileGrid } from '../render/tilematrix.ts';
 import { type Grid, gridBounds } from '../render/types.ts';
 import { requireToken } from './auth.ts';
 import type { AppDeps } from './deps.ts';
@@ -135,7 +135,7 @@ function explainGrid(c: Context<AppEnv>, m: Mosaic, maxPixels: number): Grid {
     if (!t) throw new RequestError('bad-request', `tile must be z/x/y (got "${tile.slice(0, 40)}")`);
     const [z, x, y] = [Number(t[1]), Number(t[2]), Number(t[3])];
     if (z > 30 || x >= 2 ** z || y >= 2 ** z) throw new RequestError('bad-request', `tile ${tile} does not exist`);
-    return tileGrid(z, x, y);
+    return xyzTileGrid(z, x, y);
   }
   const bboxText = c.req.query('bbox');
   if (bboxText === undefined)

@@ -32,7 +32,7 @@ import type { Mosaic } from '../render/mosaic.ts';
 import { MiB } from '../render/types.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
-import { planRangedResponse, type RangedPlan, type RangedRepresentation, rangedHeaders } from './http.range.ts';
+import { type RangedAnswer, type RangedRepresentation, rangedHeaders, rangedResponse } from './http.range.ts';
 import { appMetrics } from './metrics.ts';
 import { type AppEnv, type RequestInfo, timed } from './request.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
@@ -90,12 +90,12 @@ function memoryBody(bytes: Uint8Array): RangedBody {
   };
 }
 
-/** The whole body of a plan as a stream: parts one after the other, multipart heads between them. */
-function streamPlan(plan: Extract<RangedPlan, { parts: unknown }>, body: RangedBody): ReadableStream<Uint8Array> {
+/** The whole body of a answer as a stream: parts one after the other, multipart heads between them. */
+function streamAnswer(answer: Extract<RangedAnswer, { parts: unknown }>, body: RangedBody): ReadableStream<Uint8Array> {
   let i = 0;
   let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   let ended = false;
-  const mp = plan.multipart;
+  const mp = answer.multipart;
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
@@ -110,13 +110,13 @@ function streamPlan(plan: Extract<RangedPlan, { parts: unknown }>, body: RangedB
             i++;
             continue;
           }
-          if (i >= plan.parts.length) {
+          if (i >= answer.parts.length) {
             if (mp && !ended) controller.enqueue(encoder.encode(mp.tail));
             ended = true;
             controller.close();
             return;
           }
-          const p = plan.parts[i];
+          const p = answer.parts[i];
           reader = body.stream(p.start, p.end - p.start + 1).getReader();
           if (mp) {
             controller.enqueue(encoder.encode(mp.heads[i]));
@@ -132,25 +132,25 @@ function streamPlan(plan: Extract<RangedPlan, { parts: unknown }>, body: RangedB
   );
 }
 
-async function bufferPlan(
-  plan: Extract<RangedPlan, { parts: unknown }>,
+async function bufferAnswer(
+  answer: Extract<RangedAnswer, { parts: unknown }>,
   body: RangedBody,
 ): Promise<Uint8Array<ArrayBuffer>> {
-  const pieces = await Promise.all(plan.parts.map((p) => body.read(p.start, p.end - p.start + 1)));
-  const out = new Uint8Array(plan.bodyBytes);
+  const pieces = await Promise.all(answer.parts.map((p) => body.read(p.start, p.end - p.start + 1)));
+  const out = new Uint8Array(answer.bodyBytes);
   let pos = 0;
   const put = (b: Uint8Array) => {
     out.set(b, pos);
     pos += b.byteLength;
   };
   pieces.forEach((bytes, i) => {
-    if (bytes.byteLength !== plan.parts[i].end - plan.parts[i].start + 1) {
+    if (bytes.byteLength !== answer.parts[i].end - answer.parts[i].start + 1) {
       throw new SourceError('changed', 'the bytes changed size while they were being read; retry the request');
     }
-    if (plan.multipart) put(encoder.encode(plan.multipart.heads[i]));
+    if (answer.multipart) put(encoder.encode(answer.multipart.heads[i]));
     put(bytes);
   });
-  if (plan.multipart) put(encoder.encode(plan.multipart.tail));
+  if (answer.multipart) put(encoder.encode(answer.multipart.tail));
   return out;
 }
 
@@ -188,7 +188,7 @@ async function serveRanged(
   const info = c.get('req');
   const method = c.req.method;
   const range = c.req.header('range');
-  const plan = planRangedResponse(
+  const answer = rangedResponse(
     {
       method,
       range,
@@ -202,18 +202,18 @@ async function serveRanged(
   );
   if (range !== undefined) info.fields.range = range.slice(0, 200);
   const headers: Record<string, string> = {
-    ...rangedHeaders(plan, rep),
+    ...rangedHeaders(answer, rep),
     'cache-control': options.cacheControl,
     ...options.extraHeaders,
   };
-  if (plan.status === 304 || plan.status === 412) return new Response(null, { status: plan.status, headers });
-  if (plan.status === 416) {
-    info.fields.rangeRefused = plan.reason;
+  if (answer.status === 304 || answer.status === 412) return new Response(null, { status: answer.status, headers });
+  if (answer.status === 416) {
+    info.fields.rangeRefused = answer.reason;
     if (method === 'HEAD') return new Response(null, { status: 416, headers });
     const json = encoder.encode(
       JSON.stringify({
         code: 'range-not-satisfiable',
-        message: `${plan.reason}; the size is ${rep.size} bytes`,
+        message: `${answer.reason}; the size is ${rep.size} bytes`,
         requestId: info.id,
       }),
     );
@@ -222,18 +222,18 @@ async function serveRanged(
       headers: { ...headers, 'content-type': 'application/json', 'content-length': String(json.byteLength) },
     });
   }
-  if (plan.rangeIgnored) info.fields.rangeIgnored = plan.rangeIgnored;
-  info.fields.bodyBytes = plan.bodyBytes;
-  if (plan.multipart) capitaliseContentTypeOnWrite(c);
-  if (method === 'HEAD') return new Response(null, { status: plan.status, headers });
-  if (options.tooLarge && plan.bodyBytes > options.tooLarge.maxBytes) {
-    throw new RequestError('too-large', options.tooLarge.message(plan.bodyBytes));
+  if (answer.rangeIgnored) info.fields.rangeIgnored = answer.rangeIgnored;
+  info.fields.bodyBytes = answer.bodyBytes;
+  if (answer.multipart) capitaliseContentTypeOnWrite(c);
+  if (method === 'HEAD') return new Response(null, { status: answer.status, headers });
+  if (options.tooLarge && answer.bodyBytes > options.tooLarge.maxBytes) {
+    throw new RequestError('too-large', options.tooLarge.message(answer.bodyBytes));
   }
-  if (plan.bodyBytes <= BUFFERED_BODY_BYTES) {
-    const bytes = await timed(info, 'read', () => bufferPlan(plan, body));
-    return new Response(bytes, { status: plan.status, headers });
+  if (answer.bodyBytes <= BUFFERED_BODY_BYTES) {
+    const bytes = await timed(info, 'read', () => bufferAnswer(answer, body));
+    return new Response(bytes, { status: answer.status, headers });
   }
-  return new Response(streamPlan(plan, body), { status: plan.status, headers });
+  return new Response(streamAnswer(answer, body), { status: answer.status, headers });
 }
 
 /** A strong entity tag for a source's version tag (kept as is when it already is one). */
@@ -349,7 +349,7 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
     const mosaic = catalog.get(c.req.param('cog').slice(0, -'.tif'.length));
     if (opensFile(c)) await revalidate(mosaic, info);
     const summaries = await timed(info, 'statistics', () => bandSummaries(mosaic));
-    const cog = await timed(info, 'plan', async () =>
+    const cog = await timed(info, 'answer', async () =>
       cogs.open(mosaic, { gdalMetadata: gdalMetadataDocument(summaries) }),
     );
     info.fields.mosaic = mosaic.id;
