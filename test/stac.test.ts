@@ -200,14 +200,18 @@ describe('catalogue mosaics over HTTP (2,000 items)', () => {
     const mark = server.requests.length;
     const fromJson = await engine.openMosaic(spec({ catalogue: { items: `${server.url}/items.json` } }));
     const fromParquet = await engine.openMosaic(spec({ catalogue: { items: `${server.url}/items.parquet` } }));
+    const fromJsonColumn = await engine.openMosaic(
+      spec({ catalogue: { items: `${server.url}/items.json-assets.parquet` } }),
+    );
     assert.deepEqual(cogRequests(server, mark), [], 'no COG was read');
     const paths = new Set(server.requests.slice(mark).map((r) => r.path));
-    assert.deepEqual([...paths].sort(), ['/items.json', '/items.parquet']);
+    assert.deepEqual([...paths].sort(), ['/items.json', '/items.json-assets.parquet', '/items.parquet']);
     assert.equal(fromJson.items?.items.length, 2000);
     assert.equal(fromParquet.items?.items.length, 2000);
     const flat = (m: Mosaic) =>
       m.items!.items.map((i) => `${i.id} ${i.datetime} ${i.assets.B11.href} ${i.assets.B04.transform}`);
     assert.deepEqual(flat(fromParquet), flat(fromJson));
+    assert.deepEqual(flat(fromJsonColumn), flat(fromJson));
     assert.equal(fromJson.bandCount, 3);
     assert.deepEqual(fromJson.bandNames, ['B04', 'B03', 'B11']);
     assert.equal(fromJson.dtype, 'uint16');

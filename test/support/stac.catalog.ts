@@ -65,7 +65,10 @@ export interface Catalogue {
   readonly items: GeneratedItem[];
   /** ItemCollection file (hrefs relative to it unless a base URL was given) */
   readonly itemsJson: string;
+  /** stac-geoparquet with nested structs, as stac-geoparquet writers make it */
   readonly itemsParquet: string;
+  /** the same with the assets in one JSON column */
+  readonly itemsParquetJsonAssets: string;
 }
 
 /**
@@ -138,7 +141,17 @@ export async function writeCatalogue(
   await writeFile(itemsJson, JSON.stringify({ type: 'FeatureCollection', features: items.map((i) => i.json) }));
   const itemsParquet = path.join(dir, 'items.parquet');
   await writeFile(itemsParquet, new Uint8Array(stacParquet(items.map((i) => i.json))));
-  return { dir, items, itemsJson, itemsParquet };
+  const itemsParquetJsonAssets = path.join(dir, 'items.json-assets.parquet');
+  await writeFile(
+    itemsParquetJsonAssets,
+    new Uint8Array(
+      stacParquet(
+        items.map((i) => i.json),
+        true,
+      ),
+    ),
+  );
+  return { dir, items, itemsJson, itemsParquet, itemsParquetJsonAssets };
 }
 
 /** bbox of every item from its footprint, with proj4 (as a catalogue writer would). */
@@ -152,25 +165,62 @@ async function fillBboxes(items: GeneratedItem[]): Promise<void> {
   }
 }
 
-/** stac-geoparquet bytes: one row per item, properties as top-level columns, assets as a JSON column. */
-export function stacParquet(features: readonly Record<string, unknown>[]): ArrayBuffer {
+/**
+ * stac-geoparquet bytes as the stac-geoparquet writers lay them out: one row per item, properties as top-level
+ * columns, bbox as a struct of xmin/ymin/xmax/ymax, assets as a struct of per-asset structs (href, type, roles,
+ * proj:shape, proj:transform, raster:bands as lists). `assetsAsJson`: the assets in one JSON column instead.
+ */
+export function stacParquet(features: readonly Record<string, unknown>[], assetsAsJson = false): ArrayBuffer {
   const props = (f: Record<string, unknown>) => f.properties as Record<string, unknown>;
+  const utf8 = { type: 'BYTE_ARRAY', converted_type: 'UTF8' } as const;
+  const list = (name: string, element: Record<string, unknown>[]) => [
+    { name, repetition_type: 'OPTIONAL', converted_type: 'LIST', num_children: 1 },
+    { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
+    ...element,
+  ];
+  const assetSchema = BANDS.flatMap((b) => [
+    { name: b.name, repetition_type: 'OPTIONAL', num_children: 6 },
+    { name: 'href', ...utf8, repetition_type: 'OPTIONAL' },
+    { name: 'type', ...utf8, repetition_type: 'OPTIONAL' },
+    ...list('roles', [{ name: 'element', ...utf8, repetition_type: 'OPTIONAL' }]),
+    ...list('proj:shape', [{ name: 'element', type: 'INT32', repetition_type: 'OPTIONAL' }]),
+    ...list('proj:transform', [{ name: 'element', type: 'DOUBLE', repetition_type: 'OPTIONAL' }]),
+    ...list('raster:bands', [
+      { name: 'element', repetition_type: 'OPTIONAL', num_children: 2 },
+      { name: 'data_type', ...utf8, repetition_type: 'OPTIONAL' },
+      { name: 'nodata', type: 'DOUBLE', repetition_type: 'OPTIONAL' },
+    ]),
+  ]);
+  const columnData = [
+    { name: 'id', data: features.map((f) => String(f.id)) },
+    { name: 'collection', data: features.map((f) => String(f.collection)) },
+    { name: 'datetime', data: features.map((f) => BigInt(Date.parse(String(props(f).datetime)))) },
+    { name: 'eo:cloud_cover', data: features.map((f) => Number(props(f)['eo:cloud_cover'])) },
+    { name: 'proj:code', data: features.map((f) => String(props(f)['proj:code'])) },
+    {
+      name: 'bbox',
+      data: features.map((f) => {
+        const b = f.bbox as number[];
+        return { xmin: b[0], ymin: b[1], xmax: b[2], ymax: b[3] };
+      }),
+    },
+    { name: 'assets', data: features.map((f) => f.assets) },
+  ];
   return parquetWriteBuffer({
-    columnData: [
-      { name: 'id', data: features.map((f) => String(f.id)), type: 'STRING' },
-      { name: 'collection', data: features.map((f) => String(f.collection)), type: 'STRING' },
-      { name: 'datetime', data: features.map((f) => new Date(String(props(f).datetime))), type: 'TIMESTAMP' },
-      { name: 'eo:cloud_cover', data: features.map((f) => Number(props(f)['eo:cloud_cover'])), type: 'DOUBLE' },
-      { name: 'proj:code', data: features.map((f) => String(props(f)['proj:code'])), type: 'STRING' },
-      {
-        name: 'bbox',
-        data: features.map((f) => {
-          const b = f.bbox as number[];
-          return { xmin: b[0], ymin: b[1], xmax: b[2], ymax: b[3] };
-        }),
-      },
-      { name: 'assets', data: features.map((f) => f.assets) },
-    ],
+    columnData,
+    schema: [
+      { name: 'root', num_children: columnData.length },
+      { name: 'id', ...utf8, repetition_type: 'REQUIRED' },
+      { name: 'collection', ...utf8, repetition_type: 'OPTIONAL' },
+      { name: 'datetime', type: 'INT64', converted_type: 'TIMESTAMP_MILLIS', repetition_type: 'OPTIONAL' },
+      { name: 'eo:cloud_cover', type: 'DOUBLE', repetition_type: 'OPTIONAL' },
+      { name: 'proj:code', ...utf8, repetition_type: 'OPTIONAL' },
+      { name: 'bbox', repetition_type: 'OPTIONAL', num_children: 4 },
+      ...['xmin', 'ymin', 'xmax', 'ymax'].map((name) => ({ name, type: 'DOUBLE', repetition_type: 'REQUIRED' })),
+      ...(assetsAsJson
+        ? [{ name: 'assets', type: 'BYTE_ARRAY', converted_type: 'JSON', repetition_type: 'OPTIONAL' }]
+        : [{ name: 'assets', repetition_type: 'OPTIONAL', num_children: BANDS.length }, ...assetSchema]),
+    ] as never,
     rowGroupSize: 500,
   });
 }
