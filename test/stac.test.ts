@@ -363,6 +363,20 @@ describe('catalogue mosaics over HTTP (2,000 items)', () => {
     assert.deepEqual(fpx.mask, px.mask, 'same coverage');
   });
 
+  test('a median over more items than one render can hold is refused before any source is read', async () => {
+    const m = await engine.openMosaic(spec({ catalogue: { items: `${server.url}/items.json` }, composite: 'median' }));
+    // a 4096 x 4096 window over the whole of zone 32N's block: 1,000 items, 3 uint16 bands of 16M pixels each
+    const [, ox, oy] = ZONES[0];
+    const grid: Grid = { crs: crsFromEpsg(32632), transform: [ox, 10, 0, oy, 0, -10], width: 4096, height: 4096 };
+    const mark = server.requests.length;
+    await assert.rejects(engine.render(m, grid), (e: Error & { code?: number }) => {
+      assert.equal(e.code, 413);
+      assert.match(e.message, /median over 1000 or more sources/);
+      return true;
+    });
+    assert.deepEqual(cogRequests(server, mark), [], 'nothing was read');
+  });
+
   /** A grid exactly on scene (col, row) of zone 0 (native 10 m lattice). */
   function sceneGrid(col: number, row: number): Grid {
     const [, ox, oy] = ZONES[0];

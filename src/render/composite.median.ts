@@ -2,12 +2,17 @@
  * The median composite: each source is rendered on its own (the same warp as every other rule), then every pixel
  * takes the median of the values of the sources that have one, per band. An even count takes the mean of the two
  * middle values (as numpy.median does); integer outputs round half up and clamp, like the other rules.
- * Memory: one rendered window per source under the window (never more than the sources that touch it).
+ * Memory: one rendered window per source that has a value in it, bounded by MEDIAN_MEMORY_BYTES: a window with more
+ * sources than fit is refused (413) before more is read, so a low-zoom tile over a large catalogue cannot take the
+ * process's memory.
  */
+import { RenderError } from './errors.ts';
 import type { Mosaic } from './mosaic.ts';
 import { renderMosaic } from './render.ts';
 import {
   allocTyped,
+  bytesPerSample,
+  type DType,
   dtypeRange,
   type Grid,
   isFloat,
@@ -16,6 +21,22 @@ import {
   type RenderStats,
 } from './types.ts';
 
+/** Memory one median render may hold in per-source windows. */
+export const MEDIAN_MEMORY_BYTES = 256 * 1024 * 1024;
+
+/** How many sources one median render of `grid` may hold (at least 2). */
+export function medianSourceLimit(grid: Grid, bands: number, dtype: DType): number {
+  const perSource = grid.width * grid.height * (bands * bytesPerSample(dtype) + 1);
+  return Math.max(2, Math.floor(MEDIAN_MEMORY_BYTES / perSource));
+}
+
+export function medianTooLarge(count: number, limit: number): RenderError {
+  return new RenderError(
+    'too-large',
+    `a median over ${count} or more sources under this window is more than one render holds (${limit} at this size); zoom in, narrow datetime, or use composite=first`,
+  );
+}
+
 export async function renderMedian(
   mosaic: Mosaic,
   grid: Grid,
@@ -23,15 +44,18 @@ export async function renderMedian(
   stats?: RenderStats,
 ): Promise<Pixels> {
   const n = grid.width * grid.height;
+  const nb = options.bands?.length ?? mosaic.bandCount;
+  const limit = medianSourceLimit(grid, nb, mosaic.dtype);
   const layers: Pixels[] = [];
   for (const s of mosaic.sources) {
     options.signal?.throwIfAborted();
     const px = await renderMosaic({ ...mosaic, sources: [s] }, grid, { ...options, composite: 'first' }, stats);
     let any = false;
     for (let i = 0; i < n && !any; i++) any = px.mask[i] !== 0;
-    if (any) layers.push(px);
+    if (!any) continue;
+    if (layers.length >= limit) throw medianTooLarge(layers.length + 1, limit);
+    layers.push(px);
   }
-  const nb = options.bands?.length ?? mosaic.bandCount;
   const dtype = mosaic.dtype;
   const float = isFloat(dtype);
   const [lo, hi] = dtypeRange(dtype);

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { glob, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { renderMedian } from './composite.median.ts';
+import { medianSourceLimit, medianTooLarge, renderMedian } from './composite.median.ts';
 import { crsFromEpsg } from './crs.ts';
 import { type BlockFailure, CogmillError, RenderError, SourceError, sourceName, withoutServerPaths } from './errors.ts';
 import { loadCatalogueItems } from './mosaic.catalogue.ts';
@@ -787,6 +787,11 @@ export class Engine {
         }
         px = acc ?? (await renderMosaic(sub([]), grid, subOptions, stats));
       } else {
+        if (composite === 'median') {
+          // refuse before opening anything when the items under the window cannot all be held
+          const limit = medianSourceLimit(grid, positions.length, mosaic.dtype);
+          if (list.length > limit) throw medianTooLarge(list.length, limit);
+        }
         const s = sub(await this.openAssets(mosaic, list, options.signal));
         px =
           composite === 'median'
