@@ -198,6 +198,11 @@ export interface RenderOptions {
    */
   readonly generalPath?: boolean;
   /**
+   * A source whose window (all chunks together) would take more bytes than this is read chunk by chunk instead
+   * of at once (default 64 MiB, gdalwarp's warp memory). The pixels are the same either way.
+   */
+  readonly sourceReadMaxBytes?: number;
+  /**
    * A source block that cannot be decoded: without this the render fails with its `corrupt` error; with it, the
    * failure is reported here and the block's pixels are left empty.
    */
@@ -208,4 +213,8 @@ export interface RenderStats {
   sourcesRead: number;
   sourcesSkipped: number;
   pixelsSampled: number;
+  /** source pixels read (level pixels, summed over reads) */
+  sourcePixelsRead?: number;
+  /** the largest source window read at once, in pixels (bounds the memory of a render) */
+  largestSourceWindowPixels?: number;
 }

@@ -7,6 +7,7 @@ import { Composer, storesVerbatim } from './composite.ts';
 import type { Mosaic } from './mosaic.ts';
 import type { RenderScratch } from './render.scratch.ts';
 import {
+  bytesPerSample,
   type Composite,
   type Grid,
   invertTransform,
@@ -24,6 +25,8 @@ import { cachedTransformer, mapToSource, sourceWarp } from './warp.window.ts';
 
 /** output pixels warped between two yields to the event loop (a few ms of work) */
 const YIELD_EVERY_PIXELS = 1 << 16;
+/** above this, a source is read chunk by chunk (each chunk's window is within gdalwarp's 64 MiB warp memory) */
+const UNION_READ_MAX_BYTES = 64 * 1024 * 1024;
 
 export async function renderWith(
   mosaic: Mosaic,
@@ -70,17 +73,17 @@ export async function renderWith(
       continue;
     }
     if (stats) stats.sourcesRead++;
-    const win = await raster.readWindow(
-      warp.level,
-      warp.x0,
-      warp.y0,
-      warp.w,
-      warp.h,
-      srcBands,
-      options.signal,
-      options.onBlockError,
-    );
-    const sw = sourceWindow(win.bands, win.mask, warp.w, warp.h, info.nodata, scratch.valid(warp.w * warp.h));
+    // one read of the union of the chunks' windows, unless that is large: then each chunk reads its own window, as
+    // gdalwarp does (a source without overviews under an overview tile: 16384^2 pixels for a level-5 tile)
+    const unionBytes = warp.w * warp.h * (srcBands.length * bytesPerSample(info.dtype) + 1);
+    const perChunk = warp.chunks.length > 1 && unionBytes > (options.sourceReadMaxBytes ?? UNION_READ_MAX_BYTES);
+    const readSource = async (x0: number, y0: number, w: number, h: number) => {
+      const win = await raster.readWindow(warp.level, x0, y0, w, h, srcBands, options.signal, options.onBlockError);
+      if (stats) stats.sourcePixelsRead = (stats.sourcePixelsRead ?? 0) + w * h;
+      if (stats) stats.largestSourceWindowPixels = Math.max(stats.largestSourceWindowPixels ?? 0, w * h);
+      return sourceWindow(win.bands, win.mask, w, h, info.nodata, scratch.valid(w * h));
+    };
+    let sw = perChunk ? undefined : await readSource(warp.x0, warp.y0, warp.w, warp.h);
     const tr = cachedTransformer(grid.crs, info.crs);
     const inv = invertTransform(info.transform);
     const verbatim = storesVerbatim(info.dtype, mosaic.dtype);
@@ -93,10 +96,15 @@ export async function renderWith(
         : -1;
     let sampler: Sampler | undefined;
     for (const ch of warp.chunks) {
+      if (perChunk) {
+        sw = await readSource(ch.sx, ch.sy, ch.sw, ch.sh);
+        sampler = undefined;
+      }
+      if (!sw) throw new Error('no source window');
       const frame = kernelFrame(
         resampling,
-        ch.sx - warp.x0,
-        ch.sy - warp.y0,
+        ch.sx - (perChunk ? ch.sx : warp.x0),
+        ch.sy - (perChunk ? ch.sy : warp.y0),
         ch.dw,
         ch.dh,
         ch.sw,
