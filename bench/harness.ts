@@ -2,7 +2,7 @@
  * Running benchmarks: command-line options, inputs, a scratch folder, JSON lines on stdout, and a dated section
  * per benchmark appended to bench/RESULTS.md. `bench/run.ts` runs them all; each `*.bench.ts` runs alone too.
  *
- *   node bench/run.ts [--small] [--only a,b] [--no-record] [--keep] [--data DIR] [--out DIR]
+ *   node bench/run.ts [--small] [--repeats N] [--only a,b] [--no-record] [--keep] [--data DIR] [--out DIR]
  */
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,6 +14,8 @@ import { appendResults, emit, note, type Section } from './support.ts';
 export interface BenchContext {
   readonly data: BenchData;
   readonly small: boolean;
+  /** --repeats N: runs per measured command where a benchmark repeats them (default: its own) */
+  readonly repeats?: number;
   /** scratch folder of this benchmark (removed afterwards unless --keep) */
   readonly outDir: string;
   /** print one JSON line for this benchmark */
@@ -34,6 +36,7 @@ export interface Bench {
 
 export interface HarnessOptions {
   readonly small: boolean;
+  readonly repeats?: number;
   readonly only?: readonly string[];
   readonly record: boolean;
   readonly keep: boolean;
@@ -46,6 +49,7 @@ export function parseHarnessArgs(argv: readonly string[]): HarnessOptions {
     args: [...argv],
     options: {
       small: { type: 'boolean', default: false },
+      repeats: { type: 'string' },
       only: { type: 'string' },
       'no-record': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
@@ -55,6 +59,7 @@ export function parseHarnessArgs(argv: readonly string[]): HarnessOptions {
   });
   return {
     small: values.small ?? false,
+    repeats: values.repeats ? Math.max(1, Number.parseInt(values.repeats, 10) || 1) : undefined,
     only: values.only ? values.only.split(',').map((s) => s.trim()) : undefined,
     record: !values['no-record'],
     keep: values.keep ?? false,
@@ -81,7 +86,13 @@ export async function runBenches(benches: readonly Bench[], options: HarnessOpti
     const tb = performance.now();
     note(`${bench.name}: ${bench.title}`);
     try {
-      const report = await bench.run({ data, small: options.small, outDir, emit: (r) => emit(bench.name, r) });
+      const report = await bench.run({
+        data,
+        small: options.small,
+        repeats: options.repeats,
+        outDir,
+        emit: (r) => emit(bench.name, r),
+      });
       if (options.record) await appendResults(bench.title, options.small, report.sections);
       note(`${bench.name} done in ${Math.round((performance.now() - tb) / 1000)} s`);
     } catch (e) {

@@ -280,7 +280,7 @@ export const materializeBench: Bench = {
     const roots = [data.dir];
     // two runs each at full size, in alternating order (one run can be off by 2x when the machine is shared);
     // one with --small, which must stay under a minute
-    const repeats = ctx.small ? 1 : 2;
+    const repeats = ctx.repeats ?? (ctx.small ? 1 : 2);
     const rows: Record<string, unknown>[] = [];
     const summary: Record<string, unknown>[] = [];
     const list = cases(data);
