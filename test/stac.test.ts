@@ -8,12 +8,14 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { mosaicBandSummaries } from '../src/materialize/statistics.xml.ts';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import { Engine } from '../src/render/engine.ts';
 import { mosaicPeriods, periodOf } from '../src/render/mosaic.items.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
 import { FileHandlePool } from '../src/render/source.pool.ts';
 import { parseInterval, parseSortby, parseStacItem, sortItems } from '../src/render/stac.ts';
+import { StatisticsService } from '../src/render/statistics.ts';
 import { lonLatToTile, xyzTileGrid } from '../src/render/tilematrix.ts';
 import { createTransformer } from '../src/render/transform.ts';
 import type { Grid } from '../src/render/types.ts';
@@ -271,6 +273,16 @@ describe('catalogue mosaics over HTTP (2,000 items)', () => {
     await assert.rejects(
       engine.openMosaic(spec({ catalogue: { search: `${api.url}/search`, limit: 100, maxItems: 500 } })),
       /matches more than 500 items/,
+    );
+    // the virtual views of a catalogue mosaic carry band names, not statistics that would open every item
+    const summaries = await mosaicBandSummaries(new StatisticsService(engine), fromJson);
+    assert.deepEqual(
+      summaries.map((b) => [b.description, b.min]),
+      [
+        ['B04', null],
+        ['B03', null],
+        ['B11', null],
+      ],
     );
     assert.deepEqual(cogRequests(server, mark), [], 'still no COG read');
   });

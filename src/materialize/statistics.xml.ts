@@ -130,6 +130,12 @@ export function gdalMetadataDocument(bands: readonly BandSummary[]): string {
 }
 
 /**
+ * Above this many sources (and for catalogue mosaics, whose items open per window), opening a virtual view does not
+ * compute statistics: the sample would open every source. The views then carry the band names only.
+ */
+export const VIRTUAL_STATISTICS_MAX_SOURCES = 1000;
+
+/**
  * The band summaries the virtual views carry (GDAL_METADATA in the virtual COG, `<Metadata>` in the VRT): the
  * statistics the tiles' default stretch comes from (same service, same sample), so QGIS's own defaults (min/max,
  * or a 2-98 % cumulative cut of a histogram over [min, max]) start from the same numbers.
@@ -138,6 +144,16 @@ export async function mosaicBandSummaries(
   statistics: Pick<StatisticsService, 'get'>,
   mosaic: Mosaic,
 ): Promise<BandSummary[]> {
+  if (mosaic.items !== undefined || mosaic.sources.length > VIRTUAL_STATISTICS_MAX_SOURCES) {
+    return mosaic.bandNames.map((description) => ({
+      min: null,
+      max: null,
+      mean: null,
+      std: null,
+      validPercent: 0,
+      description,
+    }));
+  }
   const s = await statistics.get(mosaic);
   return s.bands.map((b, k) => ({
     min: b.min,

@@ -15,7 +15,8 @@
  * Bodies up to 32 MiB are assembled before the status is sent, so a failing render is a clean error status.
  * Both views carry each band's name and the statistics of the tiles' default stretch (STATISTICS_MINIMUM/MAXIMUM/
  * MEAN/STDDEV/VALID_PERCENT, STATISTICS_APPROXIMATE=YES): GDAL_METADATA in the COG, `<Metadata>` in the VRT. They
- * cost one sample render per mosaic version, shared with the tiles, the first time a view is opened.
+ * cost one sample render per mosaic version, shared with the tiles, the first time a view is opened (catalogue
+ * mosaics and mosaics of many sources carry the names only: see mosaicBandSummaries).
  * Sidecar probes (`.ovr`, `.aux.xml`, `.msk`, world files, RPCs) and directory listings (`/mosaics/`, ...) get a
  * fast 404 without touching a mosaic. Opening a view (HEAD, or a read from byte 0) re-checks the mosaic's sources
  * at most every 30 s, so the ETag follows a changed source.
