@@ -5,6 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { CATALOGUE_OPTIONS, catalogueOptions, configFor } from './cli.ts';
+import { azureSettingsOf } from './config.azure.ts';
 import { ConfigError } from './config.schema.ts';
 import { engineSettings, s3Settings } from './main.ts';
 import { createSink, parseDestination } from './materialize/destination.ts';
@@ -15,16 +16,17 @@ import { Engine } from './render/engine.ts';
 import { CogmillError, errorMessage } from './render/errors.ts';
 import { MiB } from './render/types.ts';
 
-export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mosaic ID | SOURCE...] --out s3://bucket/key.tif|FILE [options]
+export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mosaic ID | SOURCE...] --out s3://bucket/key.tif|az://container/blob.tif|FILE [options]
 
   Render the mosaic and write it as a Cloud Optimized GeoTIFF (GDAL's COG layout): to S3 by a multipart upload
-  whose first part (the header) is sent last, or to a local file (a temporary file renamed into place).
+  whose first part (the header) is sent last, to an Azure block blob (blocks staged in parallel, the header block
+  last, one block list committed), or to a local file (a temporary file renamed into place).
 
   --config, -c FILE        configuration file (default: the COGMILL_CONFIG variable)
   --mosaic, -m ID          a mosaic of the configuration (default: the only one, or the SOURCE arguments)
   --assets, --composite, --sortby, --datetime, --period
                            a SOURCE that is a STAC catalogue, as for cogmill serve
-  --out, -o DEST           s3://bucket/key.tif, or a file path
+  --out, -o DEST           s3://bucket/key.tif, az://container/blob.tif, or a file path
   --compress NAME          deflate (default), lzw, zstd, none, jpeg, webp (jpeg/webp: uint8 RGB)
   --level N                deflate 1-9, zstd 1-22
   --quality N              jpeg/webp quality 1-100
@@ -42,6 +44,8 @@ export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mo
 
   S3 credentials: s3.accessKeyId/secretAccessKey (COGMILL_S3_ACCESS_KEY_ID, ...), else the standard AWS chain
   (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity, instance role).
+  Azure credentials: azure.* (COGMILL_AZURE_ACCOUNT, COGMILL_AZURE_ACCOUNT_KEY, ...), else AZURE_STORAGE_CONNECTION_STRING,
+  AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN, else DefaultAzureCredential.
   Prints a JSON summary on stdout; exits 1 on failure, 130 when interrupted (Ctrl-C).
 `;
 
@@ -237,7 +241,7 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
     // command-line and configured mosaics are trusted (a catalogue's assets are allowed with it)
     const mosaic = await new Catalog(engine).open(def, controller.signal, { trusted: true });
     checkJobOptions(mosaic, parsed.options);
-    const sink = createSink(dest, { s3: s3Settings(config) });
+    const sink = createSink(dest, { s3: s3Settings(config), azure: azureSettingsOf(config.azure) });
     const t0 = performance.now();
     let last: MaterializeProgress | undefined;
     const result = await materialize(

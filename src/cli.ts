@@ -20,8 +20,9 @@ import { gridBounds } from './render/types.ts';
 const USAGE = `usage:
   cogmill serve [--config FILE] [--host H] [--port N] [SOURCE...] [catalogue options]
       serve the configured mosaics; SOURCE arguments (files, folders, globs, http(s):// URLs, s3://bucket/key,
-      s3://bucket/prefix/) form one more mosaic with id "default". One SOURCE that is a STAC ItemCollection,
-      a stac-geoparquet file, a mosaic index or a STAC API URL (recognised by its content) is a catalogue mosaic:
+      s3://bucket/prefix/, az://container/blob, az://container/prefix/) form one more mosaic with id "default".
+      One SOURCE that is a STAC ItemCollection, a stac-geoparquet file, a mosaic index or a STAC API URL
+      (recognised by its content) is a catalogue mosaic:
         --assets B04,B03,B02   one band per asset (default: the items' only raster asset)
         --composite RULE       first, last, min, max, mean, median, count
         --sortby FIELDS        e.g. eo:cloud_cover or -datetime (items in this order; first valid wins)
@@ -39,7 +40,7 @@ const USAGE = `usage:
       empty fraction) as JSON, without reading pixels (headers only with --headers)
   cogmill info SOURCE...
       print what cogmill sees in each source (size, CRS, bands, dtype, nodata, overviews, bounds) as JSON
-  cogmill materialize [--config FILE --mosaic ID | SOURCE...] --out s3://bucket/key.tif|FILE [options]
+  cogmill materialize [--config FILE --mosaic ID | SOURCE...] --out s3://bucket/key.tif|az://container/blob.tif|FILE [options]
       write the mosaic as a COG (see cogmill materialize --help)
   cogmill config [--config FILE] [SOURCE...] | --reference
       print the effective configuration (secrets redacted) as YAML, or the table of every setting

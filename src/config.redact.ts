@@ -10,9 +10,16 @@ export function redactConfig(config: Config): Record<string, unknown> {
   const hidden = (key: string, v: unknown) => (v === undefined ? {} : { [key]: REDACTED });
   const { accessKeyId, secretAccessKey, ...s3 } = config.s3;
   const { token, ...auth } = config.auth;
+  const { accountKey, sasToken, connectionString, ...azure } = config.azure;
   return {
     ...config,
     s3: { ...s3, ...hidden('accessKeyId', accessKeyId), ...hidden('secretAccessKey', secretAccessKey) },
+    azure: {
+      ...azure,
+      ...hidden('accountKey', accountKey),
+      ...hidden('sasToken', sasToken),
+      ...hidden('connectionString', connectionString),
+    },
     auth: { ...auth, ...hidden('token', token) },
     sources: { ...config.sources, allowedUrlPrefixes: config.sources.allowedUrlPrefixes.map(url) },
     mosaics: config.mosaics.map((m) => ({

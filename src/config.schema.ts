@@ -3,6 +3,7 @@
  * ConfigError, and the introspection the environment names and the reference table are built from.
  */
 import { z } from 'zod';
+import { type AzureConfig, azureSchema } from './config.azure.ts';
 import { COMPOSITES, DTYPES, KiB, MiB, RESAMPLINGS } from './render/types.ts';
 
 const positiveInt = z.number().int().positive();
@@ -11,8 +12,8 @@ const positiveInt = z.number().int().positive();
 const urlPrefix = z
   .string()
   .regex(
-    /^(https?:\/\/[^/?#\s]+|s3:\/\/[^/?#\s]+)\/([^?#\s]*\/)?$/i,
-    'a URL prefix is scheme://host/ or s3://bucket/ followed by an optional path ending in "/" (e.g. https://data.example.com/cogs/)',
+    /^(https?:\/\/[^/?#\s]+|s3:\/\/[^/?#\s]+|az:\/\/[^/?#\s]+)\/([^?#\s]*\/)?$/i,
+    'a URL prefix is scheme://host/, s3://bucket/ or az://container/ followed by an optional path ending in "/" (e.g. https://data.example.com/cogs/)',
   )
   .refine((p) => !/\/\.\.?\//.test(p.replace(/%2e/gi, '.')), 'a URL prefix may not contain "." or ".." path segments');
 
@@ -133,7 +134,7 @@ export const configSchema = z
           .array(urlPrefix)
           .default([])
           .describe(
-            'URL prefixes (https://host/path/, s3://bucket/prefix/) sources may be read from; nothing else is fetched',
+            'URL prefixes (https://host/path/, s3://bucket/prefix/, az://container/prefix/) sources may be read from; nothing else is fetched',
           ),
         httpTimeoutMs: positiveInt.default(15_000).describe('timeout of one HTTP(S) source request'),
         httpRetries: z
@@ -190,6 +191,7 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    azure: azureSchema.prefault({}),
     cache: z
       .object({
         headerBytes: positiveInt.default(64 * MiB).describe('bytes of parsed source headers kept in memory'),
@@ -245,7 +247,7 @@ export const configSchema = z
           .array(z.string().min(1))
           .default([])
           .describe(
-            'where exports may be written: s3://bucket/prefix/ or local folders; anything else is refused (403)',
+            'where exports may be written: s3://bucket/prefix/, az://container/prefix/ or local folders; anything else is refused (403)',
           ),
         workers: z
           .number()
@@ -277,7 +279,10 @@ export const configSchema = z
   })
   .strict();
 
-export type Config = z.output<typeof configSchema>;
+/** The configuration; `azure.credentialSource` says where the Azure credential came from (set by loadConfig). */
+export type Config = Omit<z.output<typeof configSchema>, 'azure'> & {
+  readonly azure: AzureConfig & { readonly credentialSource?: string };
+};
 export type MosaicConfig = z.output<typeof mosaicSchema>;
 export type Section = Exclude<keyof Config, 'mosaics'>;
 

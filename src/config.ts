@@ -13,6 +13,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { z } from 'zod';
+import { applyConventionalAzureEnv, azureCredentialSource, checkAzure } from './config.azure.ts';
 import { envOverrides } from './config.env.ts';
 import {
   type Config,
@@ -89,8 +90,12 @@ function checkDestinations(dests: readonly string[]): string[] {
       if (!/^s3:\/\/[a-z0-9][a-z0-9.-]{1,62}\/([^?#\s]*\/)?$/.test(d)) {
         out.push(`${key}: "${d}" must be s3://bucket/ or s3://bucket/prefix/ (ending in "/")`);
       }
+    } else if (/^az:\/\//i.test(d)) {
+      if (!/^az:\/\/[a-z0-9]+(-[a-z0-9]+)*\/([^?#\s]*\/)?$/.test(d)) {
+        out.push(`${key}: "${d}" must be az://container/ or az://container/prefix/ (ending in "/")`);
+      }
     } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(d) && !/^file:\/\//i.test(d)) {
-      out.push(`${key}: "${d}" is neither s3://bucket/prefix/ nor a local folder`);
+      out.push(`${key}: "${d}" is neither s3://bucket/prefix/, az://container/prefix/ nor a local folder`);
     } else if (!path.isAbsolute(d.replace(/^file:\/\//i, ''))) {
       out.push(`${key}: "${d}" must be an absolute path (relative paths are resolved against the config file)`);
     }
@@ -98,6 +103,17 @@ function checkDestinations(dests: readonly string[]): string[] {
       out.push(`${key}: "${d}" may not contain "." or ".." segments`);
   });
   return out;
+}
+
+/** `raw` without `azure.credentialSource` (set by parseConfig, not a setting), and that value. */
+function withoutCredentialSource(raw: unknown): { raw: unknown; carried: string | undefined } {
+  const azure = (raw as { azure?: unknown } | null)?.azure;
+  if (!azure || typeof azure !== 'object' || !('credentialSource' in azure)) return { raw, carried: undefined };
+  const { credentialSource, ...rest } = azure as Record<string, unknown>;
+  return {
+    raw: { ...(raw as Record<string, unknown>), azure: rest },
+    carried: typeof credentialSource === 'string' ? credentialSource : undefined,
+  };
 }
 
 /** Validate one mosaic definition (a POST /mosaics body, say). Throws ConfigError naming every bad key. */
@@ -109,7 +125,9 @@ export function parseMosaicDefinition(raw: unknown, where = 'mosaic'): MosaicCon
 
 /** Validate a raw config object (after merging). Throws ConfigError naming every bad key. */
 export function parseConfig(raw: unknown, where = 'config', origins: ReadonlyMap<string, string> = new Map()): Config {
-  const r = configSchema.safeParse(raw);
+  // a parsed config given back (with mosaics added, say) keeps where its Azure credential came from
+  const { raw: input, carried } = withoutCredentialSource(raw);
+  const r = configSchema.safeParse(input);
   if (!r.success) throw new ConfigError(`invalid configuration:\n${formatIssues(r.error, where, origins)}`);
   const problems: string[] = [];
   const ids = new Set<string>();
@@ -123,9 +141,11 @@ export function parseConfig(raw: unknown, where = 'config', origins: ReadonlyMap
       's3: accessKeyId and secretAccessKey go together (give both, or neither for the default credential chain)',
     );
   }
+  problems.push(...checkAzure(r.data.azure));
   if (problems.length)
     throw new ConfigError(`invalid configuration:\n${problems.map((p) => `  ${where}: ${p}`).join('\n')}`);
-  return deepFreeze(r.data);
+  const credentialSource = carried ?? azureCredentialSource(r.data.azure, origins, where);
+  return deepFreeze(credentialSource ? { ...r.data, azure: { ...r.data.azure, credentialSource } } : r.data);
 }
 
 function resolvePaths(raw: Record<string, unknown>, base: string): void {
@@ -189,13 +209,15 @@ export async function loadConfig(opts: {
     raw = parsed as Record<string, unknown>;
     resolvePaths(raw, path.dirname(path.resolve(opts.file)));
   }
-  let origins: ReadonlyMap<string, string> = new Map();
+  const origins = new Map<string, string>();
   if (opts.env) {
     const env = await envOverrides(opts.env);
     raw = deepMerge(raw, env.values);
-    origins = env.origins;
+    for (const [k, v] of env.origins) origins.set(k, v);
   }
   if (opts.overrides) raw = deepMerge(raw, opts.overrides);
+  // the conventional AZURE_STORAGE_* variables come last: only what nothing above set
+  if (opts.env) applyConventionalAzureEnv(raw, opts.env, origins);
   return parseConfig(raw, where, origins);
 }
 
@@ -207,7 +229,7 @@ export function trustedSourcePolicy(patterns: readonly string[]): { roots: strin
   const roots = new Set<string>();
   const prefixes = new Set<string>();
   for (const s of patterns) {
-    if (/^(https?|s3):\/\//i.test(s)) {
+    if (/^(https?|s3|az):\/\//i.test(s)) {
       const bare = s.replace(/[?#].*$/s, '');
       const schemeEnd = bare.indexOf('://') + 3;
       const slash = bare.lastIndexOf('/');

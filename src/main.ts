@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { type Logger, pino } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
+import { azureSettingsOf } from './config.azure.ts';
 import type { Config } from './config.schema.ts';
 import { trustedSourcePolicy } from './config.ts';
 import { Catalog, CatalogStoreFile } from './render/catalog.ts';
@@ -48,6 +49,7 @@ export function engineSettings(config: Config): Partial<EngineSettings> {
     allowedUrlPrefixes: [...new Set([...s.allowedUrlPrefixes, ...fromMosaics.allowedUrlPrefixes])],
     http: { timeoutMs: s.httpTimeoutMs, retries: s.httpRetries, retryBaseMs: 100 },
     s3: s3Settings(config),
+    azure: azureSettingsOf(config.azure),
     headerCacheBytes: config.cache.headerBytes,
     tileCacheBytes: config.cache.blockBytes,
     maxRenderPixels: config.limits.maxRenderPixels,
@@ -73,6 +75,7 @@ const REDACT_PATHS = [
   'accessKeyId',
   '*.accessKeyId',
   '*.*.accessKeyId',
+  ...['accountKey', 'sasToken', 'connectionString'].flatMap((k) => [k, `*.${k}`, `*.*.${k}`]),
 ];
 
 export function createLogger(config: Config, destination?: NodeJS.WritableStream): Logger {

@@ -18,6 +18,7 @@ import { Readable } from 'node:stream';
 import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
+import { azureSettingsOf } from '../config.azure.ts';
 import { createSink, destinationLocation, type SinkDestination } from '../materialize/destination.ts';
 import {
   checkJobOptions,
@@ -172,7 +173,7 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
         `job ${busy.id} is already writing ${location}; wait for it or cancel it (DELETE /jobs/${busy.id})`,
       );
     }
-    const sink = createSink(dest, { s3: config.s3 });
+    const sink = createSink(dest, { s3: config.s3, azure: azureSettingsOf(config.azure) });
     const pipelineOptions: MaterializeOptions = {
       ...options,
       workers: config.materialize.workers || undefined,
