@@ -464,6 +464,26 @@ describe('one upload, several processes (attach, stage, listStaged, commit)', ()
     assert.deepEqual(await done.listUploads(), []);
   });
 
+  test('notes next to the destination: put, get, list, clear (blobs of their own, not the destination)', async () => {
+    const name = 'staged/noted.tif';
+    const sink = new SinkAzure(`az://${OUT}/${name}`, { settings, ...FAST });
+    assert.equal(await sink.getNote('plan.json'), undefined);
+    assert.deepEqual(await sink.listNotes(), []);
+    await sink.putNote('plan.json', '{"shards":3}');
+    await sink.putNote('shard-000001.json', '{"tiles":[1,2]}');
+    await sink.putNote('plan.json', '{"shards":4}');
+    // another process reads them
+    const other = new SinkAzure(`az://${OUT}/${name}`, { settings, ...FAST });
+    assert.equal(await other.getNote('plan.json'), '{"shards":4}');
+    assert.deepEqual(await other.listNotes(), ['plan.json', 'shard-000001.json']);
+    const props = await outputs.getBlockBlobClient(`${name}.cogmill/plan.json`).getProperties();
+    assert.equal(props.contentType, 'application/json');
+    assert.equal(await blobExists(name), false, 'notes are not the destination');
+    await other.clearNotes();
+    assert.deepEqual(await sink.listNotes(), []);
+    await assert.rejects(sink.putNote('../escape.json', '{}'), RangeError);
+  });
+
   test('a commit that leaves out part 1, or is not in order, is refused before anything is sent', async () => {
     const sink = new SinkAzure(`az://${OUT}/staged/refused.bin`, { settings, ...FAST });
     await sink.create();

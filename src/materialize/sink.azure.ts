@@ -31,11 +31,12 @@ import {
   backoffMs,
   createAzureClients,
   isRetryableAzureError,
+  listAzureBlobs,
   parseAzureUrl,
 } from '../render/source.azure.ts';
 import { MiB } from '../render/types.ts';
 import type { Part } from './part.plan.ts';
-import type { SinkParts, SinkResult, SinkStats } from './sink.ts';
+import type { SinkLimits, SinkParts, SinkResult, SinkStaged, SinkStats, StagedPart, UploadInfo } from './sink.ts';
 
 export const AZURE_MAX_BLOCKS = 50_000;
 export const AZURE_MAX_BLOCK_BYTES = 4000 * MiB;
@@ -132,20 +133,15 @@ interface BlockRecord {
   readonly bytes: number;
 }
 
-/** A part as the service holds it: its number, size and block id. */
-export interface AzureStagedPart {
-  readonly partNumber: number;
-  readonly bytes: number;
-  /** the block id */
-  readonly etag: string;
-}
+/** A part as the service holds it: its number, size and block id (in `etag`). */
+export type AzureStagedPart = StagedPart;
 
 /**
  * Uploads are a client-side idea on Azure: an upload id is the tag in its block ids. `create` picks a new one
  * (no request), `attach` takes one made elsewhere (a shard, the complete step, a resume), `listStaged` reads the
  * blob's uncommitted block list and keeps this upload's blocks.
  */
-export class SinkAzure implements SinkParts {
+export class SinkAzure implements SinkParts, SinkStaged {
   readonly mode = 'parts' as const;
   readonly kind = 'azure';
   readonly location: string;
@@ -153,7 +149,7 @@ export class SinkAzure implements SinkParts {
   /** Azure has no minimum block size: nothing needs gluing */
   readonly minPartBytes = 1;
   readonly maxParts = AZURE_MAX_BLOCKS;
-  readonly limits = { minPartBytes: 1, maxPartBytes: AZURE_MAX_BLOCK_BYTES, maxParts: AZURE_MAX_BLOCKS } as const;
+  readonly limits: SinkLimits = { minPartBytes: 1, maxPartBytes: AZURE_MAX_BLOCK_BYTES, maxParts: AZURE_MAX_BLOCKS };
   /** the last few errors that were retried, oldest first (for progress reports) */
   readonly recentErrors: string[] = [];
   readonly container: string;
@@ -161,7 +157,7 @@ export class SinkAzure implements SinkParts {
   private readonly options: SinkAzureOptions;
   private readonly attempts: number;
   private tag: string | undefined;
-  private target: { blob: BlockBlobClient; credentialSource: string } | undefined;
+  private target: { blob: BlockBlobClient; credentialSource: string; clients: AzureClients } | undefined;
   private readonly blocks = new Map<number, BlockRecord>();
   private readonly inflight = new Set<Promise<unknown>>();
   private state: 'new' | 'open' | 'completing' | 'completed' | 'aborted' = 'new';
@@ -194,7 +190,7 @@ export class SinkAzure implements SinkParts {
     if (!this.target) {
       const clients = this.options.clients ?? (await createAzureClients(this.options.settings ?? {}));
       const t = await azureBlobClient(clients, this.location);
-      this.target = { blob: t.blob, credentialSource: t.credentialSource };
+      this.target = { blob: t.blob, credentialSource: t.credentialSource, clients };
     }
     return this.target.blob;
   }
@@ -222,8 +218,9 @@ export class SinkAzure implements SinkParts {
     bytes: number,
     fn: (blob: BlockBlobClient, signal: AbortSignal) => Promise<T>,
     signal: AbortSignal | undefined,
+    other?: BlockBlobClient,
   ): Promise<T> {
-    const blob = await this.client();
+    const blob = other ?? (await this.client());
     const timeoutMs =
       (this.options.settings?.timeoutMs ?? AZURE_DEFAULTS.timeoutMs) + Math.ceil((bytes / MiB) * MS_PER_MIB);
     for (let attempt = 1; ; attempt++) {
@@ -380,7 +377,7 @@ export class SinkAzure implements SinkParts {
   }
 
   /** Unfinished uploads to this blob: the tags of its uncommitted blocks (Azure keeps no start time). */
-  async listUploads(signal?: AbortSignal): Promise<{ uploadId: string; initiated: string | null }[]> {
+  async listUploads(signal?: AbortSignal): Promise<UploadInfo[]> {
     const tags = new Set<string>();
     for (const b of await this.uncommitted(signal)) {
       const m = /^cogmill-([0-9a-f]{16})-\d{6}$/.exec(Buffer.from(b.name, 'base64').toString('latin1'));
@@ -395,6 +392,72 @@ export class SinkAzure implements SinkParts {
    */
   async abortUpload(uploadId: string, _signal?: AbortSignal): Promise<void> {
     azureBlockId(uploadId, 1); // checks the form
+  }
+
+  /** where the notes of this destination live: `BLOB.cogmill/` in the same container */
+  get notesPrefix(): string {
+    return `${this.blobName}.cogmill/`;
+  }
+
+  private async noteBlob(name: string): Promise<BlockBlobClient> {
+    if (!/^[A-Za-z0-9._-]{1,200}$/.test(name) || name.startsWith('.'))
+      throw new RangeError(`note name "${name}" is not a plain file name`);
+    await this.client();
+    return (await azureBlobClient(this.target!.clients, `az://${this.container}/${this.notesPrefix}${name}`)).blob;
+  }
+
+  /** Store a small document next to the destination (the plan, a shard's report): a blob of its own. */
+  async putNote(name: string, text: string, signal?: AbortSignal): Promise<void> {
+    const blob = await this.noteBlob(name);
+    const body = Buffer.from(text, 'utf8');
+    await this.send(
+      `Put Blob ${this.notesPrefix}${name}`,
+      body.byteLength,
+      (b, s) =>
+        b.upload(body, body.byteLength, { abortSignal: s, blobHTTPHeaders: { blobContentType: 'application/json' } }),
+      signal,
+      blob,
+    );
+  }
+
+  /** A document stored by putNote, or undefined. */
+  async getNote(name: string, signal?: AbortSignal): Promise<string | undefined> {
+    const blob = await this.noteBlob(name);
+    try {
+      const bytes = await this.send(
+        `Get Blob ${this.notesPrefix}${name}`,
+        0,
+        (b, s) => b.downloadToBuffer(undefined, undefined, { abortSignal: s }),
+        signal,
+        blob,
+      );
+      return bytes.toString('utf8');
+    } catch (e) {
+      if (e instanceof SourceError && e.kind === 'not-found') return undefined;
+      throw e;
+    }
+  }
+
+  /** Names of the documents stored by putNote. */
+  async listNotes(signal?: AbortSignal): Promise<string[]> {
+    await this.client();
+    const clients = this.target!.clients;
+    const urls = await listAzureBlobs(clients, `az://${this.container}/${this.notesPrefix}`, { signal });
+    return urls.map((u) => u.slice(`az://${this.container}/${this.notesPrefix}`.length)).sort();
+  }
+
+  /** Remove every document stored by putNote. */
+  async clearNotes(signal?: AbortSignal): Promise<void> {
+    for (const name of await this.listNotes(signal)) {
+      const blob = await this.noteBlob(name);
+      await this.send(
+        `Delete Blob ${this.notesPrefix}${name}`,
+        0,
+        (b, s) => b.deleteIfExists({ abortSignal: s }),
+        signal,
+        blob,
+      );
+    }
   }
 
   /** Commit the blocks this sink staged, in part order (the in-process pipeline's last step). */

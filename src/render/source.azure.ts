@@ -565,32 +565,49 @@ export class SourceAzure implements Source {
 const TIFF_NAME = /\.tiff?$/i;
 
 /**
- * Every blob under `az://container/prefix/` whose name ends in .tif or .tiff, as sorted `az://` URLs. A prefix
- * without a trailing slash is taken as a folder. More than `limit` matches is an error (narrow the prefix).
+ * Every blob under `az://container/prefix/` whose name `keep` accepts, as sorted `az://` URLs. A prefix without a
+ * trailing slash is taken as a folder. More than `limit` matches is an error (narrow the prefix).
  */
-export async function listAzureTiffs(
+export async function listAzureBlobs(
   clients: AzureClients,
   prefixUrl: string,
-  limit = 100_000,
-  pageSize = 1000,
+  options: { keep?: (name: string) => boolean; limit?: number; pageSize?: number; signal?: AbortSignal } = {},
 ): Promise<string[]> {
+  const { keep = () => true, limit = 100_000, pageSize = 1000, signal } = options;
   const { container, blob } = parseAzureUrl(prefixUrl);
   const prefix = blob === '' || blob.endsWith('/') ? blob : `${blob}/`;
   const where = `az://${container}/${prefix}`;
   const client: ContainerClient = requireService(clients, prefixUrl).getContainerClient(container);
   const urls: string[] = [];
   try {
-    for await (const page of client.listBlobsFlat({ prefix }).byPage({ maxPageSize: pageSize })) {
+    for await (const page of client.listBlobsFlat({ prefix, abortSignal: signal }).byPage({ maxPageSize: pageSize })) {
       for (const item of page.segment.blobItems) {
-        if (!TIFF_NAME.test(item.name)) continue;
+        if (!keep(item.name)) continue;
         if (urls.length >= limit) {
-          throw new SourceError('too-large', `${where} holds more than ${limit} GeoTIFFs; point at a narrower prefix`);
+          throw new SourceError(
+            'too-large',
+            `${where} holds more than ${limit} matching blobs; point at a narrower prefix`,
+          );
         }
         urls.push(`az://${container}/${item.name}`);
       }
     }
   } catch (e) {
+    if (signal?.aborted) throw signal.reason;
     throw azureSourceError(e, where, 'List Blobs', { container, credentialSource: clients.credentialSource });
   }
   return urls.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * Every blob under `az://container/prefix/` whose name ends in .tif or .tiff, as sorted `az://` URLs. A prefix
+ * without a trailing slash is taken as a folder. More than `limit` matches is an error (narrow the prefix).
+ */
+export function listAzureTiffs(
+  clients: AzureClients,
+  prefixUrl: string,
+  limit = 100_000,
+  pageSize = 1000,
+): Promise<string[]> {
+  return listAzureBlobs(clients, prefixUrl, { keep: (n) => TIFF_NAME.test(n), limit, pageSize });
 }
