@@ -10,7 +10,14 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
 import { parseDestination } from '../src/materialize/destination.ts';
-import { type MaterializeOptions, materialize } from '../src/materialize/pipeline.ts';
+import {
+  completeInProcess,
+  type MaterializeOptions,
+  materialize,
+  runShardsInProcess,
+} from '../src/materialize/pipeline.ts';
+import { parsePlan, planMaterialization } from '../src/materialize/plan.ts';
+import { parseShardReport, type ShardReport } from '../src/materialize/shard.ts';
 import {
   AZURE_MAX_BLOCKS,
   azureBlockId,
@@ -493,5 +500,55 @@ describe('one upload, several processes (attach, stage, listStaged, commit)', ()
     await assert.rejects(sink.commit([p1, p2, p2]), /increasing order/);
     assert.equal(await blobExists('staged/refused.bin'), false);
     assert.throws(() => new SinkAzure(`az://${OUT}/x.bin`, { settings }).attach('not-a-tag'), RangeError);
+  });
+});
+
+describe('plan -> shard -> complete on Azure, each step with its own sink', () => {
+  test('three shards staged by separate sinks into one upload (one shard twice), completed by a fourth: same bytes as the file', async () => {
+    const m = await noise(engine);
+    const opts: MaterializeOptions = { compression: 'deflate', level: 1, workers: 1, minPartSizeBytes: 5 * MiB };
+    const ref = await reference('noise-deflate', () => noise(local), opts);
+    const url = `az://${OUT}/dist/noise.tif`;
+    const coordinator = new SinkAzure(url, { settings, ...FAST });
+    const planned = planMaterialization({
+      mosaic: m,
+      options: opts,
+      destination: url,
+      limits: coordinator.limits,
+      shards: 3,
+    });
+    const plan = { ...planned, uploadId: await coordinator.create() };
+    assert.equal(plan.minPartBytes, 1, "the plan takes Azure's limits: nothing to glue");
+    await coordinator.putNote('plan.json', JSON.stringify(plan));
+
+    // each shard: a sink of its own attached to the upload, the plan read back from the note
+    const runShard = async (i: number): Promise<void> => {
+      const sink = new SinkAzure(url, { settings, ...FAST });
+      const saved = parsePlan((await sink.getNote('plan.json'))!);
+      sink.attach(saved.uploadId!);
+      const [report] = await runShardsInProcess(engine, m, saved, sink, { workers: 1, only: [i] });
+      await sink.putNote(`shard-${String(i).padStart(6, '0')}.json`, JSON.stringify(report));
+    };
+    for (const i of [2, 0, 1, 1]) await runShard(i);
+    assert.equal(await blobExists('dist/noise.tif'), false, 'nothing at the blob before the complete step');
+
+    const done = new SinkAzure(url, { settings, ...FAST });
+    done.attach(plan.uploadId);
+    const names = (await done.listNotes()).filter((n) => n.startsWith('shard-'));
+    assert.equal(names.length, 3);
+    const reports: ShardReport[] = [];
+    for (const n of names) reports.push(parseShardReport((await done.getNote(n))!, plan));
+    // what a resume would find: every part the reports name is staged, with its size
+    const staged = new Map((await done.listStaged()).map((p) => [p.partNumber, p.bytes]));
+    for (const r of reports) {
+      assert.ok(r.parts.length >= 1, `shard ${r.shard} staged parts of its own`);
+      for (const p of r.parts) assert.equal(staged.get(p.partNumber), p.bytes);
+    }
+    const res = await completeInProcess(engine, m, plan, done, reports, { workers: 1 });
+    assert.equal(res.bytes, ref.byteLength);
+    const got = await download('dist/noise.tif');
+    assert.ok(got.equals(ref), 'the sharded blob differs from the single-process file');
+    await done.clearNotes();
+    assert.deepEqual(await done.listNotes(), []);
   });
 });
