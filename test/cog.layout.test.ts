@@ -19,6 +19,7 @@ import {
 } from '../src/materialize/cog.layout.ts';
 import { formatGdalNodata } from '../src/materialize/tiff.geo.ts';
 import { encodeTile } from '../src/materialize/tile.encode.ts';
+import { crsFromEpsg, geoKeysForCrs } from '../src/render/crs.ts';
 import { GiB } from '../src/render/types.ts';
 import { validateCog } from './support/gdal.ts';
 import { parseTiff, type TiffIfd, tiffEntry } from './support/tiff.read.ts';
@@ -254,11 +255,13 @@ describe('tags', () => {
     assert.equal(formatGdalNodata(Number.NaN), 'nan');
   });
 
-  it('writes scale + tiepoint for north-up grids, a transformation matrix otherwise, and minimal GeoKeys', () => {
+  it('writes scale + tiepoint for north-up grids, a transformation matrix otherwise, and the GeoKeys GDAL writes', () => {
     const north = parseTiff(buildHeader(layoutCog(BASE), new Array(33).fill(1))).ifds;
     assert.deepEqual(tiffEntry(north[0], 33550)!.values, [10, 10, 0]);
     assert.deepEqual(tiffEntry(north[0], 33922)!.values, [0, 0, 0, 500000, 4000000, 0]);
-    assert.deepEqual(tiffEntry(north[0], 34735)!.values, [1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633]);
+    const utm = geoKeysForCrs(crsFromEpsg(32633));
+    assert.deepEqual(tiffEntry(north[0], 34735)!.values, utm.directory);
+    assert.equal(tiffEntry(north[0], 34737)!.text, `${utm.ascii}\0`);
     assert.equal(tiffEntry(north[0], 42113)!.text, '0\0');
     assert.equal(tiffEntry(north[0], 254), undefined);
     for (const ovr of north.slice(1)) {
@@ -274,7 +277,9 @@ describe('tags', () => {
     ).ifds[0];
     assert.equal(tiffEntry(rotated, 33550), undefined);
     assert.deepEqual(tiffEntry(rotated, 34264)!.values, [0.5, 0.1, 0, 10, 0.2, -0.5, 0, 50, 0, 0, 0, 0, 0, 0, 0, 1]);
-    assert.deepEqual(tiffEntry(rotated, 34735)!.values.slice(4), [1024, 0, 1, 2, 1025, 0, 1, 1, 2048, 0, 1, 4326]);
+    const wgs84 = geoKeysForCrs(crsFromEpsg(4326));
+    assert.deepEqual(tiffEntry(rotated, 34735)!.values, wgs84.directory);
+    assert.deepEqual(tiffEntry(rotated, 34736)!.values, wgs84.doubles);
   });
 });
 

@@ -8,9 +8,10 @@
  * The header's size depends only on the spec (tag set and tile counts); its values only on the payload sizes in
  * file order. So tiles can be compressed and shipped first and the header built at the very end.
  */
+import { crsFromEpsg, GEOTIFF_TAGS, geoKeysForCrs } from '../render/crs.ts';
 import { CogmillError } from '../render/errors.ts';
 import { bytesPerSample, DTYPES, type DType, type GeoTransform, isFloat } from '../render/types.ts';
-import { formatGdalNodata, GEO_TAG, geoKeyDirectory, geoTransformTags } from './tiff.geo.ts';
+import { formatGdalNodata, GEO_TAG, geoTransformTags } from './tiff.geo.ts';
 
 export const COG_COMPRESSIONS = ['none', 'deflate', 'lzw', 'zstd', 'jpeg', 'webp'] as const;
 export type CogCompression = (typeof COG_COMPRESSIONS)[number];
@@ -344,7 +345,18 @@ function ifdFields(
   }
   if (level.level === 0) {
     for (const t of geoTransformTags(spec.transform)) fields.push(numbersField(t.tag, TIFF_TYPE.double, t.values));
-    fields.push(numbersField(GEO_TAG.geoKeyDirectory, TIFF_TYPE.short, geoKeyDirectory(spec.epsg, spec.geographic)));
+    const geoKeys = geoKeysForCrs(crsFromEpsg(spec.epsg));
+    fields.push(numbersField(GEOTIFF_TAGS.geoKeyDirectory, TIFF_TYPE.short, geoKeys.directory));
+    if (geoKeys.doubles.length > 0)
+      fields.push(numbersField(GEOTIFF_TAGS.geoDoubleParams, TIFF_TYPE.double, geoKeys.doubles));
+    if (geoKeys.ascii !== '') {
+      fields.push({
+        tag: GEOTIFF_TAGS.geoAsciiParams,
+        type: TIFF_TYPE.ascii,
+        ...asciiValue(geoKeys.ascii),
+        valueOffset: -1,
+      });
+    }
     if (spec.gdalMetadata !== undefined) {
       fields.push({
         tag: GEO_TAG.gdalMetadata,

@@ -7,7 +7,7 @@ import { selectItems } from '../render/mosaic.items.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { allocTyped, type Grid, type Resampling, type TypedArray } from '../render/types.ts';
 import { sourceWarp } from '../render/warp.window.ts';
-import { type CogLevel, cogLevels } from './cog.layout.ts';
+import { type CogLevel, type CogSpec, cogLevels } from './cog.layout.ts';
 
 export interface CogTileOptions {
   readonly blockSize: number;
@@ -25,6 +25,28 @@ export interface CogTileOptions {
  */
 export function defaultOverviewResampling(mosaic: Mosaic): Resampling {
   return mosaic.resampling === 'mode' ? 'mode' : 'average';
+}
+
+/** How a COG of a mosaic stores its tiles; the rest of its spec comes from the mosaic. */
+export type MosaicCogStorage = Pick<
+  CogSpec,
+  'blockSize' | 'compression' | 'predictor' | 'ghost' | 'bigTiff' | 'gdalMetadata' | 'photometric'
+>;
+
+/** The COG spec of a mosaic: its grid, bands, type and nodata (the same for every COG of it), stored as `storage` says. */
+export function mosaicCogSpec(mosaic: Mosaic, storage: MosaicCogStorage): CogSpec {
+  const g = mosaic.grid;
+  return {
+    width: g.width,
+    height: g.height,
+    bands: mosaic.bandCount,
+    dtype: mosaic.dtype,
+    transform: g.transform,
+    epsg: g.crs.epsg,
+    geographic: g.crs.geographic,
+    nodata: mosaic.nodata,
+    ...storage,
+  };
 }
 
 export function mosaicCogLevels(mosaic: Mosaic, blockSize: number): CogLevel[] {

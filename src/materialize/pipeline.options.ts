@@ -2,6 +2,7 @@
 import type { Mosaic } from '../render/mosaic.ts';
 import { isFloat, type Resampling } from '../render/types.ts';
 import type { CogCompression, CogPredictor, CogSpec } from './cog.layout.ts';
+import { mosaicCogSpec } from './cog.tiles.ts';
 import type { SinkResult } from './sink.ts';
 
 export interface MaterializeOptions {
@@ -63,20 +64,12 @@ export function resolvePredictor(
 /** The COG spec of a mosaic for the given options (gdalMetadata reserved at its final length). */
 export function cogSpecFor(mosaic: Mosaic, options: MaterializeOptions, gdalMetadata?: string): CogSpec {
   const compression = options.compression ?? 'deflate';
-  return {
-    width: mosaic.grid.width,
-    height: mosaic.grid.height,
-    bands: mosaic.bandCount,
-    dtype: mosaic.dtype,
+  return mosaicCogSpec(mosaic, {
     blockSize: options.blockSize ?? mosaic.blockSize,
     compression,
     predictor: resolvePredictor(compression, options.predictor, mosaic.dtype),
-    transform: mosaic.grid.transform,
-    epsg: mosaic.grid.crs.epsg,
-    geographic: mosaic.grid.crs.geographic,
-    nodata: mosaic.nodata,
     gdalMetadata,
     ghost: { leaderTrailer: true },
     bigTiff: false,
-  };
+  });
 }

@@ -1,5 +1,6 @@
 /**
  * GeoTIFF and GDAL private tags, built the way GDAL's GTiff driver writes them. Pure: values in, tag values out.
+ * The GeoKeys (34735-34737) come from render/crs.ts's geoKeysForCrs, the one GeoKey writer.
  */
 import type { GeoTransform } from '../render/types.ts';
 
@@ -8,37 +9,9 @@ export const GEO_TAG = {
   modelPixelScale: 33550,
   modelTiepoint: 33922,
   modelTransformation: 34264,
-  geoKeyDirectory: 34735,
   gdalMetadata: 42112,
   gdalNodata: 42113,
 } as const;
-
-/** GeoKey ids (GeoTIFF 1.0 section 6.2). */
-export const GEO_KEY = {
-  gtModelType: 1024,
-  gtRasterType: 1025,
-  geographicType: 2048,
-  projectedCsType: 3072,
-} as const;
-
-const MODEL_TYPE_PROJECTED = 1;
-const MODEL_TYPE_GEOGRAPHIC = 2;
-const RASTER_PIXEL_IS_AREA = 1;
-
-/**
- * GeoKeyDirectory values (SHORTs): header (version 1.1.0, key count) then one 4-SHORT entry per key,
- * sorted by key id. The CRS is named by its EPSG code alone; GDAL resolves the rest from its database.
- */
-export function geoKeyDirectory(epsg: number, geographic: boolean): number[] {
-  const keys: [number, number][] = [
-    [GEO_KEY.gtModelType, geographic ? MODEL_TYPE_GEOGRAPHIC : MODEL_TYPE_PROJECTED],
-    [GEO_KEY.gtRasterType, RASTER_PIXEL_IS_AREA],
-    [geographic ? GEO_KEY.geographicType : GEO_KEY.projectedCsType, epsg],
-  ];
-  const out = [1, 1, 0, keys.length];
-  for (const [id, value] of keys) out.push(id, 0, 1, value);
-  return out;
-}
 
 export interface GeoTransformTag {
   readonly tag: number;

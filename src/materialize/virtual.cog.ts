@@ -37,6 +37,7 @@ import {
   defaultOverviewResampling,
   levelGrid,
   mosaicCogLevels,
+  mosaicCogSpec,
   renderCogTile,
   tileTouchesSources,
 } from './cog.tiles.ts';
@@ -99,24 +100,16 @@ export type VirtualCogSegment =
       readonly to: number;
     };
 
-function cogSpecFor(mosaic: Mosaic, blockSize: number, bigTiff?: boolean, gdalMetadata?: string): CogSpec {
-  const g = mosaic.grid;
-  return {
-    width: g.width,
-    height: g.height,
-    bands: mosaic.bandCount,
-    dtype: mosaic.dtype,
+/** The virtual COG's spec: raw tiles (no compression, no leader/trailer), so every offset is known up front. */
+function virtualCogSpec(mosaic: Mosaic, blockSize: number, bigTiff?: boolean, gdalMetadata?: string): CogSpec {
+  return mosaicCogSpec(mosaic, {
     blockSize,
     compression: 'none',
     predictor: 1,
-    transform: g.transform,
-    epsg: g.crs.epsg,
-    geographic: g.crs.geographic,
-    nodata: mosaic.nodata,
     ghost: { leaderTrailer: false },
     bigTiff,
     gdalMetadata,
-  };
+  });
 }
 
 /**
@@ -311,7 +304,7 @@ export function virtualCogFile(
   };
   const levels = mosaicCogLevels(mosaic, blockSize);
   // Tile order and counts do not depend on BigTIFF, so the sparse pattern is computed once on a first layout.
-  const first = layoutCog(cogSpecFor(mosaic, blockSize, undefined, options.gdalMetadata));
+  const first = layoutCog(virtualCogSpec(mosaic, blockSize, undefined, options.gdalMetadata));
   const { present: isPresent, exactTests } = presentTiles(mosaic, first, levels, tileOptions, how.exhaustive ?? false);
   const byteCounts = new Uint32Array(first.tileCount);
   let presentCount = 0;
@@ -325,7 +318,7 @@ export function virtualCogFile(
   // the padding is at most 16 KiB: count it as payload so the BigTIFF decision stays safe
   const bigTiff = needsBigTiff(first.spec, presentCount * first.rawTileBytes + TILE_DATA_ALIGNMENT_BYTES);
   const layout =
-    bigTiff === first.bigTiff ? first : layoutCog(cogSpecFor(mosaic, blockSize, bigTiff, options.gdalMetadata));
+    bigTiff === first.bigTiff ? first : layoutCog(virtualCogSpec(mosaic, blockSize, bigTiff, options.gdalMetadata));
   const present = new Int32Array(presentCount);
   for (let i = 0, k = 0; i < byteCounts.length; i++) if (byteCounts[i] > 0) present[k++] = i;
   const pad = padFor(layout);

@@ -246,13 +246,12 @@ const ELLIPSOIDS: Readonly<Record<string, readonly [number, number]>> = {
 };
 const DATUM_ELLIPSOID: Readonly<Record<string, string>> = { WGS84: 'WGS84', NAD83: 'GRS80', NAD27: 'clrk66' };
 
-function ellipsoidOf(proj4: string): readonly [number, number] {
+/** The ellipsoid of a proj4 definition, when it is one of ELLIPSOIDS. */
+function ellipsoidOf(proj4: string): readonly [number, number] | undefined {
   const ellps = /\+ellps=(\S+)/.exec(proj4)?.[1];
   const datum = /\+datum=(\S+)/.exec(proj4)?.[1];
   const name = ellps ?? (datum ? DATUM_ELLIPSOID[datum] : undefined);
-  const found = name ? ELLIPSOIDS[name] : undefined;
-  if (!found) throw new RenderError('internal', `no ellipsoid parameters for '${proj4}'`);
-  return found;
+  return name ? ELLIPSOIDS[name] : undefined;
 }
 
 /** GeoKeys ready to write as GeoTIFF tags. */
@@ -281,16 +280,20 @@ export function geoKeysForCrs(crs: Crs): GeoKeysTiff {
     ascii += `${text}|`;
   };
   if (crs.geographic) {
-    const [a, rf] = ellipsoidOf(crs.proj4);
+    const ellipsoid = ellipsoidOf(crs.proj4);
     keys.push([KEY.GTModelType, 0, 1, MODEL_GEOGRAPHIC]);
     keys.push([KEY.GTRasterType, 0, 1, RASTER_PIXEL_IS_AREA]);
     keys.push([KEY.GeographicType, 0, 1, crs.epsg]);
     addAscii(KEY.GeogCitation, geogName);
     keys.push([KEY.GeogAngularUnits, 0, 1, ANGULAR_DEGREE]);
-    // GDAL stores the inverse flattening first, then the semi-major axis
-    doubles.push(rf, a);
-    keys.push([KEY.GeogSemiMajorAxis, GEOTIFF_TAGS.geoDoubleParams, 1, 1]);
-    keys.push([KEY.GeogInvFlattening, GEOTIFF_TAGS.geoDoubleParams, 1, 0]);
+    if (ellipsoid) {
+      // GDAL stores the inverse flattening first, then the semi-major axis (an ellipsoid cogmill has no numbers
+      // for is left to the EPSG code)
+      const [a, rf] = ellipsoid;
+      doubles.push(rf, a);
+      keys.push([KEY.GeogSemiMajorAxis, GEOTIFF_TAGS.geoDoubleParams, 1, 1]);
+      keys.push([KEY.GeogInvFlattening, GEOTIFF_TAGS.geoDoubleParams, 1, 0]);
+    }
   } else {
     keys.push([KEY.GTModelType, 0, 1, MODEL_PROJECTED]);
     keys.push([KEY.GTRasterType, 0, 1, RASTER_PIXEL_IS_AREA]);

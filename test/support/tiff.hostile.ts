@@ -6,7 +6,6 @@
  */
 import { once } from 'node:events';
 import * as zlib from 'node:zlib';
-import { geoKeyDirectory } from '../../src/materialize/tiff.geo.ts';
 
 export const COMPRESSION = { none: 1, lzw: 5, deflate: 8, packbits: 32773, zstd: 50000 } as const;
 
@@ -66,7 +65,11 @@ export function hostileTiff(spec: HostileTiffSpec): Uint8Array {
     { tag: 339, type: 3, values: new Array(samples).fill(1) },
     { tag: 33550, type: 12, values: [res, res, 0] },
     { tag: 33922, type: 12, values: [0, 0, 0, ox, oy, 0] },
-    { tag: 34735, type: 3, values: spec.geoKeys ?? geoKeyDirectory(spec.epsg ?? 32632, false) },
+    {
+      tag: 34735,
+      type: 3,
+      values: spec.geoKeys ?? [1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, spec.epsg ?? 32632],
+    },
   ];
   if (spec.nodata !== undefined) entries.push({ tag: 42113, type: 2, values: `${spec.nodata}\0` });
   entries.sort((a, b) => a.tag - b.tag);
