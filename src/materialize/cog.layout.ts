@@ -1,5 +1,7 @@
 /**
  * The byte layout of a Cloud Optimized GeoTIFF, exactly as GDAL's COG driver lays it out (pure: no IO).
+ * Over 500 lines because the tag set, the header size and the header values must agree byte for byte: they are
+ * built from one field list here rather than kept in step across files.
  *
  *   TIFF/BigTIFF header | ghost area | IFD full res, IFD overview 1..n (each followed by its out-of-line values)
  *   | TileOffsets/TileByteCounts arrays of every IFD | tiles: smallest overview first, full resolution last,

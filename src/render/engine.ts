@@ -1,6 +1,8 @@
 /**
  * The engine: opens sources under a security policy, keeps parsed rasters and decoded blocks in bytes-bounded
  * caches, builds mosaics and renders windows. Built once by the composition root and injected everywhere.
+ * Over 500 lines because the source policy, the caches and the open/refresh/render paths share the same bounded
+ * state (open sources, parsed rasters, trusted roots); the pixel work itself lives in render.ts and its stages.
  */
 
 import { createHash } from 'node:crypto';

@@ -30,6 +30,7 @@ import {
 } from '@azure/storage-blob';
 import { SourceError } from './errors.ts';
 import { NETWORK_CODES, sleep } from './retry.ts';
+import { readBody } from './source.body.ts';
 import type { ReadOptions, Source, SourceRead, SourceStats } from './source.ts';
 
 export interface AzureSettings {
@@ -390,26 +391,6 @@ function parseContentRange(contentRange: string | undefined): { start: number; t
   const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(contentRange?.trim() ?? '');
   if (!m) return undefined;
   return { start: Number(m[1]), total: m[3] === '*' ? Number.NaN : Number(m[3]) };
-}
-
-async function readBody(body: Readable | undefined, expectedBytes: number | undefined): Promise<Uint8Array> {
-  if (!body) return new Uint8Array(0);
-  if (expectedBytes !== undefined && Number.isSafeInteger(expectedBytes) && expectedBytes >= 0) {
-    const out = new Uint8Array(expectedBytes);
-    let at = 0;
-    for await (const chunk of body as AsyncIterable<Uint8Array>) {
-      if (at + chunk.byteLength > expectedBytes)
-        throw new Error(`body longer than its Content-Length ${expectedBytes}`);
-      out.set(chunk, at);
-      at += chunk.byteLength;
-    }
-    if (at !== expectedBytes)
-      throw Object.assign(new Error(`body ended after ${at} of ${expectedBytes} bytes`), { code: 'ECONNRESET' });
-    return out;
-  }
-  const chunks: Uint8Array[] = [];
-  for await (const chunk of body as AsyncIterable<Uint8Array>) chunks.push(chunk);
-  return new Uint8Array(Buffer.concat(chunks));
 }
 
 export class SourceAzure implements Source {

@@ -2,7 +2,7 @@
  * S3 sources (AWS S3 or any S3-compatible store): ranged GetObject, HeadObject, listing a prefix.
  * The S3 client is built once by the composition root (createS3Client) and shared by every source.
  */
-import { addAbortSignal, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import {
   GetObjectCommand,
   type GetObjectCommandOutput,
@@ -13,6 +13,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { SourceError } from './errors.ts';
 import { NETWORK_CODES, sleep } from './retry.ts';
+import { readBody } from './source.body.ts';
 import type { ReadOptions, Source, SourceRead, SourceStats } from './source.ts';
 
 export interface S3Settings {
@@ -149,27 +150,6 @@ function totalFromContentRange(contentRange: string | undefined): { start: numbe
   const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(contentRange?.trim() ?? '');
   if (!m) return undefined;
   return { start: Number(m[1]), total: m[3] === '*' ? Number.NaN : Number(m[3]) };
-}
-
-/** Collect a response body into one array, sized up front when the length is known. */
-async function readBody(body: Readable, expectedBytes: number | undefined, signal?: AbortSignal): Promise<Uint8Array> {
-  if (signal) addAbortSignal(signal, body);
-  if (expectedBytes !== undefined && Number.isSafeInteger(expectedBytes) && expectedBytes >= 0) {
-    const out = new Uint8Array(expectedBytes);
-    let at = 0;
-    for await (const chunk of body as AsyncIterable<Uint8Array>) {
-      if (at + chunk.byteLength > expectedBytes)
-        throw new Error(`body longer than its Content-Length ${expectedBytes}`);
-      out.set(chunk, at);
-      at += chunk.byteLength;
-    }
-    if (at !== expectedBytes)
-      throw Object.assign(new Error(`body ended after ${at} of ${expectedBytes} bytes`), { code: 'ECONNRESET' });
-    return out;
-  }
-  const chunks: Uint8Array[] = [];
-  for await (const chunk of body as AsyncIterable<Uint8Array>) chunks.push(chunk);
-  return new Uint8Array(Buffer.concat(chunks));
 }
 
 export interface SourceS3Options {
