@@ -10,8 +10,7 @@ import { parseCrs } from './crs.ts';
 import type { Engine } from './engine.ts';
 import { CogmillError, errorMessage, RenderError } from './errors.ts';
 import { sniffKind } from './mosaic.catalogue.ts';
-import { PERIOD_UNITS } from './mosaic.items.ts';
-import type { Mosaic, MosaicCatalogueSpec, MosaicSpec } from './mosaic.ts';
+import { type Mosaic, type MosaicCatalogueSpec, type MosaicSpec, PERIOD_UNITS } from './mosaic.ts';
 import { parseSortby } from './stac.ts';
 import type { Bounds, Composite, DType, Resampling } from './types.ts';
 

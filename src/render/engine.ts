@@ -36,13 +36,13 @@ import type { Source, SourceStats } from './source.ts';
 import type { CatalogAsset, CatalogItem, JsonFetch, TextFetch } from './stac.ts';
 import { transformBounds } from './transform.ts';
 import {
-  applyTransform,
   type Bounds,
   type DType,
   type Grid,
   invertTransform,
   MiB,
   type Pixels,
+  pixelExtent,
   type RenderOptions,
   type RenderStats,
 } from './types.ts';
@@ -150,22 +150,7 @@ function footprintHasEmpty(a: CatalogAsset, grid: Grid, mask: Uint8Array): boole
     return true;
   }
   const inv = invertTransform(grid.transform);
-  let c0 = Infinity;
-  let c1 = -Infinity;
-  let r0 = Infinity;
-  let r1 = -Infinity;
-  for (const [x, y] of [
-    [b[0], b[1]],
-    [b[0], b[3]],
-    [b[2], b[1]],
-    [b[2], b[3]],
-  ] as const) {
-    const [c, r] = applyTransform(inv, x, y);
-    c0 = Math.min(c0, c);
-    c1 = Math.max(c1, c);
-    r0 = Math.min(r0, r);
-    r1 = Math.max(r1, r);
-  }
+  const [c0, r0, c1, r1] = pixelExtent(inv, b);
   const x0 = Math.max(0, Math.floor(c0));
   const x1 = Math.min(grid.width, Math.ceil(c1));
   const y0 = Math.max(0, Math.floor(r0));

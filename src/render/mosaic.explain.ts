@@ -12,7 +12,15 @@ import type { Mosaic } from './mosaic.ts';
 import type { Raster } from './raster.ts';
 import type { CatalogAsset, CatalogItem } from './stac.ts';
 import { createTransformer, transformBounds } from './transform.ts';
-import { applyTransform, type Bounds, type Grid, gridBounds, invertTransform, type Resampling } from './types.ts';
+import {
+  applyTransform,
+  type Bounds,
+  type Grid,
+  gridBounds,
+  invertTransform,
+  pixelExtent,
+  type Resampling,
+} from './types.ts';
 import { sourceWarp } from './warp.window.ts';
 
 export interface ExplainAsset {
@@ -79,25 +87,12 @@ function catalogueWindow(grid: Grid, a: CatalogAsset): { window: ExplainAsset['w
     return { window: null, decimation: Number.NaN };
   }
   const inv = invertTransform(a.transform!);
-  const cols: number[] = [];
-  const rows: number[] = [];
-  for (const [x, y] of [
-    [b[0], b[1]],
-    [b[0], b[3]],
-    [b[2], b[1]],
-    [b[2], b[3]],
-  ] as const) {
-    const [c, r] = applyTransform(inv, x, y);
-    cols.push(c);
-    rows.push(r);
-  }
-  const c0 = Math.min(...cols);
-  const c1 = Math.max(...cols);
+  const [c0, r0, c1, r1] = pixelExtent(inv, b);
   const decimation = (c1 - c0) / grid.width;
   const x = Math.max(0, Math.floor(c0));
-  const y = Math.max(0, Math.floor(Math.min(...rows)));
+  const y = Math.max(0, Math.floor(r0));
   const x1 = Math.min(a.width!, Math.ceil(c1));
-  const y1 = Math.min(a.height!, Math.ceil(Math.max(...rows)));
+  const y1 = Math.min(a.height!, Math.ceil(r1));
   return { window: { x, y, width: Math.max(0, x1 - x), height: Math.max(0, y1 - y) }, decimation };
 }
 

@@ -15,30 +15,17 @@ import { createHash } from 'node:crypto';
 import { crsFromEpsg } from './crs.ts';
 import { RenderError } from './errors.ts';
 import { assetBounds, FootprintIndex, gridAsset, itemsUnder } from './mosaic.index.ts';
-import { type Mosaic, type MosaicSpec, nativeGrid } from './mosaic.ts';
+import {
+  type Mosaic,
+  type MosaicBandRef,
+  type MosaicItems,
+  type MosaicPeriodUnit,
+  type MosaicSpec,
+  nativeGrid,
+} from './mosaic.ts';
 import type { CatalogItem } from './stac.ts';
 import { transformBounds } from './transform.ts';
 import { type Bounds, type DType, type GeoTransform, type Grid, gridBounds } from './types.ts';
-
-export interface MosaicBandRef {
-  readonly asset: string;
-  /** 0-based band of the asset */
-  readonly band: number;
-  readonly name: string;
-}
-
-export interface MosaicItems {
-  /** in compositing order (sortby applied) */
-  readonly items: readonly CatalogItem[];
-  readonly index: FootprintIndex;
-  readonly bands: readonly MosaicBandRef[];
-  /** distinct assets of `bands`, in band order */
-  readonly assets: readonly string[];
-  readonly period?: MosaicPeriodUnit;
-}
-
-export const PERIOD_UNITS = ['P1D', 'P1W', 'P1M', 'P1Y'] as const;
-export type MosaicPeriodUnit = (typeof PERIOD_UNITS)[number];
 
 export interface MosaicPeriod {
   /** 2024-01-05 (P1D), 2024-W01 (P1W), 2024-01 (P1M), 2024 (P1Y) */

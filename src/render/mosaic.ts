@@ -5,10 +5,10 @@
 import { createHash } from 'node:crypto';
 import { crsFromEpsg } from './crs.ts';
 import { RenderError } from './errors.ts';
-import type { MosaicItems } from './mosaic.items.ts';
+import type { FootprintIndex } from './mosaic.index.ts';
 import type { RasterInfo } from './raster.info.ts';
 import type { Raster } from './raster.ts';
-import type { StacQuery } from './stac.ts';
+import type { CatalogItem, StacQuery } from './stac.ts';
 import { transformBounds } from './transform.ts';
 import {
   type Bounds,
@@ -47,6 +47,27 @@ export interface MosaicSpec {
   /** cut time into calendar periods a client picks with `datetime` (P1D, P1W, P1M, P1Y) */
   readonly period?: string;
 }
+
+/** Catalogue mosaics (mosaic.items.ts): the items, their footprint index and the bands taken from their assets. */
+export interface MosaicBandRef {
+  readonly asset: string;
+  /** 0-based band of the asset */
+  readonly band: number;
+  readonly name: string;
+}
+
+export interface MosaicItems {
+  /** in compositing order (sortby applied) */
+  readonly items: readonly CatalogItem[];
+  readonly index: FootprintIndex;
+  readonly bands: readonly MosaicBandRef[];
+  /** distinct assets of `bands`, in band order */
+  readonly assets: readonly string[];
+  readonly period?: MosaicPeriodUnit;
+}
+
+export const PERIOD_UNITS = ['P1D', 'P1W', 'P1M', 'P1Y'] as const;
+export type MosaicPeriodUnit = (typeof PERIOD_UNITS)[number];
 
 /** Where a catalogue mosaic's items come from: a document (ItemCollection, stac-geoparquet, mosaic index) or a search. */
 export interface MosaicCatalogueSpec extends StacQuery {

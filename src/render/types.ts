@@ -218,3 +218,24 @@ export interface RenderStats {
   /** the largest source window read at once, in pixels (bounds the memory of a render) */
   largestSourceWindowPixels?: number;
 }
+
+/** The extent in pixels [c0, r0, c1, r1] (fractional, unclamped) of `b`: its four corners through `inv`. */
+export function pixelExtent(inv: GeoTransform, b: Bounds): Bounds {
+  let c0 = Infinity;
+  let c1 = -Infinity;
+  let r0 = Infinity;
+  let r1 = -Infinity;
+  for (const [x, y] of [
+    [b[0], b[1]],
+    [b[0], b[3]],
+    [b[2], b[1]],
+    [b[2], b[3]],
+  ] as const) {
+    const [c, r] = applyTransform(inv, x, y);
+    c0 = Math.min(c0, c);
+    c1 = Math.max(c1, c);
+    r0 = Math.min(r0, r);
+    r1 = Math.max(r1, r);
+  }
+  return [c0, r0, c1, r1];
+}
