@@ -10,7 +10,6 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { CATALOGUE_OPTIONS, catalogueOptions, configFor } from './cli.ts';
 import { ConfigError } from './config.schema.ts';
-import { engineSettings } from './main.ts';
 import { Catalog } from './render/catalog.ts';
 import { parseCrs } from './render/crs.ts';
 import { Engine } from './render/engine.ts';
@@ -19,6 +18,7 @@ import { indexItem } from './render/mosaic.index.ts';
 import { parseInterval } from './render/stac.ts';
 import { xyzTileGrid } from './render/tilematrix.ts';
 import type { Grid } from './render/types.ts';
+import { engineSettings } from './settings.ts';
 
 export const INDEX_USAGE = `usage: cogmill index SOURCE... -o INDEX.json [--concurrency N]
   SOURCE: files, folders, globs, http(s):// URLs, s3://bucket/key, s3://bucket/prefix/

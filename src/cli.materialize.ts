@@ -3,18 +3,31 @@
  * progress bar on a terminal (plain periodic lines otherwise) and a JSON summary on stdout. Ctrl-C cancels
  * cleanly: the multipart upload is aborted (or the temporary file removed), nothing appears at the destination.
  */
+
+import { readFile, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import { CATALOGUE_OPTIONS, catalogueOptions, configFor } from './cli.ts';
+import { CATALOGUE_OPTIONS, catalogueOptions, configFor, shardIndexFromEnv } from './cli.ts';
 import { azureSettingsOf } from './config.azure.ts';
 import { ConfigError } from './config.schema.ts';
-import { engineSettings, s3Settings } from './main.ts';
 import { createSink, parseDestination } from './materialize/destination.ts';
 import { checkJobOptions, parseJobOptions } from './materialize/jobs.ts';
-import { type MaterializeProgress, materialize } from './materialize/pipeline.ts';
+import {
+  completeInProcess,
+  type MaterializeProgress,
+  materialize,
+  runShardsInProcess,
+} from './materialize/pipeline.ts';
+import { explainPlan } from './materialize/plan.explain.ts';
+import { type MaterializePlan, parsePlan, planMaterialization, shardsOfWorker } from './materialize/plan.ts';
+import { doneReports, openPlanMosaic, PLAN_NOTE, type Prepared, prepare, saveReport } from './materialize/run.ts';
+import type { ShardReport } from './materialize/shard.ts';
+import { isStaged, type SinkStaged } from './materialize/sink.ts';
 import { Catalog } from './render/catalog.ts';
 import { Engine } from './render/engine.ts';
 import { CogmillError, errorMessage } from './render/errors.ts';
 import { MiB } from './render/types.ts';
+import { engineSettings, s3Settings } from './settings.ts';
 
 export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mosaic ID | SOURCE...] --out s3://bucket/key.tif|az://container/blob.tif|FILE [options]
 
@@ -39,6 +52,23 @@ export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mo
   --max-uploads N          parts uploaded at once (default: materialize.maxConcurrentUploads)
   --s3-endpoint URL        S3-compatible endpoint (MinIO, Ceph radosgw, ...); default: s3.endpoint, else AWS
   --s3-region NAME         signing region (default: s3.region)
+  --shards N               runs of tiles rendered and uploaded independently (default: one per worker thread)
+  --part-size-mib N        size of the parts (default 8; grows so that 10,000 parts hold the output)
+  --dry-run                print the plan (levels, tiles, shards, parts, sources per level, sizes) and stop;
+                           only headers are read
+  --no-resume              start a new upload even when the destination holds a resumable one
+  --abort-stale            abort the other unfinished uploads to the same key (runs that cannot be resumed)
+
+  Many machines (S3 destinations): the plan and each shard's report are kept next to the object
+  (KEY.cogmill/); running the same command again after a crash resumes: only shards whose parts are missing
+  (ListParts) run again.
+  --plan-out PLAN          plan, create the upload, save the plan to the file PLAN (and next to the object); stop
+  --plan PLAN [--shard I/N]  run shards of a saved plan (PLAN: the file, or the s3:// destination): shards I,
+                           I+N, ... (I defaults to JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX; N to the
+                           plan's shard count, so index I runs shard I)
+  --plan PLAN --complete   once every shard reported: glue, write the header, complete the upload
+  --redis redis://H:P      run the shards on cogmill worker processes through this Redis (BullMQ)
+
   --progress MODE          auto (bar on a terminal, lines otherwise), bar, lines, none
   --quiet, -q              same as --progress none
 
@@ -160,6 +190,17 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
       progress: { type: 'string' },
       quiet: { type: 'boolean', short: 'q' },
       help: { type: 'boolean', short: 'h' },
+      shards: { type: 'string' },
+      'dry-run': { type: 'boolean' },
+      'no-resume': { type: 'boolean' },
+      'abort-stale': { type: 'boolean' },
+      'plan-out': { type: 'string' },
+      plan: { type: 'string' },
+      shard: { type: 'string' },
+      complete: { type: 'boolean' },
+      redis: { type: 'string' },
+      'min-part-bytes': { type: 'string' },
+      'part-size-mib': { type: 'string' },
       ...CATALOGUE_OPTIONS,
     },
   });
@@ -167,6 +208,7 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
     process.stdout.write(MATERIALIZE_USAGE);
     return;
   }
+  if (values.plan !== undefined) return planStep(values, positionals);
   if (!values.out)
     throw new ConfigError(`--out is required (s3://bucket/key.tif or a file path)\n\n${MATERIALIZE_USAGE}`);
   if (values.mosaic && positionals.length)
@@ -177,6 +219,10 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
   }
   const workers = intFlag('workers', values.workers, 0, 256);
   const maxUploads = intFlag('max-uploads', values['max-uploads'], 1, 64);
+  const shards = intFlag('shards', values.shards, 1, 4096);
+  // test-only: S3's 5 MiB smallest part, lowered for small test mosaics (stores that allow it, like radosgw)
+  const minPartBytes = intFlag('min-part-bytes', values['min-part-bytes'], 1, 5 * MiB);
+  const partSizeMiB = intFlag('part-size-mib', values['part-size-mib'], 1, 5 * 1024);
 
   const s3: Record<string, unknown> = {};
   if (values['s3-endpoint']) s3.endpoint = values['s3-endpoint'];
@@ -241,26 +287,76 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
     // command-line and configured mosaics are trusted (a catalogue's assets are allowed with it)
     const mosaic = await new Catalog(engine).open(def, controller.signal, { trusted: true });
     checkJobOptions(mosaic, parsed.options);
-    const sink = createSink(dest, { s3: s3Settings(config), azure: azureSettingsOf(config.azure) });
+    const sink = createSink(dest, {
+      s3: s3Settings(config),
+      azure: azureSettingsOf(config.azure),
+      ...(minPartBytes !== undefined ? { s3Sink: { minPartBytes } } : {}),
+    });
     const t0 = performance.now();
     let last: MaterializeProgress | undefined;
-    const result = await materialize(
-      engine,
-      mosaic,
-      sink,
-      {
-        ...parsed.options,
-        workers: workers ?? (config.materialize.workers || undefined),
-        maxConcurrentUploads: maxUploads ?? config.materialize.maxConcurrentUploads,
-      },
-      {
+    const threads = workers ?? (config.materialize.workers || undefined);
+    const options = {
+      ...parsed.options,
+      workers: threads,
+      maxConcurrentUploads: maxUploads ?? config.materialize.maxConcurrentUploads,
+      ...(minPartBytes !== undefined ? { minPartBytes } : {}),
+      ...(partSizeMiB !== undefined ? { minPartSizeBytes: partSizeMiB * MiB } : {}),
+    };
+    const shardCount = shards ?? Math.max(1, threads ?? availableParallelism());
+    const onProgress = (p: MaterializeProgress) => {
+      last = p;
+      progress.report(p);
+    };
+    if (values['dry-run']) {
+      const limits = isStaged(sink) ? sink.limits : { minPartBytes: 1, maxPartBytes: 5 * 1024 * MiB, maxParts: 10_000 };
+      const plan = planMaterialization({ mosaic, options, destination: sink.location, limits, shards: shardCount });
+      process.stdout.write(`${JSON.stringify(await explainPlan(engine, mosaic, plan, controller.signal), null, 2)}\n`);
+      return;
+    }
+    let extra: Record<string, unknown> = {};
+    let result: Awaited<ReturnType<typeof materialize>>;
+    if (isStaged(sink)) {
+      const prep = await prepare(mosaic, sink, {
+        options,
+        shards: shardCount,
+        resume: !values['no-resume'],
+        abortStale: values['abort-stale'] === true,
         signal: controller.signal,
-        onProgress: (p) => {
-          last = p;
-          progress.report(p);
-        },
-      },
-    );
+      });
+      reportPrepared(prep, sink);
+      if (values['plan-out'] !== undefined) {
+        await writePlan(values['plan-out'], prep.plan);
+        process.stdout.write(`${JSON.stringify(planSummary(prep.plan), null, 2)}\n`);
+        return;
+      }
+      const run = await (values.redis
+        ? (await import('./materialize/queue.ts')).runOnQueue(values.redis, prep, sink, {
+            signal: controller.signal,
+            onProgress,
+          })
+        : runHere(engine, mosaic, prep, sink, options, { signal: controller.signal, onProgress }));
+      const r = run.result;
+      result = {
+        location: r.location,
+        bytes: r.bytes,
+        ...(r.etag ? { etag: r.etag } : {}),
+        ...(r.parts ? { parts: r.parts } : {}),
+        tiles: r.tiles,
+        levels: r.levels,
+        bigTiff: r.bigTiff,
+        elapsedMs: Math.round(performance.now() - t0),
+      };
+      extra = {
+        resumed: prep.resumed,
+        shards: prep.plan.shards.length,
+        shardsRun: run.shardsRun,
+        tilesRendered: run.tilesRendered,
+        staleUploads: prep.stale.map((u) => u.uploadId),
+        abortedUploads: prep.aborted,
+      };
+    } else {
+      result = await materialize(engine, mosaic, sink, options, { signal: controller.signal, onProgress });
+    }
     progress.end(last);
     const seconds = (performance.now() - t0) / 1000;
     const summary = {
@@ -280,6 +376,7 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
       retries: last?.retries ?? sink.stats.retries,
       elapsedMs: result.elapsedMs,
       bytesPerSecond: Math.round(result.bytes / Math.max(seconds, 1e-3)),
+      ...extra,
     };
     process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
   } catch (e) {
@@ -293,6 +390,165 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
+    await engine.close();
+  }
+}
+
+type Values = Record<string, string | boolean | string[] | boolean[] | undefined>;
+
+function reportPrepared(prep: Prepared, sink: SinkStaged): void {
+  if (prep.resumed) {
+    const done = prep.reports.filter(Boolean).length;
+    process.stderr.write(
+      `cogmill: resuming upload ${prep.plan.uploadId} of ${sink.location}: ${done} of ${prep.plan.shards.length} shards already done\n`,
+    );
+  }
+  for (const id of prep.aborted) process.stderr.write(`cogmill: aborted the stale upload ${id}\n`);
+  if (prep.stale.length) {
+    process.stderr.write(
+      `cogmill: ${prep.stale.length} other unfinished upload(s) to ${sink.location} (${prep.stale
+        .map((u) => `${u.uploadId} from ${u.initiated ?? '?'}`)
+        .join(', ')}): --abort-stale removes them, or a lifecycle rule (AbortIncompleteMultipartUpload) will\n`,
+    );
+  }
+}
+
+async function writePlan(where: string, plan: MaterializePlan): Promise<void> {
+  const text = `${JSON.stringify(plan, null, 2)}\n`;
+  if (where === '-') process.stdout.write(text);
+  else await writeFile(where, text);
+}
+
+function planSummary(plan: MaterializePlan) {
+  return {
+    plan: plan.id,
+    destination: plan.destination,
+    uploadId: plan.uploadId,
+    tiles: plan.tileCount,
+    shards: plan.shards.length,
+    partSizeBytes: plan.partSizeBytes,
+    fingerprint: plan.fingerprint,
+  };
+}
+
+/** Shards not yet done, in this process; each report saved next to the destination as it arrives. */
+async function runHere(
+  engine: Engine,
+  mosaic: Awaited<ReturnType<typeof openPlanMosaic>>,
+  prep: Prepared,
+  sink: SinkStaged,
+  options: { workers?: number; maxConcurrentUploads?: number },
+  hooks: { signal: AbortSignal; onProgress: (p: MaterializeProgress) => void },
+) {
+  const { plan } = prep;
+  const reports = [...prep.reports];
+  const todo = plan.shards.filter((s) => !reports[s.index]).map((s) => s.index);
+  try {
+    const ran = await runShardsInProcess(
+      engine,
+      mosaic,
+      plan,
+      sink,
+      { ...options, only: todo },
+      {
+        signal: hooks.signal,
+        onProgress: hooks.onProgress,
+        onReport: async (r) => {
+          reports[r.shard] = r;
+          await saveReport(sink, r, hooks.signal);
+        },
+      },
+    );
+    const done = await completeInProcess(engine, mosaic, plan, sink, reports, options);
+    await sink.clearNotes().catch(() => {});
+    return {
+      result: { ...done, tiles: done.tiles, levels: done.levels, bigTiff: done.bigTiff },
+      shardsRun: todo.length,
+      tilesRendered: ran.reduce((a, r) => a + r.tilesRendered, 0) + done.tilesRendered,
+    };
+  } catch (e) {
+    if (hooks.signal.aborted) {
+      await sink.abort(e).catch(() => {});
+      await sink.clearNotes().catch(() => {});
+    }
+    throw e;
+  }
+}
+
+/** `--plan PLAN --shard I/N` and `--plan PLAN --complete`. */
+async function planStep(values: Values, positionals: string[]): Promise<void> {
+  const where = String(values.plan);
+  const s3: Record<string, unknown> = {};
+  if (values['s3-endpoint']) s3.endpoint = values['s3-endpoint'];
+  if (values['s3-region']) s3.region = values['s3-region'];
+  let text: string;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(where)) {
+    const config = await configFor(values.config as string | undefined, [], Object.keys(s3).length ? { s3 } : {});
+    const sink = createSink(parseDestination(where), { s3: s3Settings(config) });
+    if (!isStaged(sink)) throw new ConfigError(`--plan ${where}: plans live next to s3:// destinations only`);
+    const t = await sink.getNote(PLAN_NOTE);
+    if (t === undefined) throw new ConfigError(`--plan ${where}: no plan is saved there (make one with --plan-out)`);
+    text = t;
+  } else {
+    try {
+      text = await readFile(where, 'utf8');
+    } catch (e) {
+      throw new ConfigError(`--plan ${where}: ${(e as Error).message}`);
+    }
+  }
+  const plan = parsePlan(text);
+  if (positionals.length) throw new ConfigError('--plan takes no SOURCE: the plan names its mosaic');
+  // the plan's sources are trusted like command-line sources
+  const config = await configFor(
+    values.config as string | undefined,
+    plan.mosaic.sources,
+    Object.keys(s3).length ? { s3 } : {},
+  );
+  const engine = new Engine(engineSettings(config));
+  const workers = intFlag('workers', values.workers as string | undefined, 0, 256);
+  try {
+    const mosaic = await openPlanMosaic(engine, plan);
+    // a sink of its own (the one that read the plan does not know the plan's smallest part)
+    const sink = createSink(parseDestination(plan.destination), {
+      s3: s3Settings(config),
+      s3Sink: { minPartBytes: plan.minPartBytes },
+    });
+    if (!isStaged(sink)) throw new ConfigError(`the plan's destination ${plan.destination} takes no shards`);
+    if (plan.uploadId === null) throw new ConfigError('the plan has no upload: make it with --plan-out');
+    sink.attach(plan.uploadId);
+    const options = {
+      workers: workers ?? (config.materialize.workers || undefined),
+      maxConcurrentUploads: config.materialize.maxConcurrentUploads,
+    };
+    if (values.complete) {
+      const reports = await doneReports(sink, plan);
+      const done = await completeInProcess(engine, mosaic, plan, sink, reports, options);
+      await sink.clearNotes().catch(() => {});
+      process.stdout.write(
+        `${JSON.stringify({ location: done.location, bytes: done.bytes, etag: done.etag ?? null, parts: done.parts ?? null, tiles: done.tiles, levels: done.levels, bigTiff: done.bigTiff, tilesRendered: done.tilesRendered }, null, 2)}\n`,
+      );
+      return;
+    }
+    let spec = values.shard as string | undefined;
+    if (spec === undefined || spec.startsWith('/')) {
+      const index = shardIndexFromEnv();
+      if (index === undefined)
+        throw new ConfigError('--shard I/N is needed (or JOB_COMPLETION_INDEX / AWS_BATCH_JOB_ARRAY_INDEX)');
+      spec = `${index}/${spec === undefined ? plan.shards.length : spec.slice(1)}`;
+    }
+    const mine = shardsOfWorker(spec, plan.shards.length);
+    const reports: ShardReport[] = await runShardsInProcess(
+      engine,
+      mosaic,
+      plan,
+      sink,
+      { ...options, only: mine },
+      { onReport: (r) => saveReport(sink, r) },
+    );
+    process.stdout.write(
+      `${JSON.stringify({ plan: plan.id, shards: mine, tilesRendered: reports.reduce((a, r) => a + r.tilesRendered, 0), parts: reports.reduce((a, r) => a + r.parts.length, 0) }, null, 2)}\n`,
+    );
+  } finally {
     await engine.close();
   }
 }

@@ -10,12 +10,12 @@ import { redactConfig } from './config.redact.ts';
 import { configReferenceMarkdown } from './config.reference.ts';
 import { type Config, ConfigError } from './config.schema.ts';
 import { loadConfig, parseConfig, trustedSourcePolicy } from './config.ts';
-import { buildServices, createLogger, engineSettings, startServer } from './main.ts';
 import { crsFromEpsg } from './render/crs.ts';
 import { Engine } from './render/engine.ts';
 import { CogmillError } from './render/errors.ts';
 import { transformBounds } from './render/transform.ts';
 import { gridBounds } from './render/types.ts';
+import { engineSettings } from './settings.ts';
 
 const USAGE = `usage:
   cogmill serve [--config FILE] [--host H] [--port N] [SOURCE...] [catalogue options]
@@ -42,11 +42,24 @@ const USAGE = `usage:
       print what cogmill sees in each source (size, CRS, bands, dtype, nodata, overviews, bounds) as JSON
   cogmill materialize [--config FILE --mosaic ID | SOURCE...] --out s3://bucket/key.tif|az://container/blob.tif|FILE [options]
       write the mosaic as a COG (see cogmill materialize --help)
+  cogmill worker --redis redis://HOST:PORT [--concurrency N]
+      run materialisation shards from a queue (see cogmill worker --help)
   cogmill config [--config FILE] [SOURCE...] | --reference
       print the effective configuration (secrets redacted) as YAML, or the table of every setting
   cogmill demo [--dir DIR] [--port N]
       generate a small demo mosaic in DIR (default ./demo-data) and serve it
 `;
+
+/**
+ * The shard index a batch system gives this process: Kubernetes Indexed Jobs set JOB_COMPLETION_INDEX, AWS Batch
+ * array jobs AWS_BATCH_JOB_ARRAY_INDEX.
+ */
+export function shardIndexFromEnv(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const v = env.JOB_COMPLETION_INDEX ?? env.AWS_BATCH_JOB_ARRAY_INDEX;
+  if (v === undefined || v === '') return undefined;
+  if (!/^\d+$/.test(v)) throw new ConfigError(`the shard index "${v}" (JOB_COMPLETION_INDEX) is not a number`);
+  return Number(v);
+}
 
 /** Command-line sources are trusted: their folders become roots and their URL prefixes become allowed. */
 export function cliSourcePolicy(sources: readonly string[]): { roots: string[]; allowedUrlPrefixes: string[] } {
@@ -156,6 +169,8 @@ async function cmdServe(argv: string[]): Promise<void> {
 
 /** Serve `config` until SIGTERM or SIGINT, then drain (bounded by server.shutdownGraceMs) and exit 0. */
 export async function serveConfig(config: Config): Promise<void> {
+  // the HTTP server (Hono, pino, prom-client) is loaded by the commands that serve only
+  const { buildServices, createLogger, startServer } = await import('./main.ts');
   const log = createLogger(config);
   let stopSignal: string | undefined;
   let stop: (signal: string) => void = (signal) => {
@@ -287,6 +302,10 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     case 'explain': {
       const { cmdExplain } = await import('./cli.index.ts');
       return cmdExplain(rest);
+    }
+    case 'worker': {
+      const { cmdWorker } = await import('./cli.worker.ts');
+      return cmdWorker(rest);
     }
     case 'demo': {
       const { cmdDemo } = await import('./cli.demo.ts');

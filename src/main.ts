@@ -8,12 +8,9 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { type Logger, pino } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { azureSettingsOf } from './config.azure.ts';
 import type { Config } from './config.schema.ts';
-import { trustedSourcePolicy } from './config.ts';
 import { Catalog, CatalogStoreFile } from './render/catalog.ts';
 import { Engine, type EngineSettings } from './render/engine.ts';
-import type { S3Settings } from './render/source.s3.ts';
 import type { ReadOptions, Source, SourceRead } from './render/source.ts';
 import { StatisticsService } from './render/statistics.ts';
 import { createApp } from './server/app.ts';
@@ -24,40 +21,9 @@ import type { RequestIo } from './server/request.ts';
 /** How long shutdown hooks may take after the grace period before the engine is closed anyway. */
 const HOOK_OVERRUN_MS = 5_000;
 
-export function s3Settings(config: Config): S3Settings {
-  const s = config.s3;
-  return {
-    endpoint: s.endpoint,
-    region: s.region,
-    forcePathStyle: s.forcePathStyle,
-    accessKeyId: s.accessKeyId,
-    secretAccessKey: s.secretAccessKey,
-    maxAttempts: s.maxAttempts,
-    timeoutMs: s.timeoutMs,
-  };
-}
+import { engineSettings } from './settings.ts';
 
-/**
- * The engine's settings. The folders and URL prefixes of the configured mosaics' sources are trusted like
- * `sources.roots` / `sources.allowedUrlPrefixes` (they come from configuration, not from a request).
- */
-export function engineSettings(config: Config): Partial<EngineSettings> {
-  const s = config.sources;
-  const fromMosaics = trustedSourcePolicy(config.mosaics.flatMap((m) => m.sources ?? []));
-  return {
-    roots: [...new Set([...s.roots, ...fromMosaics.roots])],
-    allowedUrlPrefixes: [...new Set([...s.allowedUrlPrefixes, ...fromMosaics.allowedUrlPrefixes])],
-    http: { timeoutMs: s.httpTimeoutMs, retries: s.httpRetries, retryBaseMs: 100 },
-    s3: s3Settings(config),
-    azure: azureSettingsOf(config.azure),
-    headerCacheBytes: config.cache.headerBytes,
-    tileCacheBytes: config.cache.blockBytes,
-    maxRenderPixels: config.limits.maxRenderPixels,
-    onSourceError: s.onSourceError,
-    maxOpenFiles: s.maxOpenFiles,
-    maxOpenRasters: s.maxOpenRasters,
-  };
-}
+export { engineSettings, s3Settings } from './settings.ts';
 
 /** Paths pino blanks in any log line, whatever logs them (belt and braces: secrets are never logged on purpose). */
 const REDACT_PATHS = [

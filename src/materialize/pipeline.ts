@@ -94,6 +94,7 @@ export function limitConcurrency<A extends unknown[], R>(n: number, fn: (...a: A
  */
 export function stagedOf(sink: SinkParts): SinkStaged {
   const staged = new Map<number, StagedPart>();
+  const notes = new Map<string, string>();
   let id: string | undefined;
   return {
     kind: sink.kind,
@@ -132,6 +133,12 @@ export function stagedOf(sink: SinkParts): SinkStaged {
     abort: (reason) => sink.abort(reason),
     listUploads: async () => [],
     abortUpload: async () => {},
+    putNote: async (name, text) => {
+      notes.set(name, text);
+    },
+    getNote: async (name) => notes.get(name),
+    listNotes: async () => [...notes.keys()],
+    clearNotes: async () => notes.clear(),
   };
 }
 

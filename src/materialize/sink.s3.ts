@@ -17,9 +17,12 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
+  GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListObjectsV2Command,
   ListPartsCommand,
+  PutObjectCommand,
   type S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
@@ -274,6 +277,74 @@ export class SinkS3 implements SinkParts, SinkStaged {
       idMarker = res.NextUploadIdMarker;
     }
     return out;
+  }
+
+  /** where the notes of this destination live: `KEY.cogmill/` */
+  get notesPrefix(): string {
+    return `${this.key}.cogmill/`;
+  }
+
+  async putNote(name: string, text: string, signal?: AbortSignal): Promise<void> {
+    await this.send(
+      `PutObject ${name}`,
+      (c, s) =>
+        c.send(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: this.notesPrefix + name,
+            Body: text,
+            ContentType: 'application/json',
+          }),
+          { abortSignal: s },
+        ),
+      signal,
+    );
+  }
+
+  async getNote(name: string, signal?: AbortSignal): Promise<string | undefined> {
+    try {
+      const res = await this.send(
+        `GetObject ${name}`,
+        (c, s) =>
+          c.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.notesPrefix + name }), { abortSignal: s }),
+        signal,
+      );
+      return await res.Body!.transformToString();
+    } catch (e) {
+      if (e instanceof SourceError && e.kind === 'not-found') return undefined;
+      throw e;
+    }
+  }
+
+  async listNotes(signal?: AbortSignal): Promise<string[]> {
+    const out: string[] = [];
+    let token: string | undefined;
+    for (let page = 0; page < 1000; page++) {
+      const res = await this.send(
+        'ListObjectsV2',
+        (c, s) =>
+          c.send(
+            new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.notesPrefix, ContinuationToken: token }),
+            { abortSignal: s },
+          ),
+        signal,
+      );
+      for (const o of res.Contents ?? []) if (o.Key) out.push(o.Key.slice(this.notesPrefix.length));
+      if (!res.IsTruncated) break;
+      token = res.NextContinuationToken;
+    }
+    return out.sort();
+  }
+
+  async clearNotes(signal?: AbortSignal): Promise<void> {
+    for (const name of await this.listNotes(signal)) {
+      await this.send(
+        `DeleteObject ${name}`,
+        (c, s) =>
+          c.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.notesPrefix + name }), { abortSignal: s }),
+        signal,
+      );
+    }
   }
 
   async abortUpload(uploadId: string, signal?: AbortSignal): Promise<void> {

@@ -19,6 +19,10 @@
  *     abort(reason)                                      (the upload and its parts are gone afterwards)
  *     listUploads(signal)           -> UploadInfo[]      (other unfinished uploads to the same key: stale ones)
  *     abortUpload(uploadId, signal)                      (remove one of them)
+ *     putNote(name, text) / getNote(name) / listNotes() / clearNotes()
+ *                                                        small documents next to the destination (S3:
+ *                                                        KEY.cogmill/NAME): the plan and the shard reports,
+ *                                                        read by other processes and by resume
  *   }
  *   ```
  *   Part numbers are 1..limits.maxParts and increase in file order; every part but the highest-numbered one is at
@@ -97,6 +101,14 @@ export interface SinkStaged {
   listUploads(signal?: AbortSignal): Promise<UploadInfo[]>;
   /** abort another upload to this key */
   abortUpload(uploadId: string, signal?: AbortSignal): Promise<void>;
+  /** store a small document next to the destination (replaces one of the same name) */
+  putNote(name: string, text: string, signal?: AbortSignal): Promise<void>;
+  /** a document stored by putNote, or undefined */
+  getNote(name: string, signal?: AbortSignal): Promise<string | undefined>;
+  /** names of the documents stored by putNote */
+  listNotes(signal?: AbortSignal): Promise<string[]>;
+  /** remove every document stored by putNote */
+  clearNotes(signal?: AbortSignal): Promise<void>;
 }
 
 export interface SinkParts {

@@ -34,6 +34,8 @@ export interface CephS3 {
 export interface CephOptions {
   /** parent folder for the cluster's temporary folder (default: the OS temp folder) */
   readonly dir?: string;
+  /** S3's smallest part (every part but the last), lowered so small test mosaics have many parts (default 5 MiB) */
+  readonly multipartMinPartBytes?: number;
   /** how long the boot may take before it fails (default 180 s: a loaded machine boots slowly) */
   readonly timeoutMs?: number;
 }
@@ -89,7 +91,7 @@ async function freePorts(count: number): Promise<number[]> {
   }
 }
 
-function cephConf(dir: string, fsid: string, monPort: number, rgwPort: number): string {
+function cephConf(dir: string, fsid: string, monPort: number, rgwPort: number, minPartBytes?: number): string {
   // `$name` is expanded by Ceph to `mon.a`, `osd.0`, `client.rgw`, ...
   return `[global]
 fsid = ${fsid}
@@ -141,7 +143,7 @@ osd crush update on start = false
 [client.rgw]
 rgw frontends = beast endpoint=127.0.0.1:${rgwPort} tcp_nodelay=1
 rgw data = ${dir}/rgw
-`;
+${minPartBytes !== undefined ? `rgw multipart min part size = ${minPartBytes}\n` : ''}`;
 }
 
 /** Run a Ceph command-line tool to completion; its output, or an error naming the command and its stderr. */
@@ -228,13 +230,18 @@ async function logTail(dir: string): Promise<string> {
 }
 
 /** One boot attempt in `dir`; the daemons it started are pushed onto `daemons` as they start. */
-async function bootCluster(dir: string, daemons: Daemon[], deadline: number): Promise<CephS3Keys> {
+async function bootCluster(
+  dir: string,
+  daemons: Daemon[],
+  deadline: number,
+  minPartBytes?: number,
+): Promise<CephS3Keys> {
   const [monPort, rgwPort] = await freePorts(2);
   const fsid = randomUUID();
   const conf = join(dir, 'ceph.conf');
   const logDir = join(dir, 'log');
   for (const sub of ['run', 'log', 'mon', 'osd', 'rgw', 'crash']) await mkdir(join(dir, sub), { recursive: true });
-  await writeFile(conf, cephConf(dir, fsid, monPort, rgwPort));
+  await writeFile(conf, cephConf(dir, fsid, monPort, rgwPort, minPartBytes));
 
   const remainingMs = () => Math.max(1, deadline - Date.now());
   const tool = (cmd: string, args: readonly string[]) => runTool(cmd, args, Math.min(TOOL_TIMEOUT_MS, remainingMs()));
@@ -386,7 +393,7 @@ export async function startCeph(opts: CephOptions = {}): Promise<CephS3> {
     const cluster = { daemons: [] as Daemon[], dir };
     running.add(cluster);
     try {
-      const keys = await bootCluster(dir, cluster.daemons, deadline);
+      const keys = await bootCluster(dir, cluster.daemons, deadline, opts.multipartMinPartBytes);
       let stopped: Promise<void> | undefined;
       return {
         ...keys,

@@ -12,7 +12,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { createS3Client, type S3Settings } from '../../src/render/source.s3.ts';
-import { type CephS3, startCeph } from './ceph.ts';
+import { type CephOptions, type CephS3, startCeph } from './ceph.ts';
 
 export interface S3TestBucket {
   readonly ceph: CephS3;
@@ -33,8 +33,8 @@ export interface S3TestBucket {
   stop(): Promise<void>;
 }
 
-export async function startS3Bucket(bucket: string): Promise<S3TestBucket> {
-  const ceph = await startCeph();
+export async function startS3Bucket(bucket: string, options: CephOptions = {}): Promise<S3TestBucket> {
+  const ceph = await startCeph(options);
   const settings: S3Settings = {
     endpoint: ceph.endpoint,
     region: ceph.region,

@@ -1,0 +1,363 @@
+/**
+ * Shards on many machines through BullMQ on Redis (the one import site of bullmq and its Redis client, ioredis).
+ *
+ * A materialisation is one flow: its children are the shards still to do (`shard` jobs), its parent the complete
+ * step (`complete`), which BullMQ starts once every child succeeded. Jobs carry only the destination, the plan id
+ * and a shard number: workers read the plan from next to the destination, stage their parts straight to it and
+ * save their reports there. Redis sees a few hundred bytes per shard; no tile byte goes through it or through
+ * the coordinator.
+ *
+ * Delivery is at least once: a worker that dies or stalls loses its lock and the shard runs again elsewhere; it
+ * stages the same bytes under the same part numbers. Rendering runs on worker threads, so the event loop that
+ * renews the lock stays free. Cancel: the coordinator sets `cogmill:cancel:{planId}`; every worker polls it, stops
+ * its shard, and the coordinator aborts the upload once no shard of the plan is active any more.
+ */
+import { FlowProducer, type Job, Queue, QueueEvents, UnrecoverableError, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Engine } from '../render/engine.ts';
+import { CogmillError, errorMessage } from '../render/errors.ts';
+import type { Mosaic } from '../render/mosaic.ts';
+import type { MaterializeProgress } from './pipeline.options.ts';
+import { completeInProcess, runShardsInProcess } from './pipeline.ts';
+import type { MaterializePlan } from './plan.ts';
+import { parsePlan } from './plan.ts';
+import { doneReports, openPlanMosaic, PLAN_NOTE, type Prepared, saveReport } from './run.ts';
+import type { SinkStaged } from './sink.ts';
+
+export const QUEUE_NAME = 'cogmill-materialize';
+const CANCEL_POLL_MS = 500;
+const PROGRESS_EVERY_MS = 500;
+
+interface ShardJobData {
+  readonly destination: string;
+  readonly planId: string;
+  readonly shard: number;
+}
+interface CompleteJobData {
+  readonly destination: string;
+  readonly planId: string;
+}
+
+export interface ShardJobResult {
+  readonly shard: number;
+  readonly tilesRendered: number;
+  readonly parts: number;
+}
+export interface CompleteJobResult {
+  readonly location: string;
+  readonly bytes: number;
+  readonly etag: string | null;
+  readonly parts: number | null;
+  readonly tiles: number;
+  readonly levels: number;
+  readonly bigTiff: boolean;
+  readonly tilesRendered: number;
+}
+
+/** redis://[user:password@]host:port[/db] -> ioredis options (what BullMQ takes) */
+export function redisConnection(url: string) {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new CogmillError('bad-request', `--redis "${url}" is not a URL: write redis://host:port`);
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:')
+    throw new CogmillError('bad-request', `--redis "${url}": only redis:// and rediss:// URLs are supported`);
+  return {
+    host: u.hostname,
+    port: Number(u.port || 6379),
+    ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
+    ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
+    ...(u.pathname.length > 1 ? { db: Number(u.pathname.slice(1)) } : {}),
+    ...(u.protocol === 'rediss:' ? { tls: {} } : {}),
+    // BullMQ workers need commands that wait for Redis to come back rather than fail
+    maxRetriesPerRequest: null,
+  };
+}
+
+const cancelKey = (planId: string) => `cogmill:cancel:${planId}`;
+
+/** One Redis connection per BullMQ object (blocking reads must not share one); closed with it. */
+function connector(url: string) {
+  const options = redisConnection(url);
+  const made: Redis[] = [];
+  return {
+    connect(): Redis {
+      const r = new Redis(options);
+      // errors surface through the commands that fail; an unhandled 'error' event would end the process
+      r.on('error', () => {});
+      made.push(r);
+      return r;
+    },
+    close: () => Promise.allSettled(made.map((r) => r.quit().catch(() => r.disconnect()))),
+  };
+}
+
+export interface QueueRunHooks {
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (p: MaterializeProgress) => void;
+}
+
+/**
+ * Coordinator: enqueue the shards not done yet as one flow, show the progress every worker reports, wait for the
+ * complete step. A cancel (signal) stops every worker's shard and aborts the upload.
+ */
+export async function runOnQueue(
+  redisUrl: string,
+  prep: Prepared,
+  sink: SinkStaged,
+  hooks: QueueRunHooks = {},
+): Promise<{ result: CompleteJobResult; shardsRun: number; tilesRendered: number }> {
+  const redis = connector(redisUrl);
+  const { plan } = prep;
+  const queue = new Queue(QUEUE_NAME, { connection: redis.connect() });
+  const events = new QueueEvents(QUEUE_NAME, { connection: redis.connect() });
+  const flows = new FlowProducer({ connection: redis.connect() });
+  const control = redis.connect();
+  const run = `${plan.id}-${Date.now().toString(36)}`;
+  const todo = plan.shards.filter((s) => !prep.reports[s.index]).map((s) => s.index);
+  const t0 = performance.now();
+  const doneBefore = plan.shards.filter((s) => prep.reports[s.index]).reduce((a, s) => a + s.endTile - s.firstTile, 0);
+  const tiles = new Map<number, number>();
+  const report = () => {
+    const tilesDone = doneBefore + [...tiles.values()].reduce((a, b) => a + b, 0);
+    const elapsedMs = performance.now() - t0;
+    const rate = (tilesDone - doneBefore) / Math.max(elapsedMs / 1000, 1e-3);
+    hooks.onProgress?.({
+      tilesDone,
+      tilesTotal: plan.tileCount,
+      bytesWritten: 0,
+      parts: 0,
+      retries: 0,
+      elapsedMs: Math.round(elapsedMs),
+      tilesPerSecond: Math.round(rate * 10) / 10,
+      etaSeconds: rate > 0 ? Math.round((plan.tileCount - tilesDone) / rate) : null,
+    });
+  };
+  const onProgress = ({ jobId, data }: { jobId: string; data: unknown }) => {
+    if (!jobId.startsWith(`${run}-shard-`)) return;
+    const d = data as { shard?: number; tilesDone?: number };
+    if (typeof d?.shard === 'number' && typeof d.tilesDone === 'number') {
+      tiles.set(d.shard, d.tilesDone);
+      report();
+    }
+  };
+  events.on('progress', onProgress);
+  try {
+    await events.waitUntilReady();
+    const base = { destination: plan.destination, planId: plan.id };
+    const tree = await flows.add({
+      name: 'complete',
+      queueName: QUEUE_NAME,
+      data: base satisfies CompleteJobData,
+      opts: { jobId: `${run}-complete`, attempts: 3, backoff: { type: 'exponential', delay: 1000 } },
+      children: todo.map((shard) => ({
+        name: 'shard',
+        queueName: QUEUE_NAME,
+        data: { ...base, shard } satisfies ShardJobData,
+        opts: {
+          jobId: `${run}-shard-${shard}`,
+          attempts: 5,
+          backoff: { type: 'exponential', delay: 1000 },
+          failParentOnFailure: true,
+        },
+      })),
+    });
+    const parent = tree.job;
+    const cancelled = new Promise<never>((_, reject) => {
+      if (!hooks.signal) return;
+      const onAbort = () => reject(hooks.signal!.reason);
+      if (hooks.signal.aborted) onAbort();
+      else hooks.signal.addEventListener('abort', onAbort, { once: true });
+    });
+    cancelled.catch(() => {});
+    let result: CompleteJobResult;
+    try {
+      result = (await Promise.race([parent.waitUntilFinished(events), cancelled])) as CompleteJobResult;
+    } catch (e) {
+      if (hooks.signal?.aborted) {
+        await cancelRun(queue, control, run, plan, todo);
+        await sink.abort(e).catch(() => {});
+        await sink.clearNotes().catch(() => {});
+      }
+      throw e instanceof Error ? e : new CogmillError('internal', `the materialisation failed: ${errorMessage(e)}`);
+    }
+    report();
+    let tilesRendered = result.tilesRendered;
+    for (const shard of todo) {
+      const job = await queue.getJob(`${run}-shard-${shard}`);
+      tilesRendered += (job?.returnvalue as ShardJobResult | undefined)?.tilesRendered ?? 0;
+    }
+    return { result, shardsRun: todo.length, tilesRendered };
+  } finally {
+    events.off('progress', onProgress);
+    await Promise.allSettled([events.close(), flows.close(), queue.close()]);
+    await redis.close();
+  }
+}
+
+/** Ask every worker to stop this run's shards; resolves once none is active (or after `timeoutMs`). */
+async function cancelRun(
+  queue: Queue,
+  client: Redis,
+  run: string,
+  plan: MaterializePlan,
+  shards: readonly number[],
+  timeoutMs = 60_000,
+): Promise<void> {
+  await client.set(cancelKey(plan.id), '1', 'EX', 24 * 3600);
+  const deadline = Date.now() + timeoutMs;
+  const ids = [...shards.map((s) => `${run}-shard-${s}`), `${run}-complete`];
+  for (;;) {
+    let active = 0;
+    for (const id of ids) {
+      const job = await queue.getJob(id);
+      if (!job) continue;
+      const state = await job.getState();
+      if (state === 'active') active++;
+      else if (state !== 'completed' && state !== 'failed') await job.remove({ removeChildren: true }).catch(() => {});
+    }
+    if (active === 0 || Date.now() > deadline) return;
+    await new Promise((r) => setTimeout(r, CANCEL_POLL_MS));
+  }
+}
+
+export interface WorkerDeps {
+  readonly redisUrl: string;
+  /** shard jobs at once (default 1) */
+  readonly concurrency?: number;
+  /** render threads per shard (default: the cores) */
+  readonly threads?: number;
+  readonly maxConcurrentUploads?: number;
+  /** BullMQ lock: a worker silent this long loses its shard to another (default 30 s) */
+  readonly lockMs?: number;
+  /** the engine for a plan's sources (its sources are trusted: plans come from the operator's coordinators) */
+  readonly engineFor: (plan: MaterializePlan) => Engine;
+  /** the staged sink of a destination, with this worker's credentials and the plan's smallest part */
+  readonly sinkFor: (destination: string, minPartBytes?: number) => SinkStaged;
+  readonly log?: (line: Record<string, unknown>) => void;
+}
+
+export interface RunningWorker {
+  close(): Promise<void>;
+  /** resolves when the worker stops taking jobs */
+  readonly closed: Promise<void>;
+}
+
+/** A worker process's BullMQ worker: runs shard and complete jobs of any plan. */
+export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
+  const redis = connector(deps.redisUrl);
+  const control = redis.connect();
+  const plans = new Map<string, { plan: MaterializePlan; mosaic: Mosaic; engine: Engine }>();
+  const log = deps.log ?? (() => {});
+  const planOf = async (destination: string, planId: string) => {
+    const cached = plans.get(planId);
+    if (cached) return cached;
+    const text = await deps.sinkFor(destination).getNote(PLAN_NOTE);
+    if (text === undefined) throw new UnrecoverableError(`no plan is saved at ${destination} any more`);
+    const plan = parsePlan(text);
+    if (plan.id !== planId) throw new UnrecoverableError(`the plan at ${destination} is no longer ${planId}`);
+    const engine = deps.engineFor(plan);
+    const mosaic = await openPlanMosaic(engine, plan);
+    const entry = { plan, mosaic, engine };
+    plans.set(planId, entry);
+    return entry;
+  };
+  const worker = new Worker(
+    QUEUE_NAME,
+    async (job: Job) => {
+      const data = job.data as ShardJobData | CompleteJobData;
+      const { plan, mosaic, engine } = await planOf(data.destination, data.planId);
+      const sink = deps.sinkFor(plan.destination, plan.minPartBytes);
+      sink.attach(plan.uploadId!);
+      const controller = new AbortController();
+      const poll = setInterval(() => {
+        control.get(cancelKey(plan.id)).then(
+          (v: string | null) => {
+            if (v) controller.abort(new UnrecoverableError('cancelled'));
+          },
+          () => {},
+        );
+      }, CANCEL_POLL_MS);
+      try {
+        if (job.name === 'shard') {
+          const shard = (data as ShardJobData).shard;
+          log({ msg: 'shard start', plan: plan.id, shard, job: job.id });
+          let lastProgress = 0;
+          const [r] = await runShardsInProcess(
+            engine,
+            mosaic,
+            plan,
+            sink,
+            { workers: deps.threads, maxConcurrentUploads: deps.maxConcurrentUploads, only: [shard] },
+            {
+              signal: controller.signal,
+              onProgress: (p) => {
+                const now = performance.now();
+                if (now - lastProgress < PROGRESS_EVERY_MS && p.tilesDone < p.tilesTotal) return;
+                lastProgress = now;
+                job.updateProgress({ shard, tilesDone: p.tilesDone }).catch(() => {});
+              },
+              onReport: (rep) => saveReport(sink, rep, controller.signal),
+            },
+          );
+          await job.updateProgress({ shard, tilesDone: r.tilesRendered }).catch(() => {});
+          log({ msg: 'shard done', plan: plan.id, shard, tiles: r.tilesRendered });
+          return { shard, tilesRendered: r.tilesRendered, parts: r.parts.length } satisfies ShardJobResult;
+        }
+        if (job.name === 'complete') {
+          const reports = await doneReports(sink, plan, controller.signal);
+          const done = await completeInProcess(engine, mosaic, plan, sink, reports, {
+            workers: deps.threads,
+            signal: controller.signal,
+          });
+          await sink.clearNotes().catch(() => {});
+          plans.delete(plan.id);
+          await engine.close().catch(() => {});
+          log({ msg: 'complete', plan: plan.id, location: done.location, bytes: done.bytes });
+          return {
+            location: done.location,
+            bytes: done.bytes,
+            etag: done.etag ?? null,
+            parts: done.parts ?? null,
+            tiles: done.tiles,
+            levels: done.levels,
+            bigTiff: done.bigTiff,
+            tilesRendered: done.tilesRendered,
+          } satisfies CompleteJobResult;
+        }
+        throw new UnrecoverableError(`unknown job "${job.name}"`);
+      } catch (e) {
+        if (controller.signal.aborted) throw new UnrecoverableError('cancelled');
+        if (e instanceof CogmillError && (e.kind === 'bad-request' || e.kind === 'changed'))
+          throw new UnrecoverableError(e.message);
+        throw e;
+      } finally {
+        clearInterval(poll);
+      }
+    },
+    {
+      connection: redis.connect(),
+      concurrency: Math.max(1, deps.concurrency ?? 1),
+      lockDuration: deps.lockMs ?? 30_000,
+      stalledInterval: Math.max(1000, Math.floor((deps.lockMs ?? 30_000) / 2)),
+      maxStalledCount: 5,
+    },
+  );
+  let closedResolve = () => {};
+  const closed = new Promise<void>((r) => {
+    closedResolve = r;
+  });
+  worker.on('closed', () => closedResolve());
+  worker.on('failed', (job, err) => log({ msg: 'job failed', job: job?.id, error: err.message }));
+  await worker.waitUntilReady();
+  return {
+    closed,
+    close: async () => {
+      await worker.close();
+      await redis.close();
+      closedResolve();
+    },
+  };
+}

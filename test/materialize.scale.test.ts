@@ -1,0 +1,294 @@
+/**
+ * One materialisation across many processes, against real parts: radosgw (S3), Debian's redis-server under
+ * BullMQ, and every worker, shard and coordinator a separate OS process of the command line.
+ * - static shards (Kubernetes Indexed Job style): --plan-out, 3 processes told their index by JOB_COMPLETION_INDEX,
+ *   --complete: the object is byte-identical to the single-process file output, a valid COG, no upload left;
+ * - a queue: 3 `cogmill worker` processes and a coordinator: byte-identical again, and Redis received far fewer
+ *   bytes than the object has (tile bytes never travel through it);
+ * - a coordinator killed with SIGKILL part-way, then the same command again: it resumes (fewer tiles rendered
+ *   than the whole) and the object is byte-identical.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
+import { type S3TestBucket, startS3Bucket } from './support/s3.bucket.ts';
+
+const BUCKET = 'cogmill-scale';
+const NODE = process.execPath;
+const CLI = path.join(import.meta.dirname, '..', 'src', 'cli.ts');
+
+let s3: S3TestBucket;
+let dir = '';
+let noise = '';
+let reference: Buffer;
+let redis: ChildProcess | undefined;
+let redisPort = 0;
+const children = new Set<ChildProcess>();
+
+/** ~21 MiB of uncompressed float32 noise with overviews: several 5 MiB parts per shard, glue needed at the edges */
+const COMMON = ['--compress', 'none', '--blocksize', '256', '--min-part-bytes', '262144', '--part-size-mib', '1'];
+/** radosgw's smallest part, lowered like the CLI's --min-part-bytes (S3's 5 MiB would make every shard tiny) */
+const MIN_PART = 262144;
+
+function env(): Record<string, string> {
+  return {
+    COGMILL_S3_ACCESS_KEY_ID: s3.settings.accessKeyId!,
+    COGMILL_S3_SECRET_ACCESS_KEY: s3.settings.secretAccessKey!,
+    COGMILL_S3_ENDPOINT: s3.settings.endpoint!,
+  };
+}
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], extraEnv: Record<string, string> = {}, onStart?: (c: ChildProcess) => void): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(NODE, [CLI, ...args], {
+      env: { ...process.env, ...env(), ...extraEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.add(child);
+    onStart?.(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr!.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      children.delete(child);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function redisInfo(): Promise<Record<string, string>> {
+  const out = await sh('redis-cli', ['-p', String(redisPort), 'INFO', 'stats']);
+  return Object.fromEntries(
+    out
+      .split(/\r?\n/)
+      .filter((l) => l.includes(':'))
+      .map((l) => l.split(':') as [string, string]),
+  );
+}
+
+async function notesAt(key: string): Promise<string[]> {
+  const res = await s3.client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: `${key}.cogmill/` }));
+  return (res.Contents ?? []).map((o) => o.Key!);
+}
+
+before(async () => {
+  [s3, dir] = await Promise.all([
+    startS3Bucket(BUCKET, { multipartMinPartBytes: MIN_PART }),
+    tempDir('cogmill-scale-'),
+  ]);
+  noise = path.join(dir, 'noise.tif');
+  await sh(PYTHON, [
+    '-c',
+    `
+import sys
+import numpy as np
+from osgeo import gdal, osr
+gdal.UseExceptions()
+n = 2048
+a = np.random.default_rng(11).uniform(0, 1000, (n, n)).astype('float32')
+ds = gdal.GetDriverByName('GTiff').Create(sys.argv[1], n, n, 1, gdal.GDT_Float32, ['TILED=YES', 'BLOCKXSIZE=256', 'BLOCKYSIZE=256'])
+ds.SetGeoTransform([500000, 10, 0, 5000000, 0, -10])
+srs = osr.SpatialReference(); srs.ImportFromEPSG(32632); ds.SetProjection(srs.ExportToWkt())
+b = ds.GetRasterBand(1); b.SetNoDataValue(-9999); b.WriteArray(a)
+ds.BuildOverviews('AVERAGE', [2, 4, 8])
+ds = None
+`,
+    noise,
+  ]);
+  // the single-process reference: one process, one shard, to a file
+  const ref = path.join(dir, 'reference.tif');
+  const run = await cli(['materialize', noise, '--out', ref, ...COMMON, '--workers', '2']);
+  assert.equal(run.code, 0, run.stderr);
+  reference = await readFile(ref);
+  const v = await validateCog(ref);
+  assert.deepEqual(v.errors, []);
+});
+
+after(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  redis?.kill('SIGKILL');
+  await s3?.stop();
+});
+
+describe('static shards (Indexed Job)', () => {
+  test('--plan-out, 3 processes with JOB_COMPLETION_INDEX, --complete: byte-identical, valid, nothing left', async () => {
+    const key = 'static/noise.tif';
+    const planFile = path.join(dir, 'plan.json');
+    const planned = await cli([
+      'materialize',
+      noise,
+      '--out',
+      `s3://${BUCKET}/${key}`,
+      ...COMMON,
+      '--shards',
+      '3',
+      '--plan-out',
+      planFile,
+    ]);
+    assert.equal(planned.code, 0, planned.stderr);
+    const plan = JSON.parse(await readFile(planFile, 'utf8'));
+    assert.equal(plan.shards.length, 3);
+    assert.equal(await s3.uploadsAt(key), 1, 'the upload exists before any shard runs');
+    const shards = await Promise.all(
+      [0, 1, 2].map((i) =>
+        cli(['materialize', '--plan', planFile, '--workers', '1'], { JOB_COMPLETION_INDEX: String(i) }),
+      ),
+    );
+    for (const [i, r] of shards.entries()) {
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout).shards, [i], 'each index runs its own shard');
+    }
+    const done = await cli(['materialize', '--plan', `s3://${BUCKET}/${key}`, '--complete']);
+    assert.equal(done.code, 0, done.stderr);
+    const got = await s3.download(key);
+    assert.equal(got.byteLength, reference.byteLength);
+    assert.ok(got.equals(reference), 'the sharded object differs from the single-process file');
+    assert.ok(JSON.parse(done.stdout).parts >= 3, 'several parts');
+    assert.equal(await s3.uploadsAt(key), 0);
+    assert.deepEqual(await notesAt(key), [], 'the plan and the reports are removed');
+  });
+});
+
+describe('queue (BullMQ on redis-server) and resume', () => {
+  before(async () => {
+    redisPort = await freePort();
+    redis = spawn(
+      'redis-server',
+      ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      {
+        stdio: 'ignore',
+      },
+    );
+    for (let i = 0; i < 100; i++) {
+      try {
+        await sh('redis-cli', ['-p', String(redisPort), 'PING']);
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    throw new Error('redis-server did not start');
+  });
+
+  test('3 worker processes + a coordinator: byte-identical, and Redis never sees the tile bytes', async () => {
+    const url = `redis://127.0.0.1:${redisPort}`;
+    const workers = [0, 1, 2].map(() => {
+      const w = spawn(NODE, [CLI, 'worker', '--redis', url, '--threads', '1'], {
+        env: { ...process.env, ...env() },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      children.add(w);
+      return w;
+    });
+    const logs = workers.map(() => '');
+    workers.forEach((w, i) => {
+      w.stderr!.on('data', (d) => {
+        logs[i] += d;
+      });
+    });
+    try {
+      const before = Number((await redisInfo()).total_net_input_bytes);
+      const key = 'queue/noise.tif';
+      const run = await cli([
+        'materialize',
+        noise,
+        '--out',
+        `s3://${BUCKET}/${key}`,
+        ...COMMON,
+        '--shards',
+        '3',
+        '--redis',
+        url,
+      ]);
+      assert.equal(run.code, 0, `${run.stderr}\n${logs.join('\n')}`);
+      const got = await s3.download(key);
+      assert.ok(got.equals(reference), 'the queued object differs from the single-process file');
+      const redisBytes = Number((await redisInfo()).total_net_input_bytes) - before;
+      assert.ok(
+        redisBytes < reference.byteLength / 20,
+        `Redis received ${redisBytes} bytes for a ${reference.byteLength}-byte object`,
+      );
+      // the shards ran in the worker processes, not in the coordinator
+      const ran = logs.map((l) => (l.match(/"shard done"/g) ?? []).length);
+      assert.equal(
+        ran.reduce((a, b) => a + b, 0),
+        3,
+        `shards per worker: ${ran.join(', ')}`,
+      );
+      assert.equal(await s3.uploadsAt(key), 0);
+      const v = await validateCog(path.join(dir, 'reference.tif'));
+      assert.deepEqual(v.errors, []);
+    } finally {
+      for (const w of workers) w.kill('SIGTERM');
+    }
+  });
+
+  test('a coordinator killed with SIGKILL part-way: the same command resumes, renders fewer tiles, same bytes', async () => {
+    const key = 'resume/noise.tif';
+    const args = [
+      'materialize',
+      noise,
+      '--out',
+      `s3://${BUCKET}/${key}`,
+      ...COMMON,
+      '--shards',
+      '6',
+      '--workers',
+      '1',
+      '--max-uploads',
+      '1',
+    ];
+    let killed = false;
+    const first = await cli(args, {}, (child) => {
+      const poll = setInterval(async () => {
+        const reports = (await notesAt(key).catch(() => [])).filter((k) => k.includes('/shard-'));
+        if (reports.length >= 1 && !killed) {
+          killed = true;
+          clearInterval(poll);
+          child.kill('SIGKILL');
+        }
+      }, 100);
+      child.on('close', () => clearInterval(poll));
+    });
+    assert.ok(killed, `the first run ended before it could be killed: ${first.stderr}`);
+    assert.equal(first.code, null);
+    assert.equal(await s3.uploadsAt(key), 1, 'the killed run left its upload (to resume)');
+    const second = await cli(args);
+    assert.equal(second.code, 0, second.stderr);
+    const summary = JSON.parse(second.stdout);
+    assert.equal(summary.resumed, true);
+    assert.ok(summary.shardsRun < 6 && summary.shardsRun >= 1, `shards run again: ${summary.shardsRun}`);
+    assert.ok(summary.tilesRendered < summary.tiles, `${summary.tilesRendered} of ${summary.tiles} tiles rendered`);
+    const got = await s3.download(key);
+    assert.ok(got.equals(reference), 'the resumed object differs from the single-process file');
+    assert.equal(await s3.uploadsAt(key), 0);
+    assert.deepEqual(await notesAt(key), []);
+  });
+});
