@@ -461,6 +461,17 @@ async function runHere(
     );
     const done = await completeInProcess(engine, mosaic, plan, sink, reports, options);
     await sink.clearNotes().catch(() => {});
+    // the last state is always shown: a finished job says 100%
+    hooks.onProgress({
+      tilesDone: plan.tileCount,
+      tilesTotal: plan.tileCount,
+      bytesWritten: sink.stats.bytes,
+      parts: sink.stats.parts,
+      retries: sink.stats.retries,
+      elapsedMs: 0,
+      tilesPerSecond: 0,
+      etaSeconds: 0,
+    });
     return {
       result: { ...done, tiles: done.tiles, levels: done.levels, bigTiff: done.bigTiff },
       shardsRun: todo.length,
