@@ -250,6 +250,61 @@ describe('queue (BullMQ on redis-server) and resume', () => {
     }
   });
 
+  test('a worker killed with SIGKILL mid-shard: its shard runs again on another worker, same bytes', async () => {
+    const url = `redis://127.0.0.1:${redisPort}`;
+    const logs: string[] = [];
+    const start = () => {
+      // a short lock so the dead worker's shard is taken over quickly
+      const w = spawn(NODE, [CLI, 'worker', '--redis', url, '--threads', '1', '--lock-ms', '2000'], {
+        env: { ...process.env, ...env() },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      children.add(w);
+      const at = logs.push('') - 1;
+      w.stderr!.on('data', (d) => {
+        logs[at] += d;
+      });
+      return w;
+    };
+    const victim = start();
+    const survivor = start();
+    let killedMidShard = false;
+    const poll = setInterval(() => {
+      if (!killedMidShard && logs[0].includes('"shard start"')) {
+        killedMidShard = true;
+        victim.kill('SIGKILL');
+      }
+    }, 20);
+    try {
+      const key = 'killed-worker/noise.tif';
+      const run = await cli([
+        'materialize',
+        noise,
+        '--out',
+        `s3://${BUCKET}/${key}`,
+        ...COMMON,
+        '--shards',
+        '3',
+        '--redis',
+        url,
+      ]);
+      assert.equal(run.code, 0, `${run.stderr}\n${logs.join('\n')}`);
+      assert.ok(killedMidShard, 'the first worker was killed while it ran a shard');
+      assert.ok(!logs[0].includes('"shard done"'), 'the killed worker finished no shard');
+      assert.equal(
+        (logs[1].match(/"shard done"/g) ?? []).length,
+        3,
+        'the survivor ran every shard, the lost one again',
+      );
+      const got = await s3.download(key);
+      assert.ok(got.equals(reference), 'the object differs from the single-process file');
+      assert.equal(await s3.uploadsAt(key), 0);
+    } finally {
+      clearInterval(poll);
+      survivor.kill('SIGTERM');
+    }
+  });
+
   test('a coordinator killed with SIGKILL part-way: the same command resumes, renders fewer tiles, same bytes', async () => {
     const key = 'resume/noise.tif';
     const args = [
