@@ -495,7 +495,7 @@ async function planStep(values: Values, positionals: string[]): Promise<void> {
   let text: string;
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(where)) {
     const config = await configFor(values.config as string | undefined, [], Object.keys(s3).length ? { s3 } : {});
-    const sink = createSink(parseDestination(where), { s3: s3Settings(config) });
+    const sink = createSink(parseDestination(where), { s3: s3Settings(config), azure: azureSettingsOf(config.azure) });
     if (!isStaged(sink)) throw new ConfigError(`--plan ${where}: plans live next to s3:// destinations only`);
     const t = await sink.getNote(PLAN_NOTE);
     if (t === undefined) throw new ConfigError(`--plan ${where}: no plan is saved there (make one with --plan-out)`);
@@ -523,6 +523,7 @@ async function planStep(values: Values, positionals: string[]): Promise<void> {
     const sink = createSink(parseDestination(plan.destination), {
       s3: s3Settings(config),
       s3Sink: { minPartBytes: plan.minPartBytes },
+      azure: azureSettingsOf(config.azure),
     });
     if (!isStaged(sink)) throw new ConfigError(`the plan's destination ${plan.destination} takes no shards`);
     if (plan.uploadId === null) throw new ConfigError('the plan has no upload: make it with --plan-out');

@@ -6,6 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { configFor } from './cli.ts';
+import { azureSettingsOf } from './config.azure.ts';
 import { ConfigError } from './config.schema.ts';
 import { trustedSourcePolicy } from './config.ts';
 import { createSink, parseDestination } from './materialize/destination.ts';
@@ -80,6 +81,7 @@ export async function cmdWorker(argv: string[]): Promise<void> {
     sinkFor: (destination, minPartBytes) => {
       const sink = createSink(parseDestination(destination), {
         s3: s3Settings(config),
+        azure: azureSettingsOf(config.azure),
         ...(minPartBytes !== undefined ? { s3Sink: { minPartBytes } } : {}),
       });
       if (!isStaged(sink)) throw new ConfigError(`${destination}: a worker writes to s3:// destinations only`);

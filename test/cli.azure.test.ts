@@ -92,6 +92,32 @@ describe('cogmill materialize with Azure', () => {
   });
 });
 
+describe('static shards to Azure (separate processes)', () => {
+  test('--plan-out, three --plan processes given JOB_COMPLETION_INDEX, --complete: the same bytes as one process', async () => {
+    const plan = path.join(out, 'plan.json');
+    const quiet = ['--progress', 'none'];
+    const planned = await materialize(
+      ['az://cogs/utm/', '--out', 'az://out/static/two.tif', '--plan-out', plan, '--shards', '3', ...quiet],
+      connectionEnv(),
+    );
+    assert.equal(planned.code, 0, planned.stderr);
+    const shards = await Promise.all(
+      [0, 1, 2].map((i) =>
+        materialize(['--plan', plan, ...quiet], { ...connectionEnv(), JOB_COMPLETION_INDEX: String(i) }),
+      ),
+    );
+    for (const r of shards) assert.equal(r.code, 0, r.stderr);
+    assert.equal(await outputs.getBlockBlobClient('static/two.tif').exists(), false, 'nothing before --complete');
+    const done = await materialize(['--plan', plan, '--complete', ...quiet], connectionEnv());
+    assert.equal(done.code, 0, done.stderr);
+    const file = path.join(out, 'static.tif');
+    const one = await materialize(['az://cogs/utm/', '--out', file, '--shards', '3', ...quiet], connectionEnv());
+    assert.equal(one.code, 0, one.stderr);
+    const blob = await outputs.getBlockBlobClient('static/two.tif').downloadToBuffer();
+    assert.ok(blob.equals(await readFile(file)), 'the sharded blob differs from the single-process file');
+  });
+});
+
 describe('cogmill serve with Azure', () => {
   let server: ServeChild | undefined;
 
