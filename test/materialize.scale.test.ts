@@ -305,6 +305,48 @@ describe('queue (BullMQ on redis-server) and resume', () => {
     }
   });
 
+  test('Ctrl-C of the coordinator: every shard stops, no upload listed, no object, no notes', async () => {
+    const url = `redis://127.0.0.1:${redisPort}`;
+    const logs = ['', ''];
+    const workers = logs.map((_, i) => {
+      const w = spawn(NODE, [CLI, 'worker', '--redis', url, '--threads', '1'], {
+        env: { ...process.env, ...env() },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      children.add(w);
+      w.stderr!.on('data', (d) => {
+        logs[i] += d;
+      });
+      return w;
+    });
+    try {
+      const key = 'cancelled/noise.tif';
+      let interrupted = false;
+      const run = await cli(
+        ['materialize', noise, '--out', `s3://${BUCKET}/${key}`, ...COMMON, '--shards', '3', '--redis', url],
+        {},
+        (child) => {
+          const poll = setInterval(() => {
+            if (!interrupted && logs.some((l) => l.includes('"shard start"'))) {
+              interrupted = true;
+              clearInterval(poll);
+              child.kill('SIGINT');
+            }
+          }, 20);
+          child.on('close', () => clearInterval(poll));
+        },
+      );
+      assert.ok(interrupted);
+      assert.equal(run.code, 130, run.stderr);
+      assert.equal(await s3.uploadsAt(key), 0, 'the upload is aborted');
+      assert.equal(await s3.objectExists(key), false);
+      assert.deepEqual(await notesAt(key), []);
+      assert.equal(logs.join('').match(/"shard done"/g)?.length ?? 0, 0, 'no shard ran to its end');
+    } finally {
+      for (const w of workers) w.kill('SIGTERM');
+    }
+  });
+
   test('a coordinator killed with SIGKILL part-way: the same command resumes, renders fewer tiles, same bytes', async () => {
     const key = 'resume/noise.tif';
     const args = [
