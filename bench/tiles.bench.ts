@@ -8,8 +8,10 @@
  */
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { decodeImage } from '../src/render/encode.ts';
 import { Engine } from '../src/render/engine.ts';
-import { type Bench, type BenchContext, runStandalone } from './harness.ts';
+import { type Bench, type BenchContext, parseHarnessArgs, runBenches } from './harness.ts';
+import { type MapServerLayer, startMapServer } from './mapserver.ts';
 import { load, startCogmillServer } from './server.ts';
 import { BENCH_DIR, mib, note, PYTHON, percentile, round, startChild, table } from './support.ts';
 import { benchZooms, nativeZoom, type Tile, tileList } from './tile.list.ts';
@@ -192,4 +194,237 @@ export const tilesBench: Bench = {
   },
 };
 
-if (import.meta.main) await runStandalone(tilesBench);
+/** A case of the MapServer comparison: one mosaic, one zoom, its tile list, the same on both servers. */
+interface PeerCase {
+  readonly name: string;
+  readonly zoom: number;
+  /** cogmill's mosaic */
+  readonly spec: { readonly id: string; readonly sources: readonly string[] };
+  /** MapServer's layer (the same rasters; painted in reverse so the first source is on top, as cogmill's `first`) */
+  readonly layer: MapServerLayer;
+  /** cogmill's style query (the same linear scale as MapServer's) */
+  readonly query: string;
+}
+
+/** Tiles per case (all of them where the zoom has fewer), and the tiles whose pixels are compared. */
+const PEER_TILES = 500;
+const PEER_TILES_SMALL = 60;
+const COMPARED_TILES = 6;
+const S2_SCALE = [200, 6000] as const;
+
+function peerCases(ctx: BenchContext): PeerCase[] {
+  const { rgb, s2West, s2East, s2Zone31 } = ctx.data;
+  const s2 = (name: string, kind: 'cog' | 'tiled', zoom: number): PeerCase => {
+    const inputs = [s2West, s2East, s2Zone31];
+    return {
+      name,
+      zoom,
+      spec: { id: `s2-${kind}`, sources: inputs.map((i) => i[kind]) },
+      layer: {
+        name: `s2-${kind}`,
+        rasters: [...inputs].reverse().map((i) => ({ file: i[kind], epsg: i.epsg })),
+        nodata: 0,
+        scale: S2_SCALE,
+      },
+      query: `?rescale=${S2_SCALE.join(',')}`,
+    };
+  };
+  return [
+    {
+      name: 'RGB uint8 COG, z14',
+      zoom: 14,
+      spec: { id: 'rgb', sources: [rgb.cog] },
+      layer: { name: 'rgb', rasters: [{ file: rgb.cog, epsg: rgb.epsg }] },
+      query: '',
+    },
+    s2('S2 two zones, COG sources, z13', 'cog', 13),
+    s2('S2 two zones, plain tiled sources (no overviews), z13', 'tiled', 13),
+    s2('S2 two zones, plain tiled sources (no overviews), z11', 'tiled', 11),
+  ];
+}
+
+interface PeerPass {
+  readonly tilesPerSecond: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly status: string;
+  readonly peakRssMiB: number;
+  readonly failures: readonly string[];
+  /** the bodies of the compared tiles */
+  readonly samples: readonly Uint8Array[];
+}
+
+/** One cold pass over `urls` at CLIENTS, then the compared tiles fetched once more. */
+async function peerPass(
+  urls: readonly string[],
+  sampleUrls: readonly string[],
+  rss: () => Promise<number>,
+): Promise<PeerPass> {
+  const r = await load(urls, CLIENTS);
+  const samples: Uint8Array[] = [];
+  for (const u of sampleUrls) {
+    const res = await fetch(u);
+    if (res.status !== 200) throw new Error(`${u}: ${res.status} ${(await res.text()).slice(0, 300)}`);
+    samples.push(new Uint8Array(await res.arrayBuffer()));
+  }
+  return {
+    tilesPerSecond: round(r.requests / (r.wallMs / 1000), 1),
+    p50Ms: round(percentile(r.latenciesMs, 50)),
+    p99Ms: round(percentile(r.latenciesMs, 99)),
+    status: Object.entries(r.statuses)
+      .map(([k, v]) => `${k}:${v}`)
+      .join(' '),
+    peakRssMiB: mib(await rss()),
+    failures: r.failures,
+    samples,
+  };
+}
+
+/**
+ * How alike two tiles are: over the pixels both draw (alpha > 0), the mean absolute difference of the colour
+ * samples (0..255); and the share of pixels one draws and the other leaves transparent.
+ */
+export async function compareTiles(
+  a: Uint8Array,
+  b: Uint8Array,
+): Promise<{ meanAbsDiff: number; alphaMismatch: number }> {
+  const [da, db] = await Promise.all([decodeImage(a), decodeImage(b)]);
+  if (da.width !== db.width || da.height !== db.height) throw new Error('tiles of different sizes');
+  const rgba = (d: typeof da, i: number): [number, number, number, number] => {
+    const p = i * d.channels;
+    const s = d.data;
+    switch (d.channels) {
+      case 1:
+        return [s[p], s[p], s[p], 255];
+      case 2:
+        return [s[p], s[p], s[p], s[p + 1]];
+      case 3:
+        return [s[p], s[p + 1], s[p + 2], 255];
+      default:
+        return [s[p], s[p + 1], s[p + 2], s[p + 3]];
+    }
+  };
+  let both = 0;
+  let diff = 0;
+  let mismatch = 0;
+  const n = da.width * da.height;
+  for (let i = 0; i < n; i++) {
+    const pa = rgba(da, i);
+    const pb = rgba(db, i);
+    if (pa[3] > 0 !== pb[3] > 0) mismatch++;
+    if (pa[3] > 0 && pb[3] > 0) {
+      both++;
+      diff += Math.abs(pa[0] - pb[0]) + Math.abs(pa[1] - pb[1]) + Math.abs(pa[2] - pb[2]);
+    }
+  }
+  return { meanAbsDiff: both ? diff / (both * 3) : 0, alphaMismatch: mismatch / n };
+}
+
+export const tilesMapServerBench: Bench = {
+  name: 'tiles-mapserver',
+  title: `Cold XYZ tiles at ${CLIENTS} concurrent clients vs MapServer 8 (2 FastCGI mapserv behind nginx)`,
+  async run(ctx) {
+    const cases = peerCases(ctx);
+    const perCase = ctx.small ? PEER_TILES_SMALL : PEER_TILES;
+    const rows: Record<string, unknown>[] = [];
+    const ratios: Record<string, unknown>[] = [];
+    const likeness: Record<string, unknown>[] = [];
+    for (const [i, c] of cases.entries()) {
+      const engine = new Engine({ roots: [ctx.data.dir] });
+      const mosaic = await engine.openMosaic(c.spec);
+      await engine.close();
+      const tiles = tileList(mosaic.boundsWgs84, [c.zoom], perCase, 42 + i);
+      // compared tiles: spread over the list
+      const compared = Array.from(
+        { length: Math.min(COMPARED_TILES, tiles.length) },
+        (_, k) => tiles[Math.floor((k * tiles.length) / Math.min(COMPARED_TILES, tiles.length))],
+      );
+      note(`  ${c.name}: ${tiles.length} tiles`);
+      const cogmillUrl = (base: string, t: Tile) =>
+        `${base}/mosaics/${c.spec.id}/tiles/${t.z}/${t.x}/${t.y}.png${c.query}`;
+      // cogmill: a fresh process (nothing parsed, decoded or rendered yet), tile cache off
+      const server = await startCogmillServer(ctx.outDir, [c.spec], {
+        roots: [ctx.data.dir],
+        logLevel: 'warn',
+        extra: { cache: { tileBytes: 1 } },
+      });
+      let ours: PeerPass;
+      try {
+        ours = await peerPass(
+          tiles.map((t) => cogmillUrl(server.url, t)),
+          compared.map((t) => cogmillUrl(server.url, t)),
+          () => server.child.peakRssBytes(),
+        );
+      } finally {
+        await server.stop();
+      }
+      const ms = await startMapServer(path.join(ctx.outDir, `mapserver-${i}`), [c.layer]);
+      let theirs: PeerPass;
+      try {
+        theirs = await peerPass(
+          tiles.map((t) => ms.tileUrl(c.layer.name, t)),
+          compared.map((t) => ms.tileUrl(c.layer.name, t)),
+          () => ms.peakRssBytes(),
+        );
+      } finally {
+        await ms.stop();
+      }
+      for (const [tool, p] of [
+        ['cogmill', ours],
+        ['MapServer 8 (2 processes)', theirs],
+      ] as const) {
+        const row = {
+          case: c.name,
+          tool,
+          tiles: tiles.length,
+          tilesPerSecond: p.tilesPerSecond,
+          p50Ms: p.p50Ms,
+          p99Ms: p.p99Ms,
+          status: p.status,
+          peakRssMiB: p.peakRssMiB,
+        };
+        rows.push(row);
+        ctx.emit(row);
+        note(`  ${tool}: ${p.tilesPerSecond} tiles/s, p50 ${p.p50Ms} ms, p99 ${p.p99Ms} ms (${p.status})`);
+        if (p.failures.length) note(`  failures: ${p.failures.join(' | ')}`);
+      }
+      const diffs = await Promise.all(ours.samples.map((s, k) => compareTiles(s, theirs.samples[k])));
+      const like = {
+        case: c.name,
+        tilesCompared: diffs.length,
+        worstMeanAbsDiff: round(Math.max(...diffs.map((d) => d.meanAbsDiff)), 3),
+        worstAlphaMismatch: round(Math.max(...diffs.map((d) => d.alphaMismatch)), 4),
+      };
+      likeness.push(like);
+      ctx.emit(like);
+      const ratio = {
+        case: c.name,
+        cogmillOverMapServer: round(ours.tilesPerSecond / theirs.tilesPerSecond),
+        p99CogmillMs: ours.p99Ms,
+        p99MapServerMs: theirs.p99Ms,
+      };
+      ratios.push(ratio);
+      ctx.emit(ratio);
+    }
+    return {
+      sections: [
+        {
+          title: `Cold tiles, ${CLIENTS} concurrent clients on loopback (the load generator shares the CPUs), a fresh process of each server per case`,
+          body: `${table(rows)}\n\nTargets: cold throughput >= MapServer's (goal 2x); p99 < 150 ms at z13/z14 (goal 100 ms).`,
+        },
+        { title: 'Throughput ratio cogmill / MapServer', body: table(ratios) },
+        {
+          title:
+            'Like with like: the same tiles from both (colour difference over pixels both draw, 0..255; share of pixels only one draws)',
+          body: table(likeness),
+        },
+      ],
+    };
+  },
+};
+
+if (import.meta.main) {
+  // both by default; --only tiles / --only tiles-mapserver picks one
+  const { failed } = await runBenches([tilesBench, tilesMapServerBench], parseHarnessArgs(process.argv.slice(2)));
+  if (failed.length) process.exitCode = 1;
+}
