@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { CATALOGUE_OPTIONS, catalogueOptions, configFor, shardIndexFromEnv } from './cli.ts';
 import { azureSettingsOf } from './config.azure.ts';
 import { ConfigError } from './config.schema.ts';
+import { runPrepared } from './materialize/coordinator.ts';
 import { createSink, parseDestination } from './materialize/destination.ts';
 import { checkJobOptions, parseJobOptions } from './materialize/jobs.ts';
 import {
@@ -59,15 +60,15 @@ export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mo
   --no-resume              start a new upload even when the destination holds a resumable one
   --abort-stale            abort the other unfinished uploads to the same key (runs that cannot be resumed)
 
-  Many machines (S3 destinations): the plan and each shard's report are kept next to the object
-  (KEY.cogmill/); running the same command again after a crash resumes: only shards whose parts are missing
-  (ListParts) run again.
+  Many machines (s3:// and az:// destinations): the plan and each shard's report are kept next to the object
+  (KEY.cogmill/, BLOB.cogmill/); running the same command again after a crash resumes: only shards whose parts
+  are missing (S3 ListParts, Azure's uncommitted blocks) run again.
   --plan-out PLAN          plan, create the upload, save the plan to the file PLAN (and next to the object); stop
-  --plan PLAN [--shard I/N]  run shards of a saved plan (PLAN: the file, or the s3:// destination): shards I,
-                           I+N, ... (I defaults to JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX; N to the
-                           plan's shard count, so index I runs shard I)
+  --plan PLAN [--shard I/N]  run shards of a saved plan (PLAN: the file, or the s3:// or az:// destination):
+                           shards I, I+N, ... (I defaults to JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX;
+                           N to the plan's shard count, so index I runs shard I)
   --plan PLAN --complete   once every shard reported: glue, write the header, complete the upload
-  --redis redis://H:P      run the shards on cogmill worker processes through this Redis (BullMQ)
+  --redis redis://H:P      run the shards on cogmill worker processes through this Redis (BullMQ); s3:// and az://
 
   --progress MODE          auto (bar on a terminal, lines otherwise), bar, lines, none
   --quiet, -q              same as --progress none
@@ -329,23 +330,18 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
         process.stdout.write(`${JSON.stringify(planSummary(prep.plan), null, 2)}\n`);
         return;
       }
-      const run = await (values.redis
-        ? (await import('./materialize/queue.ts')).runOnQueue(values.redis, prep, sink, {
-            signal: controller.signal,
-            onProgress,
-          })
-        : runHere(engine, mosaic, prep, sink, options, { signal: controller.signal, onProgress }));
-      const r = run.result;
-      result = {
-        location: r.location,
-        bytes: r.bytes,
-        ...(r.etag ? { etag: r.etag } : {}),
-        ...(r.parts ? { parts: r.parts } : {}),
-        tiles: r.tiles,
-        levels: r.levels,
-        bigTiff: r.bigTiff,
-        elapsedMs: Math.round(performance.now() - t0),
-      };
+      const run = await runPrepared(
+        engine,
+        mosaic,
+        prep,
+        sink,
+        { options, redisUrl: values.redis },
+        {
+          signal: controller.signal,
+          onProgress,
+        },
+      );
+      result = { ...run.result, elapsedMs: Math.round(performance.now() - t0) };
       extra = {
         resumed: prep.resumed,
         shards: prep.plan.shards.length,
@@ -431,61 +427,6 @@ function planSummary(plan: MaterializePlan) {
   };
 }
 
-/** Shards not yet done, in this process; each report saved next to the destination as it arrives. */
-async function runHere(
-  engine: Engine,
-  mosaic: Awaited<ReturnType<typeof openPlanMosaic>>,
-  prep: Prepared,
-  sink: SinkStaged,
-  options: { workers?: number; maxConcurrentUploads?: number },
-  hooks: { signal: AbortSignal; onProgress: (p: MaterializeProgress) => void },
-) {
-  const { plan } = prep;
-  const reports = [...prep.reports];
-  const todo = plan.shards.filter((s) => !reports[s.index]).map((s) => s.index);
-  try {
-    const ran = await runShardsInProcess(
-      engine,
-      mosaic,
-      plan,
-      sink,
-      { ...options, only: todo },
-      {
-        signal: hooks.signal,
-        onProgress: hooks.onProgress,
-        onReport: async (r) => {
-          reports[r.shard] = r;
-          await saveReport(sink, r, hooks.signal);
-        },
-      },
-    );
-    const done = await completeInProcess(engine, mosaic, plan, sink, reports, options);
-    await sink.clearNotes().catch(() => {});
-    // the last state is always shown: a finished job says 100%
-    hooks.onProgress({
-      tilesDone: plan.tileCount,
-      tilesTotal: plan.tileCount,
-      bytesWritten: sink.stats.bytes,
-      parts: sink.stats.parts,
-      retries: sink.stats.retries,
-      elapsedMs: 0,
-      tilesPerSecond: 0,
-      etaSeconds: 0,
-    });
-    return {
-      result: { ...done, tiles: done.tiles, levels: done.levels, bigTiff: done.bigTiff },
-      shardsRun: todo.length,
-      tilesRendered: ran.reduce((a, r) => a + r.tilesRendered, 0) + done.tilesRendered,
-    };
-  } catch (e) {
-    if (hooks.signal.aborted) {
-      await sink.abort(e).catch(() => {});
-      await sink.clearNotes().catch(() => {});
-    }
-    throw e;
-  }
-}
-
 /** `--plan PLAN --shard I/N` and `--plan PLAN --complete`. */
 async function planStep(values: Values, positionals: string[]): Promise<void> {
   const where = String(values.plan);
@@ -496,7 +437,7 @@ async function planStep(values: Values, positionals: string[]): Promise<void> {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(where)) {
     const config = await configFor(values.config as string | undefined, [], Object.keys(s3).length ? { s3 } : {});
     const sink = createSink(parseDestination(where), { s3: s3Settings(config), azure: azureSettingsOf(config.azure) });
-    if (!isStaged(sink)) throw new ConfigError(`--plan ${where}: plans live next to s3:// destinations only`);
+    if (!isStaged(sink)) throw new ConfigError(`--plan ${where}: plans live next to s3:// and az:// destinations only`);
     const t = await sink.getNote(PLAN_NOTE);
     if (t === undefined) throw new ConfigError(`--plan ${where}: no plan is saved there (make one with --plan-out)`);
     text = t;

@@ -21,8 +21,10 @@ export const WORKER_USAGE = `usage: cogmill worker --redis redis://HOST:PORT [--
   --concurrency N      shards at once (default 1)
   --threads N          render/compress threads per shard (default: materialize.workers, else one per core)
   --lock-ms N          a worker silent this long loses its shard to another (default 30000)
-  --config FILE        S3 endpoint, credentials and source roots as for cogmill serve
+  --config FILE        S3 and Azure settings, credentials and source roots as for cogmill serve
   --s3-endpoint URL, --s3-region NAME
+  Destinations: s3:// (multipart parts) and az:// (block blob blocks), with this worker's own credentials
+  (COGMILL_S3_*, COGMILL_AZURE_*, else the AWS chain, AZURE_STORAGE_*, DefaultAzureCredential).
 `;
 
 function int(name: string, v: string | undefined, min: number, max: number): number | undefined {
@@ -84,7 +86,8 @@ export async function cmdWorker(argv: string[]): Promise<void> {
         azure: azureSettingsOf(config.azure),
         ...(minPartBytes !== undefined ? { s3Sink: { minPartBytes } } : {}),
       });
-      if (!isStaged(sink)) throw new ConfigError(`${destination}: a worker writes to s3:// destinations only`);
+      if (!isStaged(sink))
+        throw new ConfigError(`${destination}: a worker writes to s3:// and az:// destinations only`);
       return sink;
     },
     log: (line) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`),

@@ -263,6 +263,22 @@ export const configSchema = z
           .min(1)
           .optional()
           .describe('folder for temporary files of downloads and local exports; default: the system temp folder'),
+        redis: z
+          .string()
+          .regex(/^rediss?:\/\/[^/\s]+(\/\d+)?$/, 'write redis://[user:password@]host:port[/db] (or rediss://)')
+          .optional()
+          .describe(
+            'queue mode: /materialize to S3 or Azure plans, then runs the shards on cogmill worker processes through this Redis (BullMQ); the password is never logged',
+          ),
+        shards: z
+          .number()
+          .int()
+          .min(0)
+          .max(4096)
+          .default(0)
+          .describe(
+            'queue mode: shards a materialisation is cut into (0 = one per 256 MiB of the largest possible output, from 2 to 1,000)',
+          ),
       })
       .strict()
       .prefault({}),

@@ -286,4 +286,19 @@ describe('source policy and redaction', () => {
     const plain = JSON.stringify(redactConfig(await loadConfig({})));
     assert.ok(!plain.includes('redacted'), 'absent secrets are not shown as present');
   });
+
+  test('materialize.redis: checked at start, its password redacted, the host kept', async () => {
+    const c = await loadConfig({
+      env: { COGMILL_MATERIALIZE_REDIS: 'redis://queue:S3CRET-PW@redis.internal:6380/2' },
+    });
+    assert.equal(c.materialize.redis, 'redis://queue:S3CRET-PW@redis.internal:6380/2');
+    const shown = (redactConfig(c).materialize as { redis: string }).redis;
+    assert.equal(shown, 'redis://queue:[redacted]@redis.internal:6380/2');
+    const open = await loadConfig({ overrides: { materialize: { redis: 'redis://127.0.0.1:6379' } } });
+    assert.equal((redactConfig(open).materialize as { redis: string }).redis, 'redis://127.0.0.1:6379');
+    await assert.rejects(
+      loadConfig({ overrides: { materialize: { redis: 'http://redis:6379' } } }),
+      /materialize\.redis.*redis:\/\/\[user:password@\]host:port/s,
+    );
+  });
 });

@@ -11,11 +11,11 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
+import { startRedis, type TestRedis } from './support/queue.ts';
 import { type S3TestBucket, startS3Bucket } from './support/s3.bucket.ts';
 
 const BUCKET = 'cogmill-scale';
@@ -26,7 +26,7 @@ let s3: S3TestBucket;
 let dir = '';
 let noise = '';
 let reference: Buffer;
-let redis: ChildProcess | undefined;
+let redis: TestRedis | undefined;
 let redisPort = 0;
 const children = new Set<ChildProcess>();
 
@@ -73,26 +73,6 @@ function cli(args: string[], extraEnv: Record<string, string> = {}, onStart?: (c
   });
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function redisInfo(): Promise<Record<string, string>> {
-  const out = await sh('redis-cli', ['-p', String(redisPort), 'INFO', 'stats']);
-  return Object.fromEntries(
-    out
-      .split(/\r?\n/)
-      .filter((l) => l.includes(':'))
-      .map((l) => l.split(':') as [string, string]),
-  );
-}
-
 async function notesAt(key: string): Promise<string[]> {
   const res = await s3.client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: `${key}.cogmill/` }));
   return (res.Contents ?? []).map((o) => o.Key!);
@@ -133,7 +113,7 @@ ds = None
 
 after(async () => {
   for (const c of children) c.kill('SIGKILL');
-  redis?.kill('SIGKILL');
+  redis?.stop();
   await s3?.stop();
 });
 
@@ -178,23 +158,8 @@ describe('static shards (Indexed Job)', () => {
 
 describe('queue (BullMQ on redis-server) and resume', () => {
   before(async () => {
-    redisPort = await freePort();
-    redis = spawn(
-      'redis-server',
-      ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-      {
-        stdio: 'ignore',
-      },
-    );
-    for (let i = 0; i < 100; i++) {
-      try {
-        await sh('redis-cli', ['-p', String(redisPort), 'PING']);
-        return;
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    throw new Error('redis-server did not start');
+    redis = await startRedis();
+    redisPort = redis.port;
   });
 
   test('3 worker processes + a coordinator: byte-identical, and Redis never sees the tile bytes', async () => {
@@ -214,7 +179,7 @@ describe('queue (BullMQ on redis-server) and resume', () => {
       });
     });
     try {
-      const before = Number((await redisInfo()).total_net_input_bytes);
+      const before = Number((await redis!.info()).total_net_input_bytes);
       const key = 'queue/noise.tif';
       const run = await cli([
         'materialize',
@@ -230,7 +195,7 @@ describe('queue (BullMQ on redis-server) and resume', () => {
       assert.equal(run.code, 0, `${run.stderr}\n${logs.join('\n')}`);
       const got = await s3.download(key);
       assert.ok(got.equals(reference), 'the queued object differs from the single-process file');
-      const redisBytes = Number((await redisInfo()).total_net_input_bytes) - before;
+      const redisBytes = Number((await redis!.info()).total_net_input_bytes) - before;
       assert.ok(
         redisBytes < reference.byteLength / 20,
         `Redis received ${redisBytes} bytes for a ${reference.byteLength}-byte object`,

@@ -197,3 +197,19 @@ describe('exact statistics', () => {
     assert.ok(Math.abs(whole.toAccumulators()[0].sum - plain) <= Math.abs(plain) * 1e-12);
   });
 });
+
+describe('help of the scale commands', () => {
+  test('materialize and worker name both s3:// and az:// destinations, and no "s3:// only" is left', async () => {
+    const { MATERIALIZE_USAGE } = await import('../src/cli.materialize.ts');
+    const { WORKER_USAGE } = await import('../src/cli.worker.ts');
+    for (const [name, text] of [
+      ['materialize', MATERIALIZE_USAGE],
+      ['worker', WORKER_USAGE],
+    ] as const) {
+      assert.doesNotMatch(text, /s3:\/\/ (destinations )?only|\(S3 destinations\)/, name);
+      assert.match(text, /az:\/\//, name);
+    }
+    assert.match(MATERIALIZE_USAGE, /Many machines \(s3:\/\/ and az:\/\/ destinations\)/);
+    assert.match(WORKER_USAGE, /Destinations: s3:\/\/ \(multipart parts\) and az:\/\//);
+  });
+});

@@ -40,6 +40,10 @@ export interface JobProgress {
   readonly etaSeconds: number | null;
   /** the last few errors that were retried (the job goes on) */
   readonly errors: readonly string[];
+  /** on a queue (materialize.redis): shards done, running, in all */
+  readonly shards?: MaterializeProgress['shards'];
+  /** on a queue: worker processes that reported progress */
+  readonly workers?: number;
 }
 
 export interface JobError {
@@ -379,6 +383,8 @@ export class JobRegistry {
           bytesPerSecond: Math.round(p.bytesWritten / Math.max(p.elapsedMs / 1000, 1e-3)),
           etaSeconds: isFinalState(e.state) ? 0 : p.etaSeconds,
           errors: [...errors],
+          ...(p.shards ? { shards: p.shards } : {}),
+          ...(p.workers !== undefined ? { workers: p.workers } : {}),
         }
       : { ...EMPTY_PROGRESS, elapsedMs, errors: [...errors] };
     const result = e.result ? { ...e.result, bytesPerSecond: Math.round(e.result.bytes / seconds) } : null;

@@ -37,6 +37,10 @@ export interface MaterializeProgress {
   readonly elapsedMs: number;
   readonly tilesPerSecond: number;
   readonly etaSeconds: number | null;
+  /** on a queue: shards of the plan done (by any process, resumed ones included), running, in all */
+  readonly shards?: { readonly total: number; readonly done: number; readonly running: number };
+  /** on a queue: worker processes that reported progress */
+  readonly workers?: number;
 }
 
 export interface MaterializeResult extends SinkResult {

@@ -12,6 +12,7 @@
  * renews the lock stays free. Cancel: the coordinator sets `cogmill:cancel:{planId}`; every worker polls it, stops
  * its shard, and the coordinator aborts the upload once no shard of the plan is active any more.
  */
+import { hostname } from 'node:os';
 import { FlowProducer, type Job, Queue, QueueEvents, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Engine } from '../render/engine.ts';
@@ -36,6 +37,32 @@ interface ShardJobData {
 interface CompleteJobData {
   readonly destination: string;
   readonly planId: string;
+}
+
+/** What a worker reports of a running shard (a few numbers, through BullMQ's job progress). */
+interface ShardProgress {
+  readonly shard: number;
+  readonly tilesDone: number;
+  readonly bytesWritten: number;
+  readonly parts: number;
+  readonly retries: number;
+  /** host:pid of the worker process */
+  readonly worker: string;
+}
+
+function shardProgressOf(data: unknown): ShardProgress | undefined {
+  const d = data as Partial<ShardProgress> | null;
+  if (typeof d !== 'object' || d === null || typeof d.shard !== 'number' || typeof d.tilesDone !== 'number')
+    return undefined;
+  const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+  return {
+    shard: d.shard,
+    tilesDone: d.tilesDone,
+    bytesWritten: n(d.bytesWritten),
+    parts: n(d.parts),
+    retries: n(d.retries),
+    worker: typeof d.worker === 'string' ? d.worker : '?',
+  };
 }
 
 export interface ShardJobResult {
@@ -119,31 +146,61 @@ export async function runOnQueue(
   const todo = plan.shards.filter((s) => !prep.reports[s.index]).map((s) => s.index);
   const t0 = performance.now();
   const doneBefore = plan.shards.filter((s) => prep.reports[s.index]).reduce((a, s) => a + s.endTile - s.firstTile, 0);
-  const tiles = new Map<number, number>();
-  const report = () => {
-    const tilesDone = doneBefore + [...tiles.values()].reduce((a, b) => a + b, 0);
+  const shardsBefore = plan.shards.length - todo.length;
+  const shards = new Map<number, ShardProgress>();
+  const finished = new Set<number>();
+  const report = (final?: CompleteJobResult) => {
+    let tilesDone = doneBefore;
+    let bytesWritten = 0;
+    let parts = 0;
+    let retries = 0;
+    const workers = new Set<string>();
+    for (const p of shards.values()) {
+      tilesDone += p.tilesDone;
+      bytesWritten += p.bytesWritten;
+      parts += p.parts;
+      retries += p.retries;
+      workers.add(p.worker);
+    }
+    if (final) tilesDone = plan.tileCount;
     const elapsedMs = performance.now() - t0;
     const rate = (tilesDone - doneBefore) / Math.max(elapsedMs / 1000, 1e-3);
     hooks.onProgress?.({
       tilesDone,
       tilesTotal: plan.tileCount,
-      bytesWritten: 0,
-      parts: 0,
-      retries: 0,
+      bytesWritten: final ? Math.max(final.bytes, bytesWritten) : bytesWritten,
+      parts: final?.parts ?? parts,
+      retries,
       elapsedMs: Math.round(elapsedMs),
       tilesPerSecond: Math.round(rate * 10) / 10,
-      etaSeconds: rate > 0 ? Math.round((plan.tileCount - tilesDone) / rate) : null,
+      etaSeconds: final ? 0 : rate > 0 ? Math.round((plan.tileCount - tilesDone) / rate) : null,
+      shards: {
+        total: plan.shards.length,
+        done: shardsBefore + finished.size,
+        running: [...shards.keys()].filter((s) => !finished.has(s)).length,
+      },
+      workers: workers.size,
     });
   };
+  const shardOf = (jobId: string): number | undefined => {
+    const m = jobId.startsWith(`${run}-shard-`) ? Number(jobId.slice(run.length + 7)) : Number.NaN;
+    return Number.isInteger(m) ? m : undefined;
+  };
   const onProgress = ({ jobId, data }: { jobId: string; data: unknown }) => {
-    if (!jobId.startsWith(`${run}-shard-`)) return;
-    const d = data as { shard?: number; tilesDone?: number };
-    if (typeof d?.shard === 'number' && typeof d.tilesDone === 'number') {
-      tiles.set(d.shard, d.tilesDone);
-      report();
-    }
+    const shard = shardOf(jobId);
+    const p = shardProgressOf(data);
+    if (shard === undefined || !p || p.shard !== shard) return;
+    shards.set(shard, p);
+    report();
+  };
+  const onCompleted = ({ jobId }: { jobId: string }) => {
+    const shard = shardOf(jobId);
+    if (shard === undefined) return;
+    finished.add(shard);
+    report();
   };
   events.on('progress', onProgress);
+  events.on('completed', onCompleted);
   try {
     await events.waitUntilReady();
     const base = { destination: plan.destination, planId: plan.id };
@@ -183,7 +240,7 @@ export async function runOnQueue(
       }
       throw e instanceof Error ? e : new CogmillError('internal', `the materialisation failed: ${errorMessage(e)}`);
     }
-    report();
+    report(result);
     let tilesRendered = result.tilesRendered;
     for (const shard of todo) {
       const job = await queue.getJob(`${run}-shard-${shard}`);
@@ -192,6 +249,7 @@ export async function runOnQueue(
     return { result, shardsRun: todo.length, tilesRendered };
   } finally {
     events.off('progress', onProgress);
+    events.off('completed', onCompleted);
     await Promise.allSettled([events.close(), flows.close(), queue.close()]);
     await redis.close();
   }
@@ -251,6 +309,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const control = redis.connect();
   const plans = new Map<string, { plan: MaterializePlan; mosaic: Mosaic; engine: Engine }>();
   const log = deps.log ?? (() => {});
+  const workerId = `${hostname()}:${process.pid}`;
   const planOf = async (destination: string, planId: string) => {
     const cached = plans.get(planId);
     if (cached) return cached;
@@ -285,6 +344,18 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
           const shard = (data as ShardJobData).shard;
           log({ msg: 'shard start', plan: plan.id, shard, job: job.id });
           let lastProgress = 0;
+          let last: MaterializeProgress | undefined;
+          const progress = (p: MaterializeProgress, tilesDone = p.tilesDone) =>
+            job
+              .updateProgress({
+                shard,
+                tilesDone,
+                bytesWritten: p.bytesWritten,
+                parts: p.parts,
+                retries: p.retries,
+                worker: workerId,
+              } satisfies ShardProgress)
+              .catch(() => {});
           const [r] = await runShardsInProcess(
             engine,
             mosaic,
@@ -294,15 +365,25 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
             {
               signal: controller.signal,
               onProgress: (p) => {
+                last = p;
                 const now = performance.now();
                 if (now - lastProgress < PROGRESS_EVERY_MS && p.tilesDone < p.tilesTotal) return;
                 lastProgress = now;
-                job.updateProgress({ shard, tilesDone: p.tilesDone }).catch(() => {});
+                progress(p);
               },
               onReport: (rep) => saveReport(sink, rep, controller.signal),
             },
           );
-          await job.updateProgress({ shard, tilesDone: r.tilesRendered }).catch(() => {});
+          await progress(
+            {
+              ...(last ?? { tilesTotal: plan.tileCount, elapsedMs: 0, tilesPerSecond: 0, etaSeconds: 0 }),
+              tilesDone: r.tilesRendered,
+              bytesWritten: sink.stats.bytes,
+              parts: sink.stats.parts,
+              retries: sink.stats.retries,
+            },
+            r.tilesRendered,
+          );
           log({ msg: 'shard done', plan: plan.id, shard, tiles: r.tilesRendered });
           return { shard, tilesRendered: r.tilesRendered, parts: r.parts.length } satisfies ShardJobResult;
         }

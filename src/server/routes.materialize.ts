@@ -19,6 +19,7 @@ import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { azureSettingsOf } from '../config.azure.ts';
+import { materializeResumable, queueShardCount } from '../materialize/coordinator.ts';
 import { createSink, destinationLocation, type SinkDestination } from '../materialize/destination.ts';
 import {
   checkJobOptions,
@@ -32,6 +33,7 @@ import {
 } from '../materialize/jobs.ts';
 import { cogSpecFor, type MaterializeOptions, materialize } from '../materialize/pipeline.ts';
 import { SinkFile } from '../materialize/sink.file.ts';
+import { isStaged } from '../materialize/sink.ts';
 import { CogmillError, type ErrorKind } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { bytesPerSample } from '../render/types.ts';
@@ -179,13 +181,30 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
       workers: config.materialize.workers || undefined,
       maxConcurrentUploads: config.materialize.maxConcurrentUploads,
     };
+    // queue mode: shards run on cogmill worker processes, which can reach S3 and Azure but not this server's files
+    const redisUrl = config.materialize.redis;
+    const queued = redisUrl !== undefined && isStaged(sink) ? sink : undefined;
     let view: JobView;
     try {
       view = jobs.create({
         mosaic: mosaic.id,
         destination: location,
         options: asked,
-        run: (hooks) => materialize(deps.engine, mosaic, sink, pipelineOptions, hooks),
+        run: (hooks) =>
+          queued
+            ? materializeResumable(
+                deps.engine,
+                mosaic,
+                queued,
+                {
+                  options: pipelineOptions,
+                  shards: queueShardCount(mosaic, pipelineOptions, config.materialize.shards),
+                  redisUrl,
+                  abortOnFailure: true,
+                },
+                hooks,
+              ).then((done) => done.result)
+            : materialize(deps.engine, mosaic, sink, pipelineOptions, hooks),
         recentErrors: () => ('recentErrors' in sink ? sink.recentErrors : []),
       });
     } catch (e) {
