@@ -19,8 +19,8 @@ import {
   materialize,
   runShardsInProcess,
 } from './materialize/pipeline.ts';
-import { explainPlan } from './materialize/plan.explain.ts';
-import { type MaterializePlan, parsePlan, planMaterialization, shardsOfWorker } from './materialize/plan.ts';
+import { explainMaterialization } from './materialize/plan.explain.ts';
+import { type MaterializePlan, parsePlan, shardsOfWorker } from './materialize/plan.ts';
 import { doneReports, openPlanMosaic, PLAN_NOTE, type Prepared, prepare, saveReport } from './materialize/run.ts';
 import type { ShardReport } from './materialize/shard.ts';
 import { isStaged, type SinkStaged } from './materialize/sink.ts';
@@ -309,9 +309,8 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
       progress.report(p);
     };
     if (values['dry-run']) {
-      const limits = isStaged(sink) ? sink.limits : { minPartBytes: 1, maxPartBytes: 5 * 1024 * MiB, maxParts: 10_000 };
-      const plan = planMaterialization({ mosaic, options, destination: sink.location, limits, shards: shardCount });
-      process.stdout.write(`${JSON.stringify(await explainPlan(engine, mosaic, plan, controller.signal), null, 2)}\n`);
+      const explained = await explainMaterialization(engine, mosaic, sink, options, shardCount, controller.signal);
+      process.stdout.write(`${JSON.stringify(explained, null, 2)}\n`);
       return;
     }
     let extra: Record<string, unknown> = {};

@@ -313,6 +313,11 @@ describe('real answers match the schemas', () => {
     await check(op('listJobs'), { headers: { authorization: 'Bearer wrong-token-000000' }, want: 403 });
     await check(op('materializeGet'), { want: 404 });
     await check(op('materializeGet'), { values: { mosaic: 'm' }, want: 403 });
+    const explained = (await check(op('materializeGet'), {
+      values: { mosaic: 'm', dest: `${dir}/exports/dry.tif`, dryRun: true },
+      want: 200,
+    })) as { tiles: number; levels: unknown[] };
+    assert.ok(explained.tiles >= 1 && explained.levels.length >= 1, 'dryRun=true explains the plan');
     await check(op('materializePost'), { body: { mosaic: 'm', dest: `${dir}/exports/x.tif`, bogus: 1 }, want: 400 });
     const accepted = (await check(op('materializePost'), {
       body: { mosaic: 'm', dest: `${dir}/exports/post.tif`, compress: 'zstd' },

@@ -8,7 +8,10 @@ import { explainRender } from '../render/mosaic.explain.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { CLASSIC_TIFF_MAX_OFFSET, layoutCog, maxTilePayloadBytes } from './cog.layout.ts';
 import { levelGrid } from './cog.tiles.ts';
-import { type MaterializePlan, planLayout } from './plan.ts';
+import { S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES } from './part.plan.ts';
+import type { MaterializeOptions } from './pipeline.options.ts';
+import { type MaterializePlan, planLayout, planMaterialization } from './plan.ts';
+import { isStaged, type Sink, type SinkLimits, type SinkStaged } from './sink.ts';
 
 export interface PlanExplainSource {
   readonly href: string;
@@ -112,4 +115,36 @@ export async function explainPlan(
     estimatedSourceBytes: total,
     outputBytes: { min: layout.headerBytes, max: (bigTiff === 'no' ? layout.headerBytes : big.headerBytes) + maxData },
   };
+}
+
+/**
+ * Explain materialising `mosaic` into `sink` as the run would plan it: `shards` runs of tiles to a staged or parts
+ * sink, one to a file (written in file order). No upload is created, nothing is written, no pixel is read.
+ */
+export function explainMaterialization(
+  engine: Engine,
+  mosaic: Mosaic,
+  sink: Sink | SinkStaged,
+  options: MaterializeOptions,
+  shards: number,
+  signal?: AbortSignal,
+): Promise<PlanExplain> {
+  const sequential = !isStaged(sink) && sink.mode === 'sequential';
+  const limits: SinkLimits = isStaged(sink)
+    ? sink.limits
+    : sink.mode === 'sequential'
+      ? { minPartBytes: 1, maxPartBytes: S3_MAX_PART_BYTES, maxParts: S3_MAX_PARTS }
+      : {
+          minPartBytes: sink.minPartBytes ?? S3_MIN_PART_BYTES,
+          maxPartBytes: S3_MAX_PART_BYTES,
+          maxParts: sink.maxParts ?? S3_MAX_PARTS,
+        };
+  const plan = planMaterialization({
+    mosaic,
+    options,
+    destination: sink.location,
+    limits: options.minPartBytes !== undefined ? { ...limits, minPartBytes: options.minPartBytes } : limits,
+    shards: sequential ? 1 : shards,
+  });
+  return explainPlan(engine, mosaic, plan, signal);
 }

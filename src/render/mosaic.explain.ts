@@ -227,7 +227,9 @@ export async function explainRender(
           href: e.a.href,
           level: warp.level,
           window: { x: warp.x0, y: warp.y0, width: warp.w, height: warp.h },
-          decimation: lvl.factorX * (warp.w / Math.max(1, grid.width)),
+          // not the read window's width over the target's: a source covering part of the target would seem
+          // twice as fine as it is
+          decimation: warp.decimation,
           blocks,
           headerCached: cached,
           requests: (cached ? 0 : 1) + dataRequests,

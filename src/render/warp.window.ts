@@ -321,6 +321,8 @@ export interface SourceWarp {
   readonly level: number;
   readonly factorX: number;
   readonly factorY: number;
+  /** full-resolution source pixels per target pixel along x, over the whole target (what chose the level) */
+  readonly decimation: number;
   /** window to read, in level pixels: the union of the chunks' source windows */
   readonly x0: number;
   readonly y0: number;
@@ -350,9 +352,10 @@ export function sourceWarp(grid: Grid, raster: Raster, resampling: Resampling): 
   const extent = sourceExtent(full, 0, 0, grid.width, grid.height);
   if (!extent) return undefined;
   if (extent.minX > info.width || extent.maxX < 0 || extent.minY > info.height || extent.maxY < 0) return undefined;
+  const decimation = (extent.maxX - extent.minX) / grid.width;
   const level = chooseLevel(
     info.levels.map((l) => l.factorX),
-    (extent.maxX - extent.minX) / grid.width,
+    decimation,
   );
   const lvl = info.levels[level];
   const ctx = level === 0 ? full : levelContext(lvl.factorX, lvl.factorY, lvl.width, lvl.height);
@@ -374,5 +377,5 @@ export function sourceWarp(grid: Grid, raster: Raster, resampling: Resampling): 
     x1 = Math.max(x1, c.sx + c.sw);
     y1 = Math.max(y1, c.sy + c.sh);
   }
-  return { level, factorX: lvl.factorX, factorY: lvl.factorY, x0, y0, w: x1 - x0, h: y1 - y0, chunks };
+  return { level, factorX: lvl.factorX, factorY: lvl.factorY, decimation, x0, y0, w: x1 - x0, h: y1 - y0, chunks };
 }

@@ -12,7 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, rm, stat, statfs } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { Context } from 'hono';
@@ -32,6 +32,7 @@ import {
   parseJobOptions,
 } from '../materialize/jobs.ts';
 import { cogSpecFor, type MaterializeOptions, materialize } from '../materialize/pipeline.ts';
+import { explainMaterialization } from '../materialize/plan.explain.ts';
 import { SinkFile } from '../materialize/sink.file.ts';
 import { isStaged } from '../materialize/sink.ts';
 import { CogmillError, type ErrorKind } from '../render/errors.ts';
@@ -52,7 +53,7 @@ const SSE_KEEPALIVE_MS = 15_000;
 /** seconds a client is asked to wait when the job queue is full */
 const RETRY_AFTER_S = 30;
 const JOB_ID = '[0-9a-f-]{36}';
-const REQUEST_KEYS = new Set<string>(['mosaic', 'dest', ...JOB_OPTION_NAMES]);
+const REQUEST_KEYS = new Set<string>(['mosaic', 'dest', 'dryRun', ...JOB_OPTION_NAMES]);
 const ERROR_KINDS = new Set<string>([
   'bad-request',
   'not-found',
@@ -78,6 +79,17 @@ function rejectUnknown(input: Record<string, unknown>, allowed: ReadonlySet<stri
       throw new RequestError('bad-request', `unknown parameter "${k}"; known parameters: ${[...allowed].join(', ')}`);
     }
   }
+}
+
+/** An optional boolean parameter: true, false, 1, 0, yes, no (query strings) or a JSON boolean. */
+function flag(input: Record<string, unknown>, name: string): boolean {
+  const v = input[name];
+  if (v === undefined || v === '') return false;
+  if (typeof v === 'boolean') return v;
+  const t = typeof v === 'string' ? v.trim().toLowerCase() : undefined;
+  if (t === 'true' || t === '1' || t === 'yes') return true;
+  if (t === 'false' || t === '0' || t === 'no') return false;
+  throw new RequestError('bad-request', `${name} must be true or false (got ${JSON.stringify(v)})`);
 }
 
 function requiredString(input: Record<string, unknown>, name: string, hint: string): string {
@@ -159,15 +171,34 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
     }
   };
 
-  const startJob = (c: Context<AppEnv>, input: Record<string, unknown>) => {
-    refuseWhileDraining();
+  const startJob = async (c: Context<AppEnv>, input: Record<string, unknown>) => {
     rejectUnknown(input, REQUEST_KEYS);
+    const dryRun = flag(input, 'dryRun');
+    if (!dryRun) refuseWhileDraining();
     const mosaicId = requiredString(input, 'mosaic', 'the id of a configured mosaic (GET /mosaics lists them)');
     const destText = requiredString(input, 'dest', 's3://bucket/key.tif or an absolute file path');
     const mosaic = deps.catalog.get(mosaicId);
     const { options, asked } = jobOptions(input, mosaic);
     const dest: SinkDestination = checkDestination(destText, config);
     const location = destinationLocation(dest);
+    if (dryRun) {
+      // the plan as the job would make it, explained; no upload is created and no pixel is read
+      const sink = createSink(dest, { s3: config.s3, azure: azureSettingsOf(config.azure) });
+      const workers = config.materialize.workers || undefined;
+      const queued = config.materialize.redis !== undefined && isStaged(sink);
+      const shards = queued
+        ? queueShardCount(mosaic, options, config.materialize.shards)
+        : Math.max(1, workers ?? availableParallelism());
+      const explained = await explainMaterialization(
+        deps.engine,
+        mosaic,
+        sink,
+        { ...options, workers },
+        shards,
+        c.get('req').signal,
+      );
+      return c.json(explained, 200);
+    }
     const busy = jobs.activeFor(location);
     if (busy) {
       throw new RequestError(
