@@ -40,7 +40,8 @@ EXPOSE 8080
 # the slim image has no curl: ask Node itself
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.COGMILL_SERVER_PORT || 8080) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-# Node is PID 1: the CLI installs SIGTERM/SIGINT handlers (graceful drain) and starts no child processes
+# Node is PID 1: the CLI installs SIGTERM/SIGINT handlers (graceful drain); its only child processes are the
+# short-lived stac-geoparquet decoders it starts and waits for
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "/app/src/cli.ts"]
 # with neither COGMILL_CONFIG nor arguments, serve the GeoTIFFs under /data (the working folder);

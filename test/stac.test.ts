@@ -5,9 +5,10 @@
  * composites equal the rule applied by hand to the items' values.
  */
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { parquetWriteBuffer } from 'hyparquet-writer';
 import { mosaicBandSummaries } from '../src/materialize/statistics.xml.ts';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import { Engine } from '../src/render/engine.ts';
@@ -285,6 +286,28 @@ describe('catalogue mosaics over HTTP (2,000 items)', () => {
       ],
     );
     assert.deepEqual(cogRequests(server, mark), [], 'still no COG read');
+  });
+
+  test('a broken stac-geoparquet file gets a clear error from the decoder process, and the next open works', async () => {
+    const good = await readFile(path.join(dir, 'items.parquet'));
+    // the footer is gone: not a parquet file the decoder can read
+    await writeFile(path.join(dir, 'cut.parquet'), good.subarray(0, 5000));
+    await assert.rejects(
+      engine.openMosaic(spec({ catalogue: { items: `${server.url}/cut.parquet` } })),
+      (e: Error & { kind?: string }) =>
+        e.kind === 'corrupt' && /cut\.parquet is not a readable parquet file/.test(e.message),
+    );
+    // a readable parquet file that is not stac-geoparquet: the decoder's own error, with its kind
+    await writeFile(
+      path.join(dir, 'plain.parquet'),
+      new Uint8Array(parquetWriteBuffer({ columnData: [{ name: 'name', data: ['a', 'b'], type: 'STRING' }] })),
+    );
+    await assert.rejects(
+      engine.openMosaic(spec({ catalogue: { items: `${server.url}/plain.parquet` } })),
+      (e: Error & { kind?: string }) => e.kind === 'bad-request' && /it has no id or assets column/.test(e.message),
+    );
+    const m = await engine.openMosaic(spec({ catalogue: { items: `${server.url}/items.parquet` } }));
+    assert.equal(m.items?.items.length, 2000);
   });
 
   test('one z12 tile reads only the assets under it; first valid wins stops opening items once the tile is full', async () => {

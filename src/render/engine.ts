@@ -295,7 +295,10 @@ export class Engine {
         const slash = bare.lastIndexOf('/');
         if (slash > bare.indexOf('://') + 2) this.trustedPrefixes.add(bare.slice(0, slash + 1));
       } else {
-        this.trustedRoots.add(path.dirname(path.resolve(loc.replace(/^file:\/\//, ''))));
+        const p = loc.replace(/^file:\/\//, '');
+        // an absolute path without dot segments (every href of a local catalogue): its folder without a path walk
+        const plain = p.startsWith('/') && !/\/\.\.?(\/|$)|\/\/|\\/.test(p);
+        this.trustedRoots.add(plain ? p.slice(0, Math.max(1, p.lastIndexOf('/'))) : path.dirname(path.resolve(p)));
       }
     }
   }
@@ -526,14 +529,20 @@ export class Engine {
       signal,
     });
     const hrefs = new Set<string>();
-    for (const it of loaded) for (const a of Object.values(it.assets)) hrefs.add(a.href);
+    for (const it of loaded) for (const k in it.assets) hrefs.add(it.assets[k].href);
     if (c.trusted) this.trust(hrefs);
     else for (const h of hrefs) this.checkAllowed(h);
     // items without proj:* fields: their grid comes from their header (bounded concurrency)
     const items: CatalogItem[] = loaded.slice();
     const needHeader: number[] = [];
     for (let i = 0; i < items.length; i++) {
-      if (Object.values(items[i].assets).some((a) => !a.transform || a.epsg === undefined)) needHeader.push(i);
+      const assets = items[i].assets;
+      for (const k in assets) {
+        if (!assets[k].transform || assets[k].epsg === undefined) {
+          needHeader.push(i);
+          break;
+        }
+      }
     }
     await this.bounded(needHeader, async (i) => {
       const it = items[i];

@@ -45,6 +45,8 @@ process.stdout.write(
     rssBeforeBytes: before.rss,
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
     heapTotalBytes: after.heapTotal,
+    externalBytes: after.external,
+    arrayBuffersBytes: after.arrayBuffers,
     sourceRequests: Object.values(engine.sourceStats()).reduce((a, s) => a + s.requests, 0),
   })}\n`,
 );
