@@ -57,7 +57,6 @@ export async function cmdWorker(argv: string[]): Promise<void> {
   if (values['s3-endpoint']) s3.endpoint = values['s3-endpoint'];
   if (values['s3-region']) s3.region = values['s3-region'];
   const config = await configFor(values.config, [], Object.keys(s3).length ? { s3 } : {});
-  const engines = new Map<string, Engine>();
   const { startWorker } = await import('./materialize/queue.ts');
   const worker = await startWorker({
     redisUrl: values.redis,
@@ -65,20 +64,16 @@ export async function cmdWorker(argv: string[]): Promise<void> {
     threads: int('threads', values.threads, 0, 256) ?? (config.materialize.workers || undefined),
     lockMs: int('lock-ms', values['lock-ms'], 1000, 3_600_000),
     maxConcurrentUploads: config.materialize.maxConcurrentUploads,
+    // one engine per open plan; the worker closes it with the plan (completed, or idle)
     engineFor: (plan) => {
-      let engine = engines.get(plan.id);
-      if (!engine) {
-        // a plan's sources are trusted like configured ones (the worker threads get them as roots too)
-        const s = engineSettings(config);
-        const t = trustedSourcePolicy(plan.mosaic.sources);
-        engine = new Engine({
-          ...s,
-          roots: [...(s.roots ?? []), ...t.roots],
-          allowedUrlPrefixes: [...(s.allowedUrlPrefixes ?? []), ...t.allowedUrlPrefixes],
-        });
-        engines.set(plan.id, engine);
-      }
-      return engine;
+      // a plan's sources are trusted like configured ones (the worker threads get them as roots too)
+      const s = engineSettings(config);
+      const t = trustedSourcePolicy(plan.mosaic.sources);
+      return new Engine({
+        ...s,
+        roots: [...(s.roots ?? []), ...t.roots],
+        allowedUrlPrefixes: [...(s.allowedUrlPrefixes ?? []), ...t.allowedUrlPrefixes],
+      });
     },
     sinkFor: (destination, minPartBytes) => {
       const sink = createSink(parseDestination(destination), {
@@ -100,5 +95,4 @@ export async function cmdWorker(argv: string[]): Promise<void> {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   await worker.closed;
-  await Promise.allSettled([...engines.values()].map((e) => e.close()));
 }

@@ -15,7 +15,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
-import { startRedis, type TestRedis } from './support/queue.ts';
+import { startStaticServer } from './support/http.server.ts';
+import { spawnWorker, startRedis, type TestRedis } from './support/queue.ts';
 import { type S3TestBucket, startS3Bucket } from './support/s3.bucket.ts';
 
 const BUCKET = 'cogmill-scale';
@@ -309,6 +310,37 @@ describe('queue (BullMQ on redis-server) and resume', () => {
       assert.equal(logs.join('').match(/"shard done"/g)?.length ?? 0, 0, 'no shard ran to its end');
     } finally {
       for (const w of workers) w.kill('SIGTERM');
+    }
+  });
+
+  test('one worker, 6 shards of a plan: one thread pool and one mosaic for them all (source headers read once)', async () => {
+    const files = await startStaticServer(dir);
+    const worker = spawnWorker(redis!.url, env(), ['--threads', '1'], children);
+    try {
+      await worker.ready;
+      const key = 'one-pool/noise.tif';
+      const run = await cli([
+        'materialize',
+        `${files.url}/noise.tif`,
+        '--out',
+        `s3://${BUCKET}/${key}`,
+        ...COMMON,
+        '--shards',
+        '6',
+        '--redis',
+        redis!.url,
+      ]);
+      assert.equal(run.code, 0, `${run.stderr}\n${worker.log()}`);
+      assert.equal(worker.shardsDone(), 6);
+      assert.ok((await s3.download(key)).equals(reference), 'the object differs from the single-process file');
+      // every engine (the coordinator's, the worker's, each render thread's) reads the header from offset 0 once;
+      // a pool per shard job would add one per shard
+      const headerReads = files.requests.filter((r) => /^bytes=0-/.test(r.range ?? '')).length;
+      assert.ok(headerReads >= 3, `header reads: ${headerReads}`);
+      assert.ok(headerReads <= 4, `header reads: ${headerReads} for 6 shards (coordinator, worker, its pool, glue)`);
+    } finally {
+      worker.stop();
+      await files.stop();
     }
   });
 

@@ -41,6 +41,12 @@ export * from './pipeline.options.ts';
 export const DEFAULT_PART_SIZE = 8 * MiB;
 const WORKER_BLOCK_CACHE_BYTES = 32 * MiB;
 
+/** Tiles of one plan rendered on threads of their own (each thread opens the plan's mosaic once). */
+export interface PlanRenderer {
+  readonly render: TileRenderer;
+  close(): Promise<void>;
+}
+
 /** Tile rendering on `workers` threads (0: on the calling thread). */
 export function tileRenderer(
   engine: Engine,
@@ -48,7 +54,7 @@ export function tileRenderer(
   plan: MaterializePlan,
   layout: CogLayout,
   workers: number,
-): { render: TileRenderer; close(): Promise<void> } {
+): PlanRenderer {
   const settings = tileJobSettings(plan);
   if (workers <= 0) {
     return {
@@ -194,12 +200,20 @@ export async function runShardsInProcess(
   mosaic: Mosaic,
   plan: MaterializePlan,
   sink: SinkStaged,
-  options: { workers?: number; maxConcurrentUploads?: number; only?: readonly number[] },
+  options: {
+    workers?: number;
+    maxConcurrentUploads?: number;
+    only?: readonly number[];
+    /** render with these threads (kept open: the caller owns them) rather than `workers` new ones */
+    renderer?: PlanRenderer;
+  },
   hooks: PlanRunHooks & { progress?: Progressor } = {},
 ): Promise<ShardReport[]> {
   const layout = planLayout(mosaic, plan);
   const workers = Math.max(0, Math.min(options.workers ?? availableParallelism(), 64));
-  const renderer = tileRenderer(engine, mosaic, plan, layout, workers);
+  const renderer = options.renderer
+    ? { render: options.renderer.render, close: async () => {} }
+    : tileRenderer(engine, mosaic, plan, layout, workers);
   const controller = new AbortController();
   const signal = hooks.signal ? AbortSignal.any([hooks.signal, controller.signal]) : controller.signal;
   const stage = limitConcurrency(options.maxConcurrentUploads ?? 4, (part: Part) => sink.stage(part, signal));

@@ -12,16 +12,16 @@
  * renews the lock stays free. Cancel: the coordinator sets `cogmill:cancel:{planId}`; every worker polls it, stops
  * its shard, and the coordinator aborts the upload once no shard of the plan is active any more.
  */
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { FlowProducer, type Job, Queue, QueueEvents, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Engine } from '../render/engine.ts';
 import { CogmillError, errorMessage } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import type { MaterializeProgress } from './pipeline.options.ts';
-import { completeInProcess, runShardsInProcess } from './pipeline.ts';
+import { completeInProcess, type PlanRenderer, runShardsInProcess, tileRenderer } from './pipeline.ts';
 import type { MaterializePlan } from './plan.ts';
-import { parsePlan } from './plan.ts';
+import { parsePlan, planLayout } from './plan.ts';
 import { doneReports, openPlanMosaic, PLAN_NOTE, type Prepared, saveReport } from './run.ts';
 import type { SinkStaged } from './sink.ts';
 
@@ -295,6 +295,123 @@ export interface WorkerDeps {
   /** the staged sink of a destination, with this worker's credentials and the plan's smallest part */
   readonly sinkFor: (destination: string, minPartBytes?: number) => SinkStaged;
   readonly log?: (line: Record<string, unknown>) => void;
+  /** a plan no job used for this long has its threads and engine closed (default 30 s) */
+  readonly planIdleMs?: number;
+}
+
+/** how long a worker keeps a plan's threads and opened mosaic without a job of that plan */
+const PLAN_IDLE_MS = 30_000;
+
+interface PlanOpened {
+  readonly plan: MaterializePlan;
+  readonly mosaic: Mosaic;
+  readonly engine: Engine;
+}
+
+interface PlanEntry extends PlanOpened {
+  /** the plan's thread pool, started on first use */
+  renderer(): PlanRenderer;
+  /** the job is over; `failed`: retire the pool (a new one for the next job) */
+  release(failed: boolean): void;
+}
+
+/**
+ * The plans a worker has open: each with its engine, mosaic and one thread pool shared by its jobs; closed when
+ * the plan completes or no job used it for `idleMs`. A pool a failed job used is retired once idle (a crashed
+ * thread must not fail every later shard).
+ */
+class PlanCache {
+  private readonly open = new Map<
+    string,
+    {
+      opened: Promise<PlanOpened>;
+      users: number;
+      pool?: { renderer: PlanRenderer; users: number; retired: boolean };
+      timer?: NodeJS.Timeout;
+    }
+  >();
+  private readonly load: (destination: string, planId: string) => Promise<PlanOpened>;
+  private readonly makeRenderer: (p: PlanOpened) => PlanRenderer;
+  private readonly idleMs: number;
+  constructor(
+    load: (destination: string, planId: string) => Promise<PlanOpened>,
+    makeRenderer: (p: PlanOpened) => PlanRenderer,
+    idleMs: number,
+  ) {
+    this.load = load;
+    this.makeRenderer = makeRenderer;
+    this.idleMs = idleMs;
+  }
+
+  async acquire(destination: string, planId: string): Promise<PlanEntry> {
+    let slot = this.open.get(planId);
+    if (!slot) {
+      slot = { opened: this.load(destination, planId), users: 0 };
+      this.open.set(planId, slot);
+    }
+    clearTimeout(slot.timer);
+    slot.users++;
+    let opened: PlanOpened;
+    try {
+      opened = await slot.opened;
+    } catch (e) {
+      slot.users--;
+      if (this.open.get(planId) === slot) this.open.delete(planId);
+      throw e;
+    }
+    const s = slot;
+    let pool: { renderer: PlanRenderer; users: number; retired: boolean } | undefined;
+    let released = false;
+    return {
+      ...opened,
+      renderer: () => {
+        if (!pool) {
+          if (!s.pool || s.pool.retired) s.pool = { renderer: this.makeRenderer(opened), users: 0, retired: false };
+          pool = s.pool;
+          pool.users++;
+        }
+        return pool.renderer;
+      },
+      release: (failed) => {
+        if (released) return;
+        released = true;
+        if (pool) {
+          pool.users--;
+          if (failed) pool.retired = true;
+          if (pool.retired && pool.users === 0) pool.renderer.close().catch(() => {});
+        }
+        s.users--;
+        if (s.users === 0 && this.open.get(planId) === s)
+          s.timer = setTimeout(() => this.evict(planId).catch(() => {}), this.idleMs).unref();
+      },
+    };
+  }
+
+  /** the plan completed: close what it holds now (no job of it runs any more) */
+  finished(planId: string): void {
+    const slot = this.open.get(planId);
+    if (slot?.users === 1) this.evict(planId).catch(() => {});
+  }
+
+  private evict(planId: string): Promise<void> {
+    const slot = this.open.get(planId);
+    if (!slot) return Promise.resolve();
+    clearTimeout(slot.timer);
+    this.open.delete(planId);
+    const pool = slot.pool;
+    return slot.opened.then(
+      async (p) => {
+        // a retired pool was closed by its last user
+        if (pool && !pool.retired) await pool.renderer.close().catch(() => {});
+        await p.engine.close().catch(() => {});
+      },
+      () => {},
+    );
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.open.keys()].map((id) => this.evict(id)));
+  }
 }
 
 export interface RunningWorker {
@@ -307,27 +424,36 @@ export interface RunningWorker {
 export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const redis = connector(deps.redisUrl);
   const control = redis.connect();
-  const plans = new Map<string, { plan: MaterializePlan; mosaic: Mosaic; engine: Engine }>();
   const log = deps.log ?? (() => {});
   const workerId = `${hostname()}:${process.pid}`;
-  const planOf = async (destination: string, planId: string) => {
-    const cached = plans.get(planId);
-    if (cached) return cached;
-    const text = await deps.sinkFor(destination).getNote(PLAN_NOTE);
-    if (text === undefined) throw new UnrecoverableError(`no plan is saved at ${destination} any more`);
-    const plan = parsePlan(text);
-    if (plan.id !== planId) throw new UnrecoverableError(`the plan at ${destination} is no longer ${planId}`);
-    const engine = deps.engineFor(plan);
-    const mosaic = await openPlanMosaic(engine, plan);
-    const entry = { plan, mosaic, engine };
-    plans.set(planId, entry);
-    return entry;
-  };
+  const concurrency = Math.max(1, deps.concurrency ?? 1);
+  // the shards of one plan share its mosaic and one thread pool (threads x concurrency, what separate pools per
+  // shard would have used at most): a shard job no longer starts threads and opens the mosaic in each
+  const threads = deps.threads === 0 ? 0 : (deps.threads ?? availableParallelism()) * concurrency;
+  const plans = new PlanCache(
+    async (destination, planId) => {
+      const text = await deps.sinkFor(destination).getNote(PLAN_NOTE);
+      if (text === undefined) throw new UnrecoverableError(`no plan is saved at ${destination} any more`);
+      const plan = parsePlan(text);
+      if (plan.id !== planId) throw new UnrecoverableError(`the plan at ${destination} is no longer ${planId}`);
+      const engine = deps.engineFor(plan);
+      try {
+        return { plan, engine, mosaic: await openPlanMosaic(engine, plan) };
+      } catch (e) {
+        await engine.close().catch(() => {});
+        throw e;
+      }
+    },
+    (p) => tileRenderer(p.engine, p.mosaic, p.plan, planLayout(p.mosaic, p.plan), threads),
+    deps.planIdleMs ?? PLAN_IDLE_MS,
+  );
   const worker = new Worker(
     QUEUE_NAME,
     async (job: Job) => {
       const data = job.data as ShardJobData | CompleteJobData;
-      const { plan, mosaic, engine } = await planOf(data.destination, data.planId);
+      const entry = await plans.acquire(data.destination, data.planId);
+      const { plan, mosaic, engine } = entry;
+      let failed = false;
       const sink = deps.sinkFor(plan.destination, plan.minPartBytes);
       sink.attach(plan.uploadId!);
       const controller = new AbortController();
@@ -361,7 +487,12 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
             mosaic,
             plan,
             sink,
-            { workers: deps.threads, maxConcurrentUploads: deps.maxConcurrentUploads, only: [shard] },
+            {
+              workers: threads,
+              maxConcurrentUploads: deps.maxConcurrentUploads,
+              only: [shard],
+              renderer: entry.renderer(),
+            },
             {
               signal: controller.signal,
               onProgress: (p) => {
@@ -394,8 +525,8 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
             signal: controller.signal,
           });
           await sink.clearNotes().catch(() => {});
-          plans.delete(plan.id);
-          await engine.close().catch(() => {});
+          // the plan is done: its threads and sources go at once, not after the idle time
+          plans.finished(plan.id);
           log({ msg: 'complete', plan: plan.id, location: done.location, bytes: done.bytes });
           return {
             location: done.location,
@@ -410,17 +541,20 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
         }
         throw new UnrecoverableError(`unknown job "${job.name}"`);
       } catch (e) {
+        failed = true;
         if (controller.signal.aborted) throw new UnrecoverableError('cancelled');
         if (e instanceof CogmillError && (e.kind === 'bad-request' || e.kind === 'changed'))
           throw new UnrecoverableError(e.message);
         throw e;
       } finally {
         clearInterval(poll);
+        // a failed job may have broken the threads: the next job of the plan starts new ones
+        entry.release(failed);
       }
     },
     {
       connection: redis.connect(),
-      concurrency: Math.max(1, deps.concurrency ?? 1),
+      concurrency,
       lockDuration: deps.lockMs ?? 30_000,
       stalledInterval: Math.max(1000, Math.floor((deps.lockMs ?? 30_000) / 2)),
       maxStalledCount: 5,
@@ -430,13 +564,17 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const closed = new Promise<void>((r) => {
     closedResolve = r;
   });
-  worker.on('closed', () => closedResolve());
+  // the plans' threads and engines are closed before the worker counts as closed
+  worker.on('closed', () => {
+    plans.close().finally(closedResolve);
+  });
   worker.on('failed', (job, err) => log({ msg: 'job failed', job: job?.id, error: err.message }));
   await worker.waitUntilReady();
   return {
     closed,
     close: async () => {
       await worker.close();
+      await plans.close();
       await redis.close();
       closedResolve();
     },
