@@ -26,8 +26,8 @@ import {
   type SinkAzureOptions,
 } from '../src/materialize/sink.azure.ts';
 import { SinkFile } from '../src/materialize/sink.file.ts';
+import { SinkError } from '../src/materialize/sink.ts';
 import { Engine } from '../src/render/engine.ts';
-import { SourceError } from '../src/render/errors.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
 import type { AzureSettings } from '../src/render/source.azure.ts';
 import { MiB } from '../src/render/types.ts';
@@ -317,8 +317,8 @@ describe('materialise to Azure (Azurite), sources in Azurite', () => {
         ...FAST,
       });
       await assert.rejects(materialize(engine, m, sink, BIG), (e: unknown) => {
-        assert.ok(e instanceof SourceError, String(e));
-        assert.equal(e.kind, 'forbidden');
+        assert.ok(e instanceof SinkError, String(e));
+        assert.equal(e.sinkKind, 'forbidden');
         assert.match(e.message, /access denied to container cogmill-out \(Put Block \d+, Azure 403/);
         assert.match(e.message, /shared key of account cogmill[0-9a-f]+ \(COGMILL_AZURE_ACCOUNT_KEY\)/);
         return true;
@@ -330,7 +330,7 @@ describe('materialise to Azure (Azurite), sources in Azurite', () => {
     }
   });
 
-  test('a wrong key (Azurite refuses it) and a missing container: clear errors, nothing committed', async () => {
+  test('a wrong key (Azurite refuses it): a clear error, nothing committed', async () => {
     const m = await twoZones(engine);
     const wrongKey = Buffer.alloc(64, 9).toString('base64');
     const denied = new SinkAzure(`az://${OUT}/denied/two.tif`, {
@@ -338,8 +338,8 @@ describe('materialise to Azure (Azurite), sources in Azurite', () => {
       ...FAST,
     });
     await assert.rejects(materialize(engine, m, denied, { workers: 1 }), (e: unknown) => {
-      assert.ok(e instanceof SourceError, String(e));
-      assert.equal(e.kind, 'forbidden');
+      assert.ok(e instanceof SinkError, String(e));
+      assert.equal(e.sinkKind, 'forbidden');
       assert.match(
         e.message,
         /access denied to container cogmill-out \(Put Block \d+, Azure 403 AuthorizationFailure\)/,
@@ -349,11 +349,15 @@ describe('materialise to Azure (Azurite), sources in Azurite', () => {
     });
     assert.equal(denied.stats.retries, 0);
     assert.equal(await blobExists('denied/two.tif'), false);
+  });
 
+  test('a container that does not exist: a SinkError (bad destination) naming the container', async () => {
+    const m = await twoZones(engine);
     const lost = new SinkAzure('az://no-such-container/two.tif', { settings, ...FAST });
     await assert.rejects(materialize(engine, m, lost, { workers: 1 }), (e: unknown) => {
-      assert.ok(e instanceof SourceError, String(e));
-      assert.equal(e.kind, 'not-found');
+      assert.ok(e instanceof SinkError, String(e));
+      assert.equal(e.sinkKind, 'bad-destination');
+      assert.equal(e.code, 400);
       assert.match(e.message, /the container no-such-container does not exist/);
       return true;
     });

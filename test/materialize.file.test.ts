@@ -4,12 +4,13 @@
  * reference. (That the same pixels come out of the virtual COG, byte for byte, is in virtual.gdal.test.ts.)
  */
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { levelGrid, mosaicCogLevels } from '../src/materialize/cog.tiles.ts';
 import { type MaterializeOptions, materialize } from '../src/materialize/pipeline.ts';
 import { SinkFile } from '../src/materialize/sink.file.ts';
+import { SinkError } from '../src/materialize/sink.ts';
 import { Engine } from '../src/render/engine.ts';
 import { RenderError } from '../src/render/errors.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
@@ -167,6 +168,21 @@ describe('materialise to a file', () => {
     assert.equal(whileWriting.length, 1, 'the temporary file existed while tiles were written');
     assert.match(whileWriting[0], /^\.fail\.tif\..+\.partial$/);
     assert.deepEqual(await readdir(path.dirname(file)), [], 'no file and no temporary file left');
+  });
+
+  test('a destination under a file (not a folder): a SinkError (bad destination), nothing written', async () => {
+    const m = await open('under-file', ['utm32']);
+    const blocker = path.join(out, 'blocker.txt');
+    await writeFile(blocker, 'a file, not a folder');
+    const sink = new SinkFile(path.join(blocker, 'sub', 'x.tif'));
+    await assert.rejects(materialize(engine, m, sink, { workers: 1 }), (e: unknown) => {
+      assert.ok(e instanceof SinkError, String(e));
+      assert.equal(e.sinkKind, 'bad-destination');
+      assert.equal(e.code, 400);
+      assert.match(e.message, /cannot write .*blocker\.txt\/sub\/x\.tif: ENOTDIR/);
+      return true;
+    });
+    assert.equal(await readFile(blocker, 'utf8'), 'a file, not a folder');
   });
 
   test('cancel stops the pipeline and removes the temporary file', async () => {

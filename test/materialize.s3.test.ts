@@ -13,8 +13,9 @@ import { CompleteMultipartUploadCommand, HeadObjectCommand, type S3Client } from
 import { type MaterializeOptions, materialize } from '../src/materialize/pipeline.ts';
 import { SinkFile } from '../src/materialize/sink.file.ts';
 import { multipartEtagParts, SinkS3, type SinkS3Options } from '../src/materialize/sink.s3.ts';
+import { SinkError } from '../src/materialize/sink.ts';
 import { Engine } from '../src/render/engine.ts';
-import { RenderError, SourceError } from '../src/render/errors.ts';
+import { RenderError } from '../src/render/errors.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
 import type { S3Settings } from '../src/render/source.s3.ts';
 import { MiB } from '../src/render/types.ts';
@@ -267,8 +268,9 @@ describe('materialise to S3 (radosgw)', () => {
       const key = 'fatal/noise.tif';
       const sink = new SinkS3(`s3://${BUCKET}/${key}`, { settings: { ...settings, endpoint: proxy.url }, ...FAST });
       await assert.rejects(materialize(engine, m, sink, BIG), (e: unknown) => {
-        assert.ok(e instanceof SourceError, String(e));
-        assert.equal(e.kind, 'forbidden');
+        assert.ok(e instanceof SinkError, String(e));
+        assert.equal(e.sinkKind, 'forbidden');
+        assert.equal(e.code, 403);
         assert.match(e.message, /access denied \(UploadPart \d+/);
         return true;
       });
@@ -279,6 +281,19 @@ describe('materialise to S3 (radosgw)', () => {
     } finally {
       await proxy.stop();
     }
+  });
+
+  test('a bucket that does not exist: a SinkError (bad destination) naming the bucket, nothing retried', async () => {
+    const m = await twoZones();
+    const sink = new SinkS3('s3://cogmill-no-such-bucket/two.tif', { settings, ...FAST });
+    await assert.rejects(materialize(engine, m, sink, { workers: 1 }), (e: unknown) => {
+      assert.ok(e instanceof SinkError, String(e));
+      assert.equal(e.sinkKind, 'bad-destination');
+      assert.equal(e.code, 400);
+      assert.match(e.message, /the bucket cogmill-no-such-bucket does not exist \(CreateMultipartUpload\)/);
+      return true;
+    });
+    assert.equal(sink.stats.retries, 0);
   });
 
   test('CompleteMultipartUpload failing every time (200 with an error body) aborts: no upload, no object', async () => {

@@ -6,12 +6,12 @@
  */
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import { SourceError } from '../render/errors.ts';
 import type { AzureSettings } from '../render/source.azure.ts';
 import type { S3Settings } from '../render/source.s3.ts';
 import { parseAzureDestination, SinkAzure, type SinkAzureOptions } from './sink.azure.ts';
 import { SinkFile } from './sink.file.ts';
 import { SinkS3, type SinkS3Options } from './sink.s3.ts';
+import { SinkError } from './sink.ts';
 
 export type SinkDestination =
   | { readonly kind: 's3'; readonly url: string; readonly bucket: string; readonly key: string }
@@ -21,8 +21,8 @@ export type SinkDestination =
 /** Bucket names S3 and the S3-compatible stores accept (3-63 letters, digits, dots, hyphens, underscores). */
 const BUCKET = /^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$/;
 
-function bad(dest: string, why: string): SourceError {
-  return new SourceError('bad-request', `destination "${dest}": ${why}`);
+function bad(dest: string, why: string): SinkError {
+  return new SinkError('bad-destination', `destination "${dest}": ${why}`);
 }
 
 /**
@@ -58,7 +58,7 @@ export function parseDestination(dest: string, cwd: string = process.cwd()): Sin
   try {
     if (statSync(file).isDirectory()) throw bad(dest, 'it is a folder; give a file name');
   } catch (e) {
-    if (e instanceof SourceError) throw e;
+    if (e instanceof SinkError) throw e;
     // not there yet: fine
   }
   return { kind: 'file', path: file };

@@ -18,7 +18,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { BlockBlobClient } from '@azure/storage-blob';
-import { CogmillError, errorMessage, SourceError } from '../render/errors.ts';
+import { CogmillError, errorMessage } from '../render/errors.ts';
 import { sleep } from '../render/retry.ts';
 import {
   AZURE_DEFAULTS,
@@ -36,7 +36,18 @@ import {
 } from '../render/source.azure.ts';
 import { MiB } from '../render/types.ts';
 import type { Part } from './part.plan.ts';
-import type { SinkLimits, SinkParts, SinkResult, SinkStaged, SinkStats, StagedPart, UploadInfo } from './sink.ts';
+import {
+  asSinkError,
+  isSinkError,
+  SinkError,
+  type SinkLimits,
+  type SinkParts,
+  type SinkResult,
+  type SinkStaged,
+  type SinkStats,
+  type StagedPart,
+  type UploadInfo,
+} from './sink.ts';
 
 export const AZURE_MAX_BLOCKS = 50_000;
 export const AZURE_MAX_BLOCK_BYTES = 4000 * MiB;
@@ -96,7 +107,7 @@ const CONTAINER = /^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/;
 
 /** Check an `az://container/blob` destination; returns the container and blob name. */
 export function parseAzureDestination(url: string): { container: string; blob: string } {
-  const bad = (why: string) => new SourceError('bad-request', `destination "${url}": ${why}`);
+  const bad = (why: string) => new SinkError('bad-destination', `destination "${url}": ${why}`);
   let parsed: { container: string; blob: string };
   try {
     parsed = parseAzureUrl(url);
@@ -188,9 +199,13 @@ export class SinkAzure implements SinkParts, SinkStaged {
 
   private async client(): Promise<BlockBlobClient> {
     if (!this.target) {
-      const clients = this.options.clients ?? (await createAzureClients(this.options.settings ?? {}));
-      const t = await azureBlobClient(clients, this.location);
-      this.target = { blob: t.blob, credentialSource: t.credentialSource, clients };
+      try {
+        const clients = this.options.clients ?? (await createAzureClients(this.options.settings ?? {}));
+        const t = await azureBlobClient(clients, this.location);
+        this.target = { blob: t.blob, credentialSource: t.credentialSource, clients };
+      } catch (e) {
+        throw e instanceof CogmillError ? asSinkError(e) : e;
+      }
     }
     return this.target.blob;
   }
@@ -231,7 +246,7 @@ export class SinkAzure implements SinkParts, SinkStaged {
       } catch (e) {
         if (signal?.aborted) throw signal.reason;
         const failure = timeout.aborted
-          ? new SourceError('timeout', `${this.location}: Azure did not answer within ${timeoutMs} ms (${action})`, {
+          ? new SinkError('timeout', `${this.location}: Azure did not answer within ${timeoutMs} ms (${action})`, {
               cause: e,
             })
           : e;
@@ -243,28 +258,28 @@ export class SinkAzure implements SinkParts, SinkStaged {
     }
   }
 
-  private fail(e: unknown, action: string, attempts: number): CogmillError {
-    if (e instanceof CogmillError) return e;
+  private fail(e: unknown, action: string, attempts: number): SinkError {
+    if (e instanceof CogmillError) return asSinkError(e);
     const status = (e as AzureErrorShape).statusCode;
     const code = azureErrorCode(e);
     const opts = { cause: e };
     if (status === 401 || status === 403) {
-      return new SourceError(
+      return new SinkError(
         'forbidden',
         `${this.location}: access denied to container ${this.container} (${action}, Azure ${status} ${code}); credentials tried: ${this.credentialSource ?? 'none'}; writing needs the Storage Blob Data Contributor role, or a SAS with write and create permissions on the container`,
         opts,
       );
     }
     if (code === 'ContainerNotFound') {
-      return new SourceError(
-        'not-found',
+      return new SinkError(
+        'bad-destination',
         `${this.location}: the container ${this.container} does not exist (${action}); create it first, or check the Azure account/endpoint`,
         opts,
       );
     }
     if (code === 'InvalidBlockList' || code === 'InvalidBlockId' || code === 'InvalidBlobOrBlock') {
-      return new SourceError(
-        'internal',
+      return new SinkError(
+        'parts-refused',
         `${this.location}: Azure refused the blocks (${action}, ${code}): ${(e as Error).message?.split('\n')[0]}`,
         opts,
       );
@@ -273,7 +288,7 @@ export class SinkAzure implements SinkParts, SinkStaged {
       container: this.container,
       credentialSource: this.credentialSource,
     });
-    return attempts > 1 ? new SourceError(mapped.kind, `${mapped.message} after ${attempts} attempts`, opts) : mapped;
+    return asSinkError(mapped, attempts > 1 ? ` after ${attempts} attempts` : '');
   }
 
   async open(signal?: AbortSignal): Promise<void> {
@@ -282,7 +297,7 @@ export class SinkAzure implements SinkParts, SinkStaged {
 
   /** Start a new upload: a new tag (nothing is sent; the first block creates the staging area). */
   async create(signal?: AbortSignal): Promise<string> {
-    if (this.state !== 'new') throw new Error(`SinkAzure.create: the sink is ${this.state}`);
+    if (this.state !== 'new') throw new SinkError('internal', `SinkAzure.create: the sink is ${this.state}`);
     signal?.throwIfAborted();
     await this.client();
     this.tag = newUploadTag();
@@ -292,7 +307,7 @@ export class SinkAzure implements SinkParts, SinkStaged {
 
   /** Stage into an upload made elsewhere (its id is its tag). */
   attach(uploadId: string): void {
-    if (this.state !== 'new') throw new Error(`SinkAzure.attach: the sink is ${this.state}`);
+    if (this.state !== 'new') throw new SinkError('internal', `SinkAzure.attach: the sink is ${this.state}`);
     azureBlockId(uploadId, 1); // checks the form
     this.tag = uploadId;
     this.state = 'open';
@@ -313,7 +328,7 @@ export class SinkAzure implements SinkParts, SinkStaged {
 
   private async stageBlock(part: Part, signal?: AbortSignal): Promise<AzureStagedPart> {
     if (this.state !== 'open' || this.tag === undefined) {
-      throw new SourceError(
+      throw new SinkError(
         'internal',
         `${this.location}: part ${part.partNumber} arrived while the upload is ${this.state}`,
       );
@@ -359,7 +374,7 @@ export class SinkAzure implements SinkParts, SinkStaged {
       return res.uncommittedBlocks ?? [];
     } catch (e) {
       // no blob and no staged block yet
-      if (e instanceof SourceError && e.kind === 'not-found') return [];
+      if (isSinkError(e, 'not-found')) return [];
       throw e;
     }
   }
@@ -367,7 +382,7 @@ export class SinkAzure implements SinkParts, SinkStaged {
   /** The blocks of this upload the service holds, uncommitted, by part number (what a resume need not redo). */
   async listStaged(signal?: AbortSignal): Promise<AzureStagedPart[]> {
     const tag = this.tag;
-    if (tag === undefined) throw new Error('SinkAzure.listStaged: no upload (create or attach first)');
+    if (tag === undefined) throw new SinkError('internal', 'SinkAzure.listStaged: no upload (create or attach first)');
     const out: AzureStagedPart[] = [];
     for (const b of await this.uncommitted(signal)) {
       const n = azurePartNumber(tag, b.name);
@@ -433,7 +448,7 @@ export class SinkAzure implements SinkParts, SinkStaged {
       );
       return bytes.toString('utf8');
     } catch (e) {
-      if (e instanceof SourceError && e.kind === 'not-found') return undefined;
+      if (isSinkError(e, 'not-found')) return undefined;
       throw e;
     }
   }
@@ -442,7 +457,12 @@ export class SinkAzure implements SinkParts, SinkStaged {
   async listNotes(signal?: AbortSignal): Promise<string[]> {
     await this.client();
     const clients = this.target!.clients;
-    const urls = await listAzureBlobs(clients, `az://${this.container}/${this.notesPrefix}`, { signal });
+    let urls: string[];
+    try {
+      urls = await listAzureBlobs(clients, `az://${this.container}/${this.notesPrefix}`, { signal });
+    } catch (e) {
+      throw e instanceof CogmillError && !signal?.aborted ? asSinkError(e) : e;
+    }
     return urls.map((u) => u.slice(`az://${this.container}/${this.notesPrefix}`.length)).sort();
   }
 
@@ -463,7 +483,7 @@ export class SinkAzure implements SinkParts, SinkStaged {
   /** Commit the blocks this sink staged, in part order (the in-process pipeline's last step). */
   async complete(signal?: AbortSignal): Promise<SinkResult> {
     if (this.state !== 'open')
-      throw new SourceError('internal', `${this.location}: complete() while the upload is ${this.state}`);
+      throw new SinkError('internal', `${this.location}: complete() while the upload is ${this.state}`);
     await Promise.allSettled([...this.inflight]);
     return this.commit(
       this.stagedParts().map((p) => ({ partNumber: p.partNumber, bytes: p.bytes, etag: p.blockId })),
@@ -477,13 +497,13 @@ export class SinkAzure implements SinkParts, SinkStaged {
    */
   async commit(parts: readonly AzureStagedPart[], signal?: AbortSignal): Promise<SinkResult> {
     if (this.state !== 'open' || this.tag === undefined)
-      throw new SourceError('internal', `${this.location}: commit while the upload is ${this.state}`);
+      throw new SinkError('internal', `${this.location}: commit while the upload is ${this.state}`);
     if (parts.length === 0 || parts[0].partNumber !== 1) {
-      throw new SourceError('internal', `${this.location}: cannot commit the blob without part 1 (the header)`);
+      throw new SinkError('internal', `${this.location}: cannot commit the blob without part 1 (the header)`);
     }
     for (let i = 1; i < parts.length; i++) {
       if (parts[i].partNumber <= parts[i - 1].partNumber)
-        throw new SourceError('internal', `${this.location}: parts to commit are not in increasing order`);
+        throw new SinkError('internal', `${this.location}: parts to commit are not in increasing order`);
     }
     const ids = parts.map((p) => p.etag);
     const totalBytes = parts.reduce((a, p) => a + p.bytes, 0);
@@ -507,7 +527,7 @@ export class SinkAzure implements SinkParts, SinkStaged {
       // the committed list must be exactly ours (another writer may have committed over it)
       const problem = await this.checkCommitted(ids, parts, signal);
       if (problem) {
-        throw new SourceError('changed', `${this.location}: after Put Block List the blob is not ours: ${problem}`);
+        throw new SinkError('not-ours', `${this.location}: after Put Block List the blob is not ours: ${problem}`);
       }
     } catch (e) {
       this.state = 'open';
@@ -556,7 +576,7 @@ export class SinkAzure implements SinkParts, SinkStaged {
         signal,
       );
     } catch (e) {
-      if (e instanceof SourceError && e.kind === 'not-found') return;
+      if (isSinkError(e, 'not-found')) return;
       throw e;
     }
     if (problem) return;

@@ -5,10 +5,21 @@
  */
 import { type FileHandle, mkdir, open, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { SourceError } from '../render/errors.ts';
 import { MiB } from '../render/types.ts';
 import { partialPath, releasePartial, removeStalePartials } from './partial.files.ts';
-import type { SinkResult, SinkSequential, SinkStats } from './sink.ts';
+import { SinkError, type SinkErrorKind, type SinkResult, type SinkSequential, type SinkStats } from './sink.ts';
+
+/** The sink kind of a file system error: a path that cannot be a file, no permission, else a failing disk. */
+function fileErrorKind(e: unknown): SinkErrorKind {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOTDIR' || code === 'EISDIR' || code === 'ENAMETOOLONG' || code === 'EINVAL') return 'bad-destination';
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return 'forbidden';
+  return 'unreachable';
+}
+
+function fileError(e: unknown, what: string): SinkError {
+  return new SinkError(fileErrorKind(e), `${what}: ${(e as Error).message}`, { cause: e });
+}
 
 export class SinkFile implements SinkSequential {
   readonly mode = 'sequential' as const;
@@ -39,7 +50,7 @@ export class SinkFile implements SinkSequential {
       await removeStalePartials(this.location);
       this.fh = await open(this.tmp, 'wx');
     } catch (e) {
-      throw new SourceError('unreachable', `cannot write ${this.location}: ${(e as Error).message}`, { cause: e });
+      throw fileError(e, `cannot write ${this.location}`);
     }
     this.reserved = headerBytes;
     this.pos = headerBytes;
@@ -54,11 +65,11 @@ export class SinkFile implements SinkSequential {
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    if (!this.fh) throw new Error('sink not open');
+    if (!this.fh) throw new SinkError('internal', `${this.location}: the sink is not open`);
     try {
       await this.writeAt(this.fh, chunk, this.pos);
     } catch (e) {
-      throw new SourceError('unreachable', `writing ${this.location} failed: ${(e as Error).message}`, { cause: e });
+      throw fileError(e, `writing ${this.location} failed`);
     }
     this.pos += chunk.byteLength;
     this.stats.bytes += chunk.byteLength;
@@ -66,7 +77,7 @@ export class SinkFile implements SinkSequential {
 
   async complete(header: Uint8Array): Promise<SinkResult> {
     const fh = this.fh;
-    if (!fh) throw new Error('sink not open');
+    if (!fh) throw new SinkError('internal', `${this.location}: the sink is not open`);
     let size: number;
     try {
       if (header.byteLength === this.reserved) {
@@ -108,7 +119,7 @@ export class SinkFile implements SinkSequential {
       }
     } catch (e) {
       await this.abort(e);
-      throw new SourceError('unreachable', `finishing ${this.location} failed: ${(e as Error).message}`, { cause: e });
+      throw fileError(e, `finishing ${this.location} failed`);
     }
     this.stats.bytes += header.byteLength;
     return { location: this.keep ? this.tmp : this.location, bytes: size };

@@ -29,7 +29,18 @@ import {
 import { CogmillError, errorMessage, SourceError } from '../render/errors.ts';
 import { createS3Client, parseS3Url, type S3ErrorShape, type S3Settings, s3SourceError } from '../render/source.s3.ts';
 import { type Part, S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES } from './part.plan.ts';
-import type { SinkLimits, SinkParts, SinkResult, SinkStaged, SinkStats, StagedPart, UploadInfo } from './sink.ts';
+import {
+  asSinkError,
+  isSinkError,
+  SinkError,
+  type SinkLimits,
+  type SinkParts,
+  type SinkResult,
+  type SinkStaged,
+  type SinkStats,
+  type StagedPart,
+  type UploadInfo,
+} from './sink.ts';
 
 export interface SinkS3Options {
   /**
@@ -173,10 +184,16 @@ export class SinkS3 implements SinkParts, SinkStaged {
   private committed: readonly StagedPart[] = [];
 
   constructor(url: string, options: SinkS3Options = {}) {
-    const { bucket, key } = parseS3Url(url);
+    let parsed: { bucket: string; key: string };
+    try {
+      parsed = parseS3Url(url);
+    } catch (e) {
+      throw e instanceof SourceError ? asSinkError(e) : e;
+    }
+    const { bucket, key } = parsed;
     if (key === '' || key.endsWith('/')) {
-      throw new SourceError(
-        'bad-request',
+      throw new SinkError(
+        'bad-destination',
         `"${url}" names no object: write the destination as s3://bucket/path/to/file.tif`,
       );
     }
@@ -213,7 +230,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
   }
 
   attach(uploadId: string): void {
-    if (this.state !== 'new') throw new Error(`SinkS3.attach: the sink is ${this.state}`);
+    if (this.state !== 'new') throw new SinkError('internal', `SinkS3.attach: the sink is ${this.state}`);
     if (typeof uploadId !== 'string' || uploadId === '') throw new TypeError('SinkS3.attach: an upload id is needed');
     this.id = uploadId;
     this.state = 'open';
@@ -228,7 +245,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
   }
 
   async listStaged(signal?: AbortSignal): Promise<StagedPart[]> {
-    if (this.id === undefined) throw new Error('SinkS3.listStaged: no upload (create or attach first)');
+    if (this.id === undefined) throw new SinkError('internal', 'SinkS3.listStaged: no upload (create or attach first)');
     const out: StagedPart[] = [];
     let marker: string | undefined;
     for (let page = 0; page < 1000; page++) {
@@ -311,7 +328,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
       );
       return await res.Body!.transformToString();
     } catch (e) {
-      if (e instanceof SourceError && e.kind === 'not-found') return undefined;
+      if (isSinkError(e, 'not-found')) return undefined;
       throw e;
     }
   }
@@ -358,7 +375,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
         signal,
       );
     } catch (e) {
-      if (!(e instanceof SourceError && e.cause !== undefined && errorName(e.cause) === 'NoSuchUpload')) throw e;
+      if (!isSinkError(e, 'upload-gone')) throw e;
     }
   }
 
@@ -418,39 +435,45 @@ export class SinkS3 implements SinkParts, SinkStaged {
     }
   }
 
-  private fail(e: unknown, action: string, attempts: number): CogmillError {
-    if (e instanceof CogmillError) return e;
+  private fail(e: unknown, action: string, attempts: number): SinkError {
+    if (e instanceof CogmillError) return asSinkError(e);
     const name = errorName(e);
     const opts = { cause: e };
     const after = attempts > 1 ? ` after ${attempts} attempts` : '';
     if (name === 'NoSuchUpload') {
-      return new SourceError(
-        'not-found',
+      return new SinkError(
+        'upload-gone',
         `${this.location}: the multipart upload ${this.id ?? ''} no longer exists (${action}); it was aborted, or a lifecycle rule removed it`,
         opts,
       );
     }
+    if (name === 'NoSuchBucket') {
+      return new SinkError(
+        'bad-destination',
+        `${this.location}: the bucket ${this.bucket} does not exist (${action}); create it first, or check the bucket name and the S3 endpoint/region`,
+        opts,
+      );
+    }
     if (name === 'EntityTooSmall' || name === 'InvalidPart' || name === 'InvalidPartOrder') {
-      return new SourceError(
-        'internal',
+      return new SinkError(
+        'parts-refused',
         `${this.location}: S3 refused the parts (${action}, ${name}): ${(e as Error).message}`,
         opts,
       );
     }
     const status = (e as S3ErrorShape).$metadata?.httpStatusCode;
     if (status === 401 || status === 403) {
-      return new SourceError(
+      return new SinkError(
         'forbidden',
         `${this.location}: access denied (${action}, S3 ${status} ${name}); the credentials need s3:PutObject and s3:AbortMultipartUpload on this bucket and key`,
         opts,
       );
     }
-    const mapped = s3SourceError(e, this.location, action);
-    return after ? new SourceError(mapped.kind, `${mapped.message}${after}`, opts) : mapped;
+    return asSinkError(s3SourceError(e, this.location, action), after);
   }
 
   async open(signal?: AbortSignal): Promise<void> {
-    if (this.state !== 'new') throw new Error(`SinkS3.open: the sink is ${this.state}`);
+    if (this.state !== 'new') throw new SinkError('internal', `SinkS3.open: the sink is ${this.state}`);
     const res = await this.send(
       'CreateMultipartUpload',
       (c, s) =>
@@ -465,7 +488,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
       signal,
     );
     if (!res.UploadId)
-      throw new SourceError('unreachable', `${this.location}: CreateMultipartUpload answered without an UploadId`);
+      throw new SinkError('unreachable', `${this.location}: CreateMultipartUpload answered without an UploadId`);
     this.id = res.UploadId;
     this.state = 'open';
   }
@@ -476,7 +499,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
 
   private async upload(part: Part, signal?: AbortSignal): Promise<StagedPart> {
     if (this.state !== 'open') {
-      throw new SourceError(
+      throw new SinkError(
         'internal',
         `${this.location}: part ${part.partNumber} arrived while the upload is ${this.state}`,
       );
@@ -505,7 +528,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
       signal,
     );
     const etag = res.ETag ?? '';
-    if (etag === '') throw new SourceError('unreachable', `${this.location}: UploadPart ${n} answered without an ETag`);
+    if (etag === '') throw new SinkError('unreachable', `${this.location}: UploadPart ${n} answered without an ETag`);
     const staged = { partNumber: n, bytes: body.byteLength, etag };
     if (this.state !== 'open') return staged;
     const old = this.parts.get(n);
@@ -533,28 +556,28 @@ export class SinkS3 implements SinkParts, SinkStaged {
 
   async complete(signal?: AbortSignal): Promise<SinkResult> {
     if (this.state !== 'open')
-      throw new SourceError('internal', `${this.location}: complete() while the upload is ${this.state}`);
+      throw new SinkError('internal', `${this.location}: complete() while the upload is ${this.state}`);
     await Promise.allSettled([...this.inflight]);
     return this.commit(this.uploadedParts(), signal);
   }
 
   async commit(parts: readonly StagedPart[], signal?: AbortSignal): Promise<SinkResult> {
     if (this.state !== 'open')
-      throw new SourceError('internal', `${this.location}: commit() while the upload is ${this.state}`);
+      throw new SinkError('internal', `${this.location}: commit() while the upload is ${this.state}`);
     await Promise.allSettled([...this.inflight]);
     const sorted = [...parts];
     for (let i = 1; i < sorted.length; i++) {
       if (sorted[i].partNumber <= sorted[i - 1].partNumber)
-        throw new SourceError('internal', `${this.location}: commit() needs parts in ascending order of number`);
+        throw new SinkError('internal', `${this.location}: commit() needs parts in ascending order of number`);
     }
     this.committed = sorted;
     if (sorted.length === 0 || sorted[0].partNumber !== 1) {
-      throw new SourceError('internal', `${this.location}: cannot complete the upload without part 1 (the header)`);
+      throw new SinkError('internal', `${this.location}: cannot complete the upload without part 1 (the header)`);
     }
     const minPartBytes = this.options.minPartBytes ?? S3_MIN_PART_BYTES;
     for (let i = 0; i < sorted.length - 1; i++) {
       if (sorted[i].bytes < minPartBytes) {
-        throw new SourceError(
+        throw new SinkError(
           'internal',
           `${this.location}: part ${sorted[i].partNumber} is ${sorted[i].bytes} bytes; every part but the last must be at least ${minPartBytes}`,
         );
@@ -586,12 +609,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
         },
       );
     } catch (e) {
-      const gone =
-        e instanceof SourceError &&
-        e.kind === 'not-found' &&
-        e.cause !== undefined &&
-        errorName(e.cause) === 'NoSuchUpload';
-      if (!(ambiguous && gone)) {
+      if (!(ambiguous && isSinkError(e, 'upload-gone'))) {
         this.state = 'open';
         throw e;
       }
@@ -605,8 +623,8 @@ export class SinkS3 implements SinkParts, SinkStaged {
       );
     } catch (e) {
       this.state = 'open';
-      if (e instanceof SourceError && e.kind === 'not-found') {
-        throw new SourceError(
+      if (isSinkError(e, 'not-found')) {
+        throw new SinkError(
           'unreachable',
           `${this.location}: CompleteMultipartUpload seemed to succeed but no object is at the key; the upload was not completed`,
           { cause: e },
@@ -625,8 +643,8 @@ export class SinkS3 implements SinkParts, SinkStaged {
     if (problem) {
       // another writer's object, or a completion that did not take our parts: do not report success
       this.state = 'open';
-      throw new SourceError(
-        'changed',
+      throw new SinkError(
+        'not-ours',
         `${this.location}: after CompleteMultipartUpload the object is not ours: ${problem}`,
       );
     }
@@ -663,7 +681,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
             timeout,
           );
         } catch (e) {
-          if (!(e instanceof SourceError && e.cause !== undefined && errorName(e.cause) === 'NoSuchUpload')) throw e;
+          if (!isSinkError(e, 'upload-gone')) throw e;
           gone = true;
         }
         if (!(await this.stillListed(timeout))) {
@@ -672,7 +690,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
           return;
         }
       }
-      throw new SourceError(
+      throw new SinkError(
         'unreachable',
         `${this.location}: the multipart upload ${this.id} is still listed after three aborts`,
       );
@@ -692,7 +710,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
       );
       etag = head.ETag;
     } catch (e) {
-      if (e instanceof SourceError && e.kind === 'not-found') return;
+      if (isSinkError(e, 'not-found')) return;
       throw e;
     }
     if (etag !== this.expectedEtag()) return;

@@ -151,17 +151,20 @@ export function isStaged(sink: unknown): sink is SinkStaged {
 
 /**
  * What went wrong at a destination, for a person and for code:
- * - `bad-destination`: the destination is malformed or names no object;
- * - `forbidden`: the credentials may not write there;
+ * - `bad-destination`: the destination is malformed, names no object, or its bucket / container / folder does not
+ *   exist or is not a folder;
+ * - `forbidden`: the credentials (or the file permissions) do not allow writing there;
+ * - `not-found`: an object the sink looked for is not there (a note, the object after a commit);
  * - `upload-gone`: the upload no longer exists (aborted, completed, or removed by a lifecycle rule);
  * - `parts-refused`: the store refused the parts at commit (too small, wrong order, unknown ETag);
  * - `not-ours`: after the commit the object at the key is not made of our parts (another writer);
- * - `unreachable` / `timeout`: the store did not answer usably, retries included;
+ * - `unreachable` / `timeout`: the store did not answer usably, retries included (a disk that fails to write too);
  * - `internal`: the sink was used wrongly (a bug).
  */
 export const SINK_ERROR_KINDS = [
   'bad-destination',
   'forbidden',
+  'not-found',
   'upload-gone',
   'parts-refused',
   'not-ours',
@@ -175,6 +178,7 @@ export type SinkErrorKind = (typeof SINK_ERROR_KINDS)[number];
 const SINK_KIND_TO_ERROR: Record<SinkErrorKind, ErrorKind> = {
   'bad-destination': 'bad-request',
   forbidden: 'forbidden',
+  'not-found': 'not-found',
   'upload-gone': 'not-found',
   'parts-refused': 'internal',
   'not-ours': 'changed',
@@ -190,4 +194,34 @@ export class SinkError extends CogmillError {
     super(SINK_KIND_TO_ERROR[sinkKind], message, options);
     this.sinkKind = sinkKind;
   }
+}
+
+/** The sink kind of an error of another layer (the S3 and Azure error mappings the sinks share with the sources). */
+const ERROR_TO_SINK_KIND: Record<ErrorKind, SinkErrorKind> = {
+  'bad-request': 'bad-destination',
+  forbidden: 'forbidden',
+  'not-found': 'not-found',
+  'too-large': 'internal',
+  unsupported: 'internal',
+  corrupt: 'internal',
+  changed: 'not-ours',
+  conflict: 'not-ours',
+  unreachable: 'unreachable',
+  timeout: 'timeout',
+  internal: 'internal',
+};
+
+/**
+ * `e` as a sink's error: a SinkError as it is, another layer's error with the sink kind of its kind; the message
+ * (plus `suffix`, e.g. " after 8 attempts") and the underlying cause are kept.
+ */
+export function asSinkError(e: CogmillError, suffix = ''): SinkError {
+  if (e instanceof SinkError && suffix === '') return e;
+  const kind = e instanceof SinkError ? e.sinkKind : ERROR_TO_SINK_KIND[e.kind];
+  return new SinkError(kind, `${e.message}${suffix}`, { cause: e.cause ?? e });
+}
+
+/** Whether `e` is a sink error of one of `kinds`. */
+export function isSinkError(e: unknown, ...kinds: SinkErrorKind[]): e is SinkError {
+  return e instanceof SinkError && (kinds.length === 0 || kinds.includes(e.sinkKind));
 }

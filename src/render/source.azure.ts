@@ -28,7 +28,7 @@ import {
   type ContainerClient,
   StorageSharedKeyCredential,
 } from '@azure/storage-blob';
-import { SourceError } from './errors.ts';
+import { CogmillError, SourceError } from './errors.ts';
 import { NETWORK_CODES, sleep } from './retry.ts';
 import { readBody } from './source.body.ts';
 import type { ReadOptions, Source, SourceRead, SourceStats } from './source.ts';
@@ -297,7 +297,7 @@ export function azureErrorCode(e: unknown): string {
 
 /** Whether a request that failed this way may succeed when sent again. */
 export function isRetryableAzureError(e: unknown): boolean {
-  if (e instanceof SourceError) return e.kind === 'unreachable' || e.kind === 'timeout';
+  if (e instanceof CogmillError) return e.kind === 'unreachable' || e.kind === 'timeout';
   const err = (e ?? {}) as AzureErrorShape;
   const status = err.statusCode;
   if (status !== undefined && status !== 0) return status >= 500 || status === 408 || status === 429;
