@@ -35,6 +35,8 @@ after(async () => {
 
 interface Run {
   code: number | null;
+  /** the signal that ended the process, if one did */
+  signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
 }
@@ -55,7 +57,9 @@ function materialize(args: readonly string[], env: Record<string, string>): Prom
       stderr += d;
     });
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.on('close', (code, signal) =>
+      resolve({ code, signal, stdout, stderr: signal ? `killed by ${signal}; stderr: ${stderr}` : stderr }),
+    );
   });
 }
 

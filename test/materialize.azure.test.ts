@@ -28,6 +28,7 @@ import {
 import { SinkFile } from '../src/materialize/sink.file.ts';
 import { SinkError } from '../src/materialize/sink.ts';
 import { Engine } from '../src/render/engine.ts';
+import { RenderError } from '../src/render/errors.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
 import type { AzureSettings } from '../src/render/source.azure.ts';
 import { MiB } from '../src/render/types.ts';
@@ -396,16 +397,20 @@ describe('materialise to Azure (Azurite), sources in Azurite', () => {
     const sink = new SinkAzure(`az://${OUT}/${name}`, { settings, ...FAST });
     const ac = new AbortController();
     let partsAtCancel = 0;
-    const watch = setInterval(() => {
-      if (sink.stats.parts >= 1 && !ac.signal.aborted) {
+    // one shard: its blocks are staged while tiles are still being rendered; cancel as soon as one is staged
+    const stage = sink.stage.bind(sink);
+    sink.stage = async (...args: Parameters<typeof stage>) => {
+      const r = await stage(...args);
+      if (!ac.signal.aborted) {
         partsAtCancel = sink.stats.parts;
         ac.abort(new Error('stop'));
       }
-    }, 5);
-    const p = materialize(engine, m, sink, { ...BIG, runs: 1 }, { signal: ac.signal }).finally(() =>
-      clearInterval(watch),
+      return r;
+    };
+    await assert.rejects(
+      materialize(engine, m, sink, { ...BIG, runs: 1 }, { signal: ac.signal }),
+      (e: unknown) => e instanceof RenderError && e.message === 'materialisation cancelled',
     );
-    await assert.rejects(p);
     assert.ok(partsAtCancel >= 1, 'blocks had been staged before the cancel');
     assert.equal(await blobExists(name), false);
   });

@@ -160,8 +160,11 @@ describe('raster reading', () => {
           Raster.open(src, freshCaches()),
           (err: unknown) => err instanceof SourceError && err.kind === 'timeout',
         );
-        assert.equal(server.requests.length, 2, 'the first attempt and one retry');
-        await server.waitForAborts(2);
+        // counted where the attempts are made: on a loaded machine the client may give up on an attempt before the
+        // server (in this same process) has read it
+        assert.equal(src.stats.requests, 2, 'the first attempt and one retry');
+        assert.ok(server.requests.length <= 2, `${server.requests.length} requests reached the server`);
+        await server.waitForAborts(server.requests.length);
         assert.equal(server.requests.filter((r) => r.answered).length, 0);
       } finally {
         await server.stop();

@@ -1,8 +1,8 @@
 /** A small static file server with HTTP Range support and request recording, for HTTP source tests. */
 import { EventEmitter, once } from 'node:events';
-import { createReadStream } from 'node:fs';
+import { createReadStream, type ReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 
@@ -34,7 +34,14 @@ export interface StaticServer {
   stop(): Promise<void>;
 }
 
+/** Pipe a file into an answer; a read error ends the connection instead of leaving the client waiting. */
+function send(body: ReadStream, res: ServerResponse): void {
+  body.on('error', () => res.destroy());
+  body.pipe(res);
+}
+
 export async function startStaticServer(root: string): Promise<StaticServer> {
+  const base = path.resolve(root);
   const events = new EventEmitter();
   let gate: { promise: Promise<void>; open: () => void } | undefined;
   let held = 0;
@@ -90,8 +97,8 @@ export async function startStaticServer(root: string): Promise<StaticServer> {
     }
     if (state.delayMs) await new Promise((r) => setTimeout(r, state.delayMs));
     if (res.destroyed) return;
-    const file = path.join(root, path.normalize(rel));
-    if (!file.startsWith(root)) {
+    const file = path.join(base, path.normalize(rel));
+    if (file !== base && !file.startsWith(base + path.sep)) {
       res.writeHead(403).end();
       return;
     }
@@ -99,6 +106,11 @@ export async function startStaticServer(root: string): Promise<StaticServer> {
     try {
       s = await stat(file);
     } catch {
+      res.writeHead(404).end();
+      return;
+    }
+    if (!s.isFile()) {
+      // a folder (or anything else that is not a file) has no bytes to serve: reading it would fail with EISDIR
       res.writeHead(404).end();
       return;
     }
@@ -122,12 +134,12 @@ export async function startStaticServer(root: string): Promise<StaticServer> {
         'content-range': `bytes ${start}-${end}/${s.size}`,
       });
       if (req.method === 'HEAD') res.end();
-      else createReadStream(file, { start, end }).pipe(res);
+      else send(createReadStream(file, { start, end }), res);
       return;
     }
     res.writeHead(200, { ...headers, 'content-length': s.size });
     if (req.method === 'HEAD') res.end();
-    else createReadStream(file).pipe(res);
+    else send(createReadStream(file), res);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
