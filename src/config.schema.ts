@@ -106,6 +106,15 @@ export const configSchema = z
           .describe(
             'longest time a rendering request (tiles, previews, crops, statistics, virtual COG) may take: 504 after it',
           ),
+        tileWorkers: z
+          .number()
+          .int()
+          .min(0)
+          .max(256)
+          .optional()
+          .describe(
+            'worker threads rendering tile images (tiles, previews, crops), each with its own share of the block cache; default: one per core; 0 renders on the main thread',
+          ),
         shutdownGraceMs: positiveInt
           .default(10_000)
           .describe(

@@ -5,18 +5,24 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { serve } from '@hono/node-server';
 import { type Logger, pino } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Config } from './config.schema.ts';
 import { Catalog, CatalogStoreFile } from './render/catalog.ts';
-import { Engine, type EngineSettings } from './render/engine.ts';
-import type { ReadOptions, Source, SourceRead } from './render/source.ts';
+import { EngineCounted } from './render/engine.counted.ts';
+import type { Engine } from './render/engine.ts';
 import { StatisticsService } from './render/statistics.ts';
+import { TilePipelinePool } from './render/tile.pipeline.pool.ts';
+import { TilePipeline } from './render/tile.pipeline.ts';
 import { createApp } from './server/app.ts';
 import type { AppDeps } from './server/deps.ts';
 import { RenderLimiter } from './server/limits.ts';
 import type { RequestIo } from './server/request.ts';
+
+/** Smallest block cache of one tile worker, whatever the share of cache.blockBytes. */
+const MIN_WORKER_BLOCK_BYTES = 16 * 1024 * 1024;
 
 /** How long shutdown hooks may take after the grace period before the engine is closed anyway. */
 const HOOK_OVERRUN_MS = 5_000;
@@ -57,60 +63,6 @@ export function createLogger(config: Config, destination?: NodeJS.WritableStream
   );
 }
 
-/** A Source that counts its reads into the current request's IO counters. */
-class SourceCounted implements Source {
-  private readonly inner: Source;
-  private readonly scope: AsyncLocalStorage<RequestIo>;
-
-  constructor(inner: Source, scope: AsyncLocalStorage<RequestIo>) {
-    this.inner = inner;
-    this.scope = scope;
-  }
-
-  get url(): string {
-    return this.inner.url;
-  }
-
-  async read(offset: number, length: number, options?: ReadOptions): Promise<SourceRead> {
-    const io = this.scope.getStore();
-    const r = await this.inner.read(offset, length, options);
-    if (io) {
-      io.sourceRequests++;
-      io.sourceBytes += r.bytes.byteLength;
-    }
-    return r;
-  }
-
-  stat(options?: ReadOptions) {
-    return this.inner.stat(options);
-  }
-
-  close(): Promise<void> {
-    return this.inner.close?.() ?? Promise.resolve();
-  }
-}
-
-/** The engine, with every source it hands out counting its reads per request. */
-class EngineCounted extends Engine {
-  private readonly scope: AsyncLocalStorage<RequestIo>;
-  private readonly counted = new WeakMap<Source, SourceCounted>();
-
-  constructor(settings: Partial<EngineSettings>, scope: AsyncLocalStorage<RequestIo>) {
-    super(settings);
-    this.scope = scope;
-  }
-
-  override async source(location: string): Promise<Source> {
-    const s = await super.source(location);
-    let c = this.counted.get(s);
-    if (!c) {
-      c = new SourceCounted(s, this.scope);
-      this.counted.set(s, c);
-    }
-    return c;
-  }
-}
-
 export async function buildServices(config: Config, opts: { log?: Logger; engine?: Engine } = {}): Promise<AppDeps> {
   const log = opts.log ?? createLogger(config);
   const requestIo = new AsyncLocalStorage<RequestIo>();
@@ -139,6 +91,24 @@ export async function buildServices(config: Config, opts: { log?: Logger; engine
     maxConcurrent: config.limits.maxConcurrentRenders,
     maxQueued: config.limits.maxQueuedRenders,
   });
+  const statistics = new StatisticsService(engine, { maxPixels: config.limits.maxStatisticsPixels });
+  // an engine handed in (tests, embedders) may read through sources a worker cannot have: render in-thread then
+  const tileWorkers = config.server.tileWorkers ?? (opts.engine ? 0 : availableParallelism());
+  const tilePool =
+    tileWorkers > 0
+      ? new TilePipelinePool({
+          size: tileWorkers,
+          engine: {
+            ...engineSettings(config),
+            // the block cache budget is shared by the workers
+            tileCacheBytes: Math.max(MIN_WORKER_BLOCK_BYTES, Math.floor(config.cache.blockBytes / tileWorkers)),
+          },
+          pipeline: new TilePipeline({ engine, statistics, mosaic: (id) => catalog.get(id) }),
+          mosaic: (id) => catalog.get(id),
+          onBlockError: (mosaic, f) => engine.reportBlockError(mosaic, f),
+          io: () => requestIo.getStore(),
+        })
+      : undefined;
   return {
     config,
     engine,
@@ -149,7 +119,8 @@ export async function buildServices(config: Config, opts: { log?: Logger; engine
     shutdownHooks: [],
     renderLimiter,
     requestIo,
-    statistics: new StatisticsService(engine, { maxPixels: config.limits.maxStatisticsPixels }),
+    statistics,
+    tilePool,
   };
 }
 
@@ -229,6 +200,7 @@ export async function startServer(
         server.closeAllConnections();
         if (!(await settleWithin(hooks, HOOK_OVERRUN_MS))) deps.log.error('shutdown hooks did not finish');
       }
+      await deps.tilePool?.close();
       await deps.engine.close();
       return inTime;
     })();

@@ -30,6 +30,8 @@ export interface TileRequest {
   readonly datetime?: readonly [number, number];
   /** false when the grid does not touch the mosaic: the answer is a transparent image and nothing is rendered */
   readonly inside: boolean;
+  /** [min, max] per output band when already resolved (`withStretch`): the pipeline then needs no statistics */
+  readonly ranges?: readonly (readonly [number, number])[];
 }
 
 /** An encoded image and what the HTTP layer needs to know about it. Plain data. */
@@ -92,12 +94,26 @@ export class TilePipeline {
     if (!anyValid(values.mask)) {
       return { body: await this.emptyImage(format, grid.width, grid.height), contentType, empty: true, timings };
     }
-    const ranges = await timed(timings, 'stretch', () => this.stretchOf(m, style));
+    const ranges = request.ranges ?? (await timed(timings, 'stretch', () => this.stretchOf(m, style)));
     const img = styleImage(values, ranges, style.colormap);
     const body = await timed(timings, 'encode', () =>
       encodeImage(img.data, img.width, img.height, img.channels, format),
     );
     return { body, contentType, empty: false, timings };
+  }
+
+  /**
+   * `request` with its stretch resolved: a pipeline in a worker thread then needs no statistics (they are computed
+   * and cached once, here). Requests outside the mosaic need none.
+   */
+  async withStretch(request: TileRequest, timings?: Record<string, number>): Promise<TileRequest> {
+    if (!request.inside || request.ranges) return request;
+    const m = this.deps.mosaic(request.mosaicId);
+    if (m.etag !== request.mosaicEtag) {
+      throw new RenderError('changed', `mosaic ${m.id} changed while the request was served; send it again`);
+    }
+    const ranges = await timed(timings ?? {}, 'stretch', () => this.stretchOf(m, request.style));
+    return { ...request, ranges };
   }
 
   /** A fully transparent image (black for JPEG), made once per format and size. */

@@ -6,6 +6,7 @@ import type { Config } from '../config.schema.ts';
 import type { Catalog } from '../render/catalog.ts';
 import type { Engine } from '../render/engine.ts';
 import type { StatisticsService } from '../render/statistics.ts';
+import type { TilePipelinePool } from '../render/tile.pipeline.pool.ts';
 import type { RenderLimiter } from './limits.ts';
 import type { RequestIo } from './request.ts';
 
@@ -32,4 +33,6 @@ export interface AppDeps {
   readonly requestIo: AsyncLocalStorage<RequestIo>;
   /** mosaic statistics (cached): the tiles' default stretch, the QGIS project's, the virtual views' STATISTICS_* */
   readonly statistics: StatisticsService;
+  /** worker threads rendering tile images (server.tileWorkers); without it, tiles render on the main thread */
+  readonly tilePool?: TilePipelinePool;
 }

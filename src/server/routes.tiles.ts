@@ -23,6 +23,7 @@ import { parseInterval } from '../render/stac.ts';
 import { DEFAULT_HISTOGRAM_BINS, MAX_HISTOGRAM_BINS } from '../render/statistics.ts';
 import { parseExpression } from '../render/style.expression.ts';
 import { type Style, styleKey } from '../render/style.ts';
+import type { TileRunner } from '../render/tile.pipeline.pool.ts';
 import { TilePipeline, type TileRequest } from '../render/tile.pipeline.ts';
 import {
   boundsInSet,
@@ -127,6 +128,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
   const cache = new TileCache({ maxBytes: config.cache.tileBytes });
   const statistics = deps.statistics;
   const pipeline = new TilePipeline({ engine, statistics, mosaic: (id) => catalog.get(id) });
+  const runner: TileRunner = deps.tilePool ?? pipeline;
 
   /** The pipeline's request for an image of `grid`. */
   function imageRequest(
@@ -142,7 +144,7 @@ export function tilesRoutes(deps: AppDeps): Hono<AppEnv> {
 
   /** The pipeline's image of `request`; its step times go to the request's summary line and to the metrics. */
   async function image(c: Ctx, kind: string, request: TileRequest, signal: AbortSignal): Promise<CachedImage> {
-    const out = await pipeline.run(request, signal);
+    const out = await runner.run(request, signal);
     addTimings(c.get('req'), out.timings);
     if (out.timings.render !== undefined) metrics.renderSeconds.observe({ kind }, out.timings.render / 1000);
     return { body: out.body, contentType: out.contentType, empty: out.empty };

@@ -1,0 +1,292 @@
+/**
+ * Tile images rendered in worker threads, so a cold tile uses every core while the main thread keeps HTTP, ETags
+ * and the tile cache. Each worker runs the tile pipeline (tile.pipeline.worker.ts) with its own engine: its own
+ * parsed headers, decoded blocks (a share of the block cache budget) and open files, all bounded.
+ *
+ * A request is resolved on the main thread first (its stretch: the mosaic statistics are computed and cached once,
+ * here), then posted as plain data to the worker with the fewest jobs, with the mosaic's spec the first time that
+ * worker sees this mosaic (or this version of it). Aborting a request's signal answers at once and tells the worker
+ * to abort the render. Errors come back with their kind and message (the same status as in-thread); a worker that
+ * dies fails its jobs with a clear error and is replaced on the next request.
+ * Workers start on the first request and never hold the process open.
+ */
+import { Worker } from 'node:worker_threads';
+import type { SourceIo } from './engine.counted.ts';
+import type { EngineSettings } from './engine.ts';
+import { type BlockFailure, CogmillError, type ErrorKind, RenderError, SourceError } from './errors.ts';
+import type { Mosaic, MosaicSpec } from './mosaic.ts';
+import type { TileImage, TilePipeline, TileRequest } from './tile.pipeline.ts';
+
+/** What the routes call: the pool, or the pipeline itself (in-thread). */
+export interface TileRunner {
+  run(request: TileRequest, signal?: AbortSignal): Promise<TileImage>;
+}
+
+/** Messages to a worker. */
+export type TileWorkerCommand =
+  | {
+      readonly type: 'run';
+      readonly job: number;
+      readonly request: TileRequest;
+      /** the mosaic's spec, when this worker has not been given this version of it yet */
+      readonly spec?: MosaicSpec;
+    }
+  | { readonly type: 'cancel'; readonly job: number };
+
+/** An error as it crosses the thread boundary. */
+export interface TileWorkerError {
+  readonly name: string;
+  readonly kind?: ErrorKind;
+  readonly message: string;
+}
+
+/** Messages from a worker. */
+export type TileWorkerReply =
+  | { readonly type: 'done'; readonly job: number; readonly image: TileImage; readonly io: SourceIo }
+  | { readonly type: 'error'; readonly job: number; readonly error: TileWorkerError; readonly io: SourceIo }
+  | {
+      readonly type: 'block-error';
+      readonly mosaic: string;
+      readonly source: string;
+      readonly level: number;
+      readonly block: number;
+      readonly error: TileWorkerError;
+    };
+
+/** What a worker is started with (plain data). */
+export interface TileWorkerInit {
+  readonly engine: Partial<EngineSettings>;
+}
+
+/** Counts since the pool started: renders posted, answered, failed, aborted; workers started and lost. */
+export interface TilePoolStats {
+  started: number;
+  completed: number;
+  failed: number;
+  /** renders a worker stopped because their request was cancelled */
+  aborted: number;
+  workersStarted: number;
+  workersLost: number;
+}
+
+export interface TilePipelinePoolOptions {
+  /** worker threads (>= 1) */
+  readonly size: number;
+  /** each worker's engine settings (plain data; cache budgets are per worker) */
+  readonly engine: Partial<EngineSettings>;
+  /** the main thread's pipeline: resolves each request's stretch before it is posted */
+  readonly pipeline: Pick<TilePipeline, 'withStretch'>;
+  /** the mosaic of a request, by id (throws when there is none) */
+  readonly mosaic: (id: string) => Mosaic;
+  /** told of every source block a worker could not decode (the composition root counts and logs them) */
+  readonly onBlockError?: (mosaic: string, failure: BlockFailure) => void;
+  /** the current request's IO counters: a worker's source reads for a request are added there */
+  readonly io?: () => SourceIo | undefined;
+}
+
+interface Job {
+  readonly resolve: (image: TileImage) => void;
+  readonly reject: (e: unknown) => void;
+  readonly io: SourceIo | undefined;
+  readonly timings: Record<string, number>;
+  /** answered (or abandoned) already: the worker's late reply only frees its slot */
+  settled: boolean;
+  cancelled: boolean;
+}
+
+interface Slot {
+  readonly worker: Worker;
+  readonly jobs: Map<number, Job>;
+  /** mosaic id -> etag of the spec this worker was given */
+  readonly known: Map<string, string>;
+  dead: boolean;
+}
+
+/** An error from a worker as the error it was (same kind, so the same HTTP status), or a plain Error. */
+export function errorFromWorker(e: TileWorkerError): Error {
+  if (e.name === 'AbortError') {
+    const err = new Error(e.message);
+    err.name = 'AbortError';
+    return err;
+  }
+  if (e.kind) return e.name === 'SourceError' ? new SourceError(e.kind, e.message) : new RenderError(e.kind, e.message);
+  return new Error(e.message);
+}
+
+/** An error as plain data for the other thread. */
+export function errorToWorker(e: unknown): TileWorkerError {
+  const err = e as Error;
+  return {
+    name: err?.name ?? 'Error',
+    kind: e instanceof CogmillError ? e.kind : undefined,
+    message: err?.message ?? String(e),
+  };
+}
+
+const WORKER_URL = new URL('./tile.pipeline.worker.ts', import.meta.url);
+
+export class TilePipelinePool implements TileRunner {
+  private readonly opts: TilePipelinePoolOptions;
+  private readonly slots: (Slot | undefined)[];
+  private nextJob = 1;
+  private closed = false;
+  readonly stats: TilePoolStats = {
+    started: 0,
+    completed: 0,
+    failed: 0,
+    aborted: 0,
+    workersStarted: 0,
+    workersLost: 0,
+  };
+
+  constructor(opts: TilePipelinePoolOptions) {
+    if (!(opts.size >= 1)) throw new RangeError('a tile pool needs at least one worker');
+    this.opts = opts;
+    this.slots = Array.from({ length: opts.size }, () => undefined);
+  }
+
+  get size(): number {
+    return this.slots.length;
+  }
+
+  /** Jobs in flight per worker (for tests and metrics). */
+  inFlight(): number[] {
+    return this.slots.map((s) => s?.jobs.size ?? 0);
+  }
+
+  async run(request: TileRequest, signal?: AbortSignal): Promise<TileImage> {
+    if (this.closed) throw new RenderError('internal', 'the tile workers are shut down');
+    signal?.throwIfAborted();
+    const timings: Record<string, number> = {};
+    const resolved = await this.opts.pipeline.withStretch(request, timings);
+    signal?.throwIfAborted();
+    const io = this.opts.io?.();
+    const slot = this.pick();
+    const job = this.nextJob++;
+    let spec: MosaicSpec | undefined;
+    if (resolved.inside) {
+      const m = this.opts.mosaic(resolved.mosaicId);
+      if (slot.known.get(m.id) !== resolved.mosaicEtag) {
+        spec = m.spec;
+        slot.known.set(m.id, resolved.mosaicEtag);
+      }
+    }
+    return new Promise<TileImage>((resolve, reject) => {
+      const j: Job = {
+        resolve: (v) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(v);
+        },
+        reject: (e) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+        io,
+        timings,
+        settled: false,
+        cancelled: false,
+      };
+      // answered at once; the worker is told to stop, and its slot stays taken until it has
+      const onAbort = () => {
+        if (j.settled) return;
+        j.settled = true;
+        j.cancelled = true;
+        if (!slot.dead) slot.worker.postMessage({ type: 'cancel', job } satisfies TileWorkerCommand);
+        reject(signal!.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      slot.jobs.set(job, j);
+      this.stats.started++;
+      try {
+        slot.worker.postMessage({ type: 'run', job, request: resolved, spec } satisfies TileWorkerCommand);
+      } catch (e) {
+        // a request that cannot be cloned: a bug, not the client's fault
+        slot.jobs.delete(job);
+        if (spec) slot.known.delete(resolved.mosaicId);
+        j.settled = true;
+        j.reject(
+          new RenderError('internal', `a tile request could not be passed to a worker: ${(e as Error).message}`),
+        );
+      }
+    });
+  }
+
+  /** The live worker with the fewest jobs (started, or started again, on demand). */
+  private pick(): Slot {
+    let best = -1;
+    for (let i = 0; i < this.slots.length; i++) {
+      const s = this.slots[i];
+      if (!s || s.dead) {
+        this.slots[i] = this.start();
+        return this.slots[i]!;
+      }
+      if (best < 0 || s.jobs.size < this.slots[best]!.jobs.size) best = i;
+    }
+    return this.slots[best]!;
+  }
+
+  private start(): Slot {
+    const init: TileWorkerInit = { engine: this.opts.engine };
+    // no V8 heap limit: pixels live outside the heap (bounded by the engine's limits and caches), and a limit too
+    // small for a new isolate ends the whole process, not the worker
+    const worker = new Worker(WORKER_URL, { workerData: init });
+    worker.unref();
+    this.stats.workersStarted++;
+    const slot: Slot = { worker, jobs: new Map(), known: new Map(), dead: false };
+    worker.on('message', (msg: TileWorkerReply) => this.onMessage(slot, msg));
+    const lost = (why: string) => {
+      if (slot.dead) return;
+      slot.dead = true;
+      if (!this.closed) this.stats.workersLost++;
+      for (const [, j] of slot.jobs) {
+        if (j.settled) continue;
+        j.settled = true;
+        this.stats.failed++;
+        j.reject(
+          new RenderError('internal', `the tile worker stopped (${why}) while rendering; send the request again`),
+        );
+      }
+      slot.jobs.clear();
+    };
+    worker.on('error', (e: Error) => lost(e.message));
+    worker.on('exit', (code) => lost(`exit code ${code}`));
+    return slot;
+  }
+
+  private onMessage(slot: Slot, msg: TileWorkerReply): void {
+    if (msg.type === 'block-error') {
+      this.opts.onBlockError?.(msg.mosaic, {
+        source: msg.source,
+        level: msg.level,
+        block: msg.block,
+        error: errorFromWorker(msg.error) as CogmillError,
+      });
+      return;
+    }
+    const j = slot.jobs.get(msg.job);
+    if (!j) return;
+    slot.jobs.delete(msg.job);
+    if (j.io) {
+      j.io.sourceRequests += msg.io.sourceRequests;
+      j.io.sourceBytes += msg.io.sourceBytes;
+    }
+    if (msg.type === 'done') {
+      this.stats.completed++;
+      if (j.settled) return;
+      j.settled = true;
+      j.resolve({ ...msg.image, timings: { ...j.timings, ...msg.image.timings } });
+      return;
+    }
+    if (j.cancelled && msg.error.name === 'AbortError') this.stats.aborted++;
+    else this.stats.failed++;
+    if (j.settled) return;
+    j.settled = true;
+    j.reject(errorFromWorker(msg.error));
+  }
+
+  /** Stop every worker; requests still running fail. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s?.worker.terminate()));
+  }
+}
