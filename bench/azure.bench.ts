@@ -7,7 +7,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { BlobServiceClient } from '@azure/storage-blob';
-import type { AzureSettings } from '../src/render/source.azure.ts';
+import type { AzureSettings } from '../src/render/azure.client.ts';
 import { startAzurite } from '../test/support/azurite.ts';
 import { type Bench, runStandalone } from './harness.ts';
 import { type CogmillRun, cogmillMaterialize, validateCog, warmInputs } from './materialize.bench.ts';

@@ -8,10 +8,10 @@
 import { createSink, parseDestination } from '../src/materialize/destination.ts';
 import type { MaterializeOptions } from '../src/materialize/pipeline.ts';
 import { materialize } from '../src/materialize/pipeline.ts';
+import type { AzureSettings } from '../src/render/azure.client.ts';
 import { Engine, type EngineSettings } from '../src/render/engine.ts';
 import type { MosaicSpec } from '../src/render/mosaic.ts';
-import type { AzureSettings } from '../src/render/source.azure.ts';
-import type { S3Settings } from '../src/render/source.s3.ts';
+import type { S3Settings } from '../src/render/s3.client.ts';
 
 export interface MaterializeJob {
   readonly spec: MosaicSpec;

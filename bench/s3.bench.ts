@@ -7,7 +7,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { CreateBucketCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
-import { createS3Client, type S3Settings } from '../src/render/source.s3.ts';
+import { createS3Client, type S3Settings } from '../src/render/s3.client.ts';
 import { startCeph } from '../test/support/ceph.ts';
 import { type Bench, runStandalone } from './harness.ts';
 import { type CogmillRun, cogmillMaterialize, validateCog, warmInputs } from './materialize.bench.ts';

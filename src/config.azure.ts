@@ -8,7 +8,7 @@
  * Like the rest of the config layer, this module reads the environment only from the object it is given.
  */
 import { z } from 'zod';
-import type { AzureSettings } from './render/source.azure.ts';
+import type { AzureSettings } from './render/azure.client.ts';
 
 const positiveInt = z.number().int().positive();
 

@@ -7,7 +7,7 @@ import { azureSettingsOf } from './config.azure.ts';
 import type { Config } from './config.schema.ts';
 import { trustedSourcePolicy } from './config.ts';
 import type { EngineSettings } from './render/engine.ts';
-import type { S3Settings } from './render/source.s3.ts';
+import type { S3Settings } from './render/s3.client.ts';
 
 export function s3Settings(config: Config): S3Settings {
   const s = config.s3;

@@ -27,10 +27,10 @@ import {
 } from '../src/materialize/sink.azure.ts';
 import { SinkFile } from '../src/materialize/sink.file.ts';
 import { SinkError } from '../src/materialize/sink.ts';
+import type { AzureSettings } from '../src/render/azure.client.ts';
 import { Engine } from '../src/render/engine.ts';
 import { RenderError } from '../src/render/errors.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
-import type { AzureSettings } from '../src/render/source.azure.ts';
 import { MiB } from '../src/render/types.ts';
 import { type Azurite, startAzurite } from './support/azurite.ts';
 import { startFaultProxy } from './support/fault.proxy.ts';

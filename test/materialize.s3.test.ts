@@ -17,7 +17,7 @@ import { SinkError } from '../src/materialize/sink.ts';
 import { Engine } from '../src/render/engine.ts';
 import { RenderError } from '../src/render/errors.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
-import type { S3Settings } from '../src/render/source.s3.ts';
+import type { S3Settings } from '../src/render/s3.client.ts';
 import { MiB } from '../src/render/types.ts';
 import { S3_REQUEST, startFaultProxy } from './support/fault.proxy.ts';
 import { fixtureDir, PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';

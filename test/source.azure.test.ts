@@ -11,15 +11,10 @@ import {
   generateBlobSASQueryParameters,
   StorageSharedKeyCredential,
 } from '@azure/storage-blob';
+import { type AzureSettings, createAzureClients, parseAzureUrl } from '../src/render/azure.client.ts';
 import { Engine } from '../src/render/engine.ts';
 import { SourceError } from '../src/render/errors.ts';
-import {
-  type AzureSettings,
-  createAzureClients,
-  listAzureTiffs,
-  parseAzureUrl,
-  SourceAzure,
-} from '../src/render/source.azure.ts';
+import { listAzureTiffs, SourceAzure } from '../src/render/source.azure.ts';
 import { type Azurite, startAzurite } from './support/azurite.ts';
 import { startFaultProxy } from './support/fault.proxy.ts';
 

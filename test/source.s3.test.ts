@@ -17,7 +17,8 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { SourceError } from '../src/render/errors.ts';
-import { createS3Client, listS3Tiffs, type S3Settings, SourceS3 } from '../src/render/source.s3.ts';
+import { createS3Client, type S3Settings } from '../src/render/s3.client.ts';
+import { listS3Tiffs, SourceS3 } from '../src/render/source.s3.ts';
 import { lonLatToTile } from '../src/render/tilematrix.ts';
 import { type CephS3, startCeph } from './support/ceph.ts';
 import { spawnServe } from './support/cli.ts';

@@ -6,8 +6,8 @@
  */
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import type { AzureSettings } from '../render/source.azure.ts';
-import type { S3Settings } from '../render/source.s3.ts';
+import type { AzureSettings } from '../render/azure.client.ts';
+import type { S3Settings } from '../render/s3.client.ts';
 import { parseAzureDestination, SinkAzure, type SinkAzureOptions } from './sink.azure.ts';
 import { SinkFile } from './sink.file.ts';
 import { SinkS3, type SinkS3Options } from './sink.s3.ts';

@@ -17,9 +17,6 @@
  * that blob name). A cancel that raced the commit removes the blob when its committed blocks are exactly ours.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { BlockBlobClient } from '@azure/storage-blob';
-import { CogmillError, errorMessage } from '../render/errors.ts';
-import { sleep } from '../render/retry.ts';
 import {
   AZURE_DEFAULTS,
   type AzureClients,
@@ -28,12 +25,14 @@ import {
   azureBlobClient,
   azureErrorCode,
   azureSourceError,
-  backoffMs,
+  type BlockBlobClient,
   createAzureClients,
   isRetryableAzureError,
   listAzureBlobs,
   parseAzureUrl,
-} from '../render/source.azure.ts';
+} from '../render/azure.client.ts';
+import { CogmillError, errorMessage } from '../render/errors.ts';
+import { backoffMs, sleep } from '../render/retry.ts';
 import { MiB } from '../render/types.ts';
 import type { Part } from './part.plan.ts';
 import {

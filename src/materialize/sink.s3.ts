@@ -12,22 +12,29 @@
  * Every part carries a Content-MD5 header, so the store refuses a part damaged on the way (BadDigest, retried).
  */
 import { createHash } from 'node:crypto';
+
+import { CogmillError, errorMessage, SourceError } from '../render/errors.ts';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  createS3Client,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  isRetryableS3Error,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   ListPartsCommand,
   PutObjectCommand,
+  parseS3Url,
   type S3Client,
+  type S3ErrorShape,
+  type S3Settings,
+  s3ErrorName,
+  s3SourceError,
   UploadPartCommand,
-} from '@aws-sdk/client-s3';
-import { CogmillError, errorMessage, SourceError } from '../render/errors.ts';
-import { createS3Client, parseS3Url, type S3ErrorShape, type S3Settings, s3SourceError } from '../render/source.s3.ts';
+} from '../render/s3.client.ts';
 import { type Part, S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES } from './part.plan.ts';
 import {
   asSinkError,
@@ -73,54 +80,6 @@ export const SINK_S3_DEFAULTS = {
 
 /** how many retried errors a sink remembers for progress reports */
 const RECENT_ERRORS = 10;
-
-const RETRYABLE_CODES = new Set([
-  'SlowDown',
-  'Throttling',
-  'ThrottlingException',
-  'TooManyRequestsException',
-  'RequestTimeout',
-  'RequestTimeoutException',
-  'InternalError',
-  'ServiceUnavailable',
-  'BadDigest',
-  'IncompleteBody',
-  'TimeoutError',
-]);
-
-const NETWORK_CODES = new Set([
-  'ECONNRESET',
-  'ECONNREFUSED',
-  'ECONNABORTED',
-  'EPIPE',
-  'ETIMEDOUT',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENETDOWN',
-  'ERR_STREAM_PREMATURE_CLOSE',
-  'UND_ERR_SOCKET',
-]);
-
-const NEVER_RETRY = new Set(['CredentialsProviderError', 'TypeError', 'RangeError', 'SyntaxError', 'ReferenceError']);
-
-function errorName(e: unknown): string {
-  const err = (e ?? {}) as S3ErrorShape;
-  return err.Code ?? err.name ?? '';
-}
-
-/** Whether an S3 request that failed this way may succeed when sent again. */
-export function isRetryableS3Error(e: unknown): boolean {
-  if (e instanceof CogmillError) return false;
-  const err = (e ?? {}) as S3ErrorShape;
-  const status = err.$metadata?.httpStatusCode;
-  const name = errorName(e);
-  if (RETRYABLE_CODES.has(name)) return true;
-  if (err.code !== undefined && NETWORK_CODES.has(err.code)) return true;
-  if (status !== undefined) return status >= 500 || status === 429 || status === 408;
-  // no HTTP answer at all: a socket or parsing failure on the way, unless it is a programming or credentials error
-  return !NEVER_RETRY.has(name) && !(e instanceof TypeError);
-}
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -394,7 +353,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
   private note(action: string, e: unknown): void {
     const err = (e ?? {}) as S3ErrorShape;
     const status = err.$metadata?.httpStatusCode;
-    const what = [status && `HTTP ${status}`, errorName(e) || err.code, err.message].filter(Boolean).join(' ');
+    const what = [status && `HTTP ${status}`, s3ErrorName(e) || err.code, err.message].filter(Boolean).join(' ');
     this.recentErrors.push(`${action}: ${what || errorMessage(e)} (retried)`);
     if (this.recentErrors.length > RECENT_ERRORS) this.recentErrors.shift();
   }
@@ -437,7 +396,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
 
   private fail(e: unknown, action: string, attempts: number): SinkError {
     if (e instanceof CogmillError) return asSinkError(e);
-    const name = errorName(e);
+    const name = s3ErrorName(e);
     const opts = { cause: e };
     const after = attempts > 1 ? ` after ${attempts} attempts` : '';
     if (name === 'NoSuchUpload') {

@@ -7,6 +7,7 @@
 
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import type { AzureClients } from './azure.client.ts';
 import { renderMedian } from './composite.median.ts';
 import { type BlockFailure, CogmillError, RenderError, SourceError, sourceName, withoutServerPaths } from './errors.ts';
 import { loadCatalogueItems } from './mosaic.catalogue.ts';
@@ -16,7 +17,6 @@ import type { RasterCaches } from './raster.info.ts';
 import { Raster } from './raster.ts';
 import { type EngineRenderOptions, itemAssets, renderItems } from './render.items.ts';
 import { renderMosaic } from './render.ts';
-import type { AzureClients } from './source.azure.ts';
 import { HTTP_DEFAULTS } from './source.http.ts';
 import type { FileHandlePool } from './source.pool.ts';
 import { type SourceFactory, SourceRegistry, type SourceRegistrySettings } from './source.registry.ts';

@@ -35,3 +35,8 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/** Exponential backoff with full jitter: a wait in [0, min(maxMs, baseMs * 2^(attempt-1))). */
+export function backoffMs(attempt: number, baseMs: number, maxMs: number): number {
+  return Math.random() * Math.min(maxMs, baseMs * 2 ** (attempt - 1));
+}

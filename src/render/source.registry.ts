@@ -6,20 +6,20 @@
 import { glob, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { SourceError } from './errors.ts';
 import {
   type AzureClients,
   type AzureSettings,
   azureEndpoint,
   createAzureClients,
   isAzureBlobUrl,
-  listAzureTiffs,
-  SourceAzure,
-} from './source.azure.ts';
+} from './azure.client.ts';
+import { SourceError } from './errors.ts';
+import { createS3Client, type S3Settings } from './s3.client.ts';
+import { listAzureTiffs, SourceAzure } from './source.azure.ts';
 import { confinePath, SourceFile } from './source.file.ts';
 import { type HttpSettings, redactUrl, SourceHttp } from './source.http.ts';
 import { FileHandlePool } from './source.pool.ts';
-import { createS3Client, listS3Tiffs, type S3Settings, SourceS3 } from './source.s3.ts';
+import { listS3Tiffs, SourceS3 } from './source.s3.ts';
 import type { Source, SourceStats } from './source.ts';
 import type { JsonFetch, TextFetch } from './stac.ts';
 

@@ -1,145 +1,25 @@
 /**
  * S3 sources (AWS S3 or any S3-compatible store): ranged GetObject, HeadObject, listing a prefix.
- * The S3 client is built once by the composition root (createS3Client) and shared by every source.
+ * The S3 client is built once by the engine (createS3Client in s3.client.ts) and shared by every source.
  */
 import type { Readable } from 'node:stream';
+import { SourceError } from './errors.ts';
+import { sleep } from './retry.ts';
 import {
   GetObjectCommand,
   type GetObjectCommandOutput,
   HeadObjectCommand,
   ListObjectsV2Command,
   type ListObjectsV2CommandOutput,
-  S3Client,
-} from '@aws-sdk/client-s3';
-import { SourceError } from './errors.ts';
-import { NETWORK_CODES, sleep } from './retry.ts';
+  parseS3Url,
+  type S3Client,
+  type S3ErrorShape,
+  s3SourceError,
+} from './s3.client.ts';
 import { readBody } from './source.body.ts';
 import type { ReadOptions, Source, SourceRead, SourceStats } from './source.ts';
 
-export interface S3Settings {
-  /** custom endpoint of an S3-compatible store, e.g. `http://127.0.0.1:7480`; AWS when absent */
-  readonly endpoint?: string;
-  /** signing region; `us-east-1` when an endpoint is given, else the SDK's region chain (AWS_REGION, profile) */
-  readonly region?: string;
-  /** `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key`; default true when an endpoint is given */
-  readonly forcePathStyle?: boolean;
-  /** static keys; when absent the SDK's standard credential chain applies (env, profile, web identity, IMDS) */
-  readonly accessKeyId?: string;
-  readonly secretAccessKey?: string;
-  /** attempts per request, the first included (SDK standard retry with backoff); default 3 */
-  readonly maxAttempts?: number;
-  /** the longest a connection may stay silent (connecting, waiting for an answer, between body bytes); default 30 s */
-  readonly timeoutMs?: number;
-}
-
-export const S3_DEFAULTS = { region: 'us-east-1', maxAttempts: 3, timeoutMs: 30_000, maxSockets: 64 } as const;
-
 const BODY_RETRY_BASE_MS = 100;
-
-export function createS3Client(settings: S3Settings): S3Client {
-  const timeoutMs = settings.timeoutMs ?? S3_DEFAULTS.timeoutMs;
-  const agent = { keepAlive: true, maxSockets: S3_DEFAULTS.maxSockets };
-  const hasKeys = settings.accessKeyId !== undefined && settings.secretAccessKey !== undefined;
-  return new S3Client({
-    endpoint: settings.endpoint,
-    region: settings.region ?? (settings.endpoint !== undefined ? S3_DEFAULTS.region : undefined),
-    forcePathStyle: settings.forcePathStyle ?? settings.endpoint !== undefined,
-    credentials: hasKeys
-      ? { accessKeyId: settings.accessKeyId as string, secretAccessKey: settings.secretAccessKey as string }
-      : undefined,
-    maxAttempts: settings.maxAttempts ?? S3_DEFAULTS.maxAttempts,
-    // checksums only where the API requires them: S3-compatible stores (radosgw, older MinIO) reject the
-    // trailing checksums the SDK would otherwise add to streamed uploads
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    requestHandler: {
-      connectionTimeout: timeoutMs,
-      socketTimeout: timeoutMs,
-      httpAgent: agent,
-      httpsAgent: agent,
-    },
-  });
-}
-
-/** `s3://bucket/key` -> bucket and key (the key may be empty: a prefix). */
-export function parseS3Url(url: string): { bucket: string; key: string } {
-  const m = /^s3:\/\/([^/]+)(?:\/(.*))?$/s.exec(url);
-  if (!m) throw new SourceError('bad-request', `"${url}" is not an S3 URL: write it as s3://bucket/key`);
-  return { bucket: m[1], key: m[2] ?? '' };
-}
-
-/** What the SDK's and the socket's errors look like, as far as the error mappings read them. */
-export interface S3ErrorShape {
-  name?: string;
-  code?: string;
-  Code?: string;
-  message?: string;
-  $metadata?: { httpStatusCode?: number; attempts?: number };
-}
-
-/** One mapping from whatever the SDK or the socket threw to a SourceError a person can act on. */
-export function s3SourceError(e: unknown, url: string, action: string): SourceError {
-  if (e instanceof SourceError) return e;
-  const err = (e ?? {}) as S3ErrorShape;
-  const status = err.$metadata?.httpStatusCode;
-  const name = err.Code ?? err.name ?? '';
-  const detail = err.message ? `: ${err.message}` : '';
-  const opts = { cause: e };
-  if (name === 'NoSuchBucket') {
-    return new SourceError(
-      'not-found',
-      `${url}: the bucket does not exist (${action}); check the bucket name and the S3 endpoint/region`,
-      opts,
-    );
-  }
-  if (status === 404 || name === 'NoSuchKey' || name === 'NotFound') {
-    return new SourceError('not-found', `${url} does not exist (${action}); check the bucket and key`, opts);
-  }
-  if (status === 412 || name === 'PreconditionFailed') {
-    return new SourceError(
-      'changed',
-      `${url} changed while it was being read (its ETag is no longer the one first seen)`,
-      opts,
-    );
-  }
-  if (status === 401 || status === 403) {
-    return new SourceError(
-      'forbidden',
-      `${url}: access denied (${action}, S3 ${status} ${name}); check the access key and secret, the region and the bucket policy`,
-      opts,
-    );
-  }
-  if (name === 'CredentialsProviderError') {
-    return new SourceError(
-      'forbidden',
-      `${url}: no S3 credentials found (${action}); configure an access key and secret, or the standard AWS credential chain${detail}`,
-      opts,
-    );
-  }
-  if (name === 'TimeoutError' || name === 'RequestTimeout' || err.code === 'ETIMEDOUT') {
-    return new SourceError(
-      'timeout',
-      `${url}: S3 did not answer in time (${action}); check the endpoint, or raise the S3 timeout`,
-      opts,
-    );
-  }
-  if (err.code !== undefined && NETWORK_CODES.has(err.code)) {
-    return new SourceError(
-      'unreachable',
-      `${url}: S3 connection failed (${action}, ${err.code}); check the endpoint and the network`,
-      opts,
-    );
-  }
-  if (status !== undefined && status >= 500) {
-    return new SourceError(
-      'unreachable',
-      `${url}: S3 is failing (${action}, HTTP ${status} ${name}) after retries; try again later`,
-      opts,
-    );
-  }
-  const what = status !== undefined ? `HTTP ${status} ${name}` : name || 'an error';
-  return new SourceError('unreachable', `${url}: S3 answered ${what} (${action})${detail}`, opts);
-}
 
 function abortReason(signal: AbortSignal | undefined): unknown {
   return signal?.aborted ? signal.reason : undefined;

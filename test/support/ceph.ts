@@ -17,7 +17,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ListBucketsCommand } from '@aws-sdk/client-s3';
-import { createS3Client } from '../../src/render/source.s3.ts';
+import { createS3Client } from '../../src/render/s3.client.ts';
 
 export interface CephS3 {
   /** `http://127.0.0.1:PORT`, path-style S3 */

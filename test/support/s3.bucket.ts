@@ -11,7 +11,7 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { createS3Client, type S3Settings } from '../../src/render/source.s3.ts';
+import { createS3Client, type S3Settings } from '../../src/render/s3.client.ts';
 import { type CephOptions, type CephS3, startCeph } from './ceph.ts';
 
 export interface S3TestBucket {
