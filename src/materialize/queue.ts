@@ -520,8 +520,9 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
         }
         if (job.name === 'complete') {
           const reports = await doneReports(sink, plan, controller.signal);
+          // the glue tiles on as many threads as the worker's shards use at once
           const done = await completeInProcess(engine, mosaic, plan, sink, reports, {
-            workers: deps.threads,
+            workers: threads,
             signal: controller.signal,
           });
           await sink.clearNotes().catch(() => {});
