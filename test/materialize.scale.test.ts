@@ -14,6 +14,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { S3_REQUEST, startFaultProxy } from './support/fault.proxy.ts';
 import { PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
 import { startStaticServer } from './support/http.server.ts';
 import { spawnWorker, startRedis, type TestRedis } from './support/queue.ts';
@@ -163,7 +164,7 @@ describe('queue (BullMQ on redis-server) and resume', () => {
     redisPort = redis.port;
   });
 
-  test('3 worker processes + a coordinator: byte-identical, and Redis never sees the tile bytes', async () => {
+  test('3 worker processes + a coordinator: byte-identical; no tile byte goes through Redis or the coordinator', async () => {
     const url = `redis://127.0.0.1:${redisPort}`;
     const workers = [0, 1, 2].map(() => {
       const w = spawn(NODE, [CLI, 'worker', '--redis', url, '--threads', '1'], {
@@ -179,6 +180,19 @@ describe('queue (BullMQ on redis-server) and resume', () => {
         logs[i] += d;
       });
     });
+    // the coordinator reaches S3 through a proxy that counts what it sends (the workers go straight to radosgw)
+    const sent = { uploadParts: 0, bodyBytes: 0 };
+    const proxy = await startFaultProxy(s3.settings.endpoint!, [
+      {
+        name: 'count',
+        match: (u, h) => {
+          if (S3_REQUEST.uploadPart(u)) sent.uploadParts++;
+          sent.bodyBytes += Number(h['x-amz-decoded-content-length'] ?? h['content-length'] ?? 0);
+          return false;
+        },
+        action: { kind: 'error' },
+      },
+    ]);
     try {
       const before = Number((await redis!.info()).total_net_input_bytes);
       const key = 'queue/noise.tif';
@@ -192,6 +206,8 @@ describe('queue (BullMQ on redis-server) and resume', () => {
         '3',
         '--redis',
         url,
+        '--s3-endpoint',
+        proxy.url,
       ]);
       assert.equal(run.code, 0, `${run.stderr}\n${logs.join('\n')}`);
       const got = await s3.download(key);
@@ -201,6 +217,9 @@ describe('queue (BullMQ on redis-server) and resume', () => {
         redisBytes < reference.byteLength / 20,
         `Redis received ${redisBytes} bytes for a ${reference.byteLength}-byte object`,
       );
+      assert.equal(sent.uploadParts, 0, 'the coordinator uploaded no part');
+      assert.ok(sent.bodyBytes < reference.byteLength / 100, `the coordinator sent ${sent.bodyBytes} bytes to S3`);
+      assert.ok(sent.bodyBytes > 0, 'the coordinator saved the plan through the proxy');
       // the shards ran in the worker processes, not in the coordinator
       const ran = logs.map((l) => (l.match(/"shard done"/g) ?? []).length);
       assert.equal(
@@ -212,6 +231,7 @@ describe('queue (BullMQ on redis-server) and resume', () => {
       const v = await validateCog(path.join(dir, 'reference.tif'));
       assert.deepEqual(v.errors, []);
     } finally {
+      await proxy.stop();
       for (const w of workers) w.kill('SIGTERM');
     }
   });
