@@ -3,7 +3,7 @@
  *
  *   npm run bench                       full size (generates ~1.6 GB of inputs once, then takes a while)
  *   npm run bench -- --small            small inputs: the whole run in under a minute
- *   npm run bench -- --only tiles,vcog  some of them: materialize, s3, azure, tiles, tiles-mapserver, vcog, memory, decode, deflate, stac
+ *   npm run bench -- --only tiles,vcog  some of them: materialize, s3, queue, azure, tiles, tiles-mapserver, vcog, memory, decode, deflate, stac
  *   npm run bench -- --no-record        print JSON lines only; do not append to bench/RESULTS.md
  *
  * Each benchmark prints JSON lines on stdout (progress on stderr) and appends a dated section with the machine's
@@ -15,6 +15,7 @@ import { deflateBench } from './deflate.bench.ts';
 import { type Bench, parseHarnessArgs, runBenches } from './harness.ts';
 import { materializeBench } from './materialize.bench.ts';
 import { memoryBench } from './memory.bench.ts';
+import { queueBench } from './queue.bench.ts';
 import { s3Bench } from './s3.bench.ts';
 import { stacBench } from './stac.bench.ts';
 import { tilesBench, tilesMapServerBench } from './tiles.bench.ts';
@@ -26,6 +27,7 @@ export const BENCHES: readonly Bench[] = [
   materializeBench,
   memoryBench,
   s3Bench,
+  queueBench,
   stacBench,
   azureBench,
   tilesBench,
