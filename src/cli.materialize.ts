@@ -316,6 +316,9 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
     let extra: Record<string, unknown> = {};
     let result: Awaited<ReturnType<typeof materialize>>;
     if (isStaged(sink)) {
+      // an unreachable queue fails before the upload exists
+      if (values.redis)
+        await (await import('./materialize/queue.ts')).pingQueue(values.redis, { signal: controller.signal });
       const prep = await prepare(mosaic, sink, {
         options,
         shards: shardCount,

@@ -17,7 +17,7 @@ import { isFinalState, type JobView } from '../src/materialize/jobs.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
 import { type FaultProxy, S3_REQUEST, startFaultProxy } from './support/fault.proxy.ts';
 import { PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
-import { spawnWorker, startRedis, type TestRedis, type TestWorker } from './support/queue.ts';
+import { freePort, spawnWorker, startRedis, type TestRedis, type TestWorker } from './support/queue.ts';
 import { type S3TestBucket, startS3Bucket } from './support/s3.bucket.ts';
 
 const BUCKET = 'cogmill-queue-server';
@@ -202,6 +202,38 @@ describe('server queue mode (materialize.redis)', () => {
 
     assert.equal(await s3.uploadsAt(key), 0);
     assert.deepEqual(await notesAt(key), [], 'the plan and the reports are removed');
+  });
+
+  test('an unreachable Redis: the job fails naming it, within seconds, and no upload was created', async () => {
+    const deadPort = await freePort();
+    const other = await startTestServer({
+      s3: { ...s3.settings },
+      auth: { token: TOKEN },
+      materialize: { allowedDestinations: [`s3://${BUCKET}/`], redis: `redis://:secret@127.0.0.1:${deadPort}` },
+      mosaics: server.deps.config.mosaics,
+    });
+    try {
+      const key = 'no-redis/noise.tif';
+      const res = await fetch(`${other.url}/materialize`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ mosaic: 'noise', dest: `s3://${BUCKET}/${key}`, compress: 'none', blocksize: 256 }),
+      });
+      assert.equal(res.status, 202);
+      const { id } = await res.json();
+      const done = await until(async () => {
+        const j = (await (await fetch(`${other.url}/jobs/${id}`, { headers: auth })).json()) as JobView;
+        return isFinalState(j.state) ? j : undefined;
+      }, 'the job to fail');
+      assert.equal(done.state, 'failed');
+      assert.equal(done.error?.kind, 'unreachable');
+      assert.match(done.error?.message ?? '', new RegExp(`Redis at 127\\.0\\.0\\.1:${deadPort} did not answer`));
+      assert.doesNotMatch(done.error?.message ?? '', /secret/, 'the password is not shown');
+      assert.equal(await s3.uploadsAt(key), 0, 'no upload was created');
+      assert.deepEqual(await notesAt(key), []);
+    } finally {
+      await other.stop();
+    }
   });
 
   test('DELETE /jobs/{id} while shards run: every shard stops, the upload is aborted, nothing is left', async () => {

@@ -142,6 +142,8 @@ export async function materializeResumable(
   o: CoordinateOptions,
   hooks: MaterializeHooks = {},
 ): Promise<Coordinated> {
+  // an unreachable queue fails before the upload exists: nothing to clean up
+  if (o.redisUrl !== undefined) await (await import('./queue.ts')).pingQueue(o.redisUrl, { signal: hooks.signal });
   const prep = await prepare(mosaic, sink, {
     options: o.options,
     shards: o.shards,

@@ -121,6 +121,71 @@ function connector(url: string) {
   };
 }
 
+/** how long a coordinator waits for Redis to answer before the materialisation fails (nothing created yet) */
+const REDIS_ANSWER_MS = 10_000;
+
+/** host:port of a Redis URL, without credentials (for messages) */
+function redisHost(url: string): string {
+  const o = redisConnection(url);
+  return `${o.host}:${o.port}`;
+}
+
+/**
+ * Check that the queue's Redis answers (a PING) within `timeoutMs`: a coordinator asks before it creates the
+ * upload, so an unreachable Redis fails fast, with nothing to clean up, rather than waiting forever.
+ */
+export async function pingQueue(redisUrl: string, o: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<void> {
+  const options = redisConnection(redisUrl);
+  let lastError: unknown;
+  let client: Redis | undefined;
+  let stopped = false;
+  const timeoutMs = o.timeoutMs ?? REDIS_ANSWER_MS;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      (async () => {
+        // one attempt per connection (no reconnecting client left behind), again every 250 ms
+        while (!stopped) {
+          client = new Redis({ ...options, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+          client.on('error', (e) => {
+            lastError = e;
+          });
+          try {
+            await client.connect();
+            await client.ping();
+            return;
+          } catch (e) {
+            lastError = e;
+            client.disconnect();
+            await new Promise((r) => setTimeout(r, 250));
+          }
+        }
+      })(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new CogmillError(
+                'unreachable',
+                `the queue's Redis at ${redisHost(redisUrl)} did not answer within ${timeoutMs} ms${lastError ? ` (${errorMessage(lastError)})` : ''}`,
+              ),
+            ),
+          timeoutMs,
+        );
+      }),
+      new Promise<never>((_, reject) => {
+        if (!o.signal) return;
+        if (o.signal.aborted) reject(o.signal.reason);
+        o.signal.addEventListener('abort', () => reject(o.signal!.reason), { once: true });
+      }),
+    ]);
+  } finally {
+    stopped = true;
+    clearTimeout(timer);
+    client?.disconnect();
+  }
+}
+
 export interface QueueRunHooks {
   readonly signal?: AbortSignal;
   readonly onProgress?: (p: MaterializeProgress) => void;
