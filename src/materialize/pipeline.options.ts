@@ -15,6 +15,11 @@ export interface MaterializeOptions {
   readonly quality?: number;
   readonly resampling?: Resampling;
   readonly overviewResampling?: Resampling;
+  /**
+   * 'finer' (default for average, mode and nearest overviews): each overview level from the level below it, in
+   * one pass, as GDAL does; 'sources': every level rendered from the sources (equal to the virtual COG's levels).
+   */
+  readonly overviews?: 'finer' | 'sources';
   /** worker threads; 0 renders on the calling thread. Default: available cores */
   readonly workers?: number;
   /** parallel runs of tiles for parts sinks (default: max(1, workers)) */

@@ -2,9 +2,11 @@
  * The materialisation pipeline in one process: plan -> shards -> complete, the same three steps every mode runs
  * (see plan.ts), with the shards run concurrently on this process's worker threads.
  *
- * Every level is rendered from the sources at its own resolution by the same call the virtual COG uses, so the
- * materialised COG equals the virtual COG bit for bit at every level, tiles are independent (any order, any
- * machine), and memory is bounded by (tiles in flight x tile size) + (shards x part size), never by the mosaic.
+ * Full resolution is rendered from the sources by the same call the virtual COG uses (equal to it bit for bit).
+ * Overviews are built from the finer level in one pass (overview.pyramid.ts, GDAL's way: within rounding of the
+ * overviews GDAL computes from the same pixels), or with `overviews: 'sources'` rendered from the sources at each
+ * level's resolution (equal to the virtual COG's at every level). Tiles can be asked for in any order by any shard;
+ * memory is bounded by (tiles in flight x tile size) + (shards x part size) + two rows of decoded tiles per level.
  * The bytes do not depend on the number of shards, threads or machines (band statistics are summed exactly).
  */
 import { availableParallelism } from 'node:os';
@@ -14,6 +16,7 @@ import type { Mosaic } from '../render/mosaic.ts';
 import { MiB } from '../render/types.ts';
 import type { CogLayout } from './cog.layout.ts';
 import { checkReports, completeMaterialization, headerOf } from './complete.ts';
+import { OverviewPyramid, type TileJobRunner } from './overview.pyramid.ts';
 import type { Part } from './part.plan.ts';
 import { S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES } from './part.plan.ts';
 import type {
@@ -33,7 +36,7 @@ import {
   type SinkStaged,
   type StagedPart,
 } from './sink.ts';
-import { runTileJob } from './tile.job.ts';
+import { reduceShapeOf, runReduceJob, runTileJob } from './tile.job.ts';
 import { TilePool } from './tile.pool.ts';
 
 export * from './pipeline.options.ts';
@@ -41,13 +44,19 @@ export * from './pipeline.options.ts';
 export const DEFAULT_PART_SIZE = 8 * MiB;
 const WORKER_BLOCK_CACHE_BYTES = 32 * MiB;
 
-/** Tiles of one plan rendered on threads of their own (each thread opens the plan's mosaic once). */
+/**
+ * Renders the tiles of one plan (any tile, any order) on threads of their own (each thread opens the plan's mosaic
+ * once); close it once done.
+ */
 export interface PlanRenderer {
   readonly render: TileRenderer;
   close(): Promise<void>;
 }
 
-/** Tile rendering on `workers` threads (0: on the calling thread). */
+/**
+ * Tile rendering on `workers` threads (0: on the calling thread). With the plan's overviews from the finer level,
+ * overview tiles come from one pass over the full-resolution tiles (overview.pyramid.ts).
+ */
 export function tileRenderer(
   engine: Engine,
   mosaic: Mosaic,
@@ -56,26 +65,48 @@ export function tileRenderer(
   workers: number,
 ): PlanRenderer {
   const settings = tileJobSettings(plan);
+  let run: TileJobRunner;
+  let closePool = async () => {};
   if (workers <= 0) {
+    const shape = reduceShapeOf(mosaic, settings);
+    run = (j) =>
+      j.window
+        ? runReduceJob(shape, layout.levels, settings, j.level, j.tx, j.ty, j.window, j.keep)
+        : runTileJob(engine, mosaic, layout.levels, settings, j.level, j.tx, j.ty, undefined, j.keep);
+  } else {
+    const pool = new TilePool(workers, {
+      // tiles are rendered in file order, so each source block is wanted for a short while only: a small
+      // block cache per worker keeps peak memory flat as the mosaic grows (256 MiB each measured +50% RSS for
+      // 4x the pixels; 32 MiB: +2%, at the same speed)
+      engine: {
+        ...engine.settings,
+        tileCacheBytes: Math.min(engine.settings.tileCacheBytes, WORKER_BLOCK_CACHE_BYTES),
+        // the process's descriptor budget is shared by this engine and every worker's
+        maxOpenFiles: Math.max(4, Math.floor(engine.settings.maxOpenFiles / (workers + 1))),
+      },
+      spec: mosaic.spec,
+      settings,
+    });
+    run = (j) => pool.run(j);
+    closePool = () => pool.close();
+  }
+  if (plan.options.overviews === 'finer' && layout.levels.length > 1) {
+    const resampling = reduceShapeOf(mosaic, settings).overviewResampling;
+    const pyramid = new OverviewPyramid(layout.levels, settings.blockSize, resampling, run, {
+      tilesInFlight: Math.max(2, workers * 2),
+    });
     return {
-      render: (t, signal) => runTileJob(engine, mosaic, layout.levels, settings, t.level, t.tx, t.ty, signal),
-      close: async () => {},
+      render: (t, signal) => pyramid.render(t, signal),
+      close: async () => {
+        try {
+          await pyramid.close();
+        } finally {
+          await closePool();
+        }
+      },
     };
   }
-  const pool = new TilePool(workers, {
-    // tiles are rendered in file order, so each source block is wanted for a short while only: a small
-    // block cache per worker keeps peak memory flat as the mosaic grows (256 MiB each measured +50% RSS for
-    // 4x the pixels; 32 MiB: +2%, at the same speed)
-    engine: {
-      ...engine.settings,
-      tileCacheBytes: Math.min(engine.settings.tileCacheBytes, WORKER_BLOCK_CACHE_BYTES),
-      // the process's descriptor budget is shared by this engine and every worker's
-      maxOpenFiles: Math.max(4, Math.floor(engine.settings.maxOpenFiles / (workers + 1))),
-    },
-    spec: mosaic.spec,
-    settings,
-  });
-  return { render: (t) => pool.run(t), close: () => pool.close() };
+  return { render: (t) => run({ level: t.level, tx: t.tx, ty: t.ty }), close: closePool };
 }
 
 /** At most `n` calls of `fn` at once. */
@@ -252,11 +283,11 @@ export async function completeInProcess(
   plan: MaterializePlan,
   sink: SinkStaged,
   reports: readonly (ShardReport | undefined)[],
-  options: { workers?: number; signal?: AbortSignal } = {},
+  options: { workers?: number; signal?: AbortSignal; renderer?: PlanRenderer } = {},
 ) {
   const layout = planLayout(mosaic, plan);
   const workers = Math.max(0, Math.min(options.workers ?? Math.min(2, availableParallelism()), 64));
-  const renderer = tileRenderer(engine, mosaic, plan, layout, workers);
+  const renderer = options.renderer ?? tileRenderer(engine, mosaic, plan, layout, workers);
   try {
     return await completeMaterialization(checkReports(plan, reports), {
       plan,
@@ -268,7 +299,7 @@ export async function completeInProcess(
       tilesInFlight: Math.max(2, workers),
     });
   } finally {
-    await renderer.close();
+    if (!options.renderer) await renderer.close();
   }
 }
 
@@ -339,15 +370,22 @@ export async function materialize(
       const s = staged!;
       plan = { ...plan, uploadId: await s.create(signal) };
       const progress = progressor(plan.tileCount, s, hooks);
-      const reports = await runShardsInProcess(
-        engine,
-        mosaic,
-        plan,
-        s,
-        { workers, maxConcurrentUploads: options.maxConcurrentUploads },
-        { signal, progress },
-      );
-      result = await completeInProcess(engine, mosaic, plan, s, reports, { workers, signal });
+      // one renderer for the shards and the complete step: the tiles the complete step renders again (the held
+      // ones) come from the same overview pass
+      const renderer = tileRenderer(engine, mosaic, plan, planLayout(mosaic, plan), workers);
+      try {
+        const reports = await runShardsInProcess(
+          engine,
+          mosaic,
+          plan,
+          s,
+          { workers, maxConcurrentUploads: options.maxConcurrentUploads, renderer },
+          { signal, progress },
+        );
+        result = await completeInProcess(engine, mosaic, plan, s, reports, { workers, signal, renderer });
+      } finally {
+        await renderer.close();
+      }
       progress.report(true);
     }
     const { layout } = headerOfResult(result, plan, mosaic);

@@ -4,7 +4,9 @@ import { Engine, type EngineSettings } from '../render/engine.ts';
 import { CogmillError } from '../render/errors.ts';
 import type { MosaicSpec } from '../render/mosaic.ts';
 import { cogLevels } from './cog.layout.ts';
-import { runTileJob, type TileJobSettings } from './tile.job.ts';
+import type { ReduceWindow } from './overview.reduce.ts';
+import { reduceShapeOf, runReduceJob, runTileJob, type TileJobSettings } from './tile.job.ts';
+import { pixelBuffers } from './tile.pool.ts';
 
 interface Init {
   readonly engine: Partial<EngineSettings>;
@@ -12,22 +14,37 @@ interface Init {
   readonly settings: TileJobSettings;
 }
 
+interface Job {
+  readonly id: number;
+  readonly level: number;
+  readonly tx: number;
+  readonly ty: number;
+  readonly keep?: boolean;
+  /** a reduce job: the finer level's pixels the tile needs */
+  readonly window?: ReduceWindow;
+}
+
 const init = workerData as Init;
 const engine = new Engine(init.engine);
-const ready = engine
-  .openMosaic(init.spec)
-  .then((mosaic) => ({ mosaic, levels: cogLevels(mosaic.grid.width, mosaic.grid.height, init.settings.blockSize) }));
+const ready = engine.openMosaic(init.spec).then((mosaic) => ({
+  mosaic,
+  shape: reduceShapeOf(mosaic, init.settings),
+  levels: cogLevels(mosaic.grid.width, mosaic.grid.height, init.settings.blockSize),
+}));
 ready.catch(() => {});
 
-parentPort!.on('message', async (msg: { id: number; level: number; tx: number; ty: number }) => {
+parentPort!.on('message', async (msg: Job) => {
   try {
-    const { mosaic, levels } = await ready;
-    const r = await runTileJob(engine, mosaic, levels, init.settings, msg.level, msg.tx, msg.ty);
+    const { mosaic, shape, levels } = await ready;
+    const r = msg.window
+      ? await runReduceJob(shape, levels, init.settings, msg.level, msg.tx, msg.ty, msg.window, msg.keep)
+      : await runTileJob(engine, mosaic, levels, init.settings, msg.level, msg.tx, msg.ty, undefined, msg.keep);
     // a fresh ArrayBuffer we own (encoder output may live in external or pooled memory that cannot be transferred)
     const payload = new Uint8Array(r.payload.byteLength);
     payload.set(r.payload);
-    parentPort!.postMessage({ id: msg.id, payload, stats: r.stats, validCount: r.validCount }, [
+    parentPort!.postMessage({ id: msg.id, payload, stats: r.stats, validCount: r.validCount, pixels: r.pixels }, [
       payload.buffer as ArrayBuffer,
+      ...pixelBuffers(r.pixels),
     ]);
   } catch (e) {
     const err = e as Error;

@@ -24,6 +24,7 @@ import type { Mosaic, MosaicSpec } from '../render/mosaic.ts';
 import { MiB, type Resampling } from '../render/types.ts';
 import { type CogLayout, layoutCog, maxTilePayloadBytes } from './cog.layout.ts';
 import { defaultOverviewResampling } from './cog.tiles.ts';
+import { isReducible, REDUCIBLE_RESAMPLINGS } from './overview.reduce.ts';
 import { cogSpecFor, type MaterializeOptions } from './pipeline.options.ts';
 import type { SinkLimits } from './sink.ts';
 import { statisticsXmlBytes } from './statistics.xml.ts';
@@ -54,8 +55,15 @@ export interface PlanOptions {
   readonly quality?: number;
   readonly resampling: Resampling;
   readonly overviewResampling: Resampling;
+  /**
+   * How overview levels are made: 'finer' = each from the level below it (2x2, see overview.reduce.ts), 'sources'
+   * = rendered from the sources at the level's resolution (the virtual COG's way). Absent in older plans: sources.
+   */
+  readonly overviews?: OverviewMethod;
   readonly statistics: boolean;
 }
+
+export type OverviewMethod = 'finer' | 'sources';
 
 export interface MaterializePlan {
   readonly kind: typeof PLAN_KIND;
@@ -86,6 +94,12 @@ export interface MaterializePlan {
 export function planOptions(mosaic: Mosaic, options: MaterializeOptions): PlanOptions {
   const spec = cogSpecFor(mosaic, options);
   const overviewResampling = options.overviewResampling ?? defaultOverviewResampling(mosaic);
+  const overviews = options.overviews ?? (isReducible(overviewResampling) ? 'finer' : 'sources');
+  if (overviews === 'finer' && !isReducible(overviewResampling))
+    throw new CogmillError(
+      'bad-request',
+      `overviews from the finer level take ${REDUCIBLE_RESAMPLINGS.join(', ')} resampling, not ${overviewResampling}`,
+    );
   return {
     compression: spec.compression,
     ...(options.level !== undefined ? { level: options.level } : {}),
@@ -94,6 +108,7 @@ export function planOptions(mosaic: Mosaic, options: MaterializeOptions): PlanOp
     ...(options.quality !== undefined ? { quality: options.quality } : {}),
     resampling: options.resampling ?? mosaic.resampling,
     overviewResampling,
+    overviews,
     statistics: options.statistics !== false,
   };
 }
@@ -109,6 +124,7 @@ export function optionsOfPlan(plan: MaterializePlan): MaterializeOptions {
     quality: o.quality,
     resampling: o.resampling,
     overviewResampling: o.overviewResampling,
+    overviews: o.overviews ?? 'sources',
     statistics: o.statistics,
   };
 }

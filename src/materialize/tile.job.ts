@@ -1,14 +1,25 @@
 /**
  * One unit of materialisation work: render a COG tile, encode it, and (full resolution only) accumulate band
  * statistics. Runs in worker threads or inline; the same code either way.
+ *
+ * Two kinds: a tile rendered from the sources (`runTileJob`), and an overview tile computed from a window of the
+ * finer level's decoded pixels (`runReduceJob`, see overview.reduce.ts). Either can also return its decoded pixels
+ * for the next coarser level.
  */
 import type { Engine } from '../render/engine.ts';
 import type { Mosaic } from '../render/mosaic.ts';
-import type { Resampling } from '../render/types.ts';
+import type { DType, Resampling, TypedArray } from '../render/types.ts';
 import type { CogCompression, CogLevel, CogPredictor } from './cog.layout.ts';
-import { renderCogTile } from './cog.tiles.ts';
+import { defaultOverviewResampling, renderCogTile } from './cog.tiles.ts';
+import { type ReduceWindow, reduceToTile } from './overview.reduce.ts';
 import { accumulate, type BandAccumulator, newAccumulators } from './statistics.xml.ts';
 import { encodeTile } from './tile.encode.ts';
+
+/** A decoded tile as the COG stores it: blockSize^2 per band, mask 255 where data. */
+export interface TilePixels {
+  readonly bands: TypedArray[];
+  readonly mask: Uint8Array;
+}
 
 export interface TileJobSettings {
   readonly blockSize: number;
@@ -24,8 +35,57 @@ export interface TileJobResult {
   readonly payload: Uint8Array;
   readonly stats?: BandAccumulator[];
   readonly validCount: number;
+  /** the decoded tile, blockSize^2 per band and its mask (when asked for) */
+  readonly pixels?: TilePixels;
 }
 
+/** What a reduce job needs of the mosaic (plain data: a worker has it without opening the mosaic). */
+export interface ReduceShape {
+  readonly dtype: DType;
+  readonly bandCount: number;
+  readonly nodata?: number;
+  readonly overviewResampling: Resampling;
+}
+
+export function reduceShapeOf(mosaic: Mosaic, settings: TileJobSettings): ReduceShape {
+  return {
+    dtype: mosaic.dtype,
+    bandCount: mosaic.bandCount,
+    ...(mosaic.nodata !== undefined ? { nodata: mosaic.nodata } : {}),
+    overviewResampling: settings.overviewResampling ?? defaultOverviewResampling(mosaic),
+  };
+}
+
+async function finish(
+  shape: ReduceShape,
+  settings: TileJobSettings,
+  tile: { bands: TypedArray[]; mask: Uint8Array; validCount: number },
+  level: number,
+  keep: boolean,
+): Promise<TileJobResult> {
+  const payload = await encodeTile(tile.bands, {
+    dtype: shape.dtype,
+    bands: shape.bandCount,
+    blockSize: settings.blockSize,
+    compression: settings.compression,
+    predictor: settings.predictor,
+    level: settings.level,
+    quality: settings.quality,
+  });
+  let stats: BandAccumulator[] | undefined;
+  if (level === 0) {
+    stats = newAccumulators(shape.bandCount);
+    if (tile.validCount > 0) accumulate(stats, tile.bands, tile.mask);
+  }
+  return {
+    payload,
+    stats,
+    validCount: tile.validCount,
+    ...(keep ? { pixels: { bands: tile.bands, mask: tile.mask } } : {}),
+  };
+}
+
+/** Render tile (tx, ty) of `level` from the sources and encode it (and return its pixels too, with `keep`). */
 export async function runTileJob(
   engine: Engine,
   mosaic: Mosaic,
@@ -35,22 +95,37 @@ export async function runTileJob(
   tx: number,
   ty: number,
   signal?: AbortSignal,
+  keep = false,
 ): Promise<TileJobResult> {
   // an export fails on a source block it cannot decode: a COG with silently empty blocks is worse than an error
   const tile = await renderCogTile(engine, mosaic, levels, level, tx, ty, { ...settings, strict: true }, signal);
-  const payload = await encodeTile(tile.bands, {
-    dtype: mosaic.dtype,
-    bands: mosaic.bandCount,
-    blockSize: settings.blockSize,
-    compression: settings.compression,
-    predictor: settings.predictor,
-    level: settings.level,
-    quality: settings.quality,
-  });
-  let stats: BandAccumulator[] | undefined;
-  if (level === 0) {
-    stats = newAccumulators(mosaic.bandCount);
-    if (tile.validCount > 0) accumulate(stats, tile.bands, tile.mask);
-  }
-  return { payload, stats, validCount: tile.validCount };
+  return finish(reduceShapeOf(mosaic, settings), settings, tile, level, keep);
+}
+
+/**
+ * Overview tile (tx, ty) of `level` (>= 1) from `window`, the finer level's decoded pixels it needs; encoded, and
+ * returned decoded too with `keep`.
+ */
+export async function runReduceJob(
+  shape: ReduceShape,
+  levels: readonly CogLevel[],
+  settings: TileJobSettings,
+  level: number,
+  tx: number,
+  ty: number,
+  window: ReduceWindow,
+  keep = false,
+): Promise<TileJobResult> {
+  const tile = reduceToTile(
+    window,
+    levels[level - 1],
+    levels[level],
+    tx,
+    ty,
+    settings.blockSize,
+    shape.dtype,
+    shape.overviewResampling,
+    shape.nodata ?? 0,
+  );
+  return finish(shape, settings, tile, level, keep);
 }

@@ -1,8 +1,9 @@
 /** A small pool of worker threads rendering and encoding tiles (the CPU work stays off the calling event loop). */
 import { Worker } from 'node:worker_threads';
 import { RenderError } from '../render/errors.ts';
+import type { ReduceWindow } from './overview.reduce.ts';
 import type { BandAccumulator } from './statistics.xml.ts';
-import type { TileJobResult } from './tile.job.ts';
+import type { TileJobResult, TilePixels } from './tile.job.ts';
 
 export interface TileRef {
   readonly level: number;
@@ -10,12 +11,25 @@ export interface TileRef {
   readonly ty: number;
 }
 
+/** A tile job: rendered from the sources, or (with `window`) computed from the finer level's pixels. */
+export interface TileJobRequest extends TileRef {
+  /** return the decoded tile too */
+  readonly keep?: boolean;
+  readonly window?: ReduceWindow;
+}
+
+/** The buffers of decoded pixels (moved, not copied, between threads). */
+export function pixelBuffers(p: TilePixels | ReduceWindow | undefined | null): ArrayBuffer[] {
+  if (!p) return [];
+  return [p.mask.buffer as ArrayBuffer, ...p.bands.map((b) => b.buffer as ArrayBuffer)];
+}
+
 /** A small pool of worker threads running tile jobs. */
 export class TilePool {
   private readonly workers: Worker[] = [];
   private readonly idle: Worker[] = [];
   private readonly waiting: {
-    job: TileRef;
+    job: TileJobRequest;
     resolve: (r: TileJobResult) => void;
     reject: (e: unknown) => void;
   }[] = [];
@@ -36,13 +50,20 @@ export class TilePool {
           payload?: Uint8Array;
           stats?: BandAccumulator[];
           validCount?: number;
+          pixels?: TilePixels;
           error?: { message: string; kind: string };
         }) => {
           const p = this.pending.get(m.id);
           if (!p) return;
           this.pending.delete(m.id);
           if (m.error) p.reject(new RenderError(m.error.kind as never, m.error.message));
-          else p.resolve({ payload: m.payload!, stats: m.stats, validCount: m.validCount ?? 0 });
+          else
+            p.resolve({
+              payload: m.payload!,
+              stats: m.stats,
+              validCount: m.validCount ?? 0,
+              ...(m.pixels ? { pixels: m.pixels } : {}),
+            });
           this.release(w);
         },
       );
@@ -70,13 +91,21 @@ export class TilePool {
     else this.idle.push(w);
   }
 
-  private dispatch(w: Worker, job: TileRef, resolve: (r: TileJobResult) => void, reject: (e: unknown) => void): void {
+  private dispatch(
+    w: Worker,
+    job: TileJobRequest,
+    resolve: (r: TileJobResult) => void,
+    reject: (e: unknown) => void,
+  ): void {
     const id = this.nextId++;
     this.pending.set(id, { resolve, reject, worker: w });
-    w.postMessage({ id, ...job });
+    w.postMessage(
+      { id, level: job.level, tx: job.tx, ty: job.ty, keep: job.keep, window: job.window },
+      pixelBuffers(job.window),
+    );
   }
 
-  run(job: TileRef): Promise<TileJobResult> {
+  run(job: TileJobRequest): Promise<TileJobResult> {
     if (this.failed) return Promise.reject(this.failed);
     return new Promise((resolve, reject) => {
       const w = this.idle.pop();

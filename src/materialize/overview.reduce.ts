@@ -1,0 +1,213 @@
+/**
+ * Overview tiles from the finer level, pure: a tile of level k + 1 is computed from a window of level k's decoded
+ * pixels, the way GDAL computes overviews from the level before (GDALRegenerateOverviews): the ratio per axis is
+ * finerSize / coarserSize (exactly 2 for even sizes, a little more for odd ones, since sizes halve with floor),
+ * and for each coarser pixel j the finer pixels under it are:
+ * - average: [j * r, (j + 1) * r) with fractional weights at both ends; the weighted mean of the pixels that hold
+ *   data (nodata and uncovered pixels are left out, as GDAL does), rounded half up for integer types;
+ * - nearest: the pixel floor((j + 0.5) * r) with its validity (the lower right one of 2 x 2);
+ * - mode: [floor(0.5 + j * r), floor(0.5 + (j + 1) * r)); the most frequent value among the pixels that hold data
+ *   (on a tie, the one seen first in row order).
+ * Pixels are no data where none of their finer pixels holds data.
+ */
+import { allocTyped, type DType, type Resampling, type TypedArray } from '../render/types.ts';
+
+/** The resamplings whose overviews are built from the finer level; others are rendered from the sources. */
+export const REDUCIBLE_RESAMPLINGS: readonly Resampling[] = ['average', 'mode', 'nearest'];
+
+export function isReducible(resampling: Resampling): boolean {
+  return REDUCIBLE_RESAMPLINGS.includes(resampling);
+}
+
+/** Decoded pixels of a rectangle of the finer level (global pixel coordinates of that level). */
+export interface ReduceWindow {
+  readonly x0: number;
+  readonly y0: number;
+  readonly width: number;
+  readonly height: number;
+  readonly bands: TypedArray[];
+  /** 255 where a pixel holds data */
+  readonly mask: Uint8Array;
+}
+
+/** The finer pixels [start, end) under coarser pixel j along one axis (finer size n, coarser size m). */
+export function spanOf(j: number, n: number, m: number, resampling: Resampling): [number, number] {
+  const r = n / m;
+  if (resampling === 'nearest') {
+    const s = Math.min(n - 1, Math.floor((j + 0.5) * r + 1e-10));
+    return [s, s + 1];
+  }
+  if (resampling === 'mode') {
+    const s = Math.floor(0.5 + j * r);
+    return [s, Math.max(s + 1, Math.min(n, Math.floor(0.5 + (j + 1) * r)))];
+  }
+  return [Math.floor(j * r + 1e-9), Math.min(n, Math.ceil((j + 1) * r - 1e-9))];
+}
+
+/** The finer window [start, end) the coarser pixels [from, to) need along one axis. */
+export function windowOf(from: number, to: number, n: number, m: number, resampling: Resampling): [number, number] {
+  return [spanOf(from, n, m, resampling)[0], spanOf(to - 1, n, m, resampling)[1]];
+}
+
+interface AxisPlan {
+  readonly start: Int32Array;
+  readonly end: Int32Array;
+  /** weights of the finer pixels of each coarser pixel, flattened (average only) */
+  readonly weight: Float64Array;
+  readonly weightAt: Int32Array;
+}
+
+function axisPlan(from: number, count: number, n: number, m: number, resampling: Resampling): AxisPlan {
+  const start = new Int32Array(count);
+  const end = new Int32Array(count);
+  const weightAt = new Int32Array(count + 1);
+  let total = 0;
+  for (let k = 0; k < count; k++) {
+    const [s, e] = spanOf(from + k, n, m, resampling);
+    start[k] = s;
+    end[k] = e;
+    weightAt[k] = total;
+    total += e - s;
+  }
+  weightAt[count] = total;
+  const weight = new Float64Array(total);
+  const r = n / m;
+  for (let k = 0; k < count; k++) {
+    const a = (from + k) * r;
+    const b = (from + k + 1) * r;
+    for (let i = start[k]; i < end[k]; i++) {
+      weight[weightAt[k] + i - start[k]] =
+        resampling === 'average' ? Math.max(0, Math.min(i + 1, b) - Math.max(i, a)) : 1;
+    }
+  }
+  return { start, end, weight, weightAt };
+}
+
+const INTEGER: Record<DType, boolean> = {
+  uint8: true,
+  int8: true,
+  uint16: true,
+  int16: true,
+  uint32: true,
+  int32: true,
+  float32: false,
+  float64: false,
+};
+
+/**
+ * Tile (tx, ty) of a coarser level (`coarser` = its size) from `win`, a window of the finer level (`finer` = its
+ * size) that covers every finer pixel the tile needs. Returns the tile as the COG stores it: `blockSize`^2 per
+ * band, padding and no-data pixels filled with `fill`.
+ */
+export function reduceToTile(
+  win: ReduceWindow,
+  finer: { width: number; height: number },
+  coarser: { width: number; height: number },
+  tx: number,
+  ty: number,
+  blockSize: number,
+  dtype: DType,
+  resampling: Resampling,
+  fill: number,
+): { bands: TypedArray[]; mask: Uint8Array; validCount: number } {
+  const bs = blockSize;
+  const cx0 = tx * bs;
+  const cy0 = ty * bs;
+  const w = Math.min(bs, coarser.width - cx0);
+  const h = Math.min(bs, coarser.height - cy0);
+  const xs = axisPlan(cx0, w, finer.width, coarser.width, resampling);
+  const ys = axisPlan(cy0, h, finer.height, coarser.height, resampling);
+  const nb = win.bands.length;
+  const mask = new Uint8Array(bs * bs);
+  const bands: TypedArray[] = [];
+  for (let b = 0; b < nb; b++) {
+    const a = allocTyped(dtype, bs * bs);
+    if (fill !== 0) a.fill(fill);
+    bands.push(a);
+  }
+  const round = INTEGER[dtype];
+  const ww = win.width;
+  const total = new Float64Array(nb);
+  const values = new Float64Array(64);
+  let validCount = 0;
+  for (let y = 0; y < h; y++) {
+    const ys0 = ys.start[y];
+    const ys1 = ys.end[y];
+    for (let x = 0; x < w; x++) {
+      const xs0 = xs.start[x];
+      const xs1 = xs.end[x];
+      const o = y * bs + x;
+      if (resampling === 'nearest') {
+        const i = (ys0 - win.y0) * ww + (xs0 - win.x0);
+        if (win.mask[i] === 0) continue;
+        mask[o] = 255;
+        validCount++;
+        for (let b = 0; b < nb; b++) bands[b][o] = win.bands[b][i];
+        continue;
+      }
+      if (resampling === 'mode') {
+        let found = false;
+        for (let b = 0; b < nb; b++) {
+          let count = 0;
+          for (let sy = ys0; sy < ys1; sy++) {
+            const row = (sy - win.y0) * ww - win.x0;
+            for (let sx = xs0; sx < xs1; sx++) {
+              if (win.mask[row + sx] === 0 || count >= values.length) continue;
+              values[count++] = win.bands[b][row + sx];
+            }
+          }
+          if (count === 0) break;
+          found = true;
+          bands[b][o] = modeOf(values, count);
+        }
+        if (found) {
+          mask[o] = 255;
+          validCount++;
+        }
+        continue;
+      }
+      let wsum = 0;
+      total.fill(0);
+      for (let sy = ys0; sy < ys1; sy++) {
+        const wy = ys.weight[ys.weightAt[y] + sy - ys0];
+        const row = (sy - win.y0) * ww - win.x0;
+        for (let sx = xs0; sx < xs1; sx++) {
+          const i = row + sx;
+          if (win.mask[i] === 0) continue;
+          const wt = wy * xs.weight[xs.weightAt[x] + sx - xs0];
+          if (wt === 0) continue;
+          wsum += wt;
+          for (let b = 0; b < nb; b++) total[b] += win.bands[b][i] * wt;
+        }
+      }
+      if (wsum === 0) continue;
+      mask[o] = 255;
+      validCount++;
+      for (let b = 0; b < nb; b++) bands[b][o] = round ? Math.floor(total[b] / wsum + 0.5) : total[b] / wsum;
+    }
+  }
+  return { bands, mask, validCount };
+}
+
+/** The most frequent of values[0..count) (the first seen on a tie). */
+function modeOf(values: Float64Array, count: number): number {
+  let best = values[0];
+  let bestCount = 0;
+  for (let a = 0; a < count; a++) {
+    const v = values[a];
+    let seen = false;
+    for (let p = 0; p < a; p++)
+      if (values[p] === v) {
+        seen = true;
+        break;
+      }
+    if (seen) continue;
+    let c = 0;
+    for (let b = a; b < count; b++) if (values[b] === v) c++;
+    if (c > bestCount) {
+      bestCount = c;
+      best = v;
+    }
+  }
+  return best;
+}

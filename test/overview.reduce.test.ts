@@ -1,0 +1,133 @@
+/**
+ * Overviews from the finer level: the per-pixel rules (GDAL's spans and weights, valid pixels only) and the pass
+ * that builds every level from one rendering of the full-resolution tiles.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { cogLevels } from '../src/materialize/cog.layout.ts';
+import { OverviewPyramid } from '../src/materialize/overview.pyramid.ts';
+import { reduceToTile, spanOf } from '../src/materialize/overview.reduce.ts';
+import { reduceShapeOf, runReduceJob, runTileJob, type TileJobSettings } from '../src/materialize/tile.job.ts';
+import type { TileJobRequest } from '../src/materialize/tile.pool.ts';
+import { Engine } from '../src/render/engine.ts';
+import { fixtureDir } from './support/gdal.ts';
+
+const win = (width: number, height: number, values: number[], valid?: number[]) => ({
+  x0: 0,
+  y0: 0,
+  width,
+  height,
+  bands: [Float32Array.from(values)],
+  mask: Uint8Array.from(valid ?? values.map(() => 1), (v) => (v ? 255 : 0)),
+});
+
+describe('overview pixels from the finer level', () => {
+  test('average leaves out pixels without data and rounds integers half up', () => {
+    // 4 x 4 finer -> 2 x 2 coarser (block 2): upper left block has one pixel without data
+    const w = win(
+      4,
+      4,
+      [10, 99, 1, 2, 20, 30, 3, 4, 0, 0, 5, 5, 0, 0, 5, 6],
+      [1, 0, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1],
+    );
+    const f = reduceToTile(w, { width: 4, height: 4 }, { width: 2, height: 2 }, 0, 0, 2, 'float32', 'average', -1);
+    assert.deepEqual([...f.bands[0]], [20, 2.5, -1, 5.25]);
+    assert.deepEqual([...f.mask], [255, 255, 0, 255]);
+    assert.equal(f.validCount, 3);
+    const u = reduceToTile(
+      { ...w, bands: [Uint16Array.from(w.bands[0])] },
+      { width: 4, height: 4 },
+      { width: 2, height: 2 },
+      0,
+      0,
+      2,
+      'uint16',
+      'average',
+      0,
+    );
+    assert.deepEqual([...u.bands[0]], [20, 3, 0, 5]);
+  });
+
+  test('odd sizes: fractional weights at the seams, as GDAL (5 -> 2 pixels: ratio 2.5)', () => {
+    assert.deepEqual(spanOf(0, 5, 2, 'average'), [0, 3]);
+    assert.deepEqual(spanOf(1, 5, 2, 'average'), [2, 5]);
+    // one row, values = column index: [0, 2.5) -> (0 + 1 + 0.5 * 2) / 2.5 = 0.8, [2.5, 5) -> (0.5 * 2 + 3 + 4) / 2.5 = 3.2
+    const w = win(5, 2, [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]);
+    const t = reduceToTile(w, { width: 5, height: 2 }, { width: 2, height: 1 }, 0, 0, 2, 'float32', 'average', 0);
+    assert.ok(Math.abs(t.bands[0][0] - 0.8) < 1e-6 && Math.abs(t.bands[0][1] - 3.2) < 1e-6, String([...t.bands[0]]));
+  });
+
+  test('mode keeps classes (first seen on a tie), nearest takes the lower right pixel', () => {
+    const w = win(4, 2, [3, 7, 1, 2, 7, 3, 2, 1]);
+    const m = reduceToTile(w, { width: 4, height: 2 }, { width: 2, height: 1 }, 0, 0, 2, 'float32', 'mode', 0);
+    assert.deepEqual([...m.bands[0]].slice(0, 2), [3, 1]);
+    const n = reduceToTile(w, { width: 4, height: 2 }, { width: 2, height: 1 }, 0, 0, 2, 'float32', 'nearest', 0);
+    assert.deepEqual([...n.bands[0]].slice(0, 2), [3, 1]);
+    const v = win(4, 2, [3, 7, 1, 2, 7, 3, 2, 1], [1, 1, 1, 1, 1, 0, 1, 1]);
+    const n2 = reduceToTile(v, { width: 4, height: 2 }, { width: 2, height: 1 }, 0, 0, 2, 'float32', 'nearest', 0);
+    assert.deepEqual([...n2.mask].slice(0, 2), [0, 255]);
+  });
+});
+
+describe('the overview pass', () => {
+  let dir = '';
+  let engine: Engine;
+  before(async () => {
+    dir = await fixtureDir();
+    engine = new Engine({ roots: [dir] });
+  });
+  after(() => engine.close());
+
+  test('renders each full-resolution tile once and every overview tile from the finer level; any tile on request', async () => {
+    const m = await engine.openMosaic({
+      id: 'pass',
+      sources: ['utm32', 'utm31'].map((n) => path.join(dir, `${n}.tif`)),
+      blockSize: 128,
+    });
+    const settings: TileJobSettings = { blockSize: 128, compression: 'deflate', predictor: 2 };
+    const levels = cogLevels(m.grid.width, m.grid.height, 128);
+    assert.ok(levels.length >= 3, 'the fixture has overview levels');
+    const shape = reduceShapeOf(m, settings);
+    const rendered = new Map<string, number>();
+    let reduced = 0;
+    const run = (j: TileJobRequest) => {
+      if (j.window) {
+        reduced++;
+        return runReduceJob(shape, levels, settings, j.level, j.tx, j.ty, j.window, j.keep);
+      }
+      const k = `${j.level}/${j.tx}/${j.ty}`;
+      rendered.set(k, (rendered.get(k) ?? 0) + 1);
+      return runTileJob(engine, m, levels, settings, j.level, j.tx, j.ty, undefined, j.keep);
+    };
+    const pyramid = new OverviewPyramid(levels, 128, shape.overviewResampling, run);
+    const count = (l: number) => Math.ceil(levels[l].width / 128) * Math.ceil(levels[l].height / 128);
+    try {
+      const top = await pyramid.render({ level: levels.length - 1, tx: 0, ty: 0 });
+      assert.ok(top.payload.byteLength > 0);
+      // every tile again, in any order, from the pass: no more rendering from the sources
+      for (let l = 0; l < levels.length; l++)
+        for (let i = count(l) - 1; i >= 0; i--) {
+          const nx = Math.ceil(levels[l].width / 128);
+          const r = await pyramid.render({ level: l, tx: i % nx, ty: Math.floor(i / nx) });
+          assert.ok(r.payload.byteLength > 0);
+          if (l === 0) assert.ok(r.stats, 'full-resolution tiles keep their statistics');
+        }
+      assert.equal(rendered.size, count(0));
+      assert.ok(
+        [...rendered.keys()].every((k) => k.startsWith('0/')),
+        'only full-resolution tiles from the sources',
+      );
+      assert.ok(
+        [...rendered.values()].every((n) => n === 1),
+        'each rendered once',
+      );
+      let overviewTiles = 0;
+      for (let l = 1; l < levels.length; l++) overviewTiles += count(l);
+      assert.equal(reduced, overviewTiles);
+      assert.equal(pyramid.passTiles, count(0) + overviewTiles);
+    } finally {
+      await pyramid.close();
+    }
+  });
+});
