@@ -5,6 +5,7 @@
  *   node bench/materialize.child.ts '{"spec":{"id":"m","sources":[...]},"out":"/tmp/x.tif","roots":["/data"]}'
  */
 
+import { enableCompileCache } from '../src/compile.cache.ts';
 import { createSink, parseDestination } from '../src/materialize/destination.ts';
 import type { MaterializeOptions } from '../src/materialize/pipeline.ts';
 import { materialize } from '../src/materialize/pipeline.ts';
@@ -26,6 +27,8 @@ export interface MaterializeJob {
   readonly engine?: Partial<EngineSettings>;
 }
 
+// as the CLI does: worker threads reuse the compiled modules
+enableCompileCache(process.env);
 const job = JSON.parse(process.argv[2] ?? '{}') as MaterializeJob;
 const t0 = performance.now();
 const engine = new Engine({ ...job.engine, roots: job.roots, allowedUrlPrefixes: [] });

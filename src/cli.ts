@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import YAML from 'yaml';
+import { enableCompileCache } from './compile.cache.ts';
 import { redactConfig } from './config.redact.ts';
 import { configReferenceMarkdown } from './config.reference.ts';
 import { type Config, ConfigError } from './config.schema.ts';
@@ -324,6 +325,8 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
 }
 
 export function run(): void {
+  // before any worker thread or child process starts: they inherit the cache directory
+  enableCompileCache(process.env);
   main().catch((e: unknown) => {
     const code = (e as { code?: unknown })?.code;
     if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
