@@ -48,6 +48,8 @@ export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mo
   --blocksize N            tile size in pixels (default: the mosaic's, 512)
   --resampling NAME        full-resolution resampling (default: the mosaic's)
   --overview-resampling NAME  average (default; mode for categorical mosaics), nearest, mode, bilinear, cubic
+  --overviews HOW          finer (default for average, mode, nearest): each overview level from the level below
+                           it, as GDAL does; sources: every level rendered from the sources (the virtual COG's)
   --no-statistics          leave band statistics out of GDAL_METADATA
   --workers N              render/compress threads (default: materialize.workers, else one per core)
   --max-uploads N          parts uploaded at once (default: materialize.maxConcurrentUploads)
@@ -183,6 +185,7 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
       blocksize: { type: 'string' },
       resampling: { type: 'string' },
       'overview-resampling': { type: 'string' },
+      overviews: { type: 'string' },
       'no-statistics': { type: 'boolean' },
       workers: { type: 'string' },
       'max-uploads': { type: 'string' },
@@ -259,6 +262,7 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
       blocksize: values.blocksize,
       resampling: values.resampling,
       overview_resampling: values['overview-resampling'],
+      overviews: values.overviews,
       statistics: values['no-statistics'] ? 'false' : undefined,
     });
   } catch (e) {

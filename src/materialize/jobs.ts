@@ -417,6 +417,7 @@ export const JOB_OPTION_NAMES = [
   'blocksize',
   'resampling',
   'overview_resampling',
+  'overviews',
   'statistics',
 ] as const;
 export type JobOptionName = (typeof JOB_OPTION_NAMES)[number];
@@ -505,6 +506,11 @@ export function parseJobOptions(input: Readonly<Record<string, unknown>>): {
     overviewResampling = oneOf('overview_resampling', input.overview_resampling, RESAMPLINGS);
     asked.overview_resampling = overviewResampling;
   }
+  let overviews: MaterializeOptions['overviews'];
+  if (has('overviews')) {
+    overviews = oneOf('overviews', input.overviews, ['finer', 'sources'] as const);
+    asked.overviews = overviews;
+  }
   let statistics: boolean | undefined;
   if (has('statistics')) {
     const v = text('statistics', input.statistics).toLowerCase();
@@ -521,6 +527,7 @@ export function parseJobOptions(input: Readonly<Record<string, unknown>>): {
     blockSize,
     resampling,
     overviewResampling,
+    overviews,
     statistics,
   };
   return { options, asked };
