@@ -63,14 +63,23 @@ describe('job options', () => {
       level: '9',
       blocksize: 256,
       predictor: '2',
+      overviews: 'sources',
       statistics: 'false',
     });
     assert.equal(options.compression, 'zstd');
+    assert.equal(options.overviews, 'sources');
     assert.equal(options.level, 9);
     assert.equal(options.blockSize, 256);
     assert.equal(options.predictor, 2);
     assert.equal(options.statistics, false);
-    assert.deepEqual(asked, { compress: 'zstd', level: 9, blocksize: 256, predictor: '2', statistics: false });
+    assert.deepEqual(asked, {
+      compress: 'zstd',
+      level: 9,
+      blocksize: 256,
+      predictor: '2',
+      overviews: 'sources',
+      statistics: false,
+    });
     assert.equal(parseJobOptions({}).options.compression, 'deflate');
     const bad: [Record<string, unknown>, RegExp][] = [
       [{ compress: 'gzip' }, /^compress: must be one of none, deflate/],
@@ -82,6 +91,7 @@ describe('job options', () => {
       [{ predictor: 4 }, /^predictor: must be one of auto, 1, 2, 3/],
       [{ overview_resampling: 'lanczos' }, /^overview_resampling: must be one of/],
       [{ statistics: 'maybe' }, /^statistics: must be true or false/],
+      [{ overviews: 'gdal' }, /^overviews: must be one of finer, sources/],
     ];
     for (const [input, message] of bad) {
       assert.throws(

@@ -8,9 +8,11 @@ import { after, before, describe, test } from 'node:test';
 import { cogLevels } from '../src/materialize/cog.layout.ts';
 import { OverviewPyramid } from '../src/materialize/overview.pyramid.ts';
 import { reduceToTile, spanOf } from '../src/materialize/overview.reduce.ts';
+import { planOptions } from '../src/materialize/plan.ts';
 import { reduceShapeOf, runReduceJob, runTileJob, type TileJobSettings } from '../src/materialize/tile.job.ts';
 import type { TileJobRequest } from '../src/materialize/tile.pool.ts';
 import { Engine } from '../src/render/engine.ts';
+import { CogmillError } from '../src/render/errors.ts';
 import { fixtureDir } from './support/gdal.ts';
 
 const win = (width: number, height: number, values: number[], valid?: number[]) => ({
@@ -129,5 +131,17 @@ describe('the overview pass', () => {
     } finally {
       await pyramid.close();
     }
+  });
+
+  test('plans: finer by default for average, mode and nearest; sources for bilinear and cubic; finer + cubic refused', async () => {
+    const m = await engine.openMosaic({ id: 'opts', sources: [path.join(dir, 'utm32.tif')] });
+    assert.equal(planOptions(m, {}).overviews, 'finer');
+    assert.equal(planOptions(m, { overviewResampling: 'mode' }).overviews, 'finer');
+    assert.equal(planOptions(m, { overviewResampling: 'cubic' }).overviews, 'sources');
+    assert.equal(planOptions(m, { overviews: 'sources' }).overviews, 'sources');
+    assert.throws(
+      () => planOptions(m, { overviewResampling: 'bilinear', overviews: 'finer' }),
+      (e: unknown) => e instanceof CogmillError && e.code === 400 && /average, mode, nearest/.test(e.message),
+    );
   });
 });
