@@ -146,6 +146,8 @@ export class OverviewPyramid {
     try {
       this.dir = await mkdtemp(path.join(this.options.tempDir ?? tmpdir(), 'cogmill-pyramid-'));
       this.file = await open(path.join(this.dir, 'tiles.bin'), 'w+');
+      // unlinked at once (POSIX keeps an open file's data): a killed process leaves nothing behind
+      await rm(this.dir, { recursive: true, force: true }).catch(() => {});
       await this.build();
     } catch (e) {
       this.fail(e);
