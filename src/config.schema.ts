@@ -128,7 +128,7 @@ export const configSchema = z
           .min(1)
           .optional()
           .describe(
-            'JSON file where mosaics registered with POST/PUT /mosaics are kept and restored from on start; unset: they last until the process stops',
+            'JSON file where mosaics registered with POST/PUT /mosaics are kept and restored from on start (not used when materialize.redis is set: they are kept in Redis); unset: they last until the process stops',
           ),
       })
       .strict()
@@ -277,7 +277,7 @@ export const configSchema = z
           .regex(/^rediss?:\/\/[^/\s]+(\/\d+)?$/, 'write redis://[user:password@]host:port[/db] (or rediss://)')
           .optional()
           .describe(
-            'queue mode: /materialize to S3 or Azure plans, then runs the shards on cogmill worker processes through this Redis (BullMQ); the password is never logged',
+            'queue mode: /materialize to S3 or Azure plans, then runs the shards on cogmill worker processes through this Redis (BullMQ); mosaics registered with POST/PUT /mosaics are kept there too (hash cogmill:mosaics); the password is never logged',
           ),
         shards: z
           .number()

@@ -67,10 +67,26 @@ export async function buildServices(config: Config, opts: { log?: Logger; engine
   const log = opts.log ?? createLogger(config);
   const requestIo = new AsyncLocalStorage<RequestIo>();
   const engine = opts.engine ?? new EngineCounted(engineSettings(config), requestIo);
-  const store = config.server.mosaicsFile ? new CatalogStoreFile(config.server.mosaicsFile) : undefined;
+  // registered mosaics: in Redis when the queue is configured (every replica sharing it sees them), else in a file
+  // (bullmq's Redis client is loaded only then)
+  const store = config.materialize.redis
+    ? new (await import('./materialize/catalog.store.redis.ts')).CatalogStoreRedis(config.materialize.redis)
+    : config.server.mosaicsFile
+      ? new CatalogStoreFile(config.server.mosaicsFile)
+      : undefined;
+  if (config.materialize.redis && config.server.mosaicsFile)
+    log.warn(
+      { mosaicsFile: config.server.mosaicsFile, store: store?.where },
+      'registered mosaics are kept in Redis, not in server.mosaicsFile',
+    );
   const catalog = new Catalog(engine, { store });
   await catalog.load(config.mosaics);
-  await catalog.restore();
+  try {
+    await catalog.restore();
+  } catch (e) {
+    await catalog.close();
+    throw e;
+  }
   for (const p of catalog.problems()) log.warn({ mosaic: p.id, error: p.error }, 'mosaic could not be opened');
   engine.onBlockError = (f) =>
     log.warn(
@@ -202,6 +218,7 @@ export async function startServer(
       }
       await deps.tilePool?.close();
       await deps.engine.close();
+      await deps.catalog.close();
       return inTime;
     })();
     return closing;

@@ -1,7 +1,8 @@
 /**
  * Mosaics registered at run time over real HTTP: POST /mosaics (bearer token, sources under the allow-lists), PUT
  * and DELETE /mosaics/{id}, kept in server.mosaicsFile and restored after a restart; a STAC catalogue mosaic served
- * as tiles with ?datetime=; explain without reading pixels.
+ * as tiles with ?datetime=; explain without reading pixels. With materialize.redis set they are kept in a real
+ * redis-server instead (one hash field per mosaic), restored by new app instances, and removed by DELETE.
  */
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -13,6 +14,7 @@ import { createTransformer } from '../src/render/transform.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
 import { tempDir } from './support/gdal.ts';
 import { type StaticServer, startStaticServer } from './support/http.server.ts';
+import { startRedis, type TestRedis } from './support/queue.ts';
 import { type Catalogue, SCENE_M, writeCatalogue, ZONES } from './support/stac.catalog.ts';
 
 const TOKEN = 'registry-test-token';
@@ -186,5 +188,101 @@ describe('mosaics registered at run time', () => {
       stored.mosaics.map((x) => x.id),
       ['qc'],
     );
+  });
+});
+
+describe('registered mosaics in Redis (materialize.redis set)', () => {
+  let dir: string;
+  let files: StaticServer;
+  let redis: TestRedis;
+  let overrides: Record<string, unknown>;
+  const apps: TestServer[] = [];
+
+  before(async () => {
+    dir = await tempDir('cogmill-registry-redis-');
+    files = await startStaticServer(dir);
+    // registering a catalogue mosaic reads only the catalogue: no raster is needed
+    await writeCatalogue(dir, { scenesPerZone: 8, cols: 4, baseUrl: files.url, writeRasters: false });
+    redis = await startRedis();
+    overrides = {
+      auth: { token: TOKEN },
+      sources: { allowedUrlPrefixes: [`${files.url}/`] },
+      materialize: { redis: redis.url },
+      // set too: Redis wins, the file is never written
+      server: { mosaicsFile: path.join(dir, 'registered.json') },
+    };
+  });
+  after(async () => {
+    for (const a of apps) await a.stop();
+    redis?.stop();
+    await files?.stop();
+  });
+
+  const start = async () => {
+    const a = await startTestServer(overrides);
+    apps.push(a);
+    return a;
+  };
+  const call = (app: TestServer, method: string, p: string, body?: unknown) =>
+    fetch(`${app.url}${p}`, {
+      method,
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+  const body = (id: string) => ({
+    id,
+    stac: { items: `${files.url}/items.json`, sortby: 'eo:cloud_cover' },
+    assets: ['B04', 'B11'],
+    crs: 'EPSG:32632',
+    resolution: 10,
+    composite: 'median',
+  });
+  const storedIds = async () => (await redis.cli('HKEYS', 'cogmill:mosaics')).split(/\s+/).filter(Boolean).sort();
+
+  test('POST keeps the definition in Redis; a new app instance restores it; DELETE removes only its own', async () => {
+    const a = await start();
+    const res = await call(a, 'POST', '/mosaics', body('qc'));
+    assert.equal(res.status, 201, await res.clone().text());
+    assert.deepEqual(await storedIds(), ['qc']);
+    const stored = JSON.parse(await redis.cli('HGET', 'cogmill:mosaics', 'qc')) as {
+      composite: string;
+      assets: string[];
+    };
+    assert.equal(stored.composite, 'median');
+    assert.deepEqual(stored.assets, ['B04', 'B11']);
+    await assert.rejects(readFile(path.join(dir, 'registered.json')), /ENOENT/, 'the file is not used');
+    await a.stop();
+
+    // a restart, and a second replica on the same Redis
+    const b = await start();
+    const c = await start();
+    const m = (await (await fetch(`${b.url}/mosaics/qc`)).json()) as { composite: string; bands: { name: string }[] };
+    assert.equal(m.composite, 'median', 'restored with its definition');
+    assert.deepEqual(
+      m.bands.map((x) => x.name),
+      ['B04', 'B11'],
+    );
+    assert.equal((await call(c, 'PUT', '/mosaics/other', { ...body('other'), composite: 'first' })).status, 201);
+    assert.deepEqual(await storedIds(), ['other', 'qc']);
+    // b does not know "other" (it restored before it existed), and deleting qc on b must not drop it from Redis
+    assert.equal((await call(b, 'DELETE', '/mosaics/qc')).status, 204);
+    assert.deepEqual(await storedIds(), ['other'], 'one HDEL, not a rewrite of the set b knows');
+    assert.equal((await fetch(`${b.url}/mosaics/qc`)).status, 404);
+
+    const d = await start();
+    const list = (await (await fetch(`${d.url}/mosaics`)).json()) as { mosaics: { id: string; origin: string }[] };
+    assert.deepEqual(
+      list.mosaics.map((x) => `${x.id}:${x.origin}`),
+      ['other:registered'],
+    );
+  });
+
+  test('with Redis gone, a registration is refused with an error and nothing is kept', async () => {
+    const a = await start();
+    redis.stop();
+    const res = await call(a, 'POST', '/mosaics', body('late'));
+    assert.equal(res.status, 500, await res.clone().text());
+    assert.match(((await res.json()) as { message: string }).message, /mosaic late could not be stored/);
+    assert.equal((await fetch(`${a.url}/mosaics/late`)).status, 404, 'not kept in memory either');
   });
 });

@@ -646,3 +646,20 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     },
   };
 }
+
+/**
+ * A plain Redis client for small request-time reads and writes (the registered mosaics): unlike the queue's
+ * connections, a command fails after a few retries instead of waiting for Redis to come back, so an HTTP request
+ * gets an error, not a hang.
+ */
+export function redisClient(url: string, options: { commandTimeoutMs?: number } = {}): Redis {
+  const r = new Redis({
+    ...redisConnection(url),
+    maxRetriesPerRequest: 2,
+    connectTimeout: 5_000,
+    commandTimeout: options.commandTimeoutMs ?? 10_000,
+  });
+  // errors surface through the commands that fail; an unhandled 'error' event would end the process
+  r.on('error', () => {});
+  return r;
+}

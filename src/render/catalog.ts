@@ -69,10 +69,17 @@ export interface CatalogEntry {
   error?: { code: number; kind: string; message: string };
 }
 
-/** Where registered mosaics are kept between restarts. */
+/**
+ * Where registered mosaics are kept between restarts. `put` and `remove` get the one change and the whole set after
+ * it: a file rewrites the set, a shared store (Redis) applies the change, so replicas do not undo each other's.
+ */
 export interface CatalogStore {
+  /** what a person reads in logs and errors: the file, or the Redis key */
+  readonly where: string;
   load(): Promise<MosaicDefinition[]>;
-  save(definitions: readonly MosaicDefinition[]): Promise<void>;
+  put(definition: MosaicDefinition, all: readonly MosaicDefinition[]): Promise<void>;
+  remove(id: string, all: readonly MosaicDefinition[]): Promise<void>;
+  close?(): Promise<void>;
 }
 
 /** Registered mosaics in a JSON file, replaced atomically (write, then rename) on every change. */
@@ -80,6 +87,9 @@ export class CatalogStoreFile implements CatalogStore {
   readonly file: string;
   constructor(file: string) {
     this.file = path.resolve(file);
+  }
+  get where(): string {
+    return this.file;
   }
   async load(): Promise<MosaicDefinition[]> {
     let text: string;
@@ -92,7 +102,13 @@ export class CatalogStoreFile implements CatalogStore {
     const doc = JSON.parse(text) as { mosaics?: MosaicDefinition[] };
     return Array.isArray(doc.mosaics) ? doc.mosaics : [];
   }
-  async save(definitions: readonly MosaicDefinition[]): Promise<void> {
+  put(_definition: MosaicDefinition, all: readonly MosaicDefinition[]): Promise<void> {
+    return this.save(all);
+  }
+  remove(_id: string, all: readonly MosaicDefinition[]): Promise<void> {
+    return this.save(all);
+  }
+  private async save(definitions: readonly MosaicDefinition[]): Promise<void> {
     const tmp = `${this.file}.${process.pid}.tmp`;
     await writeFile(tmp, `${JSON.stringify({ mosaics: definitions }, null, 2)}\n`);
     await rename(tmp, this.file);
@@ -217,12 +233,15 @@ export class Catalog {
     await this.loadAs(defs, 'registered');
   }
 
-  private persist(): Promise<void> {
-    if (!this.store) return Promise.resolve();
-    const defs = this.list()
+  private registered(): MosaicDefinition[] {
+    return this.list()
       .filter((e) => e.origin === 'registered')
       .map((e) => e.definition);
-    return this.store.save(defs);
+  }
+
+  /** Close the store's connection (if it has one). */
+  async close(): Promise<void> {
+    await this.store?.close?.();
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -247,7 +266,7 @@ export class Catalog {
       const before = this.entries.get(def.id);
       this.entries.set(def.id, { id: def.id, definition: def, origin: 'registered', mosaic });
       try {
-        await this.persist();
+        await this.store?.put(def, this.registered());
       } catch (e) {
         if (before) this.entries.set(def.id, before);
         else this.entries.delete(def.id);
@@ -266,7 +285,7 @@ export class Catalog {
         throw new RenderError('conflict', `mosaic ${id} comes from the configuration and cannot be deleted`);
       this.entries.delete(id);
       try {
-        await this.persist();
+        await this.store?.remove(id, this.registered());
       } catch (err) {
         this.entries.set(id, e);
         throw new RenderError('internal', `mosaic ${id} could not be removed from the store: ${errorMessage(err)}`, {
