@@ -2,7 +2,7 @@
  * Catalogue-scale mosaics: 200, 2,000 and 20,000 STAC items (two UTM zones, four dates, one 64 x 64 COG per band)
  * served over HTTP with Range support. Per size, in a fresh process each: time to open, source requests to open,
  * RSS after opening, time to the first z12 tile and the source requests of that tile (first valid pixel by date, and
- * median). The peer in the same run: the plain list of the same B04 files, whose opening reads every header
+ * median; and the same catalogue as stac-geoparquet with nested asset structs, first valid pixel). The peer in the same run: the plain list of the same B04 files, whose opening reads every header
  * (200 and 2,000 only; the ratio is what matters, not the times).
  *
  *   node bench/stac.bench.ts [--small] [--no-record]      (--small: 200 and 2,000 items)
@@ -52,16 +52,21 @@ export const stacBench: Bench = {
         );
         const [x, y] = lonLatToTile(lon, lat, 12);
         const tile = `12/${x}/${y}`;
-        const items = `${server.url}/items.json`;
-        for (const [mode, composite] of [
-          ['catalogue', 'first'],
-          ['catalogue', 'median'],
-          ...(n <= 2000 ? [['plain', 'first']] : []),
+        for (const [mode, composite, doc] of [
+          ['catalogue', 'first', 'items.json'],
+          ['catalogue', 'median', 'items.json'],
+          ['catalogue', 'first', 'items.parquet'],
+          ...(n <= 2000 ? [['plain', 'first', 'items.json']] : []),
         ] as const) {
-          const r = await child([mode, items, tile, composite, `${server.url}/`]);
+          const r = await child([mode, `${server.url}/${doc}`, tile, composite, `${server.url}/`]);
           const row = {
             items: n,
-            mosaic: mode === 'catalogue' ? 'STAC items.json' : 'plain list of B04 files',
+            mosaic:
+              mode === 'plain'
+                ? 'plain list of B04 files'
+                : doc === 'items.json'
+                  ? 'STAC items.json'
+                  : 'stac-geoparquet items.parquet',
             composite,
             ...r,
           };

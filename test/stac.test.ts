@@ -15,6 +15,7 @@ import { Engine } from '../src/render/engine.ts';
 import { mosaicPeriods, periodOf } from '../src/render/mosaic.items.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
 import { FileHandlePool } from '../src/render/source.pool.ts';
+import { readStacParquet } from '../src/render/stac.parquet.ts';
 import { parseInterval, parseSortby, parseStacItem, sortItems } from '../src/render/stac.ts';
 import { StatisticsService } from '../src/render/statistics.ts';
 import { lonLatToTile, xyzTileGrid } from '../src/render/tilematrix.ts';
@@ -288,7 +289,7 @@ describe('catalogue mosaics over HTTP (2,000 items)', () => {
     assert.deepEqual(cogRequests(server, mark), [], 'still no COG read');
   });
 
-  test('a broken stac-geoparquet file gets a clear error from the decoder process, and the next open works', async () => {
+  test('a broken stac-geoparquet file gets a clear error, and the next open works', async () => {
     const good = await readFile(path.join(dir, 'items.parquet'));
     // the footer is gone: not a parquet file the decoder can read
     await writeFile(path.join(dir, 'cut.parquet'), good.subarray(0, 5000));
@@ -308,6 +309,33 @@ describe('catalogue mosaics over HTTP (2,000 items)', () => {
     );
     const m = await engine.openMosaic(spec({ catalogue: { items: `${server.url}/items.parquet` } }));
     assert.equal(m.items?.items.length, 2000);
+  });
+
+  test('stac-geoparquet decoded in the child process gives the same items, and the same errors, as in this one', async () => {
+    const read = async (name: string, inProcessMaxRows: number) =>
+      readStacParquet(await engine.source(`${server.url}/${name}`), {
+        assets: ['B04', 'B11'],
+        base: `${server.url}/${name}`,
+        inProcessMaxRows,
+      });
+    const here = await read('items.parquet', Number.POSITIVE_INFINITY);
+    const there = await read('items.parquet', 0);
+    assert.equal(here.length, 2000);
+    assert.deepEqual(there, here);
+    // garbage over the pages of the fifth row group (the footer intact): both name the rows that cannot be read
+    const bytes = new Uint8Array(await readFile(path.join(dir, 'items.parquet')));
+    bytes.fill(0xff, Math.floor(bytes.length / 2), Math.floor(bytes.length / 2) + 2000);
+    await writeFile(path.join(dir, 'garbled.parquet'), bytes);
+    const errors = await Promise.all(
+      [Number.POSITIVE_INFINITY, 0].map((n) =>
+        read('garbled.parquet', n).then(
+          () => assert.fail('a garbled row group must not decode'),
+          (e: Error & { kind?: string }) => `${e.kind}: ${e.message}`,
+        ),
+      ),
+    );
+    assert.match(errors[0], /^corrupt: .*garbled\.parquet: rows \d+-\d+: /);
+    assert.equal(errors[1], errors[0]);
   });
 
   test('one z12 tile reads only the assets under it; first valid wins stops opening items once the tile is full', async () => {

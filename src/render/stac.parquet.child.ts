@@ -48,7 +48,7 @@ async function run(init: StacParquetChildInit): Promise<void> {
     },
   };
   try {
-    await decodeStacParquet(file, init.url, init.options, (items) => void post({ type: 'items', items }));
+    await decodeStacParquet(file, init.url, init.footer, init.options, (items) => void post({ type: 'items', items }));
     await post({ type: 'done' });
   } catch (e) {
     const kind = e instanceof RenderError ? e.kind : 'corrupt';

@@ -8,13 +8,14 @@
  * Only the columns the item model needs are read (id, bbox, times, collection, assets, proj:*, eo:cloud_cover and
  * the sortby fields): geometry and links are skipped.
  *
- * Decoding runs in a short-lived child process (stac.parquet.child.ts). hyparquet assembles nested structs (the
- * stac-geoparquet `assets` column) through many short-lived arrays and objects: for 20,000 items this process's
- * heap grew by ~200 MiB while it ran, and V8 keeps the pages of a grown heap, so the process held 400-450 MiB after
- * opening (the same items from an ItemCollection: ~225 MiB). A worker thread does not help: V8 pools the freed pages
- * process-wide, and RSS stayed at 290-345 MiB after the worker exited. A child process gives everything back when it
- * exits; only the compact items cross over (one row group per message), and the open costs one process start
- * (~0.1 s). The child reads no bytes itself: it asks this process for each range, so the source (URL policy,
+ * The footer is read here; a file of more than 5,000 rows is decoded in a short-lived child process
+ * (stac.parquet.child.ts), a smaller one here. hyparquet assembles nested structs (the stac-geoparquet `assets`
+ * column) through many short-lived arrays and objects: for 20,000 items this process's heap grew by ~200 MiB while it
+ * ran, and V8 keeps the pages of a grown heap, so the process held 400-450 MiB after opening (the same items from an
+ * ItemCollection: ~225 MiB). A worker thread does not help: V8 pools the freed pages process-wide, and RSS stayed at
+ * 290-345 MiB after the worker exited. A child process gives everything back when it exits; only the compact items
+ * cross over (one row group per message), and the open costs one process start (~0.1 s idle, ~1 s on a loaded
+ * machine). The child reads no bytes itself: it asks this process for each range, so the source (URL policy,
  * retries, request counters) stays here. Its heap is capped: a hostile file stops the child with a clear error.
  */
 import { fork } from 'node:child_process';
@@ -53,17 +54,15 @@ function bboxOf(v: unknown): number[] | undefined {
   return undefined;
 }
 
-/**
- * Decode the items of a stac-geoparquet file from `file`, one row group at a time, handing each row group's items
- * to `onItems`. Runs wherever it is called (the decoder process calls it).
- */
-export async function decodeStacParquet(
+export type ParquetMetadata = Awaited<ReturnType<typeof parquetMetadataAsync>>;
+
+/** A stac-geoparquet file's footer and the columns to read from it (the footer is read where the source is). */
+export async function readStacParquetFooter(
   file: AsyncBuffer,
   url: string,
   options: StacParseOptions,
-  onItems: (items: CatalogItem[]) => void,
-): Promise<void> {
-  let metadata: Awaited<ReturnType<typeof parquetMetadataAsync>>;
+): Promise<{ metadata: ParquetMetadata; columns: string[]; rows: number }> {
+  let metadata: ParquetMetadata;
   try {
     metadata = await parquetMetadataAsync(file);
   } catch (e) {
@@ -71,10 +70,25 @@ export async function decodeStacParquet(
     throw new RenderError('corrupt', `${url} is not a readable parquet file: ${(e as Error).message}`, { cause: e });
   }
   const top = new Set(parquetSchema(metadata).children.map((c) => c.element.name));
-  const wanted = [...new Set([...BASE_COLUMNS, ...(options.sortFields ?? [])])].filter((c) => top.has(c));
-  if (!wanted.includes('id') || !wanted.includes('assets')) {
+  const columns = [...new Set([...BASE_COLUMNS, ...(options.sortFields ?? [])])].filter((c) => top.has(c));
+  if (!columns.includes('id') || !columns.includes('assets')) {
     throw new RenderError('bad-request', `${url} is not stac-geoparquet: it has no id or assets column`);
   }
+  return { metadata, columns, rows: Number(metadata.num_rows) };
+}
+
+/**
+ * Decode the items of a stac-geoparquet file, one row group at a time, handing each row group's items to
+ * `onItems`. Runs wherever it is called (this process for small files, the decoder process for large ones).
+ */
+export async function decodeStacParquet(
+  file: AsyncBuffer,
+  url: string,
+  footer: { metadata: ParquetMetadata; columns: string[] },
+  options: StacParseOptions,
+  onItems: (items: CatalogItem[]) => void,
+): Promise<void> {
+  const { metadata, columns: wanted } = footer;
   let rowStart = 0;
   for (const rg of metadata.row_groups) {
     const rowEnd = rowStart + Number(rg.num_rows);
@@ -114,17 +128,39 @@ export interface StacParquetChildInit {
   readonly url: string;
   readonly size: number;
   readonly options: StacParseOptions;
+  readonly footer: { readonly metadata: ParquetMetadata; readonly columns: string[] };
 }
 
-/** The items of a stac-geoparquet file, decoded in a child process (see the top of this file). */
+/**
+ * Up to this many rows a file is decoded in this process: its garbage is a few MiB, and a process start (~0.1 s
+ * idle, ~1 s on a loaded machine) would cost more than the decoding.
+ */
+export const PARQUET_IN_PROCESS_MAX_ROWS = 5_000;
+
+/** The items of a stac-geoparquet file: decoded here, or in a child process above `inProcessMaxRows` rows. */
 export async function readStacParquet(
   source: Source,
-  options: StacParseOptions & { signal?: AbortSignal } = {},
+  options: StacParseOptions & { signal?: AbortSignal; inProcessMaxRows?: number } = {},
 ): Promise<CatalogItem[]> {
-  const { signal, ...parse } = options;
+  const { signal, inProcessMaxRows = PARQUET_IN_PROCESS_MAX_ROWS, ...parse } = options;
   signal?.throwIfAborted();
   const { size } = await source.stat({ signal });
-  const init: StacParquetChildInit = { url: source.url, size, options: parse };
+  const file: AsyncBuffer = {
+    byteLength: size,
+    async slice(start: number, end?: number): Promise<ArrayBuffer> {
+      const b = (await source.read(start, (end ?? size) - start, { signal })).bytes;
+      return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+    },
+  };
+  const { rows, ...footer } = await readStacParquetFooter(file, source.url, parse);
+  const out: CatalogItem[] = [];
+  if (rows <= inProcessMaxRows) {
+    await decodeStacParquet(file, source.url, footer, parse, (items) => {
+      for (const it of items) out.push(it);
+    });
+    return out;
+  }
+  const init: StacParquetChildInit = { url: source.url, size, options: parse, footer };
   const child = fork(fileURLToPath(new URL('./stac.parquet.child.ts', import.meta.url)), [], {
     serialization: 'advanced',
     execArgv: [`--max-old-space-size=${PARQUET_DECODER_HEAP_MB}`],
@@ -135,7 +171,6 @@ export async function readStacParquet(
     if (stderr.length < 4096) stderr += d;
   });
   child.send({ init });
-  const out: CatalogItem[] = [];
   // a failed read is reported as it was (its class, kind and cause), not as the decoder's account of it
   let readError: unknown;
   try {
