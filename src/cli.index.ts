@@ -8,7 +8,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { CATALOGUE_OPTIONS, catalogueOptions, configFor } from './cli.ts';
+import { catalogueOptions, configFor, intFlag, MOSAIC_OPTIONS } from './cli.ts';
 import { ConfigError } from './config.schema.ts';
 import { Catalog } from './render/catalog.ts';
 import { parseCrs } from './render/crs.ts';
@@ -43,9 +43,7 @@ export async function cmdIndex(argv: string[]): Promise<void> {
   }
   if (positionals.length === 0) throw new ConfigError(`cogmill index needs at least one SOURCE\n\n${INDEX_USAGE}`);
   if (!values.out) throw new ConfigError(`--out (-o) is required\n\n${INDEX_USAGE}`);
-  const concurrency = values.concurrency === undefined ? 16 : Number(values.concurrency);
-  if (!(Number.isInteger(concurrency) && concurrency >= 1 && concurrency <= 256))
-    throw new ConfigError(`--concurrency must be an integer from 1 to 256 (got "${values.concurrency}")`);
+  const concurrency = intFlag('concurrency', values.concurrency, 1, 256) ?? 16;
   const config = await configFor(undefined, positionals);
   const engine = new Engine({ ...engineSettings(config), openConcurrency: concurrency });
   const out = path.resolve(values.out);
@@ -82,14 +80,12 @@ export async function cmdExplain(argv: string[]): Promise<void> {
     args: argv,
     allowPositionals: true,
     options: {
-      config: { type: 'string', short: 'c' },
-      mosaic: { type: 'string', short: 'm' },
+      ...MOSAIC_OPTIONS,
       tile: { type: 'string' },
       bbox: { type: 'string' },
       crs: { type: 'string' },
       resolution: { type: 'string' },
       headers: { type: 'boolean' },
-      ...CATALOGUE_OPTIONS,
     },
   });
   const { datetime, ...opts } = catalogueOptions(values);

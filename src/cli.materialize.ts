@@ -7,7 +7,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import { CATALOGUE_OPTIONS, catalogueOptions, configFor, shardIndexFromEnv } from './cli.ts';
+import { catalogueOptions, configFor, intFlag, MOSAIC_OPTIONS, shardIndexFromEnv } from './cli.ts';
 import { azureSettingsOf } from './config.azure.ts';
 import { ConfigError } from './config.schema.ts';
 import { runPrepared } from './materialize/coordinator.ts';
@@ -162,21 +162,12 @@ function progressReporter(
   };
 }
 
-function intFlag(name: string, v: string | undefined, min: number, max: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || n < min || n > max)
-    throw new ConfigError(`--${name} must be an integer from ${min} to ${max} (got "${v}")`);
-  return n;
-}
-
 export async function cmdMaterialize(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
     options: {
-      config: { type: 'string', short: 'c' },
-      mosaic: { type: 'string', short: 'm' },
+      ...MOSAIC_OPTIONS,
       out: { type: 'string', short: 'o' },
       compress: { type: 'string' },
       level: { type: 'string' },
@@ -205,7 +196,6 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
       redis: { type: 'string' },
       'min-part-bytes': { type: 'string' },
       'part-size-mib': { type: 'string' },
-      ...CATALOGUE_OPTIONS,
     },
   });
   if (values.help) {

@@ -123,6 +123,22 @@ export const CATALOGUE_OPTIONS = {
   period: { type: 'string' },
 } as const;
 
+/** The options of a command that works on one mosaic: a config file and a mosaic in it, or SOURCE arguments. */
+export const MOSAIC_OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  mosaic: { type: 'string', short: 'm' },
+  ...CATALOGUE_OPTIONS,
+} as const;
+
+/** An integer option from `min` to `max`, or undefined when it is not given. */
+export function intFlag(name: string, v: string | undefined, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < min || n > max)
+    throw new ConfigError(`--${name} must be an integer from ${min} to ${max} (got "${v}")`);
+  return n;
+}
+
 export function catalogueOptions(values: Record<string, unknown>): CatalogueOptions {
   const out: CatalogueOptions = {};
   if (typeof values.assets === 'string')

@@ -32,15 +32,19 @@ import {
   parseAzureUrl,
 } from '../render/azure.client.ts';
 import { CogmillError, errorMessage } from '../render/errors.ts';
-import { backoffMs, sleep } from '../render/retry.ts';
+import { retrying } from '../render/retry.ts';
 import { MiB } from '../render/types.ts';
 import type { Part } from './part.plan.ts';
 import {
   asSinkError,
   isSinkError,
+  noteRetried,
+  partBody,
+  SINK_REMOTE_DEFAULTS,
   SinkError,
   type SinkLimits,
   type SinkParts,
+  type SinkRemoteOptions,
   type SinkResult,
   type SinkStaged,
   type SinkStats,
@@ -53,32 +57,14 @@ export const AZURE_MAX_BLOCK_BYTES = 4000 * MiB;
 /** length of the upload tag in a block id (hex characters) */
 const TAG_CHARS = 16;
 
-export interface SinkAzureOptions {
+export interface SinkAzureOptions extends SinkRemoteOptions {
   /** clients to share; without them the sink builds its own from `settings` */
   readonly clients?: AzureClients;
   readonly settings?: AzureSettings;
-  /** Content-Type of the blob (default image/tiff) */
-  readonly contentType?: string;
-  /** attempts per request, the first included (default 8) */
-  readonly attempts?: number;
-  /** first backoff in milliseconds; doubles per attempt, full jitter (default 200) */
-  readonly retryBaseMs?: number;
-  /** longest backoff in milliseconds (default 10,000) */
-  readonly retryMaxMs?: number;
-  /** how long abort() may take before it gives up, in milliseconds (default 60,000) */
-  readonly abortTimeoutMs?: number;
 }
 
-export const SINK_AZURE_DEFAULTS = {
-  contentType: 'image/tiff',
-  attempts: 8,
-  retryBaseMs: 200,
-  retryMaxMs: 10_000,
-  abortTimeoutMs: 60_000,
-} as const;
+export const SINK_AZURE_DEFAULTS = SINK_REMOTE_DEFAULTS;
 
-/** how many retried errors a sink remembers for progress reports */
-const RECENT_ERRORS = 10;
 /** an attempt may take the configured timeout plus one second per MiB sent (a slow link is not a dead one) */
 const MS_PER_MIB = 1000;
 
@@ -124,18 +110,6 @@ export function parseAzureDestination(url: string): { container: string; blob: s
     throw bad('the blob name may not contain control characters');
   if (blob.length > 1024) throw bad('blob names are at most 1024 characters');
   return parsed;
-}
-
-function concat(chunks: readonly Uint8Array[], bytes: number): Uint8Array {
-  if (chunks.length === 1 && chunks[0].byteLength === bytes) return chunks[0];
-  const out = new Uint8Array(bytes);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  if (at !== bytes) throw new RangeError(`part chunks hold ${at} bytes, not the ${bytes} announced`);
-  return out;
 }
 
 interface BlockRecord {
@@ -214,16 +188,7 @@ export class SinkAzure implements SinkParts, SinkStaged {
     const what = [err.statusCode && `HTTP ${err.statusCode}`, azureErrorCode(e), err.message?.split('\n')[0]]
       .filter(Boolean)
       .join(' ');
-    this.recentErrors.push(`${action}: ${what || errorMessage(e)} (retried)`);
-    if (this.recentErrors.length > RECENT_ERRORS) this.recentErrors.shift();
-  }
-
-  private backoff(attempt: number): number {
-    return backoffMs(
-      attempt,
-      this.options.retryBaseMs ?? SINK_AZURE_DEFAULTS.retryBaseMs,
-      this.options.retryMaxMs ?? SINK_AZURE_DEFAULTS.retryMaxMs,
-    );
+    noteRetried(this.recentErrors, `${action}: ${what || errorMessage(e)}`);
   }
 
   /** Send with retries; each attempt has its own timeout; `signal` cancels (its reason is thrown as it is). */
@@ -237,24 +202,31 @@ export class SinkAzure implements SinkParts, SinkStaged {
     const blob = other ?? (await this.client());
     const timeoutMs =
       (this.options.settings?.timeoutMs ?? AZURE_DEFAULTS.timeoutMs) + Math.ceil((bytes / MiB) * MS_PER_MIB);
-    for (let attempt = 1; ; attempt++) {
-      signal?.throwIfAborted();
-      const timeout = AbortSignal.timeout(timeoutMs);
-      try {
-        return await fn(blob, signal ? AbortSignal.any([signal, timeout]) : timeout);
-      } catch (e) {
-        if (signal?.aborted) throw signal.reason;
-        const failure = timeout.aborted
-          ? new SinkError('timeout', `${this.location}: Azure did not answer within ${timeoutMs} ms (${action})`, {
-              cause: e,
-            })
-          : e;
-        if (attempt >= this.attempts || !isRetryableAzureError(failure)) throw this.fail(failure, action, attempt);
-        this.stats.retries++;
-        this.note(action, failure);
-        await sleep(this.backoff(attempt), signal);
-      }
-    }
+    let timeout: AbortSignal | undefined;
+    return retrying(
+      () => {
+        timeout = AbortSignal.timeout(timeoutMs);
+        return fn(blob, signal ? AbortSignal.any([signal, timeout]) : timeout);
+      },
+      {
+        attempts: this.attempts,
+        baseMs: this.options.retryBaseMs ?? SINK_AZURE_DEFAULTS.retryBaseMs,
+        maxMs: this.options.retryMaxMs ?? SINK_AZURE_DEFAULTS.retryMaxMs,
+        signal,
+        failure: (e) =>
+          timeout?.aborted
+            ? new SinkError('timeout', `${this.location}: Azure did not answer within ${timeoutMs} ms (${action})`, {
+                cause: e,
+              })
+            : e,
+        retryable: isRetryableAzureError,
+        onRetry: (e) => {
+          this.stats.retries++;
+          this.note(action, e);
+        },
+        fail: (e, attempts) => this.fail(e, action, attempts),
+      },
+    );
   }
 
   private fail(e: unknown, action: string, attempts: number): SinkError {
@@ -336,7 +308,7 @@ export class SinkAzure implements SinkParts, SinkStaged {
     const id = azureBlockId(this.tag, n);
     if (part.bytes > AZURE_MAX_BLOCK_BYTES)
       throw new RangeError(`part ${n} is ${part.bytes} bytes, more than Azure's 4,000 MiB per block`);
-    const body = concat(part.chunks, part.bytes);
+    const body = partBody(part);
     const md5 = createHash('md5').update(body).digest();
     await this.send(
       `Put Block ${n}`,

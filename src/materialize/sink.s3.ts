@@ -14,6 +14,7 @@
 import { createHash } from 'node:crypto';
 
 import { CogmillError, errorMessage, SourceError } from '../render/errors.ts';
+import { retrying } from '../render/retry.ts';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -39,9 +40,13 @@ import { type Part, S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES } from '.
 import {
   asSinkError,
   isSinkError,
+  noteRetried,
+  partBody,
+  SINK_REMOTE_DEFAULTS,
   SinkError,
   type SinkLimits,
   type SinkParts,
+  type SinkRemoteOptions,
   type SinkResult,
   type SinkStaged,
   type SinkStats,
@@ -49,64 +54,18 @@ import {
   type UploadInfo,
 } from './sink.ts';
 
-export interface SinkS3Options {
+export interface SinkS3Options extends SinkRemoteOptions {
   /**
    * A client to share (its own SDK retries then add to the sink's, and are counted too). Without it the sink
    * builds a private client from `settings` with SDK retries off, and destroys it when done.
    */
   readonly client?: S3Client;
   readonly settings?: S3Settings;
-  /** Content-Type of the object (default image/tiff) */
-  readonly contentType?: string;
-  /** attempts per request, the first included (default 8) */
-  readonly attempts?: number;
-  /** first backoff in milliseconds; doubles per attempt, full jitter (default 200) */
-  readonly retryBaseMs?: number;
-  /** longest backoff in milliseconds (default 10,000) */
-  readonly retryMaxMs?: number;
   /** every part but the highest-numbered must be at least this big (S3: 5 MiB) */
   readonly minPartBytes?: number;
-  /** how long abort() may take before it gives up, in milliseconds (default 60,000) */
-  readonly abortTimeoutMs?: number;
 }
 
-export const SINK_S3_DEFAULTS = {
-  contentType: 'image/tiff',
-  attempts: 8,
-  retryBaseMs: 200,
-  retryMaxMs: 10_000,
-  abortTimeoutMs: 60_000,
-} as const;
-
-/** how many retried errors a sink remembers for progress reports */
-const RECENT_ERRORS = 10;
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-function concat(chunks: readonly Uint8Array[], bytes: number): Uint8Array {
-  if (chunks.length === 1 && chunks[0].byteLength === bytes) return chunks[0];
-  const out = new Uint8Array(bytes);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  if (at !== bytes) throw new RangeError(`part chunks hold ${at} bytes, not the ${bytes} announced`);
-  return out;
-}
+export const SINK_S3_DEFAULTS = SINK_REMOTE_DEFAULTS;
 
 /** `"0123abcd...-7"` -> 7 (undefined when the ETag is not a multipart ETag) */
 export function multipartEtagParts(etag: string | undefined): number | undefined {
@@ -354,8 +313,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
     const err = (e ?? {}) as S3ErrorShape;
     const status = err.$metadata?.httpStatusCode;
     const what = [status && `HTTP ${status}`, s3ErrorName(e) || err.code, err.message].filter(Boolean).join(' ');
-    this.recentErrors.push(`${action}: ${what || errorMessage(e)} (retried)`);
-    if (this.recentErrors.length > RECENT_ERRORS) this.recentErrors.shift();
+    noteRetried(this.recentErrors, `${action}: ${what || errorMessage(e)}`);
   }
 
   /** SDK-level retries (shared clients) count as retries too */
@@ -363,35 +321,37 @@ export class SinkS3 implements SinkParts, SinkStaged {
     if (meta?.attempts && meta.attempts > 1) this.stats.retries += meta.attempts - 1;
   }
 
-  private backoffMs(attempt: number): number {
-    const base = this.options.retryBaseMs ?? SINK_S3_DEFAULTS.retryBaseMs;
-    const max = this.options.retryMaxMs ?? SINK_S3_DEFAULTS.retryMaxMs;
-    return Math.random() * Math.min(max, base * 2 ** (attempt - 1));
-  }
-
   /** Send with retries; `signal` cancels (its reason is thrown as it is). */
-  private async send<T extends { $metadata?: { attempts?: number } }>(
+  private send<T extends { $metadata?: { attempts?: number } }>(
     action: string,
     fn: (client: S3Client, signal: AbortSignal | undefined) => Promise<T>,
     signal: AbortSignal | undefined,
     onFailedAttempt?: (e: unknown) => void,
   ): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      signal?.throwIfAborted();
-      try {
+    return retrying(
+      async () => {
         const out = await fn(this.s3(), signal);
         this.countSdkRetries(out.$metadata);
         return out;
-      } catch (e) {
-        if (signal?.aborted) throw signal.reason;
-        this.countSdkRetries((e as S3ErrorShape).$metadata);
-        onFailedAttempt?.(e);
-        if (attempt >= this.attempts || !isRetryableS3Error(e)) throw this.fail(e, action, attempt);
-        this.stats.retries++;
-        this.note(action, e);
-        await sleep(this.backoffMs(attempt), signal);
-      }
-    }
+      },
+      {
+        attempts: this.attempts,
+        baseMs: this.options.retryBaseMs ?? SINK_S3_DEFAULTS.retryBaseMs,
+        maxMs: this.options.retryMaxMs ?? SINK_S3_DEFAULTS.retryMaxMs,
+        signal,
+        failure: (e) => {
+          this.countSdkRetries((e as S3ErrorShape).$metadata);
+          onFailedAttempt?.(e);
+          return e;
+        },
+        retryable: isRetryableS3Error,
+        onRetry: (e) => {
+          this.stats.retries++;
+          this.note(action, e);
+        },
+        fail: (e, attempts) => this.fail(e, action, attempts),
+      },
+    );
   }
 
   private fail(e: unknown, action: string, attempts: number): SinkError {
@@ -467,7 +427,7 @@ export class SinkS3 implements SinkParts, SinkStaged {
     if (!Number.isInteger(n) || n < 1 || n > S3_MAX_PARTS)
       throw new RangeError(`part number ${n} is outside 1..${S3_MAX_PARTS}`);
     if (part.bytes > S3_MAX_PART_BYTES) throw new RangeError(`part ${n} is ${part.bytes} bytes, more than S3's 5 GiB`);
-    const body = concat(part.chunks, part.bytes);
+    const body = partBody(part);
     const md5 = createHash('md5').update(body).digest();
     const res = await this.send(
       `UploadPart ${n}`,
@@ -682,28 +642,6 @@ export class SinkS3 implements SinkParts, SinkStaged {
 
   /** whether ListMultipartUploads still shows our upload */
   private async stillListed(signal: AbortSignal): Promise<boolean> {
-    let keyMarker: string | undefined;
-    let idMarker: string | undefined;
-    for (let page = 0; page < 100; page++) {
-      const res = await this.send(
-        'ListMultipartUploads',
-        (c, s) =>
-          c.send(
-            new ListMultipartUploadsCommand({
-              Bucket: this.bucket,
-              Prefix: this.key,
-              KeyMarker: keyMarker,
-              UploadIdMarker: idMarker,
-            }),
-            { abortSignal: s },
-          ),
-        signal,
-      );
-      if ((res.Uploads ?? []).some((u) => u.UploadId === this.id)) return true;
-      if (!res.IsTruncated) return false;
-      keyMarker = res.NextKeyMarker;
-      idMarker = res.NextUploadIdMarker;
-    }
-    return false;
+    return (await this.listUploads(signal)).some((u) => u.uploadId === this.id);
   }
 }

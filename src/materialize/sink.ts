@@ -40,6 +40,51 @@
 import { CogmillError, type ErrorKind } from '../render/errors.ts';
 import type { Part } from './part.plan.ts';
 
+/** Tuning every remote sink (S3, Azure) takes. */
+export interface SinkRemoteOptions {
+  /** Content-Type of the object (default image/tiff) */
+  readonly contentType?: string;
+  /** attempts per request, the first included (default 8) */
+  readonly attempts?: number;
+  /** first backoff in milliseconds; doubles per attempt, full jitter (default 200) */
+  readonly retryBaseMs?: number;
+  /** longest backoff in milliseconds (default 10,000) */
+  readonly retryMaxMs?: number;
+  /** how long abort() may take before it gives up, in milliseconds (default 60,000) */
+  readonly abortTimeoutMs?: number;
+}
+
+export const SINK_REMOTE_DEFAULTS = {
+  contentType: 'image/tiff',
+  attempts: 8,
+  retryBaseMs: 200,
+  retryMaxMs: 10_000,
+  abortTimeoutMs: 60_000,
+} as const;
+
+/** how many retried errors a sink remembers for progress reports */
+const RECENT_ERRORS = 10;
+
+/** Remember one retried error (`recent` keeps the last few, oldest first, for progress reports). */
+export function noteRetried(recent: string[], text: string): void {
+  recent.push(`${text} (retried)`);
+  if (recent.length > RECENT_ERRORS) recent.shift();
+}
+
+/** A part's chunks as one buffer (the chunk itself when there is one). */
+export function partBody(part: Part): Uint8Array {
+  const { chunks, bytes } = part;
+  if (chunks.length === 1 && chunks[0].byteLength === bytes) return chunks[0];
+  const out = new Uint8Array(bytes);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  if (at !== bytes) throw new RangeError(`part chunks hold ${at} bytes, not the ${bytes} announced`);
+  return out;
+}
+
 export interface SinkResult {
   /** where the COG is now (s3://bucket/key, az://container/blob, a file path, or "download") */
   readonly location: string;

@@ -40,3 +40,42 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export function backoffMs(attempt: number, baseMs: number, maxMs: number): number {
   return Math.random() * Math.min(maxMs, baseMs * 2 ** (attempt - 1));
 }
+
+export interface RetryPolicy {
+  /** attempts, the first included */
+  readonly attempts: number;
+  /** first backoff; doubles per attempt, full jitter, at most maxMs */
+  readonly baseMs: number;
+  readonly maxMs: number;
+  /** cancels: its reason is thrown as it is, at once, whatever an attempt threw */
+  readonly signal?: AbortSignal;
+  /** what a failed attempt counts as (e.g. a timeout error for an attempt cut by its own deadline) */
+  readonly failure?: (e: unknown) => unknown;
+  /** whether sending again may cure this failure */
+  readonly retryable: (failure: unknown) => boolean;
+  /** told of each failure that is retried, before the wait */
+  readonly onRetry?: (failure: unknown, attempt: number) => void;
+  /** the error thrown for the last failure (no attempt left, or not retryable) */
+  readonly fail: (failure: unknown, attempts: number) => unknown;
+}
+
+/**
+ * Run `attempt(1)`, `attempt(2)`, ... until one succeeds, a failure is not retryable or the attempts are spent,
+ * waiting an exponential backoff with full jitter between attempts: the one retry loop of the S3 and Azure
+ * clients, sources and sinks alike.
+ */
+export async function retrying<T>(attempt: (n: number) => Promise<T>, policy: RetryPolicy): Promise<T> {
+  const { signal } = policy;
+  for (let n = 1; ; n++) {
+    signal?.throwIfAborted();
+    try {
+      return await attempt(n);
+    } catch (e) {
+      if (signal?.aborted) throw signal.reason;
+      const failure = policy.failure ? policy.failure(e) : e;
+      if (n >= policy.attempts || !policy.retryable(failure)) throw policy.fail(failure, n);
+      policy.onRetry?.(failure, n);
+      await sleep(backoffMs(n, policy.baseMs, policy.maxMs), signal);
+    }
+  }
+}

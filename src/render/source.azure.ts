@@ -28,16 +28,9 @@ import {
   redactAzureUrl,
 } from './azure.client.ts';
 import { SourceError } from './errors.ts';
-import { backoffMs, sleep } from './retry.ts';
-import { readBody } from './source.body.ts';
+import { retrying } from './retry.ts';
+import { checkByteRange, parseContentRange, readBody } from './source.body.ts';
 import type { ReadOptions, Source, SourceRead, SourceStats } from './source.ts';
-
-/** `bytes 0-99/1234` -> start and total (NaN when the total is unknown) */
-function parseContentRange(contentRange: string | undefined): { start: number; total: number } | undefined {
-  const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(contentRange?.trim() ?? '');
-  if (!m) return undefined;
-  return { start: Number(m[1]), total: m[3] === '*' ? Number.NaN : Number(m[3]) };
-}
 
 export class SourceAzure implements Source {
   readonly url: string;
@@ -82,27 +75,33 @@ export class SourceAzure implements Source {
   }
 
   /** Run `fn` with retries; each attempt has its own timeout; the caller's abort wins over any error. */
-  private async attempt<T>(action: string, options: ReadOptions | undefined, fn: (signal: AbortSignal) => Promise<T>) {
+  private attempt<T>(action: string, options: ReadOptions | undefined, fn: (signal: AbortSignal) => Promise<T>) {
     const caller = options?.signal;
-    for (let attempt = 1; ; attempt++) {
-      caller?.throwIfAborted();
-      const timeout = AbortSignal.timeout(this.timeoutMs);
-      const signal = caller ? AbortSignal.any([caller, timeout]) : timeout;
-      this.stats.requests++;
-      try {
-        return await fn(signal);
-      } catch (e) {
-        if (caller?.aborted) throw caller.reason;
-        const failure = timeout.aborted
-          ? new SourceError('timeout', `${this.url}: Azure did not answer within ${this.timeoutMs} ms (${action})`, {
-              cause: e,
-            })
-          : e;
-        if (attempt >= this.attempts || !isRetryableAzureError(failure)) throw this.fail(failure, action, attempt);
-        this.stats.retries++;
-        await sleep(backoffMs(attempt, this.retryBaseMs, AZURE_DEFAULTS.retryMaxMs), caller);
-      }
-    }
+    let timeout: AbortSignal | undefined;
+    return retrying(
+      () => {
+        timeout = AbortSignal.timeout(this.timeoutMs);
+        this.stats.requests++;
+        return fn(caller ? AbortSignal.any([caller, timeout]) : timeout);
+      },
+      {
+        attempts: this.attempts,
+        baseMs: this.retryBaseMs,
+        maxMs: AZURE_DEFAULTS.retryMaxMs,
+        signal: caller,
+        failure: (e) =>
+          timeout?.aborted
+            ? new SourceError('timeout', `${this.url}: Azure did not answer within ${this.timeoutMs} ms (${action})`, {
+                cause: e,
+              })
+            : e,
+        retryable: isRetryableAzureError,
+        onRetry: () => {
+          this.stats.retries++;
+        },
+        fail: (e, attempts) => this.fail(e, action, attempts),
+      },
+    );
   }
 
   private fail(e: unknown, action: string, attempts: number): SourceError {
@@ -130,9 +129,7 @@ export class SourceAzure implements Source {
   }
 
   async read(offset: number, length: number, options?: ReadOptions): Promise<SourceRead> {
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length)) {
-      throw new SourceError('bad-request', `${this.url}: bad byte range offset=${offset} length=${length}`);
-    }
+    checkByteRange(this.url, offset, length);
     if (length <= 0) {
       const s = await this.stat(options);
       return { bytes: new Uint8Array(0), size: s.size, etag: s.etag };

@@ -1,5 +1,23 @@
-/** Response bodies of remote sources (S3, Azure) read into one array, checked against their declared length. */
+/**
+ * What the remote object sources (S3, Azure) share about an answer: the byte range asked for is checked, the body
+ * read into one array and checked against its declared length, the Content-Range parsed.
+ */
 import { addAbortSignal, type Readable } from 'node:stream';
+import { SourceError } from './errors.ts';
+
+/** Refuse a byte range no read can mean (a negative or fractional offset, a length that is not an integer). */
+export function checkByteRange(url: string, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length)) {
+    throw new SourceError('bad-request', `${url}: bad byte range offset=${offset} length=${length}`);
+  }
+}
+
+/** `bytes 0-99/1234` -> start and total (NaN when the total is unknown); undefined when malformed or absent. */
+export function parseContentRange(contentRange: string | undefined): { start: number; total: number } | undefined {
+  const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(contentRange?.trim() ?? '');
+  if (!m) return undefined;
+  return { start: Number(m[1]), total: m[3] === '*' ? Number.NaN : Number(m[3]) };
+}
 
 /**
  * Collect a response body into one array, sized up front when the length is known. A body longer than its

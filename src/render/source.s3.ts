@@ -16,20 +16,13 @@ import {
   type S3ErrorShape,
   s3SourceError,
 } from './s3.client.ts';
-import { readBody } from './source.body.ts';
+import { checkByteRange, parseContentRange, readBody } from './source.body.ts';
 import type { ReadOptions, Source, SourceRead, SourceStats } from './source.ts';
 
 const BODY_RETRY_BASE_MS = 100;
 
 function abortReason(signal: AbortSignal | undefined): unknown {
   return signal?.aborted ? signal.reason : undefined;
-}
-
-/** `bytes 0-99/1234` -> 1234 (NaN when the total is unknown or the header is malformed) */
-function totalFromContentRange(contentRange: string | undefined): { start: number; total: number } | undefined {
-  const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(contentRange?.trim() ?? '');
-  if (!m) return undefined;
-  return { start: Number(m[1]), total: m[3] === '*' ? Number.NaN : Number(m[3]) };
 }
 
 export interface SourceS3Options {
@@ -80,9 +73,7 @@ export class SourceS3 implements Source {
   }
 
   async read(offset: number, length: number, options?: ReadOptions): Promise<SourceRead> {
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length)) {
-      throw new SourceError('bad-request', `${this.url}: bad byte range offset=${offset} length=${length}`);
-    }
+    checkByteRange(this.url, offset, length);
     if (length <= 0) {
       const s = await this.stat(options);
       return { bytes: new Uint8Array(0), size: s.size, etag: s.etag };
@@ -132,7 +123,7 @@ export class SourceS3 implements Source {
       throw Object.assign(e instanceof Error ? e : new Error(String(e)), { bodyBroke: true });
     }
     let size: number;
-    const range = totalFromContentRange(res.ContentRange);
+    const range = parseContentRange(res.ContentRange);
     if (range) {
       if (range.start !== offset) {
         throw new SourceError(

@@ -1,9 +1,11 @@
 /**
  * Request parameters read the same way by every route: integers in canonical decimal digits, numbers, bounding
- * boxes, CRSs, image formats, tile file names and sizes, band names of catalogue mosaics.
+ * boxes, CRSs, image formats, tile file names and sizes, band names of catalogue mosaics, JSON bodies.
  */
+import type { Context } from 'hono';
 import { parseCrs } from '../render/crs.ts';
 import type { ImageFormat } from '../render/encode.ts';
+import { CogmillError } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import { TILE_SIZE_DEFAULT } from '../render/tilematrix.ts';
 import type { Bounds, Crs } from '../render/types.ts';
@@ -119,4 +121,17 @@ export function aliasBandNames(name: string, value: string, aliases: Map<string,
       return k === undefined ? w : `b${k}`;
     });
   return value;
+}
+
+/** A request's JSON body, or a 400: `needs` says what the body should be (the Content-Type is added). */
+export async function jsonBody(c: Context, needs: string): Promise<unknown> {
+  const type = c.req.header('content-type') ?? '';
+  if (!/^application\/json\b/i.test(type))
+    throw new RequestError('bad-request', `${needs} (Content-Type: application/json)`);
+  try {
+    return await c.req.json();
+  } catch (e) {
+    if (e instanceof CogmillError) throw e;
+    throw new RequestError('bad-request', `the request body is not valid JSON: ${(e as Error).message}`);
+  }
 }

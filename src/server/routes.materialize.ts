@@ -43,6 +43,7 @@ import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
 import { OverloadedError } from './limits.ts';
 import { appMetrics } from './metrics.ts';
+import { jsonBody } from './params.ts';
 import type { AppEnv } from './request.ts';
 import { baseUrl, MOSAIC_ID } from './urls.ts';
 
@@ -256,17 +257,7 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
   r.get('/materialize', (c) => startJob(c, c.req.query()));
 
   r.post('/materialize', async (c) => {
-    const type = c.req.header('content-type') ?? '';
-    if (!/^application\/json\b/i.test(type)) {
-      throw new RequestError('bad-request', 'POST /materialize takes a JSON body (Content-Type: application/json)');
-    }
-    let body: unknown;
-    try {
-      body = await c.req.json();
-    } catch (e) {
-      if (e instanceof CogmillError) throw e;
-      throw new RequestError('bad-request', `the request body is not valid JSON: ${(e as Error).message}`);
-    }
+    const body = await jsonBody(c, 'POST /materialize takes a JSON body');
     if (body === null || typeof body !== 'object' || Array.isArray(body)) {
       throw new RequestError(
         'bad-request',

@@ -9,7 +9,7 @@ import { ConfigError } from '../config.schema.ts';
 import { parseMosaicDefinition } from '../config.ts';
 import type { MosaicDefinition } from '../render/catalog.ts';
 import { parseCrs } from '../render/crs.ts';
-import { CogmillError, withoutServerPaths } from '../render/errors.ts';
+import { withoutServerPaths } from '../render/errors.ts';
 import { explainRender } from '../render/mosaic.explain.ts';
 import { mosaicPeriods } from '../render/mosaic.items.ts';
 import type { Mosaic } from '../render/mosaic.ts';
@@ -20,6 +20,7 @@ import { type Grid, gridBounds } from '../render/types.ts';
 import { requireToken } from './auth.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
+import { jsonBody } from './params.ts';
 import type { AppEnv } from './request.ts';
 import { baseUrl, MOSAIC_ID, mosaicLinks } from './urls.ts';
 
@@ -103,16 +104,7 @@ function escapeHtml(s: string): string {
 
 /** The mosaic definition in a request body (JSON), validated like one in the config file. */
 async function readDefinition(c: Context<AppEnv>, id?: string): Promise<MosaicDefinition> {
-  const type = c.req.header('content-type') ?? '';
-  if (!/^application\/json\b/i.test(type))
-    throw new RequestError('bad-request', 'the mosaic definition is a JSON body (Content-Type: application/json)');
-  let body: unknown;
-  try {
-    body = await c.req.json();
-  } catch (e) {
-    if (e instanceof CogmillError) throw e;
-    throw new RequestError('bad-request', `the request body is not valid JSON: ${(e as Error).message}`);
-  }
+  let body = await jsonBody(c, 'the mosaic definition is a JSON body');
   if (id !== undefined && body && typeof body === 'object' && !Array.isArray(body)) {
     const given = (body as { id?: unknown }).id;
     if (given !== undefined && given !== id)
