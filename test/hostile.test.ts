@@ -509,9 +509,12 @@ describe('command line', () => {
     );
     const exited = once(child, 'exit');
     let killed = false;
-    for (let i = 0; i < 2000 && !killed; i++) {
+    // poll the folder until the partial file has bytes, for as long as the writer runs
+    while (!killed && child.exitCode === null && child.signalCode === null) {
       const p = await partials();
-      if (p.length > 0 && (await stat(path.join(dst, p[0]))).size > 0) {
+      // (the writer may rename it away between the listing and the stat)
+      const bytes = p.length > 0 ? ((await stat(path.join(dst, p[0])).catch(() => undefined))?.size ?? 0) : 0;
+      if (bytes > 0) {
         child.kill('SIGKILL');
         killed = true;
       } else await new Promise((r) => setTimeout(r, 10));
