@@ -155,7 +155,9 @@ describe('mosaics registered at run time', () => {
       `${reads.length} requests for ${withHeaders.totals.assets} assets`,
     );
     assert.equal(new Set(reads.map((r) => r.path)).size, reads.length, 'one request per file');
-    assert.equal((await fetch(`${app.url}/mosaics/qc.vrt`)).status, 422, 'no VRT for a catalogue mosaic');
+    const vrt = await fetch(`${app.url}/mosaics/qc.vrt`);
+    assert.equal(vrt.status, 200, 'a catalogue mosaic composited "first" has a VRT');
+    assert.equal(((await vrt.text()).match(/\/items\/\d+\/B11\.tif(<|&lt;)/g) ?? []).length, 320, 'B11 of every item');
   });
 
   test('PUT replaces, DELETE removes; the registered set survives a restart; configured mosaics stay', async () => {

@@ -1,10 +1,11 @@
 /**
- * GDAL agrees with a catalogue mosaic: GDAL reading the mosaic's virtual COG over /vsicurl/ gives, for a window
- * across two UTM zones, the pixels gdalwarp makes from the assets explain lists for that window (nearest, -et 0,
- * later sources on top, so they are given in reverse compositing order), for a 10 m band and a 20 m band.
+ * GDAL agrees with a catalogue mosaic: GDAL reading the mosaic's virtual COG over /vsicurl/, and its VRT (through
+ * the server's range proxy, and with the assets' own URLs), gives, for a window across two UTM zones, the pixels
+ * gdalwarp makes from the assets explain lists for that window (nearest, -et 0, later sources on top, so they are
+ * given in reverse compositing order), for a 10 m band and a 20 m band. A median has no VRT (422).
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { crsFromEpsg } from '../src/render/crs.ts';
@@ -33,6 +34,14 @@ describe('a catalogue mosaic read by GDAL equals gdalwarp of its assets', () => 
           crs: 'EPSG:32632',
           resolution: 10,
         },
+        {
+          id: 's2med',
+          stac: { items: `${files.url}/items.json` },
+          assets: ['B04'],
+          crs: 'EPSG:32632',
+          resolution: 10,
+          composite: 'median',
+        },
       ],
     });
   });
@@ -42,7 +51,7 @@ describe('a catalogue mosaic read by GDAL equals gdalwarp of its assets', () => 
   });
 
   for (const zone of [32632, 32633] as const) {
-    test(`a window over the ${zone === 32632 ? 'native' : 'reprojected'} zone (EPSG:${zone} items)`, async () => {
+    test(`virtual COG and VRT: a window over the ${zone === 32632 ? 'native' : 'reprojected'} zone (EPSG:${zone} items)`, async () => {
       const m = (await (await fetch(`${app.url}/mosaics/s2`)).json()) as {
         transform: number[];
         width: number;
@@ -90,6 +99,28 @@ describe('a catalogue mosaic read by GDAL equals gdalwarp of its assets', () => 
         out,
       ]);
       const raw = new Uint16Array(new Uint8Array(await readFile(out)).buffer);
+      // the VRT: through the range proxy for one zone, the assets' own URLs for the other
+      const vrtUrl = `${app.url}/mosaics/s2.vrt${zone === 32632 ? '' : '?sources=direct'}`;
+      const vrtXml = await (await fetch(vrtUrl)).text();
+      assert.match(vrtXml, zone === 32632 ? /\/items\/\d+\/B04\.tif</ : /\/cogs\/[^<]*_B11\.tif</);
+      const vrtPath = path.join(dir, `mosaic-${zone}.vrt`);
+      await writeFile(vrtPath, vrtXml);
+      const vrtOut = path.join(dir, `vrt-${zone}.img`);
+      await sh('gdal_translate', [
+        '-q',
+        '-of',
+        'ENVI',
+        '-co',
+        'INTERLEAVE=BSQ',
+        '-srcwin',
+        String(col),
+        String(row),
+        '300',
+        '200',
+        vrtPath,
+        vrtOut,
+      ]);
+      const vrtRaw = new Uint16Array(new Uint8Array(await readFile(vrtOut)).buffer);
       const n = 300 * 200;
       for (const [b, asset] of [
         [0, 'B04'],
@@ -110,14 +141,41 @@ describe('a catalogue mosaic read by GDAL equals gdalwarp of its assets', () => 
           },
         );
         let same = 0;
+        let sameVrt = 0;
         let valid = 0;
         for (let i = 0; i < n; i++) {
           if (ref.valid[i]) valid++;
           if (raw[b * n + i] === ref.bands[0][i]) same++;
+          if (vrtRaw[b * n + i] === ref.bands[0][i]) sameVrt++;
         }
         assert.ok(valid > n / 2, `${asset}: ${valid} valid reference pixels`);
-        assert.equal(same, n, `${asset}: ${n - same} of ${n} pixels differ from gdalwarp`);
+        assert.equal(same, n, `${asset}: ${n - same} of ${n} pixels of the virtual COG differ from gdalwarp`);
+        assert.equal(sameVrt, n, `${asset}: ${n - sameVrt} of ${n} pixels of the VRT differ from gdalwarp`);
       }
     });
   }
+
+  test('a composite a VRT cannot express (median) gets 422 and says where its values are', async () => {
+    const res = await fetch(`${app.url}/mosaics/s2med.vrt`);
+    assert.equal(res.status, 422);
+    assert.match(
+      ((await res.json()) as { message: string }).message,
+      /"median", which a VRT cannot express.*s2med\.tif/,
+    );
+  });
+
+  test('the VRT of a window lists only the items under it; the proxy answers an asset and refuses others', async () => {
+    const all = await (await fetch(`${app.url}/mosaics/s2.vrt`)).text();
+    const some = await (await fetch(`${app.url}/mosaics/s2.vrt?bbox=780100,4999500,780500,4999900`)).text();
+    const count = (x: string) => (x.match(/<ComplexSource/g) ?? []).length;
+    // 24 scenes x 4 dates per zone, 2 bands; the window lies inside one scene (4 dates)
+    assert.equal(count(all), 2 * 24 * 4 * 2);
+    assert.equal(count(some), 4 * 2);
+    const href = /\/vsicurl\/(http:[^<]*\/items\/\d+\/B04\.tif)</.exec(some)![1];
+    const asset = await fetch(href, { headers: { range: 'bytes=0-3' } });
+    assert.equal(asset.status, 206);
+    assert.deepEqual([...new Uint8Array(await asset.arrayBuffer())], [0x49, 0x49, 0x2a, 0x00]);
+    assert.equal((await fetch(href.replace('/B04.tif', '/B03.tif'))).status, 404, 'not an asset of this mosaic');
+    assert.equal((await fetch(`${app.url}/mosaics/s2/items/999999/B04.tif`)).status, 404);
+  });
 });

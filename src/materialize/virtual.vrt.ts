@@ -19,11 +19,11 @@
  * - A mosaic without a nodata value whose sources have masks (or are warped, with an alpha band) gets a dataset
  *   `<MaskBand>`: the OR of the sources' masks, so GDAL and QGIS see the pixels the tiles leave transparent.
  */
-import { crsAuthority } from '../render/crs.ts';
+import { crsAuthority, crsFromEpsg } from '../render/crs.ts';
+import { RenderError } from '../render/errors.ts';
 import type { Mosaic, MosaicSource } from '../render/mosaic.ts';
-import type { RasterInfo } from '../render/raster.info.ts';
 import { transformBounds } from '../render/transform.ts';
-import { type DType, type GeoTransform, type Grid, gridBounds, type Resampling } from '../render/types.ts';
+import { type Crs, type DType, type GeoTransform, type Grid, gridBounds, type Resampling } from '../render/types.ts';
 
 /** GDAL data type names. */
 export const GDAL_DATA_TYPE: Record<DType, string> = {
@@ -122,10 +122,26 @@ function isNorthUp(gt: GeoTransform): boolean {
   return gt[2] === 0 && gt[4] === 0 && gt[1] > 0 && gt[5] < 0;
 }
 
+/**
+ * What the VRT needs of a raster: a source's header (RasterInfo), or what a catalogue says of an item's asset (no
+ * block size then: GDAL reads it when it opens the asset).
+ */
+export interface VrtRaster {
+  readonly crs: Crs;
+  readonly transform: GeoTransform;
+  readonly width: number;
+  readonly height: number;
+  readonly dtype: DType;
+  readonly nodata: number | undefined;
+  readonly hasMask: boolean;
+  readonly blockWidth?: number;
+  readonly blockHeight?: number;
+}
+
 /** The part of the mosaic grid (whole pixels) a source's footprint covers, or undefined when it misses it. */
 export function sourceFootprintWindow(
   grid: Grid,
-  info: RasterInfo,
+  info: VrtRaster,
 ): { x0: number; y0: number; width: number; height: number } | undefined {
   const srcBounds = gridBounds({ crs: info.crs, transform: info.transform, width: info.width, height: info.height });
   let b: readonly number[];
@@ -151,10 +167,9 @@ export function vrtSourceOrder(mosaic: Mosaic): MosaicSource[] {
 }
 
 interface PlacedSource {
-  readonly source: MosaicSource;
   /** GDAL filename the outer ComplexSource opens (a path, or an inline warped VRT) */
   readonly filename: string;
-  readonly properties: { width: number; height: number; dtype: DType; blockX: number; blockY: number };
+  readonly properties: { width: number; height: number; dtype: DType; blockX?: number; blockY?: number };
   readonly srcRect: readonly [number, number, number, number];
   readonly dstRect: readonly [number, number, number, number];
   /** band of the opened dataset for mosaic band k (0-based k) */
@@ -164,18 +179,19 @@ interface PlacedSource {
   readonly warped: boolean;
 }
 
+/** An inline VRTWarpedDataset of `srcBands` (1-based) of a raster, on the mosaic's lattice over `win`. */
 function warpedVrt(
   mosaic: Mosaic,
-  source: MosaicSource,
+  info: VrtRaster,
+  srcBands: readonly number[],
   path: string,
   win: { x0: number; y0: number; width: number; height: number },
 ): string {
-  const info = source.raster.info;
   const g = mosaic.grid.transform;
   const dstGt: GeoTransform = [g[0] + win.x0 * g[1], g[1], 0, g[3] + win.y0 * g[5], 0, g[5]];
   const dtype = GDAL_DATA_TYPE[info.dtype];
-  const nb = mosaic.bandCount;
-  const bands = mosaic.bandIndices
+  const nb = srcBands.length;
+  const bands = srcBands
     .map(
       (_, k) =>
         `<VRTRasterBand dataType="${dtype}" band="${k + 1}" subClass="VRTWarpedRasterBand"><ColorInterp>Gray</ColorInterp></VRTRasterBand>`,
@@ -183,13 +199,13 @@ function warpedVrt(
     .join('');
   // GDAL makes a mask of an alpha band only when it is Byte or UInt16: a Byte alpha band works for every data type
   const alpha = `<VRTRasterBand dataType="Byte" band="${nb + 1}" subClass="VRTWarpedRasterBand"><ColorInterp>Alpha</ColorInterp></VRTRasterBand>`;
-  const mappings = mosaic.bandIndices
+  const mappings = srcBands
     .map((b, k) => {
       const nd =
         info.nodata === undefined
           ? ''
           : `<SrcNoDataReal>${vrtNumber(info.nodata)}</SrcNoDataReal><SrcNoDataImag>0</SrcNoDataImag>`;
-      return `<BandMapping src="${b + 1}" dst="${k + 1}">${nd}</BandMapping>`;
+      return `<BandMapping src="${b}" dst="${k + 1}">${nd}</BandMapping>`;
     })
     .join('');
   const resampling = WARP_RESAMPLING[mosaic.resampling];
@@ -228,8 +244,13 @@ function warpedVrt(
   );
 }
 
-function placeSource(mosaic: Mosaic, source: MosaicSource, path: string): PlacedSource | undefined {
-  const info = source.raster.info;
+/** Where a raster goes in the mosaic's VRT; `srcBands`: its band (1-based) for each band it gives. */
+function placeRaster(
+  mosaic: Mosaic,
+  info: VrtRaster,
+  path: string,
+  srcBands: readonly number[],
+): PlacedSource | undefined {
   const grid = mosaic.grid;
   const mgt = grid.transform;
   const sgt = info.transform;
@@ -240,7 +261,6 @@ function placeSource(mosaic: Mosaic, source: MosaicSource, path: string): Placed
     const ySize = (info.height * sgt[5]) / mgt[5];
     if (xOff >= grid.width || yOff >= grid.height || xOff + xSize <= 0 || yOff + ySize <= 0) return undefined;
     return {
-      source,
       filename: path,
       properties: {
         width: info.width,
@@ -251,7 +271,7 @@ function placeSource(mosaic: Mosaic, source: MosaicSource, path: string): Placed
       },
       srcRect: [0, 0, info.width, info.height],
       dstRect: [xOff, yOff, xSize, ySize],
-      band: (k) => mosaic.bandIndices[k] + 1,
+      band: (k) => srcBands[k],
       nodata: info.nodata,
       useMask: info.nodata === undefined && info.hasMask,
       warped: false,
@@ -260,8 +280,7 @@ function placeSource(mosaic: Mosaic, source: MosaicSource, path: string): Placed
   const win = sourceFootprintWindow(grid, info);
   if (!win) return undefined;
   return {
-    source,
-    filename: warpedVrt(mosaic, source, path, win),
+    filename: warpedVrt(mosaic, info, srcBands, path, win),
     properties: { width: win.width, height: win.height, dtype: info.dtype, blockX: WARP_BLOCK_X, blockY: WARP_BLOCK_Y },
     srcRect: [0, 0, win.width, win.height],
     dstRect: [win.x0, win.y0, win.width, win.height],
@@ -270,6 +289,19 @@ function placeSource(mosaic: Mosaic, source: MosaicSource, path: string): Placed
     useMask: true,
     warped: true,
   };
+}
+
+function placeSource(mosaic: Mosaic, source: MosaicSource, path: string): PlacedSource | undefined {
+  return placeRaster(
+    mosaic,
+    source.raster.info,
+    path,
+    mosaic.bandIndices.map((b) => b + 1),
+  );
+}
+
+function blockAttributes(pr: PlacedSource['properties']): string {
+  return pr.blockX && pr.blockY ? ` BlockXSize="${pr.blockX}" BlockYSize="${pr.blockY}"` : '';
 }
 
 function rect(tag: string, r: readonly [number, number, number, number]): string {
@@ -325,6 +357,27 @@ export function mosaicVrt(mosaic: Mosaic, options: VrtOptions): string {
   }
   if (skipped.length) notes.push(`Sources ${skipped.join(', ')} lie outside the mosaic's extent and are left out.`);
   if (options.note) notes.push(options.note);
+  return vrtXml(
+    mosaic,
+    notes,
+    Array.from({ length: mosaic.bandCount }, () => placed),
+    placed,
+    options,
+  );
+}
+
+/**
+ * The XML: the dataset, then per band k its sources `perBand[k]` (GDAL paints them in order, later on top; each
+ * placed source gives band k through `band(k)`), then a dataset mask over `maskSources` when the mosaic has no nodata.
+ */
+function vrtXml(
+  mosaic: Mosaic,
+  notes: readonly string[],
+  perBand: readonly (readonly PlacedSource[])[],
+  maskSources: readonly PlacedSource[],
+  options: Pick<VrtOptions, 'bandMetadata'>,
+): string {
+  const grid = mosaic.grid;
 
   const out: string[] = [];
   out.push(`<VRTDataset rasterXSize="${grid.width}" rasterYSize="${grid.height}">`);
@@ -343,14 +396,14 @@ export function mosaicVrt(mosaic: Mosaic, options: VrtOptions): string {
     }
     if (mosaic.nodata !== undefined) out.push(`    <NoDataValue>${vrtNumber(mosaic.nodata)}</NoDataValue>`);
     out.push(`    <ColorInterp>${colorInterp(mosaic, k)}</ColorInterp>`);
-    for (const p of placed) {
+    for (const p of perBand[k]) {
       const resampling = p.warped ? '' : ` resampling="${VRT_RESAMPLING[mosaic.resampling]}"`;
       out.push(`    <ComplexSource${resampling}>`);
       out.push(`      <SourceFilename relativeToVRT="0">${escapeXml(p.filename)}</SourceFilename>`);
       out.push(`      <SourceBand>${p.band(k)}</SourceBand>`);
       const pr = p.properties;
       out.push(
-        `      <SourceProperties RasterXSize="${pr.width}" RasterYSize="${pr.height}" DataType="${GDAL_DATA_TYPE[pr.dtype]}" BlockXSize="${pr.blockX}" BlockYSize="${pr.blockY}"/>`,
+        `      <SourceProperties RasterXSize="${pr.width}" RasterYSize="${pr.height}" DataType="${GDAL_DATA_TYPE[pr.dtype]}"${blockAttributes(pr)}/>`,
       );
       out.push(`      ${rect('SrcRect', p.srcRect)}`);
       out.push(`      ${rect('DstRect', p.dstRect)}`);
@@ -362,16 +415,16 @@ export function mosaicVrt(mosaic: Mosaic, options: VrtOptions): string {
   }
   // Without a nodata value, validity lives in the sources' masks (and the warped sources' alpha): a dataset mask
   // that ORs them (sources paint only their valid pixels) tells GDAL and QGIS which pixels are empty, as the tiles do.
-  if (hasMaskBand(mosaic, placed)) {
+  if (hasMaskBand(mosaic, maskSources)) {
     out.push('  <MaskBand>');
     out.push('    <VRTRasterBand dataType="Byte">');
-    for (const p of placed) {
+    for (const p of maskSources) {
       const pr = p.properties;
       out.push('      <ComplexSource resampling="nearest">');
       out.push(`        <SourceFilename relativeToVRT="0">${escapeXml(p.filename)}</SourceFilename>`);
       out.push('        <SourceBand>mask,1</SourceBand>');
       out.push(
-        `        <SourceProperties RasterXSize="${pr.width}" RasterYSize="${pr.height}" DataType="Byte" BlockXSize="${pr.blockX}" BlockYSize="${pr.blockY}"/>`,
+        `        <SourceProperties RasterXSize="${pr.width}" RasterYSize="${pr.height}" DataType="Byte"${blockAttributes(pr)}/>`,
       );
       out.push(`        ${rect('SrcRect', p.srcRect)}`);
       out.push(`        ${rect('DstRect', p.dstRect)}`);
@@ -383,4 +436,83 @@ export function mosaicVrt(mosaic: Mosaic, options: VrtOptions): string {
   }
   out.push('</VRTDataset>');
   return `${out.join('\n')}\n`;
+}
+
+/** Most ComplexSources (items x bands) one catalogue VRT lists; more must be narrowed with a window or a datetime. */
+export const MAX_CATALOGUE_VRT_SOURCES = 20_000;
+
+export interface CatalogueVrtOptions {
+  /** the items to list (indices into the mosaic's items, in compositing order): those under a window, in a period */
+  readonly items: readonly number[];
+  /** The GDAL filename of an item's asset (`item` indexes the mosaic's items). */
+  readonly assetPath: (item: number, asset: string, href: string) => string;
+  readonly note?: string;
+  readonly bandMetadata?: VrtOptions['bandMetadata'];
+}
+
+/**
+ * The VRT of a catalogue mosaic: band k lists asset `bands[k]` of the chosen items (one ComplexSource each, the
+ * asset's own band; a 20 m asset on the 10 m grid is resampled by GDAL, an asset in another CRS warped inline), in
+ * the order that gives the composite ("first": last to first). Grids, sample types and nodata come from the
+ * catalogue, so writing it reads nothing. Composites a VRT cannot express (min, max, mean, median, count) are
+ * refused: GDAL would silently show something else.
+ */
+export function catalogueVrt(mosaic: Mosaic, options: CatalogueVrtOptions): string {
+  const mi = mosaic.items;
+  if (!mi) throw new RenderError('internal', `mosaic ${mosaic.id} is not a catalogue mosaic`);
+  if (mosaic.composite !== 'first' && mosaic.composite !== 'last') {
+    throw new RenderError(
+      'unsupported',
+      `mosaic ${mosaic.id} composites "${mosaic.composite}", which a VRT cannot express (GDAL paints one valid pixel over another); read /mosaics/${mosaic.id}.tif (the virtual COG) for its values`,
+    );
+  }
+  const sources = options.items.length * mi.bands.length;
+  if (sources > MAX_CATALOGUE_VRT_SOURCES) {
+    throw new RenderError(
+      'too-large',
+      `the VRT of mosaic ${mosaic.id} would list ${options.items.length} items x ${mi.bands.length} bands = ${sources} sources (at most ${MAX_CATALOGUE_VRT_SOURCES}); narrow it with bbox=minx,miny,maxx,maxy (in the mosaic's CRS) or datetime=`,
+    );
+  }
+  const order = mosaic.composite === 'first' ? [...options.items].reverse() : [...options.items];
+  const placedByKey = new Map<string, PlacedSource | null>();
+  let warped = false;
+  const perBand = mi.bands.map((ref) =>
+    order.flatMap((i) => {
+      const key = `${i}\n${ref.asset}\n${ref.band}`;
+      let p = placedByKey.get(key);
+      if (p === undefined) {
+        const a = mi.items[i].assets[ref.asset];
+        p = null;
+        if (a?.transform && a.epsg !== undefined && a.width !== undefined && a.height !== undefined) {
+          const info: VrtRaster = {
+            crs: crsFromEpsg(a.epsg),
+            transform: a.transform,
+            width: a.width,
+            height: a.height,
+            dtype: a.dtype ?? mosaic.dtype,
+            nodata: a.nodata ?? mosaic.nodata,
+            hasMask: false,
+          };
+          const placed = placeRaster(mosaic, info, options.assetPath(i, ref.asset, a.href), [ref.band + 1]);
+          // one band of the asset whichever mosaic band lists it: the asset's own, or the warped VRT's first
+          if (placed) p = { ...placed, band: () => (placed.warped ? 1 : ref.band + 1) };
+        }
+        placedByKey.set(key, p);
+      }
+      if (p?.warped) warped = true;
+      return p ? [p] : [];
+    }),
+  );
+  const grid = mosaic.grid;
+  const notes = [
+    `cogmill catalogue mosaic "${mosaic.id}" (${mosaic.title}): ${grid.width} x ${grid.height} pixels, ${mosaic.bandCount} band(s) ${mosaic.dtype}, ${crsAuthority(grid.crs)}; ${options.items.length} of its ${mi.items.length} items.`,
+    `Band k is asset ${mi.bands.map((b) => b.name).join(', ')} of each item. Compositing "${mosaic.composite} valid pixel wins": GDAL paints later sources on top, so items are listed ${mosaic.composite === 'first' ? 'last to first' : 'first to last'} of the compositing order.`,
+  ];
+  if (warped) {
+    notes.push(
+      `Assets in another CRS are reprojected by GDAL's warper (inline VRTWarpedDataset, ${mosaic.resampling}, ${WARP_MAX_ERROR_PX > 0 ? `max error ${WARP_MAX_ERROR_PX} px` : 'exact transformation of every pixel'}).`,
+    );
+  }
+  if (options.note) notes.push(options.note);
+  return vrtXml(mosaic, notes, perBand, perBand[0] ?? [], options);
 }

@@ -4,6 +4,7 @@
  *   /mosaics/{id}.tif              the virtual COG (tiles rendered when a byte range asks for them)
  *   /mosaics/{id}.vrt              a GDAL VRT of the mosaic (`?sources=direct` for the sources' own URLs)
  *   /mosaics/{id}/sources/{n}.tif  the bytes of source n (0-based), the range proxy the VRT points at
+ *   /mosaics/{id}/items/{n}/{asset}.tif  the bytes of an asset of item n of a catalogue mosaic (its VRT's proxy)
  *
  * HTTP semantics come from `http.range.ts`: exact Content-Length on HEAD, Accept-Ranges, ETag, Last-Modified,
  * 206 + Content-Range, suffix ranges, multipart/byteranges, 416 with `bytes *\/SIZE`, 304, 412, If-Range.
@@ -27,9 +28,11 @@ import { type Context, Hono } from 'hono';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { gdalMetadataDocument, mosaicBandSummaries, statisticsItems } from '../materialize/statistics.xml.ts';
 import { type VirtualCogReadCounter, VirtualCogStore } from '../materialize/virtual.cog.ts';
-import { directSourcePath, mosaicVrt } from '../materialize/virtual.vrt.ts';
+import { catalogueVrt, directSourcePath, mosaicVrt } from '../materialize/virtual.vrt.ts';
 import { isCogmillError, SourceError } from '../render/errors.ts';
+import { selectItems } from '../render/mosaic.items.ts';
 import type { Mosaic } from '../render/mosaic.ts';
+import { parseInterval } from '../render/stac.ts';
 import { MiB } from '../render/types.ts';
 import type { AppDeps } from './deps.ts';
 import { RequestError } from './errors.ts';
@@ -238,6 +241,34 @@ async function serveRanged(
 }
 
 /** A strong entity tag for a source's version tag (kept as is when it already is one). */
+/**
+ * The items a catalogue mosaic's VRT lists, in compositing order: all, or those under `bbox` (minx,miny,maxx,maxy
+ * in the mosaic's CRS) and overlapping `datetime`.
+ */
+function vrtItems(c: Context<AppEnv>, mosaic: Mosaic): number[] {
+  const mi = mosaic.items!;
+  const g = mosaic.grid;
+  let grid = g;
+  const bboxText = c.req.query('bbox');
+  if (bboxText !== undefined) {
+    const b = bboxText.split(',').map(Number);
+    if (b.length !== 4 || !b.every(Number.isFinite) || !(b[0] < b[2] && b[1] < b[3]))
+      throw new RequestError(
+        'bad-request',
+        `bbox must be minx,miny,maxx,maxy in the mosaic's CRS (EPSG:${g.crs.epsg}) with minx < maxx and miny < maxy`,
+      );
+    const res = Math.abs(g.transform[1]);
+    grid = {
+      crs: g.crs,
+      transform: [b[0], res, 0, b[3], 0, -res],
+      width: Math.max(1, Math.ceil((b[2] - b[0]) / res)),
+      height: Math.max(1, Math.ceil((b[3] - b[1]) / res)),
+    };
+  }
+  const dt = c.req.query('datetime');
+  return selectItems(mi, grid, dt ? parseInterval(dt) : undefined);
+}
+
 export function sourceEntityTag(etag: string): string {
   if (/^"[\x21\x23-\x7e]*"$/.test(etag)) return etag;
   return `"src-${createHash('sha256').update(etag).digest('base64url').slice(0, 27)}"`;
@@ -388,11 +419,6 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
   r.get(`/mosaics/:vrt{${MOSAIC_ID}\\.vrt}`, async (c) => {
     const info = c.get('req');
     const mosaic = catalog.get(c.req.param('vrt').slice(0, -'.vrt'.length));
-    if (mosaic.items)
-      throw new RequestError(
-        'unsupported',
-        `mosaic ${mosaic.id} is a catalogue mosaic: its sources are chosen per window, so it has no VRT; GDAL reads /mosaics/${mosaic.id}.tif (the virtual COG) instead`,
-      );
     const mode = c.req.query('sources') ?? 'proxy';
     if (mode !== 'proxy' && mode !== 'direct') {
       throw new RequestError(
@@ -404,15 +430,30 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
     const base = baseUrl(c, config);
     const mosaicUrl = `${base}/mosaics/${encodeURIComponent(mosaic.id)}`;
     const summaries = await timed(info, 'statistics', () => bandSummaries(mosaic));
-    const xml = mosaicVrt(mosaic, {
-      bandMetadata: summaries.map(statisticsItems),
-      sourcePath:
-        mode === 'direct' ? (s) => directSourcePath(s.location) : (s) => `/vsicurl/${mosaicUrl}/sources/${s.index}.tif`,
-      note:
-        mode === 'direct'
-          ? 'Sources are read directly (http(s) via /vsicurl/, S3 via /vsis3/ with your own credentials, local paths on this host).'
-          : `Sources are read through cogmill's range proxy (${mosaicUrl}/sources/{n}.tif): no credentials needed.`,
-    });
+    const xml = mosaic.items
+      ? catalogueVrt(mosaic, {
+          items: vrtItems(c, mosaic),
+          bandMetadata: summaries.map(statisticsItems),
+          assetPath:
+            mode === 'direct'
+              ? (_i, _a, href) => directSourcePath(href)
+              : (i, a) => `/vsicurl/${mosaicUrl}/items/${i}/${encodeURIComponent(a)}.tif`,
+          note:
+            mode === 'direct'
+              ? 'Assets are read directly (http(s) via /vsicurl/, S3 via /vsis3/ with your own credentials, local paths on this host).'
+              : `Assets are read through cogmill's range proxy (${mosaicUrl}/items/{n}/{asset}.tif): no credentials needed.`,
+        })
+      : mosaicVrt(mosaic, {
+          bandMetadata: summaries.map(statisticsItems),
+          sourcePath:
+            mode === 'direct'
+              ? (s) => directSourcePath(s.location)
+              : (s) => `/vsicurl/${mosaicUrl}/sources/${s.index}.tif`,
+          note:
+            mode === 'direct'
+              ? 'Sources are read directly (http(s) via /vsicurl/, S3 via /vsis3/ with your own credentials, local paths on this host).'
+              : `Sources are read through cogmill's range proxy (${mosaicUrl}/sources/{n}.tif): no credentials needed.`,
+        });
     const bytes = encoder.encode(xml);
     const etag = `"vrt-${createHash('sha256').update(`${mosaic.etag}\n`).update(bytes).digest('base64url').slice(0, 27)}"`;
     return serveRanged(
@@ -426,24 +467,22 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
     );
   });
 
-  // ---- the range proxy of one source
-  r.get(`/mosaics/:id{${MOSAIC_ID}}/sources/:source{(?:0|[1-9][0-9]{0,8})\\.tif}`, async (c) => {
+  /**
+   * The bytes of one raster, ranged: `opened` gives its header (size, ETag); a read that finds the object changed
+   * re-checks the mosaic once and answers with the new version.
+   */
+  const rangeProxy = async (
+    c: Context<AppEnv>,
+    mosaic: Mosaic,
+    location: string,
+    what: string,
+    opened: () => Promise<{ size: number; etag: string }>,
+  ) => {
     const info = c.get('req');
-    const mosaic = catalog.get(c.req.param('id'));
-    const n = Number(c.req.param('source').slice(0, -'.tif'.length));
-    if (n >= mosaic.sources.length) {
-      throw new RequestError(
-        'not-found',
-        `mosaic ${mosaic.id} has ${mosaic.sources.length} source(s), numbered 0 to ${mosaic.sources.length - 1}; there is no source ${n}`,
-      );
-    }
-    info.fields.mosaic = mosaic.id;
-    info.fields.source = n;
     const signal = info.signal;
     const answer = async () => {
-      const ms = mosaic.sources[n];
-      const rinfo = ms.raster.info;
-      const src = await engine.source(ms.location);
+      const rinfo = await opened();
+      const src = await engine.source(location);
       const read = async (offset: number, length: number) => {
         const r = await src.read(offset, length, { ifMatch: rinfo.etag, signal });
         return r.bytes;
@@ -470,7 +509,7 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
                   }
                   const bytes = await read(pos, Math.min(SOURCE_STREAM_CHUNK_BYTES, end - pos));
                   if (bytes.byteLength === 0) {
-                    controller.error(new SourceError('changed', `source ${n} of ${mosaic.id} ended early`));
+                    controller.error(new SourceError('changed', `${what} of ${mosaic.id} ended early`));
                     return;
                   }
                   pos += bytes.byteLength;
@@ -492,6 +531,50 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
       await timed(info, 'revalidate', () => engine.refresh(mosaic));
       return answer();
     }
+  };
+
+  // ---- the range proxy of one source
+  r.get(`/mosaics/:id{${MOSAIC_ID}}/sources/:source{(?:0|[1-9][0-9]{0,8})\\.tif}`, async (c) => {
+    const info = c.get('req');
+    const mosaic = catalog.get(c.req.param('id'));
+    const n = Number(c.req.param('source').slice(0, -'.tif'.length));
+    if (n >= mosaic.sources.length) {
+      throw new RequestError(
+        'not-found',
+        `mosaic ${mosaic.id} has ${mosaic.sources.length} source(s), numbered 0 to ${mosaic.sources.length - 1}; there is no source ${n}`,
+      );
+    }
+    info.fields.mosaic = mosaic.id;
+    info.fields.source = n;
+    return rangeProxy(c, mosaic, mosaic.sources[n].location, `source ${n}`, async () => mosaic.sources[n].raster.info);
+  });
+
+  // ---- the range proxy of one asset of one item of a catalogue mosaic (what its VRT points at)
+  r.get(`/mosaics/:id{${MOSAIC_ID}}/items/:item{(?:0|[1-9][0-9]{0,8})}/:asset{[^/]+\\.tif}`, async (c) => {
+    const info = c.get('req');
+    const mosaic = catalog.get(c.req.param('id'));
+    const n = Number(c.req.param('item'));
+    const name = decodeURIComponent(c.req.param('asset').slice(0, -'.tif'.length));
+    const item = mosaic.items?.items[n];
+    if (!item)
+      throw new RequestError(
+        'not-found',
+        mosaic.items
+          ? `mosaic ${mosaic.id} has ${mosaic.items.items.length} items, numbered 0 to ${mosaic.items.items.length - 1}; there is no item ${n}`
+          : `mosaic ${mosaic.id} is not a catalogue mosaic: its sources are /mosaics/${mosaic.id}/sources/{n}.tif`,
+      );
+    const asset = mosaic.items!.assets.includes(name) ? item.assets[name] : undefined;
+    if (!asset)
+      throw new RequestError(
+        'not-found',
+        `item ${n} (${item.id}) of mosaic ${mosaic.id} has no asset ${name.slice(0, 60)} among the mosaic's (${mosaic.items!.assets.join(', ')})`,
+      );
+    info.fields.mosaic = mosaic.id;
+    info.fields.source = `${n}/${name}`;
+    return rangeProxy(c, mosaic, asset.href, `asset ${name} of item ${n}`, async () => {
+      const raster = await engine.openRaster(asset.href, info.signal);
+      return raster.info;
+    });
   });
 
   return r;
