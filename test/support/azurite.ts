@@ -34,7 +34,8 @@ function azuriteBlobBin(): string {
   const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { bin: Record<string, string> };
   return path.join(path.dirname(pkgFile), pkg.bin['azurite-blob']);
 }
-const BOOT_TIMEOUT_MS = 30_000;
+/** how long the emulator may take to listen (a guard against a hung start: a loaded machine starts node slowly) */
+const BOOT_TIMEOUT_MS = 180_000;
 const STOP_TIMEOUT_MS = 5_000;
 /** in-memory extent storage limit: far above any test's data, far below the machine's memory */
 const EXTENT_LIMIT_MB = 2048;
