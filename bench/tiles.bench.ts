@@ -15,12 +15,16 @@ import { type MapServerLayer, startMapServer } from './mapserver.ts';
 import { load, startCogmillServer } from './server.ts';
 import { BENCH_DIR, mib, note, PYTHON, percentile, round, startChild, table } from './support.ts';
 import { benchZooms, nativeZoom, type Tile, tileList } from './tile.list.ts';
+import { runWrk } from './wrk.ts';
 
 export const CLIENTS = 8;
 const FORMATS = ['png', 'webp'] as const;
 /** the warm pass repeats the tile list up to this many requests (--small: fewer) */
 const WARM_REQUESTS = 10_000;
 const WARM_REQUESTS_SMALL = 2_000;
+/** the warm pass with wrk lasts this long (--small: shorter) */
+const WRK_SECONDS = 10;
+const WRK_SECONDS_SMALL = 3;
 
 /** The S2 mosaic of the tile benchmarks and its tile list. */
 export async function tileSetup(ctx: BenchContext) {
@@ -130,6 +134,31 @@ export const tilesBench: Bench = {
             `  cogmill ${format} ${pass}: ${row.tilesPerSecond} tiles/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms (${row.status})`,
           );
           if (r.failures.length) note(`  failures: ${r.failures.join(' | ')}`);
+        }
+        // warm again with wrk: a separate C process, one thread, the same 8 connections, for a fixed time
+        const wrkS = ctx.small ? WRK_SECONDS_SMALL : WRK_SECONDS;
+        const paths = urls.map((u) => u.slice(server.url.length));
+        for (const [tool, list] of [
+          ['cogmill (wrk)', paths],
+          ...(format === 'png' ? [['cogmill /healthz (ceiling, wrk)', ['/healthz']] as const] : []),
+        ] as const) {
+          const w = await runWrk(server.url, list, { dir: ctx.outDir, connections: CLIENTS, durationS: wrkS });
+          const row = {
+            tool,
+            format: tool.includes('healthz') ? 'json' : format,
+            pass: tool.includes('healthz') ? '-' : 'warm',
+            tiles: w.requests,
+            tilesPerSecond: round(w.requestsPerSecond, 1),
+            p50Ms: w.p50Ms,
+            p99Ms: w.p99Ms,
+            status: `non-2xx:${w.non2xx} errors:${w.errors}`,
+            serverPeakRssMiB: mib(await server.child.peakRssBytes()),
+          };
+          rows.push(row);
+          ctx.emit(row);
+          note(
+            `  ${tool} ${format}: ${row.tilesPerSecond} requests/s, p50 ${w.p50Ms} ms, p99 ${w.p99Ms} ms (${row.status})`,
+          );
         }
         if (format === 'png') {
           // the ceiling of this set-up: a route that does nothing, same client, same concurrency

@@ -204,6 +204,8 @@ export async function serveConfig(config: Config): Promise<void> {
   process.on('SIGINT', onSignal);
   log.info({ config: redactConfig(config) }, 'configuration');
   const deps = await buildServices(config, { log });
+  // ready to render when it says it listens: the tile workers are started and loaded first
+  await deps.tilePool?.warm();
   const running = await startServer(deps);
   log.info({ url: running.url, mosaics: deps.catalog.list().map((e) => e.id) }, 'cogmill listening');
   process.stderr.write(

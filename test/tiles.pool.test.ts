@@ -104,6 +104,16 @@ describe('tiles from worker threads', () => {
     await pooled?.stop();
   });
 
+  test('warm() starts every worker and waits for it to load (cogmill serve does so before it listens)', async () => {
+    const pool = pooled.deps.tilePool!;
+    assert.equal(pool.stats.workersStarted, 0, 'workers start on first use');
+    await pool.warm();
+    assert.equal(pool.stats.workersStarted, 2);
+    await pool.warm();
+    assert.equal(pool.stats.workersStarted, 2, 'started once');
+    assert.deepEqual(pool.inFlight(), [0, 0]);
+  });
+
   test('the request summary line counts the worker’s source reads', async () => {
     const [t] = await tileUrls(pooled.url, 'utm', [11], 1);
     const before = pooled.logs.length;

@@ -42,6 +42,7 @@ export interface TileWorkerError {
 
 /** Messages from a worker. */
 export type TileWorkerReply =
+  | { readonly type: 'ready' }
   | { readonly type: 'done'; readonly job: number; readonly image: TileImage; readonly io: SourceIo }
   | { readonly type: 'error'; readonly job: number; readonly error: TileWorkerError; readonly io: SourceIo }
   | {
@@ -99,6 +100,8 @@ interface Slot {
   readonly jobs: Map<number, Job>;
   /** mosaic id -> etag of the spec this worker was given */
   readonly known: Map<string, string>;
+  /** resolves when the worker has loaded its modules (or has died) */
+  readonly ready: Promise<void>;
   dead: boolean;
 }
 
@@ -211,6 +214,19 @@ export class TilePipelinePool implements TileRunner {
     });
   }
 
+  /**
+   * Start every worker now and resolve once each has loaded its modules (a server that says it is listening then
+   * answers its first cold tiles without waiting for threads to start). Workers otherwise start on first use.
+   */
+  async warm(): Promise<void> {
+    await Promise.all(
+      this.slots.map((s, i) => {
+        if (!s || s.dead) this.slots[i] = this.start();
+        return this.slots[i]!.ready;
+      }),
+    );
+  }
+
   /** The live worker with the fewest jobs (started, or started again, on demand). */
   private pick(): Slot {
     let best = -1;
@@ -232,11 +248,16 @@ export class TilePipelinePool implements TileRunner {
     const worker = new Worker(WORKER_URL, { workerData: init });
     worker.unref();
     this.stats.workersStarted++;
-    const slot: Slot = { worker, jobs: new Map(), known: new Map(), dead: false };
-    worker.on('message', (msg: TileWorkerReply) => this.onMessage(slot, msg));
+    let loaded = () => {};
+    const ready = new Promise<void>((resolve) => {
+      loaded = resolve;
+    });
+    const slot: Slot = { worker, jobs: new Map(), known: new Map(), ready, dead: false };
+    worker.on('message', (msg: TileWorkerReply) => (msg.type === 'ready' ? loaded() : this.onMessage(slot, msg)));
     const lost = (why: string) => {
       if (slot.dead) return;
       slot.dead = true;
+      loaded();
       if (!this.closed) this.stats.workersLost++;
       for (const [, j] of slot.jobs) {
         if (j.settled) continue;
@@ -253,7 +274,7 @@ export class TilePipelinePool implements TileRunner {
     return slot;
   }
 
-  private onMessage(slot: Slot, msg: TileWorkerReply): void {
+  private onMessage(slot: Slot, msg: Exclude<TileWorkerReply, { type: 'ready' }>): void {
     if (msg.type === 'block-error') {
       this.opts.onBlockError?.(msg.mosaic, {
         source: msg.source,

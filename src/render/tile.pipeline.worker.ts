@@ -124,3 +124,5 @@ port.on('message', (cmd: TileWorkerCommand) => {
   running.set(cmd.job, controller);
   void runJob(cmd.job, cmd.request, controller.signal).finally(() => running.delete(cmd.job));
 });
+
+post({ type: 'ready' });
