@@ -30,7 +30,12 @@ export async function startCogmillServer(
     server: { host: '127.0.0.1', port: 0 },
     sources: { roots: opts.roots },
     log: { level: opts.logLevel ?? 'info' },
-    mosaics: mosaics.map((m) => ({ id: m.id, sources: m.sources, ...(m.crs ? { crs: m.crs } : {}) })),
+    mosaics: mosaics.map((m) => ({
+      id: m.id,
+      sources: m.sources,
+      ...(m.crs ? { crs: m.crs } : {}),
+      ...(m.resolution ? { resolution: [...m.resolution] } : {}),
+    })),
   };
   const file = path.join(dir, `cogmill-${mosaics.map((m) => m.id).join('-')}.json`);
   await writeFile(file, JSON.stringify(config, null, 2));

@@ -9,7 +9,7 @@
 import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { type Bench, runStandalone } from './harness.ts';
+import { type Bench, type BenchContext, runStandalone } from './harness.ts';
 import { startCogmillServer } from './server.ts';
 import { mib, note, round, run, table } from './support.ts';
 import { tileSetup } from './tiles.bench.ts';
@@ -75,6 +75,66 @@ async function countingProxy(
 /** request lines of each step shown in RESULTS.md */
 const LOGGED_REQUESTS = 12;
 const EMPTY_DIR = { GDAL_DISABLE_READDIR_ON_OPEN: 'EMPTY_DIR' };
+
+/**
+ * The QC case of the speed issue, as a new user meets it: the four bench scenes (two UTM zones) as one mosaic at
+ * 1 m in a fresh server; the time to GDAL's first HEAD (the header of every tile is planned then), and the whole
+ * mosaic drawn 1,000 px wide (`gdal_translate -outsize 1000 0` over /vsicurl/, which reads the top overviews).
+ */
+async function qcTimings(ctx: BenchContext): Promise<Record<string, unknown>[]> {
+  const { s2West, s2East, s2Zone31, s2Quarter } = ctx.data;
+  const spec = {
+    id: 'qc',
+    sources: [s2West.cog, s2East.cog, s2Zone31.cog, s2Quarter.cog],
+    crs: 32632,
+    resolution: [1, 1] as const,
+  };
+  const server = await startCogmillServer(ctx.outDir, [spec], { roots: [ctx.data.dir], logLevel: 'warn' });
+  const rows: Record<string, unknown>[] = [];
+  try {
+    const url = `${server.url}/mosaics/qc.tif`;
+    const t0 = performance.now();
+    const head = await fetch(url, { method: 'HEAD' });
+    const headS = (performance.now() - t0) / 1000;
+    const size = Number(head.headers.get('content-length'));
+    const row1 = {
+      step: 'QC 1 m mosaic of 4 scenes: first HEAD (fresh server)',
+      env: '-',
+      requests: 1,
+      byMethod: '{"HEAD":1}',
+      byStatus: JSON.stringify({ [head.status]: 1 }),
+      bytesMiB: 0,
+      wallS: round(headS, 3),
+      MBps: '',
+      note: `Content-Length ${size.toLocaleString('en')} bytes`,
+    };
+    rows.push(row1);
+    ctx.emit(row1);
+    note(`  QC first HEAD: ${row1.wallS} s (${head.status})`);
+    const r = await run(
+      'gdal_translate',
+      ['-q', '-outsize', '1000', '0', `/vsicurl/${url}`, path.join(ctx.outDir, 'qc-1000.tif')],
+      { env: { ...process.env, ...EMPTY_DIR }, timeoutMs: 3_600_000 },
+    );
+    const row2 = {
+      step: 'QC 1 m mosaic: whole mosaic 1,000 px wide (gdal_translate -outsize 1000 0, after the HEAD)',
+      env: 'GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR',
+      requests: '',
+      byMethod: '',
+      byStatus: '',
+      bytesMiB: '',
+      wallS: round(r.wallMs / 1000, 2),
+      MBps: '',
+      note: 'targets: HEAD < 0.5 s, 1,000 px wide < 2 s',
+    };
+    rows.push(row2);
+    ctx.emit(row2);
+    note(`  QC 1,000 px wide: ${row2.wallS} s`);
+  } finally {
+    await server.stop();
+  }
+  return rows;
+}
 
 export const vcogBench: Bench = {
   name: 'vcog',
@@ -164,6 +224,8 @@ export const vcogBench: Bench = {
       );
       const peak = await server.child.peakRssBytes();
       ctx.emit({ serverPeakRssMiB: mib(peak) });
+      const qc = await qcTimings(ctx);
+      rows.push(...qc);
       return {
         sections: [
           {
