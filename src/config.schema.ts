@@ -59,6 +59,7 @@ export const mosaicSchema = z
     index: z.string().min(1).optional(),
     assets: z.array(z.string().min(1).max(100)).min(1).max(100).optional(),
     period: z.enum(['P1D', 'P1W', 'P1M', 'P1Y']).optional(),
+    periodBands: z.boolean().optional(),
     crs: z.union([z.number().int(), z.string()]).optional(),
     resolution: z.union([z.number().positive(), z.tuple([z.number().positive(), z.number().positive()])]).optional(),
     bounds: z.tuple([z.number(), z.number(), z.number(), z.number()]).optional(),

@@ -13,7 +13,7 @@ import type { Grid } from '../src/render/types.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
 import { gdalwarp, sh, tempDir } from './support/gdal.ts';
 import { type StaticServer, startStaticServer } from './support/http.server.ts';
-import { writeCatalogue } from './support/stac.catalog.ts';
+import { sceneValue, writeCatalogue } from './support/stac.catalog.ts';
 
 describe('a catalogue mosaic read by GDAL equals gdalwarp of its assets', () => {
   let dir: string;
@@ -33,6 +33,15 @@ describe('a catalogue mosaic read by GDAL equals gdalwarp of its assets', () => 
           assets: ['B04', 'B11'],
           crs: 'EPSG:32632',
           resolution: 10,
+        },
+        {
+          id: 's2w',
+          stac: { items: `${files.url}/items.json` },
+          assets: ['B04', 'B11'],
+          crs: 'EPSG:32632',
+          resolution: 10,
+          period: 'P1W',
+          periodBands: true,
         },
         {
           id: 's2med',
@@ -154,6 +163,69 @@ describe('a catalogue mosaic read by GDAL equals gdalwarp of its assets', () => 
       }
     });
   }
+
+  test('periodBands: 2 assets x 4 weeks = 8 bands in the virtual COG and the VRT; a week equals its items by hand', async () => {
+    const m = (await (await fetch(`${app.url}/mosaics/s2w`)).json()) as { transform: number[] };
+    const [ox, res, , oy] = m.transform;
+    const vrtPath = path.join(dir, 's2w.vrt');
+    const vrtXml = await (await fetch(`${app.url}/mosaics/s2w.vrt`)).text();
+    await writeFile(vrtPath, vrtXml);
+    const weeks = ['2024-W01', '2024-W03', '2024-W05', '2024-W08'];
+    const names = weeks.flatMap((w) => [`B04@${w}`, `B11@${w}`]);
+    for (const file of [`/vsicurl/${app.url}/mosaics/s2w.tif`, vrtPath]) {
+      const info = JSON.parse(await sh('gdalinfo', ['-json', file])) as { bands: { description: string }[] };
+      assert.deepEqual(
+        info.bands.map((b) => b.description),
+        names,
+        file,
+      );
+    }
+    // each band of the VRT lists the 48 items of its week (24 scenes in each of two zones), not the 192
+    const perBand = vrtXml.split('<VRTRasterBand dataType="UInt16" band=').slice(1);
+    assert.deepEqual(
+      perBand.map((b) => (b.match(/<ComplexSource/g) ?? []).length),
+      names.map(() => 48),
+    );
+    // scene (col 2, row 1) of zone 32632, the week of date 1 (its nodata corner) and of date 2, read by GDAL
+    const [col, row] = [2, 1];
+    const x0 = Math.round((780_000 + col * 640 - ox) / res);
+    const y0 = Math.round((oy - (5_000_000 - row * 640)) / res);
+    for (const file of [`/vsicurl/${app.url}/mosaics/s2w.tif`, vrtPath]) {
+      const out = path.join(dir, `s2w-${file === vrtPath ? 'vrt' : 'cog'}.img`);
+      await sh('gdal_translate', [
+        '-q',
+        '-of',
+        'ENVI',
+        '-co',
+        'INTERLEAVE=BSQ',
+        ...['-b', '3', '-b', '6'],
+        '-srcwin',
+        String(x0),
+        String(y0),
+        '64',
+        '64',
+        file,
+        out,
+      ]);
+      const raw = new Uint16Array(new Uint8Array(await readFile(out)).buffer);
+      let wrong = 0;
+      let corner = 0;
+      for (let y = 0; y < 64; y++) {
+        for (let x = 0; x < 64; x++) {
+          // the virtual COG: a pixel of a period is valid where every band of that period has a value (B11's 20 m
+          // corner is coarser than B04's); the VRT's bands are independent (each asset's own nodata)
+          const b11w03 = sceneValue(0, col, row, 1, 11, x >> 1, y >> 1);
+          const own = sceneValue(0, col, row, 1, 4, x, y);
+          const b04w03 = file === vrtPath || b11w03 !== 0 ? own : 0;
+          const b11w05 = sceneValue(0, col, row, 2, 11, x >> 1, y >> 1);
+          if (own === 0) corner++;
+          if (raw[y * 64 + x] !== b04w03 || raw[4096 + y * 64 + x] !== b11w05) wrong++;
+        }
+      }
+      assert.ok(corner > 0, 'the week of date 1 has its nodata corner');
+      assert.equal(wrong, 0, `${file}: ${wrong} of 4096 pixels differ from the scene's values`);
+    }
+  });
 
   test('a composite a VRT cannot express (median) gets 422 and says where its values are', async () => {
     const res = await fetch(`${app.url}/mosaics/s2med.vrt`);

@@ -515,6 +515,56 @@ describe('catalogue mosaics over HTTP (2,000 items)', () => {
     assert.ok(evenCounts > 0, 'some pixels have an even number of values (the mean of the middle two)');
     assert.equal(DATES.length, 4);
   });
+
+  test('periodBands: one band set per period, each the composite of its items by hand; a pixel is valid in any period', async () => {
+    const col = 3;
+    const row = 2;
+    const grid = sceneGrid(col, row);
+    const m = await engine.openMosaic(
+      spec({ catalogue: { items: cat.itemsJson }, composite: 'median', period: 'P1M', periodBands: true }),
+    );
+    assert.equal(m.bandCount, 6);
+    assert.deepEqual(m.bandNames, [
+      'B04@2024-01',
+      'B03@2024-01',
+      'B11@2024-01',
+      'B04@2024-02',
+      'B03@2024-02',
+      'B11@2024-02',
+    ]);
+    const px = await engine.render(m, grid);
+    const value = (code: number, x: number, y: number, d: number) =>
+      sceneValue(0, col, row, d, code, code === 11 ? x >> 1 : x, code === 11 ? y >> 1 : y);
+    const median2 = (a: number, b: number) =>
+      a === 0 ? b : b === 0 ? a : Math.floor((Math.min(a, b) + Math.max(a, b)) / 2 + 0.5);
+    let onlyOne = 0;
+    for (let y = 0; y < 64; y++) {
+      for (let x = 0; x < 64; x++) {
+        const i = y * 64 + x;
+        assert.equal(px.mask[i], 255, `valid at ${x},${y}`);
+        for (const [p, dates] of [
+          [0, [0, 1]],
+          [1, [2, 3]],
+        ] as const) {
+          for (const [b, code] of [
+            [0, 4],
+            [1, 3],
+            [2, 11],
+          ] as const) {
+            const want = median2(value(code, x, y, dates[0]), value(code, x, y, dates[1]));
+            assert.equal(px.bands[p * 3 + b][i], want, `band ${code} of period ${p} at ${x},${y}`);
+            if (value(code, x, y, dates[0]) === 0 || value(code, x, y, dates[1]) === 0) onlyOne++;
+          }
+        }
+      }
+    }
+    assert.ok(onlyOne > 0, "date 1's nodata corner leaves January one value there");
+    // the same mosaic without periodBands: one set over every item
+    const flat = await engine.openMosaic(
+      spec({ catalogue: { items: cat.itemsJson }, composite: 'median', period: 'P1M' }),
+    );
+    assert.equal(flat.bandCount, 3);
+  });
 });
 
 describe('refresh', () => {

@@ -478,6 +478,9 @@ export function catalogueVrt(mosaic: Mosaic, options: CatalogueVrtOptions): stri
   let warped = false;
   const perBand = mi.bands.map((ref) =>
     order.flatMap((i) => {
+      // a band of one period's set lists the items of that period only
+      const it = mi.items[i];
+      if (ref.period && !(it.endDatetime >= ref.period.startMs && it.datetime <= ref.period.endMs)) return [];
       const key = `${i}\n${ref.asset}\n${ref.band}`;
       let p = placedByKey.get(key);
       if (p === undefined) {
@@ -506,7 +509,7 @@ export function catalogueVrt(mosaic: Mosaic, options: CatalogueVrtOptions): stri
   const grid = mosaic.grid;
   const notes = [
     `cogmill catalogue mosaic "${mosaic.id}" (${mosaic.title}): ${grid.width} x ${grid.height} pixels, ${mosaic.bandCount} band(s) ${mosaic.dtype}, ${crsAuthority(grid.crs)}; ${options.items.length} of its ${mi.items.length} items.`,
-    `Band k is asset ${mi.bands.map((b) => b.name).join(', ')} of each item. Compositing "${mosaic.composite} valid pixel wins": GDAL paints later sources on top, so items are listed ${mosaic.composite === 'first' ? 'last to first' : 'first to last'} of the compositing order.`,
+    `Bands ${mi.bands.map((b) => b.name).join(', ')}: an asset of each item${mi.bands.some((b) => b.period) ? ' of one period (asset@period)' : ''}. Compositing "${mosaic.composite} valid pixel wins": GDAL paints later sources on top, so items are listed ${mosaic.composite === 'first' ? 'last to first' : 'first to last'} of the compositing order.`,
   ];
   if (warped) {
     notes.push(

@@ -49,6 +49,8 @@ export interface MosaicDefinition {
   readonly assets?: readonly string[];
   /** P1D, P1W, P1M or P1Y: time periods a client picks with `datetime` */
   readonly period?: string;
+  /** one band set per period (bands B04@2024-W01, B11@2024-W01, B04@2024-W02, ...), each composited over its items */
+  readonly periodBands?: boolean;
   readonly crs?: number | string;
   readonly resolution?: number | readonly [number, number];
   readonly bounds?: Bounds;
@@ -164,6 +166,8 @@ export class Catalog {
    */
   async open(def: MosaicDefinition, signal?: AbortSignal, options: { trusted?: boolean } = {}): Promise<Mosaic> {
     const res = def.resolution;
+    if (def.periodBands && def.period === undefined)
+      throw new RenderError('bad-request', `mosaic ${def.id}: periodBands needs a period (P1D, P1W, P1M or P1Y)`);
     if (def.period !== undefined && !(PERIOD_UNITS as readonly string[]).includes(def.period)) {
       throw new RenderError('bad-request', `mosaic ${def.id}: period must be one of ${PERIOD_UNITS.join(', ')}`);
     }
@@ -189,10 +193,11 @@ export class Catalog {
         catalogue: { ...catalogue, trusted: options.trusted === true },
         ...(def.assets ? { assets: def.assets } : {}),
         ...(def.period ? { period: def.period } : {}),
+        ...(def.periodBands ? { periodBands: true } : {}),
       };
       return this.engine.openMosaic(spec, signal);
     }
-    if (def.assets || def.period)
+    if (def.assets || def.period || def.periodBands)
       throw new RenderError('bad-request', `mosaic ${def.id}: assets and period need a STAC catalogue (stac, index)`);
     const patterns = def.sources ?? [];
     const sources = await this.engine.expand(patterns);

@@ -118,15 +118,23 @@ export function mosaicBandRefs(
     const n = bandCounts[a] ?? 1;
     for (let b = 0; b < n; b++) out.push({ asset: a, band: b, name: n === 1 ? a : `${a}:${b + 1}` });
   }
-  if (spec.bands) {
-    return spec.bands.map((b) => {
-      const r = out[b - 1];
-      if (!r)
-        throw new RenderError('bad-request', `mosaic ${spec.id}: band ${b} does not exist (it has ${out.length})`);
-      return r;
-    });
-  }
-  return out;
+  const chosen = spec.bands
+    ? spec.bands.map((b) => {
+        const r = out[b - 1];
+        if (!r)
+          throw new RenderError('bad-request', `mosaic ${spec.id}: band ${b} does not exist (it has ${out.length})`);
+        return r;
+      })
+    : out;
+  if (!spec.periodBands || !spec.period) return chosen;
+  // one band set per period that holds items, oldest first: B04@2024-W01, B11@2024-W01, B04@2024-W02, ...
+  return mosaicPeriods(items, spec.period as MosaicPeriodUnit).flatMap((p) =>
+    chosen.map((r) => ({
+      ...r,
+      name: `${r.name}@${p.id}`,
+      period: { id: p.id, startMs: p.startMs, endMs: p.endMs - 1 },
+    })),
+  );
 }
 
 /** A source-like description (CRS, transform, size) for nativeGrid. */

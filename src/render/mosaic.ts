@@ -46,6 +46,8 @@ export interface MosaicSpec {
   readonly assets?: readonly string[];
   /** cut time into calendar periods a client picks with `datetime` (P1D, P1W, P1M, P1Y) */
   readonly period?: string;
+  /** with a period: one band set per period that holds items (see mosaicBandRefs) */
+  readonly periodBands?: boolean;
 }
 
 /** Catalogue mosaics (mosaic.items.ts): the items, their footprint index and the bands taken from their assets. */
@@ -54,6 +56,8 @@ export interface MosaicBandRef {
   /** 0-based band of the asset */
   readonly band: number;
   readonly name: string;
+  /** a band of one period's set (periodBands): only items whose time overlaps [startMs, endMs] */
+  readonly period?: { readonly id: string; readonly startMs: number; readonly endMs: number };
 }
 
 export interface MosaicItems {

@@ -101,9 +101,13 @@ export async function renderItems(
   const composite = options.composite ?? mosaic.composite;
   const n = grid.width * grid.height;
   const bands = new Array<Pixels['bands'][number]>(refs.length);
-  let mask: Uint8Array | undefined;
-  for (const asset of new Set(refs.map((r) => r.asset))) {
-    const positions = refs.flatMap((r, k) => (r.asset === asset ? [k] : []));
+  // validity: within a period every band must have a value; across the period band sets (periodBands) any may
+  const periodMasks = new Map<string, Uint8Array>();
+  const groupKey = (r: (typeof refs)[number]) => `${r.asset}\n${r.period?.id ?? ''}`;
+  for (const key of new Set(refs.map(groupKey))) {
+    const positions = refs.flatMap((r, k) => (groupKey(r) === key ? [k] : []));
+    const { asset, period } = refs[positions[0]];
+    const interval = intersect(options.datetime, period && [period.startMs, period.endMs]);
     const sub = (sources: MosaicSource[]): Mosaic => {
       for (const s of sources) {
         for (const k of positions) {
@@ -125,7 +129,7 @@ export async function renderItems(
       };
     };
     const subOptions: RenderOptions = { ...options, composite, bands: positions.map((_, i) => i) };
-    const list = itemAssets(mosaic, grid, asset, options.datetime);
+    const list = interval === null ? [] : itemAssets(mosaic, grid, asset, interval);
     let px: Pixels;
     if (composite === 'first' || composite === 'last') {
       const ordered = composite === 'last' ? list.slice().reverse() : list;
@@ -171,17 +175,39 @@ export async function renderItems(
     positions.forEach((k, i) => {
       bands[k] = px.bands[i];
     });
-    if (!mask) mask = px.mask;
-    else for (let i = 0; i < n; i++) if (px.mask[i] === 0) mask[i] = 0;
+    const pm = periodMasks.get(period?.id ?? '');
+    if (!pm) periodMasks.set(period?.id ?? '', px.mask);
+    else for (let i = 0; i < n; i++) if (px.mask[i] === 0) pm[i] = 0;
   }
-  const out: Pixels = {
+  const fill = mosaic.nodata ?? 0;
+  let mask: Uint8Array | undefined;
+  for (const [id, pm] of periodMasks) {
+    // a band holds nodata where its period has no value
+    refs.forEach((r, k) => {
+      if ((r.period?.id ?? '') !== id) return;
+      const b = bands[k];
+      for (let i = 0; i < n; i++) if (pm[i] === 0) b[i] = fill;
+    });
+    if (!mask) mask = pm;
+    else for (let i = 0; i < n; i++) if (pm[i] !== 0) mask[i] = 255;
+  }
+  return {
     width: grid.width,
     height: grid.height,
     dtype: mosaic.dtype,
     bands,
     mask: mask ?? new Uint8Array(n),
   };
-  const fill = mosaic.nodata ?? 0;
-  for (let i = 0; i < n; i++) if (out.mask[i] === 0) for (const b of out.bands) b[i] = fill;
-  return out;
+}
+
+/** The overlap of two inclusive intervals (either may be absent); null when they do not overlap. */
+function intersect(
+  a: readonly [number, number] | undefined,
+  b: readonly [number, number] | undefined,
+): readonly [number, number] | undefined | null {
+  if (!a) return b;
+  if (!b) return a;
+  const lo = Math.max(a[0], b[0]);
+  const hi = Math.min(a[1], b[1]);
+  return lo <= hi ? [lo, hi] : null;
 }
