@@ -12,6 +12,7 @@ import { trustedSourcePolicy } from './config.ts';
 import { createSink, parseDestination } from './materialize/destination.ts';
 import { isStaged } from './materialize/sink.ts';
 import { Engine } from './render/engine.ts';
+import { errorMessage } from './render/errors.ts';
 import { engineSettings, s3Settings } from './settings.ts';
 
 export const WORKER_USAGE = `usage: cogmill worker --redis redis://HOST:PORT [--concurrency N] [--threads N] [--config FILE]
@@ -26,6 +27,9 @@ export const WORKER_USAGE = `usage: cogmill worker --redis redis://HOST:PORT [--
   Destinations: s3:// (multipart parts) and az:// (block blob blocks), with this worker's own credentials
   (COGMILL_S3_*, COGMILL_AZURE_*, else the AWS chain, AZURE_STORAGE_*, DefaultAzureCredential).
 `;
+
+/** how long each wait for Redis lasts before the worker says it is still waiting */
+const REDIS_WAIT_MS = 5_000;
 
 function int(name: string, v: string | undefined, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
@@ -57,7 +61,17 @@ export async function cmdWorker(argv: string[]): Promise<void> {
   if (values['s3-endpoint']) s3.endpoint = values['s3-endpoint'];
   if (values['s3-region']) s3.region = values['s3-region'];
   const config = await configFor(values.config, [], Object.keys(s3).length ? { s3 } : {});
-  const { startWorker } = await import('./materialize/queue.ts');
+  const { pingQueue, startWorker } = await import('./materialize/queue.ts');
+  // a sidecar may start before its Redis: say so, and keep trying
+  for (;;) {
+    try {
+      await pingQueue(values.redis, { timeoutMs: REDIS_WAIT_MS });
+      break;
+    } catch (e) {
+      if (e instanceof ConfigError || (e as { kind?: string }).kind === 'bad-request') throw e;
+      process.stderr.write(`cogmill worker: ${errorMessage(e)}; still trying\n`);
+    }
+  }
   const worker = await startWorker({
     redisUrl: values.redis,
     concurrency: int('concurrency', values.concurrency, 1, 64),

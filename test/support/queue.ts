@@ -30,8 +30,9 @@ export interface TestRedis {
   stop(): void;
 }
 
-export async function startRedis(): Promise<TestRedis> {
-  const port = await freePort();
+/** redis-server on `port` (default: a free one) */
+export async function startRedis(port?: number): Promise<TestRedis> {
+  port ??= await freePort();
   const child = spawn(
     'redis-server',
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
