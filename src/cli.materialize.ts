@@ -38,7 +38,7 @@ export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mo
 
   --config, -c FILE        configuration file (default: the COGMILL_CONFIG variable)
   --mosaic, -m ID          a mosaic of the configuration (default: the only one, or the SOURCE arguments)
-  --assets, --composite, --sortby, --datetime, --period
+  --assets, --composite, --sortby, --datetime, --period, --period-bands
                            a SOURCE that is a STAC catalogue, as for cogmill serve
   --out, -o DEST           s3://bucket/key.tif, az://container/blob.tif, or a file path
   --compress NAME          deflate (default), lzw, zstd, none, jpeg, webp (jpeg/webp: uint8 RGB)

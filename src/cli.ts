@@ -29,6 +29,7 @@ const USAGE = `usage:
         --sortby FIELDS        e.g. eo:cloud_cover or -datetime (items in this order; first valid wins)
         --datetime INTERVAL    only items in this RFC 3339 interval
         --period P1M           periods (P1D, P1W, P1M, P1Y) picked with ?datetime= on tiles
+        --period-bands         one band set per period (B04@2024-01, ...) instead of one over every item
       The config file may also be named by COGMILL_CONFIG; with neither a config nor a SOURCE, the GeoTIFFs
       under the current folder are served. Settings can be overridden by COGMILL_<SECTION>_<KEY> variables
       (see cogmill config --reference).
@@ -113,6 +114,7 @@ export interface CatalogueOptions {
   sortby?: string;
   datetime?: string;
   period?: string;
+  periodBands?: boolean;
 }
 
 export const CATALOGUE_OPTIONS = {
@@ -121,6 +123,7 @@ export const CATALOGUE_OPTIONS = {
   sortby: { type: 'string' },
   datetime: { type: 'string' },
   period: { type: 'string' },
+  'period-bands': { type: 'boolean' },
 } as const;
 
 /** The options of a command that works on one mosaic: a config file and a mosaic in it, or SOURCE arguments. */
@@ -150,6 +153,7 @@ export function catalogueOptions(values: Record<string, unknown>): CatalogueOpti
   if (typeof values.sortby === 'string') out.sortby = values.sortby;
   if (typeof values.datetime === 'string') out.datetime = values.datetime;
   if (typeof values.period === 'string') out.period = values.period;
+  if (values['period-bands'] === true) out.periodBands = true;
   return out;
 }
 

@@ -144,6 +144,16 @@ describe('cogmill index / materialize / serve / explain at catalogue scale', () 
     } finally {
       child.kill();
     }
+    const perWeek = await spawnServe([hidden, '--assets', 'B04,B11', '--period', 'P1W', '--period-bands']);
+    try {
+      const m = (await (await fetch(`${perWeek.url}/mosaics/default`)).json()) as { bands: { name: string }[] };
+      assert.deepEqual(
+        m.bands.map((b) => b.name),
+        ['W01', 'W03', 'W05', 'W08'].flatMap((w) => [`B04@2024-${w}`, `B11@2024-${w}`]),
+      );
+    } finally {
+      perWeek.kill();
+    }
   });
 });
 
