@@ -56,7 +56,7 @@ describe('materialise to a file', () => {
    * Every band of each level of `file` as GDAL decodes it. Full resolution against gdalwarp -et 0 of the sources
    * (`names`, mosaic order) onto the level's grid, nearest (>= 99.5% equal). Overviews, built from the finer level:
    * against the overviews GDAL's COG driver computes itself from the same full-resolution pixels
-   * (`gdal_translate -of COG -co RESAMPLING=AVERAGE`), >= 99.9% within `tol` (+ `rel` x value) and no validity
+   * (`gdal_translate -of COG -co OVERVIEWS=IGNORE_EXISTING -co RESAMPLING=AVERAGE`), >= 99.9% within `tol` (+ `rel` x value) and no validity
    * mismatch: GDAL and cogmill may round a weighted average differently, nothing more.
    * `nodata`: the value that marks no data in both.
    */
@@ -74,6 +74,8 @@ describe('materialise to a file', () => {
       '-q',
       '-of',
       'COG',
+      '-co',
+      'OVERVIEWS=IGNORE_EXISTING',
       '-co',
       'BLOCKSIZE=256',
       '-co',

@@ -5,9 +5,9 @@
  * and for each coarser pixel j the finer pixels under it are:
  * - average: [j * r, (j + 1) * r) with fractional weights at both ends; the weighted mean of the pixels that hold
  *   data (nodata and uncovered pixels are left out, as GDAL does), rounded half up for integer types;
- * - nearest: the pixel floor((j + 0.5) * r) with its validity (the lower right one of 2 x 2);
- * - mode: [floor(0.5 + j * r), floor(0.5 + (j + 1) * r)); the most frequent value among the pixels that hold data
- *   (on a tie, the one seen first in row order).
+ * - nearest: the pixel floor(j * r + 0.5) with its validity (the upper left one of 2 x 2), as GDAL's COG driver;
+ * - mode: the same pixels as average (partly covered ones count whole); the most frequent value among the pixels
+ *   that hold data, counted in row order (on a tie, the value whose count got there first).
  * Pixels are no data where none of their finer pixels holds data.
  */
 import { allocTyped, type DType, type Resampling, type TypedArray } from '../render/types.ts';
@@ -34,12 +34,8 @@ export interface ReduceWindow {
 export function spanOf(j: number, n: number, m: number, resampling: Resampling): [number, number] {
   const r = n / m;
   if (resampling === 'nearest') {
-    const s = Math.min(n - 1, Math.floor((j + 0.5) * r + 1e-10));
+    const s = Math.min(n - 1, Math.floor(j * r + 0.5));
     return [s, s + 1];
-  }
-  if (resampling === 'mode') {
-    const s = Math.floor(0.5 + j * r);
-    return [s, Math.max(s + 1, Math.min(n, Math.floor(0.5 + (j + 1) * r)))];
   }
   return [Math.floor(j * r + 1e-9), Math.min(n, Math.ceil((j + 1) * r - 1e-9))];
 }
@@ -77,7 +73,7 @@ function axisPlan(from: number, count: number, n: number, m: number, resampling:
     const b = (from + k + 1) * r;
     for (let i = start[k]; i < end[k]; i++) {
       weight[weightAt[k] + i - start[k]] =
-        resampling === 'average' ? Math.max(0, Math.min(i + 1, b) - Math.max(i, a)) : 1;
+        resampling === 'nearest' ? 1 : Math.max(0, Math.min(i + 1, b) - Math.max(i, a));
     }
   }
   return { start, end, weight, weightAt };
@@ -109,12 +105,20 @@ export function reduceToTile(
   dtype: DType,
   resampling: Resampling,
   fill: number,
+  general = false,
 ): { bands: TypedArray[]; mask: Uint8Array; validCount: number } {
   const bs = blockSize;
   const cx0 = tx * bs;
   const cy0 = ty * bs;
   const w = Math.min(bs, coarser.width - cx0);
   const h = Math.min(bs, coarser.height - cy0);
+  if (
+    !general &&
+    resampling === 'average' &&
+    finer.width === 2 * coarser.width &&
+    finer.height === 2 * coarser.height
+  )
+    return averageBy2(win, cx0, cy0, w, h, bs, dtype, fill);
   const xs = axisPlan(cx0, w, finer.width, coarser.width, resampling);
   const ys = axisPlan(cy0, h, finer.height, coarser.height, resampling);
   const nb = win.bands.length;
@@ -189,21 +193,84 @@ export function reduceToTile(
   return { bands, mask, validCount };
 }
 
-/** The most frequent of values[0..count) (the first seen on a tie). */
+/**
+ * Average when both sizes halve exactly (every pixel has its 2 x 2, weights 1): the same values as the general
+ * loop (test/overview.reduce.test.ts compares them), a band at a time in a tight loop.
+ */
+function averageBy2(
+  win: ReduceWindow,
+  cx0: number,
+  cy0: number,
+  w: number,
+  h: number,
+  bs: number,
+  dtype: DType,
+  fill: number,
+): { bands: TypedArray[]; mask: Uint8Array; validCount: number } {
+  const ww = win.width;
+  const m = win.mask;
+  const mask = new Uint8Array(bs * bs);
+  const counts = new Uint8Array(bs * bs);
+  const base = (2 * cy0 - win.y0) * ww + (2 * cx0 - win.x0);
+  let validCount = 0;
+  for (let y = 0; y < h; y++) {
+    const r0 = base + 2 * y * ww;
+    const r1 = r0 + ww;
+    const o = y * bs;
+    for (let x = 0; x < w; x++) {
+      const c =
+        (m[r0 + 2 * x] !== 0 ? 1 : 0) +
+        (m[r0 + 2 * x + 1] !== 0 ? 1 : 0) +
+        (m[r1 + 2 * x] !== 0 ? 1 : 0) +
+        (m[r1 + 2 * x + 1] !== 0 ? 1 : 0);
+      counts[o + x] = c;
+      if (c > 0) {
+        mask[o + x] = 255;
+        validCount++;
+      }
+    }
+  }
+  const round = INTEGER[dtype];
+  const bands = win.bands.map((src) => {
+    const out = allocTyped(dtype, bs * bs);
+    if (fill !== 0) out.fill(fill);
+    for (let y = 0; y < h; y++) {
+      const r0 = base + 2 * y * ww;
+      const r1 = r0 + ww;
+      const o = y * bs;
+      for (let x = 0; x < w; x++) {
+        const c = counts[o + x];
+        if (c === 0) continue;
+        const i0 = r0 + 2 * x;
+        const i1 = r1 + 2 * x;
+        let sum: number;
+        if (c === 4) sum = src[i0] + src[i0 + 1] + src[i1] + src[i1 + 1];
+        else {
+          sum = 0;
+          if (m[i0] !== 0) sum += src[i0];
+          if (m[i0 + 1] !== 0) sum += src[i0 + 1];
+          if (m[i1] !== 0) sum += src[i1];
+          if (m[i1 + 1] !== 0) sum += src[i1 + 1];
+        }
+        out[o + x] = round ? Math.floor(sum / c + 0.5) : sum / c;
+      }
+    }
+    return out;
+  });
+  return { bands, mask, validCount };
+}
+
+/**
+ * The most frequent of values[0..count), counted in row order: the value whose running count first passes every
+ * other's wins a tie (what GDAL's mode gives).
+ */
 function modeOf(values: Float64Array, count: number): number {
   let best = values[0];
   let bestCount = 0;
   for (let a = 0; a < count; a++) {
     const v = values[a];
-    let seen = false;
-    for (let p = 0; p < a; p++)
-      if (values[p] === v) {
-        seen = true;
-        break;
-      }
-    if (seen) continue;
     let c = 0;
-    for (let b = a; b < count; b++) if (values[b] === v) c++;
+    for (let p = 0; p <= a; p++) if (values[p] === v) c++;
     if (c > bestCount) {
       bestCount = c;
       best = v;
