@@ -82,11 +82,13 @@ describe('overview pixels from the finer level', () => {
         mask: Uint8Array.from(values, () => (rand() < 0.2 ? 0 : 255)),
       };
       const args = [w, { width: 64, height: 48 }, { width: 32, height: 24 }, 1, 1, 16, dtype, 'average', 0] as const;
-      const fast = reduceToTile(...args);
-      const general = reduceToTile(...args, true);
-      assert.deepEqual([...fast.mask], [...general.mask]);
-      assert.deepEqual([...fast.bands[0]], [...general.bands[0]], dtype);
-      assert.ok(fast.validCount > 0 && fast.validCount === general.validCount);
+      for (const nodata of [undefined, 0]) {
+        const fast = reduceToTile(...args, nodata);
+        const general = reduceToTile(...args, nodata, true);
+        assert.deepEqual([...fast.mask], [...general.mask]);
+        assert.deepEqual([...fast.bands[0]], [...general.bands[0]], `${dtype} nodata ${nodata}`);
+        assert.ok(fast.validCount > 0 && fast.validCount === general.validCount);
+      }
     }
   });
 

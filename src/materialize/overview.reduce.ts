@@ -4,11 +4,13 @@
  * finerSize / coarserSize (exactly 2 for even sizes, a little more for odd ones, since sizes halve with floor),
  * and for each coarser pixel j the finer pixels under it are:
  * - average: [j * r, (j + 1) * r) with fractional weights at both ends; the weighted mean of the pixels that hold
- *   data (nodata and uncovered pixels are left out, as GDAL does), rounded half up for integer types;
+ *   data (uncovered pixels, and in each band its nodata value, are left out, as GDAL does), rounded half up for
+ *   integer types;
  * - nearest: the pixel floor(j * r + 0.5) with its validity (the upper left one of 2 x 2), as GDAL's COG driver;
  * - mode: the same pixels as average (partly covered ones count whole); the most frequent value among the pixels
  *   that hold data, counted in row order (on a tie, the value whose count got there first).
- * Pixels are no data where none of their finer pixels holds data.
+ * Pixels are no data where none of their finer pixels holds data; a band with nothing left in a pixel that holds
+ * data in another band gets the fill value.
  */
 import { allocTyped, type DType, type Resampling, type TypedArray } from '../render/types.ts';
 
@@ -105,6 +107,7 @@ export function reduceToTile(
   dtype: DType,
   resampling: Resampling,
   fill: number,
+  nodata?: number,
   general = false,
 ): { bands: TypedArray[]; mask: Uint8Array; validCount: number } {
   const bs = blockSize;
@@ -112,13 +115,8 @@ export function reduceToTile(
   const cy0 = ty * bs;
   const w = Math.min(bs, coarser.width - cx0);
   const h = Math.min(bs, coarser.height - cy0);
-  if (
-    !general &&
-    resampling === 'average' &&
-    finer.width === 2 * coarser.width &&
-    finer.height === 2 * coarser.height
-  )
-    return averageBy2(win, cx0, cy0, w, h, bs, dtype, fill);
+  if (!general && resampling === 'average' && finer.width === 2 * coarser.width && finer.height === 2 * coarser.height)
+    return averageBy2(win, cx0, cy0, w, h, bs, dtype, fill, nodata);
   const xs = axisPlan(cx0, w, finer.width, coarser.width, resampling);
   const ys = axisPlan(cy0, h, finer.height, coarser.height, resampling);
   const nb = win.bands.length;
@@ -131,7 +129,6 @@ export function reduceToTile(
   }
   const round = INTEGER[dtype];
   const ww = win.width;
-  const total = new Float64Array(nb);
   const values = new Float64Array(64);
   let validCount = 0;
   for (let y = 0; y < h; y++) {
@@ -156,11 +153,12 @@ export function reduceToTile(
           for (let sy = ys0; sy < ys1; sy++) {
             const row = (sy - win.y0) * ww - win.x0;
             for (let sx = xs0; sx < xs1; sx++) {
-              if (win.mask[row + sx] === 0 || count >= values.length) continue;
-              values[count++] = win.bands[b][row + sx];
+              const v = win.bands[b][row + sx];
+              if (win.mask[row + sx] === 0 || v === nodata || count >= values.length) continue;
+              values[count++] = v;
             }
           }
-          if (count === 0) break;
+          if (count === 0) continue;
           found = true;
           bands[b][o] = modeOf(values, count);
         }
@@ -170,24 +168,30 @@ export function reduceToTile(
         }
         continue;
       }
-      let wsum = 0;
-      total.fill(0);
-      for (let sy = ys0; sy < ys1; sy++) {
-        const wy = ys.weight[ys.weightAt[y] + sy - ys0];
-        const row = (sy - win.y0) * ww - win.x0;
-        for (let sx = xs0; sx < xs1; sx++) {
-          const i = row + sx;
-          if (win.mask[i] === 0) continue;
-          const wt = wy * xs.weight[xs.weightAt[x] + sx - xs0];
-          if (wt === 0) continue;
-          wsum += wt;
-          for (let b = 0; b < nb; b++) total[b] += win.bands[b][i] * wt;
+      let any = false;
+      for (let b = 0; b < nb; b++) {
+        const src = win.bands[b];
+        let wsum = 0;
+        let total = 0;
+        for (let sy = ys0; sy < ys1; sy++) {
+          const wy = ys.weight[ys.weightAt[y] + sy - ys0];
+          const row = (sy - win.y0) * ww - win.x0;
+          for (let sx = xs0; sx < xs1; sx++) {
+            const i = row + sx;
+            if (win.mask[i] === 0 || src[i] === nodata) continue;
+            const wt = wy * xs.weight[xs.weightAt[x] + sx - xs0];
+            if (wt === 0) continue;
+            wsum += wt;
+            total += src[i] * wt;
+          }
         }
+        if (wsum === 0) continue;
+        any = true;
+        bands[b][o] = round ? Math.floor(total / wsum + 0.5) : total / wsum;
       }
-      if (wsum === 0) continue;
+      if (!any) continue;
       mask[o] = 255;
       validCount++;
-      for (let b = 0; b < nb; b++) bands[b][o] = round ? Math.floor(total[b] / wsum + 0.5) : total[b] / wsum;
     }
   }
   return { bands, mask, validCount };
@@ -206,31 +210,15 @@ function averageBy2(
   bs: number,
   dtype: DType,
   fill: number,
+  nodata: number | undefined,
 ): { bands: TypedArray[]; mask: Uint8Array; validCount: number } {
   const ww = win.width;
   const m = win.mask;
   const mask = new Uint8Array(bs * bs);
-  const counts = new Uint8Array(bs * bs);
   const base = (2 * cy0 - win.y0) * ww + (2 * cx0 - win.x0);
-  let validCount = 0;
-  for (let y = 0; y < h; y++) {
-    const r0 = base + 2 * y * ww;
-    const r1 = r0 + ww;
-    const o = y * bs;
-    for (let x = 0; x < w; x++) {
-      const c =
-        (m[r0 + 2 * x] !== 0 ? 1 : 0) +
-        (m[r0 + 2 * x + 1] !== 0 ? 1 : 0) +
-        (m[r1 + 2 * x] !== 0 ? 1 : 0) +
-        (m[r1 + 2 * x + 1] !== 0 ? 1 : 0);
-      counts[o + x] = c;
-      if (c > 0) {
-        mask[o + x] = 255;
-        validCount++;
-      }
-    }
-  }
   const round = INTEGER[dtype];
+  // nodata that the type cannot hold matches no pixel (NaN matches none either, as in GDAL)
+  const nd = nodata ?? Number.NaN;
   const bands = win.bands.map((src) => {
     const out = allocTyped(dtype, bs * bs);
     if (fill !== 0) out.fill(fill);
@@ -239,24 +227,40 @@ function averageBy2(
       const r1 = r0 + ww;
       const o = y * bs;
       for (let x = 0; x < w; x++) {
-        const c = counts[o + x];
-        if (c === 0) continue;
         const i0 = r0 + 2 * x;
         const i1 = r1 + 2 * x;
-        let sum: number;
-        if (c === 4) sum = src[i0] + src[i0 + 1] + src[i1] + src[i1 + 1];
-        else {
-          sum = 0;
-          if (m[i0] !== 0) sum += src[i0];
-          if (m[i0 + 1] !== 0) sum += src[i0 + 1];
-          if (m[i1] !== 0) sum += src[i1];
-          if (m[i1 + 1] !== 0) sum += src[i1 + 1];
+        const a = src[i0];
+        const b = src[i0 + 1];
+        const c = src[i1];
+        const d = src[i1 + 1];
+        // the same order of additions as the general loop
+        let sum = 0;
+        let n = 0;
+        if (m[i0] !== 0 && a !== nd) {
+          sum += a;
+          n++;
         }
-        out[o + x] = round ? Math.floor(sum / c + 0.5) : sum / c;
+        if (m[i0 + 1] !== 0 && b !== nd) {
+          sum += b;
+          n++;
+        }
+        if (m[i1] !== 0 && c !== nd) {
+          sum += c;
+          n++;
+        }
+        if (m[i1 + 1] !== 0 && d !== nd) {
+          sum += d;
+          n++;
+        }
+        if (n === 0) continue;
+        mask[o + x] = 255;
+        out[o + x] = round ? Math.floor(sum / n + 0.5) : sum / n;
       }
     }
     return out;
   });
+  let validCount = 0;
+  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) validCount++;
   return { bands, mask, validCount };
 }
 

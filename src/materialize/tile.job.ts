@@ -126,6 +126,7 @@ export async function runReduceJob(
     shape.dtype,
     shape.overviewResampling,
     shape.nodata ?? 0,
+    shape.nodata,
   );
   return finish(shape, settings, tile, level, keep);
 }
