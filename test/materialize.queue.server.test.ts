@@ -17,7 +17,7 @@ import { isFinalState, type JobView } from '../src/materialize/jobs.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
 import { type FaultProxy, S3_REQUEST, startFaultProxy } from './support/fault.proxy.ts';
 import { PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
-import { freePort, spawnWorker, startRedis, type TestRedis, type TestWorker } from './support/queue.ts';
+import { spawnWorker, startRedis, type TestRedis, type TestWorker } from './support/queue.ts';
 import { type S3TestBucket, startS3Bucket } from './support/s3.bucket.ts';
 
 const BUCKET = 'cogmill-queue-server';
@@ -205,13 +205,17 @@ describe('server queue mode (materialize.redis)', () => {
   });
 
   test('an unreachable Redis: the job fails naming it, within seconds, and no upload was created', async () => {
-    const deadPort = await freePort();
+    // the server starts with its Redis (registered mosaics are kept there), which then goes away
+    const gone = await startRedis();
+    await gone.cli('CONFIG', 'SET', 'requirepass', 'secret');
+    const deadPort = gone.port;
     const other = await startTestServer({
       s3: { ...s3.settings },
       auth: { token: TOKEN },
       materialize: { allowedDestinations: [`s3://${BUCKET}/`], redis: `redis://:secret@127.0.0.1:${deadPort}` },
       mosaics: server.deps.config.mosaics,
     });
+    gone.stop();
     try {
       const key = 'no-redis/noise.tif';
       const res = await fetch(`${other.url}/materialize`, {
