@@ -48,8 +48,9 @@ export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mo
   --blocksize N            tile size in pixels (default: the mosaic's, 512)
   --resampling NAME        full-resolution resampling (default: the mosaic's)
   --overview-resampling NAME  average (default; mode for categorical mosaics), nearest, mode, bilinear, cubic
-  --overviews HOW          finer (default for average, mode, nearest): each overview level from the level below
-                           it, as GDAL does; sources: every level rendered from the sources (the virtual COG's)
+  --overviews HOW          finer: each overview level from the level below it, as GDAL does (default for average,
+                           mode, nearest when a source has no overviews); sources: every level rendered from the
+                           sources, as the virtual COG (default when every source has overviews)
   --no-statistics          leave band statistics out of GDAL_METADATA
   --workers N              render/compress threads (default: materialize.workers, else one per core)
   --max-uploads N          parts uploaded at once (default: materialize.maxConcurrentUploads)

@@ -248,12 +248,21 @@ describe('the overview pass', () => {
     }
   });
 
-  test('plans: finer by default for average, mode and nearest; sources for bilinear and cubic; finer + cubic refused', async () => {
-    const m = await engine.openMosaic({ id: 'opts', sources: [path.join(dir, 'utm32.tif')] });
+  test('plans: finer by default for average, mode and nearest when a source lacks overviews; else sources; finer + cubic refused', async () => {
+    // utm32_striped has no overviews, utm32 has two
+    const m = await engine.openMosaic({
+      id: 'opts',
+      sources: ['utm32_striped', 'utm32'].map((n) => path.join(dir, `${n}.tif`)),
+    });
+    assert.equal(m.sources[0].raster.info.levels.length, 1);
     assert.equal(planOptions(m, {}).overviews, 'finer');
     assert.equal(planOptions(m, { overviewResampling: 'mode' }).overviews, 'finer');
     assert.equal(planOptions(m, { overviewResampling: 'cubic' }).overviews, 'sources');
     assert.equal(planOptions(m, { overviews: 'sources' }).overviews, 'sources');
+    const cogs = await engine.openMosaic({ id: 'cogs', sources: [path.join(dir, 'utm32.tif')] });
+    assert.ok(cogs.sources[0].raster.info.levels.length > 1);
+    assert.equal(planOptions(cogs, {}).overviews, 'sources');
+    assert.equal(planOptions(cogs, { overviews: 'finer' }).overviews, 'finer');
     assert.throws(
       () => planOptions(m, { overviewResampling: 'bilinear', overviews: 'finer' }),
       (e: unknown) => e instanceof CogmillError && e.code === 400 && /average, mode, nearest/.test(e.message),

@@ -16,8 +16,9 @@ export interface MaterializeOptions {
   readonly resampling?: Resampling;
   readonly overviewResampling?: Resampling;
   /**
-   * 'finer' (default for average, mode and nearest overviews): each overview level from the level below it, in
-   * one pass, as GDAL does; 'sources': every level rendered from the sources (equal to the virtual COG's levels).
+   * 'finer': each overview level from the level below it, in one pass, as GDAL does when it computes overviews;
+   * 'sources': every level rendered from the sources (equal to the virtual COG's levels). Default: finer for
+   * average, mode and nearest when a source lacks overviews of its own, else sources.
    */
   readonly overviews?: 'finer' | 'sources';
   /** worker threads; 0 renders on the calling thread. Default: available cores */

@@ -90,11 +90,23 @@ export interface MaterializePlan {
   readonly shards: readonly ShardRange[];
 }
 
+/**
+ * True when every source has overviews of its own (COG inputs): rendering each level from them was measured
+ * cheaper than the pass over the full resolution (land cover, back to back: 3.9 vs 5.4 CPU s) and is
+ * what GDAL's COG driver does with them (it copies a VRT's levels). A catalogue mosaic (sources opened per window)
+ * counts as without.
+ */
+function sourcesHaveOverviews(mosaic: Mosaic): boolean {
+  if (mosaic.items || mosaic.sources.length === 0) return false;
+  return mosaic.sources.every((s) => s.raster.info.levels.length > 1);
+}
+
 /** Everything that changes the output bytes, resolved from the options and the mosaic. */
 export function planOptions(mosaic: Mosaic, options: MaterializeOptions): PlanOptions {
   const spec = cogSpecFor(mosaic, options);
   const overviewResampling = options.overviewResampling ?? defaultOverviewResampling(mosaic);
-  const overviews = options.overviews ?? (isReducible(overviewResampling) ? 'finer' : 'sources');
+  const overviews =
+    options.overviews ?? (isReducible(overviewResampling) && !sourcesHaveOverviews(mosaic) ? 'finer' : 'sources');
   if (overviews === 'finer' && !isReducible(overviewResampling))
     throw new CogmillError(
       'bad-request',
