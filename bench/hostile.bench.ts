@@ -16,34 +16,13 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import * as zlib from 'node:zlib';
-import {
-  COMPRESSION,
-  deflateBomb,
-  hostileTiff,
-  lzwBomb,
-  packbitsBomb,
-  zstdBomb,
-} from '../test/support/tiff.hostile.ts';
+import { HOSTILE_MOSAICS, HOSTILE_REQUESTS, pollHealthz, writeHostileSet } from '../test/support/hostile.load.ts';
+import { noiseTiff } from '../test/support/tiff.hostile.ts';
 import { load, startCogmillServer } from './server.ts';
 import { MiB, percentile, round } from './support.ts';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' } } });
 const ROUNDS = Number(values.rounds);
-
-function noise(width: number, height: number, seed0: number): Uint8Array {
-  const tiles: Uint8Array[] = [];
-  let seed = seed0;
-  for (let i = 0; i < (width / 256) * (height / 256); i++) {
-    const t = new Uint16Array(256 * 256);
-    for (let k = 0; k < t.length; k++) {
-      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-      t[k] = 1 + (seed % 60000);
-    }
-    tiles.push(new Uint8Array(zlib.deflateSync(new Uint8Array(t.buffer), { level: 1 })));
-  }
-  return hostileTiff({ width, height, tileSize: 256, bitsPerSample: 16, compression: 8, tiles, nodata: '0' });
-}
 
 async function metricsOf(url: string): Promise<string> {
   // a kept-alive connection the server has just closed resets once: ask again on a new one
@@ -79,48 +58,19 @@ async function memoryOf(url: string): Promise<Record<string, number>> {
 }
 
 async function healthLatencies(url: string, whileRunning: () => boolean, min = 20): Promise<number[]> {
-  const out: number[] = [];
-  while (whileRunning() || out.length < min) {
-    const t0 = performance.now();
-    const r = await fetch(`${url}/healthz`);
-    await r.arrayBuffer();
-    out.push(performance.now() - t0);
-    await new Promise((res) => setTimeout(res, 5));
-  }
-  return out;
+  return (await pollHealthz(url, whileRunning, min)).map((h) => h.latencyMs);
 }
 
 const dir = await mkdtemp(path.join(tmpdir(), 'cogmill-hostile-bench-'));
 const data = path.join(dir, 'data');
 await mkdir(data);
-const bombs: [string, number, Uint8Array][] = [
-  ['deflate', COMPRESSION.deflate, await deflateBomb(256 * MiB)],
-  ['zstd', COMPRESSION.zstd, await zstdBomb(256 * MiB)],
-  ['lzw', COMPRESSION.lzw, lzwBomb(256 * MiB)],
-  ['packbits', COMPRESSION.packbits, packbitsBomb(64 * MiB)],
-];
-for (const [name, compression, bomb] of bombs) {
-  await writeFile(
-    path.join(data, `${name}.tif`),
-    hostileTiff({
-      width: 512,
-      height: 512,
-      tileSize: 256,
-      bitsPerSample: 16,
-      compression,
-      tiles: [bomb, bomb, bomb, bomb],
-      nodata: '0',
-    }),
-  );
-}
-await writeFile(path.join(data, 'noise.tif'), noise(2048, 2048, 11));
-await writeFile(path.join(data, 'big.tif'), noise(4096, 4096, 12));
+await writeHostileSet(data);
+await writeFile(path.join(data, 'big.tif'), noiseTiff(4096, 4096, 12));
 
 const server = await startCogmillServer(
   dir,
   [
-    ...bombs.map(([name]) => ({ id: name, sources: [path.join(data, `${name}.tif`)] })),
-    { id: 'noise', sources: [path.join(data, 'noise.tif')] },
+    ...HOSTILE_MOSAICS.map((id) => ({ id, sources: [path.join(data, `${id}.tif`)] })),
     { id: 'big', sources: [path.join(data, 'big.tif')] },
   ],
   { roots: [dir], logLevel: 'warn', extra: { limits: { maxStatisticsPixels: 2048 * 2048, maxPreviewSize: 2048 } } },
@@ -130,20 +80,10 @@ try {
   // 1. /healthz latency, idle and under 8 hostile requests
   await fetch(`${url}/mosaics/noise/preview.png?max_size=64&rescale=0,60000`);
   const idle = await healthLatencies(url, () => false, 50);
-  const hostile = [
-    '/mosaics/deflate/preview.png?max_size=512',
-    '/mosaics/zstd/preview.png?max_size=512',
-    '/mosaics/lzw/preview.png?max_size=512',
-    '/mosaics/packbits/preview.png?max_size=512',
-    '/mosaics/noise/statistics?bins=1000',
-    '/mosaics/noise/statistics?bins=999',
-    '/mosaics/noise/preview.png?max_size=1024',
-    '/mosaics/deflate/statistics?bins=1000',
-  ];
   let running = true;
   const t0 = performance.now();
   const work = load(
-    hostile.map((p) => `${url}${p}`),
+    HOSTILE_REQUESTS.map((p) => `${url}${p}`),
     8,
   ).finally(() => {
     running = false;
@@ -177,7 +117,7 @@ try {
     for (let k = 0; k < 4; k++) {
       heavy.push(`${url}/mosaics/big/preview.png?max_size=${2048 - r * 8 - k}`);
       heavy.push(`${url}/mosaics/big/statistics?bins=${1000 - r * 4 - k}`);
-      heavy.push(`${url}/mosaics/${bombs[k][0]}/preview.png?max_size=${512 + r * 4 + k}`);
+      heavy.push(`${url}/mosaics/${HOSTILE_MOSAICS[k]}/preview.png?max_size=${512 + r * 4 + k}`);
       heavy.push(`${url}/mosaics/big/bbox/${await bboxOf(url)}.tif?width=${2000 - r * 4 - k}`);
     }
   }

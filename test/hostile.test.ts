@@ -25,6 +25,7 @@ import {
   hostileTiff,
   lzwBomb,
   lzwEncode,
+  noiseTiff,
   packbitsBomb,
   zstdBomb,
 } from './support/tiff.hostile.ts';
@@ -486,20 +487,7 @@ describe('command line', () => {
     await mkdir(src, { recursive: true });
     await mkdir(dst, { recursive: true });
     // 4096 x 4096 uint16 of noise: slow enough to be killed while it writes
-    const tiles: Uint8Array[] = [];
-    let seed = 7;
-    for (let i = 0; i < 256; i++) {
-      const t = new Uint16Array(256 * 256);
-      for (let k = 0; k < t.length; k++) {
-        seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-        t[k] = 1 + (seed % 60000);
-      }
-      tiles.push(new Uint8Array(zlib.deflateSync(new Uint8Array(t.buffer), { level: 1 })));
-    }
-    await writeFile(
-      path.join(src, 'noise.tif'),
-      hostileTiff({ width: 4096, height: 4096, tileSize: 256, bitsPerSample: 16, compression: 8, tiles, nodata: '0' }),
-    );
+    await writeFile(path.join(src, 'noise.tif'), noiseTiff(4096, 4096, 7));
     const out = path.join(dst, 'noise.tif');
     const partials = async () => (await readdir(dst)).filter((f) => f.endsWith('.partial'));
     const child: ChildProcess = spawn(

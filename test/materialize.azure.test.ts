@@ -5,7 +5,7 @@
  * end in the same COG, and a fatal fault or a cancel leaves no committed blob.
  */
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
@@ -34,29 +34,11 @@ import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
 import { MiB } from '../src/render/types.ts';
 import { type Azurite, startAzurite } from './support/azurite.ts';
 import { startFaultProxy } from './support/fault.proxy.ts';
-import { fixtureDir, gdalRead, PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
+import { fixtureDir, gdalRead, tempDir } from './support/gdal.ts';
+import { assertValidCog, BIG, writeNoise } from './support/materialize.ts';
 
 const IN = 'cogs';
 const OUT = 'cogmill-out';
-
-/** A float32 noise raster (incompressible) with nodata -9999, written by GDAL, with overviews. */
-async function writeNoise(file: string, size: number): Promise<void> {
-  const code = `
-import sys
-import numpy as np
-from osgeo import gdal, osr
-gdal.UseExceptions()
-path, n = sys.argv[1], int(sys.argv[2])
-a = np.random.default_rng(7).uniform(0, 1000, (n, n)).astype('float32')
-ds = gdal.GetDriverByName('GTiff').Create(path, n, n, 1, gdal.GDT_Float32, ['TILED=YES', 'BLOCKXSIZE=256', 'BLOCKYSIZE=256'])
-ds.SetGeoTransform([500000, 10, 0, 5000000, 0, -10])
-srs = osr.SpatialReference(); srs.ImportFromEPSG(32632); ds.SetProjection(srs.ExportToWkt())
-b = ds.GetRasterBand(1); b.SetNoDataValue(-9999); b.WriteArray(a)
-ds.BuildOverviews('AVERAGE', [2, 4, 8])
-ds = None
-`;
-  await sh(PYTHON, ['-c', code, file, String(size)]);
-}
 
 let azurite: Azurite;
 let settings: AzureSettings;
@@ -137,23 +119,6 @@ function reference(name: string, m: () => Promise<Mosaic>, opts: MaterializeOpti
   return p;
 }
 
-async function assertValid(bytes: Buffer, name: string): Promise<void> {
-  const file = path.join(out, `${name}.download.tif`);
-  await writeFile(file, bytes);
-  const v = await validateCog(file);
-  assert.deepEqual(v.errors, [], `validator errors for ${name}`);
-  assert.deepEqual(v.warnings, [], `validator warnings for ${name}`);
-}
-
-/** Statistics are left out where float outputs are compared byte for byte (their last digits follow tile order). */
-const BIG: MaterializeOptions = {
-  compression: 'none',
-  workers: 2,
-  runs: 4,
-  minPartSizeBytes: 5 * MiB,
-  statistics: false,
-};
-
 const putBlock = (u: URL) => u.searchParams.get('comp') === 'block';
 const putBlockList = (u: URL) => u.searchParams.get('comp') === 'blocklist';
 
@@ -209,7 +174,7 @@ describe('materialise to Azure (Azurite), sources in Azurite', () => {
     assert.equal(props.contentLength, ref.byteLength);
     const got = await download(name);
     assert.ok(got.equals(ref), 'the blob differs from the file sink output');
-    await assertValid(got, 'two');
+    await assertValidCog(out, got, 'two');
 
     // GDAL over /vsiaz/ (the emulator's endpoint through the connection string) decodes the engine's pixels
     const gd = await gdalRead(`/vsiaz/${OUT}/${name}`, {
@@ -247,7 +212,7 @@ describe('materialise to Azure (Azurite), sources in Azurite', () => {
     );
     const got = await download(name);
     assert.ok(got.equals(ref), 'the blob differs from the file sink output');
-    await assertValid(got, 'noise-none');
+    await assertValidCog(out, got, 'noise-none');
   });
 
   test('through faults (503 on a fifth of Put Blocks, a connection cut mid-block, an error on Put Block List): same COG', async (t) => {
@@ -293,7 +258,7 @@ describe('materialise to Azure (Azurite), sources in Azurite', () => {
       assert.equal(res.bytes, ref.byteLength);
       const got = await download(name);
       assert.ok(got.equals(ref), 'the blob differs from the file sink output');
-      await assertValid(got, 'faults');
+      await assertValidCog(out, got, 'faults');
       t.diagnostic(JSON.stringify({ faults: proxy.stats.faults, retries: sink.stats.retries, blocks: res.parts }));
     } finally {
       await proxy.stop();

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CompleteMultipartUploadCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -20,31 +20,13 @@ import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
 import type { S3Settings } from '../src/render/s3.client.ts';
 import { MiB } from '../src/render/types.ts';
 import { S3_REQUEST, startFaultProxy } from './support/fault.proxy.ts';
-import { fixtureDir, PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
+import { fixtureDir, tempDir } from './support/gdal.ts';
+import { assertValidCog, BIG, writeNoise } from './support/materialize.ts';
 import { type S3TestBucket, startS3Bucket } from './support/s3.bucket.ts';
 
 const BUCKET = 'cogmill-out';
 const NODE = process.execPath;
 const CLI = path.join(import.meta.dirname, '..', 'src', 'cli.ts');
-
-/** A float32 noise raster (incompressible) with nodata -9999, written by GDAL, with overviews. */
-async function writeNoise(file: string, size: number): Promise<void> {
-  const code = `
-import sys
-import numpy as np
-from osgeo import gdal, osr
-gdal.UseExceptions()
-path, n = sys.argv[1], int(sys.argv[2])
-a = np.random.default_rng(7).uniform(0, 1000, (n, n)).astype('float32')
-ds = gdal.GetDriverByName('GTiff').Create(path, n, n, 1, gdal.GDT_Float32, ['TILED=YES', 'BLOCKXSIZE=256', 'BLOCKYSIZE=256'])
-ds.SetGeoTransform([500000, 10, 0, 5000000, 0, -10])
-srs = osr.SpatialReference(); srs.ImportFromEPSG(32632); ds.SetProjection(srs.ExportToWkt())
-b = ds.GetRasterBand(1); b.SetNoDataValue(-9999); b.WriteArray(a)
-ds.BuildOverviews('AVERAGE', [2, 4, 8])
-ds = None
-`;
-  await sh(PYTHON, ['-c', code, file, String(size)]);
-}
 
 let s3: S3TestBucket;
 let ceph: S3TestBucket['ceph'];
@@ -99,26 +81,6 @@ function reference(name: string, m: Mosaic, opts: MaterializeOptions): Promise<{
   return p;
 }
 
-async function assertValid(bytes: Buffer, name: string): Promise<void> {
-  const file = path.join(out, `${name}.download.tif`);
-  await writeFile(file, bytes);
-  const v = await validateCog(file);
-  assert.deepEqual(v.errors, [], `validator errors for ${name}`);
-  assert.deepEqual(v.warnings, [], `validator warnings for ${name}`);
-}
-
-/**
- * Statistics are left out where outputs are compared byte for byte: for float data their last digits depend on the
- * order in which tiles finish (the pixels never do).
- */
-const BIG: MaterializeOptions = {
-  compression: 'none',
-  workers: 2,
-  runs: 4,
-  minPartSizeBytes: 5 * MiB,
-  statistics: false,
-};
-
 describe('materialise to S3 (radosgw)', () => {
   test('two UTM zones to s3://bucket/key.tif: one part, same bytes as the file sink, valid COG', async () => {
     const m = await twoZones();
@@ -137,7 +99,7 @@ describe('materialise to S3 (radosgw)', () => {
     assert.equal(head.ETag, sink.expectedEtag(), 'the ETag is the MD5 of the part MD5s');
     const got = await download(key);
     assert.ok(got.equals(ref.bytes), 'the S3 object differs from the file sink output');
-    await assertValid(got, 'two');
+    await assertValidCog(out, got, 'two');
     assert.equal(await uploadsAt(key), 0);
   });
 
@@ -161,7 +123,7 @@ describe('materialise to S3 (radosgw)', () => {
     );
     const got = await download(key);
     assert.ok(got.equals(ref.bytes), 'the S3 object differs from the file sink output');
-    await assertValid(got, 'noise-none');
+    await assertValidCog(out, got, 'noise-none');
     t.diagnostic(
       JSON.stringify({
         bytes: res.bytes,
@@ -201,7 +163,7 @@ describe('materialise to S3 (radosgw)', () => {
       assert.ok(p.bytes >= 5 * MiB, `part ${p.partNumber} is ${p.bytes} bytes`);
     const got = await download(key);
     assert.ok(got.equals(ref.bytes), 'the S3 object differs from the file sink output');
-    await assertValid(got, 'sparse');
+    await assertValidCog(out, got, 'sparse');
   });
 
   test('through faults (503 on a fifth of UploadParts, a connection cut mid-part, a 200 with an error body on complete): same COG', async (t) => {

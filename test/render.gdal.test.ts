@@ -13,7 +13,7 @@ import { Engine } from '../src/render/engine.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
 import type { Composite, DType, Grid, Resampling } from '../src/render/types.ts';
 import { sourceWarp } from '../src/render/warp.window.ts';
-import { agreement, fixtureDir, gdalwarp, tempDir } from './support/gdal.ts';
+import { agreement, fixtureDir, gdalwarp, tempDir, WARP_NEAREST_EXACT_UINT16 } from './support/gdal.ts';
 import { type StaticServer, startStaticServer } from './support/http.server.ts';
 
 const WEB_MERCATOR_HALF = 20037508.342789244;
@@ -196,13 +196,7 @@ for (const kind of ['file', 'http'] as const) {
       const m = await ctx.mosaic('exact', ['utm32', 'utm31'], { resampling: 'nearest' });
       const g = mercatorWindow(12, 6.0, 45.0);
       const ours = await ctx.engine.render(m, g, { maxErrorPx: 0 });
-      const ref = await gdalwarp(['utm31', 'utm32'].map(ctx.file), g, {
-        resampling: 'near',
-        dtype: 'uint16',
-        bands: 1,
-        dstNodata: 0,
-        extra: ['-et', '0'],
-      });
+      const ref = await gdalwarp(['utm31', 'utm32'].map(ctx.file), g, WARP_NEAREST_EXACT_UINT16);
       const a = agreement(ours, ref);
       assert.ok(a.compared > g.width * g.height * 0.5, `pixels compared: ${a.compared}`);
       assert.ok(a.fraction >= 0.9999, `agreement ${(a.fraction * 100).toFixed(3)}%`);

@@ -13,35 +13,16 @@ import {
 } from '@azure/storage-blob';
 import { type AzureSettings, createAzureClients, parseAzureUrl } from '../src/render/azure.client.ts';
 import { Engine } from '../src/render/engine.ts';
-import { SourceError } from '../src/render/errors.ts';
 import { listAzureTiffs, SourceAzure } from '../src/render/source.azure.ts';
 import { type Azurite, startAzurite } from './support/azurite.ts';
 import { startFaultProxy } from './support/fault.proxy.ts';
+import { pattern, rejectsWithKind } from './support/source.check.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const CONTAINER = 'cogmill-test';
 const PATTERN_BLOB = 'data/pattern.bin';
 const PATTERN_BYTES = 3 * MiB + 17;
-
-/** a byte pattern in which every offset has a distinct-looking value, so a shifted range cannot pass */
-function pattern(size: number, salt = 0): Uint8Array {
-  const out = new Uint8Array(size);
-  for (let i = 0; i < size; i++) out[i] = (i * 31 + (i >>> 8) * 7 + (i >>> 16) + salt) & 0xff;
-  return out;
-}
-
-async function rejectsWithKind(p: Promise<unknown>, kind: string, messageIncludes?: string): Promise<SourceError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof SourceError, `expected a SourceError, got ${String(e)}`);
-    assert.equal(e.kind, kind, e.message);
-    if (messageIncludes) assert.ok(e.message.includes(messageIncludes), e.message);
-    return e;
-  }
-  assert.fail(`expected a SourceError of kind ${kind}`);
-}
 
 let azurite: Azurite;
 let settings: AzureSettings;

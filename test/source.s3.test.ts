@@ -16,7 +16,6 @@ import {
   type S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
-import { SourceError } from '../src/render/errors.ts';
 import { createS3Client, type S3Settings } from '../src/render/s3.client.ts';
 import { listS3Tiffs, SourceS3 } from '../src/render/source.s3.ts';
 import { lonLatToTile } from '../src/render/tilematrix.ts';
@@ -24,31 +23,13 @@ import { type CephS3, startCeph } from './support/ceph.ts';
 import { spawnServe } from './support/cli.ts';
 import { S3_REQUEST, startFaultProxy } from './support/fault.proxy.ts';
 import { fixtureDir, gdalRead } from './support/gdal.ts';
+import { pattern, rejectsWithKind } from './support/source.check.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const BUCKET = 'cogmill-test';
 const PATTERN_KEY = 'data/pattern.bin';
 const PATTERN_BYTES = 3 * MiB + 17;
-
-/** a byte pattern in which every offset has a distinct-looking value, so a shifted range cannot pass */
-function pattern(size: number, salt = 0): Uint8Array {
-  const out = new Uint8Array(size);
-  for (let i = 0; i < size; i++) out[i] = (i * 31 + (i >>> 8) * 7 + (i >>> 16) + salt) & 0xff;
-  return out;
-}
-
-async function rejectsWithKind(p: Promise<unknown>, kind: string, messageIncludes?: string): Promise<SourceError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof SourceError, `expected a SourceError, got ${String(e)}`);
-    assert.equal(e.kind, kind, e.message);
-    if (messageIncludes) assert.ok(e.message.includes(messageIncludes), e.message);
-    return e;
-  }
-  assert.fail(`expected a SourceError of kind ${kind}`);
-}
 
 let ceph: CephS3;
 let client: S3Client;

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import type { Grid } from '../src/render/types.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
-import { gdalwarp, sh, tempDir } from './support/gdal.ts';
+import { gdalwarp, sh, tempDir, WARP_NEAREST_EXACT_UINT16 } from './support/gdal.ts';
 import { type StaticServer, startStaticServer } from './support/http.server.ts';
 import { sceneValue, writeCatalogue } from './support/stac.catalog.ts';
 
@@ -141,13 +141,7 @@ describe('a catalogue mosaic read by GDAL equals gdalwarp of its assets', () => 
         const ref = await gdalwarp(
           hrefs.map((h) => path.join(dir, new URL(h).pathname)),
           grid,
-          {
-            resampling: 'near',
-            dtype: 'uint16',
-            bands: 1,
-            dstNodata: 0,
-            extra: ['-et', '0'],
-          },
+          WARP_NEAREST_EXACT_UINT16,
         );
         let same = 0;
         let sameVrt = 0;

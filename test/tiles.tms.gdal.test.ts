@@ -5,7 +5,6 @@
  * against the capabilities GDAL read.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -13,45 +12,18 @@ import { crsFromEpsg } from '../src/render/crs.ts';
 import { stretchByte } from '../src/render/style.stretch.ts';
 import type { Grid } from '../src/render/types.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
-import { fixtureDir, gdalwarp, PYTHON, sh, tempDir } from './support/gdal.ts';
+import { bandArrays, fixtureDir, gdalRead, gdalwarp, sh, tempDir, WARP_NEAREST_EXACT_UINT16 } from './support/gdal.ts';
 
-/** Every band of a GDAL dataset at full resolution, with its size and geotransform (python-gdal, raw bytes). */
-function gdalRead(
-  name: string,
+/** Every band of a GDAL dataset at full resolution as `type`, with its size and geotransform. */
+async function gdalReadAs(
+  src: string,
   type: 'Byte' | 'UInt16',
 ): Promise<{ width: number; height: number; gt: number[]; bands: (Uint8Array | Uint16Array)[] }> {
-  const code = `
-import sys, json
-from osgeo import gdal
-gdal.UseExceptions()
-ds = gdal.Open(sys.argv[1])
-t = gdal.GetDataTypeByName(sys.argv[2])
-head = json.dumps([ds.RasterXSize, ds.RasterYSize, ds.RasterCount, list(ds.GetGeoTransform())]).encode()
-sys.stdout.buffer.write(head + b'\\n')
-for b in range(ds.RasterCount):
-    sys.stdout.buffer.write(ds.GetRasterBand(b + 1).ReadRaster(buf_type=t))
-`;
-  const env = { ...process.env, GDAL_DISABLE_READDIR_ON_OPEN: 'EMPTY_DIR', GDAL_HTTP_TIMEOUT: '60' };
-  return new Promise((resolve, reject) =>
-    execFile(
-      PYTHON,
-      ['-c', code, name, type],
-      { encoding: 'buffer', maxBuffer: 1 << 30, env, timeout: 120_000 },
-      (err, stdout) => {
-        if (err) return reject(err);
-        const nl = stdout.indexOf(10);
-        const [width, height, count, gt] = JSON.parse(stdout.subarray(0, nl).toString());
-        const body = stdout.subarray(nl + 1);
-        const n = width * height;
-        const size = type === 'Byte' ? 1 : 2;
-        const bands = Array.from({ length: count }, (_, b) => {
-          const bytes = new Uint8Array(body.subarray(b * n * size, (b + 1) * n * size));
-          return type === 'Byte' ? bytes : new Uint16Array(bytes.buffer, bytes.byteOffset, n);
-        });
-        resolve({ width, height, gt, bands });
-      },
-    ),
-  );
+  const r = await gdalRead(src, {
+    args: ['-ot', type],
+    env: { GDAL_DISABLE_READDIR_ON_OPEN: 'EMPTY_DIR', GDAL_HTTP_TIMEOUT: '60' },
+  });
+  return { width: r.width, height: r.height, gt: r.gt, bands: bandArrays(r) };
 }
 
 describe('GDAL reads the tile matrix sets over WMTS', () => {
@@ -83,7 +55,7 @@ describe('GDAL reads the tile matrix sets over WMTS', () => {
     // GDAL splits a WMTS: connection string at commas, so the rescale comma is percent-encoded
     const caps = `WMTS:${server.url}/mosaics/utm/WMTSCapabilities.xml?SERVICE=WMTS&rescale=0%2C4000&format=png,tilematrixset=native`;
     const before = server.logs.length;
-    const wmts = await gdalRead(caps, 'Byte');
+    const wmts = await gdalReadAs(caps, 'Byte');
     assert.deepEqual([wmts.width, wmts.height, wmts.bands.length], [grid.width, grid.height, 4]);
     assert.deepEqual(wmts.gt, [...grid.transform], 'the finest native level has the mosaic geotransform');
     const tiles = server.logs
@@ -91,15 +63,9 @@ describe('GDAL reads the tile matrix sets over WMTS', () => {
       .filter((l) => l.msg === 'request' && String(l.path).startsWith('/mosaics/utm/tiles/native/2/'));
     assert.equal(tiles.length, 4 * 3, 'GDAL read the 4 x 3 tiles of the finest native level');
 
-    const cog = await gdalRead(`/vsicurl/${server.url}/mosaics/utm.tif`, 'UInt16');
+    const cog = await gdalReadAs(`/vsicurl/${server.url}/mosaics/utm.tif`, 'UInt16');
     assert.deepEqual(cog.gt, [...grid.transform]);
-    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, {
-      resampling: 'near',
-      dtype: 'uint16',
-      bands: 1,
-      dstNodata: 0,
-      extra: ['-et', '0'],
-    });
+    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, WARP_NEAREST_EXACT_UINT16);
     const n = grid.width * grid.height;
     let valid = 0;
     let cogVsWarp = 0;
@@ -138,20 +104,14 @@ describe('GDAL reads the tile matrix sets over WMTS', () => {
     const y0 = Math.floor(h0 / 2) - 192;
     const out = path.join(work, 'crs84.tif');
     await sh('gdal_translate', ['-q', '-srcwin', String(x0), String(y0), '512', '384', caps, out]);
-    const got = await gdalRead(out, 'Byte');
+    const got = await gdalReadAs(out, 'Byte');
     const grid: Grid = {
       crs: crsFromEpsg(4326),
       transform: [gt[0] + x0 * level.cellSize, level.cellSize, 0, gt[3] - y0 * level.cellSize, 0, -level.cellSize],
       width: 512,
       height: 384,
     };
-    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, {
-      resampling: 'near',
-      dtype: 'uint16',
-      bands: 1,
-      dstNodata: 0,
-      extra: ['-et', '0'],
-    });
+    const ref = await gdalwarp([file('utm31'), file('utm32')], grid, WARP_NEAREST_EXACT_UINT16);
     let compared = 0;
     let within = 0;
     for (let i = 0; i < 512 * 384; i++) {

@@ -89,7 +89,7 @@ export interface Reference {
 export async function gdalwarp(
   sources: readonly string[],
   grid: Grid,
-  opts: { resampling: string; dtype: DType; bands: number; dstNodata: number; extra?: string[] },
+  opts: { resampling: string; dtype: DType; bands: number; dstNodata: number; extra?: readonly string[] },
 ): Promise<Reference> {
   const dir = await tempDir('cogmill-warp-');
   try {
@@ -311,6 +311,8 @@ export interface GdalRaster {
   readonly height: number;
   /** GDAL's name of the data type: Byte, UInt16, Int16, Float32, ... */
   readonly type: string;
+  /** the dataset's geotransform */
+  readonly gt: number[];
   /** every band's samples as GDAL decodes them, band after band, little-endian */
   readonly bands: Buffer[];
   /** all bands in one buffer (the bands above are views of it) */
@@ -330,7 +332,8 @@ if args:
 bands = [ds.GetRasterBand(b + 1) for b in range(ds.RasterCount)]
 if ovr >= 0:
     bands = [b.GetOverview(ovr) for b in bands]
-head = dict(width=bands[0].XSize, height=bands[0].YSize, type=gdal.GetDataTypeName(bands[0].DataType))
+head = dict(width=bands[0].XSize, height=bands[0].YSize, type=gdal.GetDataTypeName(bands[0].DataType),
+            gt=list(ds.GetGeoTransform()))
 sys.stdout.buffer.write((json.dumps(head) + '\\n').encode())
 for b in bands:
     sys.stdout.buffer.write(b.ReadRaster())
@@ -354,7 +357,12 @@ export async function gdalRead(
     ),
   );
   const nl = stdout.indexOf(10);
-  const head = JSON.parse(stdout.subarray(0, nl).toString()) as { width: number; height: number; type: string };
+  const head = JSON.parse(stdout.subarray(0, nl).toString()) as {
+    width: number;
+    height: number;
+    type: string;
+    gt: number[];
+  };
   // a buffer of its own (offset 0), so typed arrays can view it whatever the sample size
   const bytes = Buffer.alloc(stdout.length - nl - 1);
   stdout.copy(bytes, 0, nl + 1);
@@ -374,6 +382,25 @@ const GDAL_TYPE_BYTES: Record<string, number> = {
   Float32: 4,
   Float64: 8,
 };
+
+/** The bands of a Byte or UInt16 read as typed arrays (views of its bytes). */
+export function bandArrays(r: GdalRaster): (Uint8Array | Uint16Array)[] {
+  if (r.type !== 'Byte' && r.type !== 'UInt16') throw new Error(`bandArrays: ${r.type} is not Byte or UInt16`);
+  return r.bands.map((b) =>
+    r.type === 'Byte'
+      ? new Uint8Array(b.buffer, b.byteOffset, b.length)
+      : new Uint16Array(b.buffer, b.byteOffset, b.length / 2),
+  );
+}
+
+/** gdalwarp options of an exact nearest-neighbour reference of one uint16 band with nodata 0 (no approximation). */
+export const WARP_NEAREST_EXACT_UINT16 = {
+  resampling: 'near',
+  dtype: 'uint16',
+  bands: 1,
+  dstNodata: 0,
+  extra: ['-et', '0'],
+} as const;
 
 /** Every band of an overview level (-1 = full resolution) as GDAL reads it, raw little-endian bytes. */
 export async function gdalReadLevel(file: string, ovr: number): Promise<Buffer> {

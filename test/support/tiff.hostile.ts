@@ -293,3 +293,18 @@ export function lzwEncode(data: Uint8Array): Uint8Array {
   if (accBits > 0) bytes.push((acc << (8 - accBits)) & 0xff);
   return new Uint8Array(bytes);
 }
+
+/** A `width` x `height` uint16 GeoTIFF of seeded noise (1..60000, nodata 0) in 256 px deflate tiles: slow to sort. */
+export function noiseTiff(width: number, height: number, seed0: number): Uint8Array {
+  const tiles: Uint8Array[] = [];
+  let seed = seed0;
+  for (let i = 0; i < (width / 256) * (height / 256); i++) {
+    const t = new Uint16Array(256 * 256);
+    for (let k = 0; k < t.length; k++) {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      t[k] = 1 + (seed % 60000);
+    }
+    tiles.push(new Uint8Array(zlib.deflateSync(new Uint8Array(t.buffer), { level: 1 })));
+  }
+  return hostileTiff({ width, height, tileSize: 256, bitsPerSample: 16, compression: 8, tiles, nodata: '0' });
+}
