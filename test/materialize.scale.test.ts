@@ -166,20 +166,8 @@ describe('queue (BullMQ on redis-server) and resume', () => {
 
   test('3 worker processes + a coordinator: byte-identical; no tile byte goes through Redis or the coordinator', async () => {
     const url = `redis://127.0.0.1:${redisPort}`;
-    const workers = [0, 1, 2].map(() => {
-      const w = spawn(NODE, [CLI, 'worker', '--redis', url, '--threads', '1'], {
-        env: { ...process.env, ...env() },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
-      children.add(w);
-      return w;
-    });
-    const logs = workers.map(() => '');
-    workers.forEach((w, i) => {
-      w.stderr!.on('data', (d) => {
-        logs[i] += d;
-      });
-    });
+    const workers = [0, 1, 2].map(() => spawnWorker(url, env(), ['--threads', '1'], children));
+    const logs = () => workers.map((w) => w.log());
     // the coordinator reaches S3 through a proxy that counts what it sends (the workers go straight to radosgw)
     const sent = { uploadParts: 0, bodyBytes: 0 };
     const proxy = await startFaultProxy(s3.settings.endpoint!, [
@@ -209,7 +197,7 @@ describe('queue (BullMQ on redis-server) and resume', () => {
         '--s3-endpoint',
         proxy.url,
       ]);
-      assert.equal(run.code, 0, `${run.stderr}\n${logs.join('\n')}`);
+      assert.equal(run.code, 0, `${run.stderr}\n${logs().join('\n')}`);
       const got = await s3.download(key);
       assert.ok(got.equals(reference), 'the queued object differs from the single-process file');
       const redisBytes = Number((await redis!.info()).total_net_input_bytes) - before;
@@ -221,7 +209,7 @@ describe('queue (BullMQ on redis-server) and resume', () => {
       assert.ok(sent.bodyBytes < reference.byteLength / 100, `the coordinator sent ${sent.bodyBytes} bytes to S3`);
       assert.ok(sent.bodyBytes > 0, 'the coordinator saved the plan through the proxy');
       // the shards ran in the worker processes, not in the coordinator
-      const ran = logs.map((l) => (l.match(/"shard done"/g) ?? []).length);
+      const ran = workers.map((w) => w.shardsDone());
       assert.equal(
         ran.reduce((a, b) => a + b, 0),
         3,
@@ -232,33 +220,21 @@ describe('queue (BullMQ on redis-server) and resume', () => {
       assert.deepEqual(v.errors, []);
     } finally {
       await proxy.stop();
-      for (const w of workers) w.kill('SIGTERM');
+      for (const w of workers) w.stop();
     }
   });
 
   test('a worker killed with SIGKILL mid-shard: its shard runs again on another worker, same bytes', async () => {
     const url = `redis://127.0.0.1:${redisPort}`;
-    const logs: string[] = [];
-    const start = () => {
-      // a short lock so the dead worker's shard is taken over quickly
-      const w = spawn(NODE, [CLI, 'worker', '--redis', url, '--threads', '1', '--lock-ms', '2000'], {
-        env: { ...process.env, ...env() },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
-      children.add(w);
-      const at = logs.push('') - 1;
-      w.stderr!.on('data', (d) => {
-        logs[at] += d;
-      });
-      return w;
-    };
+    // a short lock so the dead worker's shard is taken over quickly
+    const start = () => spawnWorker(url, env(), ['--threads', '1', '--lock-ms', '2000'], children);
     const victim = start();
     const survivor = start();
     let killedMidShard = false;
     const poll = setInterval(() => {
-      if (!killedMidShard && logs[0].includes('"shard start"')) {
+      if (!killedMidShard && victim.log().includes('"shard start"')) {
         killedMidShard = true;
-        victim.kill('SIGKILL');
+        victim.child.kill('SIGKILL');
       }
     }, 20);
     try {
@@ -274,37 +250,22 @@ describe('queue (BullMQ on redis-server) and resume', () => {
         '--redis',
         url,
       ]);
-      assert.equal(run.code, 0, `${run.stderr}\n${logs.join('\n')}`);
+      assert.equal(run.code, 0, `${run.stderr}\n${victim.log()}\n${survivor.log()}`);
       assert.ok(killedMidShard, 'the first worker was killed while it ran a shard');
-      assert.ok(!logs[0].includes('"shard done"'), 'the killed worker finished no shard');
-      assert.equal(
-        (logs[1].match(/"shard done"/g) ?? []).length,
-        3,
-        'the survivor ran every shard, the lost one again',
-      );
+      assert.equal(victim.shardsDone(), 0, 'the killed worker finished no shard');
+      assert.equal(survivor.shardsDone(), 3, 'the survivor ran every shard, the lost one again');
       const got = await s3.download(key);
       assert.ok(got.equals(reference), 'the object differs from the single-process file');
       assert.equal(await s3.uploadsAt(key), 0);
     } finally {
       clearInterval(poll);
-      survivor.kill('SIGTERM');
+      survivor.stop();
     }
   });
 
   test('Ctrl-C of the coordinator: every shard stops, no upload listed, no object, no notes', async () => {
     const url = `redis://127.0.0.1:${redisPort}`;
-    const logs = ['', ''];
-    const workers = logs.map((_, i) => {
-      const w = spawn(NODE, [CLI, 'worker', '--redis', url, '--threads', '1'], {
-        env: { ...process.env, ...env() },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
-      children.add(w);
-      w.stderr!.on('data', (d) => {
-        logs[i] += d;
-      });
-      return w;
-    });
+    const workers = [0, 1].map(() => spawnWorker(url, env(), ['--threads', '1'], children));
     try {
       const key = 'cancelled/noise.tif';
       let interrupted = false;
@@ -313,7 +274,7 @@ describe('queue (BullMQ on redis-server) and resume', () => {
         {},
         (child) => {
           const poll = setInterval(() => {
-            if (!interrupted && logs.some((l) => l.includes('"shard start"'))) {
+            if (!interrupted && workers.some((w) => w.log().includes('"shard start"'))) {
               interrupted = true;
               clearInterval(poll);
               child.kill('SIGINT');
@@ -327,9 +288,13 @@ describe('queue (BullMQ on redis-server) and resume', () => {
       assert.equal(await s3.uploadsAt(key), 0, 'the upload is aborted');
       assert.equal(await s3.objectExists(key), false);
       assert.deepEqual(await notesAt(key), []);
-      assert.equal(logs.join('').match(/"shard done"/g)?.length ?? 0, 0, 'no shard ran to its end');
+      assert.equal(
+        workers.reduce((n, w) => n + w.shardsDone(), 0),
+        0,
+        'no shard ran to its end',
+      );
     } finally {
-      for (const w of workers) w.kill('SIGTERM');
+      for (const w of workers) w.stop();
     }
   });
 
