@@ -34,6 +34,21 @@ const children = new Set<ChildProcess>();
 
 /** ~21 MiB of uncompressed float32 noise with overviews: several 5 MiB parts per shard, glue needed at the edges */
 const COMMON = ['--compress', 'none', '--blocksize', '256', '--min-part-bytes', '262144', '--part-size-mib', '1'];
+
+/** `cogmill materialize SOURCE --out s3://BUCKET/KEY` in `shards` shards queued on Redis at `redisUrl`. */
+function queuedArgs(source: string, key: string, shards: number, redisUrl: string): string[] {
+  return [
+    'materialize',
+    source,
+    '--out',
+    `s3://${BUCKET}/${key}`,
+    ...COMMON,
+    '--shards',
+    String(shards),
+    '--redis',
+    redisUrl,
+  ];
+}
 /** radosgw's smallest part, lowered like the CLI's --min-part-bytes (S3's 5 MiB would make every shard tiny) */
 const MIN_PART = 262144;
 
@@ -184,19 +199,7 @@ describe('queue (BullMQ on redis-server) and resume', () => {
     try {
       const before = Number((await redis!.info()).total_net_input_bytes);
       const key = 'queue/noise.tif';
-      const run = await cli([
-        'materialize',
-        noise,
-        '--out',
-        `s3://${BUCKET}/${key}`,
-        ...COMMON,
-        '--shards',
-        '3',
-        '--redis',
-        url,
-        '--s3-endpoint',
-        proxy.url,
-      ]);
+      const run = await cli([...queuedArgs(noise, key, 3, url), '--s3-endpoint', proxy.url]);
       assert.equal(run.code, 0, `${run.stderr}\n${logs().join('\n')}`);
       const got = await s3.download(key);
       assert.ok(got.equals(reference), 'the queued object differs from the single-process file');
@@ -239,17 +242,7 @@ describe('queue (BullMQ on redis-server) and resume', () => {
     }, 20);
     try {
       const key = 'killed-worker/noise.tif';
-      const run = await cli([
-        'materialize',
-        noise,
-        '--out',
-        `s3://${BUCKET}/${key}`,
-        ...COMMON,
-        '--shards',
-        '3',
-        '--redis',
-        url,
-      ]);
+      const run = await cli(queuedArgs(noise, key, 3, url));
       assert.equal(run.code, 0, `${run.stderr}\n${victim.log()}\n${survivor.log()}`);
       assert.ok(killedMidShard, 'the first worker was killed while it ran a shard');
       assert.equal(victim.shardsDone(), 0, 'the killed worker finished no shard');
@@ -269,20 +262,16 @@ describe('queue (BullMQ on redis-server) and resume', () => {
     try {
       const key = 'cancelled/noise.tif';
       let interrupted = false;
-      const run = await cli(
-        ['materialize', noise, '--out', `s3://${BUCKET}/${key}`, ...COMMON, '--shards', '3', '--redis', url],
-        {},
-        (child) => {
-          const poll = setInterval(() => {
-            if (!interrupted && workers.some((w) => w.log().includes('"shard start"'))) {
-              interrupted = true;
-              clearInterval(poll);
-              child.kill('SIGINT');
-            }
-          }, 20);
-          child.on('close', () => clearInterval(poll));
-        },
-      );
+      const run = await cli(queuedArgs(noise, key, 3, url), {}, (child) => {
+        const poll = setInterval(() => {
+          if (!interrupted && workers.some((w) => w.log().includes('"shard start"'))) {
+            interrupted = true;
+            clearInterval(poll);
+            child.kill('SIGINT');
+          }
+        }, 20);
+        child.on('close', () => clearInterval(poll));
+      });
       assert.ok(interrupted);
       assert.equal(run.code, 130, run.stderr);
       assert.equal(await s3.uploadsAt(key), 0, 'the upload is aborted');
@@ -304,17 +293,7 @@ describe('queue (BullMQ on redis-server) and resume', () => {
     try {
       await worker.ready;
       const key = 'one-pool/noise.tif';
-      const run = await cli([
-        'materialize',
-        `${files.url}/noise.tif`,
-        '--out',
-        `s3://${BUCKET}/${key}`,
-        ...COMMON,
-        '--shards',
-        '6',
-        '--redis',
-        redis!.url,
-      ]);
+      const run = await cli(queuedArgs(`${files.url}/noise.tif`, key, 6, redis!.url));
       assert.equal(run.code, 0, `${run.stderr}\n${worker.log()}`);
       assert.equal(worker.shardsDone(), 6);
       assert.ok((await s3.download(key)).equals(reference), 'the object differs from the single-process file');

@@ -12,8 +12,8 @@ import { after, before, describe, test } from 'node:test';
 import { decodeImage } from '../src/render/encode.ts';
 import { stretchFromPercentiles } from '../src/render/style.stretch.ts';
 import { gridBounds } from '../src/render/types.ts';
-import { startTestServer, type TestServer } from './support/app.ts';
-import { fixtureDir, PYTHON, sh, tempDir } from './support/gdal.ts';
+import { startFixtureServer, type TestServer } from './support/app.ts';
+import { PYTHON, sh, tempDir } from './support/gdal.ts';
 
 interface QgisLayer {
   id: string;
@@ -112,20 +112,13 @@ function compareImages(a: Uint8Array, b: Uint8Array, tol: number): { both: numbe
 
 describe('QGIS opens the project of a mosaic', () => {
   let server: TestServer;
-  let dir = '';
   let work = '';
-  const file = (n: string) => path.join(dir, `${n}.tif`);
 
   before(async () => {
-    dir = await fixtureDir();
-    work = await tempDir('cogmill-qgis-');
-    server = await startTestServer({
-      sources: { roots: [dir] },
-      mosaics: [
-        { id: 'utm', title: 'Two UTM scenes', sources: [file('utm32'), file('utm31')], resampling: 'nearest' },
-        { id: 'pm', sources: [file('planar_mask')], resampling: 'nearest' },
-      ],
-    });
+    ({ server, work } = await startFixtureServer('cogmill-qgis-', (file) => [
+      { id: 'utm', title: 'Two UTM scenes', sources: [file('utm32'), file('utm31')], resampling: 'nearest' },
+      { id: 'pm', sources: [file('planar_mask')], resampling: 'nearest' },
+    ]));
   });
 
   after(async () => {

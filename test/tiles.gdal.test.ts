@@ -10,17 +10,15 @@ import { after, before, describe, test } from 'node:test';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import { lonLatToTile, tileBoundsMercator, WEB_MERCATOR_HALF_SIZE_M } from '../src/render/tilematrix.ts';
 import type { Grid } from '../src/render/types.ts';
-import { startTestServer, type TestServer } from './support/app.ts';
+import { startFixtureServer, type TestServer } from './support/app.ts';
 import {
   assertImageAgrees,
   compareImage,
   describeAgreement,
-  fixtureDir,
   gdalRead,
   gdalwarpMosaic,
   sh,
   stretchToByte,
-  tempDir,
 } from './support/gdal.ts';
 
 /** The 3857 grid of `cols` x `rows` 256 px tiles at zoom z from tile (x, y). */
@@ -45,20 +43,14 @@ async function readBytes(
 
 describe('GDAL reads the tiles over HTTP', () => {
   let server: TestServer;
-  let dir = '';
   let work = '';
-  const file = (n: string) => path.join(dir, `${n}.tif`);
+  let file = (n: string) => n;
 
   before(async () => {
-    dir = await fixtureDir();
-    work = await tempDir('cogmill-tiles-gdal-');
-    server = await startTestServer({
-      sources: { roots: [dir] },
-      mosaics: [
-        { id: 'utm', sources: [file('utm32'), file('utm31')] },
-        { id: 'rgb', sources: [file('rgb')] },
-      ],
-    });
+    ({ server, work, file } = await startFixtureServer('cogmill-tiles-gdal-', (file) => [
+      { id: 'utm', sources: [file('utm32'), file('utm31')] },
+      { id: 'rgb', sources: [file('rgb')] },
+    ]));
   });
 
   // work goes with the process (support/gdal.ts tempDir)

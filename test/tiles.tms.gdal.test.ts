@@ -11,8 +11,8 @@ import { after, before, describe, test } from 'node:test';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import { stretchByte } from '../src/render/style.stretch.ts';
 import type { Grid } from '../src/render/types.ts';
-import { startTestServer, type TestServer } from './support/app.ts';
-import { bandArrays, fixtureDir, gdalRead, gdalwarp, sh, tempDir, WARP_NEAREST_EXACT_UINT16 } from './support/gdal.ts';
+import { startFixtureServer, type TestServer } from './support/app.ts';
+import { bandArrays, gdalRead, gdalwarp, sh, WARP_NEAREST_EXACT_UINT16 } from './support/gdal.ts';
 
 /** Every band of a GDAL dataset at full resolution as `type`, with its size and geotransform. */
 async function gdalReadAs(
@@ -28,20 +28,14 @@ async function gdalReadAs(
 
 describe('GDAL reads the tile matrix sets over WMTS', () => {
   let server: TestServer;
-  let dir = '';
   let work = '';
-  const file = (n: string) => path.join(dir, `${n}.tif`);
+  let file = (n: string) => n;
 
   before(async () => {
-    dir = await fixtureDir();
-    work = await tempDir('cogmill-tms-gdal-');
-    server = await startTestServer({
-      sources: { roots: [dir] },
-      mosaics: [
-        { id: 'utm', sources: [file('utm32'), file('utm31')], resampling: 'nearest' },
-        { id: 'flt', sources: [file('float')], resampling: 'nearest' },
-      ],
-    });
+    ({ server, work, file } = await startFixtureServer('cogmill-tms-gdal-', (file) => [
+      { id: 'utm', sources: [file('utm32'), file('utm31')], resampling: 'nearest' },
+      { id: 'flt', sources: [file('float')], resampling: 'nearest' },
+    ]));
   });
 
   after(async () => {

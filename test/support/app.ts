@@ -1,9 +1,11 @@
 /** Start the real app on port 0 for integration tests, with a config built from overrides. */
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import type { Config } from '../../src/config.schema.ts';
 import { loadConfig } from '../../src/config.ts';
 import { buildServices, createLogger, type RunningServer, startServer } from '../../src/main.ts';
 import type { AppDeps } from '../../src/server/deps.ts';
+import { fixtureDir, tempDir } from './gdal.ts';
 
 export interface TestServer {
   readonly url: string;
@@ -46,4 +48,25 @@ export async function startTestServer(overrides: Record<string, unknown>): Promi
       await running.close(500);
     },
   };
+}
+
+export interface FixtureServer {
+  readonly server: TestServer;
+  /** the fixture folder (the server's source root) */
+  readonly dir: string;
+  /** a temporary folder for the test's own files */
+  readonly work: string;
+  /** the path of a fixture: file('utm32') */
+  readonly file: (name: string) => string;
+}
+
+/** A server whose sources are the fixtures, with the mosaics `mosaics(file)` makes of them, and a work folder. */
+export async function startFixtureServer(
+  workPrefix: string,
+  mosaics: (file: (name: string) => string) => readonly Record<string, unknown>[],
+): Promise<FixtureServer> {
+  const [dir, work] = await Promise.all([fixtureDir(), tempDir(workPrefix)]);
+  const file = (name: string) => path.join(dir, `${name}.tif`);
+  const server = await startTestServer({ sources: { roots: [dir] }, mosaics: mosaics(file) });
+  return { server, dir, work, file };
 }
