@@ -20,7 +20,7 @@ import {
   runShardsInProcess,
 } from './materialize/pipeline.ts';
 import { explainMaterialization } from './materialize/plan.explain.ts';
-import { type MaterializePlan, parsePlan, shardsOfWorker } from './materialize/plan.ts';
+import { clusterOptions, type MaterializePlan, parsePlan, shardsOfWorker } from './materialize/plan.ts';
 import { doneReports, openPlanMosaic, PLAN_NOTE, type Prepared, prepare, saveReport } from './materialize/run.ts';
 import type { ShardReport } from './materialize/shard.ts';
 import { isStaged, type SinkStaged } from './materialize/sink.ts';
@@ -50,7 +50,8 @@ export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mo
   --overview-resampling NAME  average (default; mode for categorical mosaics), nearest, mode, bilinear, cubic
   --overviews HOW          finer: each overview level from the level below it, as GDAL does (default for average,
                            mode, nearest when a source has no overviews); sources: every level rendered from the
-                           sources, as the virtual COG (default when every source has overviews)
+                           sources, as the virtual COG (default when every source has overviews, and with
+                           --redis or --plan-out: the finer pass would run in one process)
   --no-statistics          leave band statistics out of GDAL_METADATA
   --workers N              render/compress threads (default: materialize.workers, else one per core)
   --max-uploads N          parts uploaded at once (default: materialize.maxConcurrentUploads)
@@ -291,8 +292,10 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
     const t0 = performance.now();
     let last: MaterializeProgress | undefined;
     const threads = workers ?? (config.materialize.workers || undefined);
+    // a plan many processes run (queue, static shards) renders overviews from the sources unless told otherwise
+    const cluster = values.redis !== undefined || values['plan-out'] !== undefined;
     const options = {
-      ...parsed.options,
+      ...(cluster ? clusterOptions(parsed.options) : parsed.options),
       workers: threads,
       maxConcurrentUploads: maxUploads ?? config.materialize.maxConcurrentUploads,
       ...(minPartBytes !== undefined ? { minPartBytes } : {}),

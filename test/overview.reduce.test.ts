@@ -9,7 +9,7 @@ import { cogLevels } from '../src/materialize/cog.layout.ts';
 import { OverviewPyramid } from '../src/materialize/overview.pyramid.ts';
 import { reduceToTile, spanOf } from '../src/materialize/overview.reduce.ts';
 import { materialize } from '../src/materialize/pipeline.ts';
-import { planOptions } from '../src/materialize/plan.ts';
+import { clusterOptions, planOptions } from '../src/materialize/plan.ts';
 import { SinkFile } from '../src/materialize/sink.file.ts';
 import { reduceShapeOf, runReduceJob, runTileJob, type TileJobSettings } from '../src/materialize/tile.job.ts';
 import type { TileJobRequest } from '../src/materialize/tile.pool.ts';
@@ -263,6 +263,9 @@ describe('the overview pass', () => {
     assert.ok(cogs.sources[0].raster.info.levels.length > 1);
     assert.equal(planOptions(cogs, {}).overviews, 'sources');
     assert.equal(planOptions(cogs, { overviews: 'finer' }).overviews, 'finer');
+    // a plan many processes run (queue, static shards) renders overviews from the sources unless asked otherwise
+    assert.equal(planOptions(m, clusterOptions({})).overviews, 'sources');
+    assert.equal(planOptions(m, clusterOptions({ overviews: 'finer' })).overviews, 'finer');
     assert.throws(
       () => planOptions(m, { overviewResampling: 'bilinear', overviews: 'finer' }),
       (e: unknown) => e instanceof CogmillError && e.code === 400 && /average, mode, nearest/.test(e.message),

@@ -101,6 +101,16 @@ function sourcesHaveOverviews(mosaic: Mosaic): boolean {
   return mosaic.sources.every((s) => s.raster.info.levels.length > 1);
 }
 
+/**
+ * The options of a plan that many processes run (the queue, static shards): overviews default to 'sources'. The
+ * pass from the finer level renders every full-resolution tile in whichever process is asked for an overview tile
+ * (overview.pyramid.ts), so with more than two machines it would put one full-resolution read on one node;
+ * rendering each level from the sources spreads that work over the shards. Asked for explicitly, 'finer' stays.
+ */
+export function clusterOptions<T extends MaterializeOptions>(options: T): T {
+  return options.overviews !== undefined ? options : { ...options, overviews: 'sources' };
+}
+
 /** Everything that changes the output bytes, resolved from the options and the mosaic. */
 export function planOptions(mosaic: Mosaic, options: MaterializeOptions): PlanOptions {
   const spec = cogSpecFor(mosaic, options);

@@ -33,6 +33,7 @@ import {
 } from '../materialize/jobs.ts';
 import { cogSpecFor, type MaterializeOptions, materialize } from '../materialize/pipeline.ts';
 import { explainMaterialization } from '../materialize/plan.explain.ts';
+import { clusterOptions } from '../materialize/plan.ts';
 import { SinkFile } from '../materialize/sink.file.ts';
 import { isStaged } from '../materialize/sink.ts';
 import { CogmillError, type ErrorKind } from '../render/errors.ts';
@@ -194,7 +195,7 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
         deps.engine,
         mosaic,
         sink,
-        { ...options, workers },
+        queued ? clusterOptions({ ...options, workers }) : { ...options, workers },
         shards,
         c.get('req').signal,
       );
@@ -229,7 +230,7 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
                 mosaic,
                 queued,
                 {
-                  options: pipelineOptions,
+                  options: clusterOptions(pipelineOptions),
                   shards: queueShardCount(mosaic, pipelineOptions, config.materialize.shards),
                   redisUrl,
                   abortOnFailure: true,
