@@ -12,7 +12,7 @@ import { azureSettingsOf } from './config.azure.ts';
 import { ConfigError } from './config.schema.ts';
 import { runPrepared } from './materialize/coordinator.ts';
 import { createSink, parseDestination } from './materialize/destination.ts';
-import { checkJobOptions, parseJobOptions } from './materialize/jobs.ts';
+import { checkJobOptions, parseJobOptions } from './materialize/jobs.options.ts';
 import {
   completeInProcess,
   type MaterializeProgress,

@@ -7,13 +7,8 @@ import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
-import {
-  isFinalState,
-  JobQueueFullError,
-  JobRegistry,
-  type JobView,
-  parseJobOptions,
-} from '../src/materialize/jobs.ts';
+import { parseJobOptions } from '../src/materialize/jobs.options.ts';
+import { isFinalState, JobQueueFullError, JobRegistry, type JobView } from '../src/materialize/jobs.ts';
 import { materialize } from '../src/materialize/pipeline.ts';
 import { SinkFile } from '../src/materialize/sink.file.ts';
 import { Engine } from '../src/render/engine.ts';

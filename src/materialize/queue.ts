@@ -1,4 +1,7 @@
 /**
+ * Over 500 lines because it is the one import site of bullmq and ioredis: the coordinator, the worker and the
+ * Redis checks share the flow's job names and payload shapes, which must agree.
+ *
  * Shards on many machines through BullMQ on Redis (the one import site of bullmq and its Redis client, ioredis).
  *
  * A materialisation is one flow: its children are the shards still to do (`shard` jobs), its parent the complete

@@ -1,4 +1,7 @@
 /**
+ * Over 500 lines because the block-blob protocol is one unit: staging, listing, resuming, committing and reading
+ * back share the upload's state and one error mapping.
+ *
  * The Azure Blob Storage sink: one block blob per COG, written as Put Block (stageBlock) calls that arrive in any
  * order and concurrently, then one Put Block List (commitBlockList) in file order, the header block first.
  *

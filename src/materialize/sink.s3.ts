@@ -1,4 +1,7 @@
 /**
+ * Over 500 lines because the multipart protocol is one unit: staging, listing, resuming, completing and reading
+ * back share the upload's state and one error mapping.
+ *
  * The S3 sink: one multipart upload per COG. Parts arrive in any order and concurrently (part 1, the header part,
  * last); each is uploaded with UploadPart and retried with exponential backoff and full jitter on 5xx, throttling,
  * timeouts and dropped connections (re-uploading a part number overwrites it, so a retry is always safe).

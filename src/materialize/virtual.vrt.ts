@@ -1,4 +1,7 @@
 /**
+ * Over 500 lines because the mosaic VRT and the catalogue VRT share the XML writers and the source placement
+ * rules, which GDAL must read the same way in both.
+ *
  * The VRT view of a mosaic: a GDAL VRT on its native grid (pure: mosaic metadata in, XML text out). The other
  * virtual view, the virtual COG, is virtual.cog.ts.
  *

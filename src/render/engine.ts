@@ -21,7 +21,8 @@ import { HTTP_DEFAULTS } from './source.http.ts';
 import type { FileHandlePool } from './source.pool.ts';
 import { type SourceFactory, SourceRegistry, type SourceRegistrySettings } from './source.registry.ts';
 import type { Source, SourceStats } from './source.ts';
-import type { CatalogAsset, CatalogItem, JsonFetch, TextFetch } from './stac.ts';
+import type { JsonFetch, TextFetch } from './stac.search.ts';
+import type { CatalogAsset, CatalogItem } from './stac.ts';
 import { type DType, type Grid, MiB, type Pixels, type RenderStats } from './types.ts';
 
 export type { EngineRenderOptions } from './render.items.ts';

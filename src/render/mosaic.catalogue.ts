@@ -9,18 +9,15 @@ import { RenderError } from './errors.ts';
 import type { MosaicSpec } from './mosaic.ts';
 import type { Source } from './source.ts';
 import { isParquet, readStacParquet } from './stac.parquet.ts';
+import { type JsonFetch, nextPage, searchStac, type TextFetch } from './stac.search.ts';
 import {
   type CatalogItem,
   eachFeature,
   featuresOf,
   filterItems,
-  type JsonFetch,
-  nextPage,
   parseStacItem,
   type StacParseOptions,
-  searchStac,
   sortItems,
-  type TextFetch,
 } from './stac.ts';
 
 export interface CatalogueIo {

@@ -21,7 +21,7 @@ import { type HttpSettings, redactUrl, SourceHttp } from './source.http.ts';
 import { FileHandlePool } from './source.pool.ts';
 import { listS3Tiffs, SourceS3 } from './source.s3.ts';
 import type { Source, SourceStats } from './source.ts';
-import type { JsonFetch, TextFetch } from './stac.ts';
+import type { JsonFetch, TextFetch } from './stac.search.ts';
 
 /** What the source policy and the source objects are made from (part of EngineSettings). */
 export interface SourceRegistrySettings {

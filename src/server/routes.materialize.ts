@@ -21,16 +21,8 @@ import { streamSSE } from 'hono/streaming';
 import { azureSettingsOf } from '../config.azure.ts';
 import { materializeResumable, queueShardCount } from '../materialize/coordinator.ts';
 import { createSink, destinationLocation, type SinkDestination } from '../materialize/destination.ts';
-import {
-  checkJobOptions,
-  isFinalState,
-  JOB_OPTION_NAMES,
-  type JobEvent,
-  JobQueueFullError,
-  JobRegistry,
-  type JobView,
-  parseJobOptions,
-} from '../materialize/jobs.ts';
+import { checkJobOptions, JOB_OPTION_NAMES, parseJobOptions } from '../materialize/jobs.options.ts';
+import { isFinalState, type JobEvent, JobQueueFullError, JobRegistry, type JobView } from '../materialize/jobs.ts';
 import { cogSpecFor, type MaterializeOptions, materialize } from '../materialize/pipeline.ts';
 import { explainMaterialization } from '../materialize/plan.explain.ts';
 import { clusterOptions } from '../materialize/plan.ts';

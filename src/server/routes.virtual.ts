@@ -1,4 +1,7 @@
 /**
+ * Over 500 lines because the three views share one range, HEAD and ETag handling that GDAL's `/vsicurl/` relies
+ * on; splitting them would split that contract.
+ *
  * The virtual views QGIS and GDAL open directly with `/vsicurl/`, `GET` and `HEAD` each:
  *
  *   /mosaics/{id}.tif              the virtual COG (tiles rendered when a byte range asks for them)
