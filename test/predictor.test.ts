@@ -188,8 +188,9 @@ describe('undoPredictorInPlace', () => {
           out,
         ]);
         const expected = await gdalRead(out);
-        const raster = await Raster.open(new SourceFile(out), engine.caches);
-        const win = await raster.readWindow(0, 0, 0, 300, 200, [0, 1, 2]);
+        const source = new SourceFile(out);
+        const raster = await Raster.open(source, engine.caches);
+        const win = await raster.readWindow(0, 0, 0, 300, 200, [0, 1, 2]).finally(() => source.close());
         for (let b = 0; b < 3; b++) {
           const got = Buffer.from(win.bands[b].buffer, win.bands[b].byteOffset, win.bands[b].byteLength);
           assert.ok(
