@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { Engine } from '../src/render/engine.ts';
 import { CogmillError, RenderError, SourceError } from '../src/render/errors.ts';
@@ -34,12 +34,22 @@ function findEntry(bytes: Uint8Array, tag: number): number {
 
 describe('raster reading', () => {
   let dir = '';
+  // every file source a test opens, closed at the end (no descriptor left to the garbage collector)
+  const opened: SourceFile[] = [];
+  const fileSource = (p: string) => {
+    const s = new SourceFile(p);
+    opened.push(s);
+    return s;
+  };
   before(async () => {
     dir = await fixtureDir();
   });
+  after(async () => {
+    await Promise.all(opened.map((s) => s.close()));
+  });
 
   test('opening a COG costs at most 2 requests, one tile costs 1, a cached tile 0', async () => {
-    const rec = new SourceRecording(new SourceFile(path.join(dir, 'utm32.tif')));
+    const rec = new SourceRecording(fileSource(path.join(dir, 'utm32.tif')));
     const r = await Raster.open(rec, freshCaches());
     assert.ok(rec.reads.length <= 2, `open took ${rec.reads.length} requests`);
     assert.equal(r.info.width, 700);
@@ -68,7 +78,7 @@ describe('raster reading', () => {
   });
 
   test('values read by window equal GDAL', async () => {
-    const r = await Raster.open(new SourceFile(path.join(dir, 'rgb.tif')), freshCaches());
+    const r = await Raster.open(fileSource(path.join(dir, 'rgb.tif')), freshCaches());
     const win = await r.readWindow(0, 100, 200, 40, 30, [0, 1, 2]);
     const out = await sh(PYTHON, [
       '-c',
@@ -145,7 +155,7 @@ describe('raster reading', () => {
         path.join(dir, 'utm32.tif'),
         p,
       ]);
-      await assert.rejects(Raster.open(new SourceFile(p), freshCaches()), (err: unknown) => {
+      await assert.rejects(Raster.open(fileSource(p), freshCaches()), (err: unknown) => {
         return err instanceof RenderError && err.kind === 'unsupported' && /EPSG/.test(err.message);
       });
     });
