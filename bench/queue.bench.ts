@@ -52,6 +52,7 @@ interface Row {
   wallS: number;
   cpuS: number;
   overheadPct?: number;
+  cpuOverheadPct?: number;
   redisInputKiB?: number;
   objectMiB: number;
   identical?: string;
@@ -99,10 +100,21 @@ export const queueBench: Bench = {
         const r = await run('redis-cli', ['-p', String(redisPort), 'INFO', 'stats']);
         return Number(/total_net_input_bytes:(\d+)/.exec(r.stdout)?.[1] ?? 0);
       };
-      const common = ['--shards', String(SHARDS), '--part-size-mib', '5', '--progress', 'none'];
+      // overviews named: the single-process and the queue defaults may differ, the plan must not
+      const common = [
+        '--shards',
+        String(SHARDS),
+        '--part-size-mib',
+        '5',
+        '--overviews',
+        'sources',
+        '--progress',
+        'none',
+      ];
       const rows: Row[] = [];
       let reference: string | undefined;
       let single = 0;
+      let singleCpu = 0;
 
       const measure = async (name: string, processes: number, threads: string, args: string[]) => {
         const key = `bench/${name.replace(/[^a-z0-9]+/gi, '-')}.tif`;
@@ -134,8 +146,12 @@ export const queueBench: Bench = {
         };
         if (args.includes('--redis')) {
           row.overheadPct = round((m.wallMs / single - 1) * 100, 1);
+          row.cpuOverheadPct = round((cpu / singleCpu - 1) * 100, 1);
           row.redisInputKiB = round(redisBytes / 1024, 1);
-        } else if (single === 0) single = m.wallMs;
+        } else if (single === 0) {
+          single = m.wallMs;
+          singleCpu = cpu;
+        }
         rows.push(row);
         ctx.emit({ ...row });
         note(`  ${name}: ${row.wallS} s wall, ${row.cpuS} s CPU, load ${row.load1}`);
@@ -171,7 +187,8 @@ export const queueBench: Bench = {
         table(rows as unknown as Record<string, unknown>[]),
         '',
         `Source: one Sentinel-2-like scene (${path.basename(source)}), deflate, ${SHARDS} shards, 5 MiB parts, the same`,
-        'plan in every run. `overheadPct`: wall time against the first single-process run; `cpuS`: every cogmill process',
+        'plan in every run. `overheadPct`: wall time against the first single-process run; `cpuOverheadPct`: CPU time',
+        'likewise; `cpuS`: every cogmill process',
         '(coordinator + workers); `redisInputKiB`: every byte Redis received during the run (tile bytes never go through it).',
         `Load average (1, 5, 15 min) before: ${loadBefore.join(' ')}; after: ${os
           .loadavg()
