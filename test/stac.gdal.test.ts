@@ -15,6 +15,28 @@ import { gdalwarp, sh, tempDir, WARP_NEAREST_EXACT_UINT16 } from './support/gdal
 import { type StaticServer, startStaticServer } from './support/http.server.ts';
 import { sceneValue, writeCatalogue } from './support/stac.catalog.ts';
 
+/** A window of a uint16 raster as GDAL reads it (band after band), written to `out` on the way. */
+async function windowUint16(
+  src: string,
+  [x, y, w, h]: readonly [number, number, number, number],
+  out: string,
+  extra: readonly string[] = [],
+): Promise<Uint16Array> {
+  await sh('gdal_translate', [
+    '-q',
+    '-of',
+    'ENVI',
+    '-co',
+    'INTERLEAVE=BSQ',
+    ...extra,
+    '-srcwin',
+    ...[x, y, w, h].map(String),
+    src,
+    out,
+  ]);
+  return new Uint16Array(new Uint8Array(await readFile(out)).buffer);
+}
+
 describe('a catalogue mosaic read by GDAL equals gdalwarp of its assets', () => {
   let dir: string;
   let files: StaticServer;
@@ -93,21 +115,7 @@ describe('a catalogue mosaic read by GDAL equals gdalwarp of its assets', () => 
       };
       assert.ok(ex.items.length >= 8, `${ex.items.length} items under the window`);
       const out = path.join(dir, `vcog-${zone}.img`);
-      await sh('gdal_translate', [
-        '-q',
-        '-of',
-        'ENVI',
-        '-co',
-        'INTERLEAVE=BSQ',
-        '-srcwin',
-        String(col),
-        String(row),
-        '300',
-        '200',
-        `/vsicurl/${app.url}/mosaics/s2.tif`,
-        out,
-      ]);
-      const raw = new Uint16Array(new Uint8Array(await readFile(out)).buffer);
+      const raw = await windowUint16(`/vsicurl/${app.url}/mosaics/s2.tif`, [col, row, 300, 200], out);
       // the VRT: through the range proxy for one zone, the assets' own URLs for the other
       const vrtUrl = `${app.url}/mosaics/s2.vrt${zone === 32632 ? '' : '?sources=direct'}`;
       const vrtXml = await (await fetch(vrtUrl)).text();
@@ -115,21 +123,7 @@ describe('a catalogue mosaic read by GDAL equals gdalwarp of its assets', () => 
       const vrtPath = path.join(dir, `mosaic-${zone}.vrt`);
       await writeFile(vrtPath, vrtXml);
       const vrtOut = path.join(dir, `vrt-${zone}.img`);
-      await sh('gdal_translate', [
-        '-q',
-        '-of',
-        'ENVI',
-        '-co',
-        'INTERLEAVE=BSQ',
-        '-srcwin',
-        String(col),
-        String(row),
-        '300',
-        '200',
-        vrtPath,
-        vrtOut,
-      ]);
-      const vrtRaw = new Uint16Array(new Uint8Array(await readFile(vrtOut)).buffer);
+      const vrtRaw = await windowUint16(vrtPath, [col, row, 300, 200], vrtOut);
       const n = 300 * 200;
       for (const [b, asset] of [
         [0, 'B04'],
@@ -186,22 +180,7 @@ describe('a catalogue mosaic read by GDAL equals gdalwarp of its assets', () => 
     const y0 = Math.round((oy - (5_000_000 - row * 640)) / res);
     for (const file of [`/vsicurl/${app.url}/mosaics/s2w.tif`, vrtPath]) {
       const out = path.join(dir, `s2w-${file === vrtPath ? 'vrt' : 'cog'}.img`);
-      await sh('gdal_translate', [
-        '-q',
-        '-of',
-        'ENVI',
-        '-co',
-        'INTERLEAVE=BSQ',
-        ...['-b', '3', '-b', '6'],
-        '-srcwin',
-        String(x0),
-        String(y0),
-        '64',
-        '64',
-        file,
-        out,
-      ]);
-      const raw = new Uint16Array(new Uint8Array(await readFile(out)).buffer);
+      const raw = await windowUint16(file, [x0, y0, 64, 64], out, ['-b', '3', '-b', '6']);
       let wrong = 0;
       let corner = 0;
       for (let y = 0; y < 64; y++) {
