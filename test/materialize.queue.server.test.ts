@@ -16,7 +16,7 @@ import { after, before, describe, test } from 'node:test';
 import { isFinalState, type JobView } from '../src/materialize/jobs.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
 import { type FaultProxy, S3_REQUEST, startFaultProxy } from './support/fault.proxy.ts';
-import { PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
+import { noiseWithOverviews, tempDir, validateCog } from './support/gdal.ts';
 import { spawnWorker, startRedis, type TestRedis, type TestWorker } from './support/queue.ts';
 import { type S3TestBucket, startS3Bucket } from './support/s3.bucket.ts';
 
@@ -86,24 +86,7 @@ before(async () => {
   [s3, redis, dir] = await Promise.all([startS3Bucket(BUCKET), startRedis(), tempDir('cogmill-queue-server-')]);
   const noise = path.join(dir, 'noise.tif');
   // ~85 MiB of uncompressed float32 noise (overviews included): each of 3 shards stages 8 MiB parts of its own
-  await sh(PYTHON, [
-    '-c',
-    `
-import sys
-import numpy as np
-from osgeo import gdal, osr
-gdal.UseExceptions()
-n = 4096
-a = np.random.default_rng(12).uniform(0, 1000, (n, n)).astype('float32')
-ds = gdal.GetDriverByName('GTiff').Create(sys.argv[1], n, n, 1, gdal.GDT_Float32, ['TILED=YES', 'BLOCKXSIZE=256', 'BLOCKYSIZE=256'])
-ds.SetGeoTransform([500000, 10, 0, 5000000, 0, -10])
-srs = osr.SpatialReference(); srs.ImportFromEPSG(32632); ds.SetProjection(srs.ExportToWkt())
-b = ds.GetRasterBand(1); b.SetNoDataValue(-9999); b.WriteArray(a)
-ds.BuildOverviews('AVERAGE', [2, 4, 8, 16])
-ds = None
-`,
-    noise,
-  ]);
+  await noiseWithOverviews(noise, 4096, 12, [2, 4, 8, 16]);
   proxy = await startFaultProxy(s3.settings.endpoint!, [
     {
       // counts, never fires

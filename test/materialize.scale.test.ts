@@ -15,7 +15,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { S3_REQUEST, startFaultProxy } from './support/fault.proxy.ts';
-import { PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
+import { noiseWithOverviews, tempDir, validateCog } from './support/gdal.ts';
 import { startStaticServer } from './support/http.server.ts';
 import { spawnWorker, startRedis, type TestRedis } from './support/queue.ts';
 import { type S3TestBucket, startS3Bucket } from './support/s3.bucket.ts';
@@ -101,24 +101,7 @@ before(async () => {
     tempDir('cogmill-scale-'),
   ]);
   noise = path.join(dir, 'noise.tif');
-  await sh(PYTHON, [
-    '-c',
-    `
-import sys
-import numpy as np
-from osgeo import gdal, osr
-gdal.UseExceptions()
-n = 2048
-a = np.random.default_rng(11).uniform(0, 1000, (n, n)).astype('float32')
-ds = gdal.GetDriverByName('GTiff').Create(sys.argv[1], n, n, 1, gdal.GDT_Float32, ['TILED=YES', 'BLOCKXSIZE=256', 'BLOCKYSIZE=256'])
-ds.SetGeoTransform([500000, 10, 0, 5000000, 0, -10])
-srs = osr.SpatialReference(); srs.ImportFromEPSG(32632); ds.SetProjection(srs.ExportToWkt())
-b = ds.GetRasterBand(1); b.SetNoDataValue(-9999); b.WriteArray(a)
-ds.BuildOverviews('AVERAGE', [2, 4, 8])
-ds = None
-`,
-    noise,
-  ]);
+  await noiseWithOverviews(noise, 2048, 11, [2, 4, 8]);
   // the single-process reference: one process, one shard, to a file
   const ref = path.join(dir, 'reference.tif');
   const run = await cli(['materialize', noise, '--out', ref, ...COMMON, '--workers', '2']);

@@ -428,3 +428,31 @@ gdal.Translate(sys.argv[1], ds, format='COG', creationOptions=['COMPRESS=DEFLATE
     file,
   ]);
 }
+
+/**
+ * A tiled float32 GeoTIFF of uniform noise (0..1000, seeded), nodata -9999, UTM 32N at 10 m, with AVERAGE
+ * overviews at `overviews` (GDAL writes it): a source that compresses badly, for part-size and shard tests.
+ */
+export async function noiseWithOverviews(file: string, size: number, seed: number, overviews: readonly number[]) {
+  await sh(PYTHON, [
+    '-c',
+    `
+import sys
+import numpy as np
+from osgeo import gdal, osr
+gdal.UseExceptions()
+n = int(sys.argv[2])
+a = np.random.default_rng(int(sys.argv[3])).uniform(0, 1000, (n, n)).astype('float32')
+ds = gdal.GetDriverByName('GTiff').Create(sys.argv[1], n, n, 1, gdal.GDT_Float32, ['TILED=YES', 'BLOCKXSIZE=256', 'BLOCKYSIZE=256'])
+ds.SetGeoTransform([500000, 10, 0, 5000000, 0, -10])
+srs = osr.SpatialReference(); srs.ImportFromEPSG(32632); ds.SetProjection(srs.ExportToWkt())
+b = ds.GetRasterBand(1); b.SetNoDataValue(-9999); b.WriteArray(a)
+ds.BuildOverviews('AVERAGE', [int(v) for v in sys.argv[4].split(',')])
+ds = None
+`,
+    file,
+    String(size),
+    String(seed),
+    overviews.join(','),
+  ]);
+}
