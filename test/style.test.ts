@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import { RenderError } from '../src/render/errors.ts';
-import { bandStatistics, statisticsGrid } from '../src/render/statistics.ts';
+import { bandStatistics, sortYielding, statisticsGrid, YIELD_EVERY } from '../src/render/statistics.ts';
 import { COLORMAP_NAMES, customColormap, namedColormap, parseColor } from '../src/render/style.colormap.ts';
 import { parseExpression } from '../src/render/style.expression.ts';
 import { stretchByte, styleImage } from '../src/render/style.stretch.ts';
@@ -302,5 +302,33 @@ describe('statistics', () => {
     assert.deepEqual([part.grid.width, part.grid.height, part.decimation], [90, 90, 1]);
     assert.deepEqual(part.grid.transform, [1100, 10, 0, 8900, 0, -10]);
     assert.throws(() => statisticsGrid(grid, [0, 0, 10, 10], 1000, 4e6), /does not overlap/);
+  });
+
+  test('the yielding sort sorts like Float64Array.sort and never handles more than one slice between yields', async () => {
+    // lengths around the run and slice sizes, and one long enough that the last merge is 16 slices on its own
+    for (const n of [5, YIELD_EVERY >> 3, (YIELD_EVERY >> 3) + 1, 3 * YIELD_EVERY + 12_345, 16 * YIELD_EVERY]) {
+      let seed = n;
+      const a = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        seed = (seed * 1103515245 + 12345) >>> 0;
+        a[i] = (seed % 100_000) - 50_000 + (i % 3) * 0.5;
+      }
+      const expected = Float64Array.from(a).sort();
+      const slices: number[] = [];
+      let turns = 0;
+      const ticker = setInterval(() => turns++, 0);
+      await sortYielding(a, (v) => slices.push(v));
+      clearInterval(ticker);
+      assert.deepEqual(a, expected, `n=${n}`);
+      assert.ok(Math.max(...slices) <= YIELD_EVERY, `n=${n}: a slice handled ${Math.max(...slices)} values`);
+      // every value sorted once, then moved once per merge pass
+      const passes = n > YIELD_EVERY >> 3 ? Math.ceil(Math.log2(n / (YIELD_EVERY >> 3))) : 0;
+      assert.equal(
+        slices.reduce((s, v) => s + v, 0),
+        n * (1 + passes),
+        `n=${n}`,
+      );
+      if (n === 16 * YIELD_EVERY) assert.ok(turns >= 1, 'other callbacks ran while it sorted');
+    }
   });
 });

@@ -22,7 +22,7 @@ export const MAX_HISTOGRAM_BINS = 1000;
 /** histogram bins of one answer, all bands together (bands x bins): 413 above it (ask for fewer bands) */
 export const MAX_HISTOGRAM_CELLS = 65_536;
 /** values sorted or counted between two yields to the event loop */
-const YIELD_EVERY = 1 << 18;
+export const YIELD_EVERY = 1 << 18;
 export const DEFAULT_STATISTICS_SAMPLE_SIZE = 1024;
 
 export interface Histogram {
@@ -185,20 +185,32 @@ async function sliced(n: number, step: (from: number, to: number) => void): Prom
 
 const yieldNow = () => new Promise<void>((r) => setImmediate(r));
 
-/** Sort ascending: sorted runs of YIELD_EVERY / 8 values, then merged pairwise, yielding between slices. */
-export async function sortYielding(a: Float64Array): Promise<void> {
+/**
+ * Sort ascending: sorted runs of YIELD_EVERY / 8 values, then merged pairwise, yielding to the event loop after
+ * every YIELD_EVERY values sorted or moved (a merge of two long runs is itself cut into slices, so no slice
+ * moves more than that however long the array). `onSlice`, when given, hears how many values each slice handled.
+ */
+export async function sortYielding(a: Float64Array, onSlice?: (values: number) => void): Promise<void> {
   const run = YIELD_EVERY >> 3;
   if (a.length <= run) {
     a.sort();
+    onSlice?.(a.length);
     return;
   }
+  let done = 0;
+  const slice = async () => {
+    onSlice?.(done);
+    done = 0;
+    await yieldNow();
+  };
   for (let i = 0; i < a.length; i += run) {
-    a.subarray(i, Math.min(a.length, i + run)).sort();
-    if (((i / run) & 7) === 7) await yieldNow();
+    const sub = a.subarray(i, Math.min(a.length, i + run));
+    sub.sort();
+    done += sub.length;
+    if (done >= YIELD_EVERY) await slice();
   }
   let src: Float64Array = a;
   let dst: Float64Array = new Float64Array(a.length);
-  let moved = 0;
   for (let width = run; width < a.length; width *= 2) {
     for (let lo = 0; lo < a.length; lo += 2 * width) {
       const mid = Math.min(a.length, lo + width);
@@ -206,18 +218,20 @@ export async function sortYielding(a: Float64Array): Promise<void> {
       let i = lo;
       let j = mid;
       let k = lo;
-      while (i < mid && j < hi) dst[k++] = src[i] <= src[j] ? src[i++] : src[j++];
-      while (i < mid) dst[k++] = src[i++];
-      while (j < hi) dst[k++] = src[j++];
-      moved += hi - lo;
-      if (moved >= YIELD_EVERY * 4) {
-        moved = 0;
-        await yieldNow();
+      while (k < hi) {
+        const stop = Math.min(hi, k + (YIELD_EVERY - done));
+        const from = k;
+        while (k < stop && i < mid && j < hi) dst[k++] = src[i] <= src[j] ? src[i++] : src[j++];
+        while (k < stop && i < mid) dst[k++] = src[i++];
+        while (k < stop && j < hi) dst[k++] = src[j++];
+        done += k - from;
+        if (done >= YIELD_EVERY) await slice();
       }
     }
     [src, dst] = [dst, src];
   }
   if (src !== a) a.set(src);
+  onSlice?.(done);
 }
 
 function validValues(values: ArrayLike<number>, mask: Uint8Array): { sorted: Float64Array; sum: number } {
