@@ -88,6 +88,33 @@ describe('raster reading', () => {
     for (let b = 0; b < 3; b++) for (let i = 0; i < 1200; i++) assert.equal(win.bands[b][i], ref[b * 1200 + i]);
   });
 
+  test("a window that is one whole block is the decoded block itself (no copy), with GDAL's values", async () => {
+    const file = path.join(dir, 'utm32.tif');
+    const r = await Raster.open(fileSource(file), freshCaches());
+    const { blockWidth: bw, blockHeight: bh } = r.info.levels[0];
+    assert.ok(2 * bw <= r.info.width && 2 * bh <= r.info.height, 'the fixture has a whole inner block');
+    const a = await r.readWindow(0, bw, bh, bw, bh, [0]);
+    const again = await r.readWindow(0, bw, bh, bw, bh, [0]);
+    assert.equal(again.bands[0].buffer, a.bands[0].buffer, 'the cached block, not a copy');
+    const part = await r.readWindow(0, bw, bh, bw - 1, bh, [0]);
+    assert.notEqual(part.bands[0].buffer, a.bands[0].buffer, 'a part of a block is copied');
+    const out = await sh(PYTHON, [
+      '-c',
+      `from osgeo import gdal; import sys; ds=gdal.Open('${file}'); sys.stdout.write(ds.ReadRaster(${bw},${bh},${bw},${bh}).hex())`,
+    ]);
+    const ref = Buffer.from(out, 'hex');
+    const refValues = new Uint16Array(ref.buffer, ref.byteOffset, ref.byteLength / 2);
+    assert.equal(a.bands[0].length, bw * bh);
+    let nonzero = 0;
+    for (let i = 0; i < bw * bh; i++) {
+      assert.equal(a.bands[0][i], refValues[i], `pixel ${i}`);
+      if (refValues[i] !== 0) nonzero++;
+    }
+    assert.ok(nonzero > 0, 'the block holds data');
+    for (let y = 0; y < bh; y++)
+      for (let x = 0; x < bw - 1; x++) assert.equal(part.bands[0][y * (bw - 1) + x], refValues[y * bw + x]);
+  });
+
   test('a source that changed under us is re-opened, never mixed', async () => {
     const tmp = await tempDir();
     const p = path.join(tmp, 'a.tif');

@@ -191,6 +191,28 @@ describe('edgePad and interleave', () => {
     assert.equal(out[32], -5);
   });
 
+  it('encodes a single band given up (consume) in place, to the same bytes, and leaves it alone otherwise', async () => {
+    const n = 64 * 64;
+    const band = Uint16Array.from({ length: n }, (_, i) => (i * 37) % 1000);
+    const copy = band.slice();
+    const opts = {
+      dtype: 'uint16' as const,
+      bands: 1,
+      blockSize: 64,
+      compression: 'deflate' as const,
+      predictor: 2 as const,
+    };
+    const kept = await encodeTile([band], opts);
+    assert.deepEqual(band, copy, 'not modified without consume');
+    const consumed = await encodeTile([band], { ...opts, consume: true });
+    assert.deepEqual(consumed, kept);
+    // the predictor ran on the band itself: its samples are now row differences
+    assert.equal(band[0], copy[0]);
+    assert.equal(band[1], (copy[1] - copy[0]) & 0xffff);
+    assert.equal(interleaveTile([copy], 'uint16', 1, 64, true), copy, 'a single band given up is not copied');
+    assert.notEqual(interleaveTile([copy], 'uint16', 1, 64), copy);
+  });
+
   it('rejects band arrays of the wrong type or size with a clear error', () => {
     assert.throws(
       () => interleaveTile([new Float32Array(256)], 'uint16', 1, 16),

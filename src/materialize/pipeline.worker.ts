@@ -1,5 +1,5 @@
 /** Worker thread of the materialisation pipeline: opens the mosaic once, then renders + encodes tiles on request. */
-import { parentPort, workerData } from 'node:worker_threads';
+import { isMarkedAsUntransferable, parentPort, workerData } from 'node:worker_threads';
 import { Engine, type EngineSettings } from '../render/engine.ts';
 import { CogmillError } from '../render/errors.ts';
 import type { MosaicSpec } from '../render/mosaic.ts';
@@ -39,9 +39,7 @@ parentPort!.on('message', async (msg: Job) => {
     const r = msg.window
       ? await runReduceJob(shape, levels, init.settings, msg.level, msg.tx, msg.ty, msg.window, msg.keep)
       : await runTileJob(engine, mosaic, levels, init.settings, msg.level, msg.tx, msg.ty, undefined, msg.keep);
-    // a fresh ArrayBuffer we own (encoder output may live in external or pooled memory that cannot be transferred)
-    const payload = new Uint8Array(r.payload.byteLength);
-    payload.set(r.payload);
+    const payload = ownedBytes(r.payload);
     parentPort!.postMessage({ id: msg.id, payload, stats: r.stats, validCount: r.validCount, pixels: r.pixels }, [
       payload.buffer as ArrayBuffer,
       ...pixelBuffers(r.pixels),
@@ -58,3 +56,21 @@ parentPort!.on('message', async (msg: Job) => {
     });
   }
 });
+
+/**
+ * Bytes whose whole ArrayBuffer can be transferred: the encoder's own output when it fills a buffer of its own
+ * (libdeflate's, zstd's), else a copy (pooled Buffers, views into larger buffers and untransferable memory).
+ */
+function ownedBytes(bytes: Uint8Array): Uint8Array {
+  const buf = bytes.buffer;
+  if (
+    buf instanceof ArrayBuffer &&
+    bytes.byteOffset === 0 &&
+    bytes.byteLength === buf.byteLength &&
+    !isMarkedAsUntransferable(buf)
+  )
+    return bytes;
+  const copy = new Uint8Array(bytes.byteLength);
+  copy.set(bytes);
+  return copy;
+}

@@ -21,6 +21,7 @@ import { Redis } from 'ioredis';
 import type { Engine } from '../render/engine.ts';
 import { CogmillError, errorMessage } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
+import { sizeWorkerHeaps } from '../worker.heap.ts';
 import type { MaterializeProgress } from './pipeline.options.ts';
 import { completeInProcess, type PlanRenderer, runShardsInProcess, tileRenderer } from './pipeline.ts';
 import type { MaterializePlan } from './plan.ts';
@@ -515,6 +516,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     (p) => tileRenderer(p.engine, p.mosaic, p.plan, planLayout(p.mosaic, p.plan), threads),
     deps.planIdleMs ?? PLAN_IDLE_MS,
   );
+  sizeWorkerHeaps();
   const worker = new Worker(
     QUEUE_NAME,
     async (job: Job) => {

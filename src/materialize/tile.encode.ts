@@ -30,6 +30,11 @@ export interface TileEncodeOptions {
   readonly quality?: number;
   /** lossless webp */
   readonly lossless?: boolean;
+  /**
+   * The caller gives the band arrays up: a single band is then encoded in place (the predictor overwrites it)
+   * instead of being copied first.
+   */
+  readonly consume?: boolean;
 }
 
 export const DEFAULT_DEFLATE_LEVEL = 6;
@@ -73,12 +78,16 @@ export function edgePad<T extends TypedArray>(src: T, width: number, height: num
   return out;
 }
 
-/** Pixel-interleave one array per band into a new array: b0 b1 b2 b0 b1 b2 ... */
+/**
+ * Pixel-interleave one array per band into a new array: b0 b1 b2 b0 b1 b2 ... With `inPlace`, a single band is
+ * returned as it is (the caller gave it up).
+ */
 export function interleaveTile(
   pixels: readonly TypedArray[],
   dtype: DType,
   bands: number,
   blockSize: number,
+  inPlace = false,
 ): TypedArray {
   const n = blockSize * blockSize;
   const Ctor = TYPED_FOR_DTYPE[dtype];
@@ -90,6 +99,7 @@ export function interleaveTile(
     if (p.length !== n)
       throw encodeError(`band ${b + 1} has ${p.length} samples, expected ${blockSize} x ${blockSize}`);
   }
+  if (bands === 1 && inPlace) return pixels[0];
   const out = new Ctor(n * bands);
   if (bands === 1) {
     out.set(pixels[0] as never);
@@ -364,12 +374,12 @@ async function encodeJpeg(bytes: Uint8Array, bands: number, blockSize: number, q
 
 /**
  * Encode one tile: `pixels` holds one `blockSize * blockSize` array per band (edge tiles padded, see `edgePad`).
- * The band arrays are not modified, and may be reused once the promise settles.
+ * The band arrays are not modified (unless `consume` says they may be), and may be reused once the promise settles.
  */
 export async function encodeTile(pixels: readonly TypedArray[], options: TileEncodeOptions): Promise<Uint8Array> {
   const { dtype, bands, compression, predictor } = options;
   const blockSize = options.blockSize ?? DEFAULT_COG_BLOCK_SIZE;
-  const samples = interleaveTile(pixels, dtype, bands, blockSize);
+  const samples = interleaveTile(pixels, dtype, bands, blockSize, options.consume);
   if (predictor !== 1 && compression !== 'deflate' && compression !== 'lzw' && compression !== 'zstd') {
     throw encodeError(`predictor ${predictor} only works with deflate, lzw or zstd, not '${compression}'`);
   }

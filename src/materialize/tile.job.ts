@@ -63,6 +63,12 @@ async function finish(
   level: number,
   keep: boolean,
 ): Promise<TileJobResult> {
+  // statistics first: without `keep`, the encoder may overwrite the tile's pixels
+  let stats: BandAccumulator[] | undefined;
+  if (level === 0) {
+    stats = newAccumulators(shape.bandCount);
+    if (tile.validCount > 0) accumulate(stats, tile.bands, tile.mask);
+  }
   const payload = await encodeTile(tile.bands, {
     dtype: shape.dtype,
     bands: shape.bandCount,
@@ -71,12 +77,8 @@ async function finish(
     predictor: settings.predictor,
     level: settings.level,
     quality: settings.quality,
+    consume: !keep,
   });
-  let stats: BandAccumulator[] | undefined;
-  if (level === 0) {
-    stats = newAccumulators(shape.bandCount);
-    if (tile.validCount > 0) accumulate(stats, tile.bands, tile.mask);
-  }
   return {
     payload,
     stats,

@@ -1,6 +1,7 @@
 /** A small pool of worker threads rendering and encoding tiles (the CPU work stays off the calling event loop). */
 import { Worker } from 'node:worker_threads';
 import { RenderError } from '../render/errors.ts';
+import { sizeWorkerHeaps } from '../worker.heap.ts';
 import type { ReduceWindow } from './overview.reduce.ts';
 import type { BandAccumulator } from './statistics.xml.ts';
 import type { TileJobResult, TilePixels } from './tile.job.ts';
@@ -42,6 +43,7 @@ export class TilePool {
 
   constructor(count: number, init: unknown) {
     for (let i = 0; i < count; i++) {
+      sizeWorkerHeaps();
       const w = new Worker(new URL('./pipeline.worker.ts', import.meta.url), { workerData: init });
       w.on(
         'message',

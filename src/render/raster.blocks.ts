@@ -7,7 +7,7 @@ import { type BlockFailure, RenderError } from './errors.ts';
 import { toArrayBuffer } from './raster.decode.ts';
 import type { LevelInternal, RasterCaches, RasterInfo, RasterWindow } from './raster.info.ts';
 import type { Source } from './source.ts';
-import { allocTyped, KiB, MiB, typedFromBytes } from './types.ts';
+import { allocTyped, KiB, MiB, type TypedArray, typedFromBytes } from './types.ts';
 
 const MERGE_GAP_BYTES = 16 * KiB;
 const MAX_MERGED_BYTES = 32 * MiB;
@@ -148,7 +148,6 @@ export async function readWindow(
     throw new RenderError('internal', `window ${x0},${y0} ${w}x${h} outside level ${levelIndex} of ${io.info.url}`);
   }
   const { dtype, bandCount, nodata } = io.info;
-  const out = bands.map(() => allocTyped(dtype, w * h));
   const bx0 = Math.floor(x0 / level.blockWidth);
   const bx1 = Math.floor((x0 + w - 1) / level.blockWidth);
   const by0 = Math.floor(y0 / level.blockHeight);
@@ -174,6 +173,9 @@ export async function readWindow(
     if (!onBlockError) throw failed.get(first)!;
     for (const [block, error] of failed) onBlockError({ source: io.info.url, level: levelIndex, block, error });
   }
+  const planes = wholeBlockPlanes(io, level, blocks, failed, x0, y0, w, h, bands);
+  if (planes) return { bands: planes, mask: internalMask };
+  const out = bands.map(() => allocTyped(dtype, w * h));
   let mask = internalMask;
   const fill = nodata ?? 0;
   for (let by = by0; by <= by1; by++) {
@@ -230,6 +232,40 @@ export async function readWindow(
     }
   }
   return { bands: out, mask };
+}
+
+/**
+ * The window is exactly one whole block of one-sample planes (a single band, or planar bands) and every plane
+ * decoded in full: its bands are the decoded blocks themselves, without a copy (shared with the block cache, so
+ * read only). Otherwise undefined.
+ */
+function wholeBlockPlanes(
+  io: RasterIo,
+  level: LevelInternal,
+  blocks: ReadonlyMap<number, Uint8Array>,
+  failed: ReadonlyMap<number, unknown>,
+  x0: number,
+  y0: number,
+  w: number,
+  h: number,
+  bands: readonly number[],
+): TypedArray[] | undefined {
+  const { blockWidth, blockHeight } = level;
+  if (w !== blockWidth || h !== blockHeight || x0 % blockWidth !== 0 || y0 % blockHeight !== 0 || failed.size > 0)
+    return undefined;
+  const planarBand = io.info.interleave === 'band';
+  if (!planarBand && io.info.bandCount !== 1) return undefined;
+  const base = (y0 / blockHeight) * level.blocksAcross + x0 / blockWidth;
+  const perBand = level.blocksAcross * level.blocksDown;
+  const out: TypedArray[] = [];
+  for (const band of bands) {
+    const bytes = blocks.get(planarBand ? band * perBand + base : base);
+    if (!bytes) return undefined;
+    const src = typedFromBytes(io.info.dtype, bytes);
+    if (src.length < w * h) return undefined;
+    out.push(src.length === w * h ? src : src.subarray(0, w * h));
+  }
+  return out;
 }
 
 async function readMask(

@@ -52,6 +52,7 @@ export interface RasterInfo {
 
 /** Pixels of a window of one level: one typed array per requested band; `mask` when the file has an internal mask. */
 export interface RasterWindow {
+  /** one array per band asked for; may share memory with the block cache (a whole block is not copied): read only */
   readonly bands: TypedArray[];
   readonly mask?: Uint8Array;
 }

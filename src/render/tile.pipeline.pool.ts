@@ -11,6 +11,7 @@
  * Workers start on the first request and never hold the process open.
  */
 import { Worker } from 'node:worker_threads';
+import { sizeWorkerHeaps } from '../worker.heap.ts';
 import type { SourceIo } from './engine.counted.ts';
 import type { EngineSettings } from './engine.ts';
 import { type BlockFailure, CogmillError, type ErrorKind, RenderError, SourceError } from './errors.ts';
@@ -245,6 +246,7 @@ export class TilePipelinePool implements TileRunner {
     const init: TileWorkerInit = { engine: this.opts.engine };
     // no V8 heap limit: pixels live outside the heap (bounded by the engine's limits and caches), and a limit too
     // small for a new isolate ends the whole process, not the worker
+    sizeWorkerHeaps();
     const worker = new Worker(WORKER_URL, { workerData: init });
     worker.unref();
     this.stats.workersStarted++;
