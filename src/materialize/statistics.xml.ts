@@ -27,22 +27,32 @@ export function newAccumulators(bands: number): BandAccumulator[] {
 
 /** Add the valid pixels of one tile (mask 255 = valid). */
 export function accumulate(acc: BandAccumulator[], bands: ArrayLike<number>[], mask: Uint8Array): void {
-  for (let b = 0; b < bands.length; b++) {
-    const a = acc[b];
-    const data = bands[b];
-    let { count, sum, sumSq, min, max } = a;
-    for (let i = 0; i < mask.length; i++) {
-      if (!mask[i]) continue;
-      const v = data[i];
-      if (Number.isNaN(v)) continue;
-      count++;
-      sum += v;
-      sumSq += v * v;
-      if (v < min) min = v;
-      if (v > max) max = v;
-    }
-    Object.assign(a, { count, sum, sumSq, min, max });
+  for (let b = 0; b < bands.length; b++) accumulateBand(acc[b], bands[b], mask);
+}
+
+function accumulateBand(a: BandAccumulator, data: ArrayLike<number>, mask: Uint8Array): void {
+  let count = a.count;
+  let sum = a.sum;
+  let sumSq = a.sumSq;
+  let min = a.min;
+  let max = a.max;
+  const n = mask.length;
+  for (let i = 0; i < n; i++) {
+    if (mask[i] === 0) continue;
+    const v = data[i];
+    // NaN is not a value
+    if (v !== v) continue;
+    count++;
+    sum += v;
+    sumSq += v * v;
+    if (v < min) min = v;
+    if (v > max) max = v;
   }
+  a.count = count;
+  a.sum = sum;
+  a.sumSq = sumSq;
+  a.min = min;
+  a.max = max;
 }
 
 export function merge(into: BandAccumulator[], from: readonly BandAccumulator[]): void {
