@@ -5,7 +5,7 @@
  * tiles (measured: 110 per single-scene materialisation, a quarter of its CPU). Letting the old generation start
  * at 128 MB takes that to ~17 and the CPU of the whole job down by a quarter, for ~100 MB more peak RSS
  * (bench/RESULTS.md). The flag is read when an isolate is created, so it reaches the threads started after this
- * call; the main thread keeps its own sizing. COGMILL_WORKER_OLD_SPACE_MB overrides the size (0 leaves V8's).
+ * call; the main thread keeps its own sizing. COGMILL_WORKER_OLD_SPACE_MB overrides the size (0 keeps V8's).
  */
 import v8 from 'node:v8';
 
