@@ -40,8 +40,7 @@ function accumulateBand(a: BandAccumulator, data: ArrayLike<number>, mask: Uint8
   for (let i = 0; i < n; i++) {
     if (mask[i] === 0) continue;
     const v = data[i];
-    // NaN is not a value
-    if (v !== v) continue;
+    if (Number.isNaN(v)) continue;
     count++;
     sum += v;
     sumSq += v * v;
