@@ -17,6 +17,7 @@ import {
   needsBigTiff,
   tileDataOffsets,
 } from '../src/materialize/cog.layout.ts';
+import { accumulate, newAccumulators } from '../src/materialize/statistics.xml.ts';
 import { formatGdalNodata } from '../src/materialize/tiff.geo.ts';
 import { encodeTile } from '../src/materialize/tile.encode.ts';
 import { crsFromEpsg, geoKeysForCrs } from '../src/render/crs.ts';
@@ -432,5 +433,57 @@ for level in range(-1, 3):
     assert.equal(band.noDataValue, 0);
     assert.equal(band.computedMin, 1, 'pattern minimum (0 is nodata)');
     assert.equal(band.computedMax, 8999);
+  });
+});
+
+describe('band statistics accumulated tile by tile', () => {
+  it('equal sums, squares, extremes and counts taken pixel by pixel, for every type and with or without a mask', () => {
+    const n = 64 * 64;
+    let seed = 7;
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed / 2 ** 32;
+    };
+    const arrays = [
+      Uint8Array.from({ length: n }, () => Math.floor(rnd() * 256)),
+      Int8Array.from({ length: n }, () => Math.floor(rnd() * 256) - 128),
+      Uint16Array.from({ length: n }, () => Math.floor(rnd() * 65536)),
+      Int16Array.from({ length: n }, () => Math.floor(rnd() * 65536) - 32768),
+      Float32Array.from({ length: n }, (_, i) => (i % 97 === 0 ? Number.NaN : rnd() * 1000 - 500)),
+    ];
+    const full = new Uint8Array(n).fill(255);
+    const part = Uint8Array.from({ length: n }, (_, i) => (i % 3 === 0 ? 0 : 255));
+    for (const data of arrays) {
+      for (const mask of [full, part]) {
+        const acc = newAccumulators(1);
+        // two tiles into one accumulator, as a materialisation adds them
+        accumulate(acc, [data], mask);
+        accumulate(acc, [data.subarray(0, n / 2).map((v) => v)], mask.subarray(0, n / 2));
+        let count = 0;
+        let sum = 0;
+        let sumSq = 0;
+        let min = Number.POSITIVE_INFINITY;
+        let max = Number.NEGATIVE_INFINITY;
+        for (const [d, m] of [
+          [data, mask],
+          [data.subarray(0, n / 2), mask.subarray(0, n / 2)],
+        ] as const)
+          for (let i = 0; i < m.length; i++) {
+            const v = d[i];
+            if (m[i] === 0 || Number.isNaN(v)) continue;
+            count++;
+            sum += v;
+            sumSq += v * v;
+            min = Math.min(min, v);
+            max = Math.max(max, v);
+          }
+        const what = `${data.constructor.name}, ${mask === full ? 'all valid' : 'masked'}`;
+        assert.equal(acc[0].count, count, what);
+        assert.equal(acc[0].min, min, what);
+        assert.equal(acc[0].max, max, what);
+        assert.ok(Math.abs(acc[0].sum - sum) <= 1e-9 * Math.abs(sumSq), what);
+        assert.ok(Math.abs(acc[0].sumSq - sumSq) <= 1e-12 * sumSq, what);
+      }
+    }
   });
 });
