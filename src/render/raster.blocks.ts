@@ -4,7 +4,7 @@
  */
 import { declaredBlockBytes } from './block.decode.ts';
 import { type BlockFailure, RenderError } from './errors.ts';
-import { toArrayBuffer } from './raster.decode.ts';
+import { decodeBlockBytes } from './raster.decode.ts';
 import type { LevelInternal, RasterCaches, RasterInfo, RasterWindow } from './raster.info.ts';
 import type { Source } from './source.ts';
 import { allocTyped, KiB, MiB, type TypedArray, typedFromBytes } from './types.ts';
@@ -78,7 +78,7 @@ async function readBlocks(
     } else {
       let ab: ArrayBufferLike;
       try {
-        ab = await decoder.decode(toArrayBuffer(bytes));
+        ab = await decodeBlockBytes(decoder, bytes);
       } catch (e) {
         if (signal?.aborted) throw e;
         bad(index, `cannot be decoded: ${(e as Error)?.message ?? e}`, e);

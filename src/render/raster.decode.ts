@@ -40,8 +40,19 @@ function declaredBytesOf(decoder: BaseDecoder): number {
  * block, instead of a typed view and a generic loop per row).
  */
 abstract class DecoderPredicted extends BaseDecoder {
-  override async decode(buffer: ArrayBuffer): Promise<ArrayBuffer> {
-    const decoded = (await this.decodeBlock(buffer)) as ArrayBuffer;
+  /** The compressed bytes as they are: a view into a larger read is not copied out first. */
+  abstract decodeBytes(bytes: Uint8Array): Promise<ArrayBuffer>;
+
+  override decodeBlock(buffer: ArrayBuffer): Promise<ArrayBuffer> {
+    return this.decodeBytes(new Uint8Array(buffer));
+  }
+
+  override decode(buffer: ArrayBuffer): Promise<ArrayBuffer> {
+    return this.decodeView(new Uint8Array(buffer));
+  }
+
+  async decodeView(bytes: Uint8Array): Promise<ArrayBuffer> {
+    const decoded = await this.decodeBytes(bytes);
     const p = this.parameters as unknown as {
       tileWidth: number;
       tileHeight: number;
@@ -65,26 +76,26 @@ abstract class DecoderPredicted extends BaseDecoder {
 
 /** Decoders that never produce more than the block declares (see block.decode.ts). */
 class DecoderDeflateBounded extends DecoderPredicted {
-  override async decodeBlock(buffer: ArrayBuffer): Promise<ArrayBuffer> {
-    return toArrayBuffer(await inflateBounded(new Uint8Array(buffer), declaredBytesOf(this)));
+  override async decodeBytes(bytes: Uint8Array): Promise<ArrayBuffer> {
+    return toArrayBuffer(await inflateBounded(bytes, declaredBytesOf(this)));
   }
 }
 
 class DecoderZstdBounded extends DecoderPredicted {
-  override async decodeBlock(buffer: ArrayBuffer): Promise<ArrayBuffer> {
-    return toArrayBuffer(await zstdBounded(new Uint8Array(buffer), declaredBytesOf(this)));
+  override async decodeBytes(bytes: Uint8Array): Promise<ArrayBuffer> {
+    return toArrayBuffer(await zstdBounded(bytes, declaredBytesOf(this)));
   }
 }
 
 class DecoderLzwBounded extends DecoderPredicted {
-  override async decodeBlock(buffer: ArrayBuffer): Promise<ArrayBuffer> {
-    return toArrayBuffer(await lzwBounded(new Uint8Array(buffer), declaredBytesOf(this)));
+  override async decodeBytes(bytes: Uint8Array): Promise<ArrayBuffer> {
+    return toArrayBuffer(await lzwBounded(bytes, declaredBytesOf(this)));
   }
 }
 
 class DecoderPackbitsBounded extends DecoderPredicted {
-  override async decodeBlock(buffer: ArrayBuffer): Promise<ArrayBuffer> {
-    return toArrayBuffer(await packbitsBounded(new Uint8Array(buffer), declaredBytesOf(this)));
+  override async decodeBytes(bytes: Uint8Array): Promise<ArrayBuffer> {
+    return toArrayBuffer(await packbitsBounded(bytes, declaredBytesOf(this)));
   }
 }
 
@@ -93,6 +104,15 @@ class DecoderWebpSharp extends BaseDecoder {
     const { data } = await decodeImage(new Uint8Array(buffer));
     return toArrayBuffer(data);
   }
+}
+
+/**
+ * Decode one block's compressed bytes with the level's decoder: cogmill's own decoders take the bytes as they are
+ * (often a view into a read of several blocks), geotiff.js's take a copy of them as an ArrayBuffer of their own.
+ */
+export function decodeBlockBytes(decoder: BaseDecoder, bytes: Uint8Array): Promise<ArrayBufferLike> {
+  if (decoder instanceof DecoderPredicted) return decoder.decodeView(bytes);
+  return decoder.decode(toArrayBuffer(bytes)) as Promise<ArrayBufferLike>;
 }
 
 let decodersRegistered = false;
