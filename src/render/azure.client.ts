@@ -19,10 +19,12 @@ import {
   type ContainerClient,
   StorageSharedKeyCredential,
 } from '@azure/storage-blob';
+import { azureEndpoint, connectionStringField, isAzureBlobUrl, trimEndpoint } from './azure.url.ts';
 import { CogmillError, SourceError } from './errors.ts';
 import { NETWORK_CODES } from './retry.ts';
 
 export type { BlobClient, BlockBlobClient } from '@azure/storage-blob';
+export { azureEndpoint, isAzureBlobUrl };
 
 export interface AzureSettings {
   /** storage account name (for `az://` URLs); from the connection string when one is given */
@@ -50,9 +52,6 @@ export interface AzureSettings {
 
 export const AZURE_DEFAULTS = { maxAttempts: 4, timeoutMs: 30_000, retryBaseMs: 100, retryMaxMs: 10_000 } as const;
 
-/** The Azure public cloud's blob host suffix. */
-const PUBLIC_BLOB_HOST = /^([a-z0-9]{3,24})\.blob\.core\.windows\.net$/i;
-
 /** What kind of credential a client uses: shown in errors so a person knows what was tried. */
 export type AzureCredentialKind = 'connection-string' | 'shared-key' | 'sas' | 'default-chain' | 'none';
 
@@ -78,32 +77,6 @@ export interface AzureClients {
 /** Client options: no SDK retries (ours count and back off), keep-alive on. */
 function clientOptions(): BlobServiceClientOptions {
   return { retryOptions: { maxTries: 1 }, keepAliveOptions: { enable: true } };
-}
-
-function trimEndpoint(url: string): string {
-  return url.replace(/[?#].*$/s, '').replace(/\/+$/, '');
-}
-
-function connectionStringField(cs: string, name: string): string | undefined {
-  for (const part of cs.split(';')) {
-    const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim().toLowerCase() === name.toLowerCase()) return part.slice(eq + 1).trim();
-  }
-  return undefined;
-}
-
-/** The blob endpoint the settings point at (configured, from the connection string, or the account's public one). */
-export function azureEndpoint(settings: AzureSettings): string | undefined {
-  if (settings.connectionString) {
-    const be = connectionStringField(settings.connectionString, 'BlobEndpoint');
-    if (be) return trimEndpoint(be);
-    const name = connectionStringField(settings.connectionString, 'AccountName');
-    const suffix = connectionStringField(settings.connectionString, 'EndpointSuffix') ?? 'core.windows.net';
-    const protocol = connectionStringField(settings.connectionString, 'DefaultEndpointsProtocol') ?? 'https';
-    return name ? `${protocol}://${name}.blob.${suffix}` : undefined;
-  }
-  if (settings.endpoint) return trimEndpoint(settings.endpoint);
-  return settings.account ? `https://${settings.account}.blob.core.windows.net` : undefined;
 }
 
 const DEFAULT_CHAIN =
@@ -200,19 +173,6 @@ export function parseAzureUrl(url: string): { container: string; blob: string } 
   if (!m)
     throw new SourceError('bad-request', `"${url}" is not an Azure URL: write it as az://container/path/blob.tif`);
   return { container: m[1], blob: m[2] ?? '' };
-}
-
-/** True for `https://ACCOUNT.blob.core.windows.net/...` and for URLs under the configured endpoint. */
-export function isAzureBlobUrl(url: string, endpoint?: string): boolean {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    return false;
-  }
-  if (u.protocol === 'https:' && PUBLIC_BLOB_HOST.test(u.hostname)) return true;
-  if (!endpoint) return false;
-  return `${u.origin}${u.pathname}`.startsWith(`${trimEndpoint(endpoint)}/`);
 }
 
 /** The location without its query (no SAS in messages or logs). */

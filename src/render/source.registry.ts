@@ -6,20 +6,13 @@
 import { glob, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
-import {
-  type AzureClients,
-  type AzureSettings,
-  azureEndpoint,
-  createAzureClients,
-  isAzureBlobUrl,
-} from './azure.client.ts';
+import type { AzureClients, AzureSettings } from './azure.client.ts';
+import { azureEndpoint, isAzureBlobUrl } from './azure.url.ts';
 import { SourceError } from './errors.ts';
-import { createS3Client, type S3Settings } from './s3.client.ts';
-import { listAzureTiffs, SourceAzure } from './source.azure.ts';
+import type { S3Client, S3Settings } from './s3.client.ts';
 import { confinePath, SourceFile } from './source.file.ts';
 import { type HttpSettings, redactUrl, SourceHttp } from './source.http.ts';
 import { FileHandlePool } from './source.pool.ts';
-import { listS3Tiffs, SourceS3 } from './source.s3.ts';
 import type { Source, SourceStats } from './source.ts';
 import type { JsonFetch, TextFetch } from './stac.search.ts';
 
@@ -79,7 +72,8 @@ export class SourceRegistry {
   /** folders and URL prefixes of trusted catalogues and their assets (configuration, command line) */
   private readonly trustedRoots = new Set<string>();
   private readonly trustedPrefixes = new Set<string>();
-  private s3Client: ReturnType<typeof createS3Client> | undefined;
+  /** built on first use: the S3 and Azure SDKs are loaded only by a process that reads s3:// or az:// sources */
+  private s3Client: Promise<S3Client> | undefined;
   private azureClients: Promise<AzureClients> | undefined;
   private readonly sourceFactory: SourceFactory;
 
@@ -93,15 +87,15 @@ export class SourceRegistry {
     this.sourceFactory = deps.sourceFactory ?? ((loc) => this.defaultSource(loc));
   }
 
-  private s3(): ReturnType<typeof createS3Client> {
-    this.s3Client ??= createS3Client(this.settings.s3);
+  private s3(): Promise<S3Client> {
+    this.s3Client ??= import('./s3.client.ts').then((m) => m.createS3Client(this.settings.s3));
     return this.s3Client;
   }
 
-  /** The Azure clients, built on first use (the default credential chain is imported only then). */
+  /** The Azure clients, built on first use (the SDK and the default credential chain are imported only then). */
   azure(): Promise<AzureClients> {
     if (!this.azureClients) {
-      const p = createAzureClients(this.settings.azure);
+      const p = import('./azure.client.ts').then((m) => m.createAzureClients(this.settings.azure));
       this.azureClients = p;
       p.catch(() => {
         if (this.azureClients === p) this.azureClients = undefined;
@@ -134,6 +128,7 @@ export class SourceRegistry {
   private async defaultSource(location: string): Promise<Source> {
     if (location.startsWith('az://') || (/^https?:\/\//i.test(location) && this.isAzureUrl(location))) {
       this.checkUrlAllowed(location);
+      const { SourceAzure } = await import('./source.azure.ts');
       return SourceAzure.open(await this.azure(), location, this.settings.azure);
     }
     if (/^https?:\/\//i.test(location)) {
@@ -142,7 +137,8 @@ export class SourceRegistry {
     }
     if (location.startsWith('s3://')) {
       this.checkUrlAllowed(location);
-      return new SourceS3(this.s3(), location);
+      const { SourceS3 } = await import('./source.s3.ts');
+      return new SourceS3(await this.s3(), location);
     }
     const p = location.startsWith('file://') ? location.slice(7) : location;
     return new SourceFile(await confinePath(p, this.roots()), this.filePool);
@@ -291,11 +287,12 @@ export class SourceRegistry {
         out.push(p);
       } else if (p.startsWith('s3://')) {
         this.checkUrlAllowed(p);
-        if (p.endsWith('/')) out.push(...(await listS3Tiffs(this.s3(), p)));
+        if (p.endsWith('/')) out.push(...(await (await import('./source.s3.ts')).listS3Tiffs(await this.s3(), p)));
         else out.push(p);
       } else if (p.startsWith('az://')) {
         this.checkUrlAllowed(p);
-        if (p.endsWith('/')) out.push(...(await listAzureTiffs(await this.azure(), p)));
+        if (p.endsWith('/'))
+          out.push(...(await (await import('./source.azure.ts')).listAzureTiffs(await this.azure(), p)));
         else out.push(p);
       } else if (/[*?[{]/.test(p)) {
         const found: string[] = [];
