@@ -118,8 +118,11 @@ export async function renderCogTile(
       : (options.overviewResampling ?? defaultOverviewResampling(mosaic));
   const px = await engine.render(mosaic, grid, { resampling, signal, strict: options.strict });
   const fill = mosaic.nodata ?? 0;
-  let validCount = 0;
-  for (let i = 0; i < px.mask.length; i++) if (px.mask[i]) validCount++;
+  let validCount = px.validCount ?? -1;
+  if (validCount < 0) {
+    validCount = 0;
+    for (let i = 0; i < px.mask.length; i++) if (px.mask[i]) validCount++;
+  }
   if (grid.width === bs && grid.height === bs) return { bands: px.bands, mask: px.mask, validCount };
   const mask = new Uint8Array(bs * bs);
   for (let y = 0; y < grid.height; y++) mask.set(px.mask.subarray(y * grid.width, (y + 1) * grid.width), y * bs);

@@ -25,10 +25,18 @@ export function newAccumulators(bands: number): BandAccumulator[] {
   }));
 }
 
-/** Add the valid pixels of one tile (mask 255 = valid). */
-export function accumulate(acc: BandAccumulator[], bands: ArrayLike<number>[], mask: Uint8Array): void {
-  let valid = 0;
-  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) valid++;
+/** Add the valid pixels of one tile (mask 255 = valid; `validCount` of them, when the caller knows). */
+export function accumulate(
+  acc: BandAccumulator[],
+  bands: ArrayLike<number>[],
+  mask: Uint8Array,
+  validCount?: number,
+): void {
+  let valid = validCount ?? -1;
+  if (valid < 0) {
+    valid = 0;
+    for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) valid++;
+  }
   const all = valid === mask.length;
   for (let b = 0; b < bands.length; b++) {
     const data = bands[b];

@@ -67,7 +67,7 @@ async function finish(
   let stats: BandAccumulator[] | undefined;
   if (level === 0) {
     stats = newAccumulators(shape.bandCount);
-    if (tile.validCount > 0) accumulate(stats, tile.bands, tile.mask);
+    if (tile.validCount > 0) accumulate(stats, tile.bands, tile.mask, tile.validCount);
   }
   const payload = await encodeTile(tile.bands, {
     dtype: shape.dtype,

@@ -58,6 +58,8 @@ export interface Pixels {
   readonly dtype: DType;
   readonly bands: TypedArray[];
   readonly mask: Uint8Array;
+  /** pixels whose mask is not 0, when the renderer counted them as it went */
+  readonly validCount?: number;
 }
 
 export function bytesPerSample(dtype: DType): number {

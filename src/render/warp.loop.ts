@@ -242,7 +242,7 @@ export async function renderWith(
       if (stats) stats.pixelsSampled += taken;
     }
   }
-  return { width, height, dtype: mosaic.dtype, bands: comp.finish(), mask };
+  return { width, height, dtype: mosaic.dtype, bands: comp.finish(), mask, validCount: comp.validCount };
 }
 
 /**
