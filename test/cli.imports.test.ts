@@ -1,12 +1,15 @@
 /**
  * The commands that do not serve load no HTTP server code: `cogmill materialize` and `cogmill worker` run as
- * sidecars and batch jobs, where Hono, pino and prom-client are dead weight. A module hook records every module the
- * process loads.
+ * sidecars and batch jobs, where Hono, pino and prom-client are dead weight. An engine that reads only local
+ * sources loads neither object store's SDK (every tile and materialisation worker thread builds an engine). A
+ * module hook records every module the process loads.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import { fixtureDir } from './support/gdal.ts';
 
 const CLI = path.join(import.meta.dirname, '..', 'src', 'cli.ts');
 /** prints every resolved module URL to stderr, one per line, prefixed */
@@ -16,7 +19,7 @@ const HOOK = `data:text/javascript,${encodeURIComponent(
 
 function loaded(args: string[]): Promise<{ code: number | null; urls: string[] }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', HOOK, CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', HOOK, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     child.stderr.on('data', (d) => {
       err += d;
@@ -42,7 +45,7 @@ for (const [cmd, args, exit] of [
   ['worker', ['worker'], 2],
 ] as const) {
   test(`cogmill ${cmd} loads no HTTP server module`, async () => {
-    const { code, urls } = await loaded([...args]);
+    const { code, urls } = await loaded([CLI, ...args]);
     assert.equal(code, exit);
     assert.ok(
       urls.some((u) => u.includes(`cli.${cmd}.ts`)),
@@ -55,3 +58,39 @@ for (const [cmd, args, exit] of [
     );
   });
 }
+
+const SDKS = /node_modules\/(@aws-sdk|@azure)\//;
+
+test('an engine reading local sources loads neither the S3 nor the Azure SDK; an s3:// source loads the S3 one', async () => {
+  const dir = await fixtureDir();
+  const engine = pathToFileURL(path.join(import.meta.dirname, '..', 'src', 'render', 'engine.ts')).href;
+  const script = (source: string) => `
+    const { Engine } = await import(${JSON.stringify(engine)});
+    const e = new Engine({ roots: [${JSON.stringify(dir)}], allowedUrlPrefixes: ['s3://bucket/'], s3: { endpoint: 'http://127.0.0.1:9' } });
+    try {
+      const m = await e.openMosaic({ id: 'm', sources: [${JSON.stringify(source)}] });
+      const px = await e.render(m, { ...m.grid, width: 32, height: 32 });
+      process.stderr.write('RENDERED ' + px.bands.length + '\\n');
+    } catch (err) {
+      process.stderr.write('FAILED ' + err.message + '\\n');
+    }
+    await e.close();`;
+  const local = await loaded(['--input-type=module', '-e', script(path.join(dir, 'utm32.tif'))]);
+  assert.equal(local.code, 0);
+  assert.ok(
+    local.urls.some((u) => u.endsWith('/src/render/warp.loop.ts')),
+    'the render modules were loaded',
+  );
+  assert.deepEqual(
+    local.urls.filter((u) => SDKS.test(u)),
+    [],
+    'an object store SDK was loaded',
+  );
+  // the same script with an s3:// source (nothing listens there: the open fails) does load the S3 SDK
+  const s3 = await loaded(['--input-type=module', '-e', script('s3://bucket/a.tif')]);
+  assert.equal(s3.code, 0);
+  assert.ok(
+    s3.urls.some((u) => /node_modules\/@aws-sdk\/client-s3\//.test(u)),
+    'the S3 SDK is loaded for an s3:// source',
+  );
+});
