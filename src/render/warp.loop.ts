@@ -77,11 +77,14 @@ export async function renderWith(
     // gdalwarp does (a source without overviews under an overview tile: 16384^2 pixels for a level-5 tile)
     const unionBytes = warp.w * warp.h * (srcBands.length * bytesPerSample(info.dtype) + 1);
     const perChunk = warp.chunks.length > 1 && unionBytes > (options.sourceReadMaxBytes ?? UNION_READ_MAX_BYTES);
+    const aligned = shortcuts && alignedLevel(grid, info, warp);
+    // nearest off the source's lattice reads only the rows it samples: their validity is computed when first used
+    const lazyRows = resampling === 'nearest' && !aligned;
     const readSource = async (x0: number, y0: number, w: number, h: number) => {
       const win = await raster.readWindow(warp.level, x0, y0, w, h, srcBands, options.signal, options.onBlockError);
       if (stats) stats.sourcePixelsRead = (stats.sourcePixelsRead ?? 0) + w * h;
       if (stats) stats.largestSourceWindowPixels = Math.max(stats.largestSourceWindowPixels ?? 0, w * h);
-      return sourceWindow(win.bands, win.mask, w, h, info.nodata, scratch.valid(w * h));
+      return sourceWindow(win.bands, win.mask, w, h, info.nodata, scratch.valid(w * h), lazyRows);
     };
     let sw = perChunk ? undefined : await readSource(warp.x0, warp.y0, warp.w, warp.h);
     const tr = cachedTransformer(grid.crs, info.crs);
@@ -89,7 +92,6 @@ export async function renderWith(
     const verbatim = storesVerbatim(info.dtype, mosaic.dtype);
     // average returns 0 + the value of a single pixel (-0 becomes 0)
     const plusZero = resampling === 'average' && isFloat(info.dtype);
-    const aligned = shortcuts && alignedLevel(grid, info, warp);
     const centreTol =
       aligned && (resampling === 'bilinear' || resampling === 'cubic')
         ? centreCopyTolerance(info.dtype, mosaic.dtype, composite)
@@ -247,7 +249,7 @@ export async function renderWith(
 
 /**
  * Validity of source pixels, into `valid` (w * h): the internal mask when present, else "not every band equals
- * nodata" (GDAL's rule); a NaN in any band is never valid.
+ * nodata" (GDAL's rule); a NaN in any band is never valid. With `lazy`, rows are computed when first sampled.
  */
 function sourceWindow(
   bands: SourceWindow['bands'],
@@ -256,8 +258,30 @@ function sourceWindow(
   h: number,
   nodata: number | undefined,
   valid: Uint8Array,
+  lazy = false,
 ): SourceWindow {
-  const n = w * h;
+  const fill = (from: number, to: number) => validRange(bands, mask, nodata, valid, from, to);
+  if (!lazy) {
+    fill(0, w * h);
+    return { width: w, height: h, bands, valid };
+  }
+  const rowsReady = new Uint8Array(h);
+  const fillRow = (y: number) => {
+    fill(y * w, (y + 1) * w);
+    rowsReady[y] = 1;
+  };
+  return { width: w, height: h, bands, valid, rowsReady, fillRow };
+}
+
+/** `sourceWindow`'s rule for the pixels from .. to - 1. */
+function validRange(
+  bands: SourceWindow['bands'],
+  mask: Uint8Array | undefined,
+  nodata: number | undefined,
+  valid: Uint8Array,
+  from: number,
+  to: number,
+): void {
   const useNodata = nodata !== undefined && !Number.isNaN(nodata);
   const isFloatBand = (b: TypedArray) => b instanceof Float32Array || b instanceof Float64Array;
   if (bands.length === 1 && !mask) {
@@ -265,31 +289,31 @@ function sourceWindow(
     const a = bands[0];
     if (isFloatBand(a)) {
       if (useNodata) {
-        for (let i = 0; i < n; i++) {
+        for (let i = from; i < to; i++) {
           const x = a[i];
           valid[i] = x === nodata || Number.isNaN(x) ? 0 : 1;
         }
       } else {
-        for (let i = 0; i < n; i++) valid[i] = Number.isNaN(a[i]) ? 0 : 1;
+        for (let i = from; i < to; i++) valid[i] = Number.isNaN(a[i]) ? 0 : 1;
       }
     } else if (useNodata) {
-      for (let i = 0; i < n; i++) valid[i] = a[i] === nodata ? 0 : 1;
+      for (let i = from; i < to; i++) valid[i] = a[i] === nodata ? 0 : 1;
     } else {
-      valid.fill(1, 0, n);
+      valid.fill(1, from, to);
     }
-    return { width: w, height: h, bands, valid };
+    return;
   }
   if (mask) {
-    for (let i = 0; i < n; i++) valid[i] = mask[i] === 0 ? 0 : 1;
+    for (let i = from; i < to; i++) valid[i] = mask[i] === 0 ? 0 : 1;
   } else {
-    valid.fill(1, 0, n);
+    valid.fill(1, from, to);
   }
   if (useNodata) {
     if (bands.length === 1) {
       const a = bands[0];
-      for (let i = 0; i < n; i++) if (a[i] === nodata) valid[i] = 0;
+      for (let i = from; i < to; i++) if (a[i] === nodata) valid[i] = 0;
     } else {
-      for (let i = 0; i < n; i++) {
+      for (let i = from; i < to; i++) {
         if (valid[i] === 0) continue;
         let b = 0;
         while (b < bands.length && bands[b][i] === nodata) b++;
@@ -298,6 +322,5 @@ function sourceWindow(
     }
   }
   // NaN is never a value: a NaN in any band invalidates the pixel (which also covers a NaN nodata)
-  for (const a of bands) if (isFloatBand(a)) for (let i = 0; i < n; i++) if (Number.isNaN(a[i])) valid[i] = 0;
-  return { width: w, height: h, bands, valid };
+  for (const a of bands) if (isFloatBand(a)) for (let i = from; i < to; i++) if (Number.isNaN(a[i])) valid[i] = 0;
 }
