@@ -25,6 +25,34 @@ function undo8(a: Uint8Array, rowLen: number, rows: number, stride: number): voi
         prev = (prev + a[i]) & 0xff;
         a[i] = prev;
       }
+    } else if (stride === 3 && rowLen % 3 === 0) {
+      // RGB: one running value per band in locals, no reload of what was just stored
+      let p0 = a[base];
+      let p1 = a[base + 1];
+      let p2 = a[base + 2];
+      for (let i = base + 3; i < end; i += 3) {
+        p0 = (p0 + a[i]) & 0xff;
+        a[i] = p0;
+        p1 = (p1 + a[i + 1]) & 0xff;
+        a[i + 1] = p1;
+        p2 = (p2 + a[i + 2]) & 0xff;
+        a[i + 2] = p2;
+      }
+    } else if (stride === 4 && rowLen % 4 === 0) {
+      let p0 = a[base];
+      let p1 = a[base + 1];
+      let p2 = a[base + 2];
+      let p3 = a[base + 3];
+      for (let i = base + 4; i < end; i += 4) {
+        p0 = (p0 + a[i]) & 0xff;
+        a[i] = p0;
+        p1 = (p1 + a[i + 1]) & 0xff;
+        a[i + 1] = p1;
+        p2 = (p2 + a[i + 2]) & 0xff;
+        a[i + 2] = p2;
+        p3 = (p3 + a[i + 3]) & 0xff;
+        a[i + 3] = p3;
+      }
     } else {
       for (let i = base + stride; i < end; i++) a[i] = a[i] + a[i - stride];
     }
@@ -39,6 +67,34 @@ function undo16(a: Uint16Array, rowLen: number, rows: number, stride: number): v
       for (let i = base + 1; i < end; i++) {
         prev = (prev + a[i]) & 0xffff;
         a[i] = prev;
+      }
+    } else if (stride === 3 && rowLen % 3 === 0) {
+      // RGB: one running value per band in locals, no reload of what was just stored
+      let p0 = a[base];
+      let p1 = a[base + 1];
+      let p2 = a[base + 2];
+      for (let i = base + 3; i < end; i += 3) {
+        p0 = (p0 + a[i]) & 0xffff;
+        a[i] = p0;
+        p1 = (p1 + a[i + 1]) & 0xffff;
+        a[i + 1] = p1;
+        p2 = (p2 + a[i + 2]) & 0xffff;
+        a[i + 2] = p2;
+      }
+    } else if (stride === 4 && rowLen % 4 === 0) {
+      let p0 = a[base];
+      let p1 = a[base + 1];
+      let p2 = a[base + 2];
+      let p3 = a[base + 3];
+      for (let i = base + 4; i < end; i += 4) {
+        p0 = (p0 + a[i]) & 0xffff;
+        a[i] = p0;
+        p1 = (p1 + a[i + 1]) & 0xffff;
+        a[i + 1] = p1;
+        p2 = (p2 + a[i + 2]) & 0xffff;
+        a[i + 2] = p2;
+        p3 = (p3 + a[i + 3]) & 0xffff;
+        a[i + 3] = p3;
       }
     } else {
       for (let i = base + stride; i < end; i++) a[i] = a[i] + a[i - stride];
