@@ -457,8 +457,14 @@ describe('band statistics accumulated tile by tile', () => {
       for (const mask of [full, part]) {
         const acc = newAccumulators(1);
         // two tiles into one accumulator, as a materialisation adds them
-        accumulate(acc, [data], mask);
-        accumulate(acc, [data.subarray(0, n / 2).map((v) => v)], mask.subarray(0, n / 2));
+        const valid = (m: Uint8Array) => m.reduce((k, v) => k + (v === 0 ? 0 : 1), 0);
+        accumulate(acc, [data], mask, valid(mask));
+        accumulate(
+          acc,
+          [data.subarray(0, n / 2).map((v) => v)],
+          mask.subarray(0, n / 2),
+          valid(mask.subarray(0, n / 2)),
+        );
         let count = 0;
         let sum = 0;
         let sumSq = 0;

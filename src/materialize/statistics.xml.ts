@@ -25,19 +25,14 @@ export function newAccumulators(bands: number): BandAccumulator[] {
   }));
 }
 
-/** Add the valid pixels of one tile (mask 255 = valid; `validCount` of them, when the caller knows). */
+/** Add the valid pixels of one tile (mask 255 = valid; `validCount` of them, as the tile's renderer counted). */
 export function accumulate(
   acc: BandAccumulator[],
   bands: ArrayLike<number>[],
   mask: Uint8Array,
-  validCount?: number,
+  validCount: number,
 ): void {
-  let valid = validCount ?? -1;
-  if (valid < 0) {
-    valid = 0;
-    for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) valid++;
-  }
-  const all = valid === mask.length;
+  const all = validCount === mask.length;
   for (let b = 0; b < bands.length; b++) {
     const data = bands[b];
     if (data instanceof Uint8Array || data instanceof Uint16Array) accumulateByCounts(acc[b], data, mask, all, 0);
