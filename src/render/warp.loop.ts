@@ -283,7 +283,6 @@ function validRange(
   to: number,
 ): void {
   const useNodata = nodata !== undefined && !Number.isNaN(nodata);
-  const isFloatBand = (b: TypedArray) => b instanceof Float32Array || b instanceof Float64Array;
   if (bands.length === 1 && !mask) {
     // one pass
     const a = bands[0];
@@ -323,4 +322,8 @@ function validRange(
   }
   // NaN is never a value: a NaN in any band invalidates the pixel (which also covers a NaN nodata)
   for (const a of bands) if (isFloatBand(a)) for (let i = from; i < to; i++) if (Number.isNaN(a[i])) valid[i] = 0;
+}
+
+function isFloatBand(b: TypedArray): boolean {
+  return b instanceof Float32Array || b instanceof Float64Array;
 }
