@@ -77,7 +77,11 @@ describe('virtual COG and VRT through GDAL /vsicurl/', () => {
     const bands: TypedArray[] = Array.from({ length: m.bandCount }, () => allocTyped(m.dtype, w * h));
     for (let ty = Math.floor(y0 / bs); ty <= Math.floor((y0 + h - 1) / bs); ty++) {
       for (let tx = Math.floor(x0 / bs); tx <= Math.floor((x0 + w - 1) / bs); tx++) {
-        const tile = await renderCogTile(server.deps.engine, m, plan.levels, level, tx, ty, plan.tileOptions);
+        // the general render: tiles the virtual COG takes as one source block must equal it too
+        const tile = await renderCogTile(server.deps.engine, m, plan.levels, level, tx, ty, {
+          ...plan.tileOptions,
+          blockTiles: false,
+        });
         for (let y = Math.max(y0, ty * bs); y < Math.min(y0 + h, (ty + 1) * bs); y++) {
           const c0 = Math.max(x0, tx * bs);
           const c1 = Math.min(x0 + w, (tx + 1) * bs);

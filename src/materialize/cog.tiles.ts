@@ -5,9 +5,10 @@
 import type { Engine } from '../render/engine.ts';
 import { selectItems } from '../render/mosaic.items.ts';
 import type { Mosaic } from '../render/mosaic.ts';
-import { allocTyped, type Grid, type Resampling, type TypedArray } from '../render/types.ts';
+import { allocTyped, type DType, type Grid, type Resampling, type TypedArray } from '../render/types.ts';
 import { sourceWarp } from '../render/warp.window.ts';
 import { type CogLevel, type CogSpec, cogLevels } from './cog.layout.ts';
+import { blockTile, type StoredBlock } from './cog.tiles.block.ts';
 
 export interface CogTileOptions {
   readonly blockSize: number;
@@ -17,6 +18,8 @@ export interface CogTileOptions {
   readonly overviewResampling?: Resampling;
   /** a source block that cannot be decoded fails the tile (exports), instead of leaving its pixels empty */
   readonly strict?: boolean;
+  /** false: render every tile, none taken as one source block (cog.tiles.block.ts); for tests comparing the two */
+  readonly blockTiles?: boolean;
 }
 
 /**
@@ -90,8 +93,15 @@ export function tileTouchesSources(mosaic: Mosaic, grid: Grid, resampling: Resam
 }
 
 export interface CogTilePixels {
-  /** one array per band, blockSize * blockSize, edge tiles padded with the nodata value (or 0) */
+  /**
+   * one array per band, blockSize * blockSize, edge tiles padded with the nodata value (or 0); empty when `samples`
+   * holds the tile (see `tileBands`)
+   */
   readonly bands: TypedArray[];
+  /** the tile's samples pixel-interleaved, when it is one source block as it is (cog.tiles.block.ts); the caller's */
+  readonly samples?: TypedArray;
+  /** that block's bytes as its source stores them (when read from the file for this tile) */
+  readonly stored?: StoredBlock;
   /** blockSize * blockSize, 255 where a pixel holds data (padding is 0) */
   readonly mask: Uint8Array;
   /** pixels that hold data */
@@ -116,6 +126,14 @@ export async function renderCogTile(
     level === 0
       ? (options.resampling ?? mosaic.resampling)
       : (options.overviewResampling ?? defaultOverviewResampling(mosaic));
+  if (options.blockTiles !== false) {
+    // any error (a changed source, a bad block): the render below meets it again and handles it as it does
+    const block = await blockTile(mosaic, grid, resampling, bs, signal).catch((e) => {
+      if (signal?.aborted) throw e;
+      return undefined;
+    });
+    if (block) return { bands: [], ...block };
+  }
   const px = await engine.render(mosaic, grid, { resampling, signal, strict: options.strict });
   const fill = mosaic.nodata ?? 0;
   let validCount = px.validCount ?? -1;
@@ -133,4 +151,19 @@ export async function renderCogTile(
     return out;
   });
   return { bands, mask, validCount };
+}
+
+/** The tile's bands, one array per band (split out of `samples` when the tile is one source block). */
+export function tileBands(tile: CogTilePixels, dtype: DType, bandCount: number): TypedArray[] {
+  const samples = tile.samples;
+  if (!samples) return tile.bands;
+  if (bandCount === 1) return [samples];
+  const n = samples.length / bandCount;
+  const bands: TypedArray[] = [];
+  for (let b = 0; b < bandCount; b++) {
+    const out = allocTyped(dtype, n);
+    for (let i = 0, j = b; i < n; i++, j += bandCount) out[i] = samples[j];
+    bands.push(out);
+  }
+  return bands;
 }

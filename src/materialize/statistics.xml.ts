@@ -32,14 +32,35 @@ export function accumulate(
   mask: Uint8Array,
   validCount: number,
 ): void {
+  for (let b = 0; b < bands.length; b++) accumulateSamples(acc[b], bands[b], 0, 1, mask, validCount);
+}
+
+/** `accumulate` for a tile given pixel-interleaved (`bands` samples per pixel). */
+export function accumulateInterleaved(
+  acc: BandAccumulator[],
+  samples: ArrayLike<number>,
+  bands: number,
+  mask: Uint8Array,
+  validCount: number,
+): void {
+  for (let b = 0; b < bands; b++) accumulateSamples(acc[b], samples, b, bands, mask, validCount);
+}
+
+/** One band's samples: data[start], data[start + stride], ... for the pixels of `mask`. */
+function accumulateSamples(
+  a: BandAccumulator,
+  data: ArrayLike<number>,
+  start: number,
+  stride: number,
+  mask: Uint8Array,
+  validCount: number,
+): void {
   const all = validCount === mask.length;
-  for (let b = 0; b < bands.length; b++) {
-    const data = bands[b];
-    if (data instanceof Uint8Array || data instanceof Uint16Array) accumulateByCounts(acc[b], data, mask, all, 0);
-    else if (data instanceof Int8Array) accumulateByCounts(acc[b], data, mask, all, 128);
-    else if (data instanceof Int16Array) accumulateByCounts(acc[b], data, mask, all, 32768);
-    else accumulateBand(acc[b], data, mask);
-  }
+  if (data instanceof Uint8Array || data instanceof Uint16Array)
+    accumulateByCounts(a, data, start, stride, mask, all, 0);
+  else if (data instanceof Int8Array) accumulateByCounts(a, data, start, stride, mask, all, 128);
+  else if (data instanceof Int16Array) accumulateByCounts(a, data, start, stride, mask, all, 32768);
+  else accumulateBand(a, data, start, stride, mask);
 }
 
 /** Counts per value of this thread's 8- and 16-bit tiles (zeroed again after each use). */
@@ -52,6 +73,8 @@ let valueCounts = new Uint32Array(0);
 function accumulateByCounts(
   a: BandAccumulator,
   data: Uint8Array | Uint16Array | Int8Array | Int16Array,
+  start: number,
+  stride: number,
   mask: Uint8Array,
   all: boolean,
   offset: number,
@@ -60,8 +83,14 @@ function accumulateByCounts(
   if (valueCounts.length < size) valueCounts = new Uint32Array(size);
   const h = valueCounts;
   const n = mask.length;
-  if (all) for (let i = 0; i < n; i++) h[data[i] + offset]++;
-  else for (let i = 0; i < n; i++) if (mask[i] !== 0) h[data[i] + offset]++;
+  if (stride === 1) {
+    if (all) for (let i = 0; i < n; i++) h[data[i] + offset]++;
+    else for (let i = 0; i < n; i++) if (mask[i] !== 0) h[data[i] + offset]++;
+  } else if (all) {
+    for (let i = 0, s = start; i < n; i++, s += stride) h[data[s] + offset]++;
+  } else {
+    for (let i = 0, s = start; i < n; i++, s += stride) if (mask[i] !== 0) h[data[s] + offset]++;
+  }
   let count = 0;
   let sum = 0;
   let sumSq = 0;
@@ -85,16 +114,22 @@ function accumulateByCounts(
   a.max = max;
 }
 
-function accumulateBand(a: BandAccumulator, data: ArrayLike<number>, mask: Uint8Array): void {
+function accumulateBand(
+  a: BandAccumulator,
+  data: ArrayLike<number>,
+  start: number,
+  stride: number,
+  mask: Uint8Array,
+): void {
   let count = a.count;
   let sum = a.sum;
   let sumSq = a.sumSq;
   let min = a.min;
   let max = a.max;
   const n = mask.length;
-  for (let i = 0; i < n; i++) {
+  for (let i = 0, s = start; i < n; i++, s += stride) {
     if (mask[i] === 0) continue;
-    const v = data[i];
+    const v = data[s];
     if (Number.isNaN(v)) continue;
     count++;
     sum += v;

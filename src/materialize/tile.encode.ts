@@ -377,9 +377,21 @@ async function encodeJpeg(bytes: Uint8Array, bands: number, blockSize: number, q
  * The band arrays are not modified (unless `consume` says they may be), and may be reused once the promise settles.
  */
 export async function encodeTile(pixels: readonly TypedArray[], options: TileEncodeOptions): Promise<Uint8Array> {
+  const blockSize = options.blockSize ?? DEFAULT_COG_BLOCK_SIZE;
+  return encodeSamples(interleaveTile(pixels, options.dtype, options.bands, blockSize, options.consume), options);
+}
+
+/**
+ * Encode one tile given as pixel-interleaved samples (blockSize^2 x bands, as the COG stores them). The samples are
+ * given up: predictor 2 overwrites them.
+ */
+export async function encodeSamples(samples: TypedArray, options: TileEncodeOptions): Promise<Uint8Array> {
   const { dtype, bands, compression, predictor } = options;
   const blockSize = options.blockSize ?? DEFAULT_COG_BLOCK_SIZE;
-  const samples = interleaveTile(pixels, dtype, bands, blockSize, options.consume);
+  const Ctor = TYPED_FOR_DTYPE[dtype];
+  if (!(samples instanceof Ctor)) throw encodeError(`samples are a ${samples.constructor.name}, expected ${Ctor.name}`);
+  if (samples.length !== blockSize * blockSize * bands)
+    throw encodeError(`expected ${blockSize * blockSize * bands} samples, got ${samples.length}`);
   if (predictor !== 1 && compression !== 'deflate' && compression !== 'lzw' && compression !== 'zstd') {
     throw encodeError(`predictor ${predictor} only works with deflate, lzw or zstd, not '${compression}'`);
   }

@@ -10,10 +10,12 @@ import type { Engine } from '../render/engine.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import type { DType, Resampling, TypedArray } from '../render/types.ts';
 import type { CogCompression, CogLevel, CogPredictor } from './cog.layout.ts';
-import { defaultOverviewResampling, renderCogTile } from './cog.tiles.ts';
+import type { StoredBlock } from './cog.tiles.block.ts';
+import { defaultOverviewResampling, renderCogTile, tileBands } from './cog.tiles.ts';
 import { type ReduceWindow, reduceToTile } from './overview.reduce.ts';
-import { accumulate, type BandAccumulator, newAccumulators } from './statistics.xml.ts';
-import { encodeTile } from './tile.encode.ts';
+import { accumulate, accumulateInterleaved, type BandAccumulator, newAccumulators } from './statistics.xml.ts';
+import { reusableStored } from './stored.reuse.ts';
+import { encodeSamples, encodeTile } from './tile.encode.ts';
 
 /** A decoded tile as the COG stores it: blockSize^2 per band, mask 255 where data. */
 export interface TilePixels {
@@ -29,6 +31,8 @@ export interface TileJobSettings {
   readonly quality?: number;
   readonly resampling?: Resampling;
   readonly overviewResampling?: Resampling;
+  /** compress every tile, never reusing a source block's stored bytes (stored.reuse.ts) */
+  readonly recompress?: boolean;
 }
 
 export interface TileJobResult {
@@ -59,31 +63,44 @@ export function reduceShapeOf(mosaic: Mosaic, settings: TileJobSettings): Reduce
 async function finish(
   shape: ReduceShape,
   settings: TileJobSettings,
-  tile: { bands: TypedArray[]; mask: Uint8Array; validCount: number },
+  tile: { bands: TypedArray[]; samples?: TypedArray; stored?: StoredBlock; mask: Uint8Array; validCount: number },
   level: number,
   keep: boolean,
 ): Promise<TileJobResult> {
+  const nb = shape.bandCount;
+  // the bands the next level is reduced from: split out of a tile given pixel-interleaved (one source block)
+  const bands = keep && tile.samples ? tileBands(tile, shape.dtype, nb) : tile.bands;
   // statistics first: without `keep`, the encoder may overwrite the tile's pixels
   let stats: BandAccumulator[] | undefined;
   if (level === 0) {
-    stats = newAccumulators(shape.bandCount);
-    if (tile.validCount > 0) accumulate(stats, tile.bands, tile.mask, tile.validCount);
+    stats = newAccumulators(nb);
+    if (tile.validCount > 0) {
+      if (tile.samples) accumulateInterleaved(stats, tile.samples, nb, tile.mask, tile.validCount);
+      else accumulate(stats, tile.bands, tile.mask, tile.validCount);
+    }
   }
-  const payload = await encodeTile(tile.bands, {
+  const encoding = {
     dtype: shape.dtype,
-    bands: shape.bandCount,
+    bands: nb,
     blockSize: settings.blockSize,
     compression: settings.compression,
     predictor: settings.predictor,
     level: settings.level,
     quality: settings.quality,
     consume: !keep,
-  });
+  };
+  // a source block's own bytes where they will do; interleaved samples are encoded in place, unless they are also
+  // the one band kept
+  const payload =
+    (settings.recompress !== true && tile.stored && (await reusableStored(tile.stored, encoding))) ||
+    (tile.samples
+      ? await encodeSamples(keep && nb === 1 ? tile.samples.slice() : tile.samples, encoding)
+      : await encodeTile(tile.bands, encoding));
   return {
     payload,
     stats,
     validCount: tile.validCount,
-    ...(keep ? { pixels: { bands: tile.bands, mask: tile.mask } } : {}),
+    ...(keep ? { pixels: { bands, mask: tile.mask } } : {}),
   };
 }
 

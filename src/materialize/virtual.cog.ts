@@ -364,7 +364,8 @@ export class VirtualCogStore {
     const ref = file.layout.tileAtFileIndex(fileIndex);
     const t0 = performance.now();
     const px = await renderCogTile(this.engine, mosaic, file.levels, ref.level, ref.tx, ref.ty, file.tileOptions);
-    const interleaved = interleaveTile(px.bands, mosaic.dtype, mosaic.bandCount, file.tileOptions.blockSize);
+    const interleaved =
+      px.samples ?? interleaveTile(px.bands, mosaic.dtype, mosaic.bandCount, file.tileOptions.blockSize);
     const bytes = new Uint8Array(interleaved.buffer, interleaved.byteOffset, interleaved.byteLength);
     if (bytes.byteLength !== file.layout.rawTileBytes) {
       throw new RenderError(

@@ -7,7 +7,7 @@ import { type BlockFailure, RenderError } from './errors.ts';
 import { decodeBlockBytes } from './raster.decode.ts';
 import type { LevelInternal, RasterCaches, RasterInfo, RasterWindow } from './raster.info.ts';
 import type { Source } from './source.ts';
-import { allocTyped, KiB, MiB, type TypedArray, typedFromBytes } from './types.ts';
+import { allocTyped, bytesPerSample, KiB, MiB, type TypedArray, typedFromBytes } from './types.ts';
 
 const MERGE_GAP_BYTES = 16 * KiB;
 const MAX_MERGED_BYTES = 32 * MiB;
@@ -21,7 +21,7 @@ export interface RasterIo {
 
 /**
  * Decoded blocks (bytes as stored, predictor undone) for the given block indices of a level.
- * Cached; misses that sit next to each other in the file are fetched with one range request. A block that
+ * Cached (`cache` false: neither looked up nor kept); misses that sit next to each other in the file are fetched with one range request. A block that
  * cannot be read (an offset or byte count past the end of the file, an impossible size, a stream that does not
  * decode into the block's declared size) is in `failed` with a `corrupt` error naming the source and block;
  * the other blocks are still read. Source IO errors (unreachable, changed) are thrown.
@@ -32,6 +32,8 @@ async function readBlocks(
   levelKey: string,
   indices: number[],
   signal?: AbortSignal,
+  cache = true,
+  stored?: Map<number, Uint8Array>,
 ): Promise<{ blocks: Map<number, Uint8Array>; failed: Map<number, RenderError> }> {
   const out = new Map<number, Uint8Array>();
   const failed = new Map<number, RenderError>();
@@ -51,7 +53,7 @@ async function readBlocks(
       new RenderError('corrupt', `${io.info.url}: block ${index} of level ${levelKey} ${why}`, { cause }),
     );
   for (const index of indices) {
-    const hit = io.caches.tiles.get(prefix + index);
+    const hit = cache ? io.caches.tiles.get(prefix + index) : undefined;
     if (hit) {
       out.set(index, hit);
       continue;
@@ -85,8 +87,9 @@ async function readBlocks(
         return;
       }
       decoded = new Uint8Array(ab);
+      stored?.set(index, bytes);
     }
-    io.caches.tiles.set(prefix + index, decoded);
+    if (cache) io.caches.tiles.set(prefix + index, decoded);
     out.set(index, decoded);
   };
 
@@ -232,6 +235,61 @@ export async function readWindow(
     }
   }
   return { bands: out, mask };
+}
+
+/** A whole block as stored in the file and as decoded. */
+export interface WholeBlock {
+  /** pixel-interleaved samples, predictor undone; the caller's own (may be overwritten or transferred) */
+  readonly samples: Uint8Array;
+  /** the compressed bytes as the file stores them (a view into the read buffer) */
+  readonly stored?: Uint8Array;
+  /** TIFF compression code and predictor of the stored bytes, and whether the file is little-endian */
+  readonly compression: number;
+  readonly predictor: number;
+  readonly littleEndian: boolean;
+}
+
+/**
+ * Whole block (bx, by) of a pixel-interleaved level (or of a one-band raster): every band's samples interleaved,
+ * `blockWidth * blockHeight * bandCount` of them, and the bytes the file stores, always read from the file (the
+ * block cache is neither used nor filled): the decoded bytes are the caller's. Undefined for a sparse block (no bytes in the file:
+ * nodata). A block that cannot be read throws its `corrupt` error.
+ */
+export async function readWholeBlock(
+  io: RasterIo,
+  level: LevelInternal,
+  levelIndex: number,
+  bx: number,
+  by: number,
+  signal?: AbortSignal,
+): Promise<WholeBlock | undefined> {
+  const { url, interleave, bandCount, dtype } = io.info;
+  if (
+    !(bx >= 0 && by >= 0 && bx < level.blocksAcross && by < level.blocksDown) ||
+    (interleave === 'band' && bandCount > 1)
+  )
+    throw new RenderError('internal', `block ${bx},${by} of level ${levelIndex} of ${url} is not one whole block`);
+  const index = by * level.blocksAcross + bx;
+  const stored = new Map<number, Uint8Array>();
+  const { blocks, failed } = await readBlocks(io, level, String(levelIndex), [index], signal, false, stored);
+  const error = failed.get(index);
+  if (error) throw error;
+  const bytes = blocks.get(index)!;
+  if (bytes.byteLength === 0) return undefined;
+  const want = level.blockWidth * level.blockHeight * bandCount * bytesPerSample(dtype);
+  if (bytes.byteLength < want) {
+    throw new RenderError(
+      'corrupt',
+      `${url}: block ${index} of level ${levelIndex} decoded to fewer pixels than its size`,
+    );
+  }
+  return {
+    samples: bytes.byteLength === want ? bytes : bytes.subarray(0, want),
+    stored: stored.get(index),
+    compression: level.compression,
+    predictor: level.predictor,
+    littleEndian: level.littleEndian,
+  };
 }
 
 /**

@@ -60,6 +60,10 @@ export interface RasterWindow {
 export interface LevelInternal extends RasterLevel {
   readonly ifd: ImageFileDirectory;
   readonly compression: number;
+  /** TIFF predictor (1 none, 2 horizontal, 3 floating point) */
+  readonly predictor: number;
+  /** the file's byte order */
+  readonly littleEndian: boolean;
   readonly decoder: Promise<BaseDecoder>;
   readonly maskIfd?: LevelInternal;
   readonly offsetsTag: number;

@@ -187,13 +187,14 @@ export async function parseRaster(
       );
     }
     const lvlBits = first(ifd.getValue('BitsPerSample'));
+    const predictor = first((ifd.getValue as (t: string) => unknown)('Predictor') ?? 1) || 1;
     const bitsPerSample = ifd.getValue('BitsPerSample') as unknown;
     const params: Record<string, unknown> = {
       tileWidth: blockWidth,
       tileHeight: blockHeight,
       planarConfiguration: planar,
       bitsPerSample: bitsPerSample ?? 1,
-      predictor: first((ifd.getValue as (t: string) => unknown)('Predictor') ?? 1) || 1,
+      predictor,
     };
     const decoder = (async () => {
       if (compression === 7) params.JPEGTables = await ifd.loadValue('JPEGTables');
@@ -212,6 +213,8 @@ export async function parseRaster(
       factorX: fullW / width,
       factorY: fullH / height,
       compression,
+      predictor,
+      littleEndian: tiff.littleEndian,
       decoder,
       offsetsTag,
       countsTag,

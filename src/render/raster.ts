@@ -9,7 +9,7 @@
  * -> RasterInfo), raster.decode.ts (decoders), raster.blocks.ts (block IO), raster.info.ts (the types).
  */
 import { type BlockFailure, CogmillError, RenderError, SourceError } from './errors.ts';
-import { type RasterIo, readWindow } from './raster.blocks.ts';
+import { type RasterIo, readWholeBlock, readWindow, type WholeBlock } from './raster.blocks.ts';
 import { registerDecoders } from './raster.decode.ts';
 import { HeaderReader } from './raster.header.ts';
 import type { LevelInternal, RasterCaches, RasterInfo, RasterWindow } from './raster.info.ts';
@@ -66,6 +66,16 @@ export class Raster {
     const level = this.levelsInternal[levelIndex];
     if (!level) throw new RenderError('internal', `level ${levelIndex} does not exist in ${this.info.url}`);
     return readWindow(this.io, level, levelIndex, x0, y0, w, h, bands, signal, onBlockError);
+  }
+
+  /**
+   * Block (bx, by) of `level`: its pixel-interleaved samples (the caller's own, not cached) and its bytes as
+   * stored; undefined for a sparse block. Pixel-interleaved or one-band rasters only. See readWholeBlock.
+   */
+  async readBlock(levelIndex: number, bx: number, by: number, signal?: AbortSignal): Promise<WholeBlock | undefined> {
+    const level = this.levelsInternal[levelIndex];
+    if (!level) throw new RenderError('internal', `level ${levelIndex} does not exist in ${this.info.url}`);
+    return readWholeBlock(this.io, level, levelIndex, bx, by, signal);
   }
 }
 

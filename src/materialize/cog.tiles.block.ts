@@ -1,0 +1,125 @@
+/**
+ * COG tiles that are one source block as it is. Where a tile lies exactly on one whole block of the source that
+ * gives its pixels (same CRS, pixel size and sample type; the block on the tile's lattice and the same size; the
+ * bands in order; no internal mask), the block's decoded samples are the tile's, already pixel-interleaved as the
+ * COG stores them: no window copy, no compositing, no interleaving. A COG re-tiled into a COG, overview levels taken
+ * from the sources' own overviews, and mosaics of sources on one grid are made mostly of such tiles.
+ *
+ * The result is the render's, bit for bit: on an aligned source nearest, average, mode, bilinear and cubic all take
+ * the source pixel itself for integer samples (warp.copy.ts; the warp loop copies those rows too). Pixels this source
+ * leaves empty (nodata) would come from the next source in compositing order, so such a tile goes this way only when
+ * no other source touches it.
+ */
+import type { Mosaic } from '../render/mosaic.ts';
+import type { Raster } from '../render/raster.ts';
+import { type Grid, isFloat, type Resampling, type TypedArray, typedFromBytes } from '../render/types.ts';
+import { alignedLevel } from '../render/warp.copy.ts';
+import { sourceWarp } from '../render/warp.window.ts';
+
+export interface BlockTile {
+  /** blockSize^2 pixels, every band's sample interleaved; the caller's own (may be overwritten or transferred) */
+  readonly samples: TypedArray;
+  /** blockSize^2, 255 where a pixel holds data */
+  readonly mask: Uint8Array;
+  readonly validCount: number;
+  /** the block's bytes as the source stores them (little-endian samples), when read from the file just now */
+  readonly stored?: StoredBlock;
+}
+
+/** A source block's compressed bytes, how they were made (TIFF compression code and predictor), and where from. */
+export interface StoredBlock {
+  readonly bytes: Uint8Array;
+  readonly compression: number;
+  readonly predictor: number;
+  readonly raster: Raster;
+  readonly level: number;
+}
+
+/** Resamplings that take the source pixel itself on an aligned source (integer samples). */
+const TAKES_THE_PIXEL: ReadonlySet<Resampling> = new Set<Resampling>([
+  'nearest',
+  'average',
+  'mode',
+  'bilinear',
+  'cubic',
+]);
+
+/**
+ * Tile `grid` (a whole blockSize x blockSize tile) as one source block, when it is one (see the file's comment);
+ * undefined when the render must make it.
+ */
+export async function blockTile(
+  mosaic: Mosaic,
+  grid: Grid,
+  resampling: Resampling,
+  blockSize: number,
+  signal?: AbortSignal,
+): Promise<BlockTile | undefined> {
+  const { composite, bandCount } = mosaic;
+  if (mosaic.items || grid.width !== blockSize || grid.height !== blockSize) return undefined;
+  if ((composite !== 'first' && composite !== 'last') || isFloat(mosaic.dtype) || !TAKES_THE_PIXEL.has(resampling))
+    return undefined;
+  for (let b = 0; b < bandCount; b++) if (mosaic.bandIndices[b] !== b) return undefined;
+  const order = composite === 'first' ? mosaic.sources : [...mosaic.sources].reverse();
+  let k = 0;
+  let warp: ReturnType<typeof sourceWarp>;
+  for (; k < order.length && !warp; k++) warp = sourceWarp(grid, order[k].raster, resampling);
+  if (!warp) return undefined;
+  const raster = order[k - 1].raster;
+  const info = raster.info;
+  if (info.dtype !== mosaic.dtype || info.bandCount !== bandCount || info.hasMask) return undefined;
+  if (info.interleave === 'band' && bandCount > 1) return undefined;
+  if (!alignedLevel(grid, info, warp)) return undefined;
+  const level = info.levels[warp.level];
+  if (!level || level.blockWidth !== blockSize || level.blockHeight !== blockSize) return undefined;
+  const t = info.transform;
+  const g = grid.transform;
+  const ox = Math.round((g[0] - t[0]) / (t[1] * warp.factorX));
+  const oy = Math.round((g[3] - t[3]) / (t[5] * warp.factorY));
+  if (ox < 0 || oy < 0 || ox % blockSize !== 0 || oy % blockSize !== 0) return undefined;
+  if (ox + blockSize > level.width || oy + blockSize > level.height) return undefined;
+
+  const block = await raster.readBlock(warp.level, ox / blockSize, oy / blockSize, signal);
+  if (!block) return undefined; // sparse: the render fills it (and may take later sources)
+  const samples = typedFromBytes(info.dtype, block.samples);
+  const stored =
+    block.stored && block.littleEndian
+      ? { bytes: block.stored, compression: block.compression, predictor: block.predictor, raster, level: warp.level }
+      : undefined;
+  const n = blockSize * blockSize;
+  const mask = new Uint8Array(n);
+  const nodata = info.nodata;
+  const validCount = nodata === undefined || Number.isNaN(nodata) ? n : validity(samples, bandCount, nodata, mask);
+  if (validCount === n) {
+    mask.fill(255);
+    return { samples, mask, validCount, stored };
+  }
+  // empty pixels: another source could fill them, and they must read as the mosaic's nodata
+  if (nodata !== mosaic.nodata) return undefined;
+  for (let j = k; j < order.length; j++) if (sourceWarp(grid, order[j].raster, resampling)) return undefined;
+  return { samples, mask, validCount, stored };
+}
+
+/** The warp's rule (warp.loop.ts validRange): a pixel is empty when every band holds nodata. Returns the valid count. */
+function validity(samples: TypedArray, bands: number, nodata: number, mask: Uint8Array): number {
+  const n = mask.length;
+  let valid = 0;
+  if (bands === 1) {
+    for (let i = 0; i < n; i++) {
+      if (samples[i] !== nodata) {
+        mask[i] = 255;
+        valid++;
+      }
+    }
+    return valid;
+  }
+  for (let i = 0, s = 0; i < n; i++, s += bands) {
+    let b = 0;
+    while (b < bands && samples[s + b] === nodata) b++;
+    if (b < bands) {
+      mask[i] = 255;
+      valid++;
+    }
+  }
+  return valid;
+}

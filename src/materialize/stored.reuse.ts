@@ -1,0 +1,77 @@
+/**
+ * Source blocks reused as their file stores them. A COG tile that is exactly one source block (cog.tiles.block.ts)
+ * can take that block's compressed bytes instead of compressing its samples again: the same pixels read back, and
+ * the deflate pass (most of a COG-to-COG export's CPU) is gone. Where the bytes qualify: deflate in and out (a whole
+ * zlib stream, no preset dictionary), the same predictor, a little-endian source.
+ *
+ * Whether the source's compressor did as well as this one is measured, once per source level and encoding: up to
+ * SAMPLE_BLOCKS blocks at fixed places of the level are compressed here too, and the level's bytes are reused when
+ * they are at most MAX_GROWTH larger in sum (a file written by GDAL with libdeflate at the same level: identical
+ * bytes; zlib at level 6-7: about 1% larger; a fast level: re-encoded). The verdict depends on the data alone, so
+ * every thread and process decides alike and the output stays the same bytes however the work is split.
+ * `recompress` turns reuse off.
+ */
+import type { Raster } from '../render/raster.ts';
+import { typedFromBytes } from '../render/types.ts';
+import type { StoredBlock } from './cog.tiles.block.ts';
+import { encodeSamples, type TileEncodeOptions } from './tile.encode.ts';
+
+/** Blocks compressed to judge a source level. */
+export const SAMPLE_BLOCKS = 2;
+/** How much larger (in sum over the sample) a source's stored blocks may be than this process's. */
+export const MAX_GROWTH = 0.015;
+
+/** TIFF compression codes of deflate (the registered one and the old one). */
+const TIFF_DEFLATE = new Set([8, 32946]);
+
+/** True when `bytes` start a zlib stream of deflate data without a preset dictionary. */
+export function isZlibStream(bytes: Uint8Array): boolean {
+  if (bytes.length < 2) return false;
+  const cmf = bytes[0];
+  const flg = bytes[1];
+  return (cmf & 0x0f) === 8 && cmf >> 4 <= 7 && ((cmf << 8) | flg) % 31 === 0 && (flg & 0x20) === 0;
+}
+
+const verdicts = new WeakMap<Raster, Map<string, Promise<boolean>>>();
+
+/** The block's stored bytes as the tile's payload, when they qualify (see the file's comment); else undefined. */
+export async function reusableStored(stored: StoredBlock, options: TileEncodeOptions): Promise<Uint8Array | undefined> {
+  if (options.compression !== 'deflate' || !TIFF_DEFLATE.has(stored.compression)) return undefined;
+  if (stored.predictor !== options.predictor || !isZlibStream(stored.bytes)) return undefined;
+  let perRaster = verdicts.get(stored.raster);
+  if (!perRaster) verdicts.set(stored.raster, (perRaster = new Map()));
+  const key = `${stored.level}|${options.level ?? ''}|${options.predictor}|${options.blockSize ?? ''}`;
+  let verdict = perRaster.get(key);
+  if (!verdict) {
+    verdict = judge(stored.raster, stored.level, options);
+    perRaster.set(key, verdict);
+  }
+  return (await verdict) ? stored.bytes : undefined;
+}
+
+/** Compress the sample blocks of a source level here and compare with the stored bytes. */
+async function judge(raster: Raster, levelIndex: number, options: TileEncodeOptions): Promise<boolean> {
+  const level = raster.info.levels[levelIndex];
+  if (!level) return false;
+  const fullAcross = Math.floor(level.width / level.blockWidth);
+  const fullDown = Math.floor(level.height / level.blockHeight);
+  const places = new Set<number>();
+  for (let k = 1; k <= SAMPLE_BLOCKS; k++) {
+    const bx = Math.min(fullAcross - 1, Math.floor((k * fullAcross) / (SAMPLE_BLOCKS + 1)));
+    const by = Math.min(fullDown - 1, Math.floor((k * fullDown) / (SAMPLE_BLOCKS + 1)));
+    if (bx >= 0 && by >= 0) places.add(by * level.blocksAcross + bx);
+  }
+  let theirs = 0;
+  let ours = 0;
+  for (const index of places) {
+    const block = await raster
+      .readBlock(levelIndex, index % level.blocksAcross, Math.floor(index / level.blocksAcross))
+      .catch(() => undefined);
+    if (!block?.stored) continue; // sparse or unreadable: not evidence either way
+    if (!isZlibStream(block.stored)) return false;
+    theirs += block.stored.byteLength;
+    const samples = typedFromBytes(raster.info.dtype, block.samples);
+    ours += (await encodeSamples(samples, { ...options, blockSize: level.blockWidth })).byteLength;
+  }
+  return ours > 0 && theirs <= ours * (1 + MAX_GROWTH);
+}
