@@ -53,6 +53,8 @@ export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mo
                            sources, as the virtual COG (default when every source has overviews, and with
                            --redis or --plan-out: the finer pass would run in one process)
   --no-statistics          leave band statistics out of GDAL_METADATA
+  --recompress             compress every tile (default: a tile that is exactly one source block stored with deflate
+                           and the same predictor keeps the source's bytes where they measure <= 1.5% larger)
   --workers N              render/compress threads (default: materialize.workers, else one per core)
   --max-uploads N          parts uploaded at once (default: materialize.maxConcurrentUploads)
   --s3-endpoint URL        S3-compatible endpoint (MinIO, Ceph radosgw, ...); default: s3.endpoint, else AWS
@@ -180,6 +182,7 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
       'overview-resampling': { type: 'string' },
       overviews: { type: 'string' },
       'no-statistics': { type: 'boolean' },
+      recompress: { type: 'boolean' },
       workers: { type: 'string' },
       'max-uploads': { type: 'string' },
       's3-endpoint': { type: 'string' },
@@ -256,6 +259,7 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
       overview_resampling: values['overview-resampling'],
       overviews: values.overviews,
       statistics: values['no-statistics'] ? 'false' : undefined,
+      recompress: values.recompress ? 'true' : undefined,
     });
   } catch (e) {
     // name the flag, not the API parameter

@@ -10,7 +10,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { cogLevels } from '../src/materialize/cog.layout.ts';
-import { cogTileGrid } from '../src/materialize/cog.tiles.ts';
+import { cogTileGrid, renderCogTile, tileBands } from '../src/materialize/cog.tiles.ts';
 import { crsFromEpsg } from '../src/render/crs.ts';
 import { Engine } from '../src/render/engine.ts';
 import type { Mosaic, MosaicSpec } from '../src/render/mosaic.ts';
@@ -87,6 +87,18 @@ i2[::8, ::3] = 0
 write('i', [i2], 32632, lattice2(120, 70), gdal.GDT_UInt16, nodata=0)
 k = np.round(texture(100, 120, 10, -2147483000, 2147483000)).astype(np.int32)
 write('k', [k], 32632, lattice2(30, 20), gdal.GDT_Int32)
+# RGB uint8 without a mask on the lattice (pixel-interleaved), nodata 0: pixels black in every band are empty,
+# pixels black in one or two bands are not
+r = [np.round(texture(256, 384, 11 + i, 0, 255)).astype(np.uint8) for i in range(3)]
+for band in r:
+    band[::19, ::23] = 0
+r[1][::5, ::3] = 0
+r[0][::7, ::11] = 0
+r[2][::7, ::11] = 0
+r[1][::7, ::11] = 200
+write('r', r, 32632, lattice(0, 0), gdal.GDT_Byte, nodata=0)
+# the same grid, no nodata: every pixel is data
+write('s', [np.round(texture(256, 384, 14 + i, 0, 255)).astype(np.uint8) for i in range(3)], 32632, lattice(0, 0), gdal.GDT_Byte)
 # UTM zone 31 over the same ground (reprojected onto the zone 32 grid)
 s32 = osr.SpatialReference(); s32.ImportFromEPSG(32632)
 s31 = osr.SpatialReference(); s31.ImportFromEPSG(32631)
@@ -241,6 +253,54 @@ describe('render shortcuts = general warp, byte for byte', () => {
       }
       // the windows do hold data (the comparison is not between two empty renders)
       assert.ok(withData > compared * 0.8, `${withData} of ${compared} renders have data`);
+    });
+  }
+
+  // COG tiles taken as one source block as it is (cog.tiles.block.ts) against the rendered tile, every tile of
+  // every level, for the resamplings that may take them; `blocks` counts the tiles taken that way (not all of them:
+  // tiles where a later source fills nodata pixels, edge tiles, the masked source's tiles are rendered)
+  for (const c of [
+    { sources: ['s'], composite: 'first', blocks: true },
+    { sources: ['r'], composite: 'first', blocks: true },
+    { sources: ['s', 'r'], composite: 'last', blocks: true },
+    { sources: ['r', 's'], composite: 'first', blocks: true },
+    { sources: ['a', 'b'], composite: 'first', blocks: true },
+    { sources: ['b', 'a'], composite: 'first', blocks: true },
+    { sources: ['a', 'b'], composite: 'max', blocks: false },
+    { sources: ['e'], composite: 'first', blocks: false },
+    { sources: ['c', 'a'], composite: 'first', blocks: false, extra: { dtype: 'float32' } },
+  ] as const) {
+    test(`COG tiles taken as one source block = rendered tiles: ${c.sources.join(', ')}, ${c.composite}`, async () => {
+      const extra = 'extra' in c ? c.extra : {};
+      const m = await mosaic(`block-${c.sources.join('')}-${c.composite}`, [...c.sources], {
+        composite: c.composite,
+        ...extra,
+      });
+      const levels = cogLevels(m.grid.width, m.grid.height, 128);
+      let blocks = 0;
+      let compared = 0;
+      for (const resampling of RESAMPLINGS) {
+        const options = { blockSize: 128, resampling, overviewResampling: resampling };
+        for (const lvl of levels) {
+          for (let ty = 0; ty < lvl.tilesY; ty++) {
+            for (let tx = 0; tx < lvl.tilesX; tx++) {
+              const what = `${resampling} tile ${lvl.level}/${tx}/${ty}`;
+              const taken = await renderCogTile(engine, m, levels, lvl.level, tx, ty, options);
+              const rendered = await renderCogTile(engine, m, levels, lvl.level, tx, ty, {
+                ...options,
+                blockTiles: false,
+              });
+              if (taken.samples) blocks++;
+              assert.equal(taken.validCount, rendered.validCount, what);
+              assert.deepEqual(taken.mask, rendered.mask, what);
+              assert.deepEqual(tileBands(taken, m.dtype, m.bandCount), rendered.bands, what);
+              compared++;
+            }
+          }
+        }
+      }
+      if (c.blocks) assert.ok(blocks > 0 && blocks < compared, `${blocks} of ${compared} tiles taken as one block`);
+      else assert.equal(blocks, 0, 'no tile of this mosaic is one source block as it is');
     });
   }
 

@@ -19,6 +19,7 @@ export const JOB_OPTION_NAMES = [
   'overview_resampling',
   'overviews',
   'statistics',
+  'recompress',
 ] as const;
 export type JobOptionName = (typeof JOB_OPTION_NAMES)[number];
 
@@ -119,6 +120,14 @@ export function parseJobOptions(input: Readonly<Record<string, unknown>>): {
     statistics = v === 'true' || v === '1' || v === 'yes';
     asked.statistics = statistics;
   }
+  let recompress: boolean | undefined;
+  if (has('recompress')) {
+    const v = text('recompress', input.recompress).toLowerCase();
+    if (!['true', 'false', '1', '0', 'yes', 'no'].includes(v))
+      throw badOption('recompress', `must be true or false (got "${v}")`);
+    recompress = v === 'true' || v === '1' || v === 'yes';
+    asked.recompress = recompress;
+  }
   const options: MaterializeOptions = {
     compression,
     level,
@@ -129,6 +138,7 @@ export function parseJobOptions(input: Readonly<Record<string, unknown>>): {
     overviewResampling,
     overviews,
     statistics,
+    recompress,
   };
   return { options, asked };
 }

@@ -32,6 +32,11 @@ export interface MaterializeOptions {
   readonly minPartBytes?: number;
   /** write band statistics into GDAL_METADATA (default true) */
   readonly statistics?: boolean;
+  /**
+   * compress every tile; by default a tile that is exactly one source block stored with deflate and the same
+   * predictor keeps the source's bytes when they measure at most 1.5% larger (stored.reuse.ts)
+   */
+  readonly recompress?: boolean;
 }
 
 export interface MaterializeProgress {

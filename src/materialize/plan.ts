@@ -61,6 +61,8 @@ export interface PlanOptions {
    */
   readonly overviews?: OverviewMethod;
   readonly statistics: boolean;
+  /** compress every tile, reusing no source block's stored bytes (absent: reuse where they qualify) */
+  readonly recompress?: boolean;
 }
 
 export type OverviewMethod = 'finer' | 'sources';
@@ -132,6 +134,7 @@ export function planOptions(mosaic: Mosaic, options: MaterializeOptions): PlanOp
     overviewResampling,
     overviews,
     statistics: options.statistics !== false,
+    ...(options.recompress === true ? { recompress: true } : {}),
   };
 }
 
@@ -148,6 +151,7 @@ export function optionsOfPlan(plan: MaterializePlan): MaterializeOptions {
     overviewResampling: o.overviewResampling,
     overviews: o.overviews ?? 'sources',
     statistics: o.statistics,
+    recompress: o.recompress,
   };
 }
 
@@ -161,6 +165,7 @@ export function tileJobSettings(plan: MaterializePlan): TileJobSettings {
     quality: o.quality,
     resampling: o.resampling,
     overviewResampling: o.overviewResampling,
+    recompress: o.recompress,
   };
 }
 
