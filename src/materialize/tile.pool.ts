@@ -25,6 +25,9 @@ export function pixelBuffers(p: TilePixels | ReduceWindow | undefined | null): A
   return [p.mask.buffer as ArrayBuffer, ...p.bands.map((b) => b.buffer as ArrayBuffer)];
 }
 
+/** Jobs a worker holds at once (see the constructor). */
+const JOBS_PER_WORKER = 2;
+
 /** A small pool of worker threads running tile jobs. */
 export class TilePool {
   private readonly workers: Worker[] = [];
@@ -74,8 +77,10 @@ export class TilePool {
         if (code !== 0) this.fail(new RenderError('internal', `a render worker exited with code ${code}`));
       });
       this.workers.push(w);
-      this.idle.push(w);
     }
+    // each worker holds JOBS_PER_WORKER jobs: it starts the next tile while the last one is in native code (inflate,
+    // deflate on the thread pool) or on its way back, instead of idling until this thread hands it another
+    for (let k = 0; k < JOBS_PER_WORKER; k++) this.idle.push(...this.workers);
   }
 
   private fail(e: unknown): void {
