@@ -17,7 +17,7 @@ import {
   needsBigTiff,
   tileDataOffsets,
 } from '../src/materialize/cog.layout.ts';
-import { accumulate, newAccumulators } from '../src/materialize/statistics.xml.ts';
+import { accumulate, accumulateInterleaved, newAccumulators } from '../src/materialize/statistics.xml.ts';
 import { formatGdalNodata } from '../src/materialize/tiff.geo.ts';
 import { encodeTile } from '../src/materialize/tile.encode.ts';
 import { crsFromEpsg, geoKeysForCrs } from '../src/render/crs.ts';
@@ -489,6 +489,41 @@ describe('band statistics accumulated tile by tile', () => {
         assert.equal(acc[0].max, max, what);
         assert.ok(Math.abs(acc[0].sum - sum) <= 1e-9 * Math.abs(sumSq), what);
         assert.ok(Math.abs(acc[0].sumSq - sumSq) <= 1e-12 * sumSq, what);
+      }
+    }
+  });
+
+  it('a tile given pixel-interleaved adds what its bands given one by one add', () => {
+    const n = 64 * 64;
+    let seed = 11;
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed / 2 ** 32;
+    };
+    const full = new Uint8Array(n).fill(255);
+    const part = Uint8Array.from({ length: n }, (_, i) => (i % 5 === 0 ? 0 : 255));
+    for (const make of [
+      (k: number) => Uint8Array.from({ length: k }, () => Math.floor(rnd() * 256)),
+      (k: number) => Uint16Array.from({ length: k }, () => Math.floor(rnd() * 65536)),
+      (k: number) => Int16Array.from({ length: k }, () => Math.floor(rnd() * 65536) - 32768),
+      (k: number) => Float32Array.from({ length: k }, () => rnd() * 100),
+    ]) {
+      for (const bands of [1, 2, 3, 4, 5]) {
+        for (const mask of [full, part]) {
+          const samples = make(n * bands);
+          const planes = Array.from({ length: bands }, (_, b) => samples.filter((_, i) => i % bands === b));
+          const valid = mask.reduce((k, v) => k + (v === 0 ? 0 : 1), 0);
+          const one = newAccumulators(bands);
+          const each = newAccumulators(bands);
+          accumulateInterleaved(one, samples, bands, mask, valid);
+          accumulate(each, planes, mask, valid);
+          // every band's random values differ: a band's counts taken for another's would show here
+          assert.deepEqual(
+            one,
+            each,
+            `${samples.constructor.name} x ${bands}, ${mask === full ? 'all valid' : 'masked'}`,
+          );
+        }
       }
     }
   });

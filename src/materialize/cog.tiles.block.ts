@@ -24,6 +24,8 @@ export interface BlockTile {
   readonly validCount: number;
   /** the block's bytes as the source stores them (little-endian samples), when read from the file just now */
   readonly stored?: StoredBlock;
+  /** the samples with the source's predictor still applied (`predictor`: that predictor), when it has one */
+  readonly predicted?: { readonly bytes: Uint8Array; readonly predictor: number };
 }
 
 /** A source block's compressed bytes, how they were made (TIFF compression code and predictor), and where from. */
@@ -90,14 +92,16 @@ export async function blockTile(
   const mask = new Uint8Array(n);
   const nodata = info.nodata;
   const validCount = nodata === undefined || Number.isNaN(nodata) ? n : validity(samples, bandCount, nodata, mask);
+  const predicted =
+    block.predicted && block.littleEndian ? { bytes: block.predicted, predictor: block.predictor } : undefined;
   if (validCount === n) {
     mask.fill(255);
-    return { samples, mask, validCount, stored };
+    return { samples, mask, validCount, stored, predicted };
   }
   // empty pixels: another source could fill them, and they must read as the mosaic's nodata
   if (nodata !== mosaic.nodata) return undefined;
   for (let j = k; j < order.length; j++) if (sourceWarp(grid, order[j].raster, resampling)) return undefined;
-  return { samples, mask, validCount, stored };
+  return { samples, mask, validCount, stored, predicted };
 }
 
 /** The warp's rule (warp.loop.ts validRange): a pixel is empty when every band holds nodata. Returns the valid count. */

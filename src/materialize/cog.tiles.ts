@@ -102,6 +102,8 @@ export interface CogTilePixels {
   readonly samples?: TypedArray;
   /** that block's bytes as its source stores them (when read from the file for this tile) */
   readonly stored?: StoredBlock;
+  /** that block's samples with the source's predictor still applied */
+  readonly predicted?: { readonly bytes: Uint8Array; readonly predictor: number };
   /** blockSize * blockSize, 255 where a pixel holds data (padding is 0) */
   readonly mask: Uint8Array;
   /** pixels that hold data */

@@ -43,6 +43,23 @@ export function accumulateInterleaved(
   mask: Uint8Array,
   validCount: number,
 ): void {
+  if (samples instanceof Uint8Array && bands > 1 && bands <= 4 && validCount === mask.length) {
+    // every pixel valid (the common case): one pass over the samples, a histogram per band side by side
+    if (valueCounts.length < bands * 256) valueCounts = new Uint32Array(bands * 256);
+    const h = valueCounts;
+    const n = samples.length;
+    if (bands === 3) {
+      for (let i = 0; i < n; i += 3) {
+        h[samples[i]]++;
+        h[256 + samples[i + 1]]++;
+        h[512 + samples[i + 2]]++;
+      }
+    } else {
+      for (let i = 0; i < n; i += bands) for (let b = 0; b < bands; b++) h[(b << 8) + samples[i + b]]++;
+    }
+    for (let b = 0; b < bands; b++) sumCounts(acc[b], h, b << 8, 256, 0);
+    return;
+  }
   for (let b = 0; b < bands; b++) accumulateSamples(acc[b], samples, b, bands, mask, validCount);
 }
 
@@ -91,15 +108,20 @@ function accumulateByCounts(
   } else {
     for (let i = 0, s = start; i < n; i++, s += stride) if (mask[i] !== 0) h[data[s] + offset]++;
   }
+  sumCounts(a, h, 0, size, offset);
+}
+
+/** Add the counts h[at .. at + size) (value k - offset at at + k) to `a`, and zero them. */
+function sumCounts(a: BandAccumulator, h: Uint32Array, at: number, size: number, offset: number): void {
   let count = 0;
   let sum = 0;
   let sumSq = 0;
   let min = a.min;
   let max = a.max;
   for (let k = 0; k < size; k++) {
-    const c = h[k];
+    const c = h[at + k];
     if (c === 0) continue;
-    h[k] = 0;
+    h[at + k] = 0;
     const v = k - offset;
     count += c;
     sum += c * v;

@@ -395,7 +395,23 @@ export async function encodeSamples(samples: TypedArray, options: TileEncodeOpti
   if (predictor !== 1 && compression !== 'deflate' && compression !== 'lzw' && compression !== 'zstd') {
     throw encodeError(`predictor ${predictor} only works with deflate, lzw or zstd, not '${compression}'`);
   }
-  const bytes = applyPredictor(samples, predictor, bands, blockSize);
+  return compressBytes(applyPredictor(samples, predictor, bands, blockSize), options);
+}
+
+/**
+ * Encode one tile given as the bytes `applyPredictor` makes of it (the samples with the predictor applied): a
+ * source block decoded without undoing that same predictor.
+ */
+export function encodePredicted(bytes: Uint8Array, options: TileEncodeOptions): Promise<Uint8Array> {
+  const blockSize = options.blockSize ?? DEFAULT_COG_BLOCK_SIZE;
+  checkTileBytes(bytes, options.bands, blockSize, bytesPerSample(options.dtype));
+  if (options.predictor === 3) throw encodeError('predicted bytes take predictor 1 or 2');
+  return compressBytes(bytes, options);
+}
+
+async function compressBytes(bytes: Uint8Array, options: TileEncodeOptions): Promise<Uint8Array> {
+  const { dtype, bands, compression } = options;
+  const blockSize = options.blockSize ?? DEFAULT_COG_BLOCK_SIZE;
   switch (compression) {
     case 'none':
       return bytes;

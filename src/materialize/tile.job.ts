@@ -10,12 +10,11 @@ import type { Engine } from '../render/engine.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import type { DType, Resampling, TypedArray } from '../render/types.ts';
 import type { CogCompression, CogLevel, CogPredictor } from './cog.layout.ts';
-import type { StoredBlock } from './cog.tiles.block.ts';
-import { defaultOverviewResampling, renderCogTile, tileBands } from './cog.tiles.ts';
+import { type CogTilePixels, defaultOverviewResampling, renderCogTile, tileBands } from './cog.tiles.ts';
 import { type ReduceWindow, reduceToTile } from './overview.reduce.ts';
 import { accumulate, accumulateInterleaved, type BandAccumulator, newAccumulators } from './statistics.xml.ts';
 import { reusableStored } from './stored.reuse.ts';
-import { encodeSamples, encodeTile } from './tile.encode.ts';
+import { encodePredicted, encodeSamples, encodeTile } from './tile.encode.ts';
 
 /** A decoded tile as the COG stores it: blockSize^2 per band, mask 255 where data. */
 export interface TilePixels {
@@ -63,7 +62,7 @@ export function reduceShapeOf(mosaic: Mosaic, settings: TileJobSettings): Reduce
 async function finish(
   shape: ReduceShape,
   settings: TileJobSettings,
-  tile: { bands: TypedArray[]; samples?: TypedArray; stored?: StoredBlock; mask: Uint8Array; validCount: number },
+  tile: CogTilePixels,
   level: number,
   keep: boolean,
 ): Promise<TileJobResult> {
@@ -93,6 +92,10 @@ async function finish(
   // the one band kept
   const payload =
     (settings.recompress !== true && tile.stored && (await reusableStored(tile.stored, encoding))) ||
+    // the source's predicted bytes when the output takes the same predictor: no predictor pass
+    (tile.predicted && tile.predicted.predictor === settings.predictor && settings.predictor === 2
+      ? await encodePredicted(tile.predicted.bytes, encoding)
+      : undefined) ||
     (tile.samples
       ? await encodeSamples(keep && nb === 1 ? tile.samples.slice() : tile.samples, encoding)
       : await encodeTile(tile.bands, encoding));

@@ -34,6 +34,7 @@ async function readBlocks(
   signal?: AbortSignal,
   cache = true,
   stored?: Map<number, Uint8Array>,
+  predicted?: Map<number, Uint8Array>,
 ): Promise<{ blocks: Map<number, Uint8Array>; failed: Map<number, RenderError> }> {
   const out = new Map<number, Uint8Array>();
   const failed = new Map<number, RenderError>();
@@ -80,7 +81,7 @@ async function readBlocks(
     } else {
       let ab: ArrayBufferLike;
       try {
-        ab = await decodeBlockBytes(decoder, bytes);
+        ab = await decodeBlockBytes(decoder, bytes, predicted && ((p) => predicted.set(index, p)));
       } catch (e) {
         if (signal?.aborted) throw e;
         bad(index, `cannot be decoded: ${(e as Error)?.message ?? e}`, e);
@@ -243,6 +244,8 @@ export interface WholeBlock {
   readonly samples: Uint8Array;
   /** the compressed bytes as the file stores them (a view into the read buffer) */
   readonly stored?: Uint8Array;
+  /** the decoded bytes before the predictor was undone (a copy; only when the file uses one) */
+  readonly predicted?: Uint8Array;
   /** TIFF compression code and predictor of the stored bytes, and whether the file is little-endian */
   readonly compression: number;
   readonly predictor: number;
@@ -271,7 +274,8 @@ export async function readWholeBlock(
     throw new RenderError('internal', `block ${bx},${by} of level ${levelIndex} of ${url} is not one whole block`);
   const index = by * level.blocksAcross + bx;
   const stored = new Map<number, Uint8Array>();
-  const { blocks, failed } = await readBlocks(io, level, String(levelIndex), [index], signal, false, stored);
+  const predicted = new Map<number, Uint8Array>();
+  const { blocks, failed } = await readBlocks(io, level, String(levelIndex), [index], signal, false, stored, predicted);
   const error = failed.get(index);
   if (error) throw error;
   const bytes = blocks.get(index)!;
@@ -283,9 +287,11 @@ export async function readWholeBlock(
       `${url}: block ${index} of level ${levelIndex} decoded to fewer pixels than its size`,
     );
   }
+  const before = predicted.get(index);
   return {
     samples: bytes.byteLength === want ? bytes : bytes.subarray(0, want),
     stored: stored.get(index),
+    predicted: before && before.byteLength >= want ? before.subarray(0, want) : undefined,
     compression: level.compression,
     predictor: level.predictor,
     littleEndian: level.littleEndian,

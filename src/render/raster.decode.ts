@@ -51,7 +51,8 @@ abstract class DecoderPredicted extends BaseDecoder {
     return this.decodeView(new Uint8Array(buffer));
   }
 
-  async decodeView(bytes: Uint8Array): Promise<ArrayBuffer> {
+  /** `predicted`: given, it gets a copy of the decoded bytes before the predictor is undone (none without one) */
+  async decodeView(bytes: Uint8Array, predicted?: (bytes: Uint8Array) => void): Promise<ArrayBuffer> {
     const decoded = await this.decodeBytes(bytes);
     const p = this.parameters as unknown as {
       tileWidth: number;
@@ -65,6 +66,7 @@ abstract class DecoderPredicted extends BaseDecoder {
     if (bits.some((b) => b % 8 !== 0 || b !== bits[0]) || ![8, 16, 32, 64].includes(bits[0])) {
       throw new Error(`predictor ${p.predictor} needs whole-byte samples of one size, not ${bits.join(', ')} bits`);
     }
+    predicted?.(new Uint8Array(decoded).slice());
     return undoPredictorInPlace(decoded, p.predictor, {
       width: p.tileWidth,
       height: p.tileHeight,
@@ -110,8 +112,12 @@ class DecoderWebpSharp extends BaseDecoder {
  * Decode one block's compressed bytes with the level's decoder: cogmill's own decoders take the bytes as they are
  * (often a view into a read of several blocks), geotiff.js's take a copy of them as an ArrayBuffer of their own.
  */
-export function decodeBlockBytes(decoder: BaseDecoder, bytes: Uint8Array): Promise<ArrayBufferLike> {
-  if (decoder instanceof DecoderPredicted) return decoder.decodeView(bytes);
+export function decodeBlockBytes(
+  decoder: BaseDecoder,
+  bytes: Uint8Array,
+  predicted?: (bytes: Uint8Array) => void,
+): Promise<ArrayBufferLike> {
+  if (decoder instanceof DecoderPredicted) return decoder.decodeView(bytes, predicted);
   return decoder.decode(toArrayBuffer(bytes)) as Promise<ArrayBufferLike>;
 }
 
