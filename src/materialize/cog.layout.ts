@@ -654,7 +654,13 @@ export function buildHeader(layout: CogLayout, tileByteCounts: ArrayLike<number>
 
 /** A payload as stored in the file: with `u32le(size)` leader and last-4-bytes trailer when the layout uses them. */
 export function frameTile(layout: CogLayout, payload: Uint8Array): Uint8Array {
-  if (layout.tileFrameBytes === 0 || payload.length === 0) return payload;
+  if (layout.tileFrameBytes === 0) return payload;
+  return framedPayload(payload);
+}
+
+/** A payload with its `u32le(size)` leader and last-4-bytes trailer, in a new buffer (an empty one stays empty). */
+export function framedPayload(payload: Uint8Array): Uint8Array {
+  if (payload.length === 0) return payload;
   const out = new Uint8Array(payload.length + 8);
   new DataView(out.buffer).setUint32(0, payload.length, true);
   out.set(payload, 4);

@@ -199,7 +199,7 @@ async function renderRange(
           `tile ${t} encoded to ${r.payload.byteLength} bytes here and ${counts[t]} bytes in its shard: encoding is not deterministic on these machines (same cogmill version and libraries everywhere?)`,
         );
       }
-      const framed = frameTile(deps.layout, r.payload);
+      const framed = r.framed ?? frameTile(deps.layout, r.payload);
       const from = Math.max(start, framedStart[t]);
       const to = Math.min(end, framedStart[t] + counts[t] + frame);
       out.set(framed.subarray(from - framedStart[t], to - framedStart[t]), from - start);

@@ -64,7 +64,7 @@ export function tileRenderer(
   layout: CogLayout,
   workers: number,
 ): PlanRenderer {
-  const settings = tileJobSettings(plan);
+  const settings = { ...tileJobSettings(plan), frame: layout.tileFrameBytes > 0 };
   let run: TileJobRunner;
   let closePool = async () => {};
   if (workers <= 0) {

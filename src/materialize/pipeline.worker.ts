@@ -3,7 +3,7 @@ import { isMarkedAsUntransferable, parentPort, workerData } from 'node:worker_th
 import { Engine, type EngineSettings } from '../render/engine.ts';
 import { CogmillError } from '../render/errors.ts';
 import type { MosaicSpec } from '../render/mosaic.ts';
-import { cogLevels } from './cog.layout.ts';
+import { cogLevels, framedPayload } from './cog.layout.ts';
 import type { ReduceWindow } from './overview.reduce.ts';
 import { reduceShapeOf, runReduceJob, runTileJob, type TileJobSettings } from './tile.job.ts';
 import { pixelBuffers } from './tile.pool.ts';
@@ -39,11 +39,13 @@ parentPort!.on('message', async (msg: Job) => {
     const r = msg.window
       ? await runReduceJob(shape, levels, init.settings, msg.level, msg.tx, msg.ty, msg.window, msg.keep)
       : await runTileJob(engine, mosaic, levels, init.settings, msg.level, msg.tx, msg.ty, undefined, msg.keep);
-    const payload = ownedBytes(r.payload);
-    parentPort!.postMessage({ id: msg.id, payload, stats: r.stats, validCount: r.validCount, pixels: r.pixels }, [
-      payload.buffer as ArrayBuffer,
-      ...pixelBuffers(r.pixels),
-    ]);
+    // framed here (one copy, off the calling thread) when the file frames its tiles
+    const framed = init.settings.frame === true && r.payload.length > 0;
+    const payload = framed ? framedPayload(r.payload) : ownedBytes(r.payload);
+    parentPort!.postMessage(
+      { id: msg.id, payload, framed, stats: r.stats, validCount: r.validCount, pixels: r.pixels },
+      [payload.buffer as ArrayBuffer, ...pixelBuffers(r.pixels)],
+    );
   } catch (e) {
     const err = e as Error;
     parentPort!.postMessage({

@@ -228,7 +228,7 @@ export async function runShard(index: number, deps: ShardDeps): Promise<ShardRep
       ready.delete(next);
       tileBytes[next] = r.payload.byteLength;
       if (stats && r.stats) stats.addTile(r.stats);
-      const framed = frameTile(layout, r.payload);
+      const framed = r.framed ?? frameTile(layout, r.payload);
       streamBytes += framed.byteLength;
       push(framed);
       next++;

@@ -32,10 +32,14 @@ export interface TileJobSettings {
   readonly overviewResampling?: Resampling;
   /** compress every tile, never reusing a source block's stored bytes (stored.reuse.ts) */
   readonly recompress?: boolean;
+  /** worker threads send payloads framed as the file stores them (the layout's leader and trailer) */
+  readonly frame?: boolean;
 }
 
 export interface TileJobResult {
   readonly payload: Uint8Array;
+  /** the payload framed as the file stores it (`framedPayload`), when the worker made it */
+  readonly framed?: Uint8Array;
   readonly stats?: BandAccumulator[];
   readonly validCount: number;
   /** the decoded tile, blockSize^2 per band and its mask (when asked for) */

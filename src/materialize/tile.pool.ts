@@ -53,6 +53,7 @@ export class TilePool {
         (m: {
           id: number;
           payload?: Uint8Array;
+          framed?: boolean;
           stats?: BandAccumulator[];
           validCount?: number;
           pixels?: TilePixels;
@@ -64,7 +65,9 @@ export class TilePool {
           if (m.error) p.reject(new RenderError(m.error.kind as never, m.error.message));
           else
             p.resolve({
-              payload: m.payload!,
+              ...(m.framed
+                ? { payload: m.payload!.subarray(4, m.payload!.length - 4), framed: m.payload! }
+                : { payload: m.payload! }),
               stats: m.stats,
               validCount: m.validCount ?? 0,
               ...(m.pixels ? { pixels: m.pixels } : {}),
