@@ -33,7 +33,7 @@ const job = JSON.parse(process.argv[2] ?? '{}') as MaterializeJob;
 const t0 = performance.now();
 const engine = new Engine({ ...job.engine, roots: job.roots, allowedUrlPrefixes: [] });
 const mosaic = await engine.openMosaic(job.spec);
-const sink = createSink(parseDestination(job.out), { s3: job.s3 ?? {}, azure: job.azure });
+const sink = await createSink(parseDestination(job.out), { s3: job.s3 ?? {}, azure: job.azure });
 const result = await materialize(engine, mosaic, sink, job.options ?? {});
 await engine.close();
 process.stdout.write(

@@ -288,7 +288,7 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
     // command-line and configured mosaics are trusted (a catalogue's assets are allowed with it)
     const mosaic = await new Catalog(engine).open(def, controller.signal, { trusted: true });
     checkJobOptions(mosaic, parsed.options);
-    const sink = createSink(dest, {
+    const sink = await createSink(dest, {
       s3: s3Settings(config),
       azure: azureSettingsOf(config.azure),
       ...(minPartBytes !== undefined ? { s3Sink: { minPartBytes } } : {}),
@@ -440,7 +440,10 @@ async function planStep(values: Values, positionals: string[]): Promise<void> {
   let text: string;
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(where)) {
     const config = await configFor(values.config as string | undefined, [], Object.keys(s3).length ? { s3 } : {});
-    const sink = createSink(parseDestination(where), { s3: s3Settings(config), azure: azureSettingsOf(config.azure) });
+    const sink = await createSink(parseDestination(where), {
+      s3: s3Settings(config),
+      azure: azureSettingsOf(config.azure),
+    });
     if (!isStaged(sink)) throw new ConfigError(`--plan ${where}: plans live next to s3:// and az:// destinations only`);
     const t = await sink.getNote(PLAN_NOTE);
     if (t === undefined) throw new ConfigError(`--plan ${where}: no plan is saved there (make one with --plan-out)`);
@@ -465,7 +468,7 @@ async function planStep(values: Values, positionals: string[]): Promise<void> {
   try {
     const mosaic = await openPlanMosaic(engine, plan);
     // a sink of its own (the one that read the plan does not know the plan's smallest part)
-    const sink = createSink(parseDestination(plan.destination), {
+    const sink = await createSink(parseDestination(plan.destination), {
       s3: s3Settings(config),
       s3Sink: { minPartBytes: plan.minPartBytes },
       azure: azureSettingsOf(config.azure),

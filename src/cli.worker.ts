@@ -89,8 +89,8 @@ export async function cmdWorker(argv: string[]): Promise<void> {
         allowedUrlPrefixes: [...(s.allowedUrlPrefixes ?? []), ...t.allowedUrlPrefixes],
       });
     },
-    sinkFor: (destination, minPartBytes) => {
-      const sink = createSink(parseDestination(destination), {
+    sinkFor: async (destination, minPartBytes) => {
+      const sink = await createSink(parseDestination(destination), {
         s3: s3Settings(config),
         azure: azureSettingsOf(config.azure),
         ...(minPartBytes !== undefined ? { s3Sink: { minPartBytes } } : {}),

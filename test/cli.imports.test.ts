@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
@@ -93,4 +95,26 @@ test('an engine reading local sources loads neither the S3 nor the Azure SDK; an
     s3.urls.some((u) => /node_modules\/@aws-sdk\/client-s3\//.test(u)),
     'the S3 SDK is loaded for an s3:// source',
   );
+});
+
+test('cogmill materialize to a local file loads neither object store SDK, in any thread', async () => {
+  const dir = await fixtureDir();
+  const out = path.join(await mkdtemp(path.join(tmpdir(), 'cogmill-imports-')), 'out.tif');
+  try {
+    // worker threads inherit --import: their modules are recorded too
+    const { code, urls } = await loaded([CLI, 'materialize', path.join(dir, 'utm32.tif'), '--out', out, '--quiet']);
+    assert.equal(code, 0);
+    assert.ok((await stat(out)).size > 0, 'the COG was written');
+    assert.ok(
+      urls.some((u) => u.endsWith('/src/materialize/pipeline.worker.ts')),
+      'the tile workers were started',
+    );
+    assert.deepEqual(
+      urls.filter((u) => SDKS.test(u)),
+      [],
+      'an object store SDK was loaded',
+    );
+  } finally {
+    await rm(path.dirname(out), { recursive: true, force: true });
+  }
 });

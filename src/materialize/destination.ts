@@ -7,10 +7,11 @@
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import type { AzureSettings } from '../render/azure.client.ts';
+import { parseAzureUrl } from '../render/azure.url.ts';
 import type { S3Settings } from '../render/s3.client.ts';
-import { parseAzureDestination, SinkAzure, type SinkAzureOptions } from './sink.azure.ts';
+import type { SinkAzure, SinkAzureOptions } from './sink.azure.ts';
 import { SinkFile } from './sink.file.ts';
-import { SinkS3, type SinkS3Options } from './sink.s3.ts';
+import type { SinkS3, SinkS3Options } from './sink.s3.ts';
 import { SinkError } from './sink.ts';
 
 export type SinkDestination =
@@ -23,6 +24,31 @@ const BUCKET = /^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$/;
 
 function bad(dest: string, why: string): SinkError {
   return new SinkError('bad-destination', `destination "${dest}": ${why}`);
+}
+
+/** Container names Azure accepts: 3-63 lowercase letters, digits and single hyphens, starting with a letter or digit. */
+const CONTAINER = /^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/;
+
+/** Check an `az://container/blob` destination; returns the container and blob name. */
+export function parseAzureDestination(url: string): { container: string; blob: string } {
+  const bad = (why: string) => new SinkError('bad-destination', `destination "${url}": ${why}`);
+  let parsed: { container: string; blob: string };
+  try {
+    parsed = parseAzureUrl(url);
+  } catch {
+    throw bad('write it as az://container/path/to/file.tif');
+  }
+  const { container, blob } = parsed;
+  if (!CONTAINER.test(container))
+    throw bad(`"${container}" is not a valid container name (3-63 lowercase letters, digits and hyphens)`);
+  if (blob === '') throw bad('write it as az://container/path/to/file.tif');
+  if (blob.endsWith('/')) throw bad('it names a prefix; give the name of the file, e.g. .../mosaic.tif');
+  if (blob.split('/').some((s) => s === '' || s === '.' || s === '..'))
+    throw bad('the blob name may not contain empty, "." or ".." segments');
+  if ([...blob].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f))
+    throw bad('the blob name may not contain control characters');
+  if (blob.length > 1024) throw bad('blob names are at most 1024 characters');
+  return parsed;
 }
 
 /**
@@ -80,9 +106,21 @@ export interface SinkSettings {
   readonly azureSink?: Omit<SinkAzureOptions, 'clients' | 'settings'>;
 }
 
-/** The sink writing to `dest`. Nothing is contacted until the pipeline opens it. */
-export function createSink(dest: SinkDestination, settings: SinkSettings): SinkS3 | SinkAzure | SinkFile {
-  if (dest.kind === 's3') return new SinkS3(dest.url, { ...settings.s3Sink, settings: settings.s3 });
-  if (dest.kind === 'azure') return new SinkAzure(dest.url, { ...settings.azureSink, settings: settings.azure ?? {} });
+/**
+ * The sink writing to `dest`. Nothing is contacted until the pipeline opens it. The object-store sinks (and their
+ * SDKs, ~0.15 s to load) are imported on first use: writing a local file loads neither.
+ */
+export async function createSink(
+  dest: SinkDestination,
+  settings: SinkSettings,
+): Promise<SinkS3 | SinkAzure | SinkFile> {
+  if (dest.kind === 's3') {
+    const { SinkS3 } = await import('./sink.s3.ts');
+    return new SinkS3(dest.url, { ...settings.s3Sink, settings: settings.s3 });
+  }
+  if (dest.kind === 'azure') {
+    const { SinkAzure } = await import('./sink.azure.ts');
+    return new SinkAzure(dest.url, { ...settings.azureSink, settings: settings.azure ?? {} });
+  }
   return new SinkFile(dest.path);
 }

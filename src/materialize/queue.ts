@@ -362,7 +362,7 @@ export interface WorkerDeps {
   /** the engine for a plan's sources (its sources are trusted: plans come from the operator's coordinators) */
   readonly engineFor: (plan: MaterializePlan) => Engine;
   /** the staged sink of a destination, with this worker's credentials and the plan's smallest part */
-  readonly sinkFor: (destination: string, minPartBytes?: number) => SinkStaged;
+  readonly sinkFor: (destination: string, minPartBytes?: number) => SinkStaged | Promise<SinkStaged>;
   readonly log?: (line: Record<string, unknown>) => void;
   /** a plan no job used for this long has its threads and engine closed (default 30 s) */
   readonly planIdleMs?: number;
@@ -501,7 +501,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const threads = deps.threads === 0 ? 0 : (deps.threads ?? availableParallelism()) * concurrency;
   const plans = new PlanCache(
     async (destination, planId) => {
-      const text = await deps.sinkFor(destination).getNote(PLAN_NOTE);
+      const text = await (await deps.sinkFor(destination)).getNote(PLAN_NOTE);
       if (text === undefined) throw new UnrecoverableError(`no plan is saved at ${destination} any more`);
       const plan = parsePlan(text);
       if (plan.id !== planId) throw new UnrecoverableError(`the plan at ${destination} is no longer ${planId}`);
@@ -524,7 +524,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
       const entry = await plans.acquire(data.destination, data.planId);
       const { plan, mosaic, engine } = entry;
       let failed = false;
-      const sink = deps.sinkFor(plan.destination, plan.minPartBytes);
+      const sink = await deps.sinkFor(plan.destination, plan.minPartBytes);
       sink.attach(plan.uploadId!);
       const controller = new AbortController();
       const poll = setInterval(() => {

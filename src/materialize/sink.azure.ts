@@ -32,11 +32,11 @@ import {
   createAzureClients,
   isRetryableAzureError,
   listAzureBlobs,
-  parseAzureUrl,
 } from '../render/azure.client.ts';
 import { CogmillError, errorMessage } from '../render/errors.ts';
 import { retrying } from '../render/retry.ts';
 import { MiB } from '../render/types.ts';
+import { parseAzureDestination } from './destination.ts';
 import type { Part } from './part.plan.ts';
 import {
   asSinkError,
@@ -88,31 +88,6 @@ export function azureBlockId(tag: string, partNumber: number): string {
 export function azurePartNumber(tag: string, blockId: string): number | undefined {
   const m = /^cogmill-([0-9a-f]{16})-(\d{6})$/.exec(Buffer.from(blockId, 'base64').toString('latin1'));
   return m && m[1] === tag ? Number(m[2]) : undefined;
-}
-
-/** Container names Azure accepts: 3-63 lowercase letters, digits and single hyphens, starting with a letter or digit. */
-const CONTAINER = /^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/;
-
-/** Check an `az://container/blob` destination; returns the container and blob name. */
-export function parseAzureDestination(url: string): { container: string; blob: string } {
-  const bad = (why: string) => new SinkError('bad-destination', `destination "${url}": ${why}`);
-  let parsed: { container: string; blob: string };
-  try {
-    parsed = parseAzureUrl(url);
-  } catch {
-    throw bad('write it as az://container/path/to/file.tif');
-  }
-  const { container, blob } = parsed;
-  if (!CONTAINER.test(container))
-    throw bad(`"${container}" is not a valid container name (3-63 lowercase letters, digits and hyphens)`);
-  if (blob === '') throw bad('write it as az://container/path/to/file.tif');
-  if (blob.endsWith('/')) throw bad('it names a prefix; give the name of the file, e.g. .../mosaic.tif');
-  if (blob.split('/').some((s) => s === '' || s === '.' || s === '..'))
-    throw bad('the blob name may not contain empty, "." or ".." segments');
-  if ([...blob].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f))
-    throw bad('the blob name may not contain control characters');
-  if (blob.length > 1024) throw bad('blob names are at most 1024 characters');
-  return parsed;
 }
 
 interface BlockRecord {

@@ -19,7 +19,10 @@ import {
   type ContainerClient,
   StorageSharedKeyCredential,
 } from '@azure/storage-blob';
-import { azureEndpoint, connectionStringField, isAzureBlobUrl, trimEndpoint } from './azure.url.ts';
+import { azureEndpoint, connectionStringField, isAzureBlobUrl, parseAzureUrl, trimEndpoint } from './azure.url.ts';
+
+export { parseAzureUrl };
+
 import { CogmillError, SourceError } from './errors.ts';
 import { NETWORK_CODES } from './retry.ts';
 
@@ -165,14 +168,6 @@ function requireService(clients: AzureClients, location: string): BlobServiceCli
     );
   }
   return clients.service;
-}
-
-/** `az://container/blob` -> container and blob name (the name may be empty: a prefix). */
-export function parseAzureUrl(url: string): { container: string; blob: string } {
-  const m = /^az:\/\/([^/?#]+)(?:\/([^?#]*))?$/s.exec(url);
-  if (!m)
-    throw new SourceError('bad-request', `"${url}" is not an Azure URL: write it as az://container/path/blob.tif`);
-  return { container: m[1], blob: m[2] ?? '' };
 }
 
 /** The location without its query (no SAS in messages or logs). */

@@ -4,6 +4,7 @@
  * `@azure/storage-blob` (azure.client.ts, its one import site).
  */
 import type { AzureSettings } from './azure.client.ts';
+import { SourceError } from './errors.ts';
 
 /** The Azure public cloud's blob host suffix. */
 export const PUBLIC_BLOB_HOST = /^([a-z0-9]{3,24})\.blob\.core\.windows\.net$/i;
@@ -45,4 +46,12 @@ export function isAzureBlobUrl(url: string, endpoint?: string): boolean {
   if (u.protocol === 'https:' && PUBLIC_BLOB_HOST.test(u.hostname)) return true;
   if (!endpoint) return false;
   return `${u.origin}${u.pathname}`.startsWith(`${trimEndpoint(endpoint)}/`);
+}
+
+/** `az://container/blob` -> container and blob name (the name may be empty: a prefix). */
+export function parseAzureUrl(url: string): { container: string; blob: string } {
+  const m = /^az:\/\/([^/?#]+)(?:\/([^?#]*))?$/s.exec(url);
+  if (!m)
+    throw new SourceError('bad-request', `"${url}" is not an Azure URL: write it as az://container/path/blob.tif`);
+  return { container: m[1], blob: m[2] ?? '' };
 }

@@ -11,7 +11,7 @@ import { realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { MiddlewareHandler } from 'hono';
 import type { Config } from '../config.schema.ts';
-import { parseAzureDestination } from '../materialize/sink.azure.ts';
+import { parseAzureDestination } from '../materialize/destination.ts';
 import { errorMessage } from '../render/errors.ts';
 import { RequestError, UnauthorizedError } from './errors.ts';
 import type { AppEnv } from './request.ts';

@@ -177,7 +177,7 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
     const location = destinationLocation(dest);
     if (dryRun) {
       // the plan as the job would make it, explained; no upload is created and no pixel is read
-      const sink = createSink(dest, { s3: config.s3, azure: azureSettingsOf(config.azure) });
+      const sink = await createSink(dest, { s3: config.s3, azure: azureSettingsOf(config.azure) });
       const workers = config.materialize.workers || undefined;
       const queued = config.materialize.redis !== undefined && isStaged(sink);
       const shards = queued
@@ -200,7 +200,7 @@ export function materializeRoutes(deps: AppDeps): Hono<AppEnv> {
         `job ${busy.id} is already writing ${location}; wait for it or cancel it (DELETE /jobs/${busy.id})`,
       );
     }
-    const sink = createSink(dest, { s3: config.s3, azure: azureSettingsOf(config.azure) });
+    const sink = await createSink(dest, { s3: config.s3, azure: azureSettingsOf(config.azure) });
     const pipelineOptions: MaterializeOptions = {
       ...options,
       workers: config.materialize.workers || undefined,
