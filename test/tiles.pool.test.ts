@@ -160,6 +160,24 @@ describe('tiles from worker threads', () => {
     assert.equal(pool.stats.workersStarted, 2, 'both workers took work');
     assert.equal(pool.stats.workersLost, 0);
   });
+
+  test('the virtual COG: tiles rendered on the workers, the same file as the main thread renders', async () => {
+    const pool = pooled.deps.tilePool!;
+    for (const id of ['utm', 'rgb']) {
+      const before = { ...pool.stats };
+      const [a, b] = await Promise.all([
+        get(`${inThread.url}/mosaics/${id}.tif`),
+        get(`${pooled.url}/mosaics/${id}.tif`),
+      ]);
+      assert.equal(a.status, 200);
+      assert.equal(b.status, 200);
+      assert.ok(a.body.length > 100_000, `${id}: ${a.body.length} bytes`);
+      assert.ok(a.body.equals(b.body), `${id}: the virtual COG differs when its tiles come from the workers`);
+      const tiles = pool.stats.completed - before.completed;
+      assert.ok(tiles > 0, `${id}: ${tiles} tiles rendered on the workers`);
+      assert.equal(pool.stats.failed - before.failed, 0);
+    }
+  });
 });
 
 describe('a hostile source in a worker', () => {

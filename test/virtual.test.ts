@@ -292,6 +292,38 @@ describe('virtual views over HTTP', () => {
     assert.deepEqual(await bytesOf(r5), all.subarray(0, 150));
   });
 
+  test('a bulk read renders the tiles that follow it into the cache; a small read does not', async () => {
+    const engine = new Engine({ roots: [dir] });
+    try {
+      const m = await engine.openMosaic({ id: 'u', sources: [path.join(dir, 'utm32.tif')], blockSize: 256 });
+      const store = new VirtualCogStore(engine, { cacheBytes: 64 * 1024 * 1024 });
+      const cog = store.open(m);
+      const raw = cog.file.layout.rawTileBytes;
+      const tiles = cog.file.present.length;
+      assert.ok(tiles >= 12, `${tiles} tiles`);
+      // one tile's bytes: nothing ahead
+      await cog.read(cog.file.dataStart, raw);
+      assert.equal(store.stats.prefetched, 0);
+      // four tiles' bytes (tiles 1-4): the next four are rendered ahead (readConcurrency 2 -> max(2, 4) tiles)
+      const start = cog.file.dataStart + raw;
+      await cog.read(start, 4 * raw);
+      assert.equal(store.stats.prefetched, 4);
+      const rendered = store.stats.tilesRendered;
+      const hits = store.stats.cacheHits;
+      await new Promise((r) => setTimeout(r, 50));
+      const next = await cog.read(start + 4 * raw, 4 * raw);
+      assert.equal(store.stats.tilesRendered - rendered, 4, 'the four tiles ahead, and no render for the read');
+      assert.ok(store.stats.cacheHits - hits + store.stats.sharedRenders >= 4, 'the read found them ready');
+      // the bytes are the tiles' own
+      const freshStore = new VirtualCogStore(engine, { cacheBytes: 64 * 1024 * 1024 });
+      assert.deepEqual(next, await freshStore.open(m).read(start + 4 * raw, 4 * raw));
+      await store.settled();
+      await freshStore.settled();
+    } finally {
+      await engine.close();
+    }
+  });
+
   test('a range renders only the tiles it touches; concurrent reads of a tile render it once', async () => {
     const engine = new Engine({ roots: [dir] });
     try {

@@ -29,15 +29,9 @@ import {
   needsBigTiff,
   TIFF_TYPE,
 } from './cog.layout.ts';
-import {
-  type CogTileOptions,
-  defaultOverviewResampling,
-  mosaicCogLevels,
-  mosaicCogSpec,
-  renderCogTile,
-} from './cog.tiles.ts';
-import { interleaveTile } from './tile.encode.ts';
+import { type CogTileOptions, defaultOverviewResampling, mosaicCogLevels, mosaicCogSpec } from './cog.tiles.ts';
 import { presentTiles } from './virtual.cog.sparse.ts';
+import { type VirtualCogTileArgs, virtualCogTileBytes } from './virtual.cog.task.ts';
 
 /** Bumped when the bytes the same mosaic produces change (so ETags change with it). */
 const VIRTUAL_COG_FORMAT = 1;
@@ -260,13 +254,25 @@ export interface VirtualCogStats {
   sharedRenders: number;
   /** virtual COG plans made (one per mosaic version and options) */
   plans: number;
+  /** tiles rendered ahead of a bulk reader (see VirtualCog.readAhead) */
+  prefetched: number;
 }
+
+/** A read of at least this many tiles' bytes is a bulk read: the tiles after it are rendered ahead. */
+const READ_AHEAD_MIN_TILES = 4;
+/** Tiles rendered ahead after one read, at most. */
+const READ_AHEAD_MAX_TILES = 16;
 
 export interface VirtualCogStoreSettings {
   /** bytes of rendered tile payloads kept (lru) */
   readonly cacheBytes: number;
   /** tiles one read renders at the same time (default 2) */
   readonly readConcurrency?: number;
+  /**
+   * renders a tile's raw payload elsewhere (the server's tile worker threads: virtual.cog.task.ts); default: on
+   * the calling thread with the store's engine
+   */
+  readonly renderTile?: (mosaic: Mosaic, args: VirtualCogTileArgs) => Promise<Uint8Array>;
 }
 
 export interface VirtualCogHooks {
@@ -281,7 +287,7 @@ export interface VirtualCogHooks {
  * serves them (never at import time).
  */
 export class VirtualCogStore {
-  readonly stats: VirtualCogStats = { tilesRendered: 0, cacheHits: 0, sharedRenders: 0, plans: 0 };
+  readonly stats: VirtualCogStats = { tilesRendered: 0, cacheHits: 0, sharedRenders: 0, plans: 0, prefetched: 0 };
   private readonly engine: Engine;
   private readonly settings: VirtualCogStoreSettings;
   private readonly hooks: VirtualCogHooks;
@@ -326,6 +332,19 @@ export class VirtualCogStore {
   }
 
   /** The payload of one tile: from the cache, from a render under way, or rendered now. Errors are not cached. */
+  /** Resolves when every render under way (reads and read-aheads) has finished. */
+  async settled(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight.values()]);
+  }
+
+  /** Render a tile into the cache unless it is there or on its way (a read-ahead: not counted as a read). */
+  prefetch(cog: VirtualCog, fileIndex: number): void {
+    const key = `${cog.file.etag}|${fileIndex}`;
+    if (this.tiles.has(key) || this.inflight.has(key)) return;
+    this.stats.prefetched++;
+    this.startRender(cog, fileIndex, key).catch(() => {});
+  }
+
   tilePayload(cog: VirtualCog, fileIndex: number, counter?: VirtualCogReadCounter): Promise<Uint8Array> {
     const key = `${cog.file.etag}|${fileIndex}`;
     const cached = this.tiles.get(key);
@@ -344,6 +363,10 @@ export class VirtualCogStore {
     }
     if (counter) counter.rendered++;
     this.hooks.onTileRead?.('miss');
+    return this.startRender(cog, fileIndex, key);
+  }
+
+  private startRender(cog: VirtualCog, fileIndex: number, key: string): Promise<Uint8Array> {
     const p = this.render(cog, fileIndex).then(
       (bytes) => {
         this.tiles.set(key, bytes);
@@ -363,10 +386,16 @@ export class VirtualCogStore {
     const { file, mosaic } = cog;
     const ref = file.layout.tileAtFileIndex(fileIndex);
     const t0 = performance.now();
-    const px = await renderCogTile(this.engine, mosaic, file.levels, ref.level, ref.tx, ref.ty, file.tileOptions);
-    const interleaved =
-      px.samples ?? interleaveTile(px.bands, mosaic.dtype, mosaic.bandCount, file.tileOptions.blockSize);
-    const bytes = new Uint8Array(interleaved.buffer, interleaved.byteOffset, interleaved.byteLength);
+    const args: VirtualCogTileArgs = {
+      levels: file.levels,
+      level: ref.level,
+      tx: ref.tx,
+      ty: ref.ty,
+      options: file.tileOptions,
+    };
+    const bytes = this.settings.renderTile
+      ? await this.settings.renderTile(mosaic, args)
+      : await virtualCogTileBytes(this.engine, mosaic, args);
     if (bytes.byteLength !== file.layout.rawTileBytes) {
       throw new RenderError(
         'internal',
@@ -438,7 +467,24 @@ export class VirtualCog {
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.store.readConcurrency, segs.length) }, worker));
+    this.readAhead(offset, length);
     return out;
+  }
+
+  /**
+   * After a bulk read (at least READ_AHEAD_MIN_TILES tiles' bytes: GDAL copying a level or the whole file), the
+   * tiles that follow in the file are rendered into the cache while the client handles these bytes: its next
+   * request, usually the next range, then finds them ready instead of waiting for the renders.
+   */
+  private readAhead(offset: number, length: number): void {
+    const { dataStart, layout, present } = this.file;
+    const raw = layout.rawTileBytes;
+    if (length < READ_AHEAD_MIN_TILES * raw) return;
+    const end = Math.min(this.file.size, offset + length);
+    const last = Math.floor((end - 1 - dataStart) / raw);
+    // as many tiles as this read took (the next one is usually as large), within bounds
+    const n = Math.min(READ_AHEAD_MAX_TILES, Math.max(this.store.readConcurrency, Math.ceil(length / raw)));
+    for (let k = last + 1; k <= last + n && k < present.length; k++) this.store.prefetch(this, present[k]);
   }
 
   /**

@@ -32,6 +32,19 @@ export type TileWorkerCommand =
       /** the mosaic's spec, when this worker has not been given this version of it yet */
       readonly spec?: MosaicSpec;
     }
+  | {
+      /**
+       * a task of another layer on this worker's engine and an opened mosaic: `module` (a URL the composition root
+       * gives) exports `runTileTask(engine, mosaic, args, signal)` returning bytes (the virtual COG's tiles)
+       */
+      readonly type: 'task';
+      readonly job: number;
+      readonly module: string;
+      readonly mosaicId: string;
+      readonly mosaicEtag: string;
+      readonly spec?: MosaicSpec;
+      readonly args: unknown;
+    }
   | { readonly type: 'cancel'; readonly job: number };
 
 /** An error as it crosses the thread boundary. */
@@ -45,6 +58,7 @@ export interface TileWorkerError {
 export type TileWorkerReply =
   | { readonly type: 'ready' }
   | { readonly type: 'done'; readonly job: number; readonly image: TileImage; readonly io: SourceIo }
+  | { readonly type: 'task-done'; readonly job: number; readonly bytes: Uint8Array; readonly io: SourceIo }
   | { readonly type: 'error'; readonly job: number; readonly error: TileWorkerError; readonly io: SourceIo }
   | {
       readonly type: 'block-error';
@@ -87,7 +101,7 @@ export interface TilePipelinePoolOptions {
 }
 
 interface Job {
-  readonly resolve: (image: TileImage) => void;
+  readonly resolve: (result: TileImage | Uint8Array) => void;
   readonly reject: (e: unknown) => void;
   readonly io: SourceIo | undefined;
   readonly timings: Record<string, number>;
@@ -164,18 +178,53 @@ export class TilePipelinePool implements TileRunner {
     const timings: Record<string, number> = {};
     const resolved = await this.opts.pipeline.withStretch(request, timings);
     signal?.throwIfAborted();
-    const io = this.opts.io?.();
     const slot = this.pick();
+    const spec = resolved.inside ? this.specFor(slot, resolved.mosaicId, resolved.mosaicEtag) : undefined;
+    return this.dispatch(
+      slot,
+      (job) => ({ type: 'run', job, request: resolved, spec }),
+      spec ? resolved.mosaicId : undefined,
+      timings,
+      signal,
+    ) as Promise<TileImage>;
+  }
+
+  /**
+   * Run a task of another layer on a worker (see TileWorkerCommand 'task'), on the mosaic `mosaicId` as the main
+   * thread has it now; resolves with the bytes the task returned.
+   */
+  async runTask(mosaicId: string, module: string, args: unknown, signal?: AbortSignal): Promise<Uint8Array> {
+    if (this.closed) throw new RenderError('internal', 'the tile workers are shut down');
+    signal?.throwIfAborted();
+    const m = this.opts.mosaic(mosaicId);
+    const slot = this.pick();
+    const spec = this.specFor(slot, m.id, m.etag);
+    return this.dispatch(
+      slot,
+      (job) => ({ type: 'task', job, module, mosaicId: m.id, mosaicEtag: m.etag, spec, args }),
+      spec ? m.id : undefined,
+      {},
+      signal,
+    ) as Promise<Uint8Array>;
+  }
+
+  /** The mosaic's spec when this worker has not been given this version of it yet (then it is marked given). */
+  private specFor(slot: Slot, id: string, etag: string): MosaicSpec | undefined {
+    if (slot.known.get(id) === etag) return undefined;
+    slot.known.set(id, etag);
+    return this.opts.mosaic(id).spec;
+  }
+
+  private dispatch(
+    slot: Slot,
+    command: (job: number) => TileWorkerCommand,
+    specOf: string | undefined,
+    timings: Record<string, number>,
+    signal: AbortSignal | undefined,
+  ): Promise<TileImage | Uint8Array> {
+    const io = this.opts.io?.();
     const job = this.nextJob++;
-    let spec: MosaicSpec | undefined;
-    if (resolved.inside) {
-      const m = this.opts.mosaic(resolved.mosaicId);
-      if (slot.known.get(m.id) !== resolved.mosaicEtag) {
-        spec = m.spec;
-        slot.known.set(m.id, resolved.mosaicEtag);
-      }
-    }
-    return new Promise<TileImage>((resolve, reject) => {
+    return new Promise<TileImage | Uint8Array>((resolve, reject) => {
       const j: Job = {
         resolve: (v) => {
           signal?.removeEventListener('abort', onAbort);
@@ -202,11 +251,11 @@ export class TilePipelinePool implements TileRunner {
       slot.jobs.set(job, j);
       this.stats.started++;
       try {
-        slot.worker.postMessage({ type: 'run', job, request: resolved, spec } satisfies TileWorkerCommand);
+        slot.worker.postMessage(command(job));
       } catch (e) {
         // a request that cannot be cloned: a bug, not the client's fault
         slot.jobs.delete(job);
-        if (spec) slot.known.delete(resolved.mosaicId);
+        if (specOf) slot.known.delete(specOf);
         j.settled = true;
         j.reject(
           new RenderError('internal', `a tile request could not be passed to a worker: ${(e as Error).message}`),
@@ -293,11 +342,11 @@ export class TilePipelinePool implements TileRunner {
       j.io.sourceRequests += msg.io.sourceRequests;
       j.io.sourceBytes += msg.io.sourceBytes;
     }
-    if (msg.type === 'done') {
+    if (msg.type === 'done' || msg.type === 'task-done') {
       this.stats.completed++;
       if (j.settled) return;
       j.settled = true;
-      j.resolve({ ...msg.image, timings: { ...j.timings, ...msg.image.timings } });
+      j.resolve(msg.type === 'done' ? { ...msg.image, timings: { ...j.timings, ...msg.image.timings } } : msg.bytes);
       return;
     }
     if (j.cancelled && msg.error.name === 'AbortError') this.stats.aborted++;

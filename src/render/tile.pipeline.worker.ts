@@ -64,7 +64,7 @@ const running = new Map<number, AbortController>();
  * The opened mosaic of a request (opened on first use). `signal` (the first request's) aborts the opening: a
  * request left waiting on an opening another request cancelled opens it again (`runJob`).
  */
-function mosaicFor(request: TileRequest, signal: AbortSignal): Promise<Mosaic> {
+function mosaicFor(request: Pick<TileRequest, 'mosaicId' | 'mosaicEtag'>, signal: AbortSignal): Promise<Mosaic> {
   const key = `${request.mosaicId}|${request.mosaicEtag}`;
   let p = opened.get(key);
   if (p) {
@@ -94,14 +94,7 @@ async function runJob(job: number, request: TileRequest, signal: AbortSignal): P
   try {
     const image = await ioScope.run(io, async () => {
       if (!request.inside) return pipeline.run(request, signal);
-      let m: Mosaic;
-      try {
-        m = await mosaicFor(request, signal);
-      } catch (e) {
-        // another request's cancel stopped the opening this one waited for: open it again
-        if (signal.aborted || (e as Error)?.name !== 'AbortError') throw e;
-        m = await mosaicFor(request, signal);
-      }
+      const m = await openedMosaic(request, signal);
       signal.throwIfAborted();
       return mosaicScope.run(m, () => pipeline.run(request, signal));
     });
@@ -114,15 +107,50 @@ async function runJob(job: number, request: TileRequest, signal: AbortSignal): P
   }
 }
 
+/** The opened mosaic of a request; an opening another request's cancel stopped is tried again. */
+async function openedMosaic(request: Pick<TileRequest, 'mosaicId' | 'mosaicEtag'>, signal: AbortSignal) {
+  try {
+    return await mosaicFor(request, signal);
+  } catch (e) {
+    if (signal.aborted || (e as Error)?.name !== 'AbortError') throw e;
+    return mosaicFor(request, signal);
+  }
+}
+
+/** A task of another layer (see TileWorkerCommand 'task'): its module's `runTileTask`, its bytes sent back. */
+async function runTask(cmd: Extract<TileWorkerCommand, { type: 'task' }>, signal: AbortSignal): Promise<void> {
+  const io: SourceIo = { sourceRequests: 0, sourceBytes: 0 };
+  try {
+    const bytes = await ioScope.run(io, async () => {
+      const m = await openedMosaic(cmd, signal);
+      signal.throwIfAborted();
+      const task = (await import(cmd.module)) as {
+        runTileTask(engine: EngineCounted, mosaic: Mosaic, args: unknown, signal: AbortSignal): Promise<Uint8Array>;
+      };
+      return task.runTileTask(engine, m, cmd.args, signal);
+    });
+    // a buffer of our own to transfer (the task's may be a view into a larger one)
+    const own =
+      bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
+        ? bytes
+        : bytes.slice();
+    post({ type: 'task-done', job: cmd.job, bytes: own, io }, [own.buffer as ArrayBuffer]);
+  } catch (e) {
+    post({ type: 'error', job: cmd.job, error: errorToWorker(signal.aborted ? signal.reason : e), io });
+  }
+}
+
 port.on('message', (cmd: TileWorkerCommand) => {
   if (cmd.type === 'cancel') {
     running.get(cmd.job)?.abort();
     return;
   }
-  if (cmd.spec) specs.set(cmd.request.mosaicId, cmd.spec);
+  const id = cmd.type === 'run' ? cmd.request.mosaicId : cmd.mosaicId;
+  if (cmd.spec) specs.set(id, cmd.spec);
   const controller = new AbortController();
   running.set(cmd.job, controller);
-  void runJob(cmd.job, cmd.request, controller.signal).finally(() => running.delete(cmd.job));
+  const done = cmd.type === 'run' ? runJob(cmd.job, cmd.request, controller.signal) : runTask(cmd, controller.signal);
+  void done.finally(() => running.delete(cmd.job));
 });
 
 post({ type: 'ready' });

@@ -30,6 +30,7 @@ import { ServerResponse } from 'node:http';
 import { type Context, Hono } from 'hono';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { gdalMetadataDocument, mosaicBandSummaries, statisticsItems } from '../materialize/statistics.xml.ts';
+import { VIRTUAL_COG_TASK, type VirtualCogTileArgs } from '../materialize/virtual.cog.task.ts';
 import { type VirtualCogReadCounter, VirtualCogStore } from '../materialize/virtual.cog.ts';
 import { catalogueVrt, directSourcePath, mosaicVrt } from '../materialize/virtual.vrt.ts';
 import { isCogmillError, SourceError } from '../render/errors.ts';
@@ -144,6 +145,15 @@ async function bufferAnswer(
   body: RangedBody,
 ): Promise<Uint8Array<ArrayBuffer>> {
   const pieces = await Promise.all(answer.parts.map((p) => body.read(p.start, p.end - p.start + 1)));
+  // one range: the bytes read are the body (no second copy of a range GDAL asks for in megabytes)
+  const only = pieces[0];
+  if (
+    !answer.multipart &&
+    pieces.length === 1 &&
+    only.byteLength === answer.bodyBytes &&
+    only.buffer instanceof ArrayBuffer
+  )
+    return only as Uint8Array<ArrayBuffer>;
   const out = new Uint8Array(answer.bodyBytes);
   let pos = 0;
   const put = (b: Uint8Array) => {
@@ -327,9 +337,19 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
   const holder: { store?: VirtualCogStore } = {};
   const metrics = virtualMetrics(deps.metrics, () => holder.store);
   const renderSeconds = appMetrics(deps.metrics, engine).renderSeconds;
+  const pool = deps.tilePool;
   const cogs = new VirtualCogStore(
     engine,
-    { cacheBytes: config.cache.virtualCogBytes },
+    {
+      cacheBytes: config.cache.virtualCogBytes,
+      // on the tile worker threads when there are some: a whole-file read then uses every core
+      ...(pool
+        ? {
+            renderTile: (mosaic: Mosaic, args: VirtualCogTileArgs) => pool.runTask(mosaic.id, VIRTUAL_COG_TASK, args),
+            readConcurrency: 2 * pool.size,
+          }
+        : {}),
+    },
     {
       onTileRendered(ms) {
         metrics.tilesRendered.inc();
