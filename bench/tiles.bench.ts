@@ -359,6 +359,8 @@ export const tilesMapServerBench: Bench = {
     const ratios: Record<string, unknown>[] = [];
     const likeness: Record<string, unknown>[] = [];
     for (const [i, c] of cases.entries()) {
+      // COGMILL_BENCH_CASE=RGB: only the cases whose name holds that text (profiling one case)
+      if (process.env.COGMILL_BENCH_CASE && !c.name.includes(process.env.COGMILL_BENCH_CASE)) continue;
       const engine = new Engine({ roots: [ctx.data.dir] });
       const mosaic = await engine.openMosaic(c.spec);
       await engine.close();
@@ -373,6 +375,10 @@ export const tilesMapServerBench: Bench = {
         `${base}/mosaics/${c.spec.id}/tiles/${t.z}/${t.x}/${t.y}.png${c.query}`;
       // cogmill: a fresh process (nothing parsed, decoded or rendered yet), tile cache off
       const server = await startCogmillServer(ctx.outDir, [c.spec], {
+        // COGMILL_BENCH_PROFILE=DIR: the server's CPU profiles (every thread) go there (bench/profile.ts reads them)
+        nodeArgs: process.env.COGMILL_BENCH_PROFILE
+          ? ['--cpu-prof', `--cpu-prof-dir=${process.env.COGMILL_BENCH_PROFILE}`]
+          : [],
         roots: [ctx.data.dir],
         logLevel: 'warn',
         extra: { cache: { tileBytes: 1 } },

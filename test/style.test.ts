@@ -263,6 +263,34 @@ describe('values and images', () => {
   });
 });
 
+describe('bytes shown as they are', () => {
+  test('8-bit bands over 0..255 give the image the stretch gives for the same values as floats', () => {
+    const n = 64 * 48;
+    let seed = 5;
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed >>> 24;
+    };
+    const mask = Uint8Array.from({ length: n }, (_, i) => (i % 7 === 0 ? 0 : 255));
+    for (const nb of [1, 3]) {
+      const bytes = Array.from({ length: nb }, () => Uint8Array.from({ length: n }, rnd));
+      const values = (bands: (Uint8Array | Float64Array)[]) => ({
+        width: 64,
+        height: 48,
+        bands,
+        mask,
+        dtype: 'uint8' as const,
+      });
+      const direct = styleImage(values(bytes), [[0, 255]]);
+      const stretched = styleImage(values(bytes.map((b) => Float64Array.from(b))), [[0, 255]]);
+      assert.equal(direct.channels, stretched.channels);
+      assert.deepEqual(direct.data, stretched.data, `${nb} band(s)`);
+      // and the values did come through: pixel 1 (valid) of the first band
+      assert.equal(direct.data[direct.channels], bytes[0][1]);
+    }
+  });
+});
+
 describe('statistics', () => {
   test('min, max, mean, std, numpy-style percentiles and histogram of valid values', () => {
     const values = Float64Array.from({ length: 101 }, (_, i) => i); // 0..100, 100 masked below

@@ -180,6 +180,51 @@ describe('tiles from worker threads', () => {
   });
 });
 
+describe('requests beyond what the workers hold', () => {
+  test('a worker holds two renders; the rest wait their turn in order, a cancelled one leaves the queue', async () => {
+    const server = await startTestServer({
+      sources: { roots: [fixtures] },
+      server: { tileWorkers: 1 },
+      cache: { tileBytes: 1 },
+      mosaics: [{ id: 'utm', sources: [path.join(fixtures, 'utm32.tif'), path.join(fixtures, 'utm31.tif')] }],
+    });
+    try {
+      const pool = server.deps.tilePool!;
+      await pool.warm();
+      const urls = (await tileUrls(server.url, 'utm', [11, 12, 13], 3)).map(
+        (t) => `${server.url}/mosaics/utm/tiles/${t}.png?rescale=0,4000`,
+      );
+      assert.ok(urls.length >= 8, `${urls.length} tiles`);
+      let most = 0;
+      let watching = true;
+      const watch = (async () => {
+        while (watching) {
+          most = Math.max(most, pool.inFlight()[0]);
+          await new Promise((r) => setImmediate(r));
+        }
+      })();
+      // one request given up while it waits: it must not hold a place in the queue or on the worker
+      const gone = new AbortController();
+      const abandoned = fetch(urls[0], { signal: gone.signal }).catch((e: Error) => e.name);
+      const replies = Promise.all(urls.slice(1).map((u) => get(u)));
+      gone.abort();
+      const all = await replies;
+      watching = false;
+      await watch;
+      assert.equal(await abandoned, 'AbortError');
+      assert.deepEqual(
+        all.map((r) => r.status),
+        all.map(() => 200),
+      );
+      assert.ok(most >= 1 && most <= 2, `the worker held ${most} renders at once`);
+      assert.equal(pool.stats.failed, 0);
+      assert.deepEqual(pool.inFlight(), [0]);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe('a hostile source in a worker', () => {
   test('a decompression bomb and a lying byte count: the same error status and message as in-thread; the worker keeps serving', async () => {
     const servers: TestServer[] = [];

@@ -76,8 +76,17 @@ function stretchBytes(src: ArrayLike<number>, mask: Uint8Array, n: number, lo: n
   return out;
 }
 
+/** Bytes shown as they are: a byte band over the range 0..255 (stretchByte is then the identity). */
+function bytesAsThey(src: ArrayLike<number>, lo: number, hi: number): src is Uint8Array {
+  return src instanceof Uint8Array && lo === 0 && hi === 255;
+}
+
 /** Gray + alpha of one band, one 16-bit word per pixel (little-endian: gray, then alpha 255). */
 function grayWords(src: ArrayLike<number>, mask: Uint8Array, n: number, lo: number, hi: number, out: Uint16Array) {
+  if (bytesAsThey(src, lo, hi)) {
+    for (let i = 0; i < n; i++) if (mask[i] !== 0) out[i] = src[i] | 0xff00;
+    return;
+  }
   const st = stretchTable(src, n, lo, hi);
   if (st) {
     const { base, table } = st;
@@ -158,7 +167,9 @@ export function styleImage(
   }
   const [r, g, b] = [0, 1, 2].map((k) => {
     const [lo, hi] = range(k);
-    return stretchBytes(values.bands[k], mask, n, lo, hi);
+    const band = values.bands[k];
+    // bytes shown as they are (8-bit RGB, the common case): packed straight from the bands
+    return bytesAsThey(band, lo, hi) ? band : stretchBytes(band, mask, n, lo, hi);
   });
   const data = new Uint8Array(n * 4);
   if (LITTLE_ENDIAN) {

@@ -118,7 +118,15 @@ interface Slot {
   /** resolves when the worker has loaded its modules (or has died) */
   readonly ready: Promise<void>;
   dead: boolean;
+  /** jobs promised to callers that have not posted them yet */
+  reserved: number;
 }
+
+/**
+ * Renders a worker holds at once: two, so that one renders while the other waits on a read or on inflate (on
+ * libuv's pool); more requests wait on this thread, first come, first served.
+ */
+const JOBS_PER_WORKER = 2;
 
 /** An error from a worker as the error it was (same kind, so the same HTTP status), or a plain Error. */
 export function errorFromWorker(e: TileWorkerError): Error {
@@ -148,6 +156,7 @@ export class TilePipelinePool implements TileRunner {
   private readonly slots: (Slot | undefined)[];
   private nextJob = 1;
   private closed = false;
+  private readonly waiting: { take: (slot: Slot) => void; fail: (e: unknown) => void }[] = [];
   readonly stats: TilePoolStats = {
     started: 0,
     completed: 0,
@@ -178,8 +187,10 @@ export class TilePipelinePool implements TileRunner {
     const timings: Record<string, number> = {};
     const resolved = await this.opts.pipeline.withStretch(request, timings);
     signal?.throwIfAborted();
-    const slot = this.pick();
-    const spec = resolved.inside ? this.specFor(slot, resolved.mosaicId, resolved.mosaicEtag) : undefined;
+    const slot = await this.acquire(signal);
+    const spec = resolved.inside
+      ? this.reserving(slot, () => this.specFor(slot, resolved.mosaicId, resolved.mosaicEtag))
+      : undefined;
     return this.dispatch(
       slot,
       (job) => ({ type: 'run', job, request: resolved, spec }),
@@ -197,8 +208,8 @@ export class TilePipelinePool implements TileRunner {
     if (this.closed) throw new RenderError('internal', 'the tile workers are shut down');
     signal?.throwIfAborted();
     const m = this.opts.mosaic(mosaicId);
-    const slot = this.pick();
-    const spec = this.specFor(slot, m.id, m.etag);
+    const slot = await this.acquire(signal);
+    const spec = this.reserving(slot, () => this.specFor(slot, m.id, m.etag));
     return this.dispatch(
       slot,
       (job) => ({ type: 'task', job, module, mosaicId: m.id, mosaicEtag: m.etag, spec, args }),
@@ -206,6 +217,17 @@ export class TilePipelinePool implements TileRunner {
       {},
       signal,
     ) as Promise<Uint8Array>;
+  }
+
+  /** `fn`'s result; when it throws, the job reserved on `slot` is given back first. */
+  private reserving<T>(slot: Slot, fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      slot.reserved--;
+      this.pump();
+      throw e;
+    }
   }
 
   /** The mosaic's spec when this worker has not been given this version of it yet (then it is marked given). */
@@ -224,6 +246,14 @@ export class TilePipelinePool implements TileRunner {
   ): Promise<TileImage | Uint8Array> {
     const io = this.opts.io?.();
     const job = this.nextJob++;
+    slot.reserved--;
+    if (slot.dead) {
+      // it stopped between being promised and this post
+      this.pump();
+      return Promise.reject(
+        new RenderError('internal', 'the tile worker stopped before rendering; send the request again'),
+      );
+    }
     return new Promise<TileImage | Uint8Array>((resolve, reject) => {
       const j: Job = {
         resolve: (v) => {
@@ -255,6 +285,7 @@ export class TilePipelinePool implements TileRunner {
       } catch (e) {
         // a request that cannot be cloned: a bug, not the client's fault
         slot.jobs.delete(job);
+        this.pump();
         if (specOf) slot.known.delete(specOf);
         j.settled = true;
         j.reject(
@@ -277,18 +308,61 @@ export class TilePipelinePool implements TileRunner {
     );
   }
 
-  /** The live worker with the fewest jobs (started, or started again, on demand). */
-  private pick(): Slot {
-    let best = -1;
-    for (let i = 0; i < this.slots.length; i++) {
-      const s = this.slots[i];
-      if (!s || s.dead) {
-        this.slots[i] = this.start();
-        return this.slots[i]!;
-      }
-      if (best < 0 || s.jobs.size < this.slots[best]!.jobs.size) best = i;
+  /**
+   * A worker with room for one more job (reserved for the caller, who dispatches on it at once), or, when every
+   * worker holds JOBS_PER_WORKER, the first to have room, in the order requests asked (first come, first served:
+   * renders interleaved on one thread would all finish late, a tile that is slow to render the latest of all).
+   */
+  private acquire(signal: AbortSignal | undefined): Promise<Slot> {
+    const free = this.free();
+    if (free) {
+      free.reserved++;
+      return Promise.resolve(free);
     }
-    return this.slots[best]!;
+    return new Promise<Slot>((resolve, reject) => {
+      const waiter = {
+        take: (slot: Slot) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(slot);
+        },
+        fail: (e: unknown) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      };
+      const onAbort = () => {
+        const i = this.waiting.indexOf(waiter);
+        if (i >= 0) this.waiting.splice(i, 1);
+        reject(signal!.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiting.push(waiter);
+    });
+  }
+
+  /** Hand free workers to the requests waiting for one. */
+  private pump(): void {
+    while (this.waiting.length > 0) {
+      const slot = this.free();
+      if (!slot) return;
+      slot.reserved++;
+      this.waiting.shift()!.take(slot);
+    }
+  }
+
+  /** The live worker with the fewest jobs if it has room (workers are started, or started again, on demand). */
+  private free(): Slot | undefined {
+    let best: Slot | undefined;
+    for (let i = 0; i < this.slots.length; i++) {
+      let s = this.slots[i];
+      if (!s || s.dead) {
+        if (this.closed) continue;
+        s = this.slots[i] = this.start();
+      }
+      const load = s.jobs.size + s.reserved;
+      if (load < JOBS_PER_WORKER && (!best || load < best.jobs.size + best.reserved)) best = s;
+    }
+    return best;
   }
 
   private start(): Slot {
@@ -303,7 +377,7 @@ export class TilePipelinePool implements TileRunner {
     const ready = new Promise<void>((resolve) => {
       loaded = resolve;
     });
-    const slot: Slot = { worker, jobs: new Map(), known: new Map(), ready, dead: false };
+    const slot: Slot = { worker, jobs: new Map(), known: new Map(), ready, dead: false, reserved: 0 };
     worker.on('message', (msg: TileWorkerReply) => (msg.type === 'ready' ? loaded() : this.onMessage(slot, msg)));
     const lost = (why: string) => {
       if (slot.dead) return;
@@ -319,6 +393,8 @@ export class TilePipelinePool implements TileRunner {
         );
       }
       slot.jobs.clear();
+      // the waiting requests go to the other workers, or to this one started again
+      this.pump();
     };
     worker.on('error', (e: Error) => lost(e.message));
     worker.on('exit', (code) => lost(`exit code ${code}`));
@@ -338,6 +414,7 @@ export class TilePipelinePool implements TileRunner {
     const j = slot.jobs.get(msg.job);
     if (!j) return;
     slot.jobs.delete(msg.job);
+    this.pump();
     if (j.io) {
       j.io.sourceRequests += msg.io.sourceRequests;
       j.io.sourceBytes += msg.io.sourceBytes;
@@ -359,6 +436,7 @@ export class TilePipelinePool implements TileRunner {
   /** Stop every worker; requests still running fail. */
   async close(): Promise<void> {
     this.closed = true;
+    for (const w of this.waiting.splice(0)) w.fail(new RenderError('internal', 'the tile workers are shut down'));
     await Promise.all(this.slots.map((s) => s?.worker.terminate()));
   }
 }
