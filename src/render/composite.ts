@@ -130,6 +130,16 @@ export class Composer {
     }
   }
 
+  /** `copySegment` of one pixel (decimated nearest: every run is one pixel long). */
+  private copyPixel(o: number, k: number, bands: readonly TypedArray[]): void {
+    const out = this.out!;
+    for (let b = 0; b < this.nb; b++) out[b][o] = bands[b][k];
+    if (this.mask[o] === 0) {
+      this.mask[o] = 255;
+      this.validCount++;
+    }
+  }
+
   /** `put` of source pixel k of `bands` (0 + its value when `plusZero`) for pixel o. */
   private take(o: number, k: number, bands: readonly TypedArray[], plusZero: boolean): void {
     const px = this.px;
@@ -165,7 +175,8 @@ export class Composer {
         }
         let e = c + 1;
         while (e < len && idx[e] === k + (e - c) && !(first && mask[o0 + e] !== 0)) e++;
-        this.copySegment(o0 + c, k, e - c, bands);
+        if (e - c === 1) this.copyPixel(o0 + c, k, bands);
+        else this.copySegment(o0 + c, k, e - c, bands);
         taken += e - c;
         c = e;
       }

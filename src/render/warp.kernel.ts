@@ -23,17 +23,16 @@
 import type { Resampling, TypedArray } from './types.ts';
 
 /**
- * The pixels read for one source: one array per band plus validity (1 = valid), row-major. With `rowsReady`, the
- * validity of row y is only there once `rowsReady[y]` is 1: `fillRow(y)` computes it (nearest sampling of a
- * decimated window looks at few of its rows).
+ * The pixels read for one source: one array per band plus validity (1 = valid), row-major. With `validAt`, `valid`
+ * is not filled and validity is asked pixel by pixel (nearest sampling of a decimated window looks at few pixels).
  */
 export interface SourceWindow {
   readonly width: number;
   readonly height: number;
   readonly bands: TypedArray[];
   readonly valid: Uint8Array;
-  readonly rowsReady?: Uint8Array;
-  readonly fillRow?: (y: number) => void;
+  /** when present, `valid` is not filled: this tells a pixel's validity (see sourceWindow in warp.loop.ts) */
+  readonly validAt?: (k: number) => boolean;
 }
 
 /** GDAL's filter radius per method (anGWKFilterRadius). */
@@ -183,10 +182,9 @@ export class Sampler {
     let iy = Math.trunc(v + 1e-10);
     if (ix === f.width) ix--;
     if (iy === f.height) iy--;
-    const row = f.y0 + iy;
-    const ready = this.win.rowsReady;
-    if (ready !== undefined && ready[row] === 0) this.win.fillRow!(row);
-    const k = row * this.win.width + f.x0 + ix;
+    const k = (f.y0 + iy) * this.win.width + f.x0 + ix;
+    const validAt = this.win.validAt;
+    if (validAt !== undefined) return validAt(k) ? k : -1;
     return this.win.valid[k] ? k : -1;
   }
 
