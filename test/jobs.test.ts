@@ -60,8 +60,10 @@ describe('job options', () => {
       predictor: '2',
       overviews: 'sources',
       statistics: 'false',
+      recompress: 'yes',
     });
     assert.equal(options.compression, 'zstd');
+    assert.equal(options.recompress, true);
     assert.equal(options.overviews, 'sources');
     assert.equal(options.level, 9);
     assert.equal(options.blockSize, 256);
@@ -74,6 +76,7 @@ describe('job options', () => {
       predictor: '2',
       overviews: 'sources',
       statistics: false,
+      recompress: true,
     });
     assert.equal(parseJobOptions({}).options.compression, 'deflate');
     const bad: [Record<string, unknown>, RegExp][] = [
@@ -86,6 +89,7 @@ describe('job options', () => {
       [{ predictor: 4 }, /^predictor: must be one of auto, 1, 2, 3/],
       [{ overview_resampling: 'lanczos' }, /^overview_resampling: must be one of/],
       [{ statistics: 'maybe' }, /^statistics: must be true or false/],
+      [{ recompress: 2 }, /^recompress: must be true or false/],
       [{ overviews: 'gdal' }, /^overviews: must be one of finer, sources/],
     ];
     for (const [input, message] of bad) {

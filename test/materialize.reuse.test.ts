@@ -5,13 +5,13 @@
  * pixels GDAL reads back are the source's either way, and the bytes do not depend on the number of threads.
  */
 import assert from 'node:assert/strict';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type MaterializeOptions, materialize } from '../src/materialize/pipeline.ts';
 import { SinkFile } from '../src/materialize/sink.file.ts';
 import { Engine } from '../src/render/engine.ts';
-import { gdalRead, PYTHON, sh, tempDir, validateCog } from './support/gdal.ts';
+import { gdalFixtures, gdalRead, validateCog } from './support/gdal.ts';
 import { parseTiff, tiffEntry } from './support/tiff.read.ts';
 
 const FIXTURES = `
@@ -44,9 +44,7 @@ describe('source blocks reused as stored', () => {
   let engine: Engine;
 
   before(async () => {
-    dir = await tempDir('cogmill-reuse-');
-    await writeFile(path.join(dir, 'fixtures.py'), FIXTURES);
-    await sh(PYTHON, [path.join(dir, 'fixtures.py'), dir, path.join(import.meta.dirname, 'support')]);
+    dir = await gdalFixtures('cogmill-reuse-', FIXTURES);
     engine = new Engine({ roots: [dir] });
   });
 

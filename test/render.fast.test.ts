@@ -6,7 +6,7 @@
  * one in another UTM zone, and sources on a lattice whose pixel centres map to positions a hair off the centres.
  */
 import assert from 'node:assert/strict';
-import { rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { cogLevels } from '../src/materialize/cog.layout.ts';
@@ -18,7 +18,7 @@ import { renderMosaic } from '../src/render/render.ts';
 import { transformBounds } from '../src/render/transform.ts';
 import type { RenderStats } from '../src/render/types.ts';
 import { COMPOSITES, type Composite, type Grid, type Pixels, RESAMPLINGS } from '../src/render/types.ts';
-import { PYTHON, sh, tempDir } from './support/gdal.ts';
+import { gdalFixtures } from './support/gdal.ts';
 
 const FIXTURES = `
 import sys
@@ -170,9 +170,7 @@ describe('render shortcuts = general warp, byte for byte', () => {
     engine.openMosaic({ id, sources: names.map((n) => path.join(dir, `${n}.tif`)), ...extra });
 
   before(async () => {
-    dir = await tempDir('cogmill-render-fast-');
-    await writeFile(path.join(dir, 'fixtures.py'), FIXTURES);
-    await sh(PYTHON, [path.join(dir, 'fixtures.py'), dir, path.join(import.meta.dirname, 'support')]);
+    dir = await gdalFixtures('cogmill-render-fast-', FIXTURES);
     engine = new Engine({ roots: [dir] });
   });
 

@@ -112,22 +112,18 @@ export function parseJobOptions(input: Readonly<Record<string, unknown>>): {
     overviews = oneOf('overviews', input.overviews, ['finer', 'sources'] as const);
     asked.overviews = overviews;
   }
-  let statistics: boolean | undefined;
-  if (has('statistics')) {
-    const v = text('statistics', input.statistics).toLowerCase();
+  /** A true / false option (also 1 / 0, yes / no), when given. */
+  const flag = (name: 'statistics' | 'recompress'): boolean | undefined => {
+    if (!has(name)) return undefined;
+    const v = text(name, input[name]).toLowerCase();
     if (!['true', 'false', '1', '0', 'yes', 'no'].includes(v))
-      throw badOption('statistics', `must be true or false (got "${v}")`);
-    statistics = v === 'true' || v === '1' || v === 'yes';
-    asked.statistics = statistics;
-  }
-  let recompress: boolean | undefined;
-  if (has('recompress')) {
-    const v = text('recompress', input.recompress).toLowerCase();
-    if (!['true', 'false', '1', '0', 'yes', 'no'].includes(v))
-      throw badOption('recompress', `must be true or false (got "${v}")`);
-    recompress = v === 'true' || v === '1' || v === 'yes';
-    asked.recompress = recompress;
-  }
+      throw badOption(name, `must be true or false (got "${v}")`);
+    const on = v === 'true' || v === '1' || v === 'yes';
+    asked[name] = on;
+    return on;
+  };
+  const statistics = flag('statistics');
+  const recompress = flag('recompress');
   const options: MaterializeOptions = {
     compression,
     level,

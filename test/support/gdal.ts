@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -49,6 +49,17 @@ export async function tempDir(prefix = 'cogmill-test-'): Promise<string> {
       for (const d of madeDirs) rmSync(d, { recursive: true, force: true });
     });
   }
+  return dir;
+}
+
+/**
+ * A `tempDir` holding what a Python script wrote with GDAL: `script` runs with the folder as argv[1] and this
+ * support folder (gdal_write.py) as argv[2].
+ */
+export async function gdalFixtures(prefix: string, script: string): Promise<string> {
+  const dir = await tempDir(prefix);
+  await writeFile(path.join(dir, 'fixtures.py'), script);
+  await sh(PYTHON, [path.join(dir, 'fixtures.py'), dir, import.meta.dirname]);
   return dir;
 }
 
