@@ -317,6 +317,11 @@ describe('virtual views over HTTP', () => {
       // the bytes are the tiles' own
       const freshStore = new VirtualCogStore(engine, { cacheBytes: 64 * 1024 * 1024 });
       assert.deepEqual(next, await freshStore.open(m).read(start + 4 * raw, 4 * raw));
+      // workers busy (requests waiting): no read-ahead
+      const busy = new VirtualCogStore(engine, { cacheBytes: 64 * 1024 * 1024, idle: () => false });
+      await busy.open(m).read(start, 4 * raw);
+      assert.equal(busy.stats.prefetched, 0);
+      assert.equal(busy.stats.tilesRendered, 4);
       await store.settled();
       await freshStore.settled();
     } finally {

@@ -273,6 +273,11 @@ export interface VirtualCogStoreSettings {
    * the calling thread with the store's engine
    */
   readonly renderTile?: (mosaic: Mosaic, args: VirtualCogTileArgs) => Promise<Uint8Array>;
+  /**
+   * whether a tile rendered now would keep no request waiting (`renderTile`'s workers have room): read-aheads
+   * start only then. Default: always
+   */
+  readonly idle?: () => boolean;
 }
 
 export interface VirtualCogHooks {
@@ -337,10 +342,15 @@ export class VirtualCogStore {
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight.values()]);
   }
 
-  /** Render a tile into the cache unless it is there or on its way (a read-ahead: not counted as a read). */
+  /**
+   * Render a tile into the cache unless it is there or on its way, or the workers are busy (a read-ahead: not
+   * counted as a read).
+   */
   prefetch(cog: VirtualCog, fileIndex: number): void {
     const key = `${cog.file.etag}|${fileIndex}`;
     if (this.tiles.has(key) || this.inflight.has(key)) return;
+    // a read-ahead never makes a request wait for a worker
+    if (this.settings.idle && !this.settings.idle()) return;
     this.stats.prefetched++;
     this.startRender(cog, fileIndex, key).catch(() => {});
   }

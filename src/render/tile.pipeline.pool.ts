@@ -340,6 +340,11 @@ export class TilePipelinePool implements TileRunner {
     });
   }
 
+  /** True when a job posted now would start at once, with nobody waiting (for work that may be skipped). */
+  idle(): boolean {
+    return !this.closed && this.waiting.length === 0 && this.free() !== undefined;
+  }
+
   /** Hand free workers to the requests waiting for one. */
   private pump(): void {
     while (this.waiting.length > 0) {

@@ -346,6 +346,7 @@ export function virtualRoutes(deps: AppDeps): Hono<AppEnv> {
       ...(pool
         ? {
             renderTile: (mosaic: Mosaic, args: VirtualCogTileArgs) => pool.runTask(mosaic.id, VIRTUAL_COG_TASK, args),
+            idle: () => pool.idle(),
             readConcurrency: 2 * pool.size,
           }
         : {}),
