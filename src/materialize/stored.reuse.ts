@@ -11,6 +11,7 @@
  * every thread and process decides alike and the output stays the same bytes however the work is split.
  * `recompress` turns reuse off.
  */
+import { RenderError } from '../render/errors.ts';
 import type { Raster } from '../render/raster.ts';
 import { typedFromBytes } from '../render/types.ts';
 import type { StoredBlock } from './cog.tiles.block.ts';
@@ -43,8 +44,11 @@ export async function reusableStored(stored: StoredBlock, options: TileEncodeOpt
   const key = `${stored.level}|${options.level ?? ''}|${options.predictor}|${options.blockSize ?? ''}`;
   let verdict = perRaster.get(key);
   if (!verdict) {
-    verdict = judge(stored.raster, stored.level, options);
-    perRaster.set(key, verdict);
+    const made = judge(stored.raster, stored.level, options);
+    verdict = made;
+    perRaster.set(key, made);
+    // a read that failed (unreachable source) is not a verdict: the next tile judges again
+    made.catch(() => perRaster.get(key) === made && perRaster.delete(key));
   }
   return (await verdict) ? stored.bytes : undefined;
 }
@@ -66,8 +70,12 @@ async function judge(raster: Raster, levelIndex: number, options: TileEncodeOpti
   for (const index of places) {
     const block = await raster
       .readBlock(levelIndex, index % level.blocksAcross, Math.floor(index / level.blocksAcross))
-      .catch(() => undefined);
-    if (!block?.stored) continue; // sparse or unreadable: not evidence either way
+      .catch((e: unknown) => {
+        // a corrupt block reads the same everywhere: not evidence either way; anything else fails the tile
+        if (e instanceof RenderError && e.kind === 'corrupt') return undefined;
+        throw e;
+      });
+    if (!block?.stored) continue; // sparse or corrupt
     if (!isZlibStream(block.stored)) return false;
     theirs += block.stored.byteLength;
     const samples = typedFromBytes(raster.info.dtype, block.samples);
