@@ -4,11 +4,13 @@
  * the node:zlib fallback decodes to the same bytes; inflating never gives more than a block declares.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import zlib from 'node:zlib';
 import { encodeTile } from '../src/materialize/tile.encode.ts';
 import {
@@ -158,6 +160,31 @@ describe('deflate tiles against GDAL', () => {
       }
     }
     assert.equal(compared, 24);
+  });
+
+  it('a worker thread compresses on its own thread, to the bytes the thread pool makes', async () => {
+    useDeflateEngine('libdeflate');
+    const raster = await gdalRead(images[1].file);
+    const input = new Uint8Array(raster.bytes);
+    const pooled = await deflateTile(input, 6);
+    const url = pathToFileURL(path.join(ROOT, 'src/render/deflate.ts')).href;
+    const worker = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       import(workerData.url).then(async (d) => parentPort.postMessage(await d.deflateTile(workerData.input, 6)));`,
+      { eval: true, workerData: { url, input } },
+    );
+    try {
+      const [inWorker] = (await once(worker, 'message')) as [Uint8Array];
+      assert.ok(Buffer.from(inWorker).equals(Buffer.from(pooled)), 'the same bytes');
+      // written in place into a buffer of the compress bound: the thread's own call, not the pool's copy
+      assert.ok(
+        inWorker.buffer.byteLength > inWorker.byteLength,
+        `${inWorker.buffer.byteLength} > ${inWorker.byteLength}`,
+      );
+      assert.equal(pooled.buffer.byteLength, pooled.byteLength);
+    } finally {
+      await worker.terminate();
+    }
   });
 
   it('falls back to node:zlib, whose tiles decode to the same bytes', async () => {

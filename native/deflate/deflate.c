@@ -5,6 +5,8 @@
  * keeps one compressor per level and one decompressor.
  *
  *   compress(input: Uint8Array, level: 0..12, callback(err, Buffer))
+ *   compressSync(input: Uint8Array, level: 0..12): Uint8Array   (on the calling thread: for worker threads, whose
+ *     blocking is the point; the output is a view of a new ArrayBuffer of the compress bound, written in place)
  *   decompress(input: Uint8Array, declaredBytes: number, callback(err, Buffer | undefined, status: string))
  *     status: "ok" | "short" (fewer bytes than declared) | "too-large" | "bad-data"
  */
@@ -154,12 +156,55 @@ static napi_value queue(napi_env env, napi_callback_info info, int decompress) {
 }
 
 static napi_value compress(napi_env env, napi_callback_info info) { return queue(env, info, 0); }
+
+static napi_value compress_sync(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_typedarray_type type;
+  size_t length, offset;
+  void *base;
+  napi_value arraybuffer;
+  if (argc < 2 || napi_get_typedarray_info(env, argv[0], &type, &length, &base, &arraybuffer, &offset) != napi_ok ||
+      type != napi_uint8_array) {
+    napi_throw_type_error(env, NULL, "cogmill_deflate: expected (Uint8Array, level)");
+    return NULL;
+  }
+  double number;
+  if (napi_get_value_double(env, argv[1], &number) != napi_ok || !(number >= 0 && number <= 12)) {
+    napi_throw_range_error(env, NULL, "cogmill_deflate: level must be 0..12");
+    return NULL;
+  }
+  int level = (int)number;
+  struct libdeflate_compressor *c = compressors[level];
+  if (c == NULL) c = compressors[level] = libdeflate_alloc_compressor(level);
+  if (c == NULL) {
+    napi_throw_error(env, NULL, "cogmill_deflate: out of memory");
+    return NULL;
+  }
+  size_t bound = libdeflate_zlib_compress_bound(c, length);
+  void *out;
+  napi_value out_buffer;
+  CHECK(napi_create_arraybuffer(env, bound ? bound : 1, &out, &out_buffer));
+  // the allocation may have moved a small input held on the JS heap: ask for its address again
+  CHECK(napi_get_typedarray_info(env, argv[0], &type, &length, &base, &arraybuffer, &offset));
+  size_t n = libdeflate_zlib_compress(c, base, length, out, bound);
+  if (n == 0) {
+    napi_throw_error(env, NULL, "cogmill_deflate: compression failed");
+    return NULL;
+  }
+  napi_value result;
+  CHECK(napi_create_typedarray(env, napi_uint8_array, n, out_buffer, 0, &result));
+  return result;
+}
 static napi_value decompress(napi_env env, napi_callback_info info) { return queue(env, info, 1); }
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
   CHECK(napi_create_function(env, "compress", NAPI_AUTO_LENGTH, compress, NULL, &fn));
   CHECK(napi_set_named_property(env, exports, "compress", fn));
+  CHECK(napi_create_function(env, "compressSync", NAPI_AUTO_LENGTH, compress_sync, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "compressSync", fn));
   CHECK(napi_create_function(env, "decompress", NAPI_AUTO_LENGTH, decompress, NULL, &fn));
   CHECK(napi_set_named_property(env, exports, "decompress", fn));
   return exports;
