@@ -233,4 +233,43 @@ describe('inflateTile', () => {
       }
     });
   }
+
+  it('libdeflate in a worker thread (inflated on the thread itself): the same answers', async () => {
+    const url = pathToFileURL(path.join(ROOT, 'src/render/deflate.ts')).href;
+    const worker = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       import(workerData.url).then(async (d) => {
+         d.inflateOnThisThread(true);
+         const raw = new Uint8Array(65536).map((_, i) => (i * 7) ^ (i >> 5));
+         const same = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
+         const failure = (p) => p.then(() => 'resolved', (e) => e.failure);
+         const packed = await d.deflateTile(raw, 6);
+         const short = await d.inflateTile(packed, raw.length + 100);
+         const t = await d.inflateTile(packed.subarray(0, packed.length >> 1), raw.length);
+         parentPort.postMessage({
+           full: same(await d.inflateTile(packed, raw.length), raw),
+           tooLarge: await failure(d.inflateTile(packed, raw.length - 1)),
+           short: short.length,
+           shortBuffer: short.buffer.byteLength,
+           truncated: t.length > 0 && t.length < raw.length && same(t, raw.subarray(0, t.length)),
+           garbage: await failure(d.inflateTile(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]), 100)),
+         });
+       });`,
+      { eval: true, workerData: { url } },
+    );
+    try {
+      const [r] = await once(worker, 'message');
+      assert.deepEqual(r, {
+        full: true,
+        tooLarge: 'too-large',
+        short: raw.length,
+        // the declared size, written in place: the thread's own call, not the pool's copy
+        shortBuffer: raw.length + 100,
+        truncated: true,
+        garbage: 'invalid',
+      });
+    } finally {
+      await worker.terminate();
+    }
+  });
 });

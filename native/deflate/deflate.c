@@ -8,6 +8,8 @@
  *   compressSync(input: Uint8Array, level: 0..12): Uint8Array   (on the calling thread: for worker threads, whose
  *     blocking is the point; the output is a view of a new ArrayBuffer of the compress bound, written in place)
  *   decompress(input: Uint8Array, declaredBytes: number, callback(err, Buffer | undefined, status: string))
+ *   decompressSync(input: Uint8Array, declaredBytes: number): Uint8Array | "too-large" | "bad-data"   (on the
+ *     calling thread, into a new ArrayBuffer of the declared size; a shorter stream gives a view of what it held)
  *     status: "ok" | "short" (fewer bytes than declared) | "too-large" | "bad-data"
  */
 #include <libdeflate.h>
@@ -199,12 +201,55 @@ static napi_value compress_sync(napi_env env, napi_callback_info info) {
 }
 static napi_value decompress(napi_env env, napi_callback_info info) { return queue(env, info, 1); }
 
+static napi_value decompress_sync(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_typedarray_type type;
+  size_t length, offset;
+  void *base;
+  napi_value arraybuffer;
+  if (argc < 2 || napi_get_typedarray_info(env, argv[0], &type, &length, &base, &arraybuffer, &offset) != napi_ok ||
+      type != napi_uint8_array) {
+    napi_throw_type_error(env, NULL, "cogmill_deflate: expected (Uint8Array, declaredBytes)");
+    return NULL;
+  }
+  double number;
+  if (napi_get_value_double(env, argv[1], &number) != napi_ok || !(number >= 0 && number <= 1073741824.0)) {
+    napi_throw_range_error(env, NULL, "cogmill_deflate: declared size out of range");
+    return NULL;
+  }
+  size_t declared = (size_t)number;
+  if (decompressor == NULL) decompressor = libdeflate_alloc_decompressor();
+  if (decompressor == NULL) {
+    napi_throw_error(env, NULL, "cogmill_deflate: out of memory");
+    return NULL;
+  }
+  void *out;
+  napi_value out_buffer;
+  CHECK(napi_create_arraybuffer(env, declared ? declared : 1, &out, &out_buffer));
+  // the allocation may have moved a small input held on the JS heap: ask for its address again
+  CHECK(napi_get_typedarray_info(env, argv[0], &type, &length, &base, &arraybuffer, &offset));
+  size_t actual = 0;
+  enum libdeflate_result r = libdeflate_zlib_decompress(decompressor, base, length, out, declared, &actual);
+  napi_value result;
+  if (r == LIBDEFLATE_SUCCESS) {
+    CHECK(napi_create_typedarray(env, napi_uint8_array, actual, out_buffer, 0, &result));
+  } else {
+    CHECK(napi_create_string_utf8(env, r == LIBDEFLATE_INSUFFICIENT_SPACE ? "too-large" : "bad-data", NAPI_AUTO_LENGTH,
+                                  &result));
+  }
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
   CHECK(napi_create_function(env, "compress", NAPI_AUTO_LENGTH, compress, NULL, &fn));
   CHECK(napi_set_named_property(env, exports, "compress", fn));
   CHECK(napi_create_function(env, "compressSync", NAPI_AUTO_LENGTH, compress_sync, NULL, &fn));
   CHECK(napi_set_named_property(env, exports, "compressSync", fn));
+  CHECK(napi_create_function(env, "decompressSync", NAPI_AUTO_LENGTH, decompress_sync, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "decompressSync", fn));
   CHECK(napi_create_function(env, "decompress", NAPI_AUTO_LENGTH, decompress, NULL, &fn));
   CHECK(napi_set_named_property(env, exports, "decompress", fn));
   return exports;

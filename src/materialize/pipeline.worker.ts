@@ -1,5 +1,6 @@
 /** Worker thread of the materialisation pipeline: opens the mosaic once, then renders + encodes tiles on request. */
 import { isMarkedAsUntransferable, parentPort, workerData } from 'node:worker_threads';
+import { inflateOnThisThread } from '../render/deflate.ts';
 import { Engine, type EngineSettings } from '../render/engine.ts';
 import { CogmillError } from '../render/errors.ts';
 import type { MosaicSpec } from '../render/mosaic.ts';
@@ -25,6 +26,7 @@ interface Job {
 }
 
 const init = workerData as Init;
+inflateOnThisThread(true);
 const engine = new Engine(init.engine);
 const ready = engine.openMosaic(init.spec).then((mosaic) => ({
   mosaic,

@@ -277,6 +277,8 @@ function pixelValidity(
   nodata: number | undefined,
 ): (k: number) => boolean {
   const useNodata = nodata !== undefined && !Number.isNaN(nodata);
+  // integers without nodata or mask (8-bit RGB): every pixel
+  if (!useNodata && !mask && !bands.some(isFloatBand)) return () => true;
   if (bands.length === 1 && !mask && !isFloatBand(bands[0])) {
     const a = bands[0];
     return useNodata ? (k) => a[k] !== nodata : () => true;
