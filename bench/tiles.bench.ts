@@ -12,6 +12,7 @@ import { decodeImage } from '../src/render/encode.ts';
 import { Engine } from '../src/render/engine.ts';
 import { type Bench, type BenchContext, parseHarnessArgs, runBenches } from './harness.ts';
 import { type MapServerLayer, startMapServer } from './mapserver.ts';
+import { warmInputs } from './materialize.bench.ts';
 import { load, startCogmillServer } from './server.ts';
 import { BENCH_DIR, mib, note, PYTHON, percentile, round, startChild, table } from './support.ts';
 import { benchZooms, nativeZoom, type Tile, tileList } from './tile.list.ts';
@@ -373,6 +374,9 @@ export const tilesMapServerBench: Bench = {
       note(`  ${c.name}: ${tiles.length} tiles`);
       const cogmillUrl = (base: string, t: Tile) =>
         `${base}/mosaics/${c.spec.id}/tiles/${t.z}/${t.x}/${t.y}.png${c.query}`;
+      // both tools read the sources from the page cache (not whichever runs second: a materialisation just
+      // before can have pushed them out)
+      await warmInputs(c.spec.sources);
       // cogmill: a fresh process (nothing parsed, decoded or rendered yet), tile cache off
       const server = await startCogmillServer(ctx.outDir, [c.spec], {
         // COGMILL_BENCH_PROFILE=DIR: the server's CPU profiles (every thread) go there (bench/profile.ts reads them)
@@ -393,6 +397,7 @@ export const tilesMapServerBench: Bench = {
       } finally {
         await server.stop();
       }
+      await warmInputs(c.spec.sources);
       const ms = await startMapServer(path.join(ctx.outDir, `mapserver-${i}`), [c.layer]);
       let theirs: PeerPass;
       try {
