@@ -14,6 +14,11 @@ import { loadConfig, parseConfig, trustedSourcePolicy } from './config.ts';
 import { crsFromEpsg } from './render/crs.ts';
 import { Engine } from './render/engine.ts';
 import { CogmillError } from './render/errors.ts';
+import { mosaicZooms } from './render/grid.request.ts';
+import type { Mosaic } from './render/mosaic.ts';
+import type { TileRequest } from './render/tile.pipeline.ts';
+import { tmsTileGrid, WORLD_SET_MAX_LEVEL, worldTileMatrixSet } from './render/tilematrix.sets.ts';
+import { lonLatToTile } from './render/tilematrix.ts';
 import { transformBounds } from './render/transform.ts';
 import { gridBounds } from './render/types.ts';
 import { engineSettings } from './settings.ts';
@@ -208,8 +213,9 @@ export async function serveConfig(config: Config): Promise<void> {
   process.on('SIGINT', onSignal);
   log.info({ config: redactConfig(config) }, 'configuration');
   const deps = await buildServices(config, { log });
-  // ready to render when it says it listens: the tile workers are started and loaded first
-  await deps.tilePool?.warm();
+  // ready to render when it says it listens: the tile workers are started, loaded, and have drawn a few tiles of the
+  // first mosaics (their render code compiled) first
+  await deps.tilePool?.warmUp(warmUpTiles(deps.catalog.list().flatMap((e) => (e.mosaic ? [e.mosaic] : []))));
   const running = await startServer(deps);
   log.info({ url: running.url, mosaics: deps.catalog.list().map((e) => e.id) }, 'cogmill listening');
   process.stderr.write(
@@ -368,3 +374,35 @@ export function run(): void {
 }
 
 if (import.meta.main) run();
+
+/** Mosaics whose tiles warm the tile workers up before the server listens. */
+const WARM_MOSAICS = 4;
+
+/**
+ * WebMercatorQuad PNG tiles at the mosaic's finest zoom and the one above, around its centre (four in all), with a
+ * fixed stretch (no statistics are computed for them), for the first WARM_MOSAICS plain mosaics.
+ */
+export function warmUpTiles(mosaics: readonly Mosaic[]): TileRequest[] {
+  const set = worldTileMatrixSet('WebMercatorQuad');
+  const out: TileRequest[] = [];
+  for (const m of mosaics.filter((x) => !x.items).slice(0, WARM_MOSAICS)) {
+    const { maxzoom } = mosaicZooms(m, set.matrix(0).tileWidth, WORLD_SET_MAX_LEVEL);
+    const [w, s, e, n] = m.boundsWgs84;
+    for (const z of [maxzoom, Math.max(0, maxzoom - 1)]) {
+      const [cx, cy] = lonLatToTile((w + e) / 2, (s + n) / 2, z);
+      for (const dx of [0, 1]) {
+        const grid = tmsTileGrid(set, z, cx + dx, cy);
+        out.push({
+          mosaicId: m.id,
+          mosaicEtag: m.etag,
+          grid,
+          format: 'png',
+          style: { rescale: [[0, 255]] },
+          inside: true,
+          ranges: [[0, 255]],
+        });
+      }
+    }
+  }
+  return out;
+}

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as zlib from 'node:zlib';
+import { warmUpTiles } from '../src/cli.ts';
 import { tilesForBounds } from '../src/render/tilematrix.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
 import { fixtureDir } from './support/gdal.ts';
@@ -111,6 +112,20 @@ describe('tiles from worker threads', () => {
     assert.equal(pool.stats.workersStarted, 2);
     await pool.warm();
     assert.equal(pool.stats.workersStarted, 2, 'started once');
+    assert.deepEqual(pool.inFlight(), [0, 0]);
+  });
+
+  test('warm-up before listening: four tiles of each mosaic drawn on every worker', async () => {
+    const pool = pooled.deps.tilePool!;
+    const mosaicsNow = pooled.deps.catalog.list().flatMap((e) => (e.mosaic ? [e.mosaic] : []));
+    const requests = warmUpTiles(mosaicsNow);
+    assert.equal(requests.length, 4 * mosaicsNow.length);
+    // at the mosaic's finest zoom and the one above, over the mosaic
+    for (const r of requests) assert.ok(r.inside && r.grid.width === 256 && r.ranges, JSON.stringify(r.grid));
+    const before = { ...pool.stats };
+    await pool.warmUp(requests, 60_000);
+    assert.equal(pool.stats.completed - before.completed, requests.length * pool.size);
+    assert.equal(pool.stats.failed - before.failed, 0);
     assert.deepEqual(pool.inFlight(), [0, 0]);
   });
 

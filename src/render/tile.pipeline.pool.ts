@@ -355,6 +355,39 @@ export class TilePipelinePool implements TileRunner {
     }
   }
 
+  /**
+   * Run `requests` once on every worker, one after another, before serving: a thread's first tiles run its render
+   * code before V8 has compiled it (measured: cold RGB tiles at 8 clients rendered in 20-72 ms against 12 ms once
+   * warm, and were the run's 99th percentile). Failures are ignored: this only costs start-up time, and at most
+   * `deadlineMs` of it (slow or unreachable sources: the renders go on, nobody waits for them).
+   */
+  async warmUp(requests: readonly TileRequest[], deadlineMs = 3000): Promise<void> {
+    await this.warm();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, deadlineMs);
+      timer.unref();
+    });
+    const renders = Promise.all(
+      this.slots.map(async (slot) => {
+        if (!slot || slot.dead) return;
+        for (const request of requests) {
+          slot.reserved++;
+          const spec = request.inside ? this.specFor(slot, request.mosaicId, request.mosaicEtag) : undefined;
+          await this.dispatch(
+            slot,
+            (job) => ({ type: 'run', job, request, spec }),
+            spec ? request.mosaicId : undefined,
+            {},
+            undefined,
+          ).catch(() => undefined);
+        }
+      }),
+    );
+    await Promise.race([renders, deadline]);
+    clearTimeout(timer);
+  }
+
   /** The live worker with the fewest jobs if it has room (workers are started, or started again, on demand). */
   private free(): Slot | undefined {
     let best: Slot | undefined;
