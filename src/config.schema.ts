@@ -114,7 +114,7 @@ export const configSchema = z
           .max(256)
           .optional()
           .describe(
-            'worker threads rendering tile images (tiles, previews, crops), each with its own share of the block cache; default: one per core; 0 renders on the main thread',
+            'worker threads rendering tile images (tiles, previews, crops) and virtual COG tiles, each with its own share of the block cache; before the server listens each draws a few tiles of the first mosaics (at most 3 s); default: one per core; 0 renders on the main thread',
           ),
         shutdownGraceMs: positiveInt
           .default(10_000)
