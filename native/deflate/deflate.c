@@ -159,24 +159,58 @@ static napi_value queue(napi_env env, napi_callback_info info, int decompress) {
 
 static napi_value compress(napi_env env, napi_callback_info info) { return queue(env, info, 0); }
 
-static napi_value compress_sync(napi_env env, napi_callback_info info) {
+/*
+ * The arguments of a sync call, (Uint8Array, number in [0, max]): the input's value and length and the number.
+ * Returns 0 with an exception pending when they are not that.
+ */
+static int sync_args(napi_env env, napi_callback_info info, napi_value *input, size_t *length, double *number,
+                     double max, const char *usage, const char *range) {
   size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_typedarray_type type;
+  size_t offset;
+  void *base;
+  napi_value arraybuffer;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_typedarray_info(env, argv[0], &type, length, &base, &arraybuffer, &offset) != napi_ok ||
+      type != napi_uint8_array) {
+    napi_throw_type_error(env, NULL, usage);
+    return 0;
+  }
+  if (napi_get_value_double(env, argv[1], number) != napi_ok || !(*number >= 0 && *number <= max)) {
+    napi_throw_range_error(env, NULL, range);
+    return 0;
+  }
+  *input = argv[0];
+  return 1;
+}
+
+/*
+ * A new ArrayBuffer of `bytes` for a sync call's output, and the input's address afterwards (the allocation may
+ * have moved a small input held on the JS heap). Returns 0 with an exception pending on failure.
+ */
+static int sync_output(napi_env env, napi_value input, size_t bytes, void **out, napi_value *out_buffer,
+                       const unsigned char **in) {
   napi_typedarray_type type;
   size_t length, offset;
   void *base;
   napi_value arraybuffer;
-  if (argc < 2 || napi_get_typedarray_info(env, argv[0], &type, &length, &base, &arraybuffer, &offset) != napi_ok ||
-      type != napi_uint8_array) {
-    napi_throw_type_error(env, NULL, "cogmill_deflate: expected (Uint8Array, level)");
-    return NULL;
+  if (napi_create_arraybuffer(env, bytes ? bytes : 1, out, out_buffer) != napi_ok ||
+      napi_get_typedarray_info(env, input, &type, &length, &base, &arraybuffer, &offset) != napi_ok) {
+    napi_throw_error(env, NULL, "cogmill_deflate: out of memory");
+    return 0;
   }
+  *in = (const unsigned char *)base;
+  return 1;
+}
+
+static napi_value compress_sync(napi_env env, napi_callback_info info) {
+  napi_value input;
+  size_t length;
   double number;
-  if (napi_get_value_double(env, argv[1], &number) != napi_ok || !(number >= 0 && number <= 12)) {
-    napi_throw_range_error(env, NULL, "cogmill_deflate: level must be 0..12");
+  if (!sync_args(env, info, &input, &length, &number, 12, "cogmill_deflate: expected (Uint8Array, level)",
+                 "cogmill_deflate: level must be 0..12"))
     return NULL;
-  }
   int level = (int)number;
   struct libdeflate_compressor *c = compressors[level];
   if (c == NULL) c = compressors[level] = libdeflate_alloc_compressor(level);
@@ -187,10 +221,9 @@ static napi_value compress_sync(napi_env env, napi_callback_info info) {
   size_t bound = libdeflate_zlib_compress_bound(c, length);
   void *out;
   napi_value out_buffer;
-  CHECK(napi_create_arraybuffer(env, bound ? bound : 1, &out, &out_buffer));
-  // the allocation may have moved a small input held on the JS heap: ask for its address again
-  CHECK(napi_get_typedarray_info(env, argv[0], &type, &length, &base, &arraybuffer, &offset));
-  size_t n = libdeflate_zlib_compress(c, base, length, out, bound);
+  const unsigned char *in;
+  if (!sync_output(env, input, bound, &out, &out_buffer, &in)) return NULL;
+  size_t n = libdeflate_zlib_compress(c, in, length, out, bound);
   if (n == 0) {
     napi_throw_error(env, NULL, "cogmill_deflate: compression failed");
     return NULL;
@@ -202,23 +235,12 @@ static napi_value compress_sync(napi_env env, napi_callback_info info) {
 static napi_value decompress(napi_env env, napi_callback_info info) { return queue(env, info, 1); }
 
 static napi_value decompress_sync(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  napi_typedarray_type type;
-  size_t length, offset;
-  void *base;
-  napi_value arraybuffer;
-  if (argc < 2 || napi_get_typedarray_info(env, argv[0], &type, &length, &base, &arraybuffer, &offset) != napi_ok ||
-      type != napi_uint8_array) {
-    napi_throw_type_error(env, NULL, "cogmill_deflate: expected (Uint8Array, declaredBytes)");
-    return NULL;
-  }
+  napi_value input;
+  size_t length;
   double number;
-  if (napi_get_value_double(env, argv[1], &number) != napi_ok || !(number >= 0 && number <= 1073741824.0)) {
-    napi_throw_range_error(env, NULL, "cogmill_deflate: declared size out of range");
+  if (!sync_args(env, info, &input, &length, &number, 1073741824.0,
+                 "cogmill_deflate: expected (Uint8Array, declaredBytes)", "cogmill_deflate: declared size out of range"))
     return NULL;
-  }
   size_t declared = (size_t)number;
   if (decompressor == NULL) decompressor = libdeflate_alloc_decompressor();
   if (decompressor == NULL) {
@@ -227,11 +249,10 @@ static napi_value decompress_sync(napi_env env, napi_callback_info info) {
   }
   void *out;
   napi_value out_buffer;
-  CHECK(napi_create_arraybuffer(env, declared ? declared : 1, &out, &out_buffer));
-  // the allocation may have moved a small input held on the JS heap: ask for its address again
-  CHECK(napi_get_typedarray_info(env, argv[0], &type, &length, &base, &arraybuffer, &offset));
+  const unsigned char *in;
+  if (!sync_output(env, input, declared, &out, &out_buffer, &in)) return NULL;
   size_t actual = 0;
-  enum libdeflate_result r = libdeflate_zlib_decompress(decompressor, base, length, out, declared, &actual);
+  enum libdeflate_result r = libdeflate_zlib_decompress(decompressor, in, length, out, declared, &actual);
   napi_value result;
   if (r == LIBDEFLATE_SUCCESS) {
     CHECK(napi_create_typedarray(env, napi_uint8_array, actual, out_buffer, 0, &result));
