@@ -21,7 +21,9 @@ export interface RasterIo {
 
 /**
  * Decoded blocks (bytes as stored, predictor undone) for the given block indices of a level.
- * Cached (`cache` false: neither looked up nor kept); misses that sit next to each other in the file are fetched with one range request. A block that
+ * Cached (`opts.cache` false: neither looked up nor kept); misses that sit next to each other in the file are
+ * fetched with one range request; `opts.stored` / `opts.predicted` collect the compressed bytes and the decoded bytes
+ * before the predictor is undone of the blocks decoded here. A block that
  * cannot be read (an offset or byte count past the end of the file, an impossible size, a stream that does not
  * decode into the block's declared size) is in `failed` with a `corrupt` error naming the source and block;
  * the other blocks are still read. Source IO errors (unreachable, changed) are thrown.
@@ -32,10 +34,10 @@ async function readBlocks(
   levelKey: string,
   indices: number[],
   signal?: AbortSignal,
-  cache = true,
-  stored?: Map<number, Uint8Array>,
-  predicted?: Map<number, Uint8Array>,
+  opts: { cache?: boolean; stored?: Map<number, Uint8Array>; predicted?: Map<number, Uint8Array> } = {},
 ): Promise<{ blocks: Map<number, Uint8Array>; failed: Map<number, RenderError> }> {
+  const { stored, predicted } = opts;
+  const cache = opts.cache !== false;
   const out = new Map<number, Uint8Array>();
   const failed = new Map<number, RenderError>();
   const prefix = `${io.info.url}|${io.info.etag}|${levelKey}|`;
@@ -210,10 +212,7 @@ export async function readWindow(
         const src = typedFromBytes(dtype, bytes);
         const lastSample = ((cy1 - 1 - ty0) * level.blockWidth + (cx1 - 1 - tx0)) * stride + off;
         if (lastSample >= src.length) {
-          const error = new RenderError(
-            'corrupt',
-            `${io.info.url}: block ${index} of level ${levelIndex} decoded to fewer pixels than its size`,
-          );
+          const error = shortBlock(io, index, levelIndex);
           if (!onBlockError) throw error;
           if (!failed.has(index)) onBlockError({ source: io.info.url, level: levelIndex, block: index, error });
           failed.set(index, error);
@@ -236,6 +235,14 @@ export async function readWindow(
     }
   }
   return { bands: out, mask };
+}
+
+/** The error of a block that decoded to fewer pixels than its size. */
+function shortBlock(io: RasterIo, index: number, levelIndex: number): RenderError {
+  return new RenderError(
+    'corrupt',
+    `${io.info.url}: block ${index} of level ${levelIndex} decoded to fewer pixels than its size`,
+  );
 }
 
 /** A whole block as stored in the file and as decoded. */
@@ -275,18 +282,17 @@ export async function readWholeBlock(
   const index = by * level.blocksAcross + bx;
   const stored = new Map<number, Uint8Array>();
   const predicted = new Map<number, Uint8Array>();
-  const { blocks, failed } = await readBlocks(io, level, String(levelIndex), [index], signal, false, stored, predicted);
+  const { blocks, failed } = await readBlocks(io, level, String(levelIndex), [index], signal, {
+    cache: false,
+    stored,
+    predicted,
+  });
   const error = failed.get(index);
   if (error) throw error;
   const bytes = blocks.get(index)!;
   if (bytes.byteLength === 0) return undefined;
   const want = level.blockWidth * level.blockHeight * bandCount * bytesPerSample(dtype);
-  if (bytes.byteLength < want) {
-    throw new RenderError(
-      'corrupt',
-      `${url}: block ${index} of level ${levelIndex} decoded to fewer pixels than its size`,
-    );
-  }
+  if (bytes.byteLength < want) throw shortBlock(io, index, levelIndex);
   const before = predicted.get(index);
   return {
     samples: bytes.byteLength === want ? bytes : bytes.subarray(0, want),
