@@ -79,13 +79,21 @@ export async function renderWith(
     const unionBytes = warp.w * warp.h * (srcBands.length * bytesPerSample(info.dtype) + 1);
     const perChunk = warp.chunks.length > 1 && unionBytes > (options.sourceReadMaxBytes ?? UNION_READ_MAX_BYTES);
     const aligned = shortcuts && alignedLevel(grid, info, warp);
-    // nearest off the source's lattice reads only the rows it samples: their validity is computed when first used
-    const lazyRows = resampling === 'nearest' && !aligned;
+    // nearest off the source's lattice samples few of the window's pixels: their validity is asked one by one
+    const pointwise = resampling === 'nearest' && !aligned;
     const readSource = async (x0: number, y0: number, w: number, h: number) => {
       const win = await raster.readWindow(warp.level, x0, y0, w, h, srcBands, options.signal, options.onBlockError);
       if (stats) stats.sourcePixelsRead = (stats.sourcePixelsRead ?? 0) + w * h;
       if (stats) stats.largestSourceWindowPixels = Math.max(stats.largestSourceWindowPixels ?? 0, w * h);
-      return sourceWindow(win, w, h, info.nodata, scratch.valid(w * h), lazyRows);
+      return pointwise
+        ? {
+            width: w,
+            height: h,
+            bands: win.bands,
+            valid: NO_VALIDITY,
+            validAt: pixelValidity(win.bands, win.mask, info.nodata),
+          }
+        : sourceWindow(win, w, h, info.nodata, scratch.valid(w * h));
     };
     let sw = perChunk ? undefined : await readSource(warp.x0, warp.y0, warp.w, warp.h);
     const tr = cachedTransformer(grid.crs, info.crs);
@@ -250,9 +258,7 @@ export async function renderWith(
 
 /**
  * Validity of source pixels, into `valid` (w * h): the internal mask when present, else "not every band equals
- * nodata" (GDAL's rule); a NaN in any band is never valid. With `lazy` (nearest off the source's lattice, which
- * samples a few pixels of a few rows), nothing is computed ahead: `validAt` tells one pixel's validity when it is
- * sampled (at 7.6x decimation a tile samples 1 pixel in 58; whole rows of validity were 12% of its render).
+ * nodata" (GDAL's rule); a NaN in any band is never valid.
  */
 function sourceWindow(
   win: RasterWindow,
@@ -260,17 +266,18 @@ function sourceWindow(
   h: number,
   nodata: number | undefined,
   valid: Uint8Array,
-  lazy = false,
 ): SourceWindow {
-  const { bands, mask } = win;
-  if (!lazy) {
-    validRange(bands, mask, nodata, valid, 0, w * h);
-    return { width: w, height: h, bands, valid };
-  }
-  return { width: w, height: h, bands, valid, validAt: pixelValidity(bands, mask, nodata) };
+  validRange(win.bands, win.mask, nodata, valid, 0, w * h);
+  return { width: w, height: h, bands: win.bands, valid };
 }
 
-/** `validRange`'s rule for one pixel. */
+/** `valid` of a window whose validity is asked pixel by pixel (`validAt`). */
+const NO_VALIDITY = new Uint8Array(0);
+
+/**
+ * `validRange`'s rule for one pixel, for windows that sample few of their pixels (nearest off the lattice: at 7.6x
+ * decimation a tile samples 1 pixel in 58; whole rows of validity were 12% of its render).
+ */
 function pixelValidity(
   bands: SourceWindow['bands'],
   mask: Uint8Array | undefined,
