@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { applyPredictor } from '../src/materialize/tile.encode.ts';
-import { inflateTile } from '../src/render/deflate.ts';
+import { deflateEngine, inflateTile, predictor2Native, useDeflateEngine } from '../src/render/deflate.ts';
 import { Engine } from '../src/render/engine.ts';
 import { undoPredictorInPlace } from '../src/render/predictor.ts';
 import { Raster } from '../src/render/raster.ts';
@@ -202,5 +202,56 @@ describe('undoPredictorInPlace', () => {
     } finally {
       await engine.close();
     }
+  });
+});
+
+describe('predictor 2 in C (the addon) and in JavaScript', () => {
+  it('give the same bytes both ways for every sample width, pixel stride and a short block', () => {
+    assert.equal(deflateEngine(), 'libdeflate', 'the addon is built (.ci/setup builds it)');
+    for (const [dtype, bytes] of [
+      ['uint8', 1],
+      ['uint16', 2],
+      ['uint32', 4],
+      ['float64', 8],
+    ] as const) {
+      for (const bands of [1, 3, 4, 5]) {
+        const block = 24;
+        const original = pattern(dtype, block * block * bands);
+        const encoded: Uint8Array[] = [];
+        const decoded: Uint8Array[] = [];
+        for (const engine of ['libdeflate', 'zlib'] as const) {
+          useDeflateEngine(engine);
+          try {
+            const diff = applyPredictor(original.slice(), 2, bands, block);
+            encoded.push(diff.slice());
+            // a strip of 9 whole rows and a part row: the part row stays as it is
+            const part = diff.slice(0, block * bands * bytes * 9 + 3 * bytes).buffer;
+            undoPredictorInPlace(part, 2, {
+              width: block,
+              height: block,
+              bytesPerSample: bytes,
+              samplesPerPixel: bands,
+            });
+            decoded.push(new Uint8Array(part));
+          } finally {
+            useDeflateEngine('libdeflate');
+          }
+        }
+        const what = `${dtype}, ${bands} band(s)`;
+        assert.ok(Buffer.from(encoded[0]).equals(Buffer.from(encoded[1])), `${what}: differenced bytes`);
+        assert.ok(!Buffer.from(encoded[0]).equals(Buffer.from(original.buffer)), `${what}: differencing changed them`);
+        assert.ok(Buffer.from(decoded[0]).equals(Buffer.from(decoded[1])), `${what}: undone bytes`);
+        const rows = block * bands * bytes * 9;
+        assert.ok(Buffer.from(decoded[0].subarray(0, rows)).equals(Buffer.from(original.buffer, 0, rows)), what);
+      }
+    }
+  });
+
+  it('refuses a shape that does not fit the bytes (no write past the buffer)', () => {
+    const bytes = new Uint8Array(100);
+    assert.throws(() => predictor2Native(bytes, 10, 11, 1, 1, true), RangeError);
+    assert.throws(() => predictor2Native(bytes, 10, 5, 1, 3, true), RangeError);
+    assert.throws(() => predictor2Native(bytes, 10, 5, 0, 1, true), RangeError);
+    assert.equal(predictor2Native(bytes, 10, 10, 1, 1, true), true);
   });
 });

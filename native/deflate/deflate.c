@@ -11,9 +11,15 @@
  *   decompressSync(input: Uint8Array, declaredBytes: number): Uint8Array | "too-large" | "bad-data"   (on the
  *     calling thread, into a new ArrayBuffer of the declared size; a shorter stream gives a view of what it held)
  *     status: "ok" | "short" (fewer bytes than declared) | "too-large" | "bad-data"
+ *   predictor2(bytes: Uint8Array, rowSamples, rows, stride, bytesPerSample: 1|2|4|8, undo: boolean): undefined
+ *     TIFF horizontal differencing (predictor 2) in place over `rows` rows of `rowSamples` little-endian samples,
+ *     each minus the one `stride` samples before it in its row (undo: the running sums back), modulo the sample
+ *     width; on the calling thread (a 512 x 512 tile takes well under a millisecond)
  */
 #include <libdeflate.h>
 #include <node_api.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -263,6 +269,59 @@ static napi_value decompress_sync(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* One loop per sample width: the compiler keeps each in registers (and vectorises the differencing). */
+#define PREDICTOR2(T)                                                                                             \
+  static void predict_##T(T *a, size_t row_samples, size_t rows, size_t stride, int undo) {                        \
+    for (size_t r = 0; r < rows; r++, a += row_samples) {                                                          \
+      if (undo) {                                                                                                  \
+        for (size_t i = stride; i < row_samples; i++) a[i] = (T)(a[i] + a[i - stride]);                            \
+      } else {                                                                                                     \
+        for (size_t i = row_samples; i-- > stride;) a[i] = (T)(a[i] - a[i - stride]);                              \
+      }                                                                                                            \
+    }                                                                                                              \
+  }
+PREDICTOR2(uint8_t)
+PREDICTOR2(uint16_t)
+PREDICTOR2(uint32_t)
+PREDICTOR2(uint64_t)
+
+static napi_value predictor2(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_typedarray_type type;
+  size_t length, offset;
+  void *base;
+  napi_value arraybuffer;
+  double n[4];
+  bool undo = false;
+  const char *usage = "cogmill_deflate: expected (Uint8Array, rowSamples, rows, stride, bytesPerSample, undo)";
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 ||
+      napi_get_typedarray_info(env, argv[0], &type, &length, &base, &arraybuffer, &offset) != napi_ok ||
+      type != napi_uint8_array || napi_get_value_bool(env, argv[5], &undo) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  for (int k = 0; k < 4; k++) {
+    if (napi_get_value_double(env, argv[k + 1], &n[k]) != napi_ok || !(n[k] >= 0 && n[k] <= 1073741824.0) ||
+        n[k] != (double)(size_t)n[k]) {
+      napi_throw_type_error(env, NULL, usage);
+      return NULL;
+    }
+  }
+  size_t row_samples = (size_t)n[0], rows = (size_t)n[1], stride = (size_t)n[2], bytes = (size_t)n[3];
+  if ((bytes != 1 && bytes != 2 && bytes != 4 && bytes != 8) || stride == 0 || ((uintptr_t)base % bytes) != 0 ||
+      row_samples * rows > length / bytes) {
+    napi_throw_range_error(env, NULL, "cogmill_deflate: predictor2 shape does not fit the bytes");
+    return NULL;
+  }
+  int u = undo ? 1 : 0;
+  if (bytes == 1) predict_uint8_t((uint8_t *)base, row_samples, rows, stride, u);
+  else if (bytes == 2) predict_uint16_t((uint16_t *)base, row_samples, rows, stride, u);
+  else if (bytes == 4) predict_uint32_t((uint32_t *)base, row_samples, rows, stride, u);
+  else predict_uint64_t((uint64_t *)base, row_samples, rows, stride, u);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
   CHECK(napi_create_function(env, "compress", NAPI_AUTO_LENGTH, compress, NULL, &fn));
@@ -273,6 +332,8 @@ static napi_value init(napi_env env, napi_value exports) {
   CHECK(napi_set_named_property(env, exports, "decompressSync", fn));
   CHECK(napi_create_function(env, "decompress", NAPI_AUTO_LENGTH, decompress, NULL, &fn));
   CHECK(napi_set_named_property(env, exports, "decompress", fn));
+  CHECK(napi_create_function(env, "predictor2", NAPI_AUTO_LENGTH, predictor2, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "predictor2", fn));
   return exports;
 }
 

@@ -107,6 +107,11 @@ export async function blockTile(
 /** The warp's rule (warp.loop.ts validRange): a pixel is empty when every band holds nodata. Returns the valid count. */
 function validity(samples: TypedArray, bands: number, nodata: number, mask: Uint8Array): number {
   const n = mask.length;
+  // most blocks hold no nodata sample at all: one native scan says so (a categorical 8-bit block: 0.5 ms -> 20 us)
+  if (samples.indexOf(nodata as never) < 0) {
+    mask.fill(255);
+    return n;
+  }
   let valid = 0;
   if (bands === 1) {
     for (let i = 0; i < n; i++) {

@@ -6,7 +6,7 @@
  * Compression runs on the libuv thread pool, so a pipeline that keeps a few tiles in flight uses every core.
  */
 import zlib from 'node:zlib';
-import { deflateTile } from '../render/deflate.ts';
+import { deflateTile, predictor2Native } from '../render/deflate.ts';
 import { encodeImage } from '../render/encode.ts';
 import { bytesPerSample, type DType, type TypedArray } from '../render/types.ts';
 import {
@@ -130,6 +130,7 @@ function unsignedView(a: TypedArray): Uint8Array | Uint16Array | Uint32Array {
 /** Horizontal differencing per sample in place (TIFF predictor 2), modulo the sample width. */
 function horizontalDiff(samples: TypedArray, bands: number, blockSize: number): void {
   const rowLen = blockSize * bands;
+  if (predictor2Native(bytesOf(samples), rowLen, blockSize, bands, samples.BYTES_PER_ELEMENT, false)) return;
   const u = unsignedView(samples);
   if (samples.BYTES_PER_ELEMENT === 8) {
     for (let r = 0; r < blockSize; r++) {

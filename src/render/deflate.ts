@@ -27,6 +27,15 @@ interface NativeDeflate {
     declaredBytes: number,
     cb: (err: Error | undefined, out: Buffer | undefined, status: string) => void,
   ): void;
+  /** (absent from addons built before it) */
+  predictor2?(
+    bytes: Uint8Array,
+    rowSamples: number,
+    rows: number,
+    stride: number,
+    bytesPerSample: number,
+    undo: boolean,
+  ): void;
 }
 
 const ADDON_PATH = path.join(
@@ -117,6 +126,26 @@ export function deflateTile(bytes: Uint8Array, level: number): Promise<Uint8Arra
       (err, out) => (err ? reject(err) : resolve(asBytes(out))),
     ),
   );
+}
+
+/**
+ * TIFF horizontal differencing (predictor 2) in place, in C: `rows` rows of `rowSamples` little-endian samples of
+ * `bytesPerSample` bytes, each minus the sample `stride` before it in its row, or (`undo`) the running sums back.
+ * Returns false, having done nothing, where the addon is missing: the caller's own loop then runs. 4-6x faster
+ * than the typed JavaScript loops (bench/deflate.bench.ts); the same bytes by definition (a test compares both).
+ */
+export function predictor2Native(
+  bytes: Uint8Array,
+  rowSamples: number,
+  rows: number,
+  stride: number,
+  bytesPerSample: number,
+  undo: boolean,
+): boolean {
+  const fn = native()?.predictor2;
+  if (!fn || bytes.byteOffset % bytesPerSample !== 0) return false;
+  fn(bytes, rowSamples, rows, stride, bytesPerSample, undo);
+  return true;
 }
 
 /** Why `inflateTile` could not give the bytes: the stream decodes to more than declared, or is not deflate. */

@@ -4,6 +4,7 @@
  * width over one typed view of the whole block (no per-row views or allocations), the running value kept in a
  * local for one-sample pixels. Samples are little-endian, as the host (the reader refuses big-endian predictors).
  */
+import { predictor2Native } from './deflate.ts';
 
 export interface PredictorShape {
   /** pixels per row of the block */
@@ -153,6 +154,7 @@ export function undoPredictorInPlace(block: ArrayBuffer, predictor: number, shap
     return block;
   }
   const n = rows * rowSamples;
+  if (predictor2Native(new Uint8Array(block, 0, n * bytes), rowSamples, rows, stride, bytes, true)) return block;
   switch (bytes) {
     case 1:
       undo8(new Uint8Array(block, 0, n), rowSamples, rows, stride);
