@@ -6,11 +6,9 @@
  */
 
 import { enableCompileCache } from '../src/compile.cache.ts';
-import { createSink, parseDestination } from '../src/materialize/destination.ts';
 import type { MaterializeOptions } from '../src/materialize/pipeline.ts';
-import { materialize } from '../src/materialize/pipeline.ts';
 import type { AzureSettings } from '../src/render/azure.client.ts';
-import { Engine, type EngineSettings } from '../src/render/engine.ts';
+import type { EngineSettings } from '../src/render/engine.ts';
 import type { MosaicSpec } from '../src/render/mosaic.ts';
 import type { S3Settings } from '../src/render/s3.client.ts';
 
@@ -27,8 +25,11 @@ export interface MaterializeJob {
   readonly engine?: Partial<EngineSettings>;
 }
 
-// as the CLI does: worker threads reuse the compiled modules
+// as the CLI does (src/cli.ts): the compile cache first, then the modules, which worker threads load again
 enableCompileCache(process.env);
+const { createSink, parseDestination } = await import('../src/materialize/destination.ts');
+const { materialize } = await import('../src/materialize/pipeline.ts');
+const { Engine } = await import('../src/render/engine.ts');
 const job = JSON.parse(process.argv[2] ?? '{}') as MaterializeJob;
 const t0 = performance.now();
 const engine = new Engine({ ...job.engine, roots: job.roots, allowedUrlPrefixes: [] });

@@ -1,4 +1,3 @@
 #!/usr/bin/env node
 // Entry point of the `cogmill` command: runs the TypeScript sources directly (Node >= 22.18 strips types).
-const { run } = await import('../src/cli.ts');
-run();
+await import('../src/cli.ts');

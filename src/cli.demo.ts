@@ -2,7 +2,7 @@
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { serveConfig } from './cli.ts';
+import { serveConfig } from './cli.main.ts';
 import { loadConfig } from './config.ts';
 import { writeDemoMosaic } from './demo.data.ts';
 

@@ -7,7 +7,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import { catalogueOptions, configFor, intFlag, MOSAIC_OPTIONS, shardIndexFromEnv } from './cli.ts';
+import { catalogueOptions, configFor, intFlag, MOSAIC_OPTIONS, shardIndexFromEnv } from './cli.main.ts';
 import { azureSettingsOf } from './config.azure.ts';
 import { ConfigError } from './config.schema.ts';
 import { runPrepared } from './materialize/coordinator.ts';

@@ -5,7 +5,7 @@
  * running shards, then exits (a killed worker's shards are taken over by others once its lock expires).
  */
 import { parseArgs } from 'node:util';
-import { configFor } from './cli.ts';
+import { configFor } from './cli.main.ts';
 import { azureSettingsOf } from './config.azure.ts';
 import { ConfigError } from './config.schema.ts';
 import { trustedSourcePolicy } from './config.ts';

@@ -97,7 +97,10 @@ test('an engine reading local sources loads neither the S3 nor the Azure SDK; an
   );
 });
 
-test('cogmill materialize to a local file loads neither object store SDK, in any thread', async () => {
+/** image codecs (sharp, libvips) and the parquet reader: only for PNG / WebP / JPEG tiles and parquet catalogues */
+const LAZY = /node_modules\/(sharp|@img|hyparquet)\//;
+
+test('cogmill materialize to a local file loads neither object store SDK, nor sharp nor hyparquet, in any thread', async () => {
   const dir = await fixtureDir();
   const out = path.join(await mkdtemp(path.join(tmpdir(), 'cogmill-imports-')), 'out.tif');
   try {
@@ -113,6 +116,11 @@ test('cogmill materialize to a local file loads neither object store SDK, in any
       urls.filter((u) => SDKS.test(u)),
       [],
       'an object store SDK was loaded',
+    );
+    assert.deepEqual(
+      urls.filter((u) => LAZY.test(u)),
+      [],
+      'sharp or hyparquet was loaded',
     );
   } finally {
     await rm(path.dirname(out), { recursive: true, force: true });

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as zlib from 'node:zlib';
-import { warmUpTiles } from '../src/cli.ts';
+import { warmUpTiles } from '../src/cli.main.ts';
 import { tilesForBounds } from '../src/render/tilematrix.ts';
 import { startTestServer, type TestServer } from './support/app.ts';
 import { fixtureDir } from './support/gdal.ts';

@@ -1,7 +1,7 @@
 /**
  * Image encoding: the one import site of `sharp`. Takes 8-bit interleaved pixels, returns PNG / WebP / JPEG bytes.
  */
-import sharp from 'sharp';
+import type sharpModule from 'sharp';
 
 export const IMAGE_FORMATS = ['png', 'webp', 'jpg'] as const;
 export type ImageFormat = (typeof IMAGE_FORMATS)[number];
@@ -19,8 +19,21 @@ export interface EncodeOptions {
   readonly lossless?: boolean;
 }
 
-sharp.concurrency(1);
-sharp.cache(false);
+let loading: Promise<typeof sharpModule> | undefined;
+
+/**
+ * sharp (and libvips) load with the first image: threads that never encode one, such as a materialisation's
+ * (TIFF tiles only), start ~40 ms sooner each. One libvips thread per call and no libvips cache: the pools run the
+ * calls side by side and keep their own caches.
+ */
+function sharpLoaded(): Promise<typeof sharpModule> {
+  loading ??= import('sharp').then(({ default: sharp }) => {
+    sharp.concurrency(1);
+    sharp.cache(false);
+    return sharp;
+  });
+  return loading;
+}
 
 /**
  * Encode interleaved 8-bit samples (`channels` per pixel: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA).
@@ -34,6 +47,7 @@ export async function encodeImage(
   format: ImageFormat,
   options: EncodeOptions = {},
 ): Promise<Uint8Array> {
+  const sharp = await sharpLoaded();
   let img = sharp(data, { raw: { width, height, channels } });
   // keep one-channel input one-channel (sharp would otherwise write gray as RGB)
   if (channels === 1 || channels === 2) img = img.toColourspace('b-w');
@@ -57,6 +71,7 @@ export async function encodeImage(
 export async function decodeImage(
   bytes: Uint8Array,
 ): Promise<{ data: Uint8Array; width: number; height: number; channels: number }> {
+  const sharp = await sharpLoaded();
   const { data, info } = await sharp(bytes).raw().toBuffer({ resolveWithObject: true });
   return {
     data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),

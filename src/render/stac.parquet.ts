@@ -20,7 +20,7 @@
  */
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { type AsyncBuffer, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
+import type { AsyncBuffer, parquetMetadataAsync } from 'hyparquet';
 import { type ErrorKind, RenderError } from './errors.ts';
 import type { Source } from './source.ts';
 import { type CatalogItem, parseStacItem, type StacParseOptions } from './stac.ts';
@@ -56,12 +56,16 @@ function bboxOf(v: unknown): number[] | undefined {
 
 export type ParquetMetadata = Awaited<ReturnType<typeof parquetMetadataAsync>>;
 
+/** hyparquet loads with the first parquet catalogue: a thread that reads none never loads it (~10 ms each) */
+const hyparquet = () => import('hyparquet');
+
 /** A stac-geoparquet file's footer and the columns to read from it (the footer is read where the source is). */
 export async function readStacParquetFooter(
   file: AsyncBuffer,
   url: string,
   options: StacParseOptions,
 ): Promise<{ metadata: ParquetMetadata; columns: string[]; rows: number }> {
+  const { parquetMetadataAsync, parquetSchema } = await hyparquet();
   let metadata: ParquetMetadata;
   try {
     metadata = await parquetMetadataAsync(file);
@@ -89,6 +93,7 @@ export async function decodeStacParquet(
   onItems: (items: CatalogItem[]) => void,
 ): Promise<void> {
   const { metadata, columns: wanted } = footer;
+  const { parquetReadObjects } = await hyparquet();
   let rowStart = 0;
   for (const rg of metadata.row_groups) {
     const rowEnd = rowStart + Number(rg.num_rows);
