@@ -13,6 +13,6 @@ if [ ! -f "$include/node_api.h" ] || ! command -v "$cc" >/dev/null 2>&1 || [ ! -
   exit 0
 fi
 mkdir -p "$here/build/Release"
-"$cc" -O2 -Wall -fPIC -shared -I"$include" "$here/deflate.c" -ldeflate -o "$here/build/Release/cogmill_deflate.node.tmp"
+"$cc" -O3 -Wall -fPIC -shared -I"$include" "$here/deflate.c" -ldeflate -o "$here/build/Release/cogmill_deflate.node.tmp"
 mv "$here/build/Release/cogmill_deflate.node.tmp" "$here/build/Release/cogmill_deflate.node"
 echo "built $here/build/Release/cogmill_deflate.node"
