@@ -5,8 +5,10 @@
  *   node bench/materialize.child.ts '{"spec":{"id":"m","sources":[...]},"out":"/tmp/x.tif","roots":["/data"]}'
  */
 
+import { availableParallelism } from 'node:os';
 import { enableCompileCache } from '../src/compile.cache.ts';
 import type { MaterializeOptions } from '../src/materialize/pipeline.ts';
+import { startTileWorkers } from '../src/materialize/tile.pool.start.ts';
 import type { AzureSettings } from '../src/render/azure.client.ts';
 import type { EngineSettings } from '../src/render/engine.ts';
 import type { MosaicSpec } from '../src/render/mosaic.ts';
@@ -25,12 +27,13 @@ export interface MaterializeJob {
   readonly engine?: Partial<EngineSettings>;
 }
 
-// as the CLI does (src/cli.ts): the compile cache first, then the modules, which worker threads load again
+// as the CLI does (src/cli.ts): the compile cache first, the render threads, then this thread's modules
 enableCompileCache(process.env);
+const job = JSON.parse(process.argv[2] ?? '{}') as MaterializeJob;
+startTileWorkers(job.options?.workers ?? availableParallelism());
 const { createSink, parseDestination } = await import('../src/materialize/destination.ts');
 const { materialize } = await import('../src/materialize/pipeline.ts');
 const { Engine } = await import('../src/render/engine.ts');
-const job = JSON.parse(process.argv[2] ?? '{}') as MaterializeJob;
 const t0 = performance.now();
 const engine = new Engine({ ...job.engine, roots: job.roots, allowedUrlPrefixes: [] });
 const mosaic = await engine.openMosaic(job.spec);

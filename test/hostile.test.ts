@@ -486,8 +486,8 @@ describe('command line', () => {
     const dst = path.join(dir, 'dest');
     await mkdir(src, { recursive: true });
     await mkdir(dst, { recursive: true });
-    // 4096 x 4096 uint16 of noise: slow enough to be killed while it writes
-    await writeFile(path.join(src, 'noise.tif'), noiseTiff(4096, 4096, 7));
+    // 8192 x 4096 uint16 of noise: slow enough to be killed while it writes
+    await writeFile(path.join(src, 'noise.tif'), noiseTiff(8192, 4096, 7));
     const out = path.join(dst, 'noise.tif');
     const partials = async () => (await readdir(dst)).filter((f) => f.endsWith('.partial'));
     const child: ChildProcess = spawn(

@@ -245,7 +245,10 @@ describe('queue (BullMQ on redis-server) and resume', () => {
     try {
       const key = 'cancelled/noise.tif';
       let interrupted = false;
-      const run = await cli(queuedArgs(noise, key, 3, url), {}, (child) => {
+      // deflate at level 9 over float noise: shards that take a while (without compression a shard can finish
+      // between its 'shard start' line and the interrupt reaching it)
+      const args = [...queuedArgs(noise, key, 3, url), '--compress', 'deflate', '--level', '9'];
+      const run = await cli(args, {}, (child) => {
         const poll = setInterval(() => {
           if (!interrupted && workers.some((w) => w.log().includes('"shard start"'))) {
             interrupted = true;

@@ -25,19 +25,36 @@ interface Job {
   readonly window?: ReduceWindow;
 }
 
-const init = workerData as Init;
+/** A thread started ahead of its pool (tile.pool.start.ts) gets its Init as its first message. */
+const deferred = (workerData as { deferred?: boolean } | null)?.deferred === true;
 inflateOnThisThread(true);
-const engine = new Engine(init.engine);
-const ready = engine.openMosaic(init.spec).then((mosaic) => ({
-  mosaic,
-  shape: reduceShapeOf(mosaic, init.settings),
-  levels: cogLevels(mosaic.grid.width, mosaic.grid.height, init.settings.blockSize),
-}));
+
+function open(init: Init) {
+  const engine = new Engine(init.engine);
+  return engine.openMosaic(init.spec).then((mosaic) => ({
+    init,
+    engine,
+    mosaic,
+    shape: reduceShapeOf(mosaic, init.settings),
+    levels: cogLevels(mosaic.grid.width, mosaic.grid.height, init.settings.blockSize),
+  }));
+}
+
+let initialised: (init: Init) => void = () => {};
+const ready: ReturnType<typeof open> = deferred
+  ? new Promise<Init>((resolve) => {
+      initialised = resolve;
+    }).then(open)
+  : open(workerData as Init);
 ready.catch(() => {});
 
-parentPort!.on('message', async (msg: Job) => {
+parentPort!.on('message', async (msg: Job | { init: Init }) => {
+  if ('init' in msg) {
+    initialised(msg.init);
+    return;
+  }
   try {
-    const { mosaic, shape, levels } = await ready;
+    const { init, engine, mosaic, shape, levels } = await ready;
     const r = msg.window
       ? await runReduceJob(shape, levels, init.settings, msg.level, msg.tx, msg.ty, msg.window, msg.keep)
       : await runTileJob(engine, mosaic, levels, init.settings, msg.level, msg.tx, msg.ty, undefined, msg.keep);

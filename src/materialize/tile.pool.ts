@@ -5,6 +5,7 @@ import { sizeWorkerHeaps } from '../worker.heap.ts';
 import type { ReduceWindow } from './overview.reduce.ts';
 import type { BandAccumulator } from './statistics.xml.ts';
 import type { TileJobResult, TilePixels } from './tile.job.ts';
+import { adoptStartedWorkers, WORKER_URL } from './tile.pool.start.ts';
 
 export interface TileRef {
   readonly level: number;
@@ -45,9 +46,12 @@ export class TilePool {
   private failed: unknown;
 
   constructor(count: number, init: unknown) {
+    // threads the command started ahead (tile.pool.start.ts) get their mosaic now, the rest start with it
+    const adopted = adoptStartedWorkers(count);
+    for (const w of adopted) w.postMessage({ init });
     for (let i = 0; i < count; i++) {
       sizeWorkerHeaps();
-      const w = new Worker(new URL('./pipeline.worker.ts', import.meta.url), { workerData: init });
+      const w = adopted[i] ?? new Worker(WORKER_URL, { workerData: init });
       w.on(
         'message',
         (m: {
