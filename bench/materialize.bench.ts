@@ -13,6 +13,7 @@ import { existsSync } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { MaterializeOptions } from '../src/materialize/pipeline.ts';
+import { choosePredictor } from '../src/materialize/predictor.choice.ts';
 import type { AzureSettings } from '../src/render/azure.client.ts';
 import { Engine, type EngineSettings } from '../src/render/engine.ts';
 import type { MosaicSpec } from '../src/render/mosaic.ts';
@@ -23,13 +24,16 @@ import { type Bench, type BenchContext, runStandalone } from './harness.ts';
 import type { MaterializeJob } from './materialize.child.ts';
 import { BENCH_DIR, type Measured, measured, median, mib, NODE, note, PYTHON, round, run, table } from './support.ts';
 
-/** The creation options of the issue, for every GDAL run. */
-export function gdalCogOptions(overviewResampling = 'AVERAGE'): string[] {
+/**
+ * The creation options of the issue, for every GDAL run; `predictor` the one cogmill's plan chose for the same
+ * mosaic ('auto': the smaller of differencing and none on two of its tiles), so that both write the same encoding.
+ */
+export function gdalCogOptions(overviewResampling = 'AVERAGE', predictor = 2): string[] {
   return [
     '-co',
     'COMPRESS=DEFLATE',
     '-co',
-    'PREDICTOR=2',
+    `PREDICTOR=${predictor === 1 ? 'NO' : predictor === 3 ? 'FLOATING_POINT' : '2'}`,
     '-co',
     'BLOCKSIZE=512',
     '-co',
@@ -74,6 +78,22 @@ export async function mosaicGrid(spec: MosaicSpec, roots: readonly string[]): Pr
   const engine = new Engine({ roots });
   try {
     return (await engine.openMosaic(spec)).grid;
+  } finally {
+    await engine.close();
+  }
+}
+
+/** The predictor cogmill's plan takes for `spec` with `options` (as bench/materialize.child.ts will). */
+export async function chosenPredictor(
+  spec: MosaicSpec,
+  roots: readonly string[],
+  options: MaterializeOptions,
+): Promise<number> {
+  const engine = new Engine({ roots });
+  try {
+    const mosaic = await engine.openMosaic(spec);
+    const chosen = await choosePredictor(engine, mosaic, options);
+    return typeof chosen.predictor === 'number' ? chosen.predictor : 2;
   } finally {
     await engine.close();
   }
@@ -159,12 +179,12 @@ interface Case {
   readonly spec: MosaicSpec;
   readonly options: MaterializeOptions;
   readonly gdalTool: string;
-  /** prepare (not timed) and return the timed GDAL command */
-  gdal(out: string, grid: Grid, dir: string): Promise<{ cmd: string; args: string[] }>;
+  /** prepare (not timed) and return the timed GDAL command, writing with `predictor` */
+  gdal(out: string, grid: Grid, dir: string, predictor: number): Promise<{ cmd: string; args: string[] }>;
 }
 
 /** gdalwarp onto cogmill's grid, nearest, both CPUs; later sources win in GDAL, so the list is reversed. */
-function warpArgs(grid: Grid, sources: readonly string[], out: string): string[] {
+function warpArgs(grid: Grid, sources: readonly string[], out: string, predictor: number): string[] {
   const b = gridBounds(grid);
   return [
     '-q',
@@ -182,7 +202,7 @@ function warpArgs(grid: Grid, sources: readonly string[], out: string): string[]
     '-multi',
     '-wo',
     'NUM_THREADS=ALL_CPUS',
-    ...gdalCogOptions(),
+    ...gdalCogOptions('AVERAGE', predictor),
     ...[...sources].reverse(),
     out,
   ];
@@ -210,10 +230,10 @@ function cases(data: BenchData): Case[] {
   // GDAL paints later sources over earlier ones, cogmill keeps the first valid pixel: same result, reversed lists
   const viaVrt =
     (name: string, sources: readonly string[], ovr = 'AVERAGE') =>
-    async (out: string, _grid: Grid, dir: string) => {
+    async (out: string, _grid: Grid, dir: string, predictor: number) => {
       const vrt = path.join(dir, `${name}.vrt`);
       await run('gdalbuildvrt', ['-q', '-overwrite', vrt, ...[...sources].reverse()], { timeoutMs: 60_000 });
-      return { cmd: 'gdal_translate', args: ['-q', '-of', 'COG', ...gdalCogOptions(ovr), vrt, out] };
+      return { cmd: 'gdal_translate', args: ['-q', '-of', 'COG', ...gdalCogOptions(ovr, predictor), vrt, out] };
     };
   const sameZone = [s2West.cog, s2East.cog];
   const twoZones = [s2West.cog, s2Zone31.cog];
@@ -230,7 +250,7 @@ function cases(data: BenchData): Case[] {
       spec: { id: 'two-zones', sources: twoZones },
       options: {},
       gdalTool: 'gdalwarp',
-      gdal: async (out, grid) => ({ cmd: 'gdalwarp', args: warpArgs(grid, twoZones, out) }),
+      gdal: async (out, grid, _dir, p) => ({ cmd: 'gdalwarp', args: warpArgs(grid, twoZones, out, p) }),
     },
     {
       name: 'S2 same zone, 2 scenes (plain tiled inputs, no overviews)',
@@ -244,7 +264,7 @@ function cases(data: BenchData): Case[] {
       spec: { id: 'two-zones-striped', sources: twoZones.map(striped) },
       options: {},
       gdalTool: 'gdalwarp',
-      gdal: async (out, grid) => ({ cmd: 'gdalwarp', args: warpArgs(grid, twoZones.map(striped), out) }),
+      gdal: async (out, grid, _dir, p) => ({ cmd: 'gdalwarp', args: warpArgs(grid, twoZones.map(striped), out, p) }),
     },
     {
       name: 'RGB uint8 EPSG:3857 (COG input)',
@@ -288,6 +308,7 @@ export const materializeBench: Bench = {
     for (const c of list) {
       await warmInputs(c.spec.sources);
       const grid = await mosaicGrid(c.spec, roots);
+      const predictor = await chosenPredictor(c.spec, roots, c.options);
       const ours: CogmillRun[] = [];
       const theirs: Measured[] = [];
       const oursOut = path.join(outDir, `${c.spec.id}.cogmill.tif`);
@@ -302,7 +323,7 @@ export const materializeBench: Bench = {
             ours.push(r);
             note(`  ${c.name}: cogmill ${round(r.wallMs / 1000)} s, ${mib(r.peakRssBytes)} MiB peak`);
           } else {
-            const g = await c.gdal(gdalOut, grid, outDir);
+            const g = await c.gdal(gdalOut, grid, outDir, predictor);
             const r = await measured(g.cmd, g.args, { timeoutMs: 3_600_000 });
             theirs.push(r);
             note(`  ${c.name}: ${g.cmd} ${round(r.wallMs / 1000)} s, ${mib(r.peakRssBytes)} MiB peak`);
@@ -341,6 +362,7 @@ export const materializeBench: Bench = {
       rows.push(a, b);
       const s = {
         case: c.name,
+        predictor,
         speedup: round(gdalWall / oursWall),
         sizeRatio: round(sizeOurs / sizeGdal, 3),
         sameLevelsSizeRatio: round(same.ratio, 3),

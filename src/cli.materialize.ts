@@ -21,6 +21,7 @@ import {
 } from './materialize/pipeline.ts';
 import { explainMaterialization } from './materialize/plan.explain.ts';
 import { clusterOptions, type MaterializePlan, parsePlan, shardsOfWorker } from './materialize/plan.ts';
+import { choosePredictor } from './materialize/predictor.choice.ts';
 import { doneReports, openPlanMosaic, PLAN_NOTE, type Prepared, prepare, saveReport } from './materialize/run.ts';
 import type { ShardReport } from './materialize/shard.ts';
 import { isStaged, type SinkStaged } from './materialize/sink.ts';
@@ -44,7 +45,8 @@ export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mo
   --compress NAME          deflate (default), lzw, zstd, none, jpeg, webp (jpeg/webp: uint8 RGB)
   --level N                deflate 1-9, zstd 1-22
   --quality N              jpeg/webp quality 1-100
-  --predictor P            auto (default: 2 for integers, 3 for floats), 1, 2, 3
+  --predictor P            auto (default: 2 for integers / 3 for floats, or 1 where two full-resolution tiles of
+                           the mosaic compress smaller without: class data), 1, 2, 3
   --blocksize N            tile size in pixels (default: the mosaic's, 512)
   --resampling NAME        full-resolution resampling (default: the mosaic's)
   --overview-resampling NAME  average (default; mode for categorical mosaics), nearest, mode, bilinear, cubic
@@ -62,7 +64,7 @@ export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mo
   --shards N               runs of tiles rendered and uploaded independently (default: one per worker thread)
   --part-size-mib N        size of the parts (default 8; grows so that 10,000 parts hold the output)
   --dry-run                print the plan (levels, tiles, shards, parts, sources per level, sizes) and stop;
-                           only headers are read
+                           only headers are read (and the two tiles that choose an auto predictor)
   --no-resume              start a new upload even when the destination holds a resumable one
   --abort-stale            abort the other unfinished uploads to the same key (runs that cannot be resumed)
 
@@ -322,7 +324,7 @@ export async function cmdMaterialize(argv: string[]): Promise<void> {
       if (values.redis)
         await (await import('./materialize/queue.ts')).pingQueue(values.redis, { signal: controller.signal });
       const prep = await prepare(mosaic, sink, {
-        options,
+        options: await choosePredictor(engine, mosaic, options, controller.signal),
         shards: shardCount,
         resume: !values['no-resume'],
         abortStale: values['abort-stale'] === true,

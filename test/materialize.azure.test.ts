@@ -17,6 +17,7 @@ import {
   runShardsInProcess,
 } from '../src/materialize/pipeline.ts';
 import { parsePlan, planMaterialization } from '../src/materialize/plan.ts';
+import { choosePredictor } from '../src/materialize/predictor.choice.ts';
 import { parseShardReport, type ShardReport } from '../src/materialize/shard.ts';
 import {
   AZURE_MAX_BLOCKS,
@@ -484,9 +485,10 @@ describe('plan -> shard -> complete on Azure, each step with its own sink', () =
     const ref = await reference('noise-deflate', () => noise(local), opts);
     const url = `az://${OUT}/dist/noise.tif`;
     const coordinator = new SinkAzure(url, { settings, ...FAST });
+    // as every command plans: an 'auto' predictor chosen on the data first
     const planned = planMaterialization({
       mosaic: m,
-      options: opts,
+      options: await choosePredictor(engine, m, opts),
       destination: url,
       limits: coordinator.limits,
       shards: 3,

@@ -22,6 +22,7 @@ import {
   type MaterializeResult,
 } from './pipeline.options.ts';
 import { completeInProcess, runShardsInProcess } from './pipeline.ts';
+import { choosePredictor } from './predictor.choice.ts';
 import { type Prepared, prepare, saveReport } from './run.ts';
 import type { SinkStaged } from './sink.ts';
 
@@ -145,7 +146,7 @@ export async function materializeResumable(
   // an unreachable queue fails before the upload exists: nothing to clean up
   if (o.redisUrl !== undefined) await (await import('./queue.ts')).pingQueue(o.redisUrl, { signal: hooks.signal });
   const prep = await prepare(mosaic, sink, {
-    options: o.options,
+    options: await choosePredictor(engine, mosaic, o.options, hooks.signal),
     shards: o.shards,
     resume: o.resume,
     abortStale: o.abortStale,

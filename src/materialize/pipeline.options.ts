@@ -9,7 +9,10 @@ export interface MaterializeOptions {
   readonly compression?: CogCompression;
   /** deflate/zstd level */
   readonly level?: number;
-  /** 'auto' (default): 2 for integers, 3 for floats, 1 for none/jpeg/webp */
+  /**
+   * 'auto' (default): 2 for integers, 3 for floats, 1 for none/jpeg/webp; `materialize` and the commands first
+   * choose between that and 1 on the data (predictor.choice.ts)
+   */
   readonly predictor?: CogPredictor | 'auto';
   readonly blockSize?: number;
   readonly quality?: number;

@@ -26,6 +26,7 @@ import type {
   MaterializeResult,
 } from './pipeline.options.ts';
 import { type MaterializePlan, planLayout, planMaterialization, tileJobSettings } from './plan.ts';
+import { choosePredictor } from './predictor.choice.ts';
 import { runShard, type ShardReport, type TileRenderer } from './shard.ts';
 import {
   isStaged,
@@ -356,9 +357,11 @@ export async function materialize(
   const limits = staged?.limits ?? { minPartBytes: 1, maxPartBytes: S3_MAX_PART_BYTES, maxParts: S3_MAX_PARTS };
   let plan: MaterializePlan | undefined;
   try {
+    // 'auto' predictor: chosen on two tiles of the mosaic (predictor.choice.ts), then fixed by the plan
+    const chosen = await choosePredictor(engine, mosaic, options, signal);
     plan = planMaterialization({
       mosaic,
-      options: { ...options, minPartSizeBytes: options.minPartSizeBytes },
+      options: { ...chosen, minPartSizeBytes: options.minPartSizeBytes },
       destination: sink.location,
       limits: options.minPartBytes !== undefined ? { ...limits, minPartBytes: options.minPartBytes } : limits,
       shards: sequential ? 1 : (options.runs ?? Math.max(1, workers)),

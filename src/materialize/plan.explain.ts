@@ -11,6 +11,7 @@ import { levelGrid } from './cog.tiles.ts';
 import { S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES } from './part.plan.ts';
 import type { MaterializeOptions } from './pipeline.options.ts';
 import { type MaterializePlan, planLayout, planMaterialization } from './plan.ts';
+import { choosePredictor } from './predictor.choice.ts';
 import { isStaged, type Sink, type SinkLimits, type SinkStaged } from './sink.ts';
 
 export interface PlanExplainSource {
@@ -119,9 +120,10 @@ export async function explainPlan(
 
 /**
  * Explain materialising `mosaic` into `sink` as the run would plan it: `shards` runs of tiles to a staged or parts
- * sink, one to a file (written in file order). No upload is created, nothing is written, no pixel is read.
+ * sink, one to a file (written in file order). No upload is created, nothing is written; the only pixels read
+ * are the two tiles that choose an 'auto' predictor (predictor.choice.ts), as the run chooses it.
  */
-export function explainMaterialization(
+export async function explainMaterialization(
   engine: Engine,
   mosaic: Mosaic,
   sink: Sink | SinkStaged,
@@ -141,7 +143,7 @@ export function explainMaterialization(
         };
   const plan = planMaterialization({
     mosaic,
-    options,
+    options: await choosePredictor(engine, mosaic, options, signal),
     destination: sink.location,
     limits: options.minPartBytes !== undefined ? { ...limits, minPartBytes: options.minPartBytes } : limits,
     shards: sequential ? 1 : shards,

@@ -228,7 +228,11 @@ export interface PlanInput {
   readonly now?: Date;
 }
 
-/** Plan a materialisation; pure apart from the random id and the clock (both injectable). */
+/**
+ * Plan a materialisation; pure apart from the random id and the clock (both injectable). An 'auto' predictor here
+ * is the type's (2, 3 for floats): the commands, the server and `materialize` choose it on the data first
+ * (predictor.choice.ts `choosePredictor`), and a plan made directly should too, to write what they write.
+ */
 export function planMaterialization(input: PlanInput): MaterializePlan {
   const { mosaic, limits } = input;
   const options = planOptions(mosaic, input.options);
