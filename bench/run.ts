@@ -15,6 +15,7 @@ import { deflateBench } from './deflate.bench.ts';
 import { type Bench, parseHarnessArgs, runBenches } from './harness.ts';
 import { materializeBench } from './materialize.bench.ts';
 import { memoryBench } from './memory.bench.ts';
+import { predictorBench } from './predictor.bench.ts';
 import { queueBench } from './queue.bench.ts';
 import { s3Bench } from './s3.bench.ts';
 import { stacBench } from './stac.bench.ts';
@@ -24,6 +25,7 @@ import { vcogBench } from './vcog.bench.ts';
 export const BENCHES: readonly Bench[] = [
   decodeBench,
   deflateBench,
+  predictorBench,
   materializeBench,
   memoryBench,
   s3Bench,
