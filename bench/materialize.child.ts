@@ -6,6 +6,7 @@
  */
 
 import { availableParallelism } from 'node:os';
+import '../src/builtin.hooks.ts';
 import { enableCompileCache } from '../src/compile.cache.ts';
 import type { MaterializeOptions } from '../src/materialize/pipeline.ts';
 import { startTileWorkers } from '../src/materialize/tile.pool.start.ts';

@@ -100,12 +100,21 @@ test('an engine reading local sources loads neither the S3 nor the Azure SDK; an
 /** image codecs (sharp, libvips) and the parquet reader: only for PNG / WebP / JPEG tiles and parquet catalogues */
 const LAZY = /node_modules\/(sharp|@img|hyparquet)\//;
 
-test('cogmill materialize to a local file loads neither object store SDK, nor sharp nor hyparquet, in any thread', async () => {
+test('cogmill materialize to a local file loads neither object store SDK, nor sharp nor hyparquet, nor the ES facade of http, in any thread', async () => {
   const dir = await fixtureDir();
   const out = path.join(await mkdtemp(path.join(tmpdir(), 'cogmill-imports-')), 'out.tif');
   try {
     // worker threads inherit --import: their modules are recorded too
-    const { code, urls } = await loaded([CLI, 'materialize', path.join(dir, 'utm32.tif'), '--out', out, '--quiet']);
+    const { code, urls } = await loaded([
+      CLI,
+      'materialize',
+      path.join(dir, 'utm32.tif'),
+      '--out',
+      out,
+      '--quiet',
+      '--workers',
+      '2',
+    ]);
     assert.equal(code, 0);
     assert.ok((await stat(out)).size > 0, 'the COG was written');
     assert.ok(
@@ -121,6 +130,17 @@ test('cogmill materialize to a local file loads neither object store SDK, nor sh
       urls.filter((u) => LAZY.test(u)),
       [],
       'sharp or hyparquet was loaded',
+    );
+    // geotiff's HTTP client gets the built-ins without their ES facades (src/builtin.hooks.ts), in every thread
+    assert.deepEqual(
+      urls.filter((u) => u === 'node:http' || u === 'node:https'),
+      [],
+      'an ES import of http or https',
+    );
+    assert.equal(
+      urls.filter((u) => u.endsWith('/geotiff/dist-module/source/client/http.js')).length,
+      3,
+      "geotiff's HTTP client (which imports them) was loaded by the main thread and two workers",
     );
   } finally {
     await rm(path.dirname(out), { recursive: true, force: true });

@@ -9,7 +9,7 @@
 import { Worker } from 'node:worker_threads';
 import { sizeWorkerHeaps } from '../worker.heap.ts';
 
-export const WORKER_URL = new URL('./pipeline.worker.ts', import.meta.url);
+export const WORKER_URL = new URL('./pipeline.worker.start.ts', import.meta.url);
 
 /** workerData of a thread started ahead: it waits for a message `{ init }` before it opens the mosaic */
 export const DEFERRED = { deferred: true } as const;

@@ -1,0 +1,1 @@
+export default process.getBuiltinModule('node:http');
