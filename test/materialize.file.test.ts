@@ -236,6 +236,34 @@ describe('materialise to a file', () => {
     assert.equal(await readFile(blocker, 'utf8'), 'a file, not a folder');
   });
 
+  test('a file sink written past its background flushes holds every byte in order (header last)', async () => {
+    const file = path.join(out, 'flushed.bin');
+    const sink = new SinkFile(file);
+    const header = new Uint8Array(4096).fill(7);
+    await sink.open(header.byteLength);
+    // 80 chunks of 1 MiB: flushes to disk start at 32 and 64 MiB while the writes go on
+    const chunk = (i: number) => new Uint8Array(1 << 20).map((_, j) => (i * 31 + j) & 255);
+    for (let i = 0; i < 80; i++) await sink.write(chunk(i));
+    const done = await sink.complete(header);
+    assert.equal(done.bytes, 4096 + 80 * (1 << 20));
+    const bytes = await readFile(file);
+    assert.equal(bytes.length, done.bytes);
+    assert.ok(
+      bytes.subarray(0, 4096).every((b) => b === 7),
+      'the header at offset 0',
+    );
+    for (const i of [0, 31, 32, 63, 64, 79])
+      assert.ok(
+        Buffer.from(chunk(i)).equals(bytes.subarray(4096 + i * (1 << 20), 4096 + (i + 1) * (1 << 20))),
+        `chunk ${i}`,
+      );
+    assert.deepEqual(
+      (await readdir(out)).filter((f) => f.includes('flushed') && f !== 'flushed.bin'),
+      [],
+      'no temporary file left',
+    );
+  });
+
   test('cancel stops the pipeline and removes the temporary file', async () => {
     const m = await open('cancel', ['utm32', 'utm31']);
     const folder = path.join(out, 'cancel');

@@ -21,6 +21,9 @@ function fileError(e: unknown, what: string): SinkError {
   return new SinkError(fileErrorKind(e), `${what}: ${(e as Error).message}`, { cause: e });
 }
 
+/** Written bytes after which a background flush to disk starts (see SinkFile.startFlush). */
+const FLUSH_EVERY_BYTES = 32 * MiB;
+
 export class SinkFile implements SinkSequential {
   readonly mode = 'sequential' as const;
   readonly kind = 'file';
@@ -31,6 +34,10 @@ export class SinkFile implements SinkSequential {
   private reserved = 0;
   private pos = 0;
   private readonly keep: boolean;
+  /** bytes written since the last flush to disk was started, the flush running, and a failure one reported */
+  private unflushed = 0;
+  private flushing: Promise<void> | undefined;
+  private flushError: unknown;
 
   /** `keep`: leave the finished file at a temporary path only (downloads stream it, then delete it) */
   constructor(destination: string, options: { keep?: boolean } = {}) {
@@ -73,6 +80,26 @@ export class SinkFile implements SinkSequential {
     }
     this.pos += chunk.byteLength;
     this.stats.bytes += chunk.byteLength;
+    this.unflushed += chunk.byteLength;
+    if (this.unflushed >= FLUSH_EVERY_BYTES && !this.flushing) this.startFlush(this.fh);
+  }
+
+  /**
+   * Hand the data written so far to the disk in the background, so that the sync before the rename (durability:
+   * a complete file, or none, at the destination after a power loss) has only the last of it to wait for: a
+   * 171 MB COG waited 60 ms there. A failure is kept and fails `complete` (Linux reports a writeback error to one
+   * sync only).
+   */
+  private startFlush(fh: FileHandle): void {
+    this.unflushed = 0;
+    this.flushing = fh
+      .datasync()
+      .catch((e: unknown) => {
+        this.flushError ??= e;
+      })
+      .finally(() => {
+        this.flushing = undefined;
+      });
   }
 
   async complete(header: Uint8Array): Promise<SinkResult> {
@@ -108,6 +135,8 @@ export class SinkFile implements SinkSequential {
         await rename(shifted, this.tmp);
         size = this.pos - this.reserved + header.byteLength;
       }
+      await this.flushing;
+      if (this.flushError) throw this.flushError;
       if (this.fh) {
         await this.fh.sync();
         await this.fh.close();
@@ -128,6 +157,7 @@ export class SinkFile implements SinkSequential {
   async abort(_reason?: unknown): Promise<void> {
     const fh = this.fh;
     this.fh = undefined;
+    await this.flushing;
     await fh?.close().catch(() => {});
     await rm(this.tmp, { force: true });
     await rm(`${this.tmp}.big`, { force: true });
