@@ -1,3 +1,4 @@
+import { histogram8Native } from '../render/deflate.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import type { StatisticsService } from '../render/statistics.ts';
 
@@ -48,14 +49,17 @@ export function accumulateInterleaved(
     if (valueCounts.length < bands * 256) valueCounts = new Uint32Array(bands * 256);
     const h = valueCounts;
     const n = samples.length;
-    if (bands === 3) {
-      for (let i = 0; i < n; i += 3) {
-        h[samples[i]]++;
-        h[256 + samples[i + 1]]++;
-        h[512 + samples[i + 2]]++;
+    // in C where the addon is built
+    if (!histogram8Native(samples, bands, h)) {
+      if (bands === 3) {
+        for (let i = 0; i < n; i += 3) {
+          h[samples[i]]++;
+          h[256 + samples[i + 1]]++;
+          h[512 + samples[i + 2]]++;
+        }
+      } else {
+        for (let i = 0; i < n; i += bands) for (let b = 0; b < bands; b++) h[(b << 8) + samples[i + b]]++;
       }
-    } else {
-      for (let i = 0; i < n; i += bands) for (let b = 0; b < bands; b++) h[(b << 8) + samples[i + b]]++;
     }
     for (let b = 0; b < bands; b++) sumCounts(acc[b], h, b << 8, 256, 0);
     return;
@@ -119,6 +123,7 @@ function accumulateByCounts(
  * before it (64M land-cover pixels: 77 -> 44 ms; noise 48 -> 41 ms).
  */
 function countBytes(h: Uint32Array, data: Uint8Array, n: number): void {
+  if (data.length === n && histogram8Native(data, 1, h)) return;
   const m = n & ~3;
   let i = 0;
   for (; i < m; i += 4) {
