@@ -5,6 +5,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import { Engine } from '../src/render/engine.ts';
 import { CogmillError, RenderError, SourceError } from '../src/render/errors.ts';
 import { Raster } from '../src/render/raster.ts';
@@ -288,5 +289,43 @@ describe('raster reading', () => {
       r.peakRss < 400 * MiB,
       `peak RSS ${Math.round(r.peakRss / MiB)} MiB (baseline ${Math.round(r.baselineRss / MiB)} MiB) is over 400 MiB`,
     );
+  });
+});
+
+describe('local files read on a worker thread (readOnThisThread)', () => {
+  test('the same bytes, size and etag as the pool read; a changed file refuses an old etag', async () => {
+    const dir = await tempDir('cogmill-readhere-');
+    const file = path.join(dir, 'data.bin');
+    const data = Buffer.from(Array.from({ length: 100_000 }, (_, i) => (i * 7) & 255));
+    await writeFile(file, data);
+    const url = new URL('../src/render/source.file.ts', import.meta.url).href;
+    const run = (script: string) =>
+      new Promise<{ bytes: number[]; size: number; etag: string; changed?: string }>((resolve, reject) => {
+        const w = new Worker(
+          `const { parentPort, workerData } = require('node:worker_threads');
+           import(workerData.url).then(async ({ SourceFile, readOnThisThread }) => {
+             readOnThisThread(true);
+             const s = new SourceFile(workerData.file);
+             ${script}
+           }).catch((e) => parentPort.postMessage({ error: String(e) }));`,
+          { eval: true, workerData: { url, file } },
+        );
+        w.once('message', (m) => {
+          void w.terminate();
+          if (m.error) reject(new Error(m.error));
+          else resolve(m);
+        });
+        w.once('error', reject);
+      });
+    const here = await run(`
+      const r = await s.read(99_000, 5_000);
+      let changed;
+      try { await s.read(0, 10, { ifMatch: '"other"' }); } catch (e) { changed = e.kind; }
+      parentPort.postMessage({ bytes: [...r.bytes], size: r.size, etag: r.etag, changed });`);
+    const pooled = await new SourceFile(file).read(99_000, 5_000);
+    assert.deepEqual(here.bytes, [...data.subarray(99_000)], 'the last 1,000 bytes (the read stops at the end)');
+    assert.equal(here.size, pooled.size);
+    assert.equal(here.etag, pooled.etag);
+    assert.equal(here.changed, 'changed');
   });
 });

@@ -4,6 +4,7 @@ import { inflateOnThisThread } from '../render/deflate.ts';
 import { Engine, type EngineSettings } from '../render/engine.ts';
 import { CogmillError } from '../render/errors.ts';
 import type { MosaicSpec } from '../render/mosaic.ts';
+import { readOnThisThread } from '../render/source.file.ts';
 import { cogLevels, framedPayload } from './cog.layout.ts';
 import type { ReduceWindow } from './overview.reduce.ts';
 import { reduceShapeOf, runReduceJob, runTileJob, type TileJobSettings } from './tile.job.ts';
@@ -28,6 +29,7 @@ interface Job {
 /** A thread started ahead of its pool (tile.pool.start.ts) gets its Init as its first message. */
 const deferred = (workerData as { deferred?: boolean } | null)?.deferred === true;
 inflateOnThisThread(true);
+readOnThisThread(true);
 
 function open(init: Init) {
   const engine = new Engine(init.engine);
