@@ -4,7 +4,6 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import YAML from 'yaml';
 import { redactConfig } from './config.redact.ts';
 import { configReferenceMarkdown } from './config.reference.ts';
 import { type Config, ConfigError } from './config.schema.ts';
@@ -250,6 +249,7 @@ async function cmdConfig(argv: string[]): Promise<void> {
     return;
   }
   const config = await configFor(values.config, positionals);
+  const YAML = (await import('yaml')).default;
   process.stdout.write(YAML.stringify(redactConfig(config)));
 }
 

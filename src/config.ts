@@ -11,7 +11,6 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import YAML from 'yaml';
 import type { z } from 'zod';
 import { applyConventionalAzureEnv, azureCredentialSource, checkAzure } from './config.azure.ts';
 import { envOverrides } from './config.env.ts';
@@ -196,7 +195,8 @@ export async function loadConfig(opts: {
     const json = /\.json$/i.test(opts.file);
     let parsed: unknown;
     try {
-      parsed = json ? JSON.parse(text) : YAML.parse(text);
+      // the YAML parser loads with the first YAML file (a command without one starts ~20 ms sooner)
+      parsed = json ? JSON.parse(text) : (await import('yaml')).default.parse(text);
     } catch (e) {
       throw new ConfigError(`config file ${opts.file} is not valid ${json ? 'JSON' : 'YAML'}: ${(e as Error).message}`);
     }
