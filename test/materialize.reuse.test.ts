@@ -12,7 +12,7 @@ import { type MaterializeOptions, materialize } from '../src/materialize/pipelin
 import { SinkFile } from '../src/materialize/sink.file.ts';
 import { Engine } from '../src/render/engine.ts';
 import { gdalFixtures, gdalRead, validateCog } from './support/gdal.ts';
-import { parseTiff, tiffEntry } from './support/tiff.read.ts';
+import { storedTiles } from './support/tiff.read.ts';
 
 const FIXTURES = `
 import sys
@@ -31,13 +31,7 @@ for level in (1, 9):
                      extra=['PREDICTOR=2', f'LEVEL={level}'])
 `;
 
-/** Every tile of IFD `ifd` as stored: its bytes. */
-function tiles(file: Uint8Array, ifd: number): Buffer[] {
-  const d = parseTiff(file).ifds[ifd];
-  const offsets = tiffEntry(d, 324)!.values;
-  const counts = tiffEntry(d, 325)!.values;
-  return offsets.map((o, i) => Buffer.from(file.subarray(o, o + counts[i])));
-}
+const tiles = storedTiles;
 
 describe('source blocks reused as stored', () => {
   let dir: string;

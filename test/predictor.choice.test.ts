@@ -14,7 +14,7 @@ import { choosePredictor } from '../src/materialize/predictor.choice.ts';
 import { SinkFile } from '../src/materialize/sink.file.ts';
 import { Engine } from '../src/render/engine.ts';
 import { gdalFixtures, gdalRead, validateCog } from './support/gdal.ts';
-import { parseTiff, tiffEntry } from './support/tiff.read.ts';
+import { storedTiles } from './support/tiff.read.ts';
 
 const FIXTURES = `
 import sys
@@ -43,12 +43,7 @@ gdal_write.write(f'{out}/dem.tif', [(surface / 7.0).astype(np.float32)], 32632, 
                  extra=['PREDICTOR=3'])
 `;
 
-function tiles(file: Uint8Array, ifd: number): Buffer[] {
-  const d = parseTiff(file).ifds[ifd];
-  const offsets = tiffEntry(d, 324)!.values;
-  const counts = tiffEntry(d, 325)!.values;
-  return offsets.map((o, i) => Buffer.from(file.subarray(o, o + counts[i])));
-}
+const tiles = storedTiles;
 
 describe("the 'auto' predictor", () => {
   let dir: string;

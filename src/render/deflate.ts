@@ -133,8 +133,9 @@ export function deflateTile(bytes: Uint8Array, level: number): Promise<Uint8Arra
 /**
  * TIFF horizontal differencing (predictor 2) in place, in C: `rows` rows of `rowSamples` little-endian samples of
  * `bytesPerSample` bytes, each minus the sample `stride` before it in its row, or (`undo`) the running sums back.
- * Returns false, having done nothing, where the addon is missing: the caller's own loop then runs. 4-6x faster
- * than the typed JavaScript loops (bench/deflate.bench.ts); the same bytes by definition (a test compares both).
+ * Returns false, having done nothing, where the addon is missing: the caller's own loop then runs. 2-5x faster
+ * than the typed JavaScript loops (256 blocks of 512 x 512: RGB 8-bit undo 115 -> 51 ms, one band 107 -> 22 ms);
+ * the same bytes (a test compares both).
  */
 export function predictor2Native(
   bytes: Uint8Array,

@@ -61,3 +61,11 @@ export function parseTiff(bytes: Uint8Array): { bigTiff: boolean; ifds: TiffIfd[
 export function tiffEntry(ifd: TiffIfd, tag: number): TiffEntry | undefined {
   return ifd.entries.find((e) => e.tag === tag);
 }
+
+/** Every tile of IFD `ifd` of a TIFF file as stored: its bytes, in tile order. */
+export function storedTiles(file: Uint8Array, ifd: number): Buffer[] {
+  const d = parseTiff(file).ifds[ifd];
+  const offsets = tiffEntry(d, 324)!.values;
+  const counts = tiffEntry(d, 325)!.values;
+  return offsets.map((o, i) => Buffer.from(file.subarray(o, o + counts[i])));
+}
