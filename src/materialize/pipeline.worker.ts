@@ -7,6 +7,7 @@ import type { MosaicSpec } from '../render/mosaic.ts';
 import { readOnThisThread } from '../render/source.file.ts';
 import { cogLevels, framedPayload } from './cog.layout.ts';
 import type { ReduceWindow } from './overview.reduce.ts';
+import { type SampleMeasure, shareVerdicts } from './stored.reuse.ts';
 import { reduceShapeOf, runReduceJob, runTileJob, type TileJobSettings } from './tile.job.ts';
 import { pixelBuffers } from './tile.pool.ts';
 
@@ -50,9 +51,41 @@ const ready: ReturnType<typeof open> = deferred
   : open(workerData as Init);
 ready.catch(() => {});
 
-parentPort!.on('message', async (msg: Job | { init: Init }) => {
+/**
+ * Verdicts on reusing stored source bytes, shared through the pool (tile.pool.ts SharedVerdicts): the pool answers
+ * with the verdict, or with a sample for this thread to measure (then the next answer, until the verdict).
+ */
+type Answer = { verdictAnswer: string } & ({ reuse: boolean } | { measure: number });
+const answers = new Map<string, (answer: Answer) => void>();
+const nextAnswer = (key: string, message: object) =>
+  new Promise<Answer>((resolve) => {
+    answers.set(key, resolve);
+    parentPort!.postMessage(message);
+  }).finally(() => answers.delete(key));
+shareVerdicts(async (key, count, measure) => {
+  let answer = await nextAnswer(key, { verdictAsk: key, count });
+  while ('measure' in answer) {
+    const k = answer.measure;
+    let measured: SampleMeasure;
+    try {
+      measured = await measure(k);
+    } catch (e) {
+      // another thread measures it
+      parentPort!.postMessage({ verdictSample: key, k, failed: true });
+      throw e;
+    }
+    answer = await nextAnswer(key, { verdictSample: key, k, measured });
+  }
+  return answer.reuse;
+});
+
+parentPort!.on('message', async (msg: Job | { init: Init } | Answer) => {
   if ('init' in msg) {
     initialised(msg.init);
+    return;
+  }
+  if ('verdictAnswer' in msg) {
+    answers.get(msg.verdictAnswer)?.(msg);
     return;
   }
   try {

@@ -35,6 +35,48 @@ export function isZlibStream(bytes: Uint8Array): boolean {
 
 const verdicts = new WeakMap<Raster, Map<string, Promise<boolean>>>();
 
+/** One sample block measured: its stored bytes and this process's, or not evidence (sparse, corrupt), or no zlib. */
+export type SampleMeasure = { readonly theirs: number; readonly ours: number } | 'none' | 'not-zlib';
+
+/** The verdict from a level's measured samples (in any order). */
+export function verdictOfSamples(samples: readonly SampleMeasure[]): boolean {
+  let theirs = 0;
+  let ours = 0;
+  for (const m of samples) {
+    if (m === 'not-zlib') return false;
+    if (m === 'none') continue;
+    theirs += m.theirs;
+    ours += m.ours;
+  }
+  return ours > 0 && theirs <= ours * (1 + MAX_GROWTH);
+}
+
+/**
+ * How a thread gets a verdict it has not judged: `measure(k)` measures sample k of `count` here. The
+ * materialisation threads share the work through their pool (tile.pool.ts): they reach each new source level
+ * together, and each judged it in full; now each measures a different sample and all take the verdict of the lot
+ * (RGB COG: 0.25 CPU s of judging -> half). By default the calling thread measures every sample.
+ */
+export type VerdictSharing = (
+  key: string,
+  count: number,
+  measure: (k: number) => Promise<SampleMeasure>,
+) => Promise<boolean>;
+
+let sharing: VerdictSharing = async (_key, count, measure) => {
+  const all: SampleMeasure[] = [];
+  for (let k = 0; k < count; k++) {
+    const m = await measure(k);
+    all.push(m);
+    if (m === 'not-zlib') break;
+  }
+  return verdictOfSamples(all);
+};
+
+export function shareVerdicts(via: VerdictSharing): void {
+  sharing = via;
+}
+
 /** The block's stored bytes as the tile's payload, when they qualify (see the file's comment); else undefined. */
 export async function reusableStored(stored: StoredBlock, options: TileEncodeOptions): Promise<Uint8Array | undefined> {
   if (options.compression !== 'deflate' || !TIFF_DEFLATE.has(stored.compression)) return undefined;
@@ -44,7 +86,12 @@ export async function reusableStored(stored: StoredBlock, options: TileEncodeOpt
   const key = `${stored.level}|${options.level ?? ''}|${options.predictor}|${options.blockSize ?? ''}`;
   let verdict = perRaster.get(key);
   if (!verdict) {
-    const made = judge(stored.raster, stored.level, options);
+    // named alike in every thread: the source (as its header was read), the level and the encoding
+    const raster = stored.raster;
+    const places = samplePlaces(raster, stored.level);
+    const made = sharing(`${raster.info.url}|${raster.info.etag}|${raster.info.size}|${key}`, places.length, (k) =>
+      measureSample(raster, stored.level, places[k], options),
+    );
     verdict = made;
     perRaster.set(key, made);
     // a read that failed (unreachable source) is not a verdict: the next tile judges again
@@ -53,10 +100,10 @@ export async function reusableStored(stored: StoredBlock, options: TileEncodeOpt
   return (await verdict) ? stored.bytes : undefined;
 }
 
-/** Compress the sample blocks of a source level here and compare with the stored bytes. */
-async function judge(raster: Raster, levelIndex: number, options: TileEncodeOptions): Promise<boolean> {
+/** The block indices of a level's samples: up to SAMPLE_BLOCKS whole blocks at fixed places. */
+function samplePlaces(raster: Raster, levelIndex: number): number[] {
   const level = raster.info.levels[levelIndex];
-  if (!level) return false;
+  if (!level) return [];
   const fullAcross = Math.floor(level.width / level.blockWidth);
   const fullDown = Math.floor(level.height / level.blockHeight);
   const places = new Set<number>();
@@ -65,21 +112,27 @@ async function judge(raster: Raster, levelIndex: number, options: TileEncodeOpti
     const by = Math.min(fullDown - 1, Math.floor((k * fullDown) / (SAMPLE_BLOCKS + 1)));
     if (bx >= 0 && by >= 0) places.add(by * level.blocksAcross + bx);
   }
-  let theirs = 0;
-  let ours = 0;
-  for (const index of places) {
-    const block = await raster
-      .readBlock(levelIndex, index % level.blocksAcross, Math.floor(index / level.blocksAcross))
-      .catch((e: unknown) => {
-        // a corrupt block reads the same everywhere: not evidence either way; anything else fails the tile
-        if (e instanceof RenderError && e.kind === 'corrupt') return undefined;
-        throw e;
-      });
-    if (!block?.stored) continue; // sparse or corrupt
-    if (!isZlibStream(block.stored)) return false;
-    theirs += block.stored.byteLength;
-    const samples = typedFromBytes(raster.info.dtype, block.samples);
-    ours += (await encodeSamples(samples, { ...options, blockSize: level.blockWidth })).byteLength;
-  }
-  return ours > 0 && theirs <= ours * (1 + MAX_GROWTH);
+  return [...places];
+}
+
+/** Compress one sample block of a source level here and report both sizes. */
+async function measureSample(
+  raster: Raster,
+  levelIndex: number,
+  index: number,
+  options: TileEncodeOptions,
+): Promise<SampleMeasure> {
+  const level = raster.info.levels[levelIndex];
+  const block = await raster
+    .readBlock(levelIndex, index % level.blocksAcross, Math.floor(index / level.blocksAcross))
+    .catch((e: unknown) => {
+      // a corrupt block reads the same everywhere: not evidence either way; anything else fails the tile
+      if (e instanceof RenderError && e.kind === 'corrupt') return undefined;
+      throw e;
+    });
+  if (!block?.stored) return 'none'; // sparse or corrupt
+  if (!isZlibStream(block.stored)) return 'not-zlib';
+  const samples = typedFromBytes(raster.info.dtype, block.samples);
+  const ours = (await encodeSamples(samples, { ...options, blockSize: level.blockWidth })).byteLength;
+  return { theirs: block.stored.byteLength, ours };
 }

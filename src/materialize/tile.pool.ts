@@ -4,6 +4,7 @@ import { RenderError } from '../render/errors.ts';
 import { sizeWorkerHeaps } from '../worker.heap.ts';
 import type { ReduceWindow } from './overview.reduce.ts';
 import type { BandAccumulator } from './statistics.xml.ts';
+import { type SampleMeasure, verdictOfSamples } from './stored.reuse.ts';
 import type { TileJobResult, TilePixels } from './tile.job.ts';
 import { adoptStartedWorkers, WORKER_URL } from './tile.pool.start.ts';
 
@@ -26,6 +27,68 @@ export function pixelBuffers(p: TilePixels | ReduceWindow | undefined | null): A
   return [p.mask.buffer as ArrayBuffer, ...p.bands.map((b) => b.buffer as ArrayBuffer)];
 }
 
+interface PendingVerdict {
+  /** samples not handed out yet (or handed back by a thread that failed to measure) */
+  readonly unassigned: number[];
+  readonly measured: SampleMeasure[];
+  readonly count: number;
+  readonly waiting: Worker[];
+}
+
+/**
+ * Verdicts on reusing stored source bytes (stored.reuse.ts), shared by the pool's threads: the samples of a level
+ * are handed out one per asking thread, and every thread that asked gets the verdict once all are measured. The
+ * verdict is the same whoever measures (it depends on the data alone).
+ */
+class SharedVerdicts {
+  private readonly known = new Map<string, boolean>();
+  private readonly pending = new Map<string, PendingVerdict>();
+
+  ask(w: Worker, key: string, count: number): void {
+    const reuse = this.known.get(key);
+    if (reuse !== undefined) {
+      w.postMessage({ verdictAnswer: key, reuse });
+      return;
+    }
+    let p = this.pending.get(key);
+    if (!p) {
+      p = { unassigned: Array.from({ length: count }, (_, k) => k), measured: [], count, waiting: [] };
+      this.pending.set(key, p);
+    }
+    if (count === 0) this.settle(key, p, w);
+    else this.next(key, p, w);
+  }
+
+  sample(w: Worker, key: string, k: number, measured: SampleMeasure | undefined): void {
+    const p = this.pending.get(key);
+    if (!p) return;
+    if (measured === undefined) {
+      // that thread failed (its tile fails): one waiting measures it instead
+      p.unassigned.push(k);
+      const other = p.waiting.shift();
+      if (other) this.next(key, p, other);
+      return;
+    }
+    p.measured.push(measured);
+    if (measured === 'not-zlib' || p.measured.length === p.count) this.settle(key, p, w);
+    else this.next(key, p, w);
+  }
+
+  /** Hand `w` a sample to measure, or let it wait for the verdict. */
+  private next(key: string, p: PendingVerdict, w: Worker): void {
+    const k = p.unassigned.shift();
+    if (k !== undefined) w.postMessage({ verdictAnswer: key, measure: k });
+    else p.waiting.push(w);
+  }
+
+  private settle(key: string, p: PendingVerdict, w: Worker): void {
+    const reuse = verdictOfSamples(p.measured);
+    this.known.set(key, reuse);
+    this.pending.delete(key);
+    for (const x of [w, ...p.waiting]) x.postMessage({ verdictAnswer: key, reuse });
+  }
+}
+
 /** Jobs a worker holds at once (see the constructor). */
 const JOBS_PER_WORKER = 2;
 
@@ -44,6 +107,7 @@ export class TilePool {
   >();
   private nextId = 1;
   private failed: unknown;
+  private readonly verdicts = new SharedVerdicts();
 
   constructor(count: number, init: unknown) {
     // threads the command started ahead (tile.pool.start.ts) get their mosaic now, the rest start with it
@@ -62,7 +126,20 @@ export class TilePool {
           validCount?: number;
           pixels?: TilePixels;
           error?: { message: string; kind: string };
+          verdictAsk?: string;
+          count?: number;
+          verdictSample?: string;
+          k?: number;
+          measured?: SampleMeasure;
         }) => {
+          if (m.verdictAsk !== undefined) {
+            this.verdicts.ask(w, m.verdictAsk, m.count ?? 0);
+            return;
+          }
+          if (m.verdictSample !== undefined) {
+            this.verdicts.sample(w, m.verdictSample, m.k ?? 0, m.measured);
+            return;
+          }
           const p = this.pending.get(m.id);
           if (!p) return;
           this.pending.delete(m.id);
