@@ -5,8 +5,9 @@
  * keeps one compressor per level and one decompressor.
  *
  *   compress(input: Uint8Array, level: 0..12, callback(err, Buffer))
- *   compressSync(input: Uint8Array, level: 0..12): Uint8Array   (on the calling thread: for worker threads, whose
- *     blocking is the point; the output is a view of a new ArrayBuffer of the compress bound, written in place)
+ *   compressSync(input: Uint8Array, level: 0..12, room?: 0..64): Uint8Array   (on the calling thread: for worker
+ *     threads, whose blocking is the point; the output is a view of a new ArrayBuffer of the compress bound plus
+ *     `room` free bytes before and after it, written in place)
  *   decompress(input: Uint8Array, declaredBytes: number, callback(err, Buffer | undefined, status: string))
  *   decompressSync(input: Uint8Array, declaredBytes: number): Uint8Array | "too-large" | "bad-data"   (on the
  *     calling thread, into a new ArrayBuffer of the declared size; a shorter stream gives a view of what it held)
@@ -226,18 +227,30 @@ static napi_value compress_sync(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "cogmill_deflate: out of memory");
     return NULL;
   }
+  /* optional third argument: free bytes to leave before and after the output (a caller's framing) */
+  size_t argc = 3;
+  napi_value argv[3];
+  uint32_t room = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 3) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[2], &t) == napi_ok && t != napi_undefined &&
+        (napi_get_value_uint32(env, argv[2], &room) != napi_ok || room > 64)) {
+      napi_throw_range_error(env, NULL, "cogmill_deflate: room must be 0..64");
+      return NULL;
+    }
+  }
   size_t bound = libdeflate_zlib_compress_bound(c, length);
   void *out;
   napi_value out_buffer;
   const unsigned char *in;
-  if (!sync_output(env, input, bound, &out, &out_buffer, &in)) return NULL;
-  size_t n = libdeflate_zlib_compress(c, in, length, out, bound);
+  if (!sync_output(env, input, bound + 2 * (size_t)room, &out, &out_buffer, &in)) return NULL;
+  size_t n = libdeflate_zlib_compress(c, in, length, (unsigned char *)out + room, bound);
   if (n == 0) {
     napi_throw_error(env, NULL, "cogmill_deflate: compression failed");
     return NULL;
   }
   napi_value result;
-  CHECK(napi_create_typedarray(env, napi_uint8_array, n, out_buffer, 0, &result));
+  CHECK(napi_create_typedarray(env, napi_uint8_array, n, out_buffer, room, &result));
   return result;
 }
 static napi_value decompress(napi_env env, napi_callback_info info) { return queue(env, info, 1); }

@@ -11,6 +11,7 @@
  * file order. So tiles can be compressed and shipped first and the header built at the very end.
  */
 import { crsFromEpsg, GEOTIFF_TAGS, geoKeysForCrs } from '../render/crs.ts';
+import { roomAround } from '../render/deflate.ts';
 import { CogmillError } from '../render/errors.ts';
 import { bytesPerSample, DTYPES, type DType, type GeoTransform, isFloat } from '../render/types.ts';
 import { formatGdalNodata, GEO_TAG, geoTransformTags } from './tiff.geo.ts';
@@ -658,9 +659,20 @@ export function frameTile(layout: CogLayout, payload: Uint8Array): Uint8Array {
   return framedPayload(payload);
 }
 
-/** A payload with its `u32le(size)` leader and last-4-bytes trailer, in a new buffer (an empty one stays empty). */
+/**
+ * A payload with its `u32le(size)` leader and last-4-bytes trailer (an empty one stays empty): written around it in
+ * its own buffer when the compressor left room there (deflate.ts roomAround), else in a new buffer.
+ */
 export function framedPayload(payload: Uint8Array): Uint8Array {
   if (payload.length === 0) return payload;
+  if (roomAround(payload) >= 4) {
+    const out = new Uint8Array(payload.buffer, payload.byteOffset - 4, payload.length + 8);
+    new DataView(out.buffer, out.byteOffset).setUint32(0, payload.length, true);
+    const tail = Math.min(4, payload.length);
+    out.fill(0, payload.length + 4, out.length - tail);
+    out.copyWithin(out.length - tail, 4 + payload.length - tail, 4 + payload.length);
+    return out;
+  }
   const out = new Uint8Array(payload.length + 8);
   new DataView(out.buffer).setUint32(0, payload.length, true);
   out.set(payload, 4);

@@ -20,7 +20,7 @@ export type DeflateEngine = 'libdeflate' | 'zlib';
 interface NativeDeflate {
   compress(input: Uint8Array, level: number, cb: (err: Error | undefined, out: Buffer) => void): void;
   /** on the calling thread (absent from addons built before it) */
-  compressSync?(input: Uint8Array, level: number): Uint8Array;
+  compressSync?(input: Uint8Array, level: number, room?: number): Uint8Array;
   decompressSync?(input: Uint8Array, declaredBytes: number): Uint8Array | 'too-large' | 'bad-data';
   decompress(
     input: Uint8Array,
@@ -104,6 +104,18 @@ function asBytes(b: Buffer): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
 
+/** Free bytes left around a tile compressed on a worker thread (a COG tile's leader and trailer). */
+const ROOM = 4;
+const roomy = new WeakSet<Uint8Array>();
+
+/**
+ * Free bytes before and after `bytes` in its buffer that nothing else uses (0 unless `deflateTile` made it on a
+ * worker thread): a caller may write its framing there instead of copying the tile (cog.layout.ts framedPayload).
+ */
+export function roomAround(bytes: Uint8Array): number {
+  return roomy.has(bytes) ? ROOM : 0;
+}
+
 /** zlib-format deflate of a whole tile at `level` (1..9, like GDAL's ZLEVEL; libdeflate also takes 10..12). */
 export function deflateTile(bytes: Uint8Array, level: number): Promise<Uint8Array> {
   const n = native();
@@ -111,7 +123,10 @@ export function deflateTile(bytes: Uint8Array, level: number): Promise<Uint8Arra
   // (the main thread never blocks on it)
   if (n?.compressSync && !isMainThread) {
     try {
-      return Promise.resolve(n.compressSync(bytes, libdeflateLevel(level)));
+      const out = n.compressSync(bytes, libdeflateLevel(level), ROOM);
+      // (an addon built before `room` ignores it: the view then starts at 0)
+      if (out.byteOffset === ROOM) roomy.add(out);
+      return Promise.resolve(out);
     } catch (e) {
       return Promise.reject(e);
     }
