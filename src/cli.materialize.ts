@@ -45,7 +45,7 @@ export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mo
   --compress NAME          deflate (default), lzw, zstd, none, jpeg, webp (jpeg/webp: uint8 RGB)
   --level N                deflate 1-9, zstd 1-22
   --quality N              jpeg/webp quality 1-100
-  --predictor P            auto (default: 2 for integers / 3 for floats, or 1 where two full-resolution tiles of
+  --predictor P            auto (default: 2 for integers / 3 for floats, or 1 where full-resolution tiles of
                            the mosaic compress smaller without: class data), 1, 2, 3
   --blocksize N            tile size in pixels (default: the mosaic's, 512)
   --resampling NAME        full-resolution resampling (default: the mosaic's)
@@ -64,7 +64,7 @@ export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mo
   --shards N               runs of tiles rendered and uploaded independently (default: one per worker thread)
   --part-size-mib N        size of the parts (default 8; grows so that 10,000 parts hold the output)
   --dry-run                print the plan (levels, tiles, shards, parts, sources per level, sizes) and stop;
-                           only headers are read (and the two tiles that choose an auto predictor)
+                           only headers are read (and the tiles that choose an auto predictor)
   --no-resume              start a new upload even when the destination holds a resumable one
   --abort-stale            abort the other unfinished uploads to the same key (runs that cannot be resumed)
 

@@ -357,7 +357,7 @@ export async function materialize(
   const limits = staged?.limits ?? { minPartBytes: 1, maxPartBytes: S3_MAX_PART_BYTES, maxParts: S3_MAX_PARTS };
   let plan: MaterializePlan | undefined;
   try {
-    // 'auto' predictor: chosen on two tiles of the mosaic (predictor.choice.ts), then fixed by the plan
+    // 'auto' predictor: chosen on one or two tiles of the mosaic (predictor.choice.ts), then fixed by the plan
     const chosen = await choosePredictor(engine, mosaic, options, signal);
     plan = planMaterialization({
       mosaic,

@@ -121,7 +121,7 @@ export async function explainPlan(
 /**
  * Explain materialising `mosaic` into `sink` as the run would plan it: `shards` runs of tiles to a staged or parts
  * sink, one to a file (written in file order). No upload is created, nothing is written; the only pixels read
- * are the two tiles that choose an 'auto' predictor (predictor.choice.ts), as the run chooses it.
+ * are the one or two tiles that choose an 'auto' predictor (predictor.choice.ts), as the run chooses it.
  */
 export async function explainMaterialization(
   engine: Engine,
