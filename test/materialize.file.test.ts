@@ -241,7 +241,7 @@ describe('materialise to a file', () => {
     const sink = new SinkFile(file);
     const header = new Uint8Array(4096).fill(7);
     await sink.open(header.byteLength);
-    // 80 chunks of 1 MiB: flushes to disk start at 32 and 64 MiB while the writes go on
+    // 80 chunks of 1 MiB: flushes to disk start every 8 MiB while the writes go on
     const chunk = (i: number) => new Uint8Array(1 << 20).map((_, j) => (i * 31 + j) & 255);
     for (let i = 0; i < 80; i++) await sink.write(chunk(i));
     const done = await sink.complete(header);

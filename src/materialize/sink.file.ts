@@ -22,7 +22,7 @@ function fileError(e: unknown, what: string): SinkError {
 }
 
 /** Written bytes after which a background flush to disk starts (see SinkFile.startFlush). */
-const FLUSH_EVERY_BYTES = 32 * MiB;
+const FLUSH_EVERY_BYTES = 8 * MiB;
 
 export class SinkFile implements SinkSequential {
   readonly mode = 'sequential' as const;
