@@ -306,6 +306,8 @@ export const materializeBench: Bench = {
     const list = cases(data);
     await ensureStriped([data.s2West.cog, data.s2Zone31.cog]);
     for (const c of list) {
+      // COGMILL_BENCH_CASE=RGB: only the cases whose name holds that text
+      if (process.env.COGMILL_BENCH_CASE && !c.name.includes(process.env.COGMILL_BENCH_CASE)) continue;
       await warmInputs(c.spec.sources);
       const grid = await mosaicGrid(c.spec, roots);
       const predictor = await chosenPredictor(c.spec, roots, c.options);
