@@ -116,6 +116,43 @@ describe('raster reading', () => {
       for (let x = 0; x < bw - 1; x++) assert.equal(part.bands[0][y * (bw - 1) + x], refValues[y * bw + x]);
   });
 
+  test("a whole block read keeps its predictor applied until its samples are read, then has GDAL's values", async () => {
+    const file = path.join(dir, 'utm32.tif');
+    const r = await Raster.open(fileSource(file), freshCaches());
+    const { blockWidth: bw, blockHeight: bh } = r.info.levels[0];
+    const out = await sh(PYTHON, [
+      '-c',
+      `from osgeo import gdal; import sys; ds=gdal.Open('${file}'); sys.stdout.write(ds.ReadRaster(${bw},${bh},${bw},${bh}).hex())`,
+    ]);
+    const ref = Buffer.from(out, 'hex');
+    const refValues = new Uint16Array(ref.buffer, ref.byteOffset, ref.byteLength / 2);
+    // the predictor applied to GDAL's values: each sample minus the one before it in its row (16-bit wrap)
+    const differenced = new Uint16Array(bw * bh);
+    for (let y = 0; y < bh; y++)
+      for (let x = 0; x < bw; x++) {
+        const i = y * bw + x;
+        differenced[i] = x === 0 ? refValues[i] : (refValues[i] - refValues[i - 1]) & 0xffff;
+      }
+    const asValues = (b: Uint8Array) => new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2);
+
+    const block = await r.readBlock(0, 1, 1);
+    assert.ok(block, 'an inner block with data');
+    assert.equal(block.predictor, 2);
+    const predicted = block.predicted;
+    assert.ok(predicted, 'the predicted bytes are there before the samples are read');
+    assert.deepEqual(asValues(predicted), differenced);
+    assert.deepEqual(asValues(block.samples), refValues, "the samples are GDAL's values");
+    // undone in place: the predicted bytes are gone (they now hold the samples)
+    assert.equal(block.predicted, undefined);
+    assert.equal(block.samples.buffer, predicted.buffer, 'no copy was made');
+
+    const kept = await r.readBlock(0, 1, 1);
+    assert.ok(kept);
+    kept.keepPredicted();
+    assert.deepEqual(asValues(kept.samples), refValues);
+    assert.ok(kept.predicted, 'kept past the first read of the samples');
+    assert.deepEqual(asValues(kept.predicted), differenced);
+  });
   test('a source that changed under us is re-opened, never mixed', async () => {
     const tmp = await tempDir();
     const p = path.join(tmp, 'a.tif');

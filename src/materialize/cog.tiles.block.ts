@@ -17,15 +17,23 @@ import { alignedLevel } from '../render/warp.copy.ts';
 import { sourceWarp } from '../render/warp.window.ts';
 
 export interface BlockTile {
-  /** blockSize^2 pixels, every band's sample interleaved; the caller's own (may be overwritten or transferred) */
+  /**
+   * blockSize^2 pixels, every band's sample interleaved; the caller's own (may be overwritten or transferred). The
+   * first read undoes the source's predictor where `predicted` held the bytes: read `predicted` first.
+   */
   readonly samples: TypedArray;
   /** blockSize^2, 255 where a pixel holds data */
   readonly mask: Uint8Array;
   readonly validCount: number;
   /** the block's bytes as the source stores them (little-endian samples), when read from the file just now */
   readonly stored?: StoredBlock;
-  /** the samples with the source's predictor still applied (`predictor`: that predictor), when it has one */
+  /**
+   * the samples with the source's predictor still applied (`predictor`: that predictor), when it has one, until
+   * `samples` is first read (a tile whose stored bytes are kept never undoes it)
+   */
   readonly predicted?: { readonly bytes: Uint8Array; readonly predictor: number };
+  /** always empty: the tile's pixels are `samples` (the shape of CogTilePixels) */
+  readonly bands: TypedArray[];
 }
 
 /** A source block's compressed bytes, how they were made (TIFF compression code and predictor), and where from. */
@@ -83,7 +91,6 @@ export async function blockTile(
 
   const block = await raster.readBlock(warp.level, ox / blockSize, oy / blockSize, signal);
   if (!block) return undefined; // sparse: the render fills it (and may take later sources)
-  const samples = typedFromBytes(info.dtype, block.samples);
   const stored =
     block.stored && block.littleEndian
       ? { bytes: block.stored, compression: block.compression, predictor: block.predictor, raster, level: warp.level }
@@ -91,17 +98,33 @@ export async function blockTile(
   const n = blockSize * blockSize;
   const mask = new Uint8Array(n);
   const nodata = info.nodata;
-  const validCount = nodata === undefined || Number.isNaN(nodata) ? n : validity(samples, bandCount, nodata, mask);
-  const predicted =
-    block.predicted && block.littleEndian ? { bytes: block.predicted, predictor: block.predictor } : undefined;
-  if (validCount === n) {
-    mask.fill(255);
-    return { samples, mask, validCount, stored, predicted };
+  let validCount = n;
+  if (nodata === undefined || Number.isNaN(nodata)) mask.fill(255);
+  else {
+    // finding empty pixels reads the samples: the predicted bytes are copied aside first
+    block.keepPredicted();
+    validCount = validity(typedFromBytes(info.dtype, block.samples), bandCount, nodata, mask);
   }
-  // empty pixels: another source could fill them, and they must read as the mosaic's nodata
-  if (nodata !== mosaic.nodata) return undefined;
-  for (let j = k; j < order.length; j++) if (sourceWarp(grid, order[j].raster, resampling)) return undefined;
-  return { samples, mask, validCount, stored, predicted };
+  if (validCount < n) {
+    // empty pixels: another source could fill them, and they must read as the mosaic's nodata
+    if (nodata !== mosaic.nodata) return undefined;
+    for (let j = k; j < order.length; j++) if (sourceWarp(grid, order[j].raster, resampling)) return undefined;
+  }
+  let samples: TypedArray | undefined;
+  return {
+    bands: [],
+    get samples() {
+      samples ??= typedFromBytes(info.dtype, block.samples);
+      return samples;
+    },
+    get predicted() {
+      const bytes = block.littleEndian ? block.predicted : undefined;
+      return bytes ? { bytes, predictor: block.predictor } : undefined;
+    },
+    mask,
+    validCount,
+    stored,
+  };
 }
 
 /** The warp's rule (warp.loop.ts validRange): a pixel is empty when every band holds nodata. Returns the valid count. */

@@ -98,11 +98,14 @@ export interface CogTilePixels {
    * holds the tile (see `tileBands`)
    */
   readonly bands: TypedArray[];
-  /** the tile's samples pixel-interleaved, when it is one source block as it is (cog.tiles.block.ts); the caller's */
+  /**
+   * the tile's samples pixel-interleaved, when it is one source block as it is (cog.tiles.block.ts); the caller's.
+   * Read `predicted` first: the first read of these undoes the source's predictor in its bytes.
+   */
   readonly samples?: TypedArray;
   /** that block's bytes as its source stores them (when read from the file for this tile) */
   readonly stored?: StoredBlock;
-  /** that block's samples with the source's predictor still applied */
+  /** that block's samples with the source's predictor still applied, until `samples` is first read */
   readonly predicted?: { readonly bytes: Uint8Array; readonly predictor: number };
   /** blockSize * blockSize, 255 where a pixel holds data (padding is 0) */
   readonly mask: Uint8Array;
@@ -134,7 +137,8 @@ export async function renderCogTile(
       if (signal?.aborted) throw e;
       return undefined;
     });
-    if (block) return { bands: [], ...block };
+    // (not spread: reading its samples would undo the predictor of its predicted bytes)
+    if (block) return block;
   }
   const px = await engine.render(mosaic, grid, { resampling, signal, strict: options.strict });
   const fill = mosaic.nodata ?? 0;

@@ -71,17 +71,6 @@ async function finish(
   keep: boolean,
 ): Promise<TileJobResult> {
   const nb = shape.bandCount;
-  // the bands the next level is reduced from: split out of a tile given pixel-interleaved (one source block)
-  const bands = keep && tile.samples ? tileBands(tile, shape.dtype, nb) : tile.bands;
-  // statistics first: without `keep`, the encoder may overwrite the tile's pixels
-  let stats: BandAccumulator[] | undefined;
-  if (level === 0) {
-    stats = newAccumulators(nb);
-    if (tile.validCount > 0) {
-      if (tile.samples) accumulateInterleaved(stats, tile.samples, nb, tile.mask, tile.validCount);
-      else accumulate(stats, tile.bands, tile.mask, tile.validCount);
-    }
-  }
   const encoding = {
     dtype: shape.dtype,
     bands: nb,
@@ -92,17 +81,29 @@ async function finish(
     quality: settings.quality,
     consume: !keep,
   };
-  // a source block's own bytes where they will do; interleaved samples are encoded in place, unless they are also
-  // the one band kept
-  const payload =
+  // a source block's own bytes where they will do, else its bytes with the predictor still applied when the output
+  // takes the same one (no predictor pass); both before the samples are first read, which undoes that predictor
+  const predicted = tile.predicted;
+  let payload =
     (settings.recompress !== true && tile.stored && (await reusableStored(tile.stored, encoding))) ||
-    // the source's predicted bytes when the output takes the same predictor: no predictor pass
-    (tile.predicted && tile.predicted.predictor === settings.predictor && settings.predictor === 2
-      ? await encodePredicted(tile.predicted.bytes, encoding)
-      : undefined) ||
-    (tile.samples
-      ? await encodeSamples(keep && nb === 1 ? tile.samples.slice() : tile.samples, encoding)
-      : await encodeTile(tile.bands, encoding));
+    (predicted && predicted.predictor === 2 && settings.predictor === 2
+      ? await encodePredicted(predicted.bytes, encoding)
+      : undefined);
+  // the bands the next level is reduced from: split out of a tile given pixel-interleaved (one source block)
+  const bands = keep && tile.samples ? tileBands(tile, shape.dtype, nb) : tile.bands;
+  // statistics before the samples are encoded: without `keep`, the encoder may overwrite them
+  let stats: BandAccumulator[] | undefined;
+  if (level === 0) {
+    stats = newAccumulators(nb);
+    if (tile.validCount > 0) {
+      if (tile.samples) accumulateInterleaved(stats, tile.samples, nb, tile.mask, tile.validCount);
+      else accumulate(stats, tile.bands, tile.mask, tile.validCount);
+    }
+  }
+  // interleaved samples are encoded in place, unless they are also the one band kept
+  payload ||= tile.samples
+    ? await encodeSamples(keep && nb === 1 ? tile.samples.slice() : tile.samples, encoding)
+    : await encodeTile(tile.bands, encoding);
   return {
     payload,
     stats,

@@ -22,8 +22,8 @@ export interface RasterIo {
 /**
  * Decoded blocks (bytes as stored, predictor undone) for the given block indices of a level.
  * Cached (`opts.cache` false: neither looked up nor kept); misses that sit next to each other in the file are
- * fetched with one range request; `opts.stored` / `opts.predicted` collect the compressed bytes and the decoded bytes
- * before the predictor is undone of the blocks decoded here. A block that
+ * fetched with one range request; `opts.stored` collects the compressed bytes of the blocks decoded here, and
+ * `opts.undo` (uncached reads only) leaves their predictor applied and collects how to undo it in place. A block that
  * cannot be read (an offset or byte count past the end of the file, an impossible size, a stream that does not
  * decode into the block's declared size) is in `failed` with a `corrupt` error naming the source and block;
  * the other blocks are still read. Source IO errors (unreachable, changed) are thrown.
@@ -34,10 +34,12 @@ async function readBlocks(
   levelKey: string,
   indices: number[],
   signal?: AbortSignal,
-  opts: { cache?: boolean; stored?: Map<number, Uint8Array>; predicted?: Map<number, Uint8Array> } = {},
+  opts: { cache?: boolean; stored?: Map<number, Uint8Array>; undo?: Map<number, () => void> } = {},
 ): Promise<{ blocks: Map<number, Uint8Array>; failed: Map<number, RenderError> }> {
-  const { stored, predicted } = opts;
+  const { stored, undo } = opts;
   const cache = opts.cache !== false;
+  // a block cached with its predictor applied would be read as samples by the next caller
+  if (undo && cache) throw new RenderError('internal', 'a deferred predictor undo needs an uncached read');
   const out = new Map<number, Uint8Array>();
   const failed = new Map<number, RenderError>();
   const prefix = `${io.info.url}|${io.info.etag}|${levelKey}|`;
@@ -83,7 +85,9 @@ async function readBlocks(
     } else {
       let ab: ArrayBufferLike;
       try {
-        ab = await decodeBlockBytes(decoder, bytes, predicted && ((p) => predicted.set(index, p)));
+        const d = await decodeBlockBytes(decoder, bytes, undo !== undefined);
+        ab = d.decoded;
+        if (d.undo) undo?.set(index, d.undo);
       } catch (e) {
         if (signal?.aborted) throw e;
         bad(index, `cannot be decoded: ${(e as Error)?.message ?? e}`, e);
@@ -247,12 +251,21 @@ function shortBlock(io: RasterIo, index: number, levelIndex: number): RenderErro
 
 /** A whole block as stored in the file and as decoded. */
 export interface WholeBlock {
-  /** pixel-interleaved samples, predictor undone; the caller's own (may be overwritten or transferred) */
+  /**
+   * pixel-interleaved samples, predictor undone; the caller's own (may be overwritten or transferred). The first
+   * read undoes the predictor in the bytes `predicted` gave, which is then gone (unless `keepPredicted` was called).
+   */
   readonly samples: Uint8Array;
   /** the compressed bytes as the file stores them (a view into the read buffer) */
   readonly stored?: Uint8Array;
-  /** the decoded bytes before the predictor was undone (a copy; only when the file uses one) */
+  /**
+   * the decoded bytes with the file's predictor still applied (only when it uses one), until `samples` is first
+   * read: a COG tile taking the same predictor is compressed from these, and a block whose samples nobody reads
+   * (its stored bytes kept) is never undone
+   */
   readonly predicted?: Uint8Array;
+  /** keep `predicted` past the first read of `samples` (a copy is made now, if needed) */
+  keepPredicted(): void;
   /** TIFF compression code and predictor of the stored bytes, and whether the file is little-endian */
   readonly compression: number;
   readonly predictor: number;
@@ -281,11 +294,11 @@ export async function readWholeBlock(
     throw new RenderError('internal', `block ${bx},${by} of level ${levelIndex} of ${url} is not one whole block`);
   const index = by * level.blocksAcross + bx;
   const stored = new Map<number, Uint8Array>();
-  const predicted = new Map<number, Uint8Array>();
+  const undo = new Map<number, () => void>();
   const { blocks, failed } = await readBlocks(io, level, String(levelIndex), [index], signal, {
     cache: false,
     stored,
-    predicted,
+    undo,
   });
   const error = failed.get(index);
   if (error) throw error;
@@ -293,11 +306,24 @@ export async function readWholeBlock(
   if (bytes.byteLength === 0) return undefined;
   const want = level.blockWidth * level.blockHeight * bandCount * bytesPerSample(dtype);
   if (bytes.byteLength < want) throw shortBlock(io, index, levelIndex);
-  const before = predicted.get(index);
+  const view = bytes.byteLength === want ? bytes : bytes.subarray(0, want);
+  let pending = undo.get(index);
+  let kept: Uint8Array | undefined;
   return {
-    samples: bytes.byteLength === want ? bytes : bytes.subarray(0, want),
+    get samples() {
+      if (pending) {
+        pending();
+        pending = undefined;
+      }
+      return view;
+    },
+    get predicted() {
+      return kept ?? (pending ? view : undefined);
+    },
+    keepPredicted() {
+      if (pending && !kept) kept = view.slice();
+    },
     stored: stored.get(index),
-    predicted: before && before.byteLength >= want ? before.subarray(0, want) : undefined,
     compression: level.compression,
     predictor: level.predictor,
     littleEndian: level.littleEndian,

@@ -51,8 +51,19 @@ abstract class DecoderPredicted extends BaseDecoder {
     return this.decodeView(new Uint8Array(buffer));
   }
 
-  /** `predicted`: given, it gets a copy of the decoded bytes before the predictor is undone (none without one) */
-  async decodeView(bytes: Uint8Array, predicted?: (bytes: Uint8Array) => void): Promise<ArrayBuffer> {
+  /** The block decoded, predictor undone. */
+  async decodeView(bytes: Uint8Array): Promise<ArrayBuffer> {
+    const { decoded, undo } = await this.decodeDeferred(bytes);
+    undo?.();
+    return decoded;
+  }
+
+  /**
+   * The block decoded with its predictor still applied, and `undo` (none without a predictor) to undo it in place:
+   * a caller that can use the predicted bytes as they are (a COG tile taking the same predictor) reads them first
+   * and undoes after, instead of copying them aside.
+   */
+  async decodeDeferred(bytes: Uint8Array): Promise<DeferredDecode> {
     const decoded = await this.decodeBytes(bytes);
     const p = this.parameters as unknown as {
       tileWidth: number;
@@ -61,19 +72,25 @@ abstract class DecoderPredicted extends BaseDecoder {
       planarConfiguration: number;
       bitsPerSample: number | ArrayLike<number>;
     };
-    if (!p.predictor || p.predictor === 1) return decoded;
+    if (!p.predictor || p.predictor === 1) return { decoded };
     const bits = typeof p.bitsPerSample === 'number' ? [p.bitsPerSample] : Array.from(p.bitsPerSample);
     if (bits.some((b) => b % 8 !== 0 || b !== bits[0]) || ![8, 16, 32, 64].includes(bits[0])) {
       throw new Error(`predictor ${p.predictor} needs whole-byte samples of one size, not ${bits.join(', ')} bits`);
     }
-    predicted?.(new Uint8Array(decoded).slice());
-    return undoPredictorInPlace(decoded, p.predictor, {
+    const shape = {
       width: p.tileWidth,
       height: p.tileHeight,
       bytesPerSample: bits[0] / 8,
       samplesPerPixel: p.planarConfiguration === 2 ? 1 : bits.length,
-    });
+    };
+    return { decoded, undo: () => void undoPredictorInPlace(decoded, p.predictor, shape) };
   }
+}
+
+/** A decoded block whose predictor (if any) is still applied; `undo` undoes it in place (call it once). */
+export interface DeferredDecode {
+  readonly decoded: ArrayBuffer;
+  readonly undo?: () => void;
 }
 
 /** Decoders that never produce more than the block declares (see block.decode.ts). */
@@ -111,14 +128,17 @@ class DecoderWebpSharp extends BaseDecoder {
 /**
  * Decode one block's compressed bytes with the level's decoder: cogmill's own decoders take the bytes as they are
  * (often a view into a read of several blocks), geotiff.js's take a copy of them as an ArrayBuffer of their own.
+ * `deferUndo`: the predictor is left applied and returned as `undo` (cogmill's decoders; geotiff.js's undo it).
  */
-export function decodeBlockBytes(
+export async function decodeBlockBytes(
   decoder: BaseDecoder,
   bytes: Uint8Array,
-  predicted?: (bytes: Uint8Array) => void,
-): Promise<ArrayBufferLike> {
-  if (decoder instanceof DecoderPredicted) return decoder.decodeView(bytes, predicted);
-  return decoder.decode(toArrayBuffer(bytes)) as Promise<ArrayBufferLike>;
+  deferUndo = false,
+): Promise<{ decoded: ArrayBufferLike; undo?: () => void }> {
+  if (decoder instanceof DecoderPredicted) {
+    return deferUndo ? decoder.decodeDeferred(bytes) : { decoded: await decoder.decodeView(bytes) };
+  }
+  return { decoded: (await decoder.decode(toArrayBuffer(bytes))) as ArrayBufferLike };
 }
 
 let decodersRegistered = false;
