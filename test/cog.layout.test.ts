@@ -17,7 +17,12 @@ import {
   needsBigTiff,
   tileDataOffsets,
 } from '../src/materialize/cog.layout.ts';
-import { accumulate, accumulateInterleaved, newAccumulators } from '../src/materialize/statistics.xml.ts';
+import {
+  accumulate,
+  accumulateInterleaved,
+  accumulatePredicted8,
+  newAccumulators,
+} from '../src/materialize/statistics.xml.ts';
 import { formatGdalNodata } from '../src/materialize/tiff.geo.ts';
 import { encodeTile } from '../src/materialize/tile.encode.ts';
 import { crsFromEpsg, geoKeysForCrs } from '../src/render/crs.ts';
@@ -532,6 +537,43 @@ describe('band statistics accumulated tile by tile', () => {
           assert.deepEqual(one, js, `${what}, C and JavaScript`);
         }
       }
+    }
+  });
+
+  it('8-bit samples still differenced count as their values, and are left differenced', () => {
+    let seed = 5;
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed / 2 ** 32;
+    };
+    const width = 48;
+    const rows = 20;
+    for (const bands of [1, 2, 3, 4]) {
+      // smooth rows (small differences) with jumps, every band its own
+      const samples = new Uint8Array(width * rows * bands);
+      for (let i = 0; i < samples.length; i++) samples[i] = (i % 7 === 0 ? rnd() * 256 : (i / bands) % 200) | 0;
+      // predictor 2 applied: each sample minus the same band's sample before it in its row, 8-bit wrap
+      const predicted = samples.slice();
+      for (let y = 0; y < rows; y++)
+        for (let x = width - 1; x > 0; x--)
+          for (let b = 0; b < bands; b++) {
+            const i = (y * width + x) * bands + b;
+            predicted[i] = (samples[i] - samples[i - bands]) & 0xff;
+          }
+      const before = predicted.slice();
+      const want = newAccumulators(bands);
+      accumulateInterleaved(want, samples, bands, new Uint8Array(width * rows).fill(255), width * rows);
+      const got = newAccumulators(bands);
+      assert.ok(accumulatePredicted8(got, predicted, bands, width), 'counted in C');
+      assert.deepEqual(got, want, `${bands} bands`);
+      assert.deepEqual(predicted, before, 'the bytes are not undone');
+    }
+    // without the addon the caller is told to read the samples
+    useDeflateEngine('zlib');
+    try {
+      assert.equal(accumulatePredicted8(newAccumulators(1), new Uint8Array(16), 1, 4), false);
+    } finally {
+      useDeflateEngine('libdeflate');
     }
   });
 });

@@ -54,6 +54,25 @@ export function accumulateInterleaved(
   for (let b = 0; b < bands; b++) accumulateSamples(acc[b], samples, b, bands, mask, validCount);
 }
 
+/**
+ * All-valid pixel-interleaved 8-bit samples (1-4 bands) given with predictor 2 still applied, in rows of
+ * `rowPixels` pixels: counted as their values, without undoing the predictor in the bytes (a tile compressed from
+ * those bytes then never needs its samples). False, having done nothing, where the addon cannot (the caller reads
+ * the samples instead).
+ */
+export function accumulatePredicted8(
+  acc: BandAccumulator[],
+  predicted: Uint8Array,
+  bands: number,
+  rowPixels: number,
+): boolean {
+  if (bands < 1 || bands > 4) return false;
+  const h = countsFor(bands * 256);
+  if (!histogram8Native(predicted, bands, h, rowPixels)) return false;
+  for (let b = 0; b < bands; b++) sumCounts(acc[b], h, b << 8, 256, 0);
+  return true;
+}
+
 /** One band's samples: data[start], data[start + stride], ... for the pixels of `mask`. */
 function accumulateSamples(
   a: BandAccumulator,

@@ -12,7 +12,13 @@ import type { DType, Resampling, TypedArray } from '../render/types.ts';
 import type { CogCompression, CogLevel, CogPredictor } from './cog.layout.ts';
 import { type CogTilePixels, defaultOverviewResampling, renderCogTile, tileBands } from './cog.tiles.ts';
 import { type ReduceWindow, reduceToTile } from './overview.reduce.ts';
-import { accumulate, accumulateInterleaved, type BandAccumulator, newAccumulators } from './statistics.xml.ts';
+import {
+  accumulate,
+  accumulateInterleaved,
+  accumulatePredicted8,
+  type BandAccumulator,
+  newAccumulators,
+} from './statistics.xml.ts';
 import { reusableStored } from './stored.reuse.ts';
 import { encodePredicted, encodeSamples, encodeTile } from './tile.encode.ts';
 
@@ -95,7 +101,15 @@ async function finish(
   let stats: BandAccumulator[] | undefined;
   if (level === 0) {
     stats = newAccumulators(nb);
-    if (tile.validCount > 0) {
+    // 8-bit bytes still differenced (not read as samples yet) are counted as they are: the tile never undoes them
+    const still = tile.predicted;
+    const counted =
+      still !== undefined &&
+      still.predictor === 2 &&
+      shape.dtype === 'uint8' &&
+      tile.validCount === tile.mask.length &&
+      accumulatePredicted8(stats, still.bytes, nb, settings.blockSize);
+    if (!counted && tile.validCount > 0) {
       if (tile.samples) accumulateInterleaved(stats, tile.samples, nb, tile.mask, tile.validCount);
       else accumulate(stats, tile.bands, tile.mask, tile.validCount);
     }
