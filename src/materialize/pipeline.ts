@@ -13,7 +13,7 @@ import { availableParallelism } from 'node:os';
 import type { Engine } from '../render/engine.ts';
 import { CogmillError, errorMessage, RenderError } from '../render/errors.ts';
 import type { Mosaic } from '../render/mosaic.ts';
-import { MiB } from '../render/types.ts';
+import { bytesPerSample, MiB } from '../render/types.ts';
 import type { CogLayout } from './cog.layout.ts';
 import { checkReports, completeMaterialization, headerOf } from './complete.ts';
 import { OverviewPyramid, type TileJobRunner } from './overview.pyramid.ts';
@@ -304,6 +304,19 @@ export async function completeInProcess(
   }
 }
 
+/** Decoded bytes the tiles in flight on the calling thread may hold together (see inlineTilesInFlight). */
+const INLINE_FLIGHT_BYTES = 128 * MiB;
+
+/**
+ * Tiles in flight when they are rendered on the calling thread: up to 16, fewer for large tiles. There each tile's
+ * inflate and deflate run on libuv's thread pool, and a tile waits on them in turn: with 3 in flight (as for one
+ * worker) an RGB COG export kept 1.6 of 2 cores busy (2.54 s); with 16, 2.16-2.22 s, the same bytes.
+ */
+function inlineTilesInFlight(mosaic: Mosaic, plan: MaterializePlan): number {
+  const tileBytes = plan.options.blockSize * plan.options.blockSize * mosaic.bandCount * bytesPerSample(mosaic.dtype);
+  return Math.max(3, Math.min(16, Math.floor(INLINE_FLIGHT_BYTES / tileBytes)));
+}
+
 async function materializeSequential(
   engine: Engine,
   mosaic: Mosaic,
@@ -325,7 +338,7 @@ async function materializeSequential(
       stage: () => Promise.reject(new Error('a sequential sink takes no parts')),
       write: (chunk) => sink.write(chunk, signal),
       signal,
-      tilesInFlight: Math.max(2, Math.max(1, workers) * 3),
+      tilesInFlight: workers === 0 ? inlineTilesInFlight(mosaic, plan) : Math.max(2, Math.max(1, workers) * 3),
       onTile: () => progress.tile(),
     });
     const final = headerOf(plan, mosaic, [report]);

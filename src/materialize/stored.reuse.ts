@@ -55,7 +55,7 @@ export function verdictOfSamples(samples: readonly SampleMeasure[]): boolean {
  * How a thread gets a verdict it has not judged: `measure(k)` measures sample k of `count` here. The
  * materialisation threads share the work through their pool (tile.pool.ts): they reach each new source level
  * together, and each judged it in full; now each measures a different sample and all take the verdict of the lot
- * (RGB COG: 0.25 CPU s of judging -> half). By default the calling thread measures every sample.
+ * (RGB COG: 0.25 CPU s of judging -> half). By default the calling thread measures every sample, side by side.
  */
 export type VerdictSharing = (
   key: string,
@@ -63,15 +63,10 @@ export type VerdictSharing = (
   measure: (k: number) => Promise<SampleMeasure>,
 ) => Promise<boolean>;
 
-let sharing: VerdictSharing = async (_key, count, measure) => {
-  const all: SampleMeasure[] = [];
-  for (let k = 0; k < count; k++) {
-    const m = await measure(k);
-    all.push(m);
-    if (m === 'not-zlib') break;
-  }
-  return verdictOfSamples(all);
-};
+let sharing: VerdictSharing = async (_key, count, measure) =>
+  // side by side: on the calling thread each sample is compressed on the thread pool, and every tile of the level
+  // waits for the verdict
+  verdictOfSamples(await Promise.all(Array.from({ length: count }, (_, k) => measure(k))));
 
 export function shareVerdicts(via: VerdictSharing): void {
   sharing = via;
