@@ -43,7 +43,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
 # Node is PID 1: the CLI installs SIGTERM/SIGINT handlers (graceful drain); its only child processes are the
 # short-lived stac-geoparquet decoders it starts and waits for
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "/app/src/cli.ts"]
+ENTRYPOINT ["node", "/app/bin/cogmill.js"]
 # with neither COGMILL_CONFIG nor arguments, serve the GeoTIFFs under /data (the working folder);
 # with a config: -e COGMILL_CONFIG=/etc/cogmill/config.yaml, or `serve --config /etc/cogmill/config.yaml`
 CMD ["serve"]

@@ -107,7 +107,7 @@ async function startServer(
   logFile: string,
 ): Promise<{ proc: ChildProcess; url: string; exit: Promise<number | null> }> {
   const out = openSync(logFile, 'w');
-  const proc = spawn(NODE, [path.join(REPO_DIR, 'src', 'cli.ts'), 'serve', '--config', configFile], {
+  const proc = spawn(NODE, [path.join(REPO_DIR, 'bin', 'cogmill.js'), 'serve', '--config', configFile], {
     cwd: REPO_DIR,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp' },
     stdio: ['ignore', out, 'pipe'],

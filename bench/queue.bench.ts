@@ -22,7 +22,7 @@ import { warmInputs } from './materialize.bench.ts';
 import { type Child, measured, NODE, note, REPO_DIR, round, run, sleep, startChild, table } from './support.ts';
 
 const BUCKET = 'bench-queue';
-const CLI = path.join(REPO_DIR, 'src', 'cli.ts');
+const CLI = path.join(REPO_DIR, 'bin', 'cogmill.js');
 const SHARDS = 6;
 const THREADS = 2;
 

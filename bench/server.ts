@@ -1,5 +1,5 @@
 /**
- * A real cogmill server as a child process (`node src/cli.ts serve --config FILE`), and an HTTP load generator
+ * A real cogmill server as a child process (`node bin/cogmill.js serve --config FILE`, as the `cogmill` command), and an HTTP load generator
  * with bounded concurrency (loopback only) that records the latency of every request.
  */
 import { writeFile } from 'node:fs/promises';
@@ -41,7 +41,7 @@ export async function startCogmillServer(
   await writeFile(file, JSON.stringify(config, null, 2));
   const child = startChild(NODE, [
     ...(opts.nodeArgs ?? []),
-    path.join(REPO_DIR, 'src', 'cli.ts'),
+    path.join(REPO_DIR, 'bin', 'cogmill.js'),
     'serve',
     '--config',
     file,

@@ -43,4 +43,27 @@ describe('compile cache', () => {
     // loads only compile.cache.ts: without the directory in the environment the worker caches nothing)
     assert.ok(n >= 40, `${n} modules cached`);
   });
+
+  test('the cogmill command turns the cache on before its first TypeScript file: a second start strips none', async () => {
+    const dir = await tempDir('cogmill-ccache-cli-');
+    // no NODE_COMPILE_CACHE (with it Node turns the cache on before any file): the command's own default, which is
+    // under the temporary folder
+    const env: NodeJS.ProcessEnv = { ...process.env, TMPDIR: dir };
+    delete env.NODE_COMPILE_CACHE;
+    delete env.NODE_DISABLE_COMPILE_CACHE;
+    for (const k of Object.keys(env)) if (k.startsWith('NODE_TEST')) delete env[k];
+    // Node's TypeScript loader (amaro, WebAssembly compiled at each start) is loaded only to strip a file
+    const probe = `data:text/javascript,process.on('exit', () => process.stderr.write('amaro ' + process.moduleLoadList.some((m) => m.includes('amaro')) + '\\n'))`;
+    const start = () =>
+      new Promise<string>((resolve, reject) =>
+        execFile(
+          process.execPath,
+          ['--import', probe, path.join(ROOT, 'bin/cogmill.js'), '--help'],
+          { env },
+          (e, _o, err) => (e ? reject(new Error(`${e.message}\n${err}`)) : resolve(err)),
+        ),
+      );
+    assert.match(await start(), /amaro true/, 'the first start strips the sources into the cache');
+    assert.match(await start(), /amaro false/, 'the second finds every file there, the entry included');
+  });
 });

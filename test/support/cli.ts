@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
 import path from 'node:path';
 
-export const CLI = path.join(import.meta.dirname, '..', '..', 'src', 'cli.ts');
+export const CLI = path.join(import.meta.dirname, '..', '..', 'bin', 'cogmill.js');
 
 /** the longest the process may take to say where it listens (a guard against a hung start, not a measurement) */
 const START_GUARD_MS = 180_000;

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { sh } from './gdal.ts';
 
 const NODE = process.execPath;
-export const CLI = path.join(import.meta.dirname, '..', '..', 'src', 'cli.ts');
+export const CLI = path.join(import.meta.dirname, '..', '..', 'bin', 'cogmill.js');
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve) => {
