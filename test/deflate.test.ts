@@ -271,4 +271,52 @@ describe('inflateTile', () => {
       await worker.terminate();
     }
   });
+
+  it('a decoded block handed back is decoded into again on that thread, with the right bytes', async () => {
+    const url = pathToFileURL(path.join(ROOT, 'src/render/deflate.ts')).href;
+    const worker = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       import(workerData.url).then(async (d) => {
+         d.inflateOnThisThread(true);
+         const a = new Uint8Array(65536).map((_, i) => (i * 7) ^ (i >> 5));
+         const b = new Uint8Array(65536).map((_, i) => (i * 13) ^ (i >> 3));
+         const same = (x, y) => x.length === y.length && x.every((v, i) => v === y[i]);
+         const [pa, pb] = [await d.deflateTile(a, 6), await d.deflateTile(b, 6)];
+         const first = await d.inflateTile(pa, a.length);
+         const firstRight = same(first, a);
+         const fresh = await d.inflateTile(pb, b.length);
+         d.recycleDecoded(first.buffer);
+         const again = await d.inflateTile(pb, b.length);
+         // another size is not given that buffer; a moved (detached) buffer is never taken back
+         d.recycleDecoded(fresh.buffer);
+         const other = await d.inflateTile(await d.deflateTile(a.subarray(0, 1000), 6), 1000);
+         const moved = await d.inflateTile(pa, a.length);
+         structuredClone(moved.buffer, { transfer: [moved.buffer] });
+         d.recycleDecoded(moved.buffer);
+         const after = await d.inflateTile(pa, a.length);
+         parentPort.postMessage({
+           firstRight,
+           reused: again.buffer === first.buffer,
+           againRight: same(again, b),
+           freshNotReused: fresh.buffer !== first.buffer,
+           otherNotTheSpare: other.buffer !== fresh.buffer,
+           afterRight: same(after, a) && after.buffer.byteLength === a.length,
+         });
+       });`,
+      { eval: true, workerData: { url } },
+    );
+    try {
+      const [r] = await once(worker, 'message');
+      assert.deepEqual(r, {
+        firstRight: true,
+        reused: true,
+        againRight: true,
+        freshNotReused: true,
+        otherNotTheSpare: true,
+        afterRight: true,
+      });
+    } finally {
+      await worker.terminate();
+    }
+  });
 });

@@ -92,6 +92,15 @@ describe('source blocks reused as stored', () => {
     assert.ok(recompressed.length > kept.length, `${recompressed.length} > ${kept.length}`);
   });
 
+  test('uncompressed tiles (the decoded blocks themselves) and a differencing the source lacks, on 2 threads', async () => {
+    // the worker threads hand decoded blocks back for the next block to decode into: uncompressed tiles (whose
+    // payload is the decoded block itself) and tiles re-encoded from their samples keep the source's pixels
+    const none = await exportOf('z9.tif', 'z9-none', { workers: 2, compression: 'none', predictor: 1 });
+    const noneInline = await exportOf('z9.tif', 'z9-none-inline', { workers: 0, compression: 'none', predictor: 1 });
+    assert.ok(Buffer.from(none).equals(Buffer.from(noneInline)));
+    await exportOf('z9.tif', 'z9-no-predictor', { workers: 2, predictor: 1 });
+  });
+
   test('bytes larger than re-encoding (a fast level) are re-encoded', async () => {
     const source = new Uint8Array(await readFile(path.join(dir, 'z1.tif')));
     const out = await exportOf('z1.tif', 'z1', { workers: 2 });

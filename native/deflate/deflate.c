@@ -292,10 +292,30 @@ static napi_value decompress_sync(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "cogmill_deflate: out of memory");
     return NULL;
   }
-  void *out;
+  void *out = NULL;
   napi_value out_buffer;
-  const unsigned char *in;
-  if (!sync_output(env, input, declared, &out, &out_buffer, &in)) return NULL;
+  const unsigned char *in = NULL;
+  /* optional third argument: an ArrayBuffer of at least `declared` bytes to decode into (a spare one) */
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 3) {
+    bool is_ab = false;
+    size_t into_bytes = 0;
+    void *into = NULL;
+    if (napi_is_arraybuffer(env, argv[2], &is_ab) == napi_ok && is_ab &&
+        napi_get_arraybuffer_info(env, argv[2], &into, &into_bytes) == napi_ok && into != NULL &&
+        into_bytes >= declared) {
+      napi_typedarray_type type;
+      size_t input_length, input_offset;
+      void *input_base;
+      napi_value input_buffer;
+      CHECK(napi_get_typedarray_info(env, input, &type, &input_length, &input_base, &input_buffer, &input_offset));
+      out = into;
+      out_buffer = argv[2];
+      in = (const unsigned char *)input_base;
+    }
+  }
+  if (out == NULL && !sync_output(env, input, declared, &out, &out_buffer, &in)) return NULL;
   size_t actual = 0;
   enum libdeflate_result r = libdeflate_zlib_decompress(decompressor, in, length, out, declared, &actual);
   napi_value result;

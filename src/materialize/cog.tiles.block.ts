@@ -10,6 +10,7 @@
  * leaves empty (nodata) would come from the next source in compositing order, so such a tile goes this way only when
  * no other source touches it.
  */
+import { recycleDecoded } from '../render/deflate.ts';
 import type { Mosaic } from '../render/mosaic.ts';
 import type { Raster } from '../render/raster.ts';
 import { type Grid, isFloat, type Resampling, type TypedArray, typedFromBytes } from '../render/types.ts';
@@ -34,6 +35,8 @@ export interface BlockTile {
   readonly predicted?: { readonly bytes: Uint8Array; readonly predictor: number };
   /** always empty: the tile's pixels are `samples` (the shape of CogTilePixels) */
   readonly bands: TypedArray[];
+  /** hand the decoded block's buffer back for the next block's inflate (see CogTilePixels.recycle) */
+  recycle(payload: Uint8Array): void;
 }
 
 /** A source block's compressed bytes, how they were made (TIFF compression code and predictor), and where from. */
@@ -96,13 +99,14 @@ export async function blockTile(
       ? { bytes: block.stored, compression: block.compression, predictor: block.predictor, raster, level: warp.level }
       : undefined;
   const n = blockSize * blockSize;
-  const mask = new Uint8Array(n);
+  // made when asked for where every pixel holds data (most tiles never ask: see tile.job.ts)
+  let mask: Uint8Array | undefined;
   const nodata = info.nodata;
   let validCount = n;
-  if (nodata === undefined || Number.isNaN(nodata)) mask.fill(255);
-  else {
+  if (nodata !== undefined && !Number.isNaN(nodata)) {
     // finding empty pixels reads the samples: the predicted bytes are copied aside first
     block.keepPredicted();
+    mask = new Uint8Array(n);
     validCount = validity(typedFromBytes(info.dtype, block.samples), bandCount, nodata, mask);
   }
   if (validCount < n) {
@@ -121,9 +125,15 @@ export async function blockTile(
       const bytes = block.littleEndian ? block.predicted : undefined;
       return bytes ? { bytes, predictor: block.predictor } : undefined;
     },
-    mask,
+    get mask() {
+      mask ??= new Uint8Array(n).fill(255);
+      return mask;
+    },
     validCount,
     stored,
+    recycle(payload: Uint8Array) {
+      if (payload.buffer !== block.buffer) recycleDecoded(block.buffer);
+    },
   };
 }
 

@@ -111,6 +111,11 @@ export interface CogTilePixels {
   readonly mask: Uint8Array;
   /** pixels that hold data */
   readonly validCount: number;
+  /**
+   * Once the tile is encoded into `payload` and nothing keeps its pixels: let the next block decoded on this thread
+   * reuse its decoded block's memory (a tile that is one source block; no-op unless that buffer is not `payload`'s)
+   */
+  recycle?(payload: Uint8Array): void;
 }
 
 /** Render tile (tx, ty) of `level` as the COG stores it. */

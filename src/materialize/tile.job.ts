@@ -69,6 +69,14 @@ export function reduceShapeOf(mosaic: Mosaic, settings: TileJobSettings): Reduce
   };
 }
 
+let allValidMask = new Uint8Array(0);
+
+/** A mask of `n` valid pixels, shared (read only: the statistics read it). */
+function allValid(n: number): Uint8Array {
+  if (allValidMask.length !== n) allValidMask = new Uint8Array(n).fill(255);
+  return allValidMask;
+}
+
 async function finish(
   shape: ReduceShape,
   settings: TileJobSettings,
@@ -101,23 +109,28 @@ async function finish(
   let stats: BandAccumulator[] | undefined;
   if (level === 0) {
     stats = newAccumulators(nb);
+    // a tile whose every pixel holds data is counted without its mask (a block tile then never makes one)
+    const all = tile.validCount === settings.blockSize * settings.blockSize;
     // 8-bit bytes still differenced (not read as samples yet) are counted as they are: the tile never undoes them
     const still = tile.predicted;
     const counted =
+      all &&
       still !== undefined &&
       still.predictor === 2 &&
       shape.dtype === 'uint8' &&
-      tile.validCount === tile.mask.length &&
       accumulatePredicted8(stats, still.bytes, nb, settings.blockSize);
     if (!counted && tile.validCount > 0) {
-      if (tile.samples) accumulateInterleaved(stats, tile.samples, nb, tile.mask, tile.validCount);
-      else accumulate(stats, tile.bands, tile.mask, tile.validCount);
+      const mask = all ? allValid(tile.validCount) : tile.mask;
+      if (tile.samples) accumulateInterleaved(stats, tile.samples, nb, mask, tile.validCount);
+      else accumulate(stats, tile.bands, mask, tile.validCount);
     }
   }
   // interleaved samples are encoded in place, unless they are also the one band kept
   payload ||= tile.samples
     ? await encodeSamples(keep && nb === 1 ? tile.samples.slice() : tile.samples, encoding)
     : await encodeTile(tile.bands, encoding);
+  // encoded, counted and not kept: the decoded block's memory serves the next one
+  if (!keep) tile.recycle?.(payload);
   return {
     payload,
     stats,

@@ -266,6 +266,8 @@ export interface WholeBlock {
   readonly predicted?: Uint8Array;
   /** keep `predicted` past the first read of `samples` (a copy is made now, if needed) */
   keepPredicted(): void;
+  /** the buffer `samples` and `predicted` are views of */
+  readonly buffer: ArrayBufferLike;
   /** TIFF compression code and predictor of the stored bytes, and whether the file is little-endian */
   readonly compression: number;
   readonly predictor: number;
@@ -323,6 +325,7 @@ export async function readWholeBlock(
     keepPredicted() {
       if (pending && !kept) kept = view.slice();
     },
+    buffer: view.buffer,
     stored: stored.get(index),
     compression: level.compression,
     predictor: level.predictor,
