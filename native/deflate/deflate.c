@@ -217,6 +217,19 @@ static int sync_output(napi_env env, napi_value input, size_t bytes, void **out,
   return 1;
 }
 
+/* The address of a typed array's first byte now (NULL with an exception pending on failure). */
+static const unsigned char *typed_address(napi_env env, napi_value typed) {
+  napi_typedarray_type type;
+  size_t length, offset;
+  void *base;
+  napi_value arraybuffer;
+  if (napi_get_typedarray_info(env, typed, &type, &length, &base, &arraybuffer, &offset) != napi_ok) {
+    napi_throw_error(env, NULL, "cogmill_deflate: cannot read the input");
+    return NULL;
+  }
+  return (const unsigned char *)base;
+}
+
 static napi_value compress_sync(napi_env env, napi_callback_info info) {
   napi_value input;
   size_t length;
@@ -258,11 +271,8 @@ static napi_value compress_sync(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  napi_typedarray_type type;
-  size_t input_length, input_offset;
-  void *input_base;
-  napi_value input_buffer;
-  CHECK(napi_get_typedarray_info(env, input, &type, &input_length, &input_base, &input_buffer, &input_offset));
+  const unsigned char *input_base = typed_address(env, input);
+  if (input_base == NULL) return NULL;
   size_t n = libdeflate_zlib_compress(c, input_base, length, scratch, bound);
   if (n == 0) {
     napi_throw_error(env, NULL, "cogmill_deflate: compression failed");
@@ -305,14 +315,10 @@ static napi_value decompress_sync(napi_env env, napi_callback_info info) {
     if (napi_is_arraybuffer(env, argv[2], &is_ab) == napi_ok && is_ab &&
         napi_get_arraybuffer_info(env, argv[2], &into, &into_bytes) == napi_ok && into != NULL &&
         into_bytes >= declared) {
-      napi_typedarray_type type;
-      size_t input_length, input_offset;
-      void *input_base;
-      napi_value input_buffer;
-      CHECK(napi_get_typedarray_info(env, input, &type, &input_length, &input_base, &input_buffer, &input_offset));
+      in = typed_address(env, input);
+      if (in == NULL) return NULL;
       out = into;
       out_buffer = argv[2];
-      in = (const unsigned char *)input_base;
     }
   }
   if (out == NULL && !sync_output(env, input, declared, &out, &out_buffer, &in)) return NULL;
