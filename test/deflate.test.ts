@@ -294,6 +294,11 @@ describe('inflateTile', () => {
          structuredClone(moved.buffer, { transfer: [moved.buffer] });
          d.recycleDecoded(moved.buffer);
          const after = await d.inflateTile(pa, a.length);
+         // a block larger than the spares may hold is not kept
+         const big = new Uint8Array(17 * 1024 * 1024);
+         const hugeOut = await d.inflateTile(await d.deflateTile(big, 1), big.length);
+         d.recycleDecoded(hugeOut.buffer);
+         const hugeAgain = await d.inflateTile(await d.deflateTile(big, 1), big.length);
          parentPort.postMessage({
            firstRight,
            reused: again.buffer === first.buffer,
@@ -301,6 +306,7 @@ describe('inflateTile', () => {
            freshNotReused: fresh.buffer !== first.buffer,
            otherNotTheSpare: other.buffer !== fresh.buffer,
            afterRight: same(after, a) && after.buffer.byteLength === a.length,
+           hugeNotKept: hugeAgain.buffer !== hugeOut.buffer,
          });
        });`,
       { eval: true, workerData: { url } },
@@ -314,6 +320,7 @@ describe('inflateTile', () => {
         freshNotReused: true,
         otherNotTheSpare: true,
         afterRight: true,
+        hugeNotKept: true,
       });
     } finally {
       await worker.terminate();

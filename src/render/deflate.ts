@@ -75,6 +75,8 @@ export function inflateOnThisThread(on: boolean): void {
 /** Decoded blocks handed back as no longer used (recycleDecoded), reused by the next inflate on this thread. */
 const spares: ArrayBuffer[] = [];
 const MAX_SPARES = 4;
+/** Bytes the spares may hold together: a source's huge blocks do not stay allocated after its job. */
+const MAX_SPARE_BYTES = 16 * 1024 * 1024;
 
 /**
  * Give back the buffer of a decoded block that nothing uses any more: the next `inflateTile` on this thread of a
@@ -85,7 +87,8 @@ const MAX_SPARES = 4;
 export function recycleDecoded(buffer: ArrayBufferLike): void {
   if (!inflateHere || !(buffer instanceof ArrayBuffer) || buffer.byteLength === 0 || spares.length >= MAX_SPARES)
     return;
-  if (!spares.includes(buffer)) spares.push(buffer);
+  const held = spares.reduce((sum, b) => sum + b.byteLength, 0);
+  if (held + buffer.byteLength <= MAX_SPARE_BYTES && !spares.includes(buffer)) spares.push(buffer);
 }
 
 function spareOf(bytes: number): ArrayBuffer | undefined {
