@@ -131,6 +131,15 @@ export const configSchema = z
           .describe(
             'JSON file where mosaics registered with POST/PUT /mosaics are kept and restored from on start (not used when materialize.redis is set: they are kept in Redis); unset: they last until the process stops',
           ),
+        mosaicsRefreshSeconds: z
+          .number()
+          .int()
+          .min(0)
+          .max(3600)
+          .default(5)
+          .describe(
+            'with materialize.redis: how often a replica reads the registered mosaics again, to serve those another replica registered or replaced and drop those it removed; 0: only at start',
+          ),
       })
       .strict()
       .prefault({}),

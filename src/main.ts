@@ -13,6 +13,7 @@ import type { Config } from './config.schema.ts';
 import { Catalog, CatalogStoreFile } from './render/catalog.ts';
 import { EngineCounted } from './render/engine.counted.ts';
 import type { Engine } from './render/engine.ts';
+import { errorMessage } from './render/errors.ts';
 import { StatisticsService } from './render/statistics.ts';
 import { TilePipelinePool } from './render/tile.pipeline.pool.ts';
 import { TilePipeline } from './render/tile.pipeline.ts';
@@ -94,6 +95,11 @@ export async function buildServices(config: Config, opts: { log?: Logger; engine
     throw e;
   }
   for (const p of catalog.problems()) log.warn({ mosaic: p.id, error: p.error }, 'mosaic could not be opened');
+  // replicas sharing the Redis see each other's registrations, replacements and removals
+  if (config.materialize.redis)
+    catalog.refreshEvery(config.server.mosaicsRefreshSeconds * 1000, (e) =>
+      log.warn({ store: store?.where, error: errorMessage(e) }, 'registered mosaics could not be read again'),
+    );
   engine.onBlockError = (f) =>
     log.warn(
       { mosaic: f.mosaic, source: f.source, level: f.level, block: f.block, reason: f.error.message },

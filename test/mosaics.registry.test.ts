@@ -220,8 +220,10 @@ describe('registered mosaics in Redis (materialize.redis set)', () => {
     await files?.stop();
   });
 
-  const start = async () => {
-    const a = await startTestServer(overrides);
+  // the first test is about what a replica restores at start: no refreshing there (0); the second refreshes every second
+  const start = async (refreshSeconds = 0) => {
+    const server = { ...(overrides.server as object), mosaicsRefreshSeconds: refreshSeconds };
+    const a = await startTestServer({ ...overrides, server });
     apps.push(a);
     return a;
   };
@@ -277,6 +279,37 @@ describe('registered mosaics in Redis (materialize.redis set)', () => {
       list.mosaics.map((x) => `${x.id}:${x.origin}`),
       ['other:registered'],
     );
+  });
+
+  test('replicas that read the registered mosaics again serve what another registered, replaced or removed', async () => {
+    const b = await start(1);
+    const c = await start(1);
+    const got = async (app: TestServer, id: string) => {
+      const r = await fetch(`${app.url}/mosaics/${id}`);
+      return r.status === 200 ? ((await r.json()) as { composite: string }) : r.status;
+    };
+    // within a few refreshes (each 1 s), or fail
+    const eventually = async (what: string, ok: () => Promise<boolean>) => {
+      const deadline = Date.now() + 15_000;
+      while (!(await ok())) {
+        if (Date.now() > deadline) assert.fail(`${what}: not seen within 15 s`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    assert.equal(await got(b, 'shared'), 404);
+    assert.equal((await call(c, 'POST', '/mosaics', body('shared'))).status, 201);
+    await eventually('a registration on another replica', async () => (await got(b, 'shared')) !== 404);
+    assert.equal(((await got(b, 'shared')) as { composite: string }).composite, 'median');
+    assert.equal((await call(c, 'PUT', '/mosaics/shared', { ...body('shared'), composite: 'first' })).status, 200);
+    await eventually(
+      'a replacement',
+      async () => ((await got(b, 'shared')) as { composite?: string }).composite === 'first',
+    );
+    const list = (await (await fetch(`${b.url}/mosaics`)).json()) as { mosaics: { id: string; origin: string }[] };
+    assert.ok(list.mosaics.some((m) => m.id === 'shared' && m.origin === 'registered'));
+    assert.equal((await call(c, 'DELETE', '/mosaics/shared')).status, 204);
+    await eventually('a removal', async () => (await got(b, 'shared')) === 404);
+    assert.ok(!(await storedIds()).includes('shared'));
   });
 
   test('with Redis gone, a registration is refused with an error and nothing is kept', async () => {

@@ -1,7 +1,8 @@
 /**
  * Registered mosaics kept in Redis (when the queue is configured, `materialize.redis`): one hash, `cogmill:mosaics`,
  * id -> definition (JSON). A registration is one HSET and a removal one HDEL, so replicas sharing the Redis add and
- * remove their own mosaics without rewriting each other's; every replica restores the whole hash when it starts.
+ * remove their own mosaics without rewriting each other's; every replica restores the whole hash when it starts and
+ * reads it again every server.mosaicsRefreshSeconds (Catalog.refresh).
  */
 import type { CatalogStore, MosaicDefinition } from '../render/catalog.ts';
 import { RenderError } from '../render/errors.ts';

@@ -123,6 +123,7 @@ export class Catalog {
   private readonly store: CatalogStore | undefined;
   /** serialises registrations and their writes to the store */
   private queue: Promise<unknown> = Promise.resolve();
+  private refreshTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(engine: Engine, options: { store?: CatalogStore } = {}) {
     this.engine = engine;
@@ -244,8 +245,57 @@ export class Catalog {
       .map((e) => e.definition);
   }
 
+  /**
+   * Read the store again and take what other processes changed in it (a store shared by replicas: Redis): mosaics
+   * registered or replaced elsewhere are opened (a failure is kept with its error, as at start-up), those removed
+   * elsewhere are dropped; configured mosaics are never touched. Returns the ids that changed. The store is read
+   * outside the registration queue (a store that does not answer delays no registration); the changes are applied
+   * in it, against the entries as they are then.
+   */
+  async refresh(): Promise<string[]> {
+    if (!this.store) return [];
+    const stored = await this.store.load();
+    return this.serial(async () => {
+      const byId = new Map(stored.map((d) => [d.id, d]));
+      const changed: string[] = [];
+      for (const e of this.list())
+        if (e.origin === 'registered' && !byId.has(e.id)) {
+          this.entries.delete(e.id);
+          changed.push(e.id);
+        }
+      const fresh = stored.filter((d) => {
+        const e = this.entries.get(d.id);
+        return !e || (e.origin === 'registered' && JSON.stringify(e.definition) !== JSON.stringify(d));
+      });
+      await this.loadAs(fresh, 'registered');
+      changed.push(...fresh.map((d) => d.id));
+      return changed;
+    });
+  }
+
+  /**
+   * `refresh` every `ms` in the background until `close` (a failed read keeps the mosaics as they are and is
+   * reported to `onError`); one at a time.
+   */
+  refreshEvery(ms: number, onError: (e: unknown) => void = () => {}): void {
+    if (!this.store || ms <= 0 || this.refreshTimer) return;
+    let running = false;
+    this.refreshTimer = setInterval(() => {
+      if (running) return;
+      running = true;
+      this.refresh()
+        .catch(onError)
+        .finally(() => {
+          running = false;
+        });
+    }, ms);
+    this.refreshTimer.unref();
+  }
+
   /** Close the store's connection (if it has one). */
   async close(): Promise<void> {
+    if (this.refreshTimer) clearInterval(this.refreshTimer);
+    this.refreshTimer = undefined;
     await this.store?.close?.();
   }
 
