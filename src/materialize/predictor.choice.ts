@@ -71,17 +71,21 @@ export async function choosePredictor(
     );
     if (tile.validCount === 0) continue;
     const samples = tile.samples ?? interleaveTile(tile.bands, mosaic.dtype, mosaic.bandCount, blockSize);
-    for (const predictor of sizes.keys()) {
-      const encoded = await encodeSamples(samples.slice(), {
-        dtype: mosaic.dtype,
-        bands: mosaic.bandCount,
-        blockSize,
-        compression,
-        predictor,
-        level: options.level,
-      });
-      sizes.set(predictor, (sizes.get(predictor) ?? 0) + encoded.length);
-    }
+    // both ways at once (on the calling thread each is compressed on libuv's pool): the plan waits for them
+    const ways = [...sizes.keys()];
+    const encoded = await Promise.all(
+      ways.map((predictor) =>
+        encodeSamples(samples.slice(), {
+          dtype: mosaic.dtype,
+          bands: mosaic.bandCount,
+          blockSize,
+          compression,
+          predictor,
+          level: options.level,
+        }),
+      ),
+    );
+    ways.forEach((predictor, k) => sizes.set(predictor, (sizes.get(predictor) ?? 0) + encoded[k].length));
     sampled++;
     // a clear margin on the first tile decides (every GDAL-made image of bench/predictor.bench.ts differs by 11% or
     // more); a close call takes the second tile too
