@@ -85,7 +85,7 @@ export async function choosePredictor(
         }),
       ),
     );
-    ways.forEach((predictor, k) => sizes.set(predictor, (sizes.get(predictor) ?? 0) + encoded[k].length));
+    for (const [k, predictor] of ways.entries()) sizes.set(predictor, (sizes.get(predictor) ?? 0) + encoded[k].length);
     sampled++;
     // a clear margin on the first tile decides (every GDAL-made image of bench/predictor.bench.ts differs by 11% or
     // more); a close call takes the second tile too
