@@ -9,7 +9,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { catalogueOptions, configFor, intFlag, MOSAIC_OPTIONS } from './cli.main.ts';
-import { ConfigError } from './config.schema.ts';
+import { ConfigError } from './config.error.ts';
 import { Catalog } from './render/catalog.ts';
 import { parseCrs } from './render/crs.ts';
 import { Engine } from './render/engine.ts';

@@ -4,10 +4,10 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { ConfigError } from './config.error.ts';
 import { redactConfig } from './config.redact.ts';
-import { configReferenceMarkdown } from './config.reference.ts';
-import { type Config, ConfigError } from './config.schema.ts';
-import { loadConfig, parseConfig, trustedSourcePolicy } from './config.ts';
+import type { Config } from './config.schema.ts';
+import { loadConfig, trustedSourcePolicy, withCommandLineMosaic } from './config.ts';
 import { crsFromEpsg } from './render/crs.ts';
 import { Engine } from './render/engine.ts';
 import { CogmillError } from './render/errors.ts';
@@ -106,7 +106,7 @@ export async function configFor(
       },
     };
   }
-  return parseConfig({ ...base, mosaics: [...base.mosaics, def] }, 'command line');
+  return withCommandLineMosaic(base, def);
 }
 
 /** Options of a command-line catalogue mosaic (serve, explain, materialize). */
@@ -245,6 +245,7 @@ async function cmdConfig(argv: string[]): Promise<void> {
     options: { config: { type: 'string', short: 'c' }, reference: { type: 'boolean' } },
   });
   if (values.reference) {
+    const { configReferenceMarkdown } = await import('./config.reference.ts');
     process.stdout.write(`${configReferenceMarkdown()}\n`);
     return;
   }

@@ -8,8 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { catalogueOptions, configFor, intFlag, MOSAIC_OPTIONS, shardIndexFromEnv } from './cli.main.ts';
-import { azureSettingsOf } from './config.azure.ts';
-import { ConfigError } from './config.schema.ts';
+import { ConfigError } from './config.error.ts';
 import { runPrepared } from './materialize/coordinator.ts';
 import { createSink, parseDestination } from './materialize/destination.ts';
 import { checkJobOptions, parseJobOptions } from './materialize/jobs.options.ts';
@@ -29,7 +28,7 @@ import { Catalog } from './render/catalog.ts';
 import { Engine } from './render/engine.ts';
 import { CogmillError, errorMessage } from './render/errors.ts';
 import { MiB } from './render/types.ts';
-import { engineSettings, s3Settings } from './settings.ts';
+import { azureSettingsOf, engineSettings, s3Settings } from './settings.ts';
 
 export const MATERIALIZE_USAGE = `usage: cogmill materialize [--config FILE --mosaic ID | SOURCE...] --out s3://bucket/key.tif|az://container/blob.tif|FILE [options]
 

@@ -6,14 +6,13 @@
  */
 import { parseArgs } from 'node:util';
 import { configFor } from './cli.main.ts';
-import { azureSettingsOf } from './config.azure.ts';
-import { ConfigError } from './config.schema.ts';
+import { ConfigError } from './config.error.ts';
 import { trustedSourcePolicy } from './config.ts';
 import { createSink, parseDestination } from './materialize/destination.ts';
 import { isStaged } from './materialize/sink.ts';
 import { Engine } from './render/engine.ts';
 import { errorMessage } from './render/errors.ts';
-import { engineSettings, s3Settings } from './settings.ts';
+import { azureSettingsOf, engineSettings, s3Settings } from './settings.ts';
 
 export const WORKER_USAGE = `usage: cogmill worker --redis redis://HOST:PORT [--concurrency N] [--threads N] [--config FILE]
 

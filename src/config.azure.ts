@@ -8,7 +8,6 @@
  * Like the rest of the config layer, this module reads the environment only from the object it is given.
  */
 import { z } from 'zod';
-import type { AzureSettings } from './render/azure.client.ts';
 
 const positiveInt = z.number().int().positive();
 
@@ -100,20 +99,6 @@ export function azureCredentialSource(
   if (azure.account !== undefined && azure.accountKey !== undefined) return from('accountKey');
   if (azure.sasToken !== undefined) return from('sasToken');
   return undefined;
-}
-
-/** The settings the Azure sources and sinks are built from. */
-export function azureSettingsOf(azure: AzureConfig & { readonly credentialSource?: string }): AzureSettings {
-  return {
-    account: azure.account,
-    accountKey: azure.accountKey,
-    sasToken: azure.sasToken,
-    connectionString: azure.connectionString,
-    endpoint: azure.endpoint,
-    credentialSource: azure.credentialSource,
-    maxAttempts: azure.maxAttempts,
-    timeoutMs: azure.timeoutMs,
-  };
 }
 
 /** Problems a schema cannot see: a key without its account. */

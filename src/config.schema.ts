@@ -321,9 +321,7 @@ export type Config = Omit<z.output<typeof configSchema>, 'azure'> & {
 export type MosaicConfig = z.output<typeof mosaicSchema>;
 export type Section = Exclude<keyof Config, 'mosaics'>;
 
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-}
+export { ConfigError } from './config.error.ts';
 
 // schema introspection
 

@@ -3,11 +3,26 @@
  * composition root (main.ts), which loads the HTTP server: commands that do not serve (materialize, worker, index)
  * import this instead.
  */
-import { azureSettingsOf } from './config.azure.ts';
+import type { AzureConfig } from './config.azure.ts';
 import type { Config } from './config.schema.ts';
 import { trustedSourcePolicy } from './config.ts';
+import type { AzureSettings } from './render/azure.client.ts';
 import type { EngineSettings } from './render/engine.ts';
 import type { S3Settings } from './render/s3.client.ts';
+
+/** The settings the Azure sources and sinks are built from (here, not beside the schema: no schema library needed). */
+export function azureSettingsOf(azure: AzureConfig & { readonly credentialSource?: string }): AzureSettings {
+  return {
+    account: azure.account,
+    accountKey: azure.accountKey,
+    sasToken: azure.sasToken,
+    connectionString: azure.connectionString,
+    endpoint: azure.endpoint,
+    credentialSource: azure.credentialSource,
+    maxAttempts: azure.maxAttempts,
+    timeoutMs: azure.timeoutMs,
+  };
+}
 
 export function s3Settings(config: Config): S3Settings {
   const s = config.s3;

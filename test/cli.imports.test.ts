@@ -19,9 +19,12 @@ const HOOK = `data:text/javascript,${encodeURIComponent(
   "import { registerHooks } from 'node:module'; registerHooks({ resolve(s, c, next) { const r = next(s, c); process.stderr.write('LOADED ' + r.url + '\\n'); return r; } });",
 )}`;
 
-function loaded(args: string[]): Promise<{ code: number | null; urls: string[] }> {
+function loaded(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number | null; urls: string[] }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', HOOK, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', HOOK, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
     let err = '';
     child.stderr.on('data', (d) => {
       err += d;
@@ -100,21 +103,19 @@ test('an engine reading local sources loads neither the S3 nor the Azure SDK; an
 /** image codecs (sharp, libvips) and the parquet reader: only for PNG / WebP / JPEG tiles and parquet catalogues */
 const LAZY = /node_modules\/(sharp|@img|hyparquet)\//;
 
-test('cogmill materialize to a local file loads neither object store SDK, nor sharp nor hyparquet, nor the ES facade of http, in any thread', async () => {
+test('cogmill materialize to a local file loads neither object store SDK, nor sharp nor hyparquet, nor the ES facade of http, in any thread, nor the schema library', async () => {
   const dir = await fixtureDir();
   const out = path.join(await mkdtemp(path.join(tmpdir(), 'cogmill-imports-')), 'out.tif');
   try {
-    // worker threads inherit --import: their modules are recorded too
-    const { code, urls } = await loaded([
-      CLI,
-      'materialize',
-      path.join(dir, 'utm32.tif'),
-      '--out',
-      out,
-      '--quiet',
-      '--workers',
-      '2',
-    ]);
+    // worker threads inherit --import: their modules are recorded too; no variable configures anything (the
+    // configuration is then the schema's defaults, without the schema library)
+    const env = Object.fromEntries(
+      Object.entries(process.env).filter(([k]) => !k.startsWith('COGMILL_') && !k.startsWith('AZURE_STORAGE_')),
+    );
+    const { code, urls } = await loaded(
+      [CLI, 'materialize', path.join(dir, 'utm32.tif'), '--out', out, '--quiet', '--workers', '2'],
+      env,
+    );
     assert.equal(code, 0);
     assert.ok((await stat(out)).size > 0, 'the COG was written');
     assert.ok(
@@ -130,6 +131,11 @@ test('cogmill materialize to a local file loads neither object store SDK, nor sh
       urls.filter((u) => LAZY.test(u)),
       [],
       'sharp or hyparquet was loaded',
+    );
+    assert.deepEqual(
+      urls.filter((u) => u.includes('/node_modules/zod/')),
+      [],
+      'the schema library was loaded for a command with nothing to validate',
     );
     // geotiff's HTTP client gets the built-ins without their ES facades (src/builtin.hooks.ts), in every thread
     assert.deepEqual(

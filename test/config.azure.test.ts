@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { azureSettingsOf } from '../src/config.azure.ts';
 import { redactConfig } from '../src/config.redact.ts';
 import { loadConfig, trustedSourcePolicy } from '../src/config.ts';
 import { engineSettings } from '../src/main.ts';
+import { azureSettingsOf } from '../src/settings.ts';
 import { tempDir } from './support/gdal.ts';
 
 const KEY = Buffer.alloc(64, 3).toString('base64');

@@ -5,10 +5,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { envName } from '../src/config.env.ts';
+import { loadConfigValidated, parseConfig } from '../src/config.parse.ts';
 import { redactConfig } from '../src/config.redact.ts';
 import { configReference, configReferenceMarkdown } from '../src/config.reference.ts';
 import { ConfigError } from '../src/config.schema.ts';
-import { loadConfig, trustedSourcePolicy } from '../src/config.ts';
+import { loadConfig, trustedSourcePolicy, withCommandLineMosaic } from '../src/config.ts';
 import { engineSettings } from '../src/main.ts';
 
 let dir: string;
@@ -54,6 +55,26 @@ describe('defaults', () => {
     assert.throws(() => {
       (c.server as { port: number }).port = 1;
     }, TypeError);
+  });
+
+  test('with nothing set the schema is not needed: the defaults snapshot is what the schema gives', async () => {
+    // config.defaults.ts must equal configSchema.parse({}) and the mosaic schema's defaults: after a schema change,
+    // write its new values there (the failure shows them)
+    const fast = await loadConfig({ env: {} });
+    const validated = await loadConfigValidated({ env: {} });
+    assert.deepStrictEqual(fast, validated);
+    assert.ok(Object.isFrozen(fast) && Object.isFrozen(fast.materialize) && Object.isFrozen(fast.sources.roots));
+    // a command-line mosaic of plain sources gets the definition's defaults, as the schema would give them
+    const def = { id: 'default', title: 'default', sources: ['/data/a.tif', 's3://b/c.tif'] };
+    const added = await withCommandLineMosaic(fast, def);
+    assert.deepStrictEqual(added, parseConfig({ ...validated, mosaics: [def] }, 'command line'));
+    assert.ok(Object.isFrozen(added.mosaics[0]));
+    // anything else is validated: a bad source name, catalogue options, a variable, an override
+    await assert.rejects(withCommandLineMosaic(fast, { ...def, sources: [''] }), ConfigError);
+    await assert.rejects(withCommandLineMosaic(fast, { ...def, composite: 'sometimes' }), ConfigError);
+    await assert.rejects(loadConfig({ env: { COGMILL_SERVER_PORT: 'eighty' } }), ConfigError);
+    await assert.rejects(loadConfig({ env: { AZURE_STORAGE_KEY: 'k' } }), /accountKey needs azure.account/);
+    await assert.rejects(loadConfig({ overrides: { server: { port: -1 } } }), ConfigError);
   });
 
   test('the reference lists every key of every section with its env variable and default', () => {

@@ -5,8 +5,8 @@
 import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
-import { ConfigError } from '../config.schema.ts';
-import { parseMosaicDefinition } from '../config.ts';
+import { ConfigError } from '../config.error.ts';
+import { parseMosaicDefinition } from '../config.parse.ts';
 import type { MosaicDefinition } from '../render/catalog.ts';
 import { parseCrs } from '../render/crs.ts';
 import { withoutServerPaths } from '../render/errors.ts';
